@@ -1,0 +1,50 @@
+# mmsearch — every target creates/uses its own virtual environment in .venv.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: demo test venv venv-demo system-deps proto bench images lint-chart clean
+
+## demo: build the demo index (first run) and start preprocess, serving and web on localhost
+demo: venv-demo
+	$(VENV)/bin/mmsearch demo
+
+## test: install everything (apt packages included) and run the whole test suite
+test: venv system-deps
+	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[test]'
+	touch $@ $(VENV)/.demo-installed
+
+venv-demo: $(VENV)/.demo-installed
+venv: $(VENV)/.test-installed
+
+## system-deps: Debian packages the tests need (headless Chromium and its driver)
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+## proto: regenerate the gRPC stubs in mmsearch/v1 from proto/
+proto: venv
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/mmsearch/v1/*.proto
+
+## bench: run the benchmarks (figures and ratios, not tests)
+bench: venv
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache data

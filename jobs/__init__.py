@@ -1,0 +1,1 @@
+"""Offline indexing stages: prepare, export, encode, push-milvus, push-mongo, publish."""

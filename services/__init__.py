@@ -1,0 +1,1 @@
+"""mmsearch online services: preprocess, serving, web, and their common bootstrap."""
