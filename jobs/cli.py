@@ -1,6 +1,13 @@
-"""``mmsearch job <stage>``: one sub-command per offline stage."""
+"""``mmsearch job <stage>``: one sub-command per offline stage.
+
+Each stage module registers its command on ``jobs.app.job_app``; importing
+them here makes them part of the CLI. Stage modules keep heavy imports
+(torch, transformers) inside their functions so the CLI starts fast.
+"""
 from __future__ import annotations
 
-import typer
+from jobs.app import job_app
 
-job_app = typer.Typer(help="Offline indexing stages (each idempotent and resumable).", no_args_is_help=True)
+# Stage modules register their sub-commands when imported (one line each).
+
+__all__ = ["job_app"]

@@ -1,0 +1,63 @@
+"""Progress reporting for job stages.
+
+On a terminal: a tqdm bar. Otherwise (a Kubernetes Job's log): one JSON line
+per update on stdout, ``{"stage": ..., "event": "progress", "done": n, "total": m}``,
+at most every ``interval`` seconds, plus a final ``"event": "done"`` line with
+the stage's summary. The operator and tests read these lines.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+
+def emit(stage: str, event: str, stream: TextIO | None = None, **fields: Any) -> None:
+    stream = stream or sys.stdout
+    stream.write(json.dumps({"stage": stage, "event": event, **fields}, default=str) + "\n")
+    stream.flush()
+
+
+class Progress:
+    """``with Progress("encode", total=n) as p: p.update(k)``; ``p.finish(**summary)``."""
+
+    def __init__(self, stage: str, total: int | None = None, *, interval: float = 2.0,
+                 stream: TextIO | None = None, tty: bool | None = None):
+        self.stage = stage
+        self.total = total
+        self.done = 0
+        self.interval = interval
+        self.stream = stream or sys.stdout
+        self._tty = self.stream.isatty() if tty is None else tty
+        self._last = 0.0
+        self._bar = None
+        if self._tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=stage, unit="doc", file=sys.stderr)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval or (self.total is not None and self.done >= self.total):
+            self._last = now
+            emit(self.stage, "progress", self.stream, done=self.done, total=self.total)
+
+    def finish(self, **summary: Any) -> None:
+        self.close()
+        emit(self.stage, "done", self.stream, done=self.done, total=self.total, **summary)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
