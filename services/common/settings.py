@@ -5,10 +5,12 @@ Every service subclasses :class:`ServiceSettings` and loads it with
 """
 from __future__ import annotations
 
+import re
 from typing import TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceParseError
 
 ENV_PREFIX = "MMSEARCH_"
 
@@ -52,9 +54,18 @@ def describe_error(cls: type[BaseConfig], exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def describe_parse_error(cls: type[BaseConfig], exc: SourceParseError) -> str:
+    """pydantic-settings' JSON decoding error of a complex field (dict/list), with the variable named."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    var = f"{cls.model_config.get('env_prefix', ENV_PREFIX)}{match.group(1) if match else '?'}".upper()
+    return f"invalid environment variable {var}: not valid JSON ({exc.__cause__ or exc})"
+
+
 def load_settings(cls: type[S], **overrides) -> S:
     """Build ``cls`` from the environment (and explicit overrides), or exit with a clear message."""
     try:
         return cls(**overrides)
     except ValidationError as exc:
         raise SettingsError(describe_error(cls, exc)) from None
+    except SourceParseError as exc:
+        raise SettingsError(describe_parse_error(cls, exc)) from None
