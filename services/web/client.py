@@ -1,0 +1,60 @@
+"""The web service's gRPC client of serving: one ``grpc.aio`` channel, reused by every request.
+
+The channel is created inside the running event loop (grpc.aio needs one)
+and reconnects by itself when serving restarts; every call carries the
+request deadline, so a dead back end costs at most that long.
+"""
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+from services.web.params import SearchQuery
+
+RETRIEVAL_SERVICE = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
+
+
+class ServingClient:
+    def __init__(self, address: str, timeout: float, max_message_bytes: int):
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                # Fail fast and retry the connection soon after serving comes back.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
+        )
+        self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    async def search(self, query: SearchQuery) -> retrieval_pb2.SearchResponse:
+        request = retrieval_pb2.SearchRequest(
+            scene=query.scene, top_k=query.top_k, user_id=query.user_id, diversify=query.diversify
+        )
+        if query.image is not None:
+            request.image = query.image
+        else:
+            request.text = query.text or ""
+        return await self.retrieval.Search(request, timeout=self.timeout)
+
+    async def list_scenes(self) -> retrieval_pb2.ListScenesResponse:
+        return await self.retrieval.ListScenes(retrieval_pb2.ListScenesRequest(), timeout=self.timeout)
+
+    async def ready(self) -> tuple[bool, str]:
+        """(True, "SERVING") when serving's health service says the RetrievalService serves."""
+        try:
+            reply = await self.health.Check(
+                health_pb2.HealthCheckRequest(service=RETRIEVAL_SERVICE), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            return False, f"{exc.code().name}: {exc.details()}"
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING, status
+
+    async def close(self) -> None:
+        await self.channel.close()

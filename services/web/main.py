@@ -1,0 +1,62 @@
+"""``mmsearch serve web``: the page and JSON API on ``MMSEARCH_HOST:MMSEARCH_PORT`` (default 8080).
+
+On SIGTERM/SIGINT the listener closes, in-flight requests get
+``MMSEARCH_GRACE_SECONDS`` to finish, then the gRPC channel closes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from services.common.logs import setup_logging
+from services.common.settings import load_settings
+from services.web.app import create_app
+from services.web.settings import WebSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningWeb:
+    runner: web.AppRunner
+    port: int
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_web(settings: WebSettings) -> RunningWeb:
+    """Bind and start the HTTP server (port 0 picks a free one)."""
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=settings.grace_seconds)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=False)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise OSError(f"cannot bind the web server to {settings.host}:{settings.port} "
+                      f"(MMSEARCH_HOST/MMSEARCH_PORT): {exc}") from exc
+    port = runner.addresses[0][1]  # the bound port when settings.port is 0
+    log.info("web server started", extra={"port": port, "serving_address": settings.serving_address})
+    return RunningWeb(runner, port)
+
+
+async def serve(settings: WebSettings) -> None:
+    running = await start_web(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
+    await running.stop()
+
+
+def main() -> None:
+    settings = load_settings(WebSettings)
+    setup_logging(settings.log_level, settings.log_json)
+    asyncio.run(serve(settings))

@@ -1,0 +1,128 @@
+"""Validation of the JSON API's request parameters (pure; no HTTP, no gRPC).
+
+Each rule raises :class:`BadParameter` naming the parameter, the value and
+what to send instead; the handlers turn it into a 400 with a JSON body.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+SCENE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_USER_CHARS = 128
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off", ""}
+
+
+class BadParameter(ValueError):
+    """A request parameter the caller must fix; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(message)
+        self.parameter = parameter
+        self.message = message
+
+
+class TooLarge(BadParameter):
+    """An upload over the size limit (HTTP 413)."""
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One validated search: exactly one of ``text`` and ``image`` is set."""
+
+    scene: str
+    text: str | None = None
+    image: bytes | None = field(default=None, repr=False)
+    top_k: int = 0  # 0: the arm's default (the proto's convention)
+    user_id: str = ""
+    diversify: bool = False
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def parse_scene(value: str | None) -> str:
+    if value is None or value == "":
+        raise BadParameter("scene", "scene is required: pass one of the names listed by GET /api/scenes")
+    if not SCENE_PATTERN.match(value):
+        raise BadParameter(
+            "scene", f"scene {_shown(value)} is not a scene name (1-64 letters, digits, '_' or '-'); "
+            "see GET /api/scenes"
+        )
+    return value
+
+
+def parse_top_k(value: str | None, max_top_k: int) -> int:
+    if value is None or value == "":
+        return 0
+    try:
+        k = int(value)
+    except ValueError:
+        raise BadParameter("k", f"k must be an integer between 1 and {max_top_k} (got {_shown(value)})") from None
+    if not 1 <= k <= max_top_k:
+        raise BadParameter("k", f"k must be between 1 and {max_top_k} (got {k})")
+    return k
+
+
+def parse_user(value: str | None) -> str:
+    if value is None:
+        return ""
+    if len(value) > MAX_USER_CHARS:
+        raise BadParameter("user", f"user must be at most {MAX_USER_CHARS} characters (got {len(value)})")
+    return value
+
+
+def parse_bool(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in TRUE:
+        return True
+    if lowered in FALSE:
+        return False
+    raise BadParameter(name, f"{name} must be true or false (got {_shown(value)})")
+
+
+def parse_text(value: str | None, max_chars: int) -> str:
+    if value is None or not value.strip():
+        raise BadParameter("q", "q is required: the text to search for (or POST an image to /api/search)")
+    if len(value) > max_chars:
+        raise BadParameter("q", f"q must be at most {max_chars} characters (got {len(value)})")
+    return value.strip()
+
+
+def parse_image(data: bytes | None, max_bytes: int) -> bytes:
+    if not data:
+        raise BadParameter("image", "image is empty: upload an encoded image file (JPEG, PNG, ...)")
+    if len(data) > max_bytes:
+        raise TooLarge("image", f"image is {len(data)} bytes; the limit is {max_bytes} bytes")
+    return data
+
+
+def parse_search(
+    params: Mapping[str, str],
+    *,
+    max_top_k: int,
+    max_query_chars: int,
+    image: bytes | None = None,
+    max_image_bytes: int = 0,
+) -> SearchQuery:
+    """A :class:`SearchQuery` from query/form parameters (``scene``, ``q``, ``k``, ``user``, ``diversify``).
+
+    With ``image`` (a POSTed upload) the query is the image and ``q`` must be
+    absent: one search has one query.
+    """
+    scene = parse_scene(params.get("scene"))
+    top_k = parse_top_k(params.get("k"), max_top_k)
+    user = parse_user(params.get("user"))
+    diversify = parse_bool("diversify", params.get("diversify"))
+    if image is not None:
+        if params.get("q"):
+            raise BadParameter("q", "send either q or an image, not both")
+        return SearchQuery(scene, image=parse_image(image, max_image_bytes), top_k=top_k,
+                           user_id=user, diversify=diversify)
+    return SearchQuery(scene, text=parse_text(params.get("q"), max_query_chars), top_k=top_k,
+                       user_id=user, diversify=diversify)

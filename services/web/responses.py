@@ -1,0 +1,92 @@
+"""JSON shapes of the API (pure): search/scene responses and errors, gRPC status -> HTTP status.
+
+The JSON mirrors the proto field names (``items[].retrieval_score``,
+``timings[].ms`` ...) so the API returns what ``Search`` returns, plus
+``elapsed_ms``: the web service's own wall time of the gRPC call.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from mmsearch.v1 import retrieval_pb2
+
+# gRPC status -> (HTTP status, error code). Caller mistakes stay 4xx; a back end
+# that is down or slow is 503/504; anything else upstream is a 502 (bad gateway).
+STATUS_MAP: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_argument"),
+    grpc.StatusCode.FAILED_PRECONDITION: (400, "failed_precondition"),
+    grpc.StatusCode.OUT_OF_RANGE: (400, "out_of_range"),
+    grpc.StatusCode.NOT_FOUND: (404, "not_found"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "already_exists"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, "unauthenticated"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_denied"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "resource_exhausted"),
+    grpc.StatusCode.UNIMPLEMENTED: (501, "unimplemented"),
+    grpc.StatusCode.UNAVAILABLE: (503, "unavailable"),
+    grpc.StatusCode.CANCELLED: (503, "unavailable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "deadline_exceeded"),
+}
+
+
+def http_status(code: grpc.StatusCode) -> tuple[int, str]:
+    """The HTTP status and error code for a gRPC status (502 ``upstream_error`` for the rest)."""
+    return STATUS_MAP.get(code, (502, "upstream_error"))
+
+
+def error_body(status: int, code: str, message: str, parameter: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if parameter is not None:
+        error["parameter"] = parameter
+    return {"error": error}
+
+
+def upstream_message(code: grpc.StatusCode, details: str | None, address: str) -> str:
+    """What the page shows for a failed gRPC call; 'down' and 'slow' say so plainly."""
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return f"the search back end (serving at {address}) is unavailable; try again shortly ({details or code.name})"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"the search back end (serving at {address}) did not answer in time ({details or code.name})"
+    return details or code.name
+
+
+def _number(value: Any) -> Any:
+    """Struct numbers arrive as floats: give integral ones back as ints (ids, counts)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _number(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_number(v) for v in value]
+    return value
+
+
+def search_json(response: retrieval_pb2.SearchResponse, *, scene: str, elapsed_ms: float) -> dict[str, Any]:
+    return {
+        "scene": scene,
+        "items": [
+            {
+                "id": item.id,
+                "score": item.score,
+                "retrieval_score": item.retrieval_score,
+                "summary": _number(MessageToDict(item.summary)) if item.HasField("summary") else {},
+            }
+            for item in response.items
+        ],
+        "arm": response.arm,
+        "assignments": [{"layer": a.layer, "arm": a.arm} for a in response.assignments],
+        "timings": [{"stage": t.stage, "ms": t.ms} for t in response.timings],
+        "missing_summaries": response.missing_summaries,
+        "elapsed_ms": elapsed_ms,
+    }
+
+
+def scenes_json(response: retrieval_pb2.ListScenesResponse) -> dict[str, Any]:
+    return {
+        "scenes": [
+            {"name": s.name, "modality": s.modality, "image_query": s.image_query, "layers": list(s.layers)}
+            for s in response.scenes
+        ]
+    }

@@ -1,0 +1,301 @@
+// mmsearch search page. No framework, no CDN: works offline.
+// Rule: everything that comes from the user or the API is inserted with
+// textContent / setAttribute on elements built here, never with innerHTML.
+"use strict";
+
+(() => {
+  const DEBOUNCE_MS = 250;
+  const $ = (id) => document.getElementById(id);
+  const els = {
+    scenes: $("scenes"), form: $("search-form"), q: $("q"), k: $("k"), upload: $("upload"),
+    image: $("image"), banner: $("banner"), meta: $("meta"), summaryLine: $("summary-line"),
+    timings: $("timings"), preview: $("preview"), results: $("results"),
+  };
+  const state = { scenes: [], scene: null, timer: null, controller: null, seq: 0, typingPushed: false };
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+
+  function showBanner(message, kind) {
+    els.banner.textContent = message;
+    els.banner.className = "banner" + (kind === "error" ? " error" : "");
+    els.banner.dataset.kind = kind;
+    els.banner.hidden = false;
+  }
+
+  function hideBanner() { els.banner.hidden = true; els.banner.textContent = ""; delete els.banner.dataset.kind; }
+
+  function sceneInfo(name) { return state.scenes.find((s) => s.name === name) || null; }
+
+  // ---- URL <-> state -------------------------------------------------------
+  function readUrl() {
+    const params = new URLSearchParams(window.location.search);
+    return { scene: params.get("scene"), q: params.get("q") || "", k: params.get("k") };
+  }
+
+  function writeUrl(mode) {
+    if (mode === "none") return;
+    const params = new URLSearchParams();
+    if (state.scene) params.set("scene", state.scene);
+    if (els.q.value.trim()) params.set("q", els.q.value.trim());
+    if (els.k.value !== "10") params.set("k", els.k.value);
+    const url = window.location.pathname + (params.toString() ? "?" + params.toString() : "");
+    if (url === window.location.pathname + window.location.search) return;
+    if (mode === "push") window.history.pushState(null, "", url);
+    else window.history.replaceState(null, "", url);
+  }
+
+  // ---- scenes --------------------------------------------------------------
+  const MODALITY = { text: "text → text", image: "text → image" };
+
+  function renderScenes() {
+    clear(els.scenes);
+    for (const scene of state.scenes) {
+      const button = el("button", "scene", scene.name);
+      button.type = "button";
+      button.setAttribute("role", "tab");
+      button.dataset.scene = scene.name;
+      button.setAttribute("aria-selected", String(scene.name === state.scene));
+      button.appendChild(el("small", null, MODALITY[scene.modality] || scene.modality));
+      button.addEventListener("click", () => { state.typingPushed = false; selectScene(scene.name, "push"); });
+      els.scenes.appendChild(button);
+    }
+  }
+
+  function selectScene(name, historyMode) {
+    if (!sceneInfo(name)) return;
+    state.scene = name;
+    for (const button of els.scenes.querySelectorAll(".scene")) {
+      button.setAttribute("aria-selected", String(button.dataset.scene === name));
+    }
+    const info = sceneInfo(name);
+    els.upload.hidden = !info.image_query;
+    els.q.placeholder = info.modality === "image" ? "Describe an image…" : "Ask a question…";
+    if (els.q.value.trim()) runSearch(historyMode);
+    else { clearResults(); writeUrl(historyMode); }
+  }
+
+  async function loadScenes() {
+    try {
+      const response = await fetch("/api/scenes", { headers: { Accept: "application/json" } });
+      const body = await response.json().catch(() => ({}));
+      if (!response.ok) throw new Error(errorText(body, response));
+      state.scenes = body.scenes || [];
+    } catch (err) {
+      showBanner("Cannot load the scenes: " + err.message, "error");
+      return false;
+    }
+    if (!state.scenes.length) { showBanner("The search back end has no scenes loaded.", "error"); return false; }
+    return true;
+  }
+
+  // ---- searching -----------------------------------------------------------
+  function errorText(body, response) {
+    if (body && body.error && body.error.message) return body.error.message;
+    return "HTTP " + response.status + " " + response.statusText;
+  }
+
+  function clearResults() {
+    clear(els.results);
+    els.results.className = "results";
+    els.meta.hidden = true;
+    els.preview.hidden = true;
+    hideBanner();
+  }
+
+  async function request(url, init, label) {
+    if (state.controller) state.controller.abort();
+    const controller = new AbortController();
+    state.controller = controller;
+    const seq = ++state.seq;
+    document.body.setAttribute("aria-busy", "true");
+    try {
+      const response = await fetch(url, { ...init, signal: controller.signal, headers: { Accept: "application/json" } });
+      const body = await response.json().catch(() => ({}));
+      if (seq !== state.seq) return;
+      if (!response.ok) {
+        clear(els.results);
+        els.meta.hidden = true;
+        showBanner("Search failed: " + errorText(body, response), "error");
+        return;
+      }
+      render(body, label);
+    } catch (err) {
+      if (err.name === "AbortError" || seq !== state.seq) return;
+      clear(els.results);
+      els.meta.hidden = true;
+      showBanner("Search failed: the web service cannot be reached (" + err.message + ")", "error");
+    } finally {
+      if (seq === state.seq) document.body.removeAttribute("aria-busy");
+    }
+  }
+
+  function runSearch(historyMode) {
+    window.clearTimeout(state.timer);
+    const q = els.q.value.trim();
+    writeUrl(historyMode);
+    if (!q) { state.seq++; clearResults(); return; }
+    els.preview.hidden = true;
+    const params = new URLSearchParams({ scene: state.scene, q, k: els.k.value });
+    request("/api/search?" + params.toString(), { method: "GET" }, "“" + q + "”");
+  }
+
+  function runImageSearch(file) {
+    window.clearTimeout(state.timer);
+    els.q.value = "";
+    writeUrl("push");
+    clear(els.preview);
+    const img = el("img");
+    img.alt = "Query image: " + file.name;
+    img.src = URL.createObjectURL(file);
+    img.addEventListener("load", () => URL.revokeObjectURL(img.src), { once: true });
+    els.preview.appendChild(img);
+    els.preview.hidden = false;
+    const form = new FormData();
+    form.append("scene", state.scene);
+    form.append("k", els.k.value);
+    form.append("image", file, file.name);
+    request("/api/search", { method: "POST", body: form }, "image " + file.name);
+  }
+
+  // ---- rendering -----------------------------------------------------------
+  function score(value) { return typeof value === "number" ? value.toFixed(3) : "–"; }
+
+  function safeImageUrl(value) {
+    if (typeof value !== "string" || !value) return null;
+    try {
+      const url = new URL(value, window.location.href);
+      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+    } catch (_) { return null; }
+  }
+
+  function renderMeta(body, label) {
+    const n = body.items.length;
+    els.summaryLine.textContent = n + (n === 1 ? " result" : " results") + " for " + label
+      + " in " + body.scene + (body.arm ? " · arm " + body.arm : "");
+    clear(els.timings);
+    for (const t of body.timings || []) {
+      const span = el("span", "timing", t.stage + " " + t.ms.toFixed(1) + " ms");
+      span.dataset.stage = t.stage;
+      els.timings.appendChild(span);
+    }
+    if (typeof body.elapsed_ms === "number") {
+      els.timings.appendChild(el("span", "timing", "total " + body.elapsed_ms.toFixed(1) + " ms"));
+    }
+    els.meta.hidden = false;
+  }
+
+  function card(item, rank) {
+    const s = item.summary || {};
+    const node = el("article", "card result");
+    node.dataset.id = String(item.id);
+    const head = el("div", "card-head");
+    const title = el("h2");
+    title.appendChild(el("span", "rank", rank + "."));
+    title.appendChild(el("span", "question", s.question !== undefined ? s.question : (s.name !== undefined ? s.name : "#" + item.id)));
+    head.appendChild(title);
+    head.appendChild(el("span", "score", "score " + score(item.score)));
+    node.appendChild(head);
+    if (s.answer !== undefined) node.appendChild(el("p", "answer", s.answer));
+    if (s.category !== undefined && s.category !== "") node.appendChild(el("span", "chip", s.category));
+    const others = Object.keys(s).filter((key) => !["question", "answer", "category", "name", "id"].includes(key));
+    if (s.question === undefined && s.answer === undefined && others.length) {
+      const list = el("dl", "fields");
+      for (const key of others) {
+        list.appendChild(el("dt", null, key));
+        list.appendChild(el("dd", null, typeof s[key] === "object" ? JSON.stringify(s[key]) : s[key]));
+      }
+      node.appendChild(list);
+    }
+    return node;
+  }
+
+  function tile(item) {
+    const s = item.summary || {};
+    const node = el("figure", "tile result");
+    node.dataset.id = String(item.id);
+    const thumb = el("div", "thumb");
+    const src = safeImageUrl(s.url);
+    const name = s.name !== undefined ? String(s.name) : "#" + item.id;
+    if (src) {
+      const img = el("img");
+      img.loading = "lazy";
+      img.alt = name;
+      img.src = src;
+      img.addEventListener("error", () => { clear(thumb); thumb.textContent = "no preview"; }, { once: true });
+      thumb.appendChild(img);
+    } else {
+      thumb.textContent = "no preview";
+    }
+    node.appendChild(thumb);
+    const caption = el("figcaption");
+    const label = el("span", "name", name);
+    label.title = name;
+    caption.appendChild(label);
+    caption.appendChild(el("span", "score", score(item.score)));
+    node.appendChild(caption);
+    return node;
+  }
+
+  function render(body, label) {
+    hideBanner();
+    clear(els.results);
+    const info = sceneInfo(body.scene);
+    const images = info ? info.modality === "image" : false;
+    els.results.className = "results " + (images ? "grid" : "cards");
+    renderMeta(body, label);
+    if (!body.items.length) {
+      showBanner("Nothing matches " + label + " in " + body.scene + ".", "info");
+      return;
+    }
+    body.items.forEach((item, i) => els.results.appendChild(images ? tile(item) : card(item, i + 1)));
+    if (body.missing_summaries) {
+      showBanner(body.missing_summaries + " matched documents have no summary in the document store.", "info");
+    }
+  }
+
+  // ---- wiring --------------------------------------------------------------
+  function applyUrl() {
+    const { scene, q, k } = readUrl();
+    if (k && [...els.k.options].some((o) => o.value === k)) els.k.value = k;
+    els.q.value = q;
+    const name = scene && sceneInfo(scene) ? scene : (state.scene || state.scenes[0].name);
+    state.scene = null;
+    selectScene(name, "none");
+    if (scene && !sceneInfo(scene)) showBanner("Unknown scene “" + scene + "”; showing " + name + ".", "error");
+  }
+
+  els.q.addEventListener("input", () => {
+    window.clearTimeout(state.timer);
+    state.timer = window.setTimeout(() => {
+      runSearch(state.typingPushed ? "replace" : "push");
+      state.typingPushed = true;
+    }, DEBOUNCE_MS);
+  });
+  els.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.typingPushed = false;
+    runSearch("push");
+  });
+  els.k.addEventListener("change", () => { state.typingPushed = false; runSearch("push"); });
+  els.image.addEventListener("change", () => {
+    const file = els.image.files && els.image.files[0];
+    if (file) runImageSearch(file);
+    els.image.value = "";
+  });
+  window.addEventListener("popstate", () => { state.typingPushed = false; if (state.scenes.length) applyUrl(); });
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    if (await loadScenes()) {
+      renderScenes();
+      applyUrl();
+    }
+    document.body.dataset.ready = "true";
+  });
+})();
