@@ -18,7 +18,7 @@ from services.common.codec import from_tensor
 class PreprocessClient:
     """``async with PreprocessClient("127.0.0.1:50051") as client: ids, mask = await client.tokenize(...)``."""
 
-    def __init__(self, target: str, *, timeout: float = 5.0, max_message_bytes: int = 32 * 1024 * 1024):
+    def __init__(self, target: str, *, timeout: float = 5.0, max_message_bytes: int = 64 * 1024 * 1024):
         self.timeout = timeout
         self.channel = grpc.aio.insecure_channel(target, options=[
             ("grpc.max_receive_message_length", max_message_bytes),

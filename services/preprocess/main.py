@@ -14,7 +14,7 @@ from services.common.logs import setup_logging
 from services.common.server import RunningServer, run_until_signal, start_server
 from services.common.settings import load_settings
 from services.preprocess.models import ModelLoadError, load_models
-from services.preprocess.service import PreprocessServicer, register
+from services.preprocess.service import PreprocessServicer, check_response_fits, register
 from services.preprocess.settings import PreprocessSettings
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,10 @@ async def start(settings: PreprocessSettings) -> RunningServer:
     running.on_stop.append(lambda: executor.shutdown(wait=False, cancel_futures=True))
     try:
         models = await asyncio.to_thread(load_models, settings.models)
+        check_response_fits(settings, models)
+    except ValueError as exc:
+        await running.stop(0)
+        raise ModelLoadError(str(exc)) from None
     except BaseException:
         await running.stop(0)
         raise

@@ -108,6 +108,21 @@ async def preprocess_images(models: dict[str, PreprocessModel], request: preproc
     return preprocess_pb2.PreprocessImagesResponse(pixel_values=to_tensor(out.astype(dtype, copy=False)))
 
 
+def check_response_fits(settings: PreprocessSettings, models: dict[str, PreprocessModel]) -> None:
+    """Fail fast when a full batch of float32 pixel_values could not be sent in one gRPC message."""
+    for model in models.values():
+        if model.images is None:
+            continue
+        height, width = model.images.output_size
+        needed = settings.max_batch_size * 3 * height * width * 4 + 1024
+        if needed > settings.max_message_bytes:
+            raise ValueError(
+                f"model {model.name!r}: a batch of {settings.max_batch_size} images of {height}x{width} needs "
+                f"{needed} bytes, over MMSEARCH_MAX_MESSAGE_BYTES={settings.max_message_bytes}: raise it or lower "
+                "MMSEARCH_MAX_BATCH_SIZE"
+            )
+
+
 def list_models(models: dict[str, PreprocessModel]) -> preprocess_pb2.ListModelsResponse:
     return preprocess_pb2.ListModelsResponse(models=[
         preprocess_pb2.ModelInfo(

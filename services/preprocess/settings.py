@@ -28,6 +28,10 @@ class PreprocessSettings(ServiceSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Most pixels (width x height) an image may declare; guards decompression bombs."
     )
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024,
+        description="gRPC max message size; a full batch of float32 224x224 images is 38.5 MB, so larger than the default.",
+    )
     image_threads: int = Field(
         default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, le=64,
         description="Threads decoding and resizing the images of a batch (Pillow releases the GIL).",

@@ -1,0 +1,1 @@
+"""Tests of services/common (settings, codec, gRPC server factory)."""

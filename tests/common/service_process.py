@@ -1,0 +1,96 @@
+"""Run a real ``mmsearch serve <name>`` process on ephemeral ports and read its ports from its logs.
+
+Services log ``gRPC server started`` with ``port`` and ``metrics_port`` (JSON
+lines on stderr); the helper waits for that line, so tests never guess ports.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+MMSEARCH = str(Path(sys.executable).with_name("mmsearch"))
+
+
+@dataclass
+class ServiceProcess:
+    proc: subprocess.Popen
+    port: int = 0
+    metrics_port: int | None = None
+    logs: list[dict] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def messages(self) -> list[str]:
+        return [record.get("message", "") for record in self.logs]
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, then wait (kill on timeout); the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_service(name: str, env: dict[str, str], timeout: float = 60) -> ServiceProcess:
+    """Start ``mmsearch serve NAME`` on 127.0.0.1 port 0 and return once its gRPC port is bound."""
+    full_env = {**os.environ, "MMSEARCH_HOST": "127.0.0.1", "MMSEARCH_PORT": "0",
+                "MMSEARCH_METRICS_HOST": "127.0.0.1", "MMSEARCH_METRICS_PORT": "0",
+                "MMSEARCH_LOG_JSON": "true", **env}
+    proc = subprocess.Popen([MMSEARCH, "serve", name], env=full_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    service = ServiceProcess(proc)
+    started = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            service.lines.append(line.rstrip("\n"))
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            service.logs.append(record)
+            if record.get("message") == "gRPC server started":
+                service.port, service.metrics_port = int(record["port"]), record.get("metrics_port")
+                started.set()
+        started.set()  # the process ended
+
+    threading.Thread(target=read, daemon=True).start()
+    if not started.wait(timeout) or not service.port:
+        service.stop()
+        raise RuntimeError(f"mmsearch serve {name} did not start within {timeout}s; stderr:\n"
+                           + "\n".join(service.lines[-30:]))
+    return service
+
+
+def wait_serving(target: str, timeout: float = 60) -> None:
+    """Poll grpc.health.v1 until the server answers SERVING."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{target} did not report SERVING within {timeout}s")
+            time.sleep(0.1)
