@@ -176,7 +176,9 @@ def decode(data: bytes, index: int, max_bytes: int, max_pixels: int) -> Image.Im
     except ImageInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageInputError(f"{field} is too large to decode safely ({exc})") from None
+        raise ImageInputError(
+            f"{field} is too large to decode safely ({exc}); the limit is MMSEARCH_MAX_IMAGE_PIXELS={max_pixels}"
+        ) from None
     except Exception as exc:  # Pillow raises many types (UnidentifiedImageError, OSError, SyntaxError ...)
         raise ImageInputError(f"{field} cannot be decoded as an image ({type(exc).__name__}: {exc})") from None
     return image
