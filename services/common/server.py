@@ -79,7 +79,10 @@ async def start_server(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     address = f"{settings.host}:{settings.port}"
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc raises RuntimeError when the address is in use or cannot be resolved
+        port = 0
     if port == 0:
         raise OSError(f"cannot bind the gRPC server to {address} (MMSEARCH_HOST/MMSEARCH_PORT)")
     endpoint = MetricsEndpoint(settings.metrics_host, settings.metrics_port) if metrics else None
