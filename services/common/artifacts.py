@@ -74,3 +74,47 @@ def materialize(uri: str | os.PathLike, cache_dir: Path | None = None) -> Path:
     if not found:
         raise ArtifactError(f"artifact not found: {uri} (no objects under that prefix)")
     return target
+
+
+def read_bytes(uri: str | os.PathLike) -> bytes:
+    """The content of one file (a path, ``file://`` or ``s3://bucket/key``); ArtifactError if missing."""
+    text = str(uri)
+    if is_s3(text):
+        bucket, key = split_s3(text)
+        client = s3_client()
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            raise ArtifactError(f"artifact not found: {text}") from None
+    path = local_path(text)
+    if not path.is_file():
+        raise ArtifactError(f"artifact not found: {path}")
+    return path.read_bytes()
+
+
+def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
+    """Write one file; local files atomically (temp file + rename), parents created."""
+    text = str(uri)
+    if is_s3(text):
+        bucket, key = split_s3(text)
+        s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    path = local_path(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def exists(uri: str | os.PathLike) -> bool:
+    """True when the file (or, for S3, the exact key) exists."""
+    text = str(uri)
+    if is_s3(text):
+        bucket, key = split_s3(text)
+        client = s3_client()
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return True
+        except client.exceptions.ClientError:
+            return False
+    return local_path(text).exists()
