@@ -1,0 +1,402 @@
+"""The experiment config: a typed YAML schema, arm resolution, and a reloading loader.
+
+Schema (MetaSpore's scene -> ordered layers -> experiments, in our own terms)::
+
+    scenes:
+      t2t:                        # the SearchRequest.scene
+        modality: text            # what the index holds: text | image
+        defaults:                 # a complete arm: every field below
+          query:
+            text: {model: minilm}                 # preprocess model = encoder model unless
+            # image: {model: x-image, preprocess_model: ...}   # preprocess_model is given
+          encoder_backend: embedded               # embedded (onnxruntime) | triton
+          match: {collection: stdlib, top_k: 10, candidates: 50, metric: IP, params: {}}
+          rank: {name: score_order, params: {}}
+          diversify: {name: mmr, params: {lambda: 0.7}}   # used when the request sets diversify
+          summary: {database: mmsearch, collection: stdlib, fields: [question, answer]}
+        layers:                   # ordered; each assigns one arm per request
+          - name: ranking
+            salt: ranking-v1      # optional (default "scene/layer"); change it to reshuffle users
+            default: control      # optional (default: the first arm): the arm for requests without user id
+            arms:
+              - {name: control, weight: 50}
+              - name: threshold
+                weight: 50
+                overrides: {rank: {name: score_threshold, params: {min_score: 0.3}}}
+
+Decisions:
+- An arm is a *partial override*. A request's arm spec is the scene's
+  ``defaults`` with the chosen arm of each layer merged on top, in layer order
+  (a later layer wins over an earlier one). Merging is recursive for
+  mappings, except that a mapping under a key named ``params`` replaces the
+  previous one whole (parameters belong to one ranker or index type, so
+  mixing two sets would be meaningless); lists and scalars replace.
+- Every combination of arms is resolved and validated at load, so a bad
+  override is refused before it can serve (at most ``MAX_COMBINATIONS`` per
+  scene).
+- Unknown keys are errors (typos do not pass silently); every error names
+  its path in the file, e.g. ``scenes.t2t.layers[0].arms[1].weight``.
+- :class:`ConfigStore` polls the file's *content* (so a Kubernetes ConfigMap
+  update, which swaps a symlink, is seen like any edit). A changed file is
+  parsed, validated and then activated (dependencies checked by the caller's
+  ``activate``); only then does it replace the current config, by one
+  reference swap: requests in flight keep the config they started with. A
+  bad file is logged and counted, and the previous config keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Generic, Literal, Mapping, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from services.serving import rankers
+
+log = logging.getLogger(__name__)
+
+MAX_COMBINATIONS = 256
+
+
+class ConfigError(ValueError):
+    """An experiment config that cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TowerSpec(_Strict):
+    """How one kind of query becomes a vector."""
+
+    model: str = Field(min_length=1, description="Encoder model name (REPO/NAME, or Triton model NAME).")
+    preprocess_model: str | None = Field(None, description="Preprocess model name; default: ``model``.")
+
+    @property
+    def preprocess(self) -> str:
+        return self.preprocess_model or self.model
+
+
+class QuerySpec(_Strict):
+    text: TowerSpec | None = None
+    image: TowerSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "QuerySpec":
+        if self.text is None and self.image is None:
+            raise ValueError("give query.text and/or query.image")
+        return self
+
+
+class MatchSpec(_Strict):
+    collection: str = Field(min_length=1, description="Milvus collection or alias.")
+    top_k: int = Field(10, ge=1, le=16384, description="Page size when the request's top_k is 0.")
+    candidates: int = Field(50, ge=1, le=16384, description="Pool fetched for rankers that re-rank (MMR).")
+    metric: Literal["IP", "COSINE", "L2"] = "IP"
+    params: dict[str, Any] = Field(default_factory=dict, description="Index search params, e.g. {nprobe: 16}.")
+
+
+class RankSpec(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> "RankSpec":
+        try:
+            rankers.get(self.name).params(self.params)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        return self
+
+    @property
+    def ranker(self) -> rankers.Ranker:
+        return rankers.get(self.name)
+
+    @property
+    def checked_params(self) -> dict[str, Any]:
+        return self.ranker.params(self.params)
+
+
+class SummarySpec(_Strict):
+    database: str = Field("mmsearch", min_length=1)
+    collection: str = Field(min_length=1)
+    fields: list[str] | None = Field(None, description="Fields returned; default: all but _id.")
+
+
+class ArmSpec(_Strict):
+    """Everything one request's pipeline does (the merged result)."""
+
+    query: QuerySpec
+    encoder_backend: Literal["embedded", "triton"] = "embedded"
+    match: MatchSpec
+    rank: RankSpec = RankSpec(name="score_order")
+    diversify: RankSpec = RankSpec(name="mmr", params={"lambda": 0.7})
+    summary: SummarySpec
+
+
+class ArmDef(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    weight: float = Field(ge=0)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class LayerDef(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    salt: str | None = None
+    default: str | None = None
+    arms: list[ArmDef] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _arms(self) -> "LayerDef":
+        names = [a.name for a in self.arms]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"layer {self.name!r} has duplicate arm names {dupes}")
+        if sum(a.weight for a in self.arms) <= 0:
+            raise ValueError(f"layer {self.name!r}: arm weights must sum to more than 0")
+        if self.default is not None and self.default not in names:
+            raise ValueError(f"layer {self.name!r}: default {self.default!r} is not one of its arms {names}")
+        return self
+
+
+class SceneDef(_Strict):
+    modality: Literal["text", "image"]
+    defaults: dict[str, Any]
+    layers: list[LayerDef] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _layers(self) -> "SceneDef":
+        names = [layer.name for layer in self.layers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate layer names {dupes}")
+        return self
+
+
+class ExperimentsDef(_Strict):
+    scenes: dict[str, SceneDef] = Field(min_length=1)
+
+    @field_validator("scenes")
+    @classmethod
+    def _scene_names(cls, value: dict[str, SceneDef]) -> dict[str, SceneDef]:
+        for name in value:
+            if not name or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"scene name {name!r} must be letters, digits, - or _")
+        return value
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive merge; ``params`` mappings and non-mappings replace (see module doc)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if key != "params" and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    salt: str
+    arms: tuple[str, ...]
+    weights: tuple[float, ...]
+    default: str
+
+    def as_tuple(self) -> tuple[str, str, tuple[str, ...], tuple[float, ...], str]:
+        return self.name, self.salt, self.arms, self.weights, self.default
+
+
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    modality: str
+    layers: tuple[Layer, ...]
+    arms: Mapping[tuple[str, ...], ArmSpec]  # arm names, one per layer in order -> merged spec
+
+    @property
+    def default_arm(self) -> ArmSpec:
+        return self.arms[tuple(layer.default for layer in self.layers)]
+
+    @property
+    def image_query(self) -> bool:
+        return self.default_arm.query.image is not None
+
+
+@dataclass(frozen=True)
+class Experiments:
+    scenes: Mapping[str, Scene]
+    digest: str = ""
+
+    def arm_specs(self) -> list[tuple[str, str, ArmSpec]]:
+        """(scene, arm label, spec) for every resolved combination."""
+        return [
+            (scene.name, arm_label(scene.layers, combo), spec)
+            for scene in self.scenes.values()
+            for combo, spec in scene.arms.items()
+        ]
+
+
+def arm_label(layers: tuple[Layer, ...], combo: tuple[str, ...]) -> str:
+    """``layer=arm`` pairs joined by ``,`` (``default`` for a scene without layers)."""
+    return ",".join(f"{layer.name}={arm}" for layer, arm in zip(layers, combo)) or "default"
+
+
+def _where(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        where = _where(tuple(err.get("loc", ())))
+        where = f"{prefix}.{where}" if prefix and where != "(top level)" else (prefix or where)
+        msg = err.get("msg", "").removeprefix("Value error, ")
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
+
+
+def resolve(definition: ExperimentsDef, digest: str = "") -> Experiments:
+    """Merge and validate every arm combination of every scene."""
+    scenes = {}
+    for scene_name, scene in definition.scenes.items():
+        layers = tuple(
+            Layer(
+                name=layer.name,
+                salt=layer.salt if layer.salt is not None else f"{scene_name}/{layer.name}",
+                arms=tuple(a.name for a in layer.arms),
+                weights=tuple(a.weight for a in layer.arms),
+                default=layer.default or layer.arms[0].name,
+            )
+            for layer in scene.layers
+        )
+        count = 1
+        for layer in scene.layers:
+            count *= len(layer.arms)
+        if count > MAX_COMBINATIONS:
+            raise ConfigError(
+                f"scenes.{scene_name}: {count} arm combinations across layers; at most {MAX_COMBINATIONS}"
+            )
+        arms: dict[tuple[str, ...], ArmSpec] = {}
+        for combo in itertools.product(*(layer.arms for layer in scene.layers)):
+            merged = dict(scene.defaults)
+            for arm in combo:
+                merged = merge(merged, arm.overrides)
+            names = tuple(a.name for a in combo)
+            try:
+                arms[names] = ArmSpec.model_validate(merged)
+            except ValidationError as exc:
+                label = arm_label(layers, names)
+                raise ConfigError(
+                    f"scenes.{scene_name} arm {label} (defaults + overrides): {_describe(exc)}"
+                ) from None
+        specs = list(arms.values())
+        kinds = {(s.query.text is not None, s.query.image is not None) for s in specs}
+        if len(kinds) > 1:
+            raise ConfigError(f"scenes.{scene_name}: every arm must accept the same query kinds (text/image)")
+        scenes[scene_name] = Scene(scene_name, scene.modality, layers, arms)
+    return Experiments(scenes, digest)
+
+
+def parse_config(text: str | bytes, source: str = "<config>") -> Experiments:
+    """YAML text -> validated :class:`Experiments`, or :class:`ConfigError` naming the problem."""
+    digest = hashlib.sha256(text if isinstance(text, bytes) else text.encode()).hexdigest()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with a 'scenes' key")
+    try:
+        definition = ExperimentsDef.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+    try:
+        return resolve(definition, digest)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | Path) -> Experiments:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the experiment config {path}: {exc.strerror or exc}") from None
+    return parse_config(data, str(path))
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class ConfigStore(Generic[T]):
+    """Holds the active config and swaps in a new one only when it parses and activates.
+
+    ``activate`` turns validated :class:`Experiments` into whatever the service
+    serves from (``T``), checking dependencies; it raises to refuse.
+    """
+
+    path: Path
+    activate: Callable[[Experiments], Awaitable[T]]
+    poll_seconds: float = 1.0
+    on_result: Callable[[str], None] = lambda result: None
+    current: T | None = None
+    digest: str = ""        # of the active config
+    last_error: str = ""
+    _failed_digest: str = field(default="", repr=False)
+    _parse_failed: bool = field(default=False, repr=False)
+
+    async def check(self) -> bool:
+        """Load the file if it changed (or retry a refused activation); True when a new config went live."""
+        try:
+            data = await asyncio.to_thread(Path(self.path).read_bytes)
+        except OSError as exc:
+            self._fail("", f"cannot read the experiment config {self.path}: {exc.strerror or exc}", parse=True)
+            return False
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == self.digest and self.current is not None:
+            return False
+        if digest == self._failed_digest and self._parse_failed:
+            return False  # the same broken file: nothing new to try
+        try:
+            experiments = parse_config(data, str(self.path))
+        except ConfigError as exc:
+            self._fail(digest, str(exc), parse=True)
+            return False
+        try:
+            active = await self.activate(experiments)
+        except Exception as exc:  # dependency down or model/index mismatch: retried next poll
+            self._fail(digest, f"{self.path}: cannot activate: {exc}", parse=False)
+            return False
+        self.current, self.digest, self.last_error = active, digest, ""
+        self._failed_digest, self._parse_failed = "", False
+        self.on_result("loaded")
+        log.info("experiment config active", extra={"path": str(self.path), "digest": digest[:12]})
+        return True
+
+    def _fail(self, digest: str, message: str, parse: bool) -> None:
+        if message != self.last_error:
+            state = "keeping the previous config" if self.current is not None else "no config active yet"
+            log.error("experiment config refused (%s): %s", state, message)
+        self.last_error, self._failed_digest, self._parse_failed = message, digest, parse
+        self.on_result("refused")
+
+    async def run(self) -> None:
+        """Poll forever (cancel to stop)."""
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                await self.check()
+            except Exception:  # never let the watcher die
+                log.exception("experiment config check failed")

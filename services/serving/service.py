@@ -1,0 +1,66 @@
+"""The thin gRPC servicer of RetrievalService: deadline in, pipeline, status out."""
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+from services.serving import metrics
+from services.serving.experiments import ConfigStore
+from services.serving.pipeline import Active, Pipeline, StageError
+
+log = logging.getLogger(__name__)
+
+NO_DEADLINE_S = 1e6  # grpc reports a huge time_remaining when the client set no deadline
+
+
+class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
+    def __init__(self, pipeline: Pipeline, store: ConfigStore[Active]):
+        self.pipeline = pipeline
+        self.store = store
+
+    def _active(self) -> Active:
+        active = self.store.current
+        if active is None:
+            raise StageError("serving", grpc.StatusCode.UNAVAILABLE,
+                             f"no experiment config is active yet: {self.store.last_error or 'loading'}")
+        return active
+
+    async def Search(self, request: retrieval_pb2.SearchRequest, context: grpc.aio.ServicerContext):
+        remaining = context.time_remaining()
+        default = self.pipeline.settings.default_deadline_ms / 1000
+        deadline = default if remaining is None or remaining > NO_DEADLINE_S else remaining
+        scene = request.scene
+        try:
+            active = self._active()
+            if scene not in active.scenes:
+                scene = "unknown"
+            response = await self.pipeline.search(request, active, deadline)
+        except StageError as exc:
+            metrics.REQUESTS.labels(scene, exc.code.name).inc()
+            if exc.code not in (grpc.StatusCode.INVALID_ARGUMENT,):
+                log.warning("search failed", extra={"scene": scene, "stage": exc.stage, "code": exc.code.name,
+                                                    "error": exc.message})
+            await context.abort(exc.code, str(exc))
+        metrics.REQUESTS.labels(scene, "OK").inc()
+        return response
+
+    async def ListScenes(self, request: retrieval_pb2.ListScenesRequest, context: grpc.aio.ServicerContext):
+        try:
+            active = self._active()
+        except StageError as exc:
+            await context.abort(exc.code, str(exc))
+        return retrieval_pb2.ListScenesResponse(scenes=[
+            retrieval_pb2.Scene(name=s.name, modality=s.modality, image_query=s.image_query,
+                                layers=[layer.name for layer in s.layers])
+            for s in active.scenes.values()
+        ])
+
+
+def register(servicer: RetrievalServicer):
+    def add(server: grpc.aio.Server):
+        retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, server)
+        return [retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name]
+
+    return add

@@ -1,0 +1,57 @@
+"""Settings of the serving service (``MMSEARCH_*`` environment variables).
+
+Decisions:
+- Every URI is configuration only: ``MMSEARCH_MILVUS_URI`` is a Milvus Lite file
+  (embedded default) or ``http://milvus:19530``; ``MMSEARCH_MONGO_URI`` any
+  MongoDB-wire server; ``MMSEARCH_MODEL_REPOSITORY`` a local folder or ``s3://``.
+- ``MMSEARCH_TRITON_ADDRESS`` empty means no Triton: arms whose encoder backend
+  is ``triton`` are refused at config load with a message saying so.
+- The client's deadline is honoured; without one, ``MMSEARCH_DEFAULT_DEADLINE_MS``.
+- Thread counts are explicit because the machines are small and shared:
+  onnxruntime intra-op threads, and the pool running blocking pymilvus calls.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from services.common.settings import ServiceSettings
+
+EXAMPLE_EXPERIMENTS = Path(__file__).parent / "examples" / "experiments.yaml"
+
+
+class ServingSettings(ServiceSettings):
+    """What the serving service reads."""
+
+    port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    experiments: Path = Field(
+        EXAMPLE_EXPERIMENTS, description="Experiment config YAML (a ConfigMap mount on Kubernetes); reloaded on change."
+    )
+    preprocess_address: str = Field("127.0.0.1:50051", min_length=1, description="host:port of the PreprocessService.")
+    triton_address: str = Field("", description="host:port of Triton's gRPC endpoint; empty: no Triton.")
+    milvus_uri: str = Field("./data/milvus.db", min_length=1, description="Milvus Lite file or Milvus server URI.")
+    milvus_token: str = Field("", description="Milvus token (user:password), if the server needs one.")
+    mongo_uri: str = Field("mongodb://127.0.0.1:27017", min_length=1, description="MongoDB URI of the summary store.")
+    model_repository: str = Field(
+        "./data/models", min_length=1,
+        description="Model repository (REPO of REPO/NAME/1/model.onnx + manifest.json); Triton serves the same REPO.",
+    )
+    onnx_intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads (0: one per core).")
+    io_threads: int = Field(8, ge=1, le=256, description="Threads running blocking pymilvus calls.")
+    default_deadline_ms: int = Field(2000, ge=10, description="Deadline of a request whose client set none.")
+    dependency_timeout_ms: int = Field(
+        1000, ge=10, description="Longest wait for an unreachable dependency (server selection, probes)."
+    )
+    encoder_timeout_ms: int = Field(5000, ge=10, description="Timeout of one (batched) Triton inference call.")
+    batch_max_size: int = Field(32, ge=1, le=4096, description="Most queries in one inference call.")
+    batch_max_wait_ms: float = Field(
+        0.0, ge=0, le=1000,
+        description="Extra wait for more queries before an inference call (0: batch only what queued while busy).",
+    )
+    batch_in_flight: int = Field(1, ge=1, le=64, description="Concurrent inference calls per encoder.")
+    max_query_chars: int = Field(1000, ge=1, description="Longest text query accepted, in characters.")
+    max_image_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Largest image query accepted, in bytes.")
+    max_top_k: int = Field(100, ge=1, le=16384, description="Largest top_k a request may ask for.")
+    config_poll_seconds: float = Field(1.0, gt=0, description="How often the experiment file is checked for changes.")
+    health_interval_seconds: float = Field(1.0, gt=0, description="How often dependencies are probed for health.")
