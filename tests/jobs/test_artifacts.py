@@ -1,0 +1,93 @@
+"""services.common.artifacts against a local folder and a real S3 endpoint (moto server over HTTP)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from services.common import artifacts
+from tests.jobs.moto_s3 import s3_endpoint, unused_port  # noqa: F401
+from services.common.artifacts import ArtifactError
+
+
+@pytest.fixture()
+def bucket_uri(s3_endpoint, monkeypatch) -> str:
+    """A fresh bucket on the moto server; the artifacts module finds it via MMSEARCH_S3_ENDPOINT_URL."""
+    monkeypatch.setenv("MMSEARCH_S3_ENDPOINT_URL", s3_endpoint)
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    artifacts.s3_client().create_bucket(Bucket=name)
+    return f"s3://{name}/some/prefix"
+
+
+def _tree(root, big: bytes) -> dict[str, bytes]:
+    files = {"config.pbtxt": b'name: "m"\n', "1/model.onnx": big, "manifest.json": b"{}", "sub/dir/x.bin": os.urandom(10)}
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def test_local_write_read_list_exists(tmp_path):
+    uri = artifacts.join(tmp_path, "a", "b.bin")
+    artifacts.write_bytes(uri, b"xyz")
+    assert artifacts.read_bytes(uri) == b"xyz"
+    assert artifacts.exists(uri) and artifacts.exists(tmp_path / "a")
+    assert artifacts.list_files(tmp_path) == ["a/b.bin"]  # no temp files left behind
+    artifacts.delete(uri)
+    assert not artifacts.exists(uri)
+    with pytest.raises(ArtifactError, match="artifact not found"):
+        artifacts.read_bytes(uri)
+
+
+def test_s3_roundtrip_multipart_byte_identical(tmp_path, bucket_uri):
+    big = os.urandom(11 * 1024 * 1024 + 123)  # 3 parts of 5 MiB: exercises multipart + ETag check
+    files = _tree(tmp_path / "src", big)
+    written = artifacts.upload_tree(tmp_path / "src", bucket_uri, last=("manifest.json",), part_size=5 * 1024 * 1024)
+    assert written[-1] == "manifest.json"
+    assert artifacts.list_files(bucket_uri) == sorted(files)
+    for rel, data in files.items():
+        assert artifacts.read_bytes(artifacts.join(bucket_uri, rel)) == data
+    head = artifacts.s3_client().head_object(**dict(zip(("Bucket", "Key"), artifacts.split_s3(artifacts.join(bucket_uri, "1/model.onnx")))))
+    assert head["ETag"].strip('"').endswith("-3")
+    assert artifacts.exists(bucket_uri) and artifacts.exists(artifacts.join(bucket_uri, "sub"))
+    assert not artifacts.exists(artifacts.join(bucket_uri, "su"))
+    # materialize downloads the prefix to a local folder, byte-identical
+    local = artifacts.materialize(bucket_uri, cache_dir=tmp_path / "cache")
+    assert (local / "1/model.onnx").read_bytes() == big
+
+
+def test_s3_publish_tree_replaces_and_drops_stale_keys(tmp_path, bucket_uri):
+    _tree(tmp_path / "v1", b"one")
+    artifacts.publish_tree(tmp_path / "v1", bucket_uri)
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2/manifest.json").write_bytes(b'{"v": 2}')
+    (tmp_path / "v2/config.pbtxt").write_bytes(b"two")
+    artifacts.publish_tree(tmp_path / "v2", bucket_uri)
+    assert artifacts.list_files(bucket_uri) == ["config.pbtxt", "manifest.json"]
+    assert artifacts.read_bytes(artifacts.join(bucket_uri, "manifest.json")) == b'{"v": 2}'
+
+
+def test_local_publish_tree_swaps_whole_folder(tmp_path):
+    _tree(tmp_path / "v1", b"one")
+    dest = tmp_path / "repo" / "m"
+    artifacts.publish_tree(tmp_path / "v1", dest)
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2/manifest.json").write_bytes(b"2")
+    artifacts.publish_tree(tmp_path / "v2", dest)
+    assert artifacts.list_files(dest) == ["manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["m"]  # no staging/old folders left
+
+
+def test_s3_missing_key_and_bucket_are_clear(bucket_uri):
+    with pytest.raises(ArtifactError, match="artifact not found"):
+        artifacts.read_bytes(artifacts.join(bucket_uri, "nope"))
+    with pytest.raises(ArtifactError, match="bucket does not exist"):
+        artifacts.read_bytes("s3://no-such-bucket-xyz/k")
+
+
+def test_s3_unreachable_endpoint_is_clear(monkeypatch, unused_port):
+    monkeypatch.setenv("MMSEARCH_S3_ENDPOINT_URL", f"http://127.0.0.1:{unused_port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(ArtifactError, match="cannot reach S3"):
+        artifacts.write_bytes("s3://bucket/x", b"1")
