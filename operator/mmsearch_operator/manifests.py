@@ -1,0 +1,222 @@
+"""Build one stage's ``batch/v1`` Job from an IndexJob (a pure function).
+
+The container runs ``mmsearch job <stage> <flags>`` exactly as the job CLI
+documents it (docs/CONTRACTS: every flag is also an ``MMSEARCH_<FLAG>``
+variable). Decisions:
+- Plain settings are flags, so ``kubectl describe job`` shows what runs;
+  secrets are environment variables from ``secretKeyRef`` (the MongoDB URI,
+  AWS credentials), never copied into the Job.
+- A sharded encode (``spec.encode.shards`` N > 1) is an Indexed Job with N
+  completions; each pod passes ``--shard $(JOB_COMPLETION_INDEX)/N``
+  (Kubernetes expands the variable the Job controller sets in every pod of an
+  Indexed Job) and retries are per index (``backoffLimitPerIndex``).
+- Pods run as a non-root user with a read-only root filesystem and no
+  capabilities; ``/tmp`` is an emptyDir and HOME, the artifact cache and the
+  Hugging Face cache live there.
+- Jobs are owned by the IndexJob (controller owner reference), so deleting the
+  IndexJob deletes its Jobs; finished Jobs are removed after
+  ``spec.ttlSecondsAfterFinished`` (their outcome stays in the IndexJob's status).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mmsearch_operator.plan import run_workdir
+from mmsearch_operator.spec import API_VERSION, KIND, document_model, mongo_collection
+
+MANAGED_BY = "mmsearch-operator"
+LABEL_INDEXJOB = "mmsearch.io/indexjob"
+LABEL_STAGE = "mmsearch.io/stage"
+LABEL_GENERATION = "mmsearch.io/generation"
+ANNOTATION_FINGERPRINT = "mmsearch.io/fingerprint"
+ANNOTATION_VERSION = "mmsearch.io/version"
+RUN_AS = 10001
+TMP = "/tmp"
+
+# Flags of `prepare` for the optional field mapping of QA corpora (spec.source.fields).
+_FIELD_FLAGS = {"question": "--question-field", "answer": "--answer-field",
+                "category": "--category-field", "id": "--id-field"}
+
+
+def labels(meta: dict[str, Any], spec: dict[str, Any], stage: str, generation: int) -> dict[str, str]:
+    """Labels of a stage's Job and its pods; ``mmsearch.io/indexjob`` selects an IndexJob's Jobs."""
+    return {
+        "app.kubernetes.io/name": "mmsearch",
+        "app.kubernetes.io/component": "index-job",
+        "app.kubernetes.io/part-of": "mmsearch",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/instance": meta["name"],
+        LABEL_INDEXJOB: meta["name"],
+        LABEL_STAGE: stage,
+        LABEL_GENERATION: str(generation),
+        "mmsearch.io/scene": spec["scene"],
+    }
+
+
+def owner_reference(meta: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"], "uid": meta.get("uid", ""),
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | None) -> list[str]:
+    """The flags after ``mmsearch job <stage>``."""
+    model, milvus = spec["model"], spec["milvus"]
+    if stage == "prepare":
+        source = spec["source"]
+        args = ["--workdir", workdir, "--source-kind", source["kind"]]
+        if source.get("uri"):
+            args += ["--source", source["uri"]]
+        if source.get("baseUrl"):
+            args += ["--base-url", source["baseUrl"]]
+        for field, flag in _FIELD_FLAGS.items():
+            if (source.get("fields") or {}).get(field):
+                args += [flag, source["fields"][field]]
+        return args
+    if stage == "export":
+        return ["--model", model["source"], "--name", model["name"], "--repository", model["repository"],
+                "--model-version", str(model["version"]), "--family", model["family"],
+                "--max-batch-size", str(model["maxBatchSize"])]
+    if stage == "encode":
+        enc = spec["encode"]
+        args = ["--workdir", workdir, "--repository", model["repository"], "--model", document_model(spec),
+                "--batch-size", str(enc["batchSize"])]
+        if spec["modality"] == "text":
+            args += ["--text-field", enc["textField"]]
+        if enc["shards"] > 1:
+            args += ["--shard", f"$(JOB_COMPLETION_INDEX)/{enc['shards']}"]
+        return args
+    if stage == "push-milvus":
+        args = ["--workdir", workdir, "--milvus-uri", milvus["uri"], "--scene", spec["scene"],
+                "--version", _need(version, stage), "--repository", model["repository"],
+                "--model", document_model(spec), "--index-type", milvus["indexType"],
+                "--metric", milvus["metric"], "--batch-size", str(milvus["batchSize"])]
+        if milvus.get("indexParams"):
+            args += ["--index-params", json.dumps(milvus["indexParams"], sort_keys=True)]
+        return args
+    if stage == "push-mongo":
+        mongo = spec["mongo"]
+        return ["--workdir", workdir, "--database", mongo["database"], "--collection", mongo_collection(spec),
+                "--batch-size", str(mongo["batchSize"])]
+    if stage == "publish":
+        return ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--version", _need(version, stage),
+                "--keep", str(spec["publish"]["keep"])]
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def _need(version: str | None, stage: str) -> str:
+    if not version:
+        raise ValueError(f"stage {stage!r} needs the collection version")
+    return version
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def stage_env(stage: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Environment of a stage's container: caches under /tmp, S3 and MongoDB settings, then spec.env."""
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": TMP},
+        {"name": "MMSEARCH_CACHE_DIR", "value": f"{TMP}/mmsearch-cache"},
+        {"name": "HF_HOME", "value": f"{TMP}/huggingface"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    s3 = spec.get("s3") or {}
+    if s3.get("endpointUrl"):
+        env.append({"name": "MMSEARCH_S3_ENDPOINT_URL", "value": s3["endpointUrl"]})
+    if s3.get("region"):
+        env.append({"name": "AWS_DEFAULT_REGION", "value": s3["region"]})
+    if s3.get("credentialsSecret"):
+        env.append(_secret_env("AWS_ACCESS_KEY_ID", s3["credentialsSecret"], "AWS_ACCESS_KEY_ID"))
+        env.append(_secret_env("AWS_SECRET_ACCESS_KEY", s3["credentialsSecret"], "AWS_SECRET_ACCESS_KEY"))
+    if stage == "push-mongo":
+        mongo = spec["mongo"]
+        if mongo.get("uriSecret"):
+            ref = mongo["uriSecret"]
+            env.append(_secret_env("MMSEARCH_MONGO_URI", ref["name"], ref.get("key") or "uri"))
+        else:
+            env.append({"name": "MMSEARCH_MONGO_URI", "value": mongo["uri"]})
+    env += list(spec.get("env") or [])
+    return env
+
+
+def build_job(obj: dict[str, Any], spec: dict[str, Any], stage: str, *, name: str, generation: int,
+              fingerprint: str, version: str | None) -> dict[str, Any]:
+    """The ``batch/v1`` Job that runs ``stage`` of the IndexJob ``obj`` (``spec`` already defaulted)."""
+    meta = obj["metadata"]
+    workdir = run_workdir(spec, meta.get("namespace", ""), meta["name"])
+    job_labels = labels(meta, spec, stage, generation)
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP}]
+    if (spec.get("volume") or {}).get("claimName"):
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": spec["volume"]["claimName"]}})
+        mounts.append({"name": "data", "mountPath": spec["volume"]["mountPath"]})
+
+    container: dict[str, Any] = {
+        "name": stage,
+        "image": spec["image"],
+        "imagePullPolicy": spec["imagePullPolicy"],
+        "command": ["mmsearch", "job", stage],
+        "args": stage_args(stage, spec, workdir, version),
+        "env": stage_env(stage, spec),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    resources = spec["encode"].get("resources") if stage == "encode" else spec.get("resources")
+    if resources:
+        container["resources"] = resources
+
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes,
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.get("serviceAccountName"):
+        pod["serviceAccountName"] = spec["serviceAccountName"]
+    if spec.get("imagePullSecrets"):
+        pod["imagePullSecrets"] = [{"name": s} for s in spec["imagePullSecrets"]]
+    if stage == "encode":
+        if spec["encode"].get("nodeSelector"):
+            pod["nodeSelector"] = dict(spec["encode"]["nodeSelector"])
+        if spec["encode"].get("tolerations"):
+            pod["tolerations"] = list(spec["encode"]["tolerations"])
+
+    job_spec: dict[str, Any] = {
+        "ttlSecondsAfterFinished": spec["ttlSecondsAfterFinished"],
+        "template": {"metadata": {"labels": job_labels}, "spec": pod},
+    }
+    shards = spec["encode"]["shards"] if stage == "encode" else 1
+    if shards > 1:
+        job_spec |= {"completionMode": "Indexed", "completions": shards,
+                     "parallelism": min(shards, spec["encode"].get("parallelism") or shards),
+                     "backoffLimitPerIndex": spec["backoffLimit"]}
+    else:
+        job_spec |= {"completions": 1, "parallelism": 1, "backoffLimit": spec["backoffLimit"]}
+    if spec.get("activeDeadlineSeconds"):
+        job_spec["activeDeadlineSeconds"] = spec["activeDeadlineSeconds"]
+
+    annotations = {ANNOTATION_FINGERPRINT: fingerprint}
+    if version:
+        annotations[ANNOTATION_VERSION] = version
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": meta.get("namespace"),
+            "labels": job_labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(meta)],
+        },
+        "spec": job_spec,
+    }

@@ -1,0 +1,88 @@
+"""Checks on an IndexJob that its CRD schema cannot express.
+
+The schema refuses missing fields, wrong types, unknown enum values and bad
+patterns at ``kubectl apply`` time. What it cannot say (relations between
+fields, the object's name length) is checked here; a failure marks the
+IndexJob Failed with these messages, each naming the field and what to do.
+The required fields are checked again first, so that an object the API server
+did not validate (an older CRD, an emulator) fails with a message instead of
+crashing the operator.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mmsearch_operator.plan import MAX_NAME
+
+_REQUIRED = (
+    ("scene",), ("modality",), ("image",), ("workdir",), ("source", "kind"),
+    ("model", "source"), ("model", "name"), ("model", "repository"), ("milvus", "uri"),
+)
+_SOURCE_MODALITY = {"images": "image", "qa": "text", "stdlib": "text"}
+_S3 = re.compile(r"^s3://([^/]+)(/.*)?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _get(spec: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = spec
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _check_location(field: str, value: str, spec: dict[str, Any]) -> list[str]:
+    """An artifact location every stage's pod can reach: s3://bucket/prefix, or a path on spec.volume."""
+    if value.startswith("s3://"):
+        m = _S3.match(value)
+        if not m or not _BUCKET.match(m.group(1)):
+            return [f"spec.{field}: {value!r} is not a valid S3 URI (expected s3://bucket/prefix, "
+                    "bucket 3-63 lowercase letters, digits, dots or hyphens)"]
+        return []
+    if "://" in value or not value.startswith("/"):
+        return [f"spec.{field}: {value!r} must be an s3:// URI or an absolute path on spec.volume"]
+    volume = spec.get("volume") or {}
+    mount = (volume.get("mountPath") or "").rstrip("/")
+    if not volume.get("claimName"):
+        return [f"spec.{field}: {value!r} is a local path, so every stage's pod needs the same volume: "
+                "set spec.volume.claimName (a ReadWriteMany PersistentVolumeClaim) or use an s3:// URI"]
+    if not mount or not (value == mount or value.startswith(mount + "/")):
+        return [f"spec.{field}: {value!r} is not under spec.volume.mountPath {mount or '(unset)'!r}"]
+    return []
+
+
+def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """Problems with a (defaulted) spec, one message per problem; empty when it is runnable."""
+    problems: list[str] = []
+    name = str(meta.get("name") or "")
+    if len(name) > MAX_NAME or not _NAME.match(name):
+        problems.append(f"metadata.name: {name!r} must be a DNS label of at most {MAX_NAME} characters "
+                        "(the stage Jobs are named <name>-<stage>-<hash>, at most 63)")
+    missing = [".".join(p) for p in _REQUIRED if _get(spec, p) in (None, "")]
+    if missing:
+        return problems + [f"spec.{m} is required" for m in missing]
+
+    kind, modality = spec["source"]["kind"], spec["modality"]
+    want = _SOURCE_MODALITY.get(kind)
+    if want is None:
+        problems.append(f"spec.source.kind: {kind!r} is not one of images, qa, stdlib")
+    elif want != modality:
+        problems.append(f"spec.source.kind: {kind!r} corpora need spec.modality {want!r}, not {modality!r}")
+    if kind in ("images", "qa") and not spec["source"].get("uri"):
+        problems.append(f"spec.source.uri is required for source.kind {kind!r} (the folder or corpus file to index)")
+    if spec["source"].get("fields") and kind != "qa":
+        problems.append("spec.source.fields applies to source.kind 'qa' only")
+    if spec["source"].get("baseUrl") and kind != "images":
+        problems.append("spec.source.baseUrl applies to source.kind 'images' only")
+
+    problems += _check_location("workdir", spec["workdir"], spec)
+    problems += _check_location("model.repository", spec["model"]["repository"], spec)
+
+    mongo = spec.get("mongo") or {}
+    if "push-mongo" not in (spec.get("skipStages") or []) and bool(mongo.get("uri")) == bool(mongo.get("uriSecret")):
+        problems.append("spec.mongo: set exactly one of mongo.uri and mongo.uriSecret "
+                        "(a Secret holding the URI with its credentials)")
+    return problems

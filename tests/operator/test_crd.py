@@ -1,0 +1,114 @@
+"""The IndexJob CRD: a valid apiextensions object; its schema accepts the examples and refuses
+malformed IndexJobs; its defaults are the operator's defaults."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from mmsearch_operator import spec as ij_spec
+from mmsearch_operator.status import reconcile
+from tests.operator.helpers import EXAMPLES, K8S_VERSION, apply_defaults, crd_schema, indexjob, load_crd, \
+    schema_errors
+
+
+def test_crd_is_a_valid_custom_resource_definition():
+    kubernetes_validate.validate(load_crd(), K8S_VERSION, strict=True)
+
+
+def test_crd_names_and_printer_columns():
+    crd = load_crd()
+    assert crd["metadata"]["name"] == f"{ij_spec.PLURAL}.{ij_spec.GROUP}"
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["kind"] == ij_spec.KIND
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == ij_spec.VERSION and version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) == 0]
+    assert columns == ["Scene", "Phase", "Stage", "Progress", "Age"]
+    stages_enum = crd_schema()["properties"]["spec"]["properties"]["skipStages"]["items"]["enum"]
+    assert tuple(stages_enum) == ij_spec.STAGES
+
+
+def _schema_defaults(schema: dict[str, Any], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    out = {}
+    for key, sub in (schema.get("properties") or {}).items():
+        if "default" in sub:
+            out[path + (key,)] = sub["default"]
+        out.update(_schema_defaults(sub, path + (key,)))
+    return out
+
+
+def test_crd_defaults_are_the_operators_defaults():
+    assert _schema_defaults(crd_schema()["properties"]["spec"]) == ij_spec.DEFAULTS
+
+
+@pytest.mark.parametrize("spec", [
+    {"model": {"name": "m", "source": "s", "repository": "/r"}},
+    {"model": {"name": "m", "source": "s", "repository": "/r"}, "encode": {"shards": 3},
+     "mongo": {"uriSecret": {"name": "x"}}, "volume": {"claimName": "c"}},
+    {},
+])
+def test_schema_defaulting_matches_with_defaults(spec):
+    assert apply_defaults(crd_schema()["properties"]["spec"], copy.deepcopy(spec)) == ij_spec.with_defaults(spec)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_are_valid_and_runnable(path):
+    obj = yaml.safe_load(path.read_text())
+    assert obj["apiVersion"] == ij_spec.API_VERSION and obj["kind"] == ij_spec.KIND
+    assert schema_errors(obj) == []
+    stored = copy.deepcopy(obj)
+    stored["metadata"] |= {"namespace": "default", "uid": "1234abcd-0000", "generation": 1}
+    decision = reconcile(stored, [], now=__import__("datetime").datetime(2026, 1, 1))
+    assert decision.status["phase"] == "Running", decision.status
+    assert [j["metadata"]["labels"]["mmsearch.io/stage"] for j in decision.create] == ["prepare"]
+
+
+def test_both_examples_exist():
+    assert {p.name for p in EXAMPLES.glob("*.yaml")} >= {"indexjob-t2t.yaml", "indexjob-t2i.yaml"}
+
+
+def _mutate(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    *parents, last = path.split(".")
+    node = obj
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        node.pop(last)
+    else:
+        node[last] = value
+    return obj
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("path,value,needle", [
+    ("spec.scene", _DELETE, "'scene' is a required property"),
+    ("spec.scene", "Bad-Scene", "does not match"),
+    ("spec.modality", "audio", "is not one of"),
+    ("spec.source.kind", "pdf", "is not one of"),
+    ("spec.model", {"source": "x", "name": "m"}, "'repository' is a required property"),
+    ("spec.milvus.indexType", "ANNOY", "is not one of"),
+    ("spec.milvus.metric", "HAMMING", "is not one of"),
+    ("spec.encode", {"shards": 0}, "less than the minimum"),
+    ("spec.encode", {"batchSize": "big"}, "is not of type 'integer'"),
+    ("spec.workdir", "work", "does not match"),
+    ("spec.skipStages", ["prepare", "index"], "is not one of"),
+    ("spec.mongo", {"uri": "mongodb://m", "uriSecret": {"name": "s"}}, "is valid under each of"),
+    ("spec.mongo", {"database": "d"}, "is not valid under any of the given schemas"),
+    ("spec.publish", {"keep": 0}, "less than the minimum"),
+    ("spec.imagePullPolicy", "Sometimes", "is not one of"),
+    ("spec", _DELETE, "'spec' is a required property"),
+])
+def test_malformed_indexjobs_are_refused_by_the_schema(path, value, needle):
+    errors = schema_errors(_mutate(indexjob(), path, value))
+    assert any(needle in e for e in errors), errors
+
+
+def test_a_valid_indexjob_passes_the_schema():
+    assert schema_errors(indexjob()) == []

@@ -1,0 +1,165 @@
+"""Stage Job manifests: valid batch/v1 Jobs (Kubernetes OpenAPI schema, offline) for every stage
+and option combination, carrying the job CLI's flags, owner references, labels and secrets."""
+from __future__ import annotations
+
+import itertools
+
+import kubernetes_validate
+import pytest
+
+from mmsearch_operator import plan
+from mmsearch_operator.manifests import build_job, stage_args
+from mmsearch_operator.spec import STAGES, with_defaults
+from tests.operator.helpers import K8S_VERSION, indexjob
+
+OPTIONS = {
+    "modality": ["text", "image"],
+    "shards": [1, 4],
+    "mongo": ["uri", "secret"],
+    "storage": ["s3", "volume"],
+    "extras": [False, True],  # resources, node selection, index params, env, s3 creds, deadline...
+}
+
+
+def _variant(modality, shards, mongo, storage, extras):
+    spec = {"encode": {"shards": shards}}
+    if modality == "image":
+        spec |= {"modality": "image", "source": {"kind": "images", "uri": "s3://img/photos/",
+                                                 "baseUrl": "https://cdn.example.com/"},
+                 "model": {"source": "openai/clip-vit-base-patch32", "name": "clip", "family": "clip",
+                           "repository": "s3://mmsearch/models"}}
+    spec["mongo"] = ({"uri": "mongodb://mongo:27017"} if mongo == "uri"
+                     else {"uriSecret": {"name": "mongo-cred", "key": "connection"}, "collection": "docs"})
+    if storage == "volume":
+        spec |= {"workdir": "/data/work", "volume": {"claimName": "shared", "mountPath": "/data"}}
+        spec["model"] = {**indexjob()["spec"]["model"], **spec.get("model", {}), "repository": "/data/models"}
+    if extras:
+        spec["encode"] |= {"resources": {"limits": {"nvidia.com/gpu": 1, "memory": "8Gi"},
+                                         "requests": {"cpu": "2"}},
+                           "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                           "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                           "parallelism": 2, "batchSize": 256}
+        spec |= {"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}},
+                 "milvus": {"uri": "http://milvus:19530", "indexType": "HNSW", "metric": "COSINE",
+                            "indexParams": {"M": 16, "efConstruction": 200}},
+                 "env": [{"name": "LOG_LEVEL", "value": "DEBUG"},
+                         {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}],
+                 "s3": {"endpointUrl": "http://minio:9000", "region": "us-east-1", "credentialsSecret": "s3-cred"},
+                 "serviceAccountName": "indexer", "imagePullSecrets": ["regcred"], "activeDeadlineSeconds": 7200}
+        if modality == "text":
+            spec["source"] = {"kind": "qa", "uri": "s3://data/qa.jsonl",
+                              "fields": {"question": "title", "answer": "body", "id": "qid"}}
+    return indexjob(**spec)
+
+
+def _jobs(obj):
+    spec = with_defaults(obj["spec"])
+    fps = plan.fingerprints(spec)
+    version = plan.collection_version(obj["metadata"], 1)
+    for stage in STAGES:
+        name = plan.job_name(obj["metadata"], stage, 1, fps[stage])
+        yield stage, spec, build_job(obj, spec, stage, name=name, generation=1, fingerprint=fps[stage],
+                                     version=version)
+
+
+@pytest.mark.parametrize("combo", list(itertools.product(*OPTIONS.values())),
+                         ids=lambda c: "-".join(map(str, c)))
+def test_every_stage_and_option_combination_is_a_valid_job(combo):
+    obj = _variant(*combo)
+    for stage, spec, job in _jobs(obj):
+        kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == ["mmsearch", "job", stage]
+        assert job["metadata"]["ownerReferences"] == [{
+            "apiVersion": "mmsearch.io/v1alpha1", "kind": "IndexJob", "name": "demo",
+            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+        assert job["metadata"]["labels"]["mmsearch.io/indexjob"] == "demo"
+        assert job["metadata"]["labels"]["mmsearch.io/stage"] == stage
+        assert job["spec"]["template"]["metadata"]["labels"] == job["metadata"]["labels"]
+        assert len(job["metadata"]["name"]) <= 63
+        pod = job["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] and pod["restartPolicy"] == "Never"
+        assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+        env = {e["name"]: e for e in container["env"]}
+        if stage == "push-mongo":
+            if combo[2] == "secret":
+                assert env["MMSEARCH_MONGO_URI"]["valueFrom"] == {
+                    "secretKeyRef": {"name": "mongo-cred", "key": "connection"}}
+            else:
+                assert env["MMSEARCH_MONGO_URI"]["value"] == "mongodb://mongo:27017"
+        else:
+            assert "MMSEARCH_MONGO_URI" not in env
+        if combo[4]:
+            assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+                "name": "s3-cred", "key": "AWS_SECRET_ACCESS_KEY"}
+            assert env["TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "t"
+            assert env["MMSEARCH_S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
+        if combo[3] == "volume":
+            assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+
+
+def test_sharded_encode_is_an_indexed_job_passing_its_shard():
+    obj = indexjob(encode={"shards": 4, "parallelism": 2, "nodeSelector": {"gpu": "yes"}})
+    jobs = {stage: job for stage, _, job in _jobs(obj)}
+    encode = jobs["encode"]["spec"]
+    assert encode["completionMode"] == "Indexed" and encode["completions"] == 4 and encode["parallelism"] == 2
+    assert encode["backoffLimitPerIndex"] == 2 and "backoffLimit" not in encode
+    args = encode["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--shard") + 1] == "$(JOB_COMPLETION_INDEX)/4"
+    assert encode["template"]["spec"]["nodeSelector"] == {"gpu": "yes"}
+    for stage in ("prepare", "push-milvus"):
+        assert "completionMode" not in jobs[stage]["spec"] and jobs[stage]["spec"]["backoffLimit"] == 2
+        assert "nodeSelector" not in jobs[stage]["spec"]["template"]["spec"]
+
+
+def test_stage_flags_follow_the_job_cli_contract():
+    spec = with_defaults(_variant("image", 1, "uri", "s3", True)["spec"])
+    w = "s3://mmsearch/work/search/demo/abc"
+    assert stage_args("prepare", spec, w, None) == [
+        "--workdir", w, "--source-kind", "images", "--source", "s3://img/photos/",
+        "--base-url", "https://cdn.example.com/"]
+    assert stage_args("export", spec, w, None) == [
+        "--model", "openai/clip-vit-base-patch32", "--name", "clip", "--repository", "s3://mmsearch/models",
+        "--model-version", "1", "--family", "clip", "--max-batch-size", "64"]
+    assert stage_args("encode", spec, w, None) == [
+        "--workdir", w, "--repository", "s3://mmsearch/models", "--model", "clip-image", "--batch-size", "256"]
+    assert stage_args("push-milvus", spec, w, "v1_x") == [
+        "--workdir", w, "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--version", "v1_x",
+        "--repository", "s3://mmsearch/models", "--model", "clip-image", "--index-type", "HNSW",
+        "--metric", "COSINE", "--batch-size", "1000", "--index-params", '{"M": 16, "efConstruction": 200}']
+    assert stage_args("push-mongo", spec, w, "v1_x") == [
+        "--workdir", w, "--database", "mmsearch", "--collection", "stdlib", "--batch-size", "1000"]
+    assert stage_args("publish", spec, w, "v1_x") == [
+        "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--version", "v1_x", "--keep", "2"]
+    text = with_defaults(_variant("text", 1, "uri", "s3", True)["spec"])
+    assert stage_args("prepare", text, w, None)[4:] == [
+        "--source", "s3://data/qa.jsonl", "--question-field", "title", "--answer-field", "body", "--id-field", "qid"]
+    assert stage_args("encode", text, w, None)[-2:] == ["--text-field", "question"]
+    with pytest.raises(ValueError, match="needs the collection version"):
+        stage_args("publish", text, w, None)
+
+
+def test_names_workdir_and_version_are_deterministic():
+    a, b = indexjob(), indexjob(uid="ffffffff-0000-0000-0000-000000000000")
+    spec = with_defaults(a["spec"])
+    fp = plan.fingerprints(spec)
+    assert plan.job_name(a["metadata"], "encode", 1, fp["encode"]) == plan.job_name(
+        indexjob()["metadata"], "encode", 1, fp["encode"])
+    assert plan.job_name(a["metadata"], "encode", 1, fp["encode"]) != plan.job_name(a["metadata"], "encode", 2, fp["encode"])
+    assert plan.job_name(a["metadata"], "encode", 1, fp["encode"]) != plan.job_name(b["metadata"], "encode", 1, fp["encode"])
+    assert plan.collection_version(a["metadata"], 3) == "v3_0f1e2d3c"
+    assert plan.run_workdir(spec, "search", "demo").startswith("s3://mmsearch/work/search/demo/")
+
+
+@pytest.mark.parametrize("change,affected", [
+    ({"milvus": {"uri": "http://milvus:19530", "indexType": "HNSW"}}, {"push-milvus", "publish"}),
+    ({"mongo": {"uriSecret": {"name": "mongo", "key": "uri"}, "collection": "other"}}, {"push-mongo", "publish"}),
+    ({"publish": {"keep": 5}}, {"publish"}),
+    ({"model": {"source": "other/model", "name": "minilm", "repository": "s3://mmsearch/models"}}, set(plan.STAGES)),
+    ({"encode": {"batchSize": 8}}, {"prepare", "encode", "push-milvus", "push-mongo", "publish"}),
+    ({"image": "other:2", "backoffLimit": 5, "retry": 3, "encode": {"resources": {"limits": {"cpu": "4"}}}}, set()),
+])
+def test_fingerprints_change_for_exactly_the_affected_stages(change, affected):
+    base = plan.fingerprints(with_defaults(indexjob()["spec"]))
+    new = plan.fingerprints(with_defaults(indexjob(**change)["spec"]))
+    assert {s for s in plan.STAGES if base[s] != new[s]} == affected

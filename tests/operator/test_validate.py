@@ -1,0 +1,46 @@
+"""Checks the CRD schema cannot express: each problem names its field."""
+from __future__ import annotations
+
+import pytest
+
+from mmsearch_operator.spec import with_defaults
+from mmsearch_operator.validate import validate
+from tests.operator.helpers import indexjob
+
+
+def _problems(name="demo", **spec):
+    obj = indexjob(name, **spec)
+    return validate(with_defaults(obj["spec"]), obj["metadata"])
+
+
+def test_a_valid_spec_has_no_problems():
+    assert _problems() == []
+    assert _problems(workdir="/data/w", volume={"claimName": "c", "mountPath": "/data"},
+                     model={"source": "m", "name": "n", "repository": "/data/models"}) == []
+
+
+@pytest.mark.parametrize("name,spec,needle", [
+    ("x" * 41, {}, "metadata.name: "),
+    ("Bad_Name", {}, "metadata.name: "),
+    ("demo", {"modality": "image"}, "spec.source.kind: 'stdlib' corpora need spec.modality 'text'"),
+    ("demo", {"source": {"kind": "qa"}}, "spec.source.uri is required for source.kind 'qa'"),
+    ("demo", {"source": {"kind": "stdlib", "fields": {"question": "q"}}}, "spec.source.fields applies to"),
+    ("demo", {"source": {"kind": "stdlib", "baseUrl": "http://x"}}, "spec.source.baseUrl applies to"),
+    ("demo", {"workdir": "/data/work"}, "spec.workdir: '/data/work' is a local path"),
+    ("demo", {"workdir": "/elsewhere", "volume": {"claimName": "c", "mountPath": "/data"}},
+     "spec.workdir: '/elsewhere' is not under spec.volume.mountPath '/data'"),
+    ("demo", {"workdir": "s3://A_b/x"}, "spec.workdir: 's3://A_b/x' is not a valid S3 URI"),
+    ("demo", {"workdir": "gs://b/x"}, "spec.workdir: 'gs://b/x' must be an s3:// URI"),
+    ("demo", {"model": {"source": "m", "name": "n", "repository": "models"}}, "spec.model.repository: "),
+    ("demo", {"mongo": None}, "spec.mongo: set exactly one of mongo.uri and mongo.uriSecret"),
+    ("demo", {"mongo": {"uri": "mongodb://m", "uriSecret": {"name": "s"}}}, "spec.mongo: set exactly one"),
+    ("demo", {"milvus": None}, "spec.milvus.uri is required"),
+    ("demo", {"scene": ""}, "spec.scene is required"),
+])
+def test_problems_name_the_field(name, spec, needle):
+    problems = _problems(name, **spec)
+    assert any(needle in p for p in problems), problems
+
+
+def test_skipping_push_mongo_needs_no_mongo_target():
+    assert _problems(mongo=None, skipStages=["push-mongo"]) == []
