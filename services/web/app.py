@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from services.web.client import ServingClient
 from services.web.metrics import HTTP_LATENCY, HTTP_REQUESTS, UPSTREAM_LATENCY
 from services.web.params import BadParameter, SearchQuery, TooLarge, parse_search
-from services.web.responses import error_body, http_status, scenes_json, search_json, upstream_message
+from services.web.responses import blamed_parameter, error_body, http_status, scenes_json, search_json, upstream_message
 from services.web.settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-# Fields of SearchRequest named at the start of serving's INVALID_ARGUMENT details -> API parameter.
-PROTO_FIELD_PARAMETER = {"scene": "scene", "text": "q", "image": "image", "top_k": "k", "user_id": "user"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -96,10 +94,7 @@ def _upstream_error(exc: grpc.aio.AioRpcError, address: str) -> web.Response:
     code = exc.code()
     status, name = http_status(code)
     details = exc.details() or ""
-    parameter = None
-    if status == 400:
-        first = details.split(" ", 1)[0].strip(":'\"")
-        parameter = PROTO_FIELD_PARAMETER.get(first)
+    parameter = blamed_parameter(details) if status == 400 else None
     return json_error(status, name, upstream_message(code, details, address), parameter)
 
 

@@ -52,6 +52,31 @@ def upstream_message(code: grpc.StatusCode, details: str | None, address: str) -
     return details or code.name
 
 
+# Leading words of serving's INVALID_ARGUMENT details (after "stage: ") -> the API parameter at fault.
+_DETAIL_PARAMETER = (
+    ("unknown scene", "scene"), ("scene", "scene"), ("text", "q"), ("give a query", "q"),
+    ("image", "image"), ("top_k", "k"), ("user", "user"),
+)
+
+
+def blamed_parameter(details: str) -> str | None:
+    """The API parameter that serving's INVALID_ARGUMENT details blame, if any (pure).
+
+    ``request: text has 1200 characters ...`` -> ``q``; ``request: scene 't2t' does not
+    accept image queries`` -> ``image`` (the upload is what that scene cannot take).
+    """
+    stage, sep, rest = details.partition(": ")
+    text = rest if sep and " " not in stage else details
+    if "does not accept image" in text:
+        return "image"
+    if "does not accept text" in text:
+        return "q"
+    for prefix, parameter in _DETAIL_PARAMETER:
+        if text.startswith(prefix):
+            return parameter
+    return None
+
+
 def _number(value: Any) -> Any:
     """Struct numbers arrive as floats: give integral ones back as ints (ids, counts)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:

@@ -1,0 +1,108 @@
+"""Parameter validation and JSON shapes of the web API (pure functions)."""
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from mmsearch.v1 import retrieval_pb2
+from services.web.params import BadParameter, TooLarge, parse_search
+from services.web.responses import blamed_parameter, http_status, scenes_json, search_json
+
+LIMITS = {"max_top_k": 50, "max_query_chars": 20}
+
+
+def test_text_search_defaults():
+    q = parse_search({"scene": "t2t", "q": "  json parsing "}, **LIMITS)
+    assert (q.scene, q.text, q.image, q.top_k, q.user_id, q.diversify) == ("t2t", "json parsing", None, 0, "", False)
+
+
+def test_all_parameters():
+    q = parse_search({"scene": "t2i", "q": "a dog", "k": "7", "user": "u-1", "diversify": "true"}, **LIMITS)
+    assert (q.top_k, q.user_id, q.diversify) == (7, "u-1", True)
+
+
+@pytest.mark.parametrize(
+    "params, parameter, words",
+    [
+        ({"q": "x"}, "scene", "required"),
+        ({"scene": "", "q": "x"}, "scene", "required"),
+        ({"scene": "t2t/../x", "q": "x"}, "scene", "not a scene name"),
+        ({"scene": "t2t"}, "q", "required"),
+        ({"scene": "t2t", "q": "   "}, "q", "required"),
+        ({"scene": "t2t", "q": "x" * 21}, "q", "at most 20"),
+        ({"scene": "t2t", "q": "x", "k": "ten"}, "k", "integer"),
+        ({"scene": "t2t", "q": "x", "k": "0"}, "k", "between 1 and 50"),
+        ({"scene": "t2t", "q": "x", "k": "51"}, "k", "between 1 and 50"),
+        ({"scene": "t2t", "q": "x", "user": "u" * 129}, "user", "at most 128"),
+        ({"scene": "t2t", "q": "x", "diversify": "maybe"}, "diversify", "true or false"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(params, parameter, words):
+    with pytest.raises(BadParameter) as err:
+        parse_search(params, **LIMITS)
+    assert err.value.parameter == parameter
+    assert words in err.value.message
+
+
+def test_image_query_rules():
+    q = parse_search({"scene": "t2i"}, image=b"\x89PNG...", max_image_bytes=100, **LIMITS)
+    assert q.image == b"\x89PNG..." and q.text is None
+    with pytest.raises(BadParameter) as err:
+        parse_search({"scene": "t2i"}, image=b"", max_image_bytes=100, **LIMITS)
+    assert err.value.parameter == "image"
+    with pytest.raises(TooLarge):
+        parse_search({"scene": "t2i"}, image=b"x" * 101, max_image_bytes=100, **LIMITS)
+    with pytest.raises(BadParameter) as err:
+        parse_search({"scene": "t2i", "q": "dog"}, image=b"x", max_image_bytes=100, **LIMITS)
+    assert err.value.parameter == "q" and "not both" in err.value.message
+
+
+def test_status_mapping():
+    assert http_status(grpc.StatusCode.INVALID_ARGUMENT) == (400, "invalid_argument")
+    assert http_status(grpc.StatusCode.UNAVAILABLE) == (503, "unavailable")
+    assert http_status(grpc.StatusCode.DEADLINE_EXCEEDED) == (504, "deadline_exceeded")
+    assert http_status(grpc.StatusCode.NOT_FOUND)[0] == 404
+    assert http_status(grpc.StatusCode.INTERNAL) == (502, "upstream_error")
+
+
+def test_search_json_mirrors_the_proto():
+    summary = struct_pb2.Struct()
+    summary.update({"question": "json.loads", "answer": "Deserialize", "category": "json", "n": 3})
+    response = retrieval_pb2.SearchResponse(
+        items=[retrieval_pb2.Item(id=7, score=0.5, retrieval_score=0.25, summary=summary),
+               retrieval_pb2.Item(id=8, score=0.25, retrieval_score=0.125)],
+        arm="ranking=control",
+        assignments=[retrieval_pb2.ArmAssignment(layer="ranking", arm="control")],
+        timings=[retrieval_pb2.StageTiming(stage="embed", ms=1.5)],
+        missing_summaries=1,
+    )
+    body = search_json(response, scene="t2t", elapsed_ms=3.0)
+    assert body["items"][0] == {"id": 7, "score": 0.5, "retrieval_score": 0.25,
+                                "summary": {"question": "json.loads", "answer": "Deserialize",
+                                            "category": "json", "n": 3}}
+    assert body["items"][1]["summary"] == {}
+    assert body["assignments"] == [{"layer": "ranking", "arm": "control"}]
+    assert body["timings"] == [{"stage": "embed", "ms": 1.5}]
+    assert (body["arm"], body["missing_summaries"], body["scene"], body["elapsed_ms"]) == ("ranking=control", 1, "t2t", 3.0)
+
+
+def test_scenes_json():
+    response = retrieval_pb2.ListScenesResponse(
+        scenes=[retrieval_pb2.Scene(name="t2i", modality="image", image_query=True, layers=["ranking"])])
+    assert scenes_json(response) == {
+        "scenes": [{"name": "t2i", "modality": "image", "image_query": True, "layers": ["ranking"]}]}
+
+
+@pytest.mark.parametrize(
+    "details, parameter",
+    [
+        ("request: unknown scene 'nope'; scenes are ['t2t']", "scene"),
+        ("request: text has 1200 characters; at most 1000", "q"),
+        ("request: scene 't2t' does not accept image queries", "image"),
+        ("request: image has 9 bytes; at most 8", "image"),
+        ("request: top_k 500 is out of range", "k"),
+        ("preprocess: cannot decode the image", None),
+        ("something else entirely", None),
+    ],
+)
+def test_blamed_parameter(details, parameter):
+    assert blamed_parameter(details) == parameter
