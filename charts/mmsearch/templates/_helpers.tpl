@@ -272,7 +272,7 @@ externalMongodb (the whole URI from existingSecret when set).
 {{/* A PodDisruptionBudget for one component: (dict "root" $ "component" "serving" "values" .Values.serving) */}}
 {{- define "mmsearch.pdb" -}}
 {{- $pdb := .values.podDisruptionBudget -}}
-{{- if and $pdb.minAvailable $pdb.maxUnavailable -}}
+{{- if and (hasKey $pdb "minAvailable") (hasKey $pdb "maxUnavailable") -}}
 {{- fail (printf "%s.podDisruptionBudget: set minAvailable or maxUnavailable, not both" .component) -}}
 {{- end -}}
 apiVersion: policy/v1
@@ -286,7 +286,7 @@ spec:
   {{- if hasKey $pdb "minAvailable" }}
   minAvailable: {{ $pdb.minAvailable }}
   {{- else }}
-  maxUnavailable: {{ $pdb.maxUnavailable }}
+  maxUnavailable: {{ hasKey $pdb "maxUnavailable" | ternary $pdb.maxUnavailable 1 }}
   {{- end }}
   selector:
     matchLabels:
