@@ -9,5 +9,8 @@ from __future__ import annotations
 from jobs.app import job_app
 
 # Stage modules register their sub-commands when imported (one line each).
+import jobs.prepare  # noqa: F401,E402
+import jobs.push_mongo  # noqa: F401,E402
+import jobs.publish  # noqa: F401,E402
 
 __all__ = ["job_app"]

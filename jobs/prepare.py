@@ -1,0 +1,249 @@
+"""``mmsearch job prepare``: turn a source into ``<workdir>/corpus.jsonl``.
+
+One JSON object per line, each with a stable integer ``id``:
+- ``images``: a folder of images (+ the base URL it is served from) ->
+  ``{id, name, url}``; ``name`` is the path relative to the folder. Files that
+  Pillow cannot decode (not an image, truncated, corrupt) are skipped and
+  counted, never fatal. Without ``--base-url`` the url is the file's
+  ``file://`` URI.
+- ``qa``: a Q&A JSONL file (baike2018qa style ``qid, category, title, desc,
+  answer``; field names configurable) -> ``{id, question, answer, category}``.
+  A malformed line (bad JSON, not an object, a required field missing) fails the
+  stage with an error naming the line number: a silently shorter corpus is worse
+  than a stopped job. Records whose key repeats an earlier one are skipped and
+  counted (the first wins).
+- ``stdlib``: the built-in demo corpus (see :mod:`jobs.stdlib_corpus`): the
+  qualified name as the question, the docstring's first paragraph as the answer,
+  the top-level module as the category. ``--source`` optionally restricts it to
+  a comma-separated list of modules (e.g. ``csv,json,os.path``).
+
+Ids: ``stable_id(key)`` = the first 53 bits of SHA-256 of the record's key (the
+relative path of an image, the ``--id-field`` value of a Q&A record, or its
+question when ``--id-field ''``, the qualified name of a stdlib object). A rerun
+gives the same ids, and adding or removing records never renumbers the others.
+53 bits keep ids exact in JavaScript/JSON clients (Number.MAX_SAFE_INTEGER); two
+different keys hashing to the same id fail the stage (odds ~n²/2⁵⁴).
+
+The corpus is written in one piece (atomically for a local workdir) with
+``services.common.artifacts``; it is held in memory while being built, which is
+fine up to a few million records.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Iterable, Iterator
+from urllib.parse import quote
+
+import typer
+
+from jobs.app import job_app
+from jobs.errors import JobError, exit_on_error
+from jobs.progress import Progress
+from services.common import artifacts
+
+CORPUS_FILE = "corpus.jsonl"
+ID_BITS = 53
+
+
+class SourceKind(str, Enum):
+    images = "images"
+    qa = "qa"
+    stdlib = "stdlib"
+
+
+def stable_id(key: str) -> int:
+    """A non-negative 53-bit integer derived from ``key`` (the same on every run and machine)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - ID_BITS)
+
+
+def corpus_uri(workdir: str) -> str:
+    return artifacts.join(workdir, CORPUS_FILE)
+
+
+class Stats:
+    """Counts a stage reports in its final progress line."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self.duplicates = 0
+
+
+def _with_ids(keyed: Iterable[tuple[str, dict]], stats: Stats) -> Iterator[dict]:
+    """Give each record ``id = stable_id(key)``; skip repeated keys; fail on a hash collision."""
+    keys: dict[int, str] = {}
+    for key, record in keyed:
+        rid = stable_id(key)
+        if rid in keys:
+            if keys[rid] == key:
+                stats.duplicates += 1
+                continue
+            raise JobError(f"id collision: keys {keys[rid]!r} and {key!r} hash to the same id {rid}; rename one")
+        keys[rid] = key
+        yield {"id": rid, **record}
+
+
+# --- images -------------------------------------------------------------------------------------
+
+def is_readable_image(path: Path) -> bool:
+    """True when Pillow can decode ``path`` completely (JPEGs decoded at reduced scale)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (256, 256))
+            image.load()
+        return True
+    except Exception:  # not an image, truncated, corrupt, decompression bomb
+        return False
+
+
+def image_records(folder: Path, base_url: str | None, stats: Stats,
+                  progress: Progress | None = None) -> Iterator[tuple[str, dict]]:
+    if not folder.is_dir():
+        raise JobError(f"--source {folder}: no such folder (the image folder to index)")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if progress is not None:
+        progress.total = len(files)
+    for path in files:
+        if progress is not None:
+            progress.update(1)
+        rel = path.relative_to(folder).as_posix()
+        if not is_readable_image(path):
+            stats.skipped += 1
+            continue
+        url = f"{base_url.rstrip('/')}/{quote(rel)}" if base_url else path.resolve().as_uri()
+        yield rel, {"name": rel, "url": url}
+
+
+# --- Q&A JSONL ----------------------------------------------------------------------------------
+
+def qa_records(lines: Iterable[str], *, source: str, question_field: str, answer_field: str,
+               category_field: str, id_field: str) -> Iterator[tuple[str, dict]]:
+    """(key, {question, answer, category}) per non-blank line; JobError naming the line if malformed."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source} line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise JobError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
+        if not isinstance(row, dict):
+            raise JobError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        for flag, field in (("--question-field", question_field), ("--answer-field", answer_field)):
+            if field not in row or row[field] is None:
+                raise JobError(f"{where}: no field {field!r} (set {flag} to the field that holds it)")
+        question = str(row[question_field])
+        if id_field:
+            if id_field not in row or row[id_field] is None:
+                raise JobError(f"{where}: no id field {id_field!r} "
+                               f"(set --id-field, or --id-field '' to key records by their question)")
+            key = str(row[id_field])
+        else:
+            key = question
+        category = row.get(category_field) if category_field else None
+        yield key, {"question": question, "answer": str(row[answer_field]),
+                    "category": "" if category is None else str(category)}
+
+
+# --- stdlib -------------------------------------------------------------------------------------
+
+def stdlib_records(modules: str | None) -> Iterator[tuple[str, dict]]:
+    from jobs import stdlib_corpus
+
+    roots = [m.strip() for m in modules.split(",") if m.strip()] if modules else None
+    try:
+        docs = stdlib_corpus.collect(roots)
+    except ValueError as exc:
+        raise JobError(f"--source {modules!r}: {exc}") from None
+    for doc in docs:
+        yield doc.name, {"question": doc.name, "answer": doc.summary, "category": doc.top}
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+def _text_lines(path: Path, source: str) -> Iterator[str]:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            yield from handle
+    except UnicodeDecodeError as exc:
+        raise JobError(f"--source {source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _source_path(source: str | None, what: str) -> Path:
+    if not source:
+        raise JobError(f"--source is required for --source-kind {what}")
+    try:
+        return artifacts.materialize(source)
+    except artifacts.ArtifactError as exc:
+        raise JobError(f"--source {source}: {exc}") from None
+
+
+def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = None, *,
+            base_url: str | None = None, question_field: str = "title", answer_field: str = "answer",
+            category_field: str = "category", id_field: str = "qid",
+            progress: Progress | None = None) -> dict:
+    """Build and write the corpus; returns the summary ``{records, skipped, duplicates, corpus}``."""
+    kind = SourceKind(source_kind)
+    stats = Stats()
+    if kind is SourceKind.images:
+        keyed = image_records(_source_path(source, kind.value), base_url, stats, progress)
+    elif kind is SourceKind.qa:
+        path = _source_path(source, kind.value)
+        if path.is_dir():
+            raise JobError(f"--source {source}: is a folder; expected a JSONL file of Q&A records")
+        keyed = qa_records(_text_lines(path, str(source)), source=str(source), question_field=question_field,
+                           answer_field=answer_field, category_field=category_field, id_field=id_field)
+    else:
+        keyed = stdlib_records(source)
+    lines = []
+    for record in _with_ids(keyed, stats):
+        lines.append(json.dumps(record, ensure_ascii=False))
+        if progress is not None and kind is not SourceKind.images:
+            progress.update(1)
+    if not lines:
+        raise JobError(f"empty corpus: --source {source or kind.value} gave no records"
+                       + (f" ({stats.skipped} unreadable files skipped)" if stats.skipped else ""))
+    target = corpus_uri(workdir)
+    artifacts.write_bytes(target, ("\n".join(lines) + "\n").encode("utf-8"))
+    return {"records": len(lines), "skipped": stats.skipped, "duplicates": stats.duplicates, "corpus": target}
+
+
+def read_corpus(workdir: str) -> Iterator[dict]:
+    """The records of ``<workdir>/corpus.jsonl`` (written by :func:`prepare`), in order."""
+    uri = corpus_uri(workdir)
+    try:
+        data = artifacts.read_bytes(uri)
+    except (artifacts.ArtifactError, FileNotFoundError):
+        raise JobError(f"no corpus at {uri}: run `mmsearch job prepare --workdir {workdir}` first") from None
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise JobError(f"{uri} line {number}: malformed JSON ({exc.msg}); re-run prepare") from None
+
+
+@job_app.command("prepare")
+def prepare_command(
+    workdir: str = typer.Option(..., envvar="MMSEARCH_WORKDIR", help="Stage folder: a path, file:// or s3://bucket/prefix."),
+    source_kind: SourceKind = typer.Option(..., envvar="MMSEARCH_SOURCE_KIND", help="images | qa | stdlib."),
+    source: str = typer.Option(None, envvar="MMSEARCH_SOURCE",
+                               help="images: the folder; qa: the JSONL file; stdlib: optional comma-separated modules."),
+    base_url: str = typer.Option(None, envvar="MMSEARCH_BASE_URL", help="URL the image folder is served from."),
+    question_field: str = typer.Option("title", envvar="MMSEARCH_QUESTION_FIELD"),
+    answer_field: str = typer.Option("answer", envvar="MMSEARCH_ANSWER_FIELD"),
+    category_field: str = typer.Option("category", envvar="MMSEARCH_CATEGORY_FIELD"),
+    id_field: str = typer.Option("qid", envvar="MMSEARCH_ID_FIELD",
+                                 help="Field with each record's unique key ('' = key by the question text)."),
+) -> None:
+    """Turn images, a Q&A JSONL file or the Python stdlib docs into <workdir>/corpus.jsonl."""
+    with exit_on_error(), Progress("prepare") as progress:
+        summary = prepare(workdir, source_kind, source, base_url=base_url, question_field=question_field,
+                          answer_field=answer_field, category_field=category_field, id_field=id_field,
+                          progress=progress)
+        progress.finish(**summary)

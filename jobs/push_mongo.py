@@ -1,0 +1,113 @@
+"""``mmsearch job push-mongo``: the corpus into MongoDB, one document per record.
+
+Decisions:
+- Each document is the corpus record plus ``_id`` = its id (``id`` kept too,
+  under a unique index, so both lookups work). Writes are unordered bulk
+  ``ReplaceOne(upsert=True)`` batches keyed by ``_id``: idempotent, so a rerun
+  after a crash (even SIGKILL mid-batch) finishes the work with no duplicate and
+  no lost document.
+- The count check counts, batch by batch with ``$in``, the corpus ids present in
+  the collection; it must equal the number of corpus records. Documents of other
+  corpora in the same collection are left alone and reported as ``other``.
+- The URI selects a MongoDB server; the embedded default is a local
+  secantusd (``services.common.embedded.start_mongo``), same pymongo code.
+  Unreachable servers fail within ``--timeout`` seconds with one clear line.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Iterator
+
+import typer
+
+from jobs.app import job_app
+from jobs.errors import JobError, exit_on_error
+from jobs.prepare import read_corpus
+from jobs.progress import Progress
+
+
+def redact(uri: str) -> str:
+    """``uri`` with any password hidden, for messages."""
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", uri)
+
+
+def batched(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def connect(uri: str, timeout: float):
+    """A pymongo client that has answered ping; JobError naming the URI otherwise."""
+    import pymongo
+
+    try:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000),
+                                     connectTimeoutMS=int(timeout * 1000))
+        client.admin.command("ping")
+        return client
+    except pymongo.errors.ConfigurationError as exc:
+        raise JobError(f"--mongo-uri {redact(uri)}: {exc}") from None
+    except pymongo.errors.InvalidURI as exc:
+        raise JobError(f"--mongo-uri {redact(uri)}: {exc}") from None
+    except pymongo.errors.PyMongoError as exc:
+        reason = str(exc).splitlines()[0].split(" (configured timeouts")[0].split(", Timeout:")[0]
+        raise JobError(f"cannot reach MongoDB at {redact(uri)} within {timeout:g}s: {reason[:200]}") from None
+
+
+def push_mongo(workdir: str, mongo_uri: str, collection: str, *, database: str = "mmsearch",
+               batch_size: int = 1000, timeout: float = 10.0, progress: Progress | None = None) -> dict:
+    """Upsert every corpus record; returns ``{documents, other, collection}``."""
+    import pymongo
+    from pymongo import ReplaceOne
+
+    if batch_size < 1:
+        raise JobError(f"--batch-size {batch_size}: must be at least 1")
+    if not collection or "$" in collection or collection.startswith("system."):
+        raise JobError(f"--collection {collection!r}: not a valid MongoDB collection name")
+    records = list(read_corpus(workdir))
+    if not records:
+        raise JobError(f"empty corpus in {workdir}: nothing to push")
+    client = connect(mongo_uri, timeout)
+    try:
+        target = client[database][collection]
+        target.create_index("id", unique=True, name="id_unique")
+        if progress is not None:
+            progress.total = len(records)
+        for batch in batched(records, batch_size):
+            target.bulk_write([ReplaceOne({"_id": r["id"]}, {"_id": r["id"], **r}, upsert=True) for r in batch],
+                              ordered=False)
+            if progress is not None:
+                progress.update(len(batch))
+        present = sum(target.count_documents({"_id": {"$in": [r["id"] for r in batch]}})
+                      for batch in batched(records, 10000))
+        if present != len(records):
+            raise JobError(f"count check failed: {present} of {len(records)} corpus documents in "
+                           f"{database}.{collection}; re-run push-mongo")
+        total = target.count_documents({})
+    except pymongo.errors.PyMongoError as exc:
+        raise JobError(f"MongoDB at {redact(mongo_uri)} failed: {str(exc).splitlines()[0][:300]}") from None
+    finally:
+        client.close()
+    return {"documents": present, "other": total - present, "collection": f"{database}.{collection}"}
+
+
+@job_app.command("push-mongo")
+def push_mongo_command(
+    workdir: str = typer.Option(..., envvar="MMSEARCH_WORKDIR", help="Stage folder holding corpus.jsonl."),
+    mongo_uri: str = typer.Option(..., envvar="MMSEARCH_MONGO_URI", help="mongodb://host:port"),
+    database: str = typer.Option("mmsearch", envvar="MMSEARCH_DATABASE"),
+    collection: str = typer.Option(..., envvar="MMSEARCH_COLLECTION"),
+    batch_size: int = typer.Option(1000, envvar="MMSEARCH_BATCH_SIZE"),
+    timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for the server."),
+) -> None:
+    """Upsert the corpus into MongoDB (documents keyed by id) and check the count."""
+    with exit_on_error(), Progress("push-mongo") as progress:
+        summary = push_mongo(workdir, mongo_uri, collection, database=database, batch_size=batch_size,
+                             timeout=timeout, progress=progress)
+        progress.finish(**summary)

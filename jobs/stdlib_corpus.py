@@ -1,0 +1,175 @@
+"""The built-in demo corpus: the documentation of the installed Python standard library.
+
+One document per public module, class and function: its qualified name (``csv``,
+``csv.DictReader``, ``os.path.join``) and the first paragraph of its docstring.
+It needs no download and gives real results with a real model.
+
+Decisions:
+- Modules come from ``sys.stdlib_module_names`` (never site-packages), walked into
+  sub-packages with ``pkgutil.iter_modules``; ``os.path`` is documented under that
+  name (``posixpath``/``ntpath``/``genericpath`` are left out as its duplicates).
+- Noise is skipped: private names (a ``_`` in any component), tests, ``__main__``
+  modules, GUI/IDE and platform-specific packages, the codec modules under
+  ``encodings``, deprecated aliases (``sre_*``), and modules with side effects on
+  import (``this``, ``antigravity``, ``readline``). ``sys`` hooks that tools
+  replace at runtime (``sys.excepthook``) are documented from their originals,
+  so the corpus is the same in every process.
+- Modules are imported in-process with warnings silenced and stdout/stderr
+  captured; a module that fails to import (a missing C extension, another
+  platform) is skipped, never fatal.
+- A class or function is documented under the public module that defines it, or
+  that re-exports it from a private module (``csv.reader`` comes from ``_csv``);
+  each object once. Classes use their own docstring only (not an inherited one).
+  Objects without a docstring are skipped: there would be nothing to answer.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import io
+import pkgutil
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Iterable, Iterator
+
+MAX_ANSWER_CHARS = 1000
+
+SKIPPED_MODULES = frozenset({
+    "antigravity", "this", "readline", "rlcompleter",       # side effects on import
+    "idlelib", "tkinter", "turtle", "turtledemo",           # GUI / IDE
+    "test", "lib2to3", "ensurepip", "pydoc_data", "distutils",
+    "msilib", "msvcrt", "nt", "winreg", "winsound",         # other platforms
+    "sre_compile", "sre_constants", "sre_parse",            # deprecated aliases of re internals
+    "posixpath", "ntpath", "genericpath", "nturl2path",     # documented as os.path
+})
+NO_SUBMODULES = frozenset({"encodings"})  # ~100 codec modules: noise for a search demo
+ALIASES = {"os.path": ("posixpath", "genericpath")}  # public name -> modules defining its members
+
+
+@dataclass(frozen=True)
+class StdlibDoc:
+    name: str      # qualified name, e.g. "csv.DictReader"
+    kind: str      # "module" | "class" | "function"
+    summary: str   # first paragraph of the docstring
+    top: str       # top-level module, e.g. "csv"
+
+
+def first_paragraph(doc: str | None) -> str:
+    """The first non-empty paragraph of a docstring, on one line (at most MAX_ANSWER_CHARS)."""
+    if not doc or not isinstance(doc, str):
+        return ""
+    for para in re.split(r"\n\s*\n", inspect.cleandoc(doc)):
+        text = " ".join(para.split())
+        if text:
+            return text[:MAX_ANSWER_CHARS]
+    return ""
+
+
+def is_noise(name: str) -> bool:
+    parts = name.split(".")
+    return (
+        parts[0] in SKIPPED_MODULES
+        or any(p.startswith("_") for p in parts)
+        or any(p in ("test", "tests") or p.startswith("test_") for p in parts)
+    )
+
+
+def safe_import(name: str) -> ModuleType | None:
+    """Import ``name`` quietly; None when it cannot be imported here."""
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        try:
+            return importlib.import_module(name)
+        except (Exception, SystemExit):
+            return None
+
+
+def _walk(name: str, module: ModuleType) -> Iterator[tuple[str, ModuleType]]:
+    yield name, module
+    if name == "os":
+        yield "os.path", module.path
+    path = getattr(module, "__path__", None)
+    if path is None or name in NO_SUBMODULES:
+        return
+    for info in sorted(pkgutil.iter_modules(path, prefix=name + "."), key=lambda i: i.name):
+        if is_noise(info.name):
+            continue
+        sub = safe_import(info.name)
+        if sub is not None:
+            yield from _walk(info.name, sub)
+
+
+def iter_modules(roots: Iterable[str] | None = None) -> Iterator[tuple[str, ModuleType]]:
+    """(qualified name, module) for every documented module, sorted; ``roots`` restricts to
+    those modules and their sub-modules (e.g. ``["csv", "os.path", "json"]``).
+
+    Raises ValueError naming a root that is not an importable public stdlib module.
+    """
+    if roots is None:
+        tops = sorted(n for n in sys.stdlib_module_names if not is_noise(n))
+        for top in tops:
+            module = safe_import(top)
+            if module is not None:
+                yield from _walk(top, module)
+        return
+    for root in sorted(set(roots)):
+        top = root.split(".")[0]
+        if top not in sys.stdlib_module_names or is_noise(root):
+            raise ValueError(f"{root!r} is not a public standard-library module")
+        module = safe_import(root)
+        if module is None and root == "os.path":
+            module = safe_import("os").path  # type: ignore[union-attr]
+        if module is None:
+            raise ValueError(f"standard-library module {root!r} cannot be imported on this machine")
+        yield from ((n, m) for n, m in _walk(root, module) if n == root or n.startswith(root + "."))
+
+
+def _public_members(name: str, module: ModuleType) -> Iterator[tuple[str, object]]:
+    exported = getattr(module, "__all__", None)
+    if isinstance(exported, (list, tuple)) and all(isinstance(n, str) for n in exported):
+        names = sorted(set(exported))
+    else:
+        names = sorted(n for n in dir(module) if not n.startswith("_"))
+    owners = {name, *ALIASES.get(name, ())}
+    for member in names:
+        if member.startswith("_"):
+            continue
+        try:
+            obj = getattr(module, member)
+        except AttributeError:
+            continue
+        if name == "sys":  # hooks that tools replace at runtime: document the originals
+            obj = getattr(module, f"__{member}__", obj)
+        if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
+            continue
+        owner = getattr(obj, "__module__", None) or ""
+        private_owner = any(p.startswith("_") for p in owner.split(".")) if owner else False
+        if owner in owners or private_owner:
+            yield member, obj
+
+
+def collect(roots: Iterable[str] | None = None) -> list[StdlibDoc]:
+    """Every documented module, class and function, sorted by qualified name, each once."""
+    docs: dict[str, StdlibDoc] = {}
+    seen: set[int] = set()
+    for name, module in iter_modules(roots):
+        top = name.split(".")[0]
+        summary = first_paragraph(module.__doc__)
+        if summary and name not in docs:
+            docs[name] = StdlibDoc(name, "module", summary, top)
+        for member, obj in _public_members(name, module):
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            own_doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
+            summary = first_paragraph(own_doc)
+            qualified = f"{name}.{member}"
+            if summary and qualified not in docs:
+                kind = "class" if inspect.isclass(obj) else "function"
+                docs[qualified] = StdlibDoc(qualified, kind, summary, top)
+    return [docs[k] for k in sorted(docs)]
