@@ -46,5 +46,14 @@ proto: venv
 bench: venv
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
+## images: build the container images (docker/): services (preprocess, serving, web, operator) and the job runners
+IMAGE_REPO ?= ghcr.io/mmsearch
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CONTAINER_ENGINE ?= docker
+images:
+	$(CONTAINER_ENGINE) build -f docker/Dockerfile --target services -t $(IMAGE_REPO)/mmsearch:$(IMAGE_TAG) .
+	$(CONTAINER_ENGINE) build -f docker/jobs.Dockerfile --target jobs -t $(IMAGE_REPO)/mmsearch-jobs:$(IMAGE_TAG) .
+	$(CONTAINER_ENGINE) build -f docker/jobs.Dockerfile --target jobs-export -t $(IMAGE_REPO)/mmsearch-jobs-export:$(IMAGE_TAG) .
+
 clean:
 	rm -rf $(VENV) .pytest_cache data
