@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -54,6 +54,9 @@ class MilvusMatcher:
         self._connect_timeout_s = connect_timeout_s
         self._client = None
         self._lock = threading.Lock()
+        # Manifest reads and pings (health probes) run on their own thread: when Milvus hangs they
+        # queue there instead of taking the search threads.
+        self._admin = ThreadPoolExecutor(1, thread_name_prefix="milvus-admin")
 
     def _get_client(self):
         with self._lock:
@@ -124,18 +127,15 @@ class MilvusMatcher:
 
     async def manifest(self, collection: str) -> dict:
         """The manifest of the exported model that built ``collection`` (or alias)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._manifest, collection)
+        return await asyncio.get_running_loop().run_in_executor(self._admin, self._manifest, collection)
 
-    def _ping(self, collections: tuple[str, ...], timeout: float) -> None:
-        for name in collections:
-            if not self._call("has_collection", name, timeout=timeout):
-                raise MatchError(f"collection or alias {name!r} does not exist in Milvus at {self.uri}")
-        if not collections:
-            self._call("list_collections", timeout=timeout)
+    def _ping(self, timeout: float) -> None:
+        self._call("list_collections", timeout=timeout)
 
-    async def ping(self, collections: tuple[str, ...] = (), timeout: float = 1.0) -> None:
-        """Raise unless Milvus answers (and every named collection exists)."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._ping, collections, timeout)
+    async def ping(self, timeout: float = 1.0) -> None:
+        """Raise :class:`MatchUnavailable` unless Milvus answers."""
+        await asyncio.get_running_loop().run_in_executor(self._admin, self._ping, timeout)
 
     def close(self) -> None:
+        self._admin.shutdown(wait=False, cancel_futures=True)
         self._drop_client()

@@ -105,8 +105,11 @@ class Active:
     """A config that passed validation and activation."""
 
     experiments: Experiments
-    collections: tuple[str, ...]
     encoders: Mapping[tuple[str, str], MicroBatcher]  # (backend, model) -> batcher
+    # Config collection name (an mmsearch alias or a collection) -> concrete collection searched.
+    # Updated in place by the health probe when `publish` moves an alias (after the consistency check).
+    routes: dict[str, str]
+    users: Mapping[str, frozenset[str]]  # collection name -> encoder models querying it
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -211,6 +214,7 @@ class Pipeline:
         encoders: dict[tuple[str, str], MicroBatcher] = {}
         collection_manifests: dict[str, dict] = {}
         checked: set[tuple[str, str]] = set()
+        users: dict[str, set[str]] = {}
         for scene, label, spec in experiments.arm_specs():
             where = f"scene {scene!r} arm {label}"
             for tower in (spec.query.text, spec.query.image):
@@ -223,6 +227,7 @@ class Pipeline:
                     encoders[(spec.encoder_backend, tower.model)] = await self._encoder(spec.encoder_backend, tower.model)
                 except Exception as exc:
                     raise ValueError(f"{where}: encoder {tower.model!r} ({spec.encoder_backend}): {exc}") from None
+                users.setdefault(spec.match.collection, set()).add(tower.model)
                 pair = (tower.model, spec.match.collection)
                 if pair in checked:
                     continue
@@ -234,7 +239,28 @@ class Pipeline:
                 except ConsistencyError as exc:
                     raise ConsistencyError(f"{where}: {exc}") from None
                 checked.add(pair)
-        return Active(experiments, tuple(sorted(collection_manifests)), encoders)
+        routes = {name: m.get("collection", name) for name, m in collection_manifests.items()}
+        return Active(experiments, encoders, routes, {k: frozenset(v) for k, v in users.items()})
+
+    async def refresh_routes(self, active: Active) -> None:
+        """Follow alias moves (``publish``): re-read each collection's manifest, switch after the consistency check.
+
+        Raises when Milvus does not answer (the health probe reports it). A new
+        target built by another model is refused (logged) and the old one kept.
+        """
+        for name, current in list(active.routes.items()):
+            manifest = await self.matcher.manifest(name)
+            target = manifest.get("collection", name)
+            if target == current:
+                continue
+            try:
+                for model in active.users.get(name, ()):
+                    check_consistency(model, await self._encoder_manifest(model), name, manifest)
+            except ConsistencyError as exc:
+                log.error("not following %s -> %s: %s", name, target, exc)
+                continue
+            log.info("collection %s now resolves to %s", name, target)
+            active.routes[name] = target
 
     async def _preprocess_models(self, timeout: float) -> set[str]:
         try:
@@ -260,7 +286,7 @@ class Pipeline:
                 problems[name] = str(exc) or type(exc).__name__
 
         checks = [check("preprocess", self._preprocess_models(timeout)),
-                  check("milvus", self.matcher.ping(active.collections if active else (), timeout)),
+                  check("milvus", self.refresh_routes(active) if active else self.matcher.ping(timeout=timeout)),
                   check("mongo", self.summary.ping())]
         if active is not None:
             for (backend, model), _ in active.encoders.items():
@@ -322,7 +348,7 @@ class Pipeline:
         batcher = active.encoders[(spec.encoder_backend, tower.model)]
         vector = await run("embed", lambda b: self._run_embed(batcher, inputs))
         limit = max(top_k, spec.match.candidates) if ranker.needs_pool else top_k
-        matches = await run("match", lambda b: self._run_match(spec, vector, limit, ranker.needs_vectors, b))
+        matches = await run("match", lambda b: self._run_match(active, spec, vector, limit, ranker.needs_vectors, b))
 
         t0 = time.perf_counter()
         try:
@@ -386,9 +412,11 @@ class Pipeline:
             raise StageError("embed", Code.FAILED_PRECONDITION, f"{type(exc).__name__}: {exc}") from None
         return np.asarray(out[0], dtype=np.float32)
 
-    async def _run_match(self, spec: ArmSpec, vector: np.ndarray, limit: int, with_vectors: bool, budget: float):
+    async def _run_match(self, active: Active, spec: ArmSpec, vector: np.ndarray, limit: int, with_vectors: bool,
+                         budget: float):
         try:
-            return await self.matcher.search(spec.match.collection, vector, limit, metric=spec.match.metric,
+            collection = active.routes.get(spec.match.collection, spec.match.collection)
+            return await self.matcher.search(collection, vector, limit, metric=spec.match.metric,
                                              params=spec.match.params, with_vectors=with_vectors, timeout=budget)
         except MatchUnavailable as exc:
             raise StageError("match", Code.UNAVAILABLE, str(exc)) from None
