@@ -28,6 +28,7 @@ Decisions:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -41,7 +42,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
 import yaml
 from pydantic import Field
@@ -397,17 +398,11 @@ def wait_ready(sup: Supervisor, service: ServiceProcess, timeout: float) -> None
                      f"(MMSEARCH_DEMO_STARTUP_TIMEOUT_SECONDS); last lines of {service.log}:\n{tail(service.log)}")
 
 
-def run(p: DemoPlan, startup_timeout: float) -> None:
-    """Run a plan until SIGINT/SIGTERM or until a service dies; always stop everything."""
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        stop["signal"] = signum
-        raise KeyboardInterrupt
-
+@contextlib.contextmanager
+def running(p: DemoPlan, startup_timeout: float) -> Iterator[Supervisor]:
+    """The document store, the index (built if needed) and the services, all ready; stopped on exit."""
     from services.common.embedded import EmbeddedError, start_mongo
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
     sup = Supervisor()
     mongo = None
     try:
@@ -418,7 +413,7 @@ def run(p: DemoPlan, startup_timeout: float) -> None:
             raise SystemExit(f"error: the document store did not start: {exc}") from None
         say(f"document store listening at {mongo.uri} (data in {p.mongo_dir})")
         if index_is_built(p):
-            say(f"reusing the demo index in {p.marker.parent} (delete it to rebuild)")
+            say(f"reusing the demo index in {p.marker.parent} (delete that folder to rebuild)")
         else:
             say(f"building the demo index for scene {p.scene} (first run; reused afterwards)")
             build_index(p)
@@ -426,22 +421,33 @@ def run(p: DemoPlan, startup_timeout: float) -> None:
         for service in p.services:
             sup.start(service)
             wait_ready(sup, service, startup_timeout)
-        say(f"ready: open {p.url}  (Ctrl-C stops the demo)")
-        while True:
-            dead = sup.exited()
-            if dead:
-                name, code, log = dead
-                raise SystemExit(f"error: {name} stopped unexpectedly (exit code {code}); "
-                                 f"last lines of {log}:\n{tail(log)}")
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        say("stopping")
+        yield sup
     finally:
-        signal.signal(signal.SIGTERM, previous)
         sup.stop_all()
         if mongo is not None:
             mongo.stop()
             say("stopped the document store")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run(p: DemoPlan, startup_timeout: float) -> None:
+    """Run a plan until Ctrl-C/SIGTERM or until a service dies; always stop everything."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with running(p, startup_timeout) as sup:
+            say(f"ready: open {p.url}  (Ctrl-C stops the demo)")
+            while not (dead := sup.exited()):
+                time.sleep(0.5)
+            name, code, log = dead
+            raise SystemExit(f"error: {name} stopped unexpectedly (exit code {code}); "
+                             f"last lines of {log}:\n{tail(log)}")
+    except KeyboardInterrupt:
+        say("all processes stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> None:

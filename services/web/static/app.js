@@ -291,11 +291,17 @@
   });
   window.addEventListener("popstate", () => { state.typingPushed = false; if (state.scenes.length) applyUrl(); });
 
-  document.addEventListener("DOMContentLoaded", async () => {
+  // Until serving answers, retry loading the scenes (the banner says why in the meantime).
+  async function start() {
     if (await loadScenes()) {
+      hideBanner();
       renderScenes();
       applyUrl();
+    } else {
+      window.setTimeout(start, 3000);
     }
     document.body.dataset.ready = "true";
-  });
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
 })();
