@@ -58,9 +58,13 @@ def resolve_max_length(folder: Path, config: dict[str, Any], tokenizer: Tokenize
     unbounded; ``None`` only if none of them exists.
     """
     value = config.get("model_max_length")
-    if isinstance(value, (int, float)) and 0 < value < _NO_MAX_LENGTH:
-        return int(value)
     manifest_length = _read_json(folder / MANIFEST_FILE).get("max_length")
+    if isinstance(value, (int, float)) and 0 < value < _NO_MAX_LENGTH:
+        if isinstance(manifest_length, int) and manifest_length != int(value):
+            log.warning("tokenizer_config.json model_max_length differs from manifest.json max_length; "
+                        "using model_max_length as transformers does",
+                        extra={"folder": str(folder), "model_max_length": int(value), "max_length": manifest_length})
+        return int(value)
     if isinstance(manifest_length, int) and manifest_length > 0:
         return manifest_length
     if tokenizer.truncation:

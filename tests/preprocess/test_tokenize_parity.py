@@ -50,3 +50,19 @@ def test_loaded_tokenizer_reads_hugging_face_settings(model_repo):
     clip = load_tokenizer(model_repo / "tiny-clip")
     assert (minilm.max_length, minilm.pad_token, minilm.pad_id) == (512, "[PAD]", 0)
     assert (clip.max_length, clip.pad_token) == (77, "<|endoftext|>")
+
+
+def test_max_length_falls_back_to_the_manifest(tmp_path, model_repo):
+    """Without a real model_max_length (transformers' 'very large' sentinel) the export manifest bounds it."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(model_repo / "minilm", tmp_path / "minilm")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["model_max_length"] = int(1e30)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    assert load_tokenizer(folder).max_length == 128  # tokenizer.json's own truncation
+    (folder / "manifest.json").write_text(json.dumps({"max_length": 256}))
+    tokenizer = load_tokenizer(folder)
+    ids, mask = tokenizer.encode(["word " * 400, "short"])
+    assert tokenizer.max_length == 256 and ids.shape == (2, 256) and mask[1].sum() == 3
