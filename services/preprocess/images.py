@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,6 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
-
-log = logging.getLogger(__name__)
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
 # transformers' defaults for a CLIP image processor (OPENAI_CLIP_MEAN / OPENAI_CLIP_STD).

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import grpc
@@ -36,7 +37,7 @@ def test_serve_preprocess_process(registry):
 def test_unloadable_model_stops_the_process_with_its_name(tmp_path):
     env = {"MMSEARCH_MODELS": json.dumps({"broken": str(tmp_path / "nowhere")}), "MMSEARCH_PORT": "0",
            "MMSEARCH_METRICS_PORT": "0", "MMSEARCH_HOST": "127.0.0.1", "MMSEARCH_METRICS_HOST": "127.0.0.1"}
-    done = subprocess.run([MMSEARCH, "serve", "preprocess"], env={**__import__("os").environ, **env},
+    done = subprocess.run([MMSEARCH, "serve", "preprocess"], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "model 'broken'" in done.stderr and "artifact not found" in done.stderr
