@@ -11,8 +11,9 @@ Decisions:
 - Noise is skipped: private names (a ``_`` in any component), tests, ``__main__``
   modules, GUI/IDE and platform-specific packages, the codec modules under
   ``encodings``, deprecated aliases (``sre_*``), and modules with side effects on
-  import (``this``, ``antigravity``, ``readline``). ``sys`` hooks that tools
-  replace at runtime (``sys.excepthook``) are documented from their originals,
+  import (``this``, ``antigravity``, ``readline``). Hooks that tools
+  replace at runtime (``sys.excepthook``, ``threading.excepthook``) are
+  documented from their originals (``sys.__excepthook__``),
   so the corpus is the same in every process.
 - Modules are imported in-process with warnings silenced and stdout/stderr
   captured; a module that fails to import (a missing C extension, another
@@ -143,8 +144,8 @@ def _public_members(name: str, module: ModuleType) -> Iterator[tuple[str, object
             obj = getattr(module, member)
         except AttributeError:
             continue
-        if name == "sys":  # hooks that tools replace at runtime: document the originals
-            obj = getattr(module, f"__{member}__", obj)
+        # hooks that tools replace at runtime (sys.excepthook, threading.excepthook): the originals
+        obj = getattr(module, f"__{member}__", obj)
         if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
             continue
         owner = getattr(obj, "__module__", None) or ""
