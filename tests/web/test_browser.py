@@ -1,0 +1,148 @@
+"""The search page in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+
+Playwright never downloads a browser here: it launches the system Chromium by
+path, with a fresh profile for the session.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+XSS = "<img src=x onerror=alert(1)>"
+WAIT_MS = 20_000
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory) -> Iterator:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (apt-get install chromium chromium-driver)")
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True, args=ARGS,
+            viewport={"width": 1100, "height": 800},
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.dialogs = dialogs
+    yield page
+    page.close()
+
+
+def results(page) -> list[str]:
+    page.wait_for_selector(".result", timeout=WAIT_MS)
+    return page.locator(".result .question").all_text_contents()
+
+
+def type_query(page, text: str) -> None:
+    """Type like a person (one key at a time): exercises the debounced search-as-you-type."""
+    page.locator("#q").fill("")
+    page.locator("#q").press_sequentially(text, delay=15)
+
+
+def wait_for_summary(page, text: str) -> str:
+    page.wait_for_function(
+        "t => document.querySelector('#summary-line').textContent.includes(t)", arg=text, timeout=WAIT_MS)
+    return page.text_content("#summary-line")
+
+
+def test_type_a_query_and_see_ranked_results(page, web, stack_scene, artifacts_dir):
+    page.goto(web.url + "/")
+    page.wait_for_selector(f".scene[data-scene='{stack_scene.name}'][aria-selected='true']", timeout=WAIT_MS)
+    type_query(page, stack_scene.query)
+    wait_for_summary(page, stack_scene.query)
+    questions = results(page)
+    assert stack_scene.expected in questions[:5], questions
+    ranks = page.locator(".result .rank").all_text_contents()
+    assert ranks[:3] == ["1.", "2.", "3."]
+    scores = [float(s.split()[-1]) for s in page.locator(".result .score").all_text_contents()]
+    assert scores == sorted(scores, reverse=True)
+    assert page.locator(".timing[data-stage='embed']").count() == 1
+    assert "arm " in page.text_content("#summary-line")
+    query = parse_qs(urlparse(page.url).query)
+    assert query["q"] == [stack_scene.query] and query["scene"] == [stack_scene.name]
+    page.screenshot(path=str(artifacts_dir / "web-results.png"), full_page=True)
+
+
+def test_shared_url_and_back_forward(page, web, stack_scene):
+    page.goto(f"{web.url}/?scene={stack_scene.name}&q=read+a+csv+file&k=5")
+    wait_for_summary(page, "read a csv file")
+    assert page.input_value("#q") == "read a csv file" and page.input_value("#k") == "5"
+    assert len(results(page)) == 5
+    page.locator("#q").fill(stack_scene.query)
+    page.locator("#q").press("Enter")
+    wait_for_summary(page, stack_scene.query)
+    page.go_back()
+    wait_for_summary(page, "read a csv file")
+    assert page.input_value("#q") == "read a csv file"
+    page.go_forward()
+    wait_for_summary(page, stack_scene.query)
+
+
+def test_switch_scene(page, web, stack_scene, search_stack):
+    page.goto(f"{web.url}/?scene=no-such-scene&q=json")
+    banner = page.wait_for_selector("#banner[data-kind='error']", timeout=WAIT_MS)
+    assert "Unknown scene “no-such-scene”" in banner.text_content()
+    tabs = page.locator(".scene")
+    names = [tabs.nth(i).get_attribute("data-scene") for i in range(tabs.count())]
+    assert stack_scene.name in names
+    other = next((n for n in names if n != stack_scene.name), stack_scene.name)
+    page.click(f".scene[data-scene='{other}']")
+    page.wait_for_selector(f".scene[data-scene='{other}'][aria-selected='true']", timeout=WAIT_MS)
+    wait_for_summary(page, f"in {other}")
+    assert parse_qs(urlparse(page.url).query)["scene"] == [other]
+    page.click(f".scene[data-scene='{stack_scene.name}']")
+    wait_for_summary(page, f"in {stack_scene.name}")
+
+
+def test_xss_query_is_shown_as_text(page, web, stack_scene):
+    page.goto(f"{web.url}/?scene={stack_scene.name}")
+    page.wait_for_selector(".scene[aria-selected='true']", timeout=WAIT_MS)
+    type_query(page, XSS)
+    summary = wait_for_summary(page, XSS)
+    assert f"“{XSS}”" in summary
+    assert page.locator("img[src='x']").count() == 0
+    assert page.evaluate("document.querySelectorAll('[onerror]').length") == 0
+    page.reload()
+    wait_for_summary(page, XSS)
+    assert page.input_value("#q") == XSS
+    assert page.dialogs == []
+
+
+def test_phone_sized_layout(browser, web, stack_scene, artifacts_dir):
+    phone = browser.new_page(viewport={"width": 375, "height": 740})
+    try:
+        phone.goto(f"{web.url}/?scene={stack_scene.name}&q={stack_scene.query}")
+        results(phone)
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 375
+        box = phone.locator("#q").bounding_box()
+        assert box["width"] > 300  # the query box takes the full width
+        phone.screenshot(path=str(artifacts_dir / "web-phone.png"), full_page=True)
+    finally:
+        phone.close()
+
+
+def test_error_banner_when_serving_is_down(page, web_down):
+    page.goto(f"{web_down.url}/?scene=t2t&q=json")
+    banner = page.wait_for_selector("#banner[data-kind='error']", timeout=WAIT_MS)
+    assert re.search(r"search back end \(serving at 127\.0\.0\.1:\d+\) is unavailable", banner.text_content())
+    assert page.locator(".result").count() == 0
