@@ -1,0 +1,252 @@
+"""``mmsearch job export``: a model's towers to ONNX, parity-gated, as a Triton model repository.
+
+Layout written under ``--repository`` (a local folder or ``s3://bucket/prefix``)::
+
+    REPO/NAME/config.pbtxt            text (query) tower: input_ids, attention_mask -> embedding
+    REPO/NAME/<version>/model.onnx
+    REPO/NAME/tokenizer.json, tokenizer_config.json, special_tokens_map.json
+    REPO/NAME/manifest.json
+    REPO/NAME-image/...               CLIP only: pixel_values -> embedding, preprocessor_config.json
+
+Decisions:
+- Every tower is exported with ``torch.onnx.export(opset 17, dynamo=False)``,
+  dynamic batch (and sequence) axes, pooling and L2 normalisation inside the
+  graph (see ``jobs.towers``).
+- BERT-like graphs are fused with ``onnxruntime.transformers.optimizer``
+  (opt_level 0, so the file stays portable between CPU and GPU); the fused
+  graph is kept only when it passes the parity gate, else the plain export is
+  used (``manifest.optimized`` says which).
+- Parity gate: >= 256 varied inputs through the exported tokenizer /
+  preprocessor and ONNX Runtime vs the library's PyTorch encoder; if any tower's
+  minimum cosine is below 0.9999 the export fails and nothing is published.
+- Publishing happens only after every tower passed, tower by tower with
+  ``artifacts.publish_tree`` (a local folder swapped in by rename; on S3 the
+  ``manifest.json`` is deleted first and uploaded last). The query tower NAME is
+  published last. A model folder without ``manifest.json`` is not a finished
+  export.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+
+from jobs.app import job_app
+from jobs.errors import JobError, exit_on_error
+from jobs.parity import MIN_COSINE, N_INPUTS
+from jobs.progress import emit
+from services.common import artifacts
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+MANIFEST = "manifest.json"
+
+
+def resolve_source(model: str) -> Path:
+    """A local folder for ``--model``: the folder itself, or a Hugging Face Hub snapshot."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise JobError(f"--model {model}: is a file; pass a model folder or a Hugging Face model id")
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1:
+        raise JobError(f"--model {model}: folder not found")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model))
+    except Exception as exc:  # hub errors are many classes; the message names the cause
+        offline = " (HF_HUB_OFFLINE=1 is set: only cached models can be used)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+        raise JobError(f"--model {model!r}: not a local folder and not available from the Hugging Face Hub: "
+                       f"{type(exc).__name__}{offline}") from None
+
+
+def to_onnx(tower, path: Path) -> None:
+    """Export one tower with dynamic batch (and sequence) axes."""
+    import torch
+
+    if tower.kind == "text":
+        args = (torch.full((2, 8), 5, dtype=torch.int64), torch.ones((2, 8), dtype=torch.int64))
+        names = ["input_ids", "attention_mask"]
+        axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    else:
+        size = tower.extra["image_size"]
+        args = (torch.zeros((2, 3, size, size), dtype=torch.float32),)
+        names = ["pixel_values"]
+        axes = {"pixel_values": {0: "batch"}}
+    axes["embedding"] = {0: "batch"}
+    with torch.inference_mode():
+        torch.onnx.export(tower.module, args, str(path), opset_version=OPSET, dynamo=False, input_names=names,
+                          output_names=["embedding"], dynamic_axes=axes, do_constant_folding=True)
+
+
+def fuse(path: Path, out: Path, fusion: dict) -> bool:
+    """Write a fused copy of ``path`` to ``out``; False when the optimizer fused nothing or failed."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    try:
+        model = optimize_model(str(path), opt_level=0, use_gpu=False, **fusion)
+    except Exception as exc:  # the optimizer fails on graphs it does not recognise: export unfused
+        log.warning("fusion failed, keeping the plain export: %s", exc)
+        return False
+    if not any(v for v in model.get_fused_operator_statistics().values()):
+        return False
+    model.save_model_to_file(str(out))
+    return True
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def check_tower(tower, folder: Path, onnx_path: Path, n_inputs: int) -> tuple[dict, bool]:
+    """Parity figures of the tower's final model.onnx in ``folder``; fuses first when that keeps parity."""
+    import numpy as np
+
+    from jobs import parity
+
+    if tower.kind == "text":
+        items = parity.varied_texts(n_inputs)
+        make_run = lambda p: parity.onnx_text_runner(_session(p), folder)  # noqa: E731
+    else:
+        items = list(parity.pixel_values(folder, parity.varied_images(n_inputs)))
+        make_run = lambda p: (lambda batch, s=_session(p): s.run(["embedding"], {"pixel_values": np.asarray(batch)})[0])  # noqa: E731
+    want = parity.batched(tower.reference, items)
+    optimized = False
+    if tower.fusion:
+        fused = onnx_path.with_name("fused.onnx")
+        if fuse(onnx_path, fused, tower.fusion):
+            figures = parity.compare(parity.batched(make_run(fused), items), want)
+            if figures["min_cosine"] >= MIN_COSINE:
+                os.replace(fused, onnx_path)
+                optimized = True
+            else:
+                log.warning("fused graph fails parity (min cosine %.6f); keeping the plain export", figures["min_cosine"])
+                fused.unlink()
+    if not optimized:
+        figures = parity.compare(parity.batched(make_run(onnx_path), items), want)
+    return figures, optimized
+
+
+def tower_name(name: str, kind: str) -> str:
+    return name if kind == "text" else f"{name}-image"
+
+
+def _config(name: str, tower, max_batch_size: int, queue_delay_us: int, instance_count: int, instance_kind: str) -> str:
+    from jobs.triton_config import Tensor, build_config
+
+    if tower.kind == "text":
+        inputs = [Tensor("input_ids", "int64", (-1,)), Tensor("attention_mask", "int64", (-1,))]
+    else:
+        size = tower.extra["image_size"]
+        inputs = [Tensor("pixel_values", "float32", (3, size, size))]
+    return build_config(name, inputs, [Tensor("embedding", "float32", (tower.dimension,))],
+                        max_batch_size=max_batch_size, max_queue_delay_us=queue_delay_us,
+                        instance_count=instance_count, instance_kind=instance_kind)
+
+
+def export_model(model: str, name: str, repository: str, *, model_version: int = 1, family: str = "auto",
+                 max_batch_size: int = 64, max_queue_delay_us: int = 100, instance_count: int = 1,
+                 instance_kind: str = "auto", parity_inputs: int = N_INPUTS) -> dict[str, dict]:
+    """Export, gate and publish every tower of ``model``; returns {published name: manifest}."""
+    from jobs.towers import FAMILIES, build_towers, detect_family
+
+    if not name or "/" in name or name.startswith("."):
+        raise JobError(f"--name {name!r}: a model name without '/' and not starting with '.'")
+    if model_version < 1:
+        raise JobError(f"--model-version must be >= 1, got {model_version}")
+    if parity_inputs < N_INPUTS:
+        raise JobError(f"--parity-inputs must be >= {N_INPUTS}, got {parity_inputs}")
+    if family not in ("auto", *FAMILIES):
+        raise JobError(f"--family {family!r}: expected one of auto, {', '.join(FAMILIES)}")
+    try:  # the Triton flags are checked before the (slow) export starts
+        _config(name, _Probe(), max_batch_size, max_queue_delay_us, instance_count, instance_kind)
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
+    folder = resolve_source(model)
+    family = detect_family(folder) if family == "auto" else family
+    towers = build_towers(folder, family)
+
+    manifests: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="mmsearch-export-") as tmp:
+        staged: dict[str, Path] = {}
+        for tower in towers:
+            tname = tower_name(name, tower.kind)
+            out = Path(tmp) / tname
+            (out / str(model_version)).mkdir(parents=True)
+            tower.save_preprocessing(out)
+            onnx_path = out / str(model_version) / "model.onnx"
+            started = time.monotonic()
+            to_onnx(tower, onnx_path)
+            figures, optimized = check_tower(tower, out, onnx_path, parity_inputs)
+            emit("export", "parity", tower=tname, optimized=optimized, seconds=round(time.monotonic() - started, 1),
+                 **figures)
+            if not figures["min_cosine"] >= MIN_COSINE:
+                raise JobError(f"parity gate failed for {tname}: min cosine {figures['min_cosine']:.6f} < {MIN_COSINE} "
+                               f"over {figures['n']} inputs (max abs diff {figures['max_abs_diff']:.3g}); nothing published")
+            (out / "config.pbtxt").write_text(_config(tname, tower, max_batch_size, max_queue_delay_us,
+                                                      instance_count, instance_kind))
+            manifests[tname] = {
+                "name": tname, "tower": tower.kind, "family": family, "source": model,
+                "dimension": tower.dimension, "metric": "IP", "normalized": True,
+                "onnx_sha256": artifacts.file_sha256(onnx_path), "opset": OPSET, "optimized": optimized,
+                "model_version": model_version,
+                "inputs": ["input_ids", "attention_mask"] if tower.kind == "text" else ["pixel_values"],
+                "output": "embedding", **tower.extra,
+                "parity": {k: figures[k] for k in ("n", "min_cosine", "mean_cosine", "max_abs_diff")},
+            }
+            staged[tname] = out
+        all_towers = {m["tower"]: {"name": n, "onnx_sha256": m["onnx_sha256"]} for n, m in manifests.items()}
+        for tname, manifest in manifests.items():
+            manifest["towers"] = all_towers
+            (staged[tname] / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        for tname in sorted(staged, key=lambda n: n == name):  # the query tower last
+            artifacts.publish_tree(staged[tname], artifacts.join(repository, tname))
+    return manifests
+
+
+class _Probe:
+    """Stand-in tower for validating the Triton flags before the (slow) export starts."""
+
+    kind = "text"
+    dimension = 1
+    extra: dict = {}
+
+
+def read_manifest(repository: str, name: str) -> dict:
+    """REPO/NAME/manifest.json of a finished export; ArtifactError when NAME is not (fully) published."""
+    return json.loads(artifacts.read_bytes(artifacts.join(repository, name, MANIFEST)))
+
+
+@job_app.command("export")
+def export_command(
+    model: str = typer.Option(..., envvar="MMSEARCH_MODEL", help="Hugging Face model id or local model folder."),
+    name: str = typer.Option(..., envvar="MMSEARCH_NAME", help="Model name in the repository (CLIP: also NAME-image)."),
+    repository: str = typer.Option(..., envvar="MMSEARCH_REPOSITORY", help="Model repository: a path, file:// or s3://bucket/prefix."),
+    model_version: int = typer.Option(1, envvar="MMSEARCH_MODEL_VERSION", help="Triton version folder."),
+    family: str = typer.Option("auto", envvar="MMSEARCH_FAMILY", help="auto | clip | sentence-transformers."),
+    max_batch_size: int = typer.Option(64, envvar="MMSEARCH_MAX_BATCH_SIZE", help="Triton max_batch_size."),
+    max_queue_delay_us: int = typer.Option(100, envvar="MMSEARCH_MAX_QUEUE_DELAY_US", help="Triton dynamic batching queue delay."),
+    instance_count: int = typer.Option(1, envvar="MMSEARCH_INSTANCE_COUNT", help="Triton model instances."),
+    instance_kind: str = typer.Option("auto", envvar="MMSEARCH_INSTANCE_KIND", help="auto | cpu | gpu."),
+    parity_inputs: int = typer.Option(N_INPUTS, envvar="MMSEARCH_PARITY_INPUTS", help=f"Parity gate inputs (>= {N_INPUTS})."),
+) -> None:
+    """Export a model's towers to ONNX (parity-gated) as a Triton model repository."""
+    with exit_on_error():
+        manifests = export_model(model, name, repository, model_version=model_version, family=family,
+                                 max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+                                 instance_count=instance_count, instance_kind=instance_kind,
+                                 parity_inputs=parity_inputs)
+        emit("export", "done", repository=repository,
+             models={n: {"dimension": m["dimension"], "min_cosine": m["parity"]["min_cosine"]} for n, m in manifests.items()})
+
+
+__all__ = ["export_model", "read_manifest", "resolve_source", "tower_name"]
