@@ -7,6 +7,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 pytest_plugins = [
-    # "tests.fixtures.models",   # exported MiniLM / tiny CLIP model repositories (export area)
-    # "tests.fixtures.servers",  # MongoDB-wire server, moto S3, Milvus Lite (data area)
+    "tests.fixtures.models",   # exported MiniLM / tiny CLIP model repositories (export area)
+    "tests.fixtures.servers",  # MongoDB-wire server, moto S3, built stdlib index (data area)
+    "tests.fixtures.triton",   # a real tritonserver serving exported models (serving area)
+    "tests.fixtures.stack",    # preprocess + serving on the stdlib index: `search_stack` (serving area)
 ]

@@ -37,6 +37,12 @@ class Matches:
 _UNAVAILABLE_HINTS = ("unavailable", "connect", "deadline", "timeout", "timed out", "closed", "socket", "refused")
 
 
+def _short(exc: BaseException) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    text = " ".join(str(message).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
 def _is_unavailable(exc: Exception) -> bool:
     from pymilvus.exceptions import MilvusUnavailableException
 
@@ -53,6 +59,7 @@ class MilvusMatcher:
         self._executor = executor
         self._connect_timeout_s = connect_timeout_s
         self._client = None
+        self._lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
         self._lock = threading.Lock()
         # Manifest reads and pings (health probes) run on their own thread: when Milvus hangs they
         # queue there instead of taking the search threads.
@@ -79,13 +86,24 @@ class MilvusMatcher:
                 pass
 
     def _call(self, method: str, *args, **kwargs):
+        """One pymilvus call without pymilvus's own retries (``retry_times=0``).
+
+        pymilvus honours ``timeout`` as a retry limit only when it is an int; a
+        float timeout means 75 retries with back-off, i.e. minutes of hanging
+        while Milvus is down. Without retries an unreachable server fails at
+        once, which is what the pipeline wants (it reports UNAVAILABLE).
+        """
         client = self._get_client()
         try:
-            return getattr(client, method)(*args, **kwargs)
+            return getattr(client, method)(*args, retry_times=0, **kwargs)
         except Exception as exc:
             if _is_unavailable(exc):
-                raise MatchUnavailable(f"Milvus at {self.uri}: {exc}") from None
-            raise MatchError(f"Milvus {method}: {exc}") from None
+                if not self._lite:
+                    # A fresh channel connects at once when the server is back; the old one would
+                    # wait out gRPC's reconnect back-off (up to 2 minutes; pymilvus sets no cap).
+                    self._drop_client()
+                raise MatchUnavailable(f"Milvus at {self.uri}: {_short(exc)}") from None
+            raise MatchError(f"Milvus {method}: {_short(exc)}") from None
 
     def _search(self, collection: str, vector: np.ndarray, limit: int, metric: str,
                 params: Mapping[str, Any], with_vectors: bool, timeout: float) -> Matches:
@@ -117,6 +135,7 @@ class MilvusMatcher:
     def _manifest(self, collection: str) -> dict:
         from jobs.milvus_store import read_manifest
 
+        self._call("list_collections", timeout=self._connect_timeout_s)  # fail fast: read_manifest retries
         client = self._get_client()
         try:
             return read_manifest(client, collection)

@@ -1,0 +1,172 @@
+"""The Triton path and faults, end to end: each dependency stopped then restarted under a running serving.
+
+The stack here is the cluster shape: encoder on a real ``tritonserver``
+(Python backend running onnxruntime on the exported MiniLM), Milvus as a
+server (the Milvus Lite engine listening on TCP), a secantusd with on-disk
+storage, and the preprocess service; each can be stopped and started again on
+the same port. The index is the stdlib index's vectors pushed by the real
+``push-milvus``/``push-mongo``/``publish`` jobs.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+from tests.fixtures.servers import run_job
+from tests.fixtures.stack import start_stack, t2t_config, write_config
+from tests.fixtures.triton import free_port
+
+pytestmark = pytest.mark.slow
+
+SCENE = "faults"
+
+
+class MilvusServer:
+    """The Milvus Lite engine (milvus-lite 2.5.1's binary) as a TCP server on a fixed port."""
+
+    def __init__(self, db: Path):
+        import milvus_lite
+
+        self.lib = Path(milvus_lite.__file__).parent / "lib"
+        self.db, self.port, self.process = db, free_port(), None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        import socket
+
+        env = {**os.environ, "LD_LIBRARY_PATH": f"{self.lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+        self.process = subprocess.Popen([str(self.lib / "milvus"), str(self.db), f"127.0.0.1:{self.port}", "ERROR"],
+                                        env=env, cwd=self.db.parent, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"milvus exited with {self.process.returncode}"
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError("milvus server did not listen in time")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def fault_stack(stdlib_index, triton_minilm, service_loop, tmp_path_factory):
+    from services.common.embedded import start_mongo
+
+    tmp = tmp_path_factory.mktemp("faults")
+    milvus = MilvusServer(tmp / "milvus.db")
+    milvus.start()
+    mongo_port = free_port()
+    mongo = start_mongo(tmp / "mongo", port=mongo_port, timeout=60)
+    repo = str(stdlib_index.repository)
+    run_job("push-milvus", "--workdir", str(stdlib_index.workdir), "--milvus-uri", milvus.uri, "--scene", SCENE,
+            "--version", "1", "--repository", repo, "--model", stdlib_index.model)
+    run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "1")
+    run_job("push-mongo", "--workdir", str(stdlib_index.workdir), "--mongo-uri", mongo.uri, "--collection", SCENE)
+    experiments = tmp / "experiments.yaml"
+    write_config(experiments, t2t_config(SCENE, model=stdlib_index.model, backend="triton"))
+    stack = start_stack(service_loop, models={stdlib_index.model: f"{repo}/{stdlib_index.model}"},
+                        experiments=experiments, milvus_uri=milvus.uri, mongo_uri=mongo.uri,
+                        model_repository=repo, triton_address=triton_minilm.address)
+    stack.extra.update(milvus=milvus, mongo=mongo, mongo_dir=tmp / "mongo", mongo_port=mongo_port, triton=triton_minilm)
+    yield stack
+    stack.close()
+    milvus.stop()
+    stack.extra["mongo"].stop()
+
+
+@pytest.fixture(scope="module")
+def stub(fault_stack):
+    channel = grpc.insecure_channel(fault_stack.address)
+    yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    channel.close()
+
+
+def search(stub):
+    return stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text="read and write CSV files"), timeout=5)
+
+
+def expect_unavailable(stub, stage: str) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        search(stub)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    assert err.value.details().startswith(f"{stage}:"), err.value.details()
+
+
+def eventually_ok(stub, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return search(stub)
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_triton_path_gives_the_embedded_results(stub, stdlib_stack, stdlib_index):
+    """Same exported model through Triton and in-process: the same documents."""
+    via_triton = search(stub)
+    with grpc.insecure_channel(stdlib_stack.address) as channel:
+        embedded = retrieval_pb2_grpc.RetrievalServiceStub(channel).Search(
+            retrieval_pb2.SearchRequest(scene=stdlib_index.scene, text="read and write CSV files"), timeout=5)
+    assert [i.id for i in via_triton.items] == [i.id for i in embedded.items]
+    assert "csv" in [i.summary["category"] for i in via_triton.items[:3]]
+
+
+def test_preprocess_down_then_back(stub, fault_stack):
+    fault_stack.stop_preprocess()
+    try:
+        expect_unavailable(stub, "preprocess")
+    finally:
+        fault_stack.start_preprocess()
+    assert eventually_ok(stub).items
+
+
+def test_encoder_down_then_back(stub, fault_stack):
+    triton = fault_stack.extra["triton"]
+    triton.stop()
+    try:
+        expect_unavailable(stub, "embed")
+    finally:
+        triton.start()
+    assert eventually_ok(stub).items
+
+
+def test_milvus_down_then_back(stub, fault_stack):
+    milvus = fault_stack.extra["milvus"]
+    milvus.stop()
+    try:
+        expect_unavailable(stub, "match")
+    finally:
+        milvus.start()
+    assert eventually_ok(stub).items
+
+
+def test_summary_store_down_then_back(stub, fault_stack):
+    from services.common.embedded import start_mongo
+
+    fault_stack.extra["mongo"].stop()
+    try:
+        expect_unavailable(stub, "summary")
+    finally:
+        fault_stack.extra["mongo"] = start_mongo(fault_stack.extra["mongo_dir"], port=fault_stack.extra["mongo_port"],
+                                                 timeout=60)
+    assert eventually_ok(stub).items
