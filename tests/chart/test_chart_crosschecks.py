@@ -526,3 +526,11 @@ def test_network_policy_lets_only_web_serving_preprocess_triton_talk():
     assert not _allowed(items, "web", None, 27017, "")
     assert not _allowed(items, "preprocess", None, 27017, "")
     assert not _allowed(items, "triton", None, 19530, "")
+
+
+def test_image_tower_names_follow_the_export():
+    """The chart lists a CLIP image tower as the export names it (REPO/NAME-image)."""
+    from jobs.export import tower_name
+
+    models = ct.chart().merge_values(ct.VALUE_SETS["triton-gpu"])["modelRepository"]["models"]
+    assert tower_name("clip", "image") in models and tower_name("clip", "text") in models
