@@ -9,61 +9,19 @@ the same port. The index is the stdlib index's vectors pushed by the real
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.fixtures.servers import run_job
-from tests.fixtures.stack import start_stack, t2t_config, write_config
+from tests.fixtures.stack import MilvusServer, start_stack, t2t_config, write_config
 from tests.fixtures.triton import free_port
 
 pytestmark = pytest.mark.slow
 
 SCENE = "faults"
-
-
-class MilvusServer:
-    """The Milvus Lite engine (milvus-lite 2.5.1's binary) as a TCP server on a fixed port."""
-
-    def __init__(self, db: Path):
-        import milvus_lite
-
-        self.lib = Path(milvus_lite.__file__).parent / "lib"
-        self.db, self.port, self.process = db, free_port(), None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        import socket
-
-        env = {**os.environ, "LD_LIBRARY_PATH": f"{self.lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
-        self.process = subprocess.Popen([str(self.lib / "milvus"), str(self.db), f"127.0.0.1:{self.port}", "ERROR"],
-                                        env=env, cwd=self.db.parent, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"milvus exited with {self.process.returncode}"
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError("milvus server did not listen in time")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.process = None
 
 
 @pytest.fixture(scope="module")

