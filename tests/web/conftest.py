@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -55,9 +56,24 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class StackScene:
+    """The scene of ``search_stack`` and a query whose expected document is in its index."""
+
+    name: str
+    query: str
+    expected: str
+    image_query: bool = False
+
+
 @pytest.fixture(scope="session")
 def serving_address(search_stack) -> str:
-    return search_stack.serving_address
+    return search_stack
+
+
+@pytest.fixture(scope="session")
+def stack_scene(stdlib_index) -> StackScene:
+    return StackScene(stdlib_index.scene, "parse a JSON document into Python objects", "json.loads")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from tests.web.conftest import WebThread, web_settings
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
@@ -141,7 +143,33 @@ def test_phone_sized_layout(browser, web, stack_scene, artifacts_dir):
         phone.close()
 
 
-def test_error_banner_when_serving_is_down(page, web_down):
+@pytest.fixture
+def own_serving(stdlib_stack):
+    """A second, real serving in front of the stack's preprocess and index, that a test may stop."""
+    from tests.fixtures.stack import Stack
+
+    own = Stack(stdlib_stack.loop, stdlib_stack.models, stdlib_stack.serving_settings,
+                preprocess_port=stdlib_stack.preprocess_port)
+    own.start_serving()
+    own.wait_serving()
+    yield own
+    own.close()
+
+
+def test_error_banner_when_serving_is_stopped(page, own_serving, stack_scene):
+    with WebThread(web_settings(own_serving.address, request_timeout_seconds=2.0)) as server:
+        page.goto(f"{server.url}/?scene={stack_scene.name}&q=json")
+        results(page)
+        own_serving.loop.call(own_serving.serving.stop(0))
+        own_serving.serving = None
+        type_query(page, "read a csv file")
+        banner = page.wait_for_selector("#banner[data-kind='error']", timeout=WAIT_MS)
+        assert re.search(r"Search failed: the search back end \(serving at 127\.0\.0\.1:\d+\) is unavailable",
+                         banner.text_content()), banner.text_content()
+        assert page.locator(".result").count() == 0
+
+
+def test_error_banner_when_serving_is_down_at_load(page, web_down):
     page.goto(f"{web_down.url}/?scene=t2t&q=json")
     banner = page.wait_for_selector("#banner[data-kind='error']", timeout=WAIT_MS)
     assert re.search(r"search back end \(serving at 127\.0\.0\.1:\d+\) is unavailable", banner.text_content())
