@@ -29,6 +29,7 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import os
@@ -51,7 +52,7 @@ from pydantic_settings import SettingsConfigDict
 from services.common.settings import BaseConfig, load_settings
 
 SourceKind = Literal["stdlib", "qa", "images"]
-INDEX_VERSION = "1"
+LAYOUT = 1  # bump when the demo builds its index differently: old indexes are rebuilt
 
 
 class DemoSettings(BaseConfig):
@@ -147,8 +148,18 @@ def _grpc_health(host: str, port: int) -> str:
     return f"grpc://{host}:{port}"
 
 
-def experiment_config(scene: str, modality: str, model: str, image_query: bool, fields: list[str]) -> dict:
-    """The demo's experiment config: one scene with an A/B layer over rankers (50/50)."""
+def index_version(fingerprint: Mapping[str, Any]) -> str:
+    """A version name per fingerprint: another corpus or model never lands in an existing collection."""
+    return hashlib.sha256(json.dumps(dict(fingerprint), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def experiment_config(scene: str, modality: str, model: str, image_query: bool, fields: list[str],
+                      collection: str) -> dict:
+    """The demo's experiment config: one scene with an A/B layer over rankers (50/50).
+
+    Milvus is searched through the scene's alias (``publish`` points it at the
+    new version); the summaries live in the version's own document collection.
+    """
     query: dict[str, Any] = {"text": {"model": model}}
     if image_query:
         query["image"] = {"model": f"{model}-image"}
@@ -161,7 +172,7 @@ def experiment_config(scene: str, modality: str, model: str, image_query: bool, 
                     "encoder_backend": "embedded",
                     "match": {"collection": scene, "top_k": 10, "candidates": 50, "metric": "IP"},
                     "rank": {"name": "score_order", "params": {}},
-                    "summary": {"database": "mmsearch", "collection": scene, "fields": fields},
+                    "summary": {"database": "mmsearch", "collection": collection, "fields": fields},
                 },
                 "layers": [
                     {
@@ -206,6 +217,10 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
     if source and kind != "stdlib":
         source = str(Path(source).expanduser().absolute())
 
+    fingerprint = {"source_kind": kind, "source": source, "model": model, "model_name": name, "scene": scene,
+                   "layout": LAYOUT}
+    version = index_version(fingerprint)
+    documents = f"{scene}_{version}"
     prepare = ["--workdir", str(workdir), "--source-kind", kind]
     if source:
         prepare += ["--source", source]
@@ -217,13 +232,13 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
         JobStep("export", ("--model", model, "--name", name, "--repository", str(repository))),
         JobStep("encode", ("--workdir", str(workdir), "--repository", str(repository), "--model", document_tower)),
         JobStep("push-milvus", ("--workdir", str(workdir), "--milvus-uri", milvus_uri, "--scene", scene,
-                                "--version", INDEX_VERSION, "--repository", str(repository),
+                                "--version", version, "--repository", str(repository),
                                 "--model", document_tower)),
-        JobStep("push-mongo", ("--workdir", str(workdir), "--mongo-uri", mongo_uri, "--collection", scene)),
-        JobStep("publish", ("--milvus-uri", milvus_uri, "--scene", scene, "--version", INDEX_VERSION)),
+        JobStep("push-mongo", ("--workdir", str(workdir), "--mongo-uri", mongo_uri, "--collection", documents)),
+        JobStep("publish", ("--milvus-uri", milvus_uri, "--scene", scene, "--version", version)),
     )
     fields = ["name", "url"] if images else ["question", "answer", "category"]
-    experiments = experiment_config(scene, modality, name, images, fields)
+    experiments = experiment_config(scene, modality, name, images, fields, documents)
     experiments_path = root / f"experiments-{scene}.yaml"
     logs = root / "logs"
 
@@ -250,8 +265,6 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
         ServiceProcess("web", (python, "-m", "mmsearch.cli", "serve", "web"), web_env,
                        f"http://{host}:{ports.web}/readyz", logs / "web.log"),
     )
-    fingerprint = {"source_kind": kind, "source": source, "model": model, "model_name": name, "scene": scene,
-                   "index_version": INDEX_VERSION}
     return DemoPlan(
         scene=scene, modality=modality, root=root, workdir=workdir, repository=repository,
         milvus_uri=milvus_uri, mongo_dir=mongo_dir, mongo_uri=mongo_uri, experiments_path=experiments_path,

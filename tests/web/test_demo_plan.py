@@ -34,13 +34,15 @@ def test_stdlib_plan(tmp_path, monkeypatch):
     workdir, repo = tmp_path / "demo" / "t2t" / "workdir", tmp_path / "demo" / "models"
     assert commands[0] == f"mmsearch job prepare --workdir {workdir} --source-kind stdlib"
     assert commands[1] == f"mmsearch job export --model {MINILM} --name minilm --repository {repo}"
-    assert f"--model minilm" in commands[2] and f"--scene t2t --version 1" in commands[3]
-    assert f"--mongo-uri mongodb://127.0.0.1:17017 --collection t2t" in commands[4]
+    version = p.build[3].args[p.build[3].args.index("--version") + 1]
+    assert f"--model minilm" in commands[2] and f"--scene t2t --version {version}" in commands[3]
+    assert commands[4].endswith(f"--mongo-uri mongodb://127.0.0.1:17017 --collection t2t_{version}")
+    assert commands[5].endswith(f"--scene t2t --version {version}")
 
     scene = parse_config(yaml.safe_dump(dict(p.experiments))).scenes["t2t"]
     arm = scene.default_arm
     assert (scene.modality, scene.image_query, arm.query.text.model) == ("text", False, "minilm")
-    assert (arm.match.collection, arm.summary.collection) == ("t2t", "t2t")
+    assert (arm.match.collection, arm.summary.collection) == ("t2t", f"t2t_{version}")
     assert [layer.arms for layer in scene.layers] == [("control", "mmr")]
 
     by_name = {s.name: s for s in p.services}
@@ -97,6 +99,7 @@ def test_marker_reuse_needs_the_same_fingerprint(tmp_path):
     assert index_is_built(p)
     other = plan(DemoSettings(data_dir=tmp_path, source="json"), PORTS, model=MINILM)
     assert other.marker == p.marker and not index_is_built(other)
+    assert other.build[-1].args[-1] != p.build[-1].args[-1]  # another corpus: another version
     p.marker.write_text("not json")
     assert not index_is_built(p)
 
