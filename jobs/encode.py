@@ -1,0 +1,368 @@
+"""``mmsearch job encode``: vectors for ``W/corpus.jsonl`` with an exported document tower.
+
+Layout under ``W/vectors/``:
+
+- ``meta.json``: which model and corpus the vectors belong to (model name,
+  tower, ``onnx_sha256``, dimension, chunk size, corpus record count and
+  SHA-256). A rerun with another model or a changed corpus stops with a clear
+  error instead of mixing vectors.
+- ``chunk-KKKKKK-N.npz``: chunk K covers corpus lines ``[K*C, (K+1)*C)`` (C =
+  ``--chunk-size``) and holds ``ids`` (int64 [N]), ``vectors`` (float32 [N, dim])
+  and ``failed`` (int64: ids of images that could not be fetched or decoded;
+  they are skipped with a warning, never fatal). Each chunk is written
+  atomically (``artifacts.write_bytes``), so a chunk file that exists is
+  complete: a rerun after a crash skips it.
+
+Decisions:
+- Sharding: ``--shard i/N`` takes the chunks K with ``K % N == i``. Chunks do
+  not depend on N, so a rerun with another N still skips finished work, and N
+  workers (a Kubernetes Indexed Job) write disjoint files into one workdir.
+  ``--shard auto/N`` reads the index from ``JOB_COMPLETION_INDEX`` (set by
+  Kubernetes for Indexed Jobs), so one pod template serves every worker.
+- The tower decides the input: a text tower (``manifest.tower == "text"``)
+  encodes ``--text-field`` with the exported ``tokenizer.json`` (pad to the
+  longest text of a batch; texts are sorted by length within a chunk to cut
+  padding); an image tower fetches each record's ``url`` (http(s)://, file://
+  or a path) and preprocesses it like ``CLIPImageProcessor`` from the exported
+  ``preprocessor_config.json``. Both use ``services.preprocess``, the code the
+  online path uses, so offline and online inputs are identical.
+- onnxruntime with the CUDA execution provider when available (``--device
+  auto``), else CPU; ``--threads`` sets intra-op threads (0: ORT's default).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import typer
+
+from jobs.app import job_app
+from jobs.errors import JobError, exit_on_error
+from jobs.progress import Progress
+from services.common import artifacts
+
+log = logging.getLogger(__name__)
+
+VECTORS = "vectors"
+META = "meta.json"
+_CHUNK = re.compile(r"^chunk-(\d{6})-(\d+)\.npz$")
+FETCH_ATTEMPTS = 3
+
+
+# --------------------------------------------------------------------------- sharding and corpus
+
+
+def parse_shard(text: str | None, env: dict | None = None) -> tuple[int, int]:
+    """``"i/N"`` (or ``"auto/N"`` with JOB_COMPLETION_INDEX) -> (i, N); None -> (0, 1)."""
+    env = os.environ if env is None else env
+    if not text:
+        return 0, 1
+    match = re.fullmatch(r"\s*(\d+|auto)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise JobError(f"--shard {text!r}: expected i/N (e.g. 0/4) or auto/N")
+    index_text, count = match.group(1), int(match.group(2))
+    if index_text == "auto":
+        index_text = env.get("JOB_COMPLETION_INDEX", "")
+        if not index_text.isdigit():
+            raise JobError(f"--shard {text!r}: JOB_COMPLETION_INDEX is not set (auto/N is for Kubernetes Indexed Jobs)")
+    index = int(index_text)
+    if count < 1 or index >= count:
+        raise JobError(f"--shard {text!r}: need 0 <= i < N")
+    return index, count
+
+
+def read_corpus(workdir: str) -> tuple[list[dict], str]:
+    """Records of ``W/corpus.jsonl`` and its SHA-256; JobError naming the line of a bad record."""
+    uri = artifacts.join(workdir, "corpus.jsonl")
+    try:
+        data = artifacts.read_bytes(uri)
+    except artifacts.ArtifactError:
+        raise JobError(f"{uri} not found: run `mmsearch job prepare --workdir {workdir}` first") from None
+    records = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise JobError(f"{uri} line {number}: not valid JSON ({exc})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("id"), int):
+            raise JobError(f"{uri} line {number}: a record needs an integer 'id'")
+        records.append(record)
+    if not records:
+        raise JobError(f"{uri} is empty: nothing to encode")
+    return records, hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- chunk files
+
+
+def chunk_name(index: int, count: int) -> str:
+    return f"chunk-{index:06d}-{count}.npz"
+
+
+def finished_chunks(workdir: str) -> dict[int, str]:
+    """{chunk index: file name} of the chunk files under W/vectors."""
+    out = {}
+    for rel in artifacts.list_files(artifacts.join(workdir, VECTORS)):
+        match = _CHUNK.match(rel)
+        if match:
+            out[int(match.group(1))] = rel
+    return out
+
+
+def pack_chunk(ids: np.ndarray, vectors: np.ndarray, failed: Sequence[int]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, ids=np.asarray(ids, dtype=np.int64), vectors=np.asarray(vectors, dtype=np.float32),
+             failed=np.asarray(failed, dtype=np.int64))
+    return buf.getvalue()
+
+
+def load_chunk(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with np.load(io.BytesIO(data)) as z:
+        return z["ids"], z["vectors"], z["failed"]
+
+
+def read_meta(workdir: str) -> dict:
+    uri = artifacts.join(workdir, VECTORS, META)
+    try:
+        return json.loads(artifacts.read_bytes(uri))
+    except artifacts.ArtifactError:
+        raise JobError(f"{uri} not found: run `mmsearch job encode --workdir {workdir}` first") from None
+
+
+def read_vectors(workdir: str) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """(number of vectors, iterator of (ids int64, vectors float32) per chunk) of a finished encode.
+
+    JobError when chunks are missing (an encode shard has not finished).
+    """
+    meta = read_meta(workdir)
+    found = finished_chunks(workdir)
+    missing = [k for k in range(meta["chunks"]) if k not in found]
+    if missing:
+        raise JobError(f"{artifacts.join(workdir, VECTORS)}: {len(missing)} of {meta['chunks']} chunks missing "
+                       f"(first: {missing[0]}); re-run `mmsearch job encode` for every shard")
+    total = sum(int(_CHUNK.match(found[k]).group(2)) for k in range(meta["chunks"]))
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for k in range(meta["chunks"]):
+            ids, vectors, _ = load_chunk(artifacts.read_bytes(artifacts.join(workdir, VECTORS, found[k])))
+            yield ids, vectors
+
+    return total, chunks()
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Encoder:
+    """An exported tower loaded for batch inference."""
+
+    manifest: dict
+    folder: Path
+    session: object
+
+    @property
+    def tower(self) -> str:
+        return self.manifest.get("tower", "text")
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([self.manifest.get("output", "embedding")], feed)[0]
+
+
+def providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise JobError(f"--device cuda: onnxruntime has no CUDA execution provider here (available: {available}); "
+                           "install onnxruntime-gpu on a GPU node or use --device auto")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device != "auto":
+        raise JobError(f"--device {device!r}: expected auto, cpu or cuda")
+    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+
+
+def load_encoder(repository: str, name: str, *, device: str = "auto", threads: int = 0) -> Encoder:
+    import onnxruntime as ort
+
+    model_uri = artifacts.join(repository, name)
+    if not artifacts.exists(artifacts.join(model_uri, "manifest.json")):
+        raise JobError(f"--model {name!r}: no finished export at {model_uri} (manifest.json missing); "
+                       "run `mmsearch job export` or check --repository/--model")
+    folder = artifacts.materialize(model_uri)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    version = str(manifest.get("model_version", 1))
+    options = ort.SessionOptions()
+    if threads < 0:
+        raise JobError(f"--threads must be >= 0, got {threads}")
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(folder / version / "model.onnx"), options, providers=providers(device))
+    return Encoder(manifest, folder, session)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def fetch(url: str, timeout: float = 30.0) -> bytes:
+    """Bytes of an image at an http(s)://, file:// URL or a local path (retried on network errors)."""
+    if url.startswith(("http://", "https://")):
+        last: Exception | None = None
+        for _ in range(FETCH_ATTEMPTS):
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    return resp.read()
+            except Exception as exc:  # urllib raises many kinds; retried, then reported
+                last = exc
+        raise OSError(f"{url}: {last}")
+    return artifacts.local_path(url).read_bytes()
+
+
+class TextInputs:
+    def __init__(self, encoder: Encoder, field: str):
+        from services.preprocess.tokenizers import load_tokenizer
+
+        self.tokenizer = load_tokenizer(encoder.folder)
+        self.field = field
+
+    def texts(self, records: Sequence[dict]) -> list[str]:
+        out = []
+        for record in records:
+            value = record.get(self.field)
+            if not isinstance(value, str):
+                raise JobError(f"record id {record['id']}: no text in field {self.field!r} (set --text-field)")
+            out.append(value)
+        return out
+
+    def batches(self, records: Sequence[dict], batch_size: int) -> Iterator[tuple[np.ndarray, dict, list[int]]]:
+        """(ids, model feed, failed ids) per batch; texts sorted by length so padding stays small."""
+        texts = self.texts(records)
+        order = sorted(range(len(records)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            ids, mask = self.tokenizer.encode([texts[i] for i in rows])
+            yield np.array([records[i]["id"] for i in rows], dtype=np.int64), {"input_ids": ids, "attention_mask": mask}, []
+
+
+class ImageInputs:
+    def __init__(self, encoder: Encoder, workers: int = 8):
+        from services.preprocess.images import ImageProcessor
+
+        self.processor = ImageProcessor.from_folder(encoder.folder)
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+
+    def _load(self, record: dict):
+        from services.preprocess.images import decode
+
+        url = record.get("url")
+        if not isinstance(url, str):
+            raise JobError(f"record id {record['id']}: no 'url' field (an image corpus from `prepare --source-kind images`)")
+        try:
+            image = decode(fetch(url), 0, 64 * 1024 * 1024, 200_000_000)
+            return self.processor.process([image])[0]
+        except JobError:
+            raise
+        except Exception as exc:  # unreadable/missing image: skipped and counted, never fatal
+            log.warning("skipping id %s: %s", record["id"], exc)
+            return None
+
+    def batches(self, records: Sequence[dict], batch_size: int) -> Iterator[tuple[np.ndarray, dict, list[int]]]:
+        for start in range(0, len(records), batch_size):
+            rows = records[start:start + batch_size]
+            pixels = list(self.pool.map(self._load, rows))
+            ok = [i for i, p in enumerate(pixels) if p is not None]
+            failed = [rows[i]["id"] for i, p in enumerate(pixels) if p is None]
+            feed = {"pixel_values": np.stack([pixels[i] for i in ok])} if ok else {}
+            yield np.array([rows[i]["id"] for i in ok], dtype=np.int64), feed, failed
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def encode(workdir: str, repository: str, model: str, *, shard: str | None = None, batch_size: int = 64,
+           chunk_size: int = 4096, text_field: str = "question", device: str = "auto", threads: int = 0) -> dict:
+    """Encode this shard's unfinished chunks; returns (and reports) a summary: chunks written/skipped, vectors, failed."""
+    index, count = parse_shard(shard)
+    if batch_size < 1:
+        raise JobError(f"--batch-size must be >= 1, got {batch_size}")
+    if chunk_size < 1:
+        raise JobError(f"--chunk-size must be >= 1, got {chunk_size}")
+    records, corpus_sha = read_corpus(workdir)
+    encoder = load_encoder(repository, model, device=device, threads=threads)
+    n_chunks = (len(records) + chunk_size - 1) // chunk_size
+    meta = {"model": model, "tower": encoder.tower, "onnx_sha256": encoder.manifest.get("onnx_sha256"),
+            "dimension": encoder.manifest.get("dimension"), "chunk_size": chunk_size, "chunks": n_chunks,
+            "corpus_records": len(records), "corpus_sha256": corpus_sha,
+            "text_field": text_field if encoder.tower == "text" else None}
+    meta_uri = artifacts.join(workdir, VECTORS, META)
+    if artifacts.exists(meta_uri):
+        old = json.loads(artifacts.read_bytes(meta_uri))
+        diff = sorted(k for k in meta if old.get(k) != meta[k])
+        if diff:
+            raise JobError(f"{artifacts.join(workdir, VECTORS)} holds vectors made with other settings ({', '.join(diff)} "
+                           f"differ); delete that folder or use another --workdir")
+    else:
+        artifacts.write_bytes(meta_uri, json.dumps(meta, indent=2).encode())
+
+    inputs = TextInputs(encoder, text_field) if encoder.tower == "text" else ImageInputs(encoder)
+    done = finished_chunks(workdir)
+    mine = [k for k in range(n_chunks) if k % count == index]
+    todo = [k for k in mine if k not in done]
+    progress = Progress("encode", total=sum(len(records[k * chunk_size:(k + 1) * chunk_size]) for k in todo))
+    written = vectors_out = 0
+    failed_all: list[int] = []
+    for k in todo:
+        chunk = records[k * chunk_size:(k + 1) * chunk_size]
+        ids_parts, vec_parts, failed = [], [], []
+        for ids, feed, bad in inputs.batches(chunk, batch_size):
+            failed.extend(bad)
+            if len(ids):
+                ids_parts.append(ids)
+                vec_parts.append(encoder.run(feed).astype(np.float32, copy=False))
+            progress.update(len(ids) + len(bad))
+        dim = int(meta["dimension"] or 0)
+        ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
+        vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
+        order = np.argsort(ids, kind="stable")
+        artifacts.write_bytes(artifacts.join(workdir, VECTORS, chunk_name(k, len(ids))),
+                              pack_chunk(ids[order], vectors[order], failed))
+        written += 1
+        vectors_out += len(ids)
+        failed_all.extend(failed)
+    summary = {"shard": f"{index}/{count}", "chunks_written": written, "chunks_skipped": len(mine) - len(todo),
+               "vectors": vectors_out, "failed": len(failed_all), "failed_ids": failed_all[:20],
+               "providers": encoder.session.get_providers()}
+    progress.finish(**summary)
+    return summary
+
+
+@job_app.command("encode")
+def encode_command(
+    workdir: str = typer.Option(..., envvar="MMSEARCH_WORKDIR", help="Stage folder holding corpus.jsonl (path or s3://)."),
+    repository: str = typer.Option(..., envvar="MMSEARCH_REPOSITORY", help="Model repository written by export."),
+    model: str = typer.Option(..., envvar="MMSEARCH_MODEL", help="Document tower: NAME (texts) or NAME-image (images)."),
+    shard: str = typer.Option(None, envvar="MMSEARCH_SHARD", help="i/N: this worker's share; auto/N reads JOB_COMPLETION_INDEX."),
+    batch_size: int = typer.Option(64, envvar="MMSEARCH_BATCH_SIZE", help="Inference batch size."),
+    chunk_size: int = typer.Option(4096, envvar="MMSEARCH_CHUNK_SIZE", help="Records per chunk file (unit of resume)."),
+    text_field: str = typer.Option("question", envvar="MMSEARCH_TEXT_FIELD", help="Corpus field encoded for text corpora."),
+    device: str = typer.Option("auto", envvar="MMSEARCH_DEVICE", help="auto (CUDA if available) | cpu | cuda."),
+    threads: int = typer.Option(0, envvar="MMSEARCH_THREADS", help="onnxruntime intra-op threads (0: default)."),
+) -> None:
+    """Encode the corpus with an exported tower into resumable vector chunks."""
+    with exit_on_error():
+        encode(workdir, repository, model, shard=shard, batch_size=batch_size, chunk_size=chunk_size,
+               text_field=text_field, device=device, threads=threads)
