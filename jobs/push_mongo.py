@@ -6,9 +6,11 @@ Decisions:
   ``ReplaceOne(upsert=True)`` batches keyed by ``_id``: idempotent, so a rerun
   after a crash (even SIGKILL mid-batch) finishes the work with no duplicate and
   no lost document.
-- The count check counts, batch by batch with ``$in``, the corpus ids present in
-  the collection; it must equal the number of corpus records. Documents of other
-  corpora in the same collection are left alone and reported as ``other``.
+- The count check reads every ``_id`` of the collection once (one scan: a
+  ``$in`` count over thousands of ids is quadratic on secantusd) and counts the
+  corpus ids among them; it must equal the number of corpus records. Documents
+  of other corpora in the same collection are left alone and reported as
+  ``other``.
 - The URI selects a MongoDB server; the embedded default is a local
   secantusd (``services.common.embedded.start_mongo``), same pymongo code.
   Unreachable servers fail within ``--timeout`` seconds with one clear line.
@@ -84,12 +86,12 @@ def push_mongo(workdir: str, mongo_uri: str, collection: str, *, database: str =
                               ordered=False)
             if progress is not None:
                 progress.update(len(batch))
-        present = sum(target.count_documents({"_id": {"$in": [r["id"] for r in batch]}})
-                      for batch in batched(records, 10000))
+        stored = {doc["_id"] for doc in target.find({}, {"_id": 1}).batch_size(10000)}
+        present = sum(1 for r in records if r["id"] in stored)
         if present != len(records):
             raise JobError(f"count check failed: {present} of {len(records)} corpus documents in "
                            f"{database}.{collection}; re-run push-mongo")
-        total = target.count_documents({})
+        total = len(stored)
     except pymongo.errors.PyMongoError as exc:
         raise JobError(f"MongoDB at {redact(mongo_uri)} failed: {str(exc).splitlines()[0][:300]}") from None
     finally:
