@@ -311,9 +311,9 @@ def run_build(p: DemoPlan) -> None:
             say("export: the model repository already holds this model; skipped")
             continue
         say(f"running {step.command()}")
-        try:
-            job_app(args=[step.stage, *step.args], prog_name="mmsearch job", standalone_mode=False)
-        except SystemExit as exc:  # typer.Exit from a failed stage
+        try:  # standalone mode: the stage prints its own one-line error and exits non-zero
+            job_app(args=[step.stage, *step.args], prog_name="mmsearch job")
+        except SystemExit as exc:
             if exc.code not in (0, None):
                 raise SystemExit(f"error: the index build failed at `mmsearch job {step.stage}`") from None
 
