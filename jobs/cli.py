@@ -12,5 +12,8 @@ from jobs.app import job_app
 import jobs.prepare  # noqa: F401,E402
 import jobs.push_mongo  # noqa: F401,E402
 import jobs.publish  # noqa: F401,E402
+import jobs.push_milvus  # noqa: F401,E402
+import jobs.export  # noqa: F401,E402
+import jobs.encode  # noqa: F401,E402
 
 __all__ = ["job_app"]

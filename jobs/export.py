@@ -32,6 +32,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import typer
@@ -81,7 +82,8 @@ def to_onnx(tower, path: Path) -> None:
         names = ["pixel_values"]
         axes = {"pixel_values": {0: "batch"}}
     axes["embedding"] = {0: "batch"}
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shapes: the parity gate is the real check
         torch.onnx.export(tower.module, args, str(path), opset_version=OPSET, dynamo=False, input_names=names,
                           output_names=["embedding"], dynamic_axes=axes, do_constant_folding=True)
 
@@ -129,7 +131,7 @@ def check_tower(tower, folder: Path, onnx_path: Path, n_inputs: int) -> tuple[di
                 os.replace(fused, onnx_path)
                 optimized = True
             else:
-                log.warning("fused graph fails parity (min cosine %.6f); keeping the plain export", figures["min_cosine"])
+                emit("export", "fusion-rejected", tower=folder.name, min_cosine=figures["min_cosine"])
                 fused.unlink()
     if not optimized:
         figures = parity.compare(parity.batched(make_run(onnx_path), items), want)
@@ -171,8 +173,10 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
         _config(name, _Probe(), max_batch_size, max_queue_delay_us, instance_count, instance_kind)
     except ValueError as exc:
         raise JobError(str(exc)) from None
+    artifacts.exists(artifacts.join(repository, name))  # an unreachable/misnamed repository fails now, not after the export
     folder = resolve_source(model)
     family = detect_family(folder) if family == "auto" else family
+    _quiet_libraries()
     towers = build_towers(folder, family)
 
     manifests: dict[str, dict] = {}
@@ -211,6 +215,15 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
         for tname in sorted(staged, key=lambda n: n == name):  # the query tower last
             artifacts.publish_tree(staged[tname], artifacts.join(repository, tname))
     return manifests
+
+
+def _quiet_libraries() -> None:
+    """No progress bars or advisory warnings from transformers / sentence-transformers on a job's stderr."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 class _Probe:

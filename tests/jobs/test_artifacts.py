@@ -2,19 +2,26 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 
 import pytest
 
 from services.common import artifacts
-from tests.jobs.moto_s3 import s3_endpoint, unused_port  # noqa: F401
 from services.common.artifacts import ArtifactError
 
 
 @pytest.fixture()
-def bucket_uri(s3_endpoint, monkeypatch) -> str:
-    """A fresh bucket on the moto server; the artifacts module finds it via MMSEARCH_S3_ENDPOINT_URL."""
-    monkeypatch.setenv("MMSEARCH_S3_ENDPOINT_URL", s3_endpoint)
+def unused_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def bucket_uri(s3_server) -> str:
+    """A fresh bucket on the session's moto server (MMSEARCH_S3_ENDPOINT_URL points at it)."""
     name = f"b-{uuid.uuid4().hex[:12]}"
     artifacts.s3_client().create_bucket(Bucket=name)
     return f"s3://{name}/some/prefix"

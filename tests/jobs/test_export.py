@@ -1,0 +1,189 @@
+"""mmsearch job export: parity of every supported family, Triton repository format, S3, refusals."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+from typer.testing import CliRunner
+
+from jobs import parity
+from jobs.app import job_app
+from jobs.export import export_model, read_manifest
+from services.common import artifacts
+
+TEXTS = ["how do I read a csv file", "一只猫在沙发上", "", "a " * 400, "sorting a list of dicts by value!"]
+
+
+def run_cli(*args: str):
+    import jobs.cli  # noqa: F401  (registers the stages)
+
+    return CliRunner().invoke(job_app, list(args))
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def parse_config(folder: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def onnx_text(folder: Path, texts: list[str]) -> np.ndarray:
+    session = ort.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    return parity.onnx_text_runner(session, folder)(texts)
+
+
+def check_text_repository(folder: Path, name: str, dimension: int) -> dict:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["name"] == name and manifest["tower"] == "text" and manifest["dimension"] == dimension
+    assert manifest["metric"] == "IP" and manifest["output"] == "embedding"
+    assert manifest["inputs"] == ["input_ids", "attention_mask"]
+    assert manifest["parity"]["n"] >= 256 and manifest["parity"]["min_cosine"] >= 0.9999
+    assert manifest["onnx_sha256"] == artifacts.file_sha256(folder / "1" / "model.onnx")
+    assert manifest["towers"]["text"] == {"name": name, "onnx_sha256": manifest["onnx_sha256"]}
+    for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        assert (folder / file).is_file(), file
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    assert tokenizer["padding"] is None and tokenizer["truncation"]["max_length"] == manifest["max_length"]
+    config = parse_config(folder)
+    assert config.name == name and config.backend == "onnxruntime" and config.max_batch_size == 64
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        ("input_ids", model_config_pb2.TYPE_INT64, [-1]), ("attention_mask", model_config_pb2.TYPE_INT64, [-1])]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [("embedding", model_config_pb2.TYPE_FP32, [dimension])]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 100
+    assert config.instance_group[0].count == 1
+    return manifest
+
+
+def st_reference(source: Path, texts: list[str]) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(source), device="cpu").encode(texts, normalize_embeddings=True)
+
+
+def test_minilm_repository_and_parity(minilm_repo, minilm_source):
+    folder = minilm_repo / "minilm"
+    manifest = check_text_repository(folder, "minilm", 384)
+    assert manifest["family"] == "sentence-transformers" and manifest["max_length"] == 256
+    assert manifest["optimized"] is True  # the fused BERT graph kept parity
+    got, want = onnx_text(folder, TEXTS), st_reference(minilm_source, TEXTS)
+    assert parity.compare(got, want)["min_cosine"] >= 0.9999
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert read_manifest(str(minilm_repo), "minilm") == manifest
+
+
+def test_tiny_multilingual_distilbert_dense(tiny_multilingual_repo, tiny_multilingual_source):
+    folder = tiny_multilingual_repo / "tiny-multilingual"
+    check_text_repository(folder, "tiny-multilingual", 24)  # the Dense layer's output size
+    got, want = onnx_text(folder, TEXTS), st_reference(tiny_multilingual_source, TEXTS)
+    assert parity.compare(got, want)["min_cosine"] >= 0.9999
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)  # normalised although the model has no Normalize
+
+
+def test_tiny_clip_text_and_image_towers(tiny_clip_repo, tiny_clip_source):
+    import torch
+    from transformers import CLIPModel
+
+    text = check_text_repository(tiny_clip_repo / "tiny-clip", "tiny-clip", 16)
+    image_folder = tiny_clip_repo / "tiny-clip-image"
+    image = json.loads((image_folder / "manifest.json").read_text())
+    assert image["tower"] == "image" and image["inputs"] == ["pixel_values"] and image["image_size"] == 32
+    assert image["parity"]["min_cosine"] >= 0.9999 and image["parity"]["n"] >= 256
+    assert text["towers"] == image["towers"] == {
+        "text": {"name": "tiny-clip", "onnx_sha256": text["onnx_sha256"]},
+        "image": {"name": "tiny-clip-image", "onnx_sha256": image["onnx_sha256"]}}
+    assert (image_folder / "preprocessor_config.json").is_file()
+    config = parse_config(image_folder)
+    assert [(i.name, list(i.dims)) for i in config.input] == [("pixel_values", [3, 32, 32])]
+    assert list(config.output[0].dims) == [16]
+    # independent check of the vision tower against CLIPModel.get_image_features
+    pixels = parity.pixel_values(image_folder, parity.varied_images(8, seed=7))
+    session = ort.InferenceSession(str(image_folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["embedding"], {"pixel_values": pixels})[0]
+    with torch.inference_mode():
+        out = CLIPModel.from_pretrained(str(tiny_clip_source)).eval().get_image_features(pixel_values=torch.from_numpy(pixels))
+    want = torch.nn.functional.normalize(getattr(out, "pooler_output", out), dim=-1).numpy()
+    assert parity.compare(got, want)["min_cosine"] >= 0.9999
+
+
+def test_broken_export_is_refused_and_publishes_nothing(tiny_multilingual_source, tmp_path, monkeypatch):
+    """A tower that ignores the attention mask (a real export bug) fails the gate; the old version stays."""
+    from jobs import towers
+
+    repo = tmp_path / "repo"
+    (repo / "m").mkdir(parents=True)
+    (repo / "m" / "manifest.json").write_text('{"previous": true}')
+    original = towers.SentenceTower.forward
+    monkeypatch.setattr(towers.SentenceTower, "forward",
+                        lambda self, input_ids, attention_mask: original(self, input_ids, attention_mask * 0 + 1))
+    result = run_cli("export", "--model", str(tiny_multilingual_source), "--name", "m", "--repository", str(repo))
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: parity gate failed for m: min cosine"), result.stderr
+    assert sorted(p.name for p in repo.iterdir()) == ["m"]
+    assert [p.name for p in (repo / "m").iterdir()] == ["manifest.json"]
+    assert json.loads((repo / "m" / "manifest.json").read_text()) == {"previous": True}
+
+
+def test_export_to_s3_reads_back_byte_identical(tiny_clip_source, s3_server, tmp_path):
+    repo = s3_server.uri("models", "v1")
+    manifests = export_model(str(tiny_clip_source), "s3clip", repo)
+    assert set(manifests) == {"s3clip", "s3clip-image"}
+    for name, manifest in manifests.items():
+        files = artifacts.list_files(artifacts.join(repo, name))
+        assert "manifest.json" in files and "config.pbtxt" in files and "1/model.onnx" in files
+        onnx = artifacts.read_bytes(artifacts.join(repo, name, "1", "model.onnx"))
+        (tmp_path / f"{name}.onnx").write_bytes(onnx)
+        assert artifacts.file_sha256(tmp_path / f"{name}.onnx") == manifest["onnx_sha256"]
+        assert read_manifest(repo, name) == manifest
+        text_format.Parse(artifacts.read_bytes(artifacts.join(repo, name, "config.pbtxt")).decode(),
+                          model_config_pb2.ModelConfig())
+    local = artifacts.materialize(artifacts.join(repo, "s3clip"), cache_dir=tmp_path / "cache")
+    assert json.loads((local / "manifest.json").read_text()) == manifests["s3clip"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/no/such/folder"], "error: --model /no/such/folder: folder not found"),
+    (["--model", "no-such-org/no-such-model"], "error: --model 'no-such-org/no-such-model': not a local folder and not available"),
+    (["--family", "bert"], "error: --family 'bert'"),
+    (["--max-batch-size", "0"], "error: --max-batch-size must be >= 1"),
+    (["--parity-inputs", "10"], "error: --parity-inputs must be >= 256"),
+    (["--instance-kind", "tpu"], "error: --instance-kind 'tpu'"),
+])
+def test_bad_input_one_clear_line(args, message, minilm_source, tmp_path):
+    base = {"--model": str(minilm_source), "--name": "m", "--repository": str(tmp_path / "repo")}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    result = run_cli("export", *[x for kv in base.items() for x in kv])
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.fixture()
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_s3_repository_fails_fast(minilm_source, unused_port):
+    """A real process: exit 1 and one line naming the endpoint, before any export work."""
+    env = {"MMSEARCH_S3_ENDPOINT_URL": f"http://127.0.0.1:{unused_port}", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}
+    result = subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", "export", "--model", str(minilm_source),
+                             "--name", "m", "--repository", "s3://bucket/models"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach S3 for s3://bucket/models/m"), result.stderr
