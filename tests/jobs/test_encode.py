@@ -1,0 +1,184 @@
+"""mmsearch job encode: search quality on stdlib docs, image corpora, crash safety, sharding, bad input."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from jobs import parity
+from jobs.app import job_app
+from jobs.encode import TextInputs, encode, load_encoder, parse_shard, read_vectors
+from jobs.errors import JobError
+
+STDLIB_MODULES = ("csv", "json", "shutil", "re", "hashlib", "datetime", "sqlite3", "gzip", "zipfile", "base64",
+                  "socket", "random", "uuid", "tempfile", "argparse")
+QUERIES = {"how do I read and write CSV files": "csv", "serialize objects to JSON": "json",
+           "copy or remove a whole directory tree": "shutil", "compute a SHA-256 digest": "hashlib",
+           "open a SQLite database": "sqlite3", "compress a file with gzip": "gzip"}
+
+
+def run_cli(*args: str):
+    import jobs.cli  # noqa: F401
+
+    return CliRunner().invoke(job_app, list(args))
+
+
+def write_corpus(workdir: Path, records: list[dict]) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def all_vectors(workdir) -> tuple[np.ndarray, np.ndarray]:
+    total, chunks = read_vectors(str(workdir))
+    ids, vectors = zip(*chunks)
+    ids, vectors = np.concatenate(ids), np.concatenate(vectors)
+    assert len(ids) == total
+    return ids, vectors
+
+
+@pytest.fixture(scope="module")
+def stdlib_records() -> list[dict]:
+    from jobs.stdlib_corpus import collect
+
+    return [{"question": d.name, "answer": d.summary, "category": d.top} for d in collect(STDLIB_MODULES)]
+
+
+def test_encoded_query_finds_expected_stdlib_module(stdlib_records, minilm_repo, tmp_path):
+    write_corpus(tmp_path, [{**r, "id": i} for i, r in enumerate(stdlib_records)])
+    summary = encode(str(tmp_path), str(minilm_repo), "minilm", text_field="answer", chunk_size=200)
+    ids, vectors = all_vectors(tmp_path)
+    assert sorted(ids) == list(range(len(stdlib_records))) and summary["vectors"] == len(stdlib_records)
+    assert vectors.dtype == np.float32 and vectors.shape[1] == 384
+    encoder = load_encoder(str(minilm_repo), "minilm")
+    tokenizer = TextInputs(encoder, "answer").tokenizer
+    for query, module in QUERIES.items():
+        input_ids, mask = tokenizer.encode([query])
+        q = encoder.run({"input_ids": input_ids, "attention_mask": mask})[0]
+        best = int(ids[int(np.argmax(vectors @ q))])
+        assert stdlib_records[best]["category"] == module, (query, stdlib_records[best]["question"])
+    # a rerun finds everything done
+    assert encode(str(tmp_path), str(minilm_repo), "minilm", text_field="answer", chunk_size=200)["chunks_written"] == 0
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory):
+    """A folder of generated images (one corrupt) served by http.server on 127.0.0.1, port 0."""
+    folder = tmp_path_factory.mktemp("images")
+    for i, image in enumerate(parity.varied_images(12, seed=3)):
+        image.convert("RGB").save(folder / f"img{i}.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_image_corpus_over_http_file_and_path(image_server, tiny_clip_repo, tmp_path):
+    folder, base = image_server
+    records = [{"id": 100 + i, "name": f"img{i}.png",
+                "url": [f"{base}/img{i}.png", (folder / f"img{i}.png").as_uri(), str(folder / f"img{i}.png")][i % 3]}
+               for i in range(12)]
+    records += [{"id": 500, "name": "corrupt.jpg", "url": f"{base}/corrupt.jpg"},
+                {"id": 501, "name": "gone.png", "url": str(folder / "gone.png")}]
+    write_corpus(tmp_path, records)
+    result = run_cli("encode", "--workdir", str(tmp_path), "--repository", str(tiny_clip_repo),
+                     "--model", "tiny-clip-image", "--batch-size", "5", "--chunk-size", "7")
+    assert result.exit_code == 0, result.stderr
+    done = json.loads(result.stdout.strip().splitlines()[-1])
+    assert done["failed"] == 2 and sorted(done["failed_ids"]) == [500, 501] and done["vectors"] == 12
+    ids, vectors = all_vectors(tmp_path)
+    assert sorted(ids) == [100 + i for i in range(12)]
+    # each vector is the vision tower's output for that image, preprocessed like CLIPImageProcessor
+    from transformers import CLIPImageProcessor
+
+    import onnxruntime as ort
+
+    images = [Image.open(folder / f"img{i}.png") for i in range(12)]
+    pixels = CLIPImageProcessor.from_pretrained(str(tiny_clip_repo / "tiny-clip-image"))(images, return_tensors="np")["pixel_values"]
+    session = ort.InferenceSession(str(tiny_clip_repo / "tiny-clip-image" / "1" / "model.onnx"))
+    want = session.run(["embedding"], {"pixel_values": pixels.astype(np.float32)})[0]
+    got = vectors[np.argsort(ids)]
+    assert parity.compare(got, want)["min_cosine"] >= 0.9999
+
+
+def test_sigkill_half_way_then_rerun_gives_exact_ids(minilm_repo, tmp_path):
+    n = 2400
+    write_corpus(tmp_path, [{"id": 7 * i + 3, "question": f"document number {i} about topic {i % 17}"} for i in range(n)])
+    args = [sys.executable, "-m", "mmsearch.cli", "job", "encode", "--workdir", str(tmp_path), "--repository",
+            str(minilm_repo), "--model", "minilm", "--chunk-size", "100", "--batch-size", "16", "--threads", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((tmp_path / "vectors").glob("chunk-*.npz"))) < 2:
+            assert proc.poll() is None, f"encode ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "no chunk written within 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    finished = len(list((tmp_path / "vectors").glob("chunk-*.npz")))
+    assert 2 <= finished < n // 100, "the kill must land half-way"
+    with pytest.raises(JobError, match="chunks missing"):
+        read_vectors(str(tmp_path))
+    rerun = subprocess.run(args[:-2], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    done = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert done["chunks_skipped"] == finished and done["chunks_written"] == n // 100 - finished
+    ids, vectors = all_vectors(tmp_path)
+    assert sorted(ids.tolist()) == [7 * i + 3 for i in range(n)]  # exact: none missing, none twice
+    assert np.isfinite(vectors).all() and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_shards_split_the_work_and_join(tiny_multilingual_repo, tmp_path):
+    write_corpus(tmp_path, [{"id": i, "question": f"text {i}"} for i in range(250)])
+    outs = [encode(str(tmp_path), str(tiny_multilingual_repo), "tiny-multilingual", shard=f"{i}/3", chunk_size=40)
+            for i in range(3)]
+    assert [o["chunks_written"] for o in outs] == [3, 2, 2]  # 7 chunks: 0,3,6 | 1,4 | 2,5
+    ids, _ = all_vectors(tmp_path)
+    assert sorted(ids.tolist()) == list(range(250))
+    assert parse_shard("auto/4", {"JOB_COMPLETION_INDEX": "3"}) == (3, 4)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing-corpus", "corpus.jsonl not found: run `mmsearch job prepare"),
+    ("malformed", "corpus.jsonl line 2: not valid JSON"),
+    ("no-field", "record id 1: no text in field 'question'"),
+    ("unknown-model", "--model 'nope': no finished export"),
+    ("bad-shard", "--shard '3/3': need 0 <= i < N"),
+    ("other-settings", "holds vectors made with other settings (chunk_size"),
+])
+def test_bad_input_one_clear_line(case, message, tiny_multilingual_repo, tmp_path):
+    args = {"--workdir": str(tmp_path), "--repository": str(tiny_multilingual_repo), "--model": "tiny-multilingual"}
+    if case != "missing-corpus":
+        write_corpus(tmp_path, [{"id": 0, "question": "ok"}, {"id": 1, "answer": "no question"}])
+    if case == "malformed":
+        (tmp_path / "corpus.jsonl").write_text('{"id": 0, "question": "ok"}\n{"id": 1,\n')
+    if case in ("unknown-model", "bad-shard", "other-settings"):
+        write_corpus(tmp_path, [{"id": 0, "question": "ok"}])
+    if case == "unknown-model":
+        args["--model"] = "nope"
+    if case == "bad-shard":
+        args["--shard"] = "3/3"
+    if case == "other-settings":
+        assert run_cli("encode", *[x for kv in args.items() for x in kv]).exit_code == 0
+        args["--chunk-size"] = "7"
+    result = run_cli("encode", *[x for kv in args.items() for x in kv])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
