@@ -31,8 +31,10 @@ Decisions:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -78,8 +80,14 @@ def connect(uri: str, *, token: str = "", timeout: float = 10.0):
                                    "and be at most 36 characters (e.g. ./data/milvus.db)")
         if not path.parent.is_dir():
             raise MilvusStoreError(f"--milvus-uri {uri}: folder {path.parent} does not exist")
+    # Job output stays one clear line: pymilvus logs every failed RPC (and the UNIMPLEMENTED
+    # alias probes on Lite) at ERROR, and milvus-lite warns about pkg_resources on import.
+    for name in ("pymilvus", "pymilvus.milvus_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        return MilvusClient(uri=str(uri), token=token, timeout=timeout)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+            return MilvusClient(uri=str(uri), token=token, timeout=timeout)
     except Exception as exc:
         if is_lite(uri):
             raise MilvusStoreError(f"cannot open Milvus Lite database {uri} (is another process using it? "

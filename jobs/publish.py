@@ -35,12 +35,12 @@ def versions_to_drop(collections: list[dict], published: str, keep: int) -> list
     return [c["name"] for c in collections if c["name"] not in kept]
 
 
-def publish(milvus_uri: str, scene: str, version: str, *, keep: int = 2, token: str = "") -> dict:
+def publish(milvus_uri: str, scene: str, version: str, *, keep: int = 2, token: str = "", timeout: float = 10.0) -> dict:
     """Alias ``scene`` -> ``scene_version``; returns ``{alias, collection, previous, dropped}``."""
     if keep < 1:
         raise JobError(f"--keep {keep}: must be at least 1 (the published version)")
     name = milvus_store.collection_name(scene, version)
-    client = milvus_store.connect(milvus_uri, token=token)
+    client = milvus_store.connect(milvus_uri, token=token, timeout=timeout)
     try:
         if not client.has_collection(name):
             raise JobError(f"collection {name} does not exist in {milvus_uri}: run push-milvus "
@@ -71,8 +71,9 @@ def publish_command(
     version: str = typer.Option(..., envvar="MMSEARCH_VERSION"),
     keep: int = typer.Option(2, envvar="MMSEARCH_KEEP", help="Versions of the scene to keep, the published one included."),
     milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
+    timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a Milvus server."),
 ) -> None:
     """Point alias <scene> at <scene>_<version> in one step; drop versions beyond --keep."""
     with exit_on_error():
-        summary = publish(milvus_uri, scene, version, keep=keep, token=milvus_token)
+        summary = publish(milvus_uri, scene, version, keep=keep, token=milvus_token, timeout=timeout)
         emit("publish", "done", **summary)

@@ -47,7 +47,7 @@ def read_model_manifest(repository: str, model: str) -> dict:
 def push_vectors(milvus_uri: str, scene: str, version: str, manifest: dict,
                  batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, *, index_type: str = "FLAT",
                  metric: str = "IP", index_params: dict | None = None, batch_size: int = 1000,
-                 token: str = "", progress: Progress | None = None) -> dict:
+                 token: str = "", timeout: float = 10.0, progress: Progress | None = None) -> dict:
     """Upsert ``total`` vectors (given as (ids, vectors) chunks of any size) into ``scene_version``."""
     if batch_size < 1:
         raise JobError(f"--batch-size {batch_size}: must be at least 1")
@@ -57,7 +57,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: dict,
     index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params)
     dimension = int(milvus_store.model_manifest(manifest)["dimension"])
     info = milvus_store.describe(manifest, scene, version, index)
-    client = milvus_store.connect(milvus_uri, token=token)
+    client = milvus_store.connect(milvus_uri, token=token, timeout=timeout)
     try:
         created = milvus_store.ensure_collection(client, name, dimension=dimension, index=index, info=info)
         if progress is not None:
@@ -90,15 +90,21 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: dict,
 
 def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, repository: str, model: str, *,
                 index_type: str = "FLAT", metric: str = "IP", index_params: dict | None = None,
-                batch_size: int = 1000, token: str = "", progress: Progress | None = None) -> dict:
+                batch_size: int = 1000, token: str = "", timeout: float = 10.0,
+                progress: Progress | None = None) -> dict:
     """Push the vectors that encode wrote under ``workdir`` (checked against ``model``'s manifest)."""
-    from jobs.encode import read_vectors
+    from jobs.encode import read_meta, read_vectors
 
     manifest = read_model_manifest(repository, model)
+    meta = read_meta(workdir)
+    if meta.get("onnx_sha256") != manifest.get("onnx_sha256"):
+        raise JobError(f"the vectors in {workdir} were encoded with model {meta.get('model')!r} "
+                       f"(onnx {str(meta.get('onnx_sha256'))[:12]}), not --model {model!r} "
+                       f"(onnx {str(manifest.get('onnx_sha256'))[:12]}); pass the model that encoded them")
     total, batches = read_vectors(workdir)
     return push_vectors(milvus_uri, scene, version, manifest, batches, total, index_type=index_type,
                         metric=metric, index_params=index_params, batch_size=batch_size, token=token,
-                        progress=progress)
+                        timeout=timeout, progress=progress)
 
 
 def parse_index_params(text: str | None) -> dict | None:
@@ -126,10 +132,11 @@ def push_milvus_command(
     index_params: str = typer.Option(None, envvar="MMSEARCH_INDEX_PARAMS", help="JSON index build params."),
     batch_size: int = typer.Option(1000, envvar="MMSEARCH_BATCH_SIZE"),
     milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
+    timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a Milvus server."),
 ) -> None:
     """Upsert the encoded vectors into Milvus collection <scene>_<version> and check the count."""
     with exit_on_error(), Progress("push-milvus", interval=0.5) as progress:
         summary = push_milvus(workdir, milvus_uri, scene, version, repository, model, index_type=index_type,
                               metric=metric, index_params=parse_index_params(index_params),
-                              batch_size=batch_size, token=milvus_token, progress=progress)
+                              batch_size=batch_size, token=milvus_token, timeout=timeout, progress=progress)
         progress.finish(**summary)
