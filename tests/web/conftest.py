@@ -73,7 +73,7 @@ def serving_address(search_stack) -> str:
 
 @pytest.fixture(scope="session")
 def stack_scene(stdlib_index) -> StackScene:
-    return StackScene(stdlib_index.scene, "parse a JSON document into Python objects", "json.loads")
+    return StackScene(stdlib_index.scene, "write rows to a csv file", "csv.writer")
 
 
 @pytest.fixture(scope="session")

@@ -86,16 +86,16 @@ def test_type_a_query_and_see_ranked_results(page, web, stack_scene, artifacts_d
 
 
 def test_shared_url_and_back_forward(page, web, stack_scene):
-    page.goto(f"{web.url}/?scene={stack_scene.name}&q=read+a+csv+file&k=5")
-    wait_for_summary(page, "read a csv file")
-    assert page.input_value("#q") == "read a csv file" and page.input_value("#k") == "5"
+    page.goto(f"{web.url}/?scene={stack_scene.name}&q=join+two+path+components&k=5")
+    wait_for_summary(page, "join two path components")
+    assert page.input_value("#q") == "join two path components" and page.input_value("#k") == "5"
     assert len(results(page)) == 5
     page.locator("#q").fill(stack_scene.query)
     page.locator("#q").press("Enter")
     wait_for_summary(page, stack_scene.query)
     page.go_back()
-    wait_for_summary(page, "read a csv file")
-    assert page.input_value("#q") == "read a csv file"
+    wait_for_summary(page, "join two path components")
+    assert page.input_value("#q") == "join two path components"
     page.go_forward()
     wait_for_summary(page, stack_scene.query)
 
@@ -131,7 +131,8 @@ def test_xss_query_is_shown_as_text(page, web, stack_scene):
 
 
 def test_phone_sized_layout(browser, web, stack_scene, artifacts_dir):
-    phone = browser.new_page(viewport={"width": 375, "height": 740})
+    phone = browser.new_page()
+    phone.set_viewport_size({"width": 375, "height": 740})
     try:
         phone.goto(f"{web.url}/?scene={stack_scene.name}&q={stack_scene.query}")
         results(phone)
@@ -162,7 +163,7 @@ def test_error_banner_when_serving_is_stopped(page, own_serving, stack_scene):
         results(page)
         own_serving.loop.call(own_serving.serving.stop(0))
         own_serving.serving = None
-        type_query(page, "read a csv file")
+        type_query(page, "join two path components")
         banner = page.wait_for_selector("#banner[data-kind='error']", timeout=WAIT_MS)
         assert re.search(r"Search failed: the search back end \(serving at 127\.0\.0\.1:\d+\) is unavailable",
                          banner.text_content()), banner.text_content()

@@ -11,7 +11,8 @@
     image: $("image"), banner: $("banner"), meta: $("meta"), summaryLine: $("summary-line"),
     timings: $("timings"), preview: $("preview"), results: $("results"),
   };
-  const state = { scenes: [], scene: null, timer: null, controller: null, seq: 0, typingPushed: false };
+  // notice: a message to keep above the next results (e.g. an unknown scene in a shared URL).
+  const state = { scenes: [], scene: null, timer: null, controller: null, seq: 0, typingPushed: false, notice: null };
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -27,6 +28,10 @@
     els.banner.className = "banner" + (kind === "error" ? " error" : "");
     els.banner.dataset.kind = kind;
     els.banner.hidden = false;
+  }
+
+  function flushNotice() {
+    if (state.notice) { showBanner(state.notice, "error"); state.notice = null; }
   }
 
   function hideBanner() { els.banner.hidden = true; els.banner.textContent = ""; delete els.banner.dataset.kind; }
@@ -107,6 +112,7 @@
     els.meta.hidden = true;
     els.preview.hidden = true;
     hideBanner();
+    flushNotice();
   }
 
   async function request(url, init, label) {
@@ -245,6 +251,7 @@
 
   function render(body, label) {
     hideBanner();
+    flushNotice();
     clear(els.results);
     const info = sceneInfo(body.scene);
     const images = info ? info.modality === "image" : false;
@@ -267,8 +274,8 @@
     els.q.value = q;
     const name = scene && sceneInfo(scene) ? scene : (state.scene || state.scenes[0].name);
     state.scene = null;
+    if (scene && !sceneInfo(scene)) state.notice = "Unknown scene “" + scene + "”; showing " + name + ".";
     selectScene(name, "none");
-    if (scene && !sceneInfo(scene)) showBanner("Unknown scene “" + scene + "”; showing " + name + ".", "error");
   }
 
   els.q.addEventListener("input", () => {
