@@ -7,8 +7,9 @@ Decisions:
   which has no native aliases) plus the native ``create_alias``/``alter_alias``
   on a Milvus server; see :mod:`jobs.milvus_store`.
 - "The last N versions" are the scene's N most recently pushed collections
-  (by the push time recorded in each collection), always including the one now
-  published; older ones are dropped. Only collections whose recorded scene is
+  (by the push time recorded in each collection); the one now published is
+  always kept too (after a rollback to an older version that makes N + 1);
+  every other collection of the scene is dropped. Only collections whose recorded scene is
   this scene are considered (so scene ``a`` never drops ``a_b_1`` of scene
   ``a_b``), and a collection that another native alias still points at is kept.
 """
@@ -25,13 +26,9 @@ from jobs.progress import emit
 
 
 def versions_to_drop(collections: list[dict], published: str, keep: int) -> list[str]:
-    """Names to drop from the scene's ``collections`` (oldest first) keeping the newest ``keep``
-    and always ``published``."""
-    kept = {published}
-    for entry in reversed(collections):
-        if len(kept) >= keep:
-            break
-        kept.add(entry["name"])
+    """Names to drop from the scene's ``collections`` (oldest first): all but the newest ``keep``
+    and ``published`` (a rollback to an older version keeps it besides the newest ``keep``)."""
+    kept = {c["name"] for c in collections[-keep:]} | {published}
     return [c["name"] for c in collections if c["name"] not in kept]
 
 

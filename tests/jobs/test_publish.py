@@ -1,0 +1,84 @@
+"""publish on Milvus Lite: the alias switch, the completeness gate, pruning to --keep versions,
+scene isolation, resolve/read_manifest through the alias, CLI errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from jobs import milvus_store
+from jobs.errors import JobError
+from jobs.publish import publish, versions_to_drop
+from jobs.push_milvus import push_vectors
+from tests.jobs.milvus_data import vectors, write_manifest
+
+
+def push(lite, manifest, scene, version, n=20):
+    ids, vecs = vectors(n, manifest["dimension"], seed=hash((scene, version)) % 1000)
+    push_vectors(lite, scene, version, manifest, [(ids, vecs)], n)
+
+
+def test_versions_to_drop_keeps_the_newest_and_the_published():
+    cols = [{"name": f"s_{v}"} for v in (1, 2, 3, 4)]
+    assert versions_to_drop(cols, "s_4", 2) == ["s_1", "s_2"]
+    assert versions_to_drop(cols, "s_2", 2) == ["s_1"]  # a rollback keeps the newest 2 and the published
+    assert versions_to_drop(cols, "s_4", 1) == ["s_1", "s_2", "s_3"]
+    assert versions_to_drop(cols, "s_4", 10) == []
+
+
+def test_alias_switch_prune_and_scene_isolation(tmp_path):
+    lite = str(tmp_path / "milvus.db")
+    manifest = write_manifest(tmp_path, "m", 8)
+    for version in ("1", "2", "3"):
+        push(lite, manifest, "docs", version)
+    push(lite, manifest, "docs_b", "1")  # another scene whose names start with "docs_"
+
+    first = publish(lite, "docs", "1", keep=2)
+    assert first == {"alias": "docs", "collection": "docs_1", "previous": None, "dropped": []}
+    second = publish(lite, "docs", "3", keep=2)
+    assert second["previous"] == "docs_1" and second["dropped"] == ["docs_1"]
+
+    client = milvus_store.connect(lite)
+    try:
+        assert sorted(client.list_collections()) == ["docs_2", "docs_3", "docs_b_1", milvus_store.REGISTRY]
+        assert milvus_store.resolve_collection(client, "docs") == "docs_3"
+        assert milvus_store.read_manifest(client, "docs")["collection"] == "docs_3"
+        assert milvus_store.resolve_collection(client, "docs_2") == "docs_2"  # a plain collection name
+        with pytest.raises(JobError, match="no collection or alias named 'nothing'"):
+            milvus_store.resolve_collection(client, "nothing")
+    finally:
+        milvus_store.close(client, lite)
+
+    third = publish(lite, "docs", "2", keep=1)  # roll back: the newest (docs_3) and the published stay
+    assert third["previous"] == "docs_3" and third["dropped"] == []
+    push(lite, manifest, "docs", "4")
+    fourth = publish(lite, "docs", "4", keep=1)
+    assert fourth["previous"] == "docs_2" and fourth["dropped"] == ["docs_2", "docs_3"]
+
+
+def test_an_incomplete_or_missing_collection_is_not_published(tmp_path):
+    lite = str(tmp_path / "milvus.db")
+    manifest = write_manifest(tmp_path, "m", 8)
+    ids, vecs = vectors(30, 8)
+    with pytest.raises(JobError, match="read 30 vectors, expected 40"):
+        push_vectors(lite, "docs", "1", manifest, [(ids, vecs)], 40)  # the job dies before marking it complete
+    with pytest.raises(JobError, match="collection docs_1 is not complete"):
+        publish(lite, "docs", "1")
+    with pytest.raises(JobError, match="collection docs_9 does not exist"):
+        publish(lite, "docs", "9")
+    with pytest.raises(JobError, match="--keep 0"):
+        publish(lite, "docs", "1", keep=0)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--version", "7"], "error: collection s_7 does not exist"),
+    (["--milvus-uri", "http://127.0.0.1:9", "--timeout", "1"], "error: cannot reach Milvus at http://127.0.0.1:9"),
+    (["--scene", "9lives"], "error: --scene '9lives'"),
+])
+def test_cli_bad_input_exits_non_zero_with_one_line(tmp_path, args, expected):
+    opts = ["--milvus-uri", str(tmp_path / "m.db"), "--scene", "s", "--version", "1"]
+    result = subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", "publish", *opts, *args],
+                            capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), result.stderr

@@ -1,0 +1,186 @@
+"""push-milvus on Milvus Lite: collection layout, recorded manifest, batches, reruns, SIGKILL half-way,
+refusals (dimension, model, index), and the CLI's one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jobs import milvus_store
+from jobs.errors import JobError
+from jobs.push_milvus import push_vectors
+from tests.fixtures.servers import run_job
+from tests.jobs.milvus_data import vectors, write_manifest, write_vectors
+
+
+def chunks(ids, vecs, size):
+    return ((ids[i:i + size], vecs[i:i + size]) for i in range(0, len(ids), size))
+
+
+def all_present(client, name: str, ids: np.ndarray) -> bool:
+    found = set()
+    for start in range(0, len(ids), 5000):
+        batch = [int(i) for i in ids[start:start + 5000]]
+        found.update(row["id"] for row in client.get(name, ids=batch, output_fields=["id"]))
+    return found == {int(i) for i in ids}
+
+
+@pytest.fixture()
+def lite(tmp_path):
+    return str(tmp_path / "milvus.db")
+
+
+def test_push_records_the_manifest_and_keeps_the_last_partial_batch(tmp_path, lite):
+    manifest = write_manifest(tmp_path, "m", 16)
+    ids, vecs = vectors(2345, 16)
+    summary = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 700), len(ids), batch_size=1000)
+    assert summary["collection"] == "docs_1" and summary["entities"] == 2345 and summary["created"] is True
+    client = milvus_store.connect(lite)
+    try:
+        assert milvus_store.count(client, "docs_1") == 2345 and all_present(client, "docs_1", ids)
+        described = client.describe_collection("docs_1")
+        fields = {f["name"]: f for f in described["fields"]}
+        assert fields["id"]["is_primary"] and fields["vector"]["params"]["dim"] == 16
+        recorded = milvus_store.read_manifest(client, "docs_1")
+        assert {k: recorded[k] for k in ("name", "onnx_sha256", "dimension", "metric", "towers")} == \
+            {k: manifest[k] for k in ("name", "onnx_sha256", "dimension", "metric", "towers")}
+        assert recorded["collection"] == "docs_1" and recorded["complete"] is True
+        assert recorded["index"] == {"type": "FLAT", "metric": "IP", "params": {}}
+        hit = client.search("docs_1", data=[vecs[42].tolist()], limit=1, search_params={"metric_type": "IP"})[0][0]
+        assert hit["id"] == ids[42] and hit["distance"] == pytest.approx(1.0, abs=1e-5)
+    finally:
+        milvus_store.close(client, lite)
+
+
+def test_rerun_is_idempotent_and_refuses_another_model_or_dimension(tmp_path, lite):
+    manifest = write_manifest(tmp_path, "m", 8)
+    ids, vecs = vectors(300, 8)
+    push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 300), 300, batch_size=64)
+    again = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 300), 300, batch_size=64)
+    assert again["created"] is False and again["entities"] == 300
+    other = write_manifest(tmp_path, "m2", 8, seed="b")
+    with pytest.raises(JobError, match="collection docs_1 was built with model 'm'"):
+        push_vectors(lite, "docs", "1", other, chunks(ids, vecs, 300), 300)
+    wider = write_manifest(tmp_path, "m3", 12)
+    with pytest.raises(JobError, match="dimension mismatch: collection docs_1 holds 8-d vectors, these are 12-d"):
+        push_vectors(lite, "docs", "1", wider, chunks(*vectors(5, 12), 5), 5)
+    with pytest.raises(JobError, match="dimension mismatch: the vectors are 8-d"):
+        push_vectors(lite, "docs", "2", wider, chunks(ids, vecs, 300), 300)
+
+
+def test_extra_entities_fail_the_count_check(tmp_path, lite):
+    manifest = write_manifest(tmp_path, "m", 8)
+    ids, vecs = vectors(50, 8)
+    push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 50), 50)
+    with pytest.raises(JobError, match="holds 50 entities, expected 20; it holds vectors of another corpus"):
+        push_vectors(lite, "docs", "1", manifest, chunks(ids[:20], vecs[:20], 20), 20)
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"index_type": "HNSW"}, "--index-type HNSW: Milvus Lite .* supports only FLAT, IVF_FLAT, AUTOINDEX"),
+    ({"metric": "DOT"}, "--metric DOT: use one of IP, COSINE, L2"),
+    ({"batch_size": 0}, "--batch-size 0"),
+    ({"scene": "bad-name"}, "--scene 'bad-name'"),
+    ({"version": "v.1"}, "--version 'v.1'"),
+])
+def test_bad_settings_are_refused(tmp_path, lite, kwargs, expected):
+    manifest = write_manifest(tmp_path, "m", 8)
+    ids, vecs = vectors(10, 8)
+    scene, version = kwargs.pop("scene", "docs"), kwargs.pop("version", "1")
+    with pytest.raises(JobError, match=expected):
+        push_vectors(lite, scene, version, manifest, chunks(ids, vecs, 10), 10, **kwargs)
+
+
+def test_ivf_flat_on_lite(tmp_path, lite):
+    manifest = write_manifest(tmp_path, "m", 8)
+    ids, vecs = vectors(500, 8)
+    summary = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 500), 500, index_type="ivf_flat",
+                           index_params={"nlist": 16})
+    assert summary["index"] == "IVF_FLAT" and summary["entities"] == 500
+
+
+def test_sigkill_half_way_then_rerun_is_exact(tmp_path, lite):
+    manifest = write_manifest(tmp_path / "repo", "m", 64)
+    ids, vecs = vectors(60000, 64, seed=1)
+    write_vectors(tmp_path / "work", manifest, ids, vecs)
+    args = ["push-milvus", "--workdir", str(tmp_path / "work"), "--milvus-uri", lite, "--scene", "big",
+            "--version", "1", "--repository", str(tmp_path / "repo"), "--model", "m", "--batch-size", "500"]
+    proc = subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "job", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and done < 5000:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line)
+        done = event.get("done", 0) if event["event"] == "progress" else len(ids)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL and 0 < done < len(ids), (done, proc.stderr.read())
+    client = milvus_store.connect(lite)
+    try:
+        half = milvus_store.count(client, "big_1")
+        assert 0 < half < len(ids) and not milvus_store.is_complete(client, "big_1")
+    finally:
+        milvus_store.close(client, lite)
+    summary = json.loads(run_job(*args).stdout.strip().splitlines()[-1])
+    assert summary["entities"] == len(ids) and summary["created"] is False
+    client = milvus_store.connect(lite)
+    try:
+        assert milvus_store.count(client, "big_1") == len(ids)  # no duplicates
+        assert all_present(client, "big_1", ids)                 # no missing ids
+        assert milvus_store.is_complete(client, "big_1")
+    finally:
+        milvus_store.close(client, lite)
+
+
+@pytest.fixture()
+def cli_inputs(tmp_path):
+    manifest = write_manifest(tmp_path / "repo", "m", 8)
+    ids, vecs = vectors(20, 8)
+    write_vectors(tmp_path / "work", manifest, ids, vecs)
+    write_manifest(tmp_path / "repo", "other", 8, seed="x")
+    return tmp_path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("unknown-model", "error: unknown model 'nope': no "),
+    ("wrong-model", "error: the vectors in "),
+    ("no-vectors", "error: "),
+    ("unreachable", "error: cannot reach Milvus at http://127.0.0.1:"),
+    ("hnsw-on-lite", "error: --index-type HNSW: Milvus Lite"),
+    ("bad-index-params", "error: --index-params '{oops': not JSON"),
+    ("missing-folder", "error: --milvus-uri "),
+])
+def test_cli_bad_input_exits_non_zero_with_one_line(cli_inputs, case, expected):
+    tmp = cli_inputs
+    opts = {"--workdir": str(tmp / "work"), "--milvus-uri": str(tmp / "milvus.db"), "--scene": "s", "--version": "1",
+            "--repository": str(tmp / "repo"), "--model": "m", "--timeout": "2"}
+    opts.update({
+        "unknown-model": {"--model": "nope"},
+        "wrong-model": {"--model": "other"},
+        "no-vectors": {"--workdir": str(tmp / "empty")},
+        "unreachable": {"--milvus-uri": f"http://127.0.0.1:{_free_port()}"},
+        "hnsw-on-lite": {"--index-type": "HNSW"},
+        "bad-index-params": {"--index-params": "{oops"},
+        "missing-folder": {"--milvus-uri": str(tmp / "no" / "milvus.db")},
+    }[case])
+    result = subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", "push-milvus",
+                             *[x for kv in opts.items() for x in kv]], capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), result.stderr
