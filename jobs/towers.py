@@ -87,7 +87,7 @@ def _save_tokenizer(tokenizer, dest: Path, max_length: int) -> None:
         special.write_text(json.dumps({k: str(v) for k, v in tokenizer.special_tokens_map.items()}, ensure_ascii=False))
     path = dest / "tokenizer.json"
     if not path.is_file():
-        raise JobError(f"the tokenizer of this model has no fast (tokenizer.json) version; cannot export it for serving")
+        raise JobError("the tokenizer of this model has no fast (tokenizer.json) version; cannot export it for serving")
     data = json.loads(path.read_text(encoding="utf-8"))
     data["padding"] = None
     side = str(getattr(tokenizer, "truncation_side", "right")).capitalize()
