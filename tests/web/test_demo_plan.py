@@ -4,7 +4,6 @@ Each service's environment is loaded by that service's own settings class, and t
 experiment config by serving's own parser, so the plan cannot drift from them.
 """
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -35,7 +34,7 @@ def test_stdlib_plan(tmp_path, monkeypatch):
     assert commands[0] == f"mmsearch job prepare --workdir {workdir} --source-kind stdlib"
     assert commands[1] == f"mmsearch job export --model {MINILM} --name minilm --repository {repo}"
     version = p.build[3].args[p.build[3].args.index("--version") + 1]
-    assert f"--model minilm" in commands[2] and f"--scene t2t --version {version}" in commands[3]
+    assert "--model minilm" in commands[2] and f"--scene t2t --version {version}" in commands[3]
     assert commands[4].endswith(f"--mongo-uri mongodb://127.0.0.1:17017 --collection t2t_{version}")
     assert commands[5].endswith(f"--scene t2t --version {version}")
 
