@@ -7,7 +7,8 @@ module/class/function of the installed standard library), in the same run:
   all-MiniLM-L6-v2; tokenization, batching and chunk writes included) next to
   sentence-transformers' PyTorch ``encode`` on the same texts, same batch size
   (target: >= 1.5x);
-- push-milvus / push-mongo docs/s: see the marked section below.
+- push-milvus docs/s (upserts + count check, batch 500/1000/2000) and push-mongo
+  docs/s (bulk upserts + count check) next to raw inserts of the same data.
 
 Run: ``.venv/bin/python bench/indexing.py [--field answer] [--limit N] [--batch-size 64]
 [--repository REPO_WITH_minilm] [--device auto|cpu|cuda]``. Without ``--repository``
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--repository", default=None, help="a repository that already holds 'minilm'")
     parser.add_argument("--device", default="auto", help="encode --device (auto|cpu|cuda)")
     parser.add_argument("--skip-torch", action="store_true", help="no sentence-transformers baseline")
+    parser.add_argument("--push-scale", type=int, default=8, help="push the vectors/corpus this many times over")
     args = parser.parse_args()
 
     import io
@@ -95,10 +97,69 @@ def main() -> None:
         print(f"ratio onnxruntime / PyTorch: {ort_rate / torch_rate:.2f}x  (target >= 1.5x)")
 
     # ------------------------------------------------------------------ push-milvus / push-mongo
-    # PLACEHOLDER (data area): docs/s for `push-milvus` and `push-mongo` on the vectors and corpus
-    # above (workdir = `workdir`) go here, measured in this same run.
-    # ------------------------------------------------------------------
+    # (data area) The stages' own functions on the vectors and corpus above, tiled --push-scale times
+    # with fresh ids so the figures are not dominated by start-up; baselines in the same run: raw
+    # MilvusClient.insert in 1000-row batches into a bare collection, raw insert_many into MongoDB.
+    push_benchmarks(workdir, repo, tmp, args.push_scale)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
+    import io
+    from contextlib import redirect_stdout
+
+    import numpy as np
+    import pymongo
+
+    from jobs import milvus_store
+    from jobs.encode import read_vectors
+    from jobs.push_milvus import push_vectors, read_model_manifest
+    from jobs.push_mongo import push_mongo
+    from services.common.embedded import start_mongo
+
+    manifest = read_model_manifest(repo, "minilm")
+    _, chunks = read_vectors(str(workdir))
+    ids, vectors = (np.concatenate(parts) for parts in zip(*chunks))
+    ids = np.concatenate([ids + k * 2**50 for k in range(scale)])
+    vectors = np.tile(vectors, (scale, 1))
+    n = len(ids)
+    print(f"push: {n} vectors ({scale}x the corpus, {vectors.shape[1]}-d), Milvus Lite 2.5.1 + secantusd, 2 cores")
+
+    uri = str(tmp / "bench.db")
+    client = milvus_store.connect(uri)
+    client.create_collection("raw", dimension=vectors.shape[1], metric_type="IP", auto_id=False, id_type="int")
+    started = time.perf_counter()
+    for start in range(0, n, 1000):
+        client.insert("raw", [{"id": int(i), "vector": v} for i, v in zip(ids[start:start + 1000], vectors[start:start + 1000])])
+    raw_rate = n / (time.perf_counter() - started)
+    milvus_store.close(client, uri)
+    print(f"milvus baseline (raw insert, batch 1000): {raw_rate:8.0f} docs/s")
+    for batch in (500, 1000, 2000):
+        started = time.perf_counter()
+        push_vectors(uri, "bench", f"b{batch}", manifest, [(ids, vectors)], n, batch_size=batch)
+        rate = n / (time.perf_counter() - started)
+        print(f"push-milvus (upsert + count check, batch {batch:4d}): {rate:8.0f} docs/s  ({rate / raw_rate:.2f}x baseline)")
+
+    corpus = [json.loads(line) for line in (workdir / "corpus.jsonl").read_text().splitlines()]
+    big = tmp / "mongo-work"
+    big.mkdir()
+    records = [{**r, "id": r["id"] + k * 2**50} for k in range(scale) for r in corpus]
+    (big / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with start_mongo(":memory:") as mongo:
+        client = pymongo.MongoClient(mongo.uri)
+        started = time.perf_counter()
+        for start in range(0, len(records), 1000):
+            client.bench.raw.insert_many([{"_id": r["id"], **r} for r in records[start:start + 1000]], ordered=False)
+        raw_rate = len(records) / (time.perf_counter() - started)
+        client.close()
+        print(f"mongo baseline (raw insert_many, batch 1000): {raw_rate:8.0f} docs/s")
+        started = time.perf_counter()
+        with redirect_stdout(io.StringIO()):
+            push_mongo(str(big), mongo.uri, "bench", batch_size=1000)
+        rate = len(records) / (time.perf_counter() - started)
+        print(f"push-mongo (insert, duplicates replaced, count check, batch 1000): {rate:8.0f} docs/s  ({rate / raw_rate:.2f}x baseline)")
+
+
 
 
 if __name__ == "__main__":

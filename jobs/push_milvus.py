@@ -9,12 +9,15 @@ Decisions:
   included), so a rerun after a crash (SIGKILL mid-batch) ends with exactly one
   entity per id. A rerun re-upserts everything: simpler than diffing, and at
   Milvus Lite's ~10k rows/s fast enough for the corpora it is meant for.
-- Batch size: 1000 by default. Measured on Milvus Lite 2.5.1 (2 cores, 20k x
-  384-d, FLAT/IP, rows/s): insert 15.5k @500, 11.1k @1000, 8.7k @2000; upsert
-  10.5k @500, 10.8k @1000, 7.9k @2000 — upsert (what we need for crash safety)
-  peaks at 500-1000 and falls above, and the engine slows sharply beyond ~1000
-  (5,000-row batches were 30x slower in an earlier measurement). A Milvus server
-  has its own optimum; ``--batch-size`` sets it.
+- Batch size: 1000 by default. Measured on Milvus Lite 2.5.1 (2 shared cores,
+  384-d, FLAT/IP, rows/s): a bare loop over 20k rows gave insert 15.5k @500,
+  11.1k @1000, 8.7k @2000 and upsert 10.5k @500, 10.8k @1000, 7.9k @2000; the
+  whole stage (bench/indexing.py, 22.5k stdlib vectors, Lite start-up and count
+  check included) 5.6k @500, 5.5k @1000, 5.4k @2000 next to 10.5k for raw
+  inserts. Upsert (needed for crash safety) peaks at 500-1000 and the engine
+  slows sharply beyond ~1000 (5,000-row batches were 30x slower in an earlier
+  measurement), so 1000: the best measured, and the fewest round trips among
+  the best. A Milvus server has its own optimum; ``--batch-size`` sets it.
 - The final count (``count(*)`` with strong consistency) must equal the number
   of vectors; then the collection is marked complete, which ``publish`` requires.
 """

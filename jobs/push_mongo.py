@@ -2,10 +2,13 @@
 
 Decisions:
 - Each document is the corpus record plus ``_id`` = its id (``id`` kept too,
-  under a unique index, so both lookups work). Writes are unordered bulk
-  ``ReplaceOne(upsert=True)`` batches keyed by ``_id``: idempotent, so a rerun
-  after a crash (even SIGKILL mid-batch) finishes the work with no duplicate and
-  no lost document.
+  under a unique index, so both lookups work). Each batch is an unordered
+  ``insert_many``; the documents it reports as duplicate keys (present from an
+  earlier or crashed run) are then replaced with ``ReplaceOne(upsert=True)``
+  keyed by ``_id``. The result is that of upserting everything (a rerun after
+  SIGKILL mid-batch ends with no duplicate, no lost and no stale document) at
+  insert speed on a fresh collection: bulk upserts measured 6.5x slower than
+  inserts on secantusd (2.5k vs 16k docs/s).
 - The count check reads every ``_id`` of the collection once (one scan: a
   ``$in`` count over thousands of ids is quadratic on secantusd) and counts the
   corpus ids among them; it must equal the number of corpus records. Documents
@@ -62,11 +65,26 @@ def connect(uri: str, timeout: float):
         raise JobError(f"cannot reach MongoDB at {redact(uri)} within {timeout:g}s: {reason[:200]}") from None
 
 
+def write_batch(target, docs: list[dict]) -> None:
+    """Insert ``docs``; the ones whose ``_id`` exists already (a rerun) are replaced instead."""
+    from pymongo import ReplaceOne
+    from pymongo.errors import BulkWriteError
+
+    try:
+        target.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        other = [e for e in errors if e.get("code") != 11000]
+        if other:
+            raise JobError(f"MongoDB refused document _id={docs[other[0]['index']]['_id']}: {other[0].get('errmsg')}") from None
+        target.bulk_write([ReplaceOne({"_id": docs[e["index"]]["_id"]}, docs[e["index"]], upsert=True)
+                           for e in errors], ordered=False)
+
+
 def push_mongo(workdir: str, mongo_uri: str, collection: str, *, database: str = "mmsearch",
                batch_size: int = 1000, timeout: float = 10.0, progress: Progress | None = None) -> dict:
     """Upsert every corpus record; returns ``{documents, other, collection}``."""
     import pymongo
-    from pymongo import ReplaceOne
 
     if batch_size < 1:
         raise JobError(f"--batch-size {batch_size}: must be at least 1")
@@ -82,8 +100,7 @@ def push_mongo(workdir: str, mongo_uri: str, collection: str, *, database: str =
         if progress is not None:
             progress.total = len(records)
         for batch in batched(records, batch_size):
-            target.bulk_write([ReplaceOne({"_id": r["id"]}, {"_id": r["id"], **r}, upsert=True) for r in batch],
-                              ordered=False)
+            write_batch(target, [{"_id": r["id"], **r} for r in batch])
             if progress is not None:
                 progress.update(len(batch))
         stored = {doc["_id"] for doc in target.find({}, {"_id": 1}).batch_size(10000)}
