@@ -119,7 +119,7 @@ def start_mongo(storage_path: str | os.PathLike = ":memory:", *, host: str = "12
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     deadline = time.monotonic() + timeout
-    found_port = port or None
+    found_port = None  # from *this* process's log line, so another server on the port is never mistaken for it
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -128,7 +128,7 @@ def start_mongo(storage_path: str | os.PathLike = ":memory:", *, host: str = "12
                 match = _LISTENING.search(log_path.read_text(errors="replace"))
                 if match:
                     found_port = int(match.group(2))
-            if found_port is not None:
+            if found_port is not None and process.poll() is None:
                 client = pymongo.MongoClient(host, found_port, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
                 try:
                     client.admin.command("ping")
