@@ -5,7 +5,7 @@ documents it (docs/CONTRACTS: every flag is also an ``MMSEARCH_<FLAG>``
 variable). Decisions:
 - Plain settings are flags, so ``kubectl describe job`` shows what runs;
   secrets are environment variables from ``secretKeyRef`` (the MongoDB URI,
-  AWS credentials), never copied into the Job.
+  the Milvus token, AWS credentials), never copied into the Job.
 - A sharded encode (``spec.encode.shards`` N > 1) is an Indexed Job with N
   completions; each pod passes ``--shard $(JOB_COMPLETION_INDEX)/N``
   (Kubernetes expands the variable the Job controller sets in every pod of an
@@ -130,6 +130,9 @@ def stage_env(stage: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
     if s3.get("credentialsSecret"):
         env.append(_secret_env("AWS_ACCESS_KEY_ID", s3["credentialsSecret"], "AWS_ACCESS_KEY_ID"))
         env.append(_secret_env("AWS_SECRET_ACCESS_KEY", s3["credentialsSecret"], "AWS_SECRET_ACCESS_KEY"))
+    token = spec["milvus"].get("tokenSecret")
+    if token and stage in ("push-milvus", "publish"):
+        env.append(_secret_env("MMSEARCH_MILVUS_TOKEN", token["name"], token.get("key") or "token"))
     if stage == "push-mongo":
         mongo = spec["mongo"]
         if mongo.get("uriSecret"):

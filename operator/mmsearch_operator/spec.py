@@ -50,6 +50,7 @@ DEFAULTS: dict[tuple[str, ...], Any] = {
     ("milvus", "indexType"): "FLAT",
     ("milvus", "metric"): "IP",
     ("milvus", "batchSize"): 1000,
+    ("milvus", "tokenSecret", "key"): "token",
     ("mongo", "uriSecret", "key"): "uri",
     ("mongo", "database"): "mmsearch",
     ("mongo", "batchSize"): 1000,

@@ -41,7 +41,8 @@ def _variant(modality, shards, mongo, storage, extras):
                            "parallelism": 2, "batchSize": 256}
         spec |= {"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}},
                  "milvus": {"uri": "http://milvus:19530", "indexType": "HNSW", "metric": "COSINE",
-                            "indexParams": {"M": 16, "efConstruction": 200}},
+                            "indexParams": {"M": 16, "efConstruction": 200},
+                            "tokenSecret": {"name": "milvus-cred"}},
                  "env": [{"name": "LOG_LEVEL", "value": "DEBUG"},
                          {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}],
                  "s3": {"endpointUrl": "http://minio:9000", "region": "us-east-1", "credentialsSecret": "s3-cred"},
@@ -94,6 +95,11 @@ def test_every_stage_and_option_combination_is_a_valid_job(combo):
                 "name": "s3-cred", "key": "AWS_SECRET_ACCESS_KEY"}
             assert env["TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "t"
             assert env["MMSEARCH_S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
+            if stage in ("push-milvus", "publish"):
+                assert env["MMSEARCH_MILVUS_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+                    "name": "milvus-cred", "key": "token"}
+        if stage not in ("push-milvus", "publish"):
+            assert "MMSEARCH_MILVUS_TOKEN" not in env
         if combo[3] == "volume":
             assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
 

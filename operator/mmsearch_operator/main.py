@@ -1,0 +1,59 @@
+"""``mmsearch operator``: run the IndexJob operator (kopf) until SIGTERM.
+
+Settings (environment, ``MMSEARCH_OPERATOR_`` prefix): the namespace to
+watch comes from the CLI (``--namespace`` / ``MMSEARCH_OPERATOR_NAMESPACE``;
+unset = all namespaces, cluster-wide). One replica: kopf runs standalone (no
+peering objects), so the Deployment must not scale it beyond 1.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import kopf
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from mmsearch_operator.handlers import build_memo, build_registry
+from services.common.logs import setup_logging
+from services.common.settings import BaseConfig, load_settings
+
+
+class OperatorSettings(BaseConfig):
+    """What the operator reads from ``MMSEARCH_OPERATOR_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="MMSEARCH_OPERATOR_", extra="ignore", case_sensitive=False)
+
+    liveness_host: str = Field("0.0.0.0", description="Address of the liveness endpoint.")
+    liveness_port: int = Field(8080, ge=1, le=65535, description="Port of http://HOST:PORT/healthz.")
+    resync_seconds: float = Field(60.0, gt=0, description="Re-check unfinished IndexJobs this often.")
+    log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+    log_json: bool = Field(True, description="JSON log lines (false: human-readable).")
+
+
+def liveness_endpoint(settings: OperatorSettings) -> str:
+    return f"http://{settings.liveness_host}:{settings.liveness_port}/healthz"
+
+
+async def run(namespace: str | None, settings: OperatorSettings, *,
+              connection: kopf.ConnectionInfo | None = None, stop_flag: asyncio.Event | None = None) -> None:
+    """Run the operator in the current event loop (the tests call this with an emulator's connection)."""
+    memo = build_memo()
+    try:
+        await kopf.operator(
+            registry=build_registry(connection, resync_seconds=settings.resync_seconds),
+            memo=memo,
+            clusterwide=namespace is None,
+            namespaces=[namespace] if namespace else [],
+            standalone=True,
+            liveness_endpoint=liveness_endpoint(settings),
+            stop_flag=stop_flag,
+        )
+    finally:
+        await memo.kube.close()  # after kopf stopped: timers may call the API until then
+
+
+def main(namespace: str | None) -> None:
+    """Entry point of ``mmsearch operator``: watch ``namespace`` (None: all namespaces)."""
+    settings = load_settings(OperatorSettings)
+    setup_logging(settings.log_level, settings.log_json)
+    asyncio.run(run(namespace or None, settings))
