@@ -366,6 +366,8 @@ class ConfigStore(Generic[T]):
             return False
         digest = hashlib.sha256(data).hexdigest()
         if digest == self.digest and self.current is not None:
+            # The file is (again) the active config: a refusal of some other content is over.
+            self.last_error, self._failed_digest, self._parse_failed = "", "", False
             return False
         if digest == self._failed_digest and self._parse_failed:
             return False  # the same broken file: nothing new to try

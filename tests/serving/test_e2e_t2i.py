@@ -1,0 +1,196 @@
+"""End to end T2I over real sockets: a tiny random CLIP, an image corpus indexed by the real jobs.
+
+The images are generated, served by ``http.server`` on 127.0.0.1 and indexed by
+``mmsearch job prepare --source-kind images --base-url`` -> ``encode`` (the
+vision tower fetches every URL) -> ``push-milvus`` -> ``push-mongo`` ->
+``publish``. The CLIP weights are random, so "the expected documents" are
+defined by brute force: the exported text tower's embedding of the query
+against every encoded image vector (exact inner products), and for an image
+query, the very image (its own vector, similarity 1).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+from tests.fixtures.servers import run_job
+from tests.fixtures.stack import start_stack, write_config
+
+pytestmark = pytest.mark.slow
+
+SCENE = "t2i"
+N_IMAGES = 16
+
+
+def t2i_config(text_model: str = "tiny-clip") -> dict:
+    return {"scenes": {SCENE: {
+        "modality": "image",
+        "defaults": {
+            "query": {"text": {"model": text_model}, "image": {"model": "tiny-clip-image"}},
+            "match": {"collection": SCENE, "top_k": 5, "candidates": N_IMAGES},
+            "summary": {"database": "mmsearch", "collection": SCENE, "fields": ["name", "url"]},
+        },
+        "layers": [{"name": "ranking", "arms": [
+            {"name": "control", "weight": 50},
+            {"name": "diverse", "weight": 50, "overrides": {"rank": {"name": "mmr", "params": {"lambda": 0.8}}}},
+        ]}],
+    }}}
+
+
+@pytest.fixture(scope="module")
+def image_site(tmp_path_factory):
+    """Generated PNGs served over http on 127.0.0.1 (port 0)."""
+    from jobs import parity
+
+    folder = tmp_path_factory.mktemp("t2i-images")
+    for i, image in enumerate(parity.varied_images(N_IMAGES, seed=11)):
+        image.convert("RGB").save(folder / f"img{i:02d}.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def t2i_stack(image_site, tiny_clip_repo, minilm_repo, mongo_server, service_loop, tmp_path_factory):
+    """Index the images with the real jobs, then preprocess + serving (embedded CLIP towers) on it.
+
+    The model repository also holds MiniLM (linked), so a config pointing MiniLM at the CLIP-built
+    collection can be tried and refused.
+    """
+    folder, base_url = image_site
+    tmp = tmp_path_factory.mktemp("t2i")
+    repo, work, milvus = tmp / "repo", tmp / "work", tmp / "milvus.db"
+    repo.mkdir()
+    for source in (tiny_clip_repo / "tiny-clip", tiny_clip_repo / "tiny-clip-image", minilm_repo / "minilm"):
+        (repo / source.name).symlink_to(source.resolve(), target_is_directory=True)
+    run_job("prepare", "--workdir", str(work), "--source-kind", "images", "--source", str(folder),
+            "--base-url", base_url)
+    run_job("encode", "--workdir", str(work), "--repository", str(repo), "--model", "tiny-clip-image")
+    run_job("push-milvus", "--workdir", str(work), "--milvus-uri", str(milvus), "--scene", SCENE, "--version", "1",
+            "--repository", str(repo), "--model", "tiny-clip-image")
+    run_job("push-mongo", "--workdir", str(work), "--mongo-uri", mongo_server, "--collection", SCENE)
+    run_job("publish", "--milvus-uri", str(milvus), "--scene", SCENE, "--version", "1")
+    experiments = tmp / "experiments.yaml"
+    write_config(experiments, t2i_config())
+    models = {name: str(repo / name) for name in ("tiny-clip", "tiny-clip-image", "minilm")}
+    stack = start_stack(service_loop, models=models, experiments=experiments, milvus_uri=str(milvus),
+                        mongo_uri=mongo_server, model_repository=str(repo))
+    stack.extra.update(repo=repo, work=work, folder=folder)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture(scope="module")
+def stub(t2i_stack):
+    channel = grpc.insecure_channel(t2i_stack.address)
+    yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def corpus(t2i_stack) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """(ids, vectors) as the encode job wrote them, and image name -> id from corpus.jsonl."""
+    import json
+
+    from jobs.encode import read_vectors
+
+    _, chunks = read_vectors(str(t2i_stack.extra["work"]))
+    ids, vectors = zip(*chunks)
+    records = [json.loads(line) for line in (t2i_stack.extra["work"] / "corpus.jsonl").read_text().splitlines()]
+    return np.concatenate(ids), np.concatenate(vectors), {r["name"]: r["id"] for r in records}
+
+
+def text_embedding(repo: Path, text: str) -> np.ndarray:
+    """The exported CLIP text tower on ``text`` (tokenizers + onnxruntime, no serving involved)."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(repo / "tiny-clip" / "tokenizer.json"))
+    tokenizer.no_padding()
+    encoding = tokenizer.encode(text)
+    session = ort.InferenceSession(str(repo / "tiny-clip" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {"input_ids": np.array([encoding.ids], np.int64), "attention_mask": np.array([encoding.attention_mask], np.int64)}
+    return session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0][0]
+
+
+def test_text_query_returns_the_brute_force_top_k(stub, t2i_stack, corpus):
+    ids, vectors, _ = corpus
+    assert len(ids) == N_IMAGES
+    query = "a photo of stripes"
+    scores = vectors @ text_embedding(t2i_stack.extra["repo"], query)
+    expected = ids[np.argsort(-scores)[:5]]
+    response = stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text=query), timeout=10)
+    assert response.arm == "ranking=control"
+    assert [item.id for item in response.items] == expected.tolist()
+    assert [item.retrieval_score for item in response.items] == pytest.approx(np.sort(scores)[::-1][:5], abs=1e-4)
+    first = response.items[0].summary
+    assert first["name"].startswith("img") and first["url"].startswith("http://127.0.0.1:")
+
+
+def test_image_query_finds_the_same_image(stub, corpus, t2i_stack):
+    _, _, by_name = corpus
+    for name in ("img03.png", "img10.png"):
+        data = (t2i_stack.extra["folder"] / name).read_bytes()
+        response = stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, image=data, top_k=3), timeout=10)
+        assert response.items[0].id == by_name[name] and response.items[0].summary["name"] == name
+        assert response.items[0].retrieval_score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_image_query_as_jpeg_with_mmr_arm(stub, corpus, t2i_stack):
+    """Another encoding of the same picture still finds it; the forced MMR arm keeps the best first."""
+    from PIL import Image
+
+    _, _, by_name = corpus
+    buffer = io.BytesIO()
+    Image.open(t2i_stack.extra["folder"] / "img05.png").convert("RGB").save(buffer, "JPEG", quality=95)
+    response = stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, image=buffer.getvalue(), top_k=4,
+                                                       force_arms={"ranking": "diverse"}), timeout=10)
+    assert response.arm == "ranking=diverse" and len(response.items) == 4
+    assert response.items[0].id == by_name["img05.png"]
+
+
+@pytest.mark.parametrize("image, message", [
+    (b"definitely not an image", "preprocess:"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "preprocess:"),  # a PNG signature, then garbage
+])
+def test_undecodable_image_is_invalid_argument(stub, image, message):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, image=image), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert err.value.details().startswith(message) and "image" in err.value.details().lower()
+
+
+def test_encoder_not_matching_the_collection_is_refused_and_old_config_serves(stub, t2i_stack):
+    """MiniLM pointed at the collection built by the CLIP export: refused, saying which; CLIP keeps serving."""
+    store = t2i_stack.serving.store
+    path = t2i_stack.serving_settings.experiments
+    good = store.digest
+    write_config(path, t2i_config(text_model="minilm"))
+    try:
+        deadline = time.monotonic() + 30
+        while "cannot activate" not in store.last_error and time.monotonic() < deadline:
+            time.sleep(0.05)
+        error = store.last_error
+        assert "encoder 'minilm' does not match collection 't2i'" in error, error
+        assert "tiny-clip (text)" in error and "tiny-clip-image (image)" in error
+        assert store.digest == good
+        assert stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text="stripes"), timeout=10).items
+    finally:
+        write_config(path, t2i_config())
+        deadline = time.monotonic() + 30
+        while store.last_error and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert store.last_error == ""
