@@ -97,7 +97,9 @@ def connect(uri: str, *, token: str = "", timeout: float = 10.0):
 
 def close(client, uri: str) -> None:
     """Close ``client``; for Milvus Lite also stop the engine so another process can open the file
-    (pymilvus otherwise keeps it, and its file lock, until this process exits)."""
+    (pymilvus otherwise keeps it, and its file lock, until this process exits). The engine is
+    shared by every client of this process on that file: use it where this client is the only one
+    (the job stages), plain ``client.close()`` elsewhere."""
     client.close()
     if is_lite(uri):
         from milvus_lite.server_manager import server_manager_instance
