@@ -14,6 +14,7 @@ from jobs import milvus_store
 QUERIES = [
     ("read and write CSV files", "csv"),
     ("parse a JSON document into Python objects", "json"),
+    ("regular expressions", "re"),
     ("regular expression pattern matching", "re"),
     ("join path components into a file path", "os"),
     ("SQLite database connection", "sqlite3"),
@@ -78,3 +79,11 @@ def test_encoded_queries_find_the_expected_module(stdlib_index, milvus, document
     assert category in [d["category"] for d in top], [d["question"] for d in top]
     scores = [h["distance"] for h in hits]
     assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1.0001
+
+
+def test_json_parsing_query_finds_json_loads(stdlib_index, milvus, documents, encode_query):
+    collection = milvus_store.resolve_collection(milvus, stdlib_index.scene)
+    hits = milvus.search(collection, data=[encode_query("parse a JSON document into Python objects").tolist()],
+                         limit=5, search_params={"metric_type": "IP"})[0]
+    questions = [documents.find_one({"_id": h["id"]})["question"] for h in hits]
+    assert "json.loads" in questions, questions
