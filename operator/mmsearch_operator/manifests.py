@@ -7,8 +7,8 @@ variable). Decisions:
   secrets are environment variables from ``secretKeyRef`` (the MongoDB URI,
   the Milvus token, AWS credentials), never copied into the Job.
 - A sharded encode (``spec.encode.shards`` N > 1) is an Indexed Job with N
-  completions; each pod passes ``--shard $(JOB_COMPLETION_INDEX)/N``
-  (Kubernetes expands the variable the Job controller sets in every pod of an
+  completions; each pod passes ``--shard auto/N`` (encode reads the
+  ``JOB_COMPLETION_INDEX`` variable the Job controller sets in every pod of an
   Indexed Job) and retries are per index (``backoffLimitPerIndex``).
 - Pods run as a non-root user with a read-only root filesystem and no
   capabilities; ``/tmp`` is an emptyDir and HOME, the artifact cache and the
@@ -84,7 +84,7 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
         if spec["modality"] == "text":
             args += ["--text-field", enc["textField"]]
         if enc["shards"] > 1:
-            args += ["--shard", f"$(JOB_COMPLETION_INDEX)/{enc['shards']}"]
+            args += ["--shard", f"auto/{enc['shards']}"]
         return args
     if stage == "push-milvus":
         args = ["--workdir", workdir, "--milvus-uri", milvus["uri"], "--scene", spec["scene"],

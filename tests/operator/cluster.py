@@ -4,6 +4,7 @@ the API server's schema validation, defaulting, uid and generation, and the Job 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import socket
@@ -46,6 +47,7 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
                                                                 subresources={"status"})
     emulator.resources["batch/v1/jobs"] = info(kind="Job", namespaced=True, verbs=verbs, subresources={"status"})
     emulator.resources["v1/events"] = info(kind="Event", namespaced=True, verbs=verbs)
+    emulator.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs=verbs)
     # kopf looks these two up at start (even with scanning disabled).
     emulator.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs={"list", "watch"})
     emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
@@ -107,6 +109,15 @@ class Cluster:
         assert schema_errors({k: new[k] for k in ("apiVersion", "kind", "metadata", "spec")}) == []
         patch = {"spec": spec, "metadata": {"generation": current["metadata"]["generation"] + 1}}
         await self.call("PATCH", f"{IJ.format(ns=NAMESPACE)}/{name}", patch, merge=True)
+
+    async def create_secret(self, name: str, data: dict[str, str]) -> None:
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        await self.call("POST", f"/api/v1/namespaces/{NAMESPACE}/secrets",
+                        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": encoded})
+
+    async def secret_value(self, name: str, key: str) -> str:
+        secret = await self.call("GET", f"/api/v1/namespaces/{NAMESPACE}/secrets/{name}")
+        return base64.b64decode(secret["data"][key]).decode()
 
     async def indexjob(self, name: str) -> dict[str, Any]:
         return await self.call("GET", f"{IJ.format(ns=NAMESPACE)}/{name}")

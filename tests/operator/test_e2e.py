@@ -1,0 +1,146 @@
+"""End to end: a T2T IndexJob applied to the emulated cluster; the test is the kubelet and the Job
+controller: it runs each created Job's container command (command, args and env exactly as the
+manifest says, secrets resolved from the cluster's Secret) on this machine, and reports the exit
+code back as the Job's status. The run must end Succeeded, with the alias published and a search
+finding the expected document. Local stand-ins: the workdir and model repository are paths under
+the IndexJob's volume mountPath (here pytest's base temp folder), Milvus is a Milvus Lite file and
+MongoDB a real secantusd. Export is skipped: the session's ``minilm_repo`` fixture ran that stage's
+code already (the export area tests it), and a second torch export would double the runtime."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.operator.cluster import emulated_cluster, running_operator
+from tests.operator.helpers import job_complete, job_failed, job_running
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+NAME, SCENE = "stdlib-e2e", "stdlib_e2e"
+STAGE_TIMEOUT = 240.0
+
+
+async def _container_env(cluster, container: dict[str, Any]) -> dict[str, str]:
+    """What the kubelet would give the container: plain values and secretKeyRefs, $(VAR) expanded."""
+    env = dict(os.environ)  # HF_HUB_OFFLINE and the venv: this machine's "image"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for var in container.get("env") or []:
+        if "value" in var:
+            env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), var["value"])
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = await cluster.secret_value(ref["name"], ref["key"])
+    return env
+
+
+async def _run_pod(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    executable = shutil.which(command[0], path=env["PATH"])
+    assert executable, f"{command[0]} is not installed in this environment"
+    proc = await asyncio.create_subprocess_exec(executable, *command[1:], env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), STAGE_TIMEOUT)
+    return proc.returncode, (err or out).decode(errors="replace").strip()
+
+
+async def _execute(cluster, job: dict[str, Any]) -> None:
+    """Run every pod of ``job`` (one per completion index) and report the outcome as its status."""
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["mmsearch", "job"]
+    env = await _container_env(cluster, container)
+    completions = int(job["spec"].get("completions") or 1)
+    done: list[str] = []
+    for index in range(completions):
+        if job["spec"].get("completionMode") == "Indexed":
+            env["JOB_COMPLETION_INDEX"] = str(index)
+        code, output = await _run_pod(container["command"] + container["args"], env)
+        if code != 0:
+            last = output.splitlines()[-1] if output else f"exit code {code}"
+            await cluster.set_job_status(job, job_failed, reason="BackoffLimitExceeded", message=last)
+            return
+        done.append(str(index))
+        if index + 1 < completions:
+            await cluster.set_job_status(job, job_running, completed_indexes=",".join(done))
+    await cluster.set_job_status(job, job_complete)
+
+
+async def _next_job_or_outcome(cluster, seen: set[str]):
+    async def probe():
+        status = (await cluster.indexjob(NAME)).get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return ("done", status)
+        new = [j for j in await cluster.jobs() if j["metadata"]["name"] not in seen]
+        return ("job", new[0]) if new else None
+    return await cluster.wait_for("a new Job or the end of the run", probe)
+
+
+async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_index(
+        tmp_path_factory, minilm_repo, mongo_server):
+    base = tmp_path_factory.getbasetemp()
+    root = tmp_path_factory.mktemp("indexjob-e2e")
+    milvus = root / "milvus.db"
+    obj = {
+        "apiVersion": "mmsearch.io/v1alpha1", "kind": "IndexJob", "metadata": {"name": NAME},
+        "spec": {
+            "scene": SCENE, "modality": "text", "image": "local-venv",
+            "workdir": str(root / "work"), "volume": {"claimName": "local", "mountPath": str(base)},
+            "source": {"kind": "stdlib", "uri": "json,csv"},
+            "model": {"source": "sentence-transformers/all-MiniLM-L6-v2", "name": "minilm",
+                      "repository": str(minilm_repo)},
+            "encode": {"shards": 2, "batchSize": 32},
+            "milvus": {"uri": str(milvus)},
+            "mongo": {"uriSecret": {"name": "mongo"}, "collection": SCENE},
+            "skipStages": ["export"],
+        },
+    }
+    async with emulated_cluster() as cluster, running_operator(cluster):
+        await cluster.create_secret("mongo", {"uri": mongo_server})
+        await cluster.apply(obj)
+        seen: set[str] = set()
+        ran: list[str] = []
+        while True:
+            kind, value = await _next_job_or_outcome(cluster, seen)
+            if kind == "done":
+                status = value
+                break
+            seen.add(value["metadata"]["name"])
+            ran.append(value["metadata"]["labels"]["mmsearch.io/stage"])
+            await _execute(cluster, value)
+        assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+        assert ran == ["prepare", "encode", "push-milvus", "push-mongo", "publish"]
+        encode = next(e for e in status["stages"] if e["name"] == "encode")
+        assert encode["progress"] == "2/2"
+        workdir = next(j for j in await cluster.jobs()
+                       if j["metadata"]["labels"]["mmsearch.io/stage"] == "prepare")["spec"]["template"]["spec"][
+            "containers"][0]["args"][1]
+
+    version = status["version"]
+    records = [json.loads(line) for line in Path(workdir, "corpus.jsonl").read_text().splitlines() if line.strip()]
+    target = next(r for r in records if "json.dumps" in r["question"] or "dumps" in r["question"])
+
+    from jobs import milvus_store
+    from jobs.encode import TextInputs, load_encoder
+
+    encoder = load_encoder(str(minilm_repo), "minilm", device="cpu")
+    ids, mask = TextInputs(encoder, "question").tokenizer.encode([target["question"]])
+    vector = encoder.run({"input_ids": ids, "attention_mask": mask})[0].tolist()
+    client = milvus_store.connect(str(milvus))
+    try:
+        assert milvus_store.alias_target(client, SCENE) == f"{SCENE}_{version}"
+        collection = milvus_store.resolve_collection(client, SCENE)
+        hits = client.search(collection_name=collection, data=[vector], limit=3, output_fields=["id"])[0]
+    finally:
+        milvus_store.close(client, str(milvus))
+    assert hits[0]["id"] == target["id"]
+
+    import pymongo
+
+    with pymongo.MongoClient(mongo_server, serverSelectionTimeoutMS=10000) as mongo:
+        doc = mongo["mmsearch"][SCENE].find_one({"_id": target["id"]})
+    assert doc is not None and doc["question"] == target["question"]
