@@ -91,8 +91,8 @@ def connect(uri: str, *, token: str = "", timeout: float = 10.0):
     except Exception as exc:
         if is_lite(uri):
             raise MilvusStoreError(f"cannot open Milvus Lite database {uri} (is another process using it? "
-                                   f"only one may open a Lite file at a time): {_short(exc)}") from None
-        raise MilvusStoreError(f"cannot reach Milvus at {uri}: {_short(exc)}") from None
+                                   f"only one may open a Lite file at a time): {short_error(exc)}") from None
+        raise MilvusStoreError(f"cannot reach Milvus at {uri}: {short_error(exc)}") from None
 
 
 def close(client, uri: str) -> None:
@@ -108,7 +108,8 @@ def close(client, uri: str) -> None:
             server_manager_instance.release_server(uri)
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
+    """One line of at most 300 characters describing ``exc`` (for job error messages)."""
     text = " ".join(str(exc).split())
     return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
 
@@ -279,7 +280,7 @@ def set_alias(client, alias: str, collection: str) -> None:
             client.create_alias(collection, alias)
     except Exception as exc:
         if not _unimplemented(exc):  # Milvus Lite: the registry row is the alias
-            raise MilvusStoreError(f"cannot set alias {alias} -> {collection}: {_short(exc)}") from None
+            raise MilvusStoreError(f"cannot set alias {alias} -> {collection}: {short_error(exc)}") from None
 
 
 def alias_target(client, alias: str) -> str | None:

@@ -218,7 +218,9 @@ def read_corpus(workdir: str) -> Iterator[dict]:
     uri = corpus_uri(workdir)
     try:
         data = artifacts.read_bytes(uri)
-    except (artifacts.ArtifactError, FileNotFoundError):
+    except artifacts.ArtifactError as exc:
+        if not str(exc).startswith("artifact not found"):
+            raise  # S3 unreachable, no such bucket: its own clear message
         raise JobError(f"no corpus at {uri}: run `mmsearch job prepare --workdir {workdir}` first") from None
     for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
         if line.strip():

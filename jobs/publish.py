@@ -56,6 +56,10 @@ def publish(milvus_uri: str, scene: str, version: str, *, keep: int = 2, token: 
                 pass  # Milvus Lite: no native aliases to check
             milvus_store.drop_collection(client, old)
             dropped.append(old)
+    except JobError:
+        raise
+    except Exception as exc:  # pymilvus errors: a server going away, a refused request
+        raise JobError(f"Milvus at {milvus_uri} failed while publishing {name}: {milvus_store.short_error(exc)}") from None
     finally:
         milvus_store.close(client, milvus_uri)
     return {"alias": scene, "collection": name, "previous": previous, "dropped": dropped}

@@ -84,7 +84,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: dict,
     except JobError:
         raise
     except Exception as exc:  # pymilvus errors: a server going away, a refused request
-        raise JobError(f"Milvus at {milvus_uri} failed on collection {name}: {milvus_store._short(exc)}") from None
+        raise JobError(f"Milvus at {milvus_uri} failed on collection {name}: {milvus_store.short_error(exc)}") from None
     finally:
         milvus_store.close(client, milvus_uri)
     return {"collection": name, "entities": found, "dimension": dimension, "created": created,
