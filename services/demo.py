@@ -52,7 +52,7 @@ from pydantic_settings import SettingsConfigDict
 from services.common.settings import BaseConfig, load_settings
 
 SourceKind = Literal["stdlib", "qa", "images"]
-LAYOUT = 1  # bump when the demo builds its index differently: old indexes are rebuilt
+LAYOUT = 2  # bump when the demo builds its index differently: old indexes are rebuilt
 
 
 class DemoSettings(BaseConfig):
@@ -227,10 +227,15 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
     if images:
         prepare += ["--base-url", f"http://{host}:{ports.web}/images/"]
     document_tower = f"{name}-image" if images else name
+    encode = ["--workdir", str(workdir), "--repository", str(repository), "--model", document_tower]
+    if kind == "stdlib":
+        # A stdlib "question" is a bare qualified name; its docstring summary carries the meaning
+        # a natural-language query matches (measured: hit@3 23/25 vs 22/25 on the names).
+        encode += ["--text-field", "answer"]
     build = (
         JobStep("prepare", tuple(prepare)),
         JobStep("export", ("--model", model, "--name", name, "--repository", str(repository))),
-        JobStep("encode", ("--workdir", str(workdir), "--repository", str(repository), "--model", document_tower)),
+        JobStep("encode", tuple(encode)),
         JobStep("push-milvus", ("--workdir", str(workdir), "--milvus-uri", milvus_uri, "--scene", scene,
                                 "--version", version, "--repository", str(repository),
                                 "--model", document_tower)),
