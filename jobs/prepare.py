@@ -157,7 +157,7 @@ def stdlib_records(modules: str | None) -> Iterator[tuple[str, dict]]:
 
     roots = [m.strip() for m in modules.split(",") if m.strip()] if modules else None
     try:
-        docs = stdlib_corpus.collect(roots)
+        docs = stdlib_corpus.collect_isolated(roots)
     except ValueError as exc:
         raise JobError(f"--source {modules!r}: {exc}") from None
     for doc in docs:

@@ -15,7 +15,9 @@ Decisions:
   replace at runtime (``sys.excepthook``, ``threading.excepthook``) are
   documented from their originals (``sys.__excepthook__``),
   so the corpus is the same in every process.
-- Modules are imported in-process with warnings silenced and stdout/stderr
+- ``prepare`` collects in a fresh interpreter (:func:`collect_isolated`), so a
+  caller that imported torch or pytest (which patch stdlib functions) gets the
+  same corpus. Modules are imported with warnings silenced and stdout/stderr
   captured; a module that fails to import (a missing C extension, another
   platform) is skipped, never fatal.
 - A class or function is documented under the public module that defines it, or
@@ -174,3 +176,32 @@ def collect(roots: Iterable[str] | None = None) -> list[StdlibDoc]:
                 kind = "class" if inspect.isclass(obj) else "function"
                 docs[qualified] = StdlibDoc(qualified, kind, summary, top)
     return [docs[k] for k in sorted(docs)]
+
+
+def collect_isolated(roots: Iterable[str] | None = None, timeout: float = 600.0) -> list[StdlibDoc]:
+    """:func:`collect` in a fresh interpreter, so the corpus never depends on what the caller
+    imported or patched (torch, pytest and others replace stdlib functions at runtime)."""
+    import json
+    import subprocess
+
+    args = [sys.executable, "-m", "jobs.stdlib_corpus", *(roots or [])]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if result.returncode == 2:
+        raise ValueError(result.stderr.strip())
+    if result.returncode != 0:
+        raise RuntimeError(f"collecting the stdlib corpus failed: {result.stderr.strip()[-500:]}")
+    return [StdlibDoc(**json.loads(line)) for line in result.stdout.splitlines() if line]
+
+
+if __name__ == "__main__":
+    import dataclasses
+    import json
+
+    try:
+        collected = collect(sys.argv[1:] or None)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+    out = sys.stdout
+    for doc in collected:
+        out.write(json.dumps(dataclasses.asdict(doc)) + "\n")
