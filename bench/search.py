@@ -195,6 +195,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--modules", default="", help="stdlib modules for the corpus (default: all)")
     parser.add_argument("--workdir", default="", help="keep the built index here (default: a temp folder)")
+    parser.add_argument("--serving-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra serving setting, e.g. MMSEARCH_ONNX_ALLOW_SPINNING=false (repeatable)")
     args = parser.parse_args()
 
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="mmsearch-bench-"))
@@ -236,7 +238,8 @@ def main() -> None:
         procs.append(subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "serve", "serving"], cwd=ROOT, env={
             **env, "MMSEARCH_PORT": str(srv_port), "MMSEARCH_EXPERIMENTS": str(experiments),
             "MMSEARCH_PREPROCESS_ADDRESS": f"127.0.0.1:{pre_port}", "MMSEARCH_MILVUS_URI": milvus.uri,
-            "MMSEARCH_MONGO_URI": mongo.uri, "MMSEARCH_MODEL_REPOSITORY": str(repo)}))
+            "MMSEARCH_MONGO_URI": mongo.uri, "MMSEARCH_MODEL_REPOSITORY": str(repo),
+            **dict(item.split("=", 1) for item in args.serving_env)}))
         wait_healthy(f"127.0.0.1:{srv_port}")
 
         n = args.queries

@@ -4,10 +4,10 @@ Two real implementations of :class:`Encoder`:
 - :class:`OnnxEncoder` (embedded default): onnxruntime in-process on
   ``REPO/NAME/1/model.onnx``; runs in its own threads (onnxruntime releases
   the GIL), as many as the batcher's calls in flight, each call using
-  ``intra_op_threads``. Spin-waiting of idle intra-op threads is a setting:
-  on (onnxruntime's default) it saves about 2 ms a query at low load on 2
-  cores (measured: embed 2.7 vs 4.5 ms); off, it leaves the cores to other
-  work when they are shared.
+  ``intra_op_threads`` (serving's default: 1, see its settings). With more
+  intra-op threads, their spin-waiting is a setting: on (onnxruntime's
+  default) it lowers latency at low load; off, it leaves the cores to the
+  other stages under load.
 - :class:`TritonEncoder` (cluster): model ``NAME`` on a Triton server over
   gRPC with ``tritonclient.grpc.aio``; input names and datatypes come from
   Triton's model metadata.
@@ -76,7 +76,7 @@ _ORT_TYPES = {
 class OnnxEncoder:
     """onnxruntime in-process on ``REPO/NAME/1/model.onnx`` (``concurrency`` calls at once, in its own threads)."""
 
-    def __init__(self, repository: str, name: str, *, version: int = 1, intra_op_threads: int = 0,
+    def __init__(self, repository: str, name: str, *, version: int = 1, intra_op_threads: int = 1,
                  concurrency: int = 1, allow_spinning: bool = True):
         import onnxruntime as ort
 

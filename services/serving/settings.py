@@ -38,10 +38,14 @@ class ServingSettings(ServiceSettings):
         description="Model repository (REPO of REPO/NAME/1/model.onnx + manifest.json); Triton serves the same REPO.",
     )
     onnx_intra_op_threads: int = Field(
-        0, ge=0, le=256, description="onnxruntime intra-op threads of one inference call (0: one per core).")
+        1, ge=0, le=256,
+        description="onnxruntime intra-op threads of one inference call (0: one per core). 1 by default: measured "
+                    "on 2 cores (bench/search.py), one thread gave the same p50 at concurrency 1 and ~20% more QPS "
+                    "at 32 than one per core, because the event loop, gRPC and pymilvus need the other core.")
     onnx_allow_spinning: bool = Field(
-        True, description="Let idle onnxruntime threads spin-wait (onnxruntime's default): about 2 ms less per query "
-                          "at low load on 2 cores; turn off when the cores are shared with busier work.")
+        True, description="Let idle onnxruntime intra-op threads spin-wait (onnxruntime's default; only matters "
+                          "with more than one intra-op thread): lower latency at low load, CPU taken from the "
+                          "other stages under load.")
     io_threads: int = Field(8, ge=1, le=256, description="Threads running blocking pymilvus calls.")
     default_deadline_ms: int = Field(2000, ge=10, description="Deadline of a request whose client set none.")
     dependency_timeout_ms: int = Field(
