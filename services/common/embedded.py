@@ -113,6 +113,7 @@ def start_mongo(storage_path: str | os.PathLike = ":memory:", *, host: str = "12
     if str(storage_path) != ":memory:":
         Path(storage_path).mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
+        offset = log.tell()  # the log is appended across restarts: read only this process's lines
         process = subprocess.Popen(
             secantusd_command(host, port, storage_path),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -125,7 +126,9 @@ def start_mongo(storage_path: str | os.PathLike = ":memory:", *, host: str = "12
             if process.poll() is not None:
                 raise EmbeddedError(f"secantusd exited with code {process.returncode}: {_log_tail(log_path)}")
             if found_port is None:
-                match = _LISTENING.search(log_path.read_text(errors="replace"))
+                with open(log_path, "rb") as log:
+                    log.seek(offset)
+                    match = _LISTENING.search(log.read().decode(errors="replace"))
                 if match:
                     found_port = int(match.group(2))
             if found_port is not None and process.poll() is None:

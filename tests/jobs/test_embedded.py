@@ -16,14 +16,15 @@ from tests.fixtures.servers import run_job
 
 
 def test_start_mongo_on_an_ephemeral_port_keeps_data_across_restarts(tmp_path):
-    with start_mongo(tmp_path / "data", timeout=60) as first:
+    log = tmp_path / "mongo.log"  # one log appended across restarts, as the demo keeps it
+    with start_mongo(tmp_path / "data", timeout=60, log_path=log) as first:
         assert first.port > 0 and first.uri == f"mongodb://127.0.0.1:{first.port}"
         client = pymongo.MongoClient(first.uri)
         client.db.c.insert_one({"_id": 1, "v": "kept"})
         client.close()
         process = first.process
     assert process.poll() is not None  # stopped on exit
-    with start_mongo(tmp_path / "data", timeout=60) as second:
+    with start_mongo(tmp_path / "data", timeout=60, log_path=log) as second:
         client = pymongo.MongoClient(second.uri)
         assert client.db.c.find_one({"_id": 1}) == {"_id": 1, "v": "kept"}
         client.close()
