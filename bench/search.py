@@ -17,7 +17,8 @@ and an embedded secantusd. Then measures:
   (embedded encoder) as processes, a gRPC client at concurrency 1, 8, 32.
 Prints p50/p99/QPS and the ratios against the targets: p50@1 within 1.3x of
 the floor; QPS@32 at least 5x the naive baseline's; and p50@1 against
-floor+hops.
+floor+hops. Also prints the CPU milliseconds each process spends per query at
+concurrency 32 (from /proc), and the QPS ceiling that implies on this machine.
 
 Run: ``.venv/bin/python bench/search.py [--queries 200] [--modules csv,json,...]``.
 """
@@ -167,6 +168,15 @@ async def load(address: str, scene: str, concurrency: int, n: int) -> dict:
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_healthy(address: str, timeout: float = 120) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -207,6 +217,7 @@ def main() -> None:
     milvus.start()
     mongo = start_mongo(tmp / "mongo", timeout=60)
     procs: list[subprocess.Popen] = []
+    cpu: dict[int, dict[str, float]] = {}
     try:
         t = time.perf_counter()
         if not (repo / "minilm" / "manifest.json").exists():
@@ -247,8 +258,13 @@ def main() -> None:
                    "floor+hops": floor_with_hops(repo, milvus.uri, collection, mongo.uri, scene,
                                                  f"127.0.0.1:{pre_port}", n)}
         results["naive"] = naive(model_dir, milvus.uri, collection, mongo.uri, scene, max(50, n // 2))
+        processes = {"serving": procs[1].pid, "preprocess": procs[0].pid, "milvus": milvus.process.pid,
+                     "mongo": mongo.process.pid, "client (this)": os.getpid()}
         for c in (1, 8, 32):
+            before = {name: cpu_seconds(pid) for name, pid in processes.items()}
             results[f"mmsearch c={c}"] = asyncio.run(load(f"127.0.0.1:{srv_port}", scene, c, max(n, 10 * c)))
+            requests = max(n, 10 * c) + len(QUERIES)  # with the warm-up
+            cpu[c] = {name: (cpu_seconds(pid) - before[name]) * 1000 / requests for name, pid in processes.items()}
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -259,6 +275,11 @@ def main() -> None:
     print(f"\n{'':<16}{'p50 ms':>10}{'p99 ms':>10}{'QPS':>10}")
     for name, r in results.items():
         print(f"{name:<16}{r['p50']:>10.2f}{r['p99']:>10.2f}{r['qps']:>10.1f}")
+    if cpu.get(32) and any(cpu[32].values()):
+        total = sum(cpu[32].values())
+        print(f"\nCPU ms per query at c=32: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu[32].items())
+              + f"; total {total:.2f} -> at most {os.cpu_count() * 1000 / total:.0f} QPS on {os.cpu_count()} "
+              f"cores with nothing else running")
     p50_ratio = results["mmsearch c=1"]["p50"] / results["floor"]["p50"]
     hops_ratio = results["mmsearch c=1"]["p50"] / results["floor+hops"]["p50"]
     qps_ratio = results["mmsearch c=32"]["qps"] / results["naive"]["qps"]
