@@ -277,7 +277,7 @@ def main() -> None:
         print(f"{name:<16}{r['p50']:>10.2f}{r['p99']:>10.2f}{r['qps']:>10.1f}")
     if cpu.get(32) and any(cpu[32].values()):
         total = sum(cpu[32].values())
-        print(f"\nCPU ms per query at c=32: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu[32].items())
+        print("\nCPU ms per query at c=32: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu[32].items())
               + f"; total {total:.2f} -> at most {os.cpu_count() * 1000 / total:.0f} QPS on {os.cpu_count()} "
               f"cores with nothing else running")
     p50_ratio = results["mmsearch c=1"]["p50"] / results["floor"]["p50"]

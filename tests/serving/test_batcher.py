@@ -2,7 +2,6 @@
 import asyncio
 
 import numpy as np
-import pytest
 
 from services.serving.batching import MicroBatcher, pad_and_stack
 from services.serving.encoders import EncoderUnavailable
@@ -47,3 +46,23 @@ async def test_errors_reach_every_waiter_and_batcher_keeps_working():
     fail = False
     assert (await batcher.submit({"x": np.array([[5]])})).tolist() == [[5.0]]
     await batcher.close()
+
+
+async def test_lone_request_goes_at_once_and_in_flight_bounds_concurrent_calls():
+    running, peak, calls = 0, 0, []
+
+    async def run(inputs):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        calls.append(inputs["x"].shape[0])
+        await asyncio.sleep(0.01)
+        running -= 1
+        return list(inputs["x"][:, 0])
+
+    batcher = MicroBatcher(run, max_size=4, in_flight=2)
+    assert await batcher.submit({"x": np.array([[7]])}) == [7] and calls == [1]
+    results = await asyncio.gather(*(batcher.submit({"x": np.array([[i]])}) for i in range(15)))
+    await batcher.close()
+    assert results == [[i] for i in range(15)]
+    assert peak == 2 and max(calls) <= 4 and sum(calls) == 16
