@@ -16,8 +16,11 @@ Decisions:
   shared by every config version; :meth:`Pipeline.activate` builds an
   :class:`Active` config only after every arm's encoder loads, its
   preprocess model exists and its encoder matches its collection's recorded
-  manifest (model/index consistency). A request holds the :class:`Active`
-  it started with, so a reload never disturbs it.
+  manifest (model/index consistency). The encoder's manifest is read from
+  ``MMSEARCH_MODEL_REPOSITORY`` for either backend, so an arm on Triton
+  needs that setting to name the same repository Triton loads
+  (``--model-repository``). A request holds the :class:`Active` it started
+  with, so a reload never disturbs it.
 - Concurrent requests share backend calls (:mod:`services.serving.batching`):
   text queries one Tokenize call per preprocess model, then one inference
   call per encoder, then one Milvus search per collection and search shape;
