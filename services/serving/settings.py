@@ -39,9 +39,10 @@ class ServingSettings(ServiceSettings):
     )
     onnx_intra_op_threads: int = Field(
         1, ge=0, le=256,
-        description="onnxruntime intra-op threads of one inference call (0: one per core). 1 by default: measured "
-                    "on 2 cores (bench/search.py), one thread gave the same p50 at concurrency 1 and ~20% more QPS "
-                    "at 32 than one per core, because the event loop, gRPC and pymilvus need the other core.")
+        description="onnxruntime intra-op threads of one inference call (0: one per core). 1 by default, for "
+                    "throughput: measured on 2 cores, one thread gave 20-50% more QPS at concurrency 32 than one "
+                    "per core (the event loop, gRPC and pymilvus need the other core) for 2-4 ms more p50 at "
+                    "concurrency 1; set 0 where latency at low load matters more.")
     onnx_allow_spinning: bool = Field(
         True, description="Let idle onnxruntime intra-op threads spin-wait (onnxruntime's default; only matters "
                           "with more than one intra-op thread): lower latency at low load, CPU taken from the "
