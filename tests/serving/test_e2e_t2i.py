@@ -10,10 +10,7 @@ query, the very image (its own vector, similarity 1).
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import io
-import threading
 import time
 from pathlib import Path
 
@@ -22,8 +19,9 @@ import numpy as np
 import pytest
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from tests.fixtures.servers import run_job
+from tests.fixtures.images import build_image_index, link_models, serve_folder, write_images
 from tests.fixtures.stack import start_stack, write_config
+from tests.fixtures.stack import t2i_config as scene_config
 
 pytestmark = pytest.mark.slow
 
@@ -32,35 +30,17 @@ N_IMAGES = 16
 
 
 def t2i_config(text_model: str = "tiny-clip") -> dict:
-    return {"scenes": {SCENE: {
-        "modality": "image",
-        "defaults": {
-            "query": {"text": {"model": text_model}, "image": {"model": "tiny-clip-image"}},
-            "match": {"collection": SCENE, "top_k": 5, "candidates": N_IMAGES},
-            "summary": {"database": "mmsearch", "collection": SCENE, "fields": ["name", "url"]},
-        },
-        "layers": [{"name": "ranking", "arms": [
-            {"name": "control", "weight": 50},
-            {"name": "diverse", "weight": 50, "overrides": {"rank": {"name": "mmr", "params": {"lambda": 0.8}}}},
-        ]}],
-    }}}
+    return scene_config(SCENE, text_model=text_model, candidates=N_IMAGES)
 
 
 @pytest.fixture(scope="module")
 def image_site(tmp_path_factory):
-    """Generated PNGs served over http on 127.0.0.1 (port 0)."""
+    """Generated PNGs (varied sizes and modes) served over http on 127.0.0.1 (port 0)."""
     from jobs import parity
 
-    folder = tmp_path_factory.mktemp("t2i-images")
-    for i, image in enumerate(parity.varied_images(N_IMAGES, seed=11)):
-        image.convert("RGB").save(folder / f"img{i:02d}.png")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    folder = write_images(tmp_path_factory.mktemp("t2i-images"), parity.varied_images(N_IMAGES, seed=11))
+    with serve_folder(folder) as base_url:
+        yield folder, base_url
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +53,11 @@ def t2i_stack(image_site, tiny_clip_repo, minilm_repo, mongo_server, service_loo
     folder, base_url = image_site
     tmp = tmp_path_factory.mktemp("t2i")
     repo, work, milvus = tmp / "repo", tmp / "work", tmp / "milvus.db"
-    repo.mkdir()
-    for source in (tiny_clip_repo / "tiny-clip", tiny_clip_repo / "tiny-clip-image", minilm_repo / "minilm"):
-        (repo / source.name).symlink_to(source.resolve(), target_is_directory=True)
-    run_job("prepare", "--workdir", str(work), "--source-kind", "images", "--source", str(folder),
-            "--base-url", base_url)
-    run_job("encode", "--workdir", str(work), "--repository", str(repo), "--model", "tiny-clip-image")
-    run_job("push-milvus", "--workdir", str(work), "--milvus-uri", str(milvus), "--scene", SCENE, "--version", "1",
-            "--repository", str(repo), "--model", "tiny-clip-image")
-    run_job("push-mongo", "--workdir", str(work), "--mongo-uri", mongo_server, "--collection", SCENE)
-    run_job("publish", "--milvus-uri", str(milvus), "--scene", SCENE, "--version", "1")
+    models = link_models(repo, tiny_clip_repo / "tiny-clip", tiny_clip_repo / "tiny-clip-image", minilm_repo / "minilm")
+    build_image_index(folder=folder, base_url=base_url, repo=repo, workdir=work, milvus=milvus,
+                      mongo_uri=mongo_server, scene=SCENE)
     experiments = tmp / "experiments.yaml"
     write_config(experiments, t2i_config())
-    models = {name: str(repo / name) for name in ("tiny-clip", "tiny-clip-image", "minilm")}
     stack = start_stack(service_loop, models=models, experiments=experiments, milvus_uri=str(milvus),
                         mongo_uri=mongo_server, model_repository=str(repo))
     stack.extra.update(repo=repo, work=work, folder=folder)
