@@ -2,10 +2,17 @@
 
 The web server runs in its own thread and event loop so that tests can use
 plain blocking clients (requests, Playwright's sync API).
+
+- ``web``: the web service in front of ``search_stack`` (one T2T scene);
+- ``two_scenes``: :class:`TwoScenes`, ONE preprocess + serving with the stdlib T2T scene
+  and a T2I scene (tiny CLIP over generated PNGs indexed by the real jobs), and a web
+  service in front of it that serves the PNGs at ``/images/`` (as the demo does);
+- ``browser`` / ``page``: Debian's /usr/bin/chromium driven by Playwright.
 """
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -94,3 +101,92 @@ def web_down() -> Iterator[WebThread]:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@dataclass(frozen=True)
+class TwoScenes:
+    """A web service whose serving has a text -> text and a text -> image scene."""
+
+    web: WebThread
+    t2t: str             # the stdlib scene (MiniLM): cards
+    t2i: str             # the image scene (tiny CLIP, text and image queries): a grid
+    images: Path         # the indexed PNGs, also served by web at /images/<name>
+
+
+T2I_SCENE = "t2i"
+
+
+@pytest.fixture(scope="session")
+def two_scenes(stdlib_index, tiny_clip_repo, service_loop, tmp_path_factory) -> Iterator[TwoScenes]:
+    """One stack serving both scenes, with the web service in front.
+
+    Serving reads one Milvus URI, so both collections go into one fresh Lite file: the
+    stdlib vectors the ``stdlib_index`` build encoded are pushed again, and the images are
+    indexed there; the jobs run as processes before this process opens the file. The web
+    service starts first (its /images/ route is the ``--base-url`` the encode job fetches,
+    as in the demo), pointed at the port serving will take.
+    """
+    from tests.fixtures.images import DISTINCT, build_image_index, distinct_images, link_models, write_images
+    from tests.fixtures.servers import run_job
+    from tests.fixtures.stack import start_stack, t2i_config, t2t_config, write_config
+    from tests.fixtures.triton import free_port
+
+    root = tmp_path_factory.mktemp("two-scenes")
+    folder = write_images(root / "images", distinct_images())
+    milvus = root / "milvus.db"
+    models = link_models(root / "repo", stdlib_index.repository / stdlib_index.model, tiny_clip_repo / "tiny-clip",
+                         tiny_clip_repo / "tiny-clip-image")
+    serving_port = free_port()
+    settings = web_settings(f"127.0.0.1:{serving_port}", max_upload_bytes=64 * 1024, images_dir=folder)
+    with WebThread(settings) as web:
+        t2t, version = stdlib_index.scene, stdlib_index.version
+        run_job("push-milvus", "--workdir", str(stdlib_index.workdir), "--milvus-uri", str(milvus), "--scene", t2t,
+                "--version", version, "--repository", str(root / "repo"), "--model", stdlib_index.model)
+        run_job("publish", "--milvus-uri", str(milvus), "--scene", t2t, "--version", version)
+        build_image_index(folder=folder, base_url=f"{web.url}/images/", repo=root / "repo", workdir=root / "work",
+                          milvus=milvus, mongo_uri=stdlib_index.mongo_uri, scene=T2I_SCENE,
+                          mongo_collection=f"{T2I_SCENE}_web")
+        experiments = root / "experiments.yaml"
+        write_config(experiments, {"scenes": {
+            **t2t_config(t2t, model=stdlib_index.model)["scenes"],
+            **t2i_config(T2I_SCENE, summary_collection=f"{T2I_SCENE}_web", candidates=len(DISTINCT))["scenes"],
+        }})
+        stack = start_stack(service_loop, models=models, experiments=experiments, milvus_uri=str(milvus),
+                            mongo_uri=stdlib_index.mongo_uri, model_repository=str(root / "repo"), port=serving_port)
+        try:
+            yield TwoScenes(web, t2t, T2I_SCENE, folder)
+        finally:
+            stack.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory) -> Iterator:
+    """A headless Chromium context (fresh profile); Playwright never downloads a browser here."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (apt-get install chromium chromium-driver)")
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1100, "height": 800},
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A new tab; ``page.dialogs`` collects the messages of any alert/confirm (there should be none)."""
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.dialogs = dialogs
+    yield page
+    page.close()

@@ -1,72 +1,20 @@
-"""The search page in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+"""The search page in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright; see conftest).
 
-Playwright never downloads a browser here: it launches the system Chromium by
-path, with a fresh profile for the session.
+One T2T scene (``web``); the scene switch, image grid and uploads are in test_browser_images.py.
 """
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from tests.web.conftest import WebThread, web_settings
+from tests.web.pages import WAIT_MS, results, type_query, wait_for_summary
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
 XSS = "<img src=x onerror=alert(1)>"
-WAIT_MS = 20_000
-
-
-@pytest.fixture(scope="session")
-def browser(tmp_path_factory) -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (apt-get install chromium chromium-driver)")
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True, args=ARGS,
-            viewport={"width": 1100, "height": 800},
-        )
-        yield context
-        context.close()
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.dialogs = dialogs
-    yield page
-    page.close()
-
-
-def results(page) -> list[str]:
-    page.wait_for_selector(".result", timeout=WAIT_MS)
-    return page.locator(".result .question").all_text_contents()
-
-
-def type_query(page, text: str) -> None:
-    """Type like a person (one key at a time): exercises the debounced search-as-you-type."""
-    page.locator("#q").fill("")
-    page.locator("#q").press_sequentially(text, delay=15)
-
-
-def wait_for_summary(page, text: str) -> str:
-    page.wait_for_function(
-        "t => document.querySelector('#summary-line').textContent.includes(t)", arg=text, timeout=WAIT_MS)
-    return page.text_content("#summary-line")
-
-
 def test_type_a_query_and_see_ranked_results(page, web, stack_scene, artifacts_dir):
     page.goto(web.url + "/")
     page.wait_for_selector(f".scene[data-scene='{stack_scene.name}'][aria-selected='true']", timeout=WAIT_MS)
