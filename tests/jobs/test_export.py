@@ -75,6 +75,10 @@ def test_minilm_repository_and_parity(minilm_repo, minilm_source):
     manifest = check_text_repository(folder, "minilm", 384)
     assert manifest["family"] == "sentence-transformers" and manifest["max_length"] == 256
     assert manifest["optimized"] is True  # the fused BERT graph kept parity
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(folder / "1" / "model.onnx")).graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops  # attention fused, not the SDPA pattern
     got, want = onnx_text(folder, TEXTS), st_reference(minilm_source, TEXTS)
     assert parity.compare(got, want)["min_cosine"] >= 0.9999
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
