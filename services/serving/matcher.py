@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -72,6 +73,7 @@ class MilvusMatcher:
         self._executor = executor
         self._connect_timeout_s = connect_timeout_s
         self._client = None
+        self._alias = f"mmsearch-matcher-{uuid.uuid4().hex}"
         self._lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
         self._lock = threading.Lock()
         # Manifest reads and pings (health probes) run on their own thread: when Milvus hangs they
@@ -84,7 +86,10 @@ class MilvusMatcher:
                 from pymilvus import MilvusClient
 
                 try:
-                    self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self._connect_timeout_s)
+                    # An alias of its own: pymilvus otherwise keys connections by uri, so closing one
+                    # matcher (a serving stopped in this process) would disconnect every other on that uri.
+                    self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self._connect_timeout_s,
+                                                alias=self._alias)
                 except Exception as exc:
                     raise MatchUnavailable(f"Milvus at {self.uri} is unreachable: {exc}") from None
             return self._client

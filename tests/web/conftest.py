@@ -164,9 +164,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory) -> Iterator:
-    """A headless Chromium context (fresh profile); Playwright never downloads a browser here."""
+    """A headless Chromium context (fresh profile); Playwright never downloads a browser here.
+
+    Module scope, not session: Playwright's sync API keeps an event loop running on the main
+    thread while it is open, and pytest-asyncio tests (tests/serving) cannot start theirs then.
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (apt-get install chromium chromium-driver)")
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
