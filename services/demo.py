@@ -219,6 +219,8 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
 
     fingerprint = {"source_kind": kind, "source": source, "model": model, "model_name": name, "scene": scene,
                    "layout": LAYOUT}
+    if images:  # the corpus records the thumbnails' URLs: another web port means another index
+        fingerprint["base_url"] = f"http://{host}:{ports.web}/images/"
     version = index_version(fingerprint)
     documents = f"{scene}_{version}"
     prepare = ["--workdir", str(workdir), "--source-kind", kind]
@@ -323,19 +325,55 @@ def run_build(p: DemoPlan) -> None:
                 raise SystemExit(f"error: the index build failed at `mmsearch job {step.stage}`") from None
 
 
+@contextlib.contextmanager
+def serving_images(p: DemoPlan) -> Iterator[None]:
+    """For an image corpus, serve the folder at the URL the corpus records (the web page's
+    ``/images/``) while the index is built, since encode fetches the images from there and
+    the web service starts only after the index exists."""
+    base = p.fingerprint.get("base_url")
+    web = next((s for s in p.services if s.name == "web"), None)
+    folder = web.env.get("MMSEARCH_IMAGES_DIR") if web else None
+    if not base or not folder:
+        yield
+        return
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlparse
+
+    class Images(SimpleHTTPRequestHandler):
+        def translate_path(self, path: str) -> str:
+            rel = urlparse(path).path.removeprefix("/images/")
+            return super().translate_path("/" + rel)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    url = urlparse(base)
+    server = ThreadingHTTPServer((url.hostname, url.port), functools.partial(Images, directory=folder))
+    thread = threading.Thread(target=server.serve_forever, name="demo-images", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def build_index(p: DemoPlan) -> None:
     scene_root = p.marker.parent
     if scene_root.exists():
         shutil.rmtree(scene_root)  # a stale or partial build of another fingerprint
     scene_root.mkdir(parents=True)
     child = multiprocessing.get_context("spawn").Process(target=run_build, args=(p,), name="demo-build")
-    child.start()
-    try:
-        child.join()
-    except KeyboardInterrupt:
-        child.terminate()
-        child.join(10)
-        raise
+    with serving_images(p):
+        child.start()
+        try:
+            child.join()
+        except KeyboardInterrupt:
+            child.terminate()
+            child.join(10)
+            raise
     if child.exitcode != 0:
         raise SystemExit(f"error: building the demo index failed (exit code {child.exitcode}); "
                          f"the messages above say which stage")

@@ -102,3 +102,30 @@ def test_demo_builds_starts_answers_and_stops(seeded_data_dir):
     finally:
         out = stop_demo(again) if again.poll() is None else again.stdout.read()
     assert again.returncode == 0, out
+
+
+def test_image_demo_on_a_folder_builds_and_finds_an_uploaded_image(tmp_path, tiny_clip_source):
+    """`MMSEARCH_DEMO_SOURCE_KIND=images`: encode fetches the images from the URLs the corpus
+    records (the page's /images/) while the index is built, before the web service runs."""
+    from tests.fixtures.images import distinct_images, write_images
+
+    folder = write_images(tmp_path / "photos", distinct_images())
+    env = {**os.environ, "MMSEARCH_DEMO_DATA_DIR": str(tmp_path / "data"), "MMSEARCH_DEMO_SOURCE_KIND": "images",
+           "MMSEARCH_DEMO_SOURCE": str(folder), "MMSEARCH_DEMO_MODEL": str(tiny_clip_source),
+           "MMSEARCH_DEMO_MODEL_NAME": "clip", "MMSEARCH_DEMO_WEB_PORT": "0", "MMSEARCH_DEMO_SERVING_PORT": "0",
+           "MMSEARCH_DEMO_PREPROCESS_PORT": "0", "MMSEARCH_DEMO_STARTUP_TIMEOUT_SECONDS": "120",
+           "MMSEARCH_DEMO_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "demo"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        url, _ = read_until_ready(proc)
+        name = sorted(p.name for p in folder.iterdir())[3]
+        response = requests.post(url + "api/search", params={"scene": "t2i", "k": "3"},
+                                 files={"image": (name, (folder / name).read_bytes(), "image/png")}, timeout=30)
+        assert response.status_code == 200, response.text
+        top = response.json()["items"][0]["summary"]
+        assert top["name"] == name
+        assert requests.get(top["url"], timeout=10).content == (folder / name).read_bytes()  # the thumbnail
+    finally:
+        out = stop_demo(proc) if proc.poll() is None else proc.stdout.read()
+    assert proc.returncode == 0, out
