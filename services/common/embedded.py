@@ -13,11 +13,9 @@
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,12 +29,12 @@ class EmbeddedError(RuntimeError):
     """An embedded backend could not be started."""
 
 
-def _die_with_parent() -> None:
-    """In the child: receive SIGTERM when the parent dies (Linux only)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _with_parent_death_signal(argv: list[str]) -> list[str]:
+    """Prefix ``argv`` with util-linux's ``setpriv --pdeathsig TERM`` where it exists, so the
+    server gets SIGTERM if its parent dies. (Not a ``preexec_fn``: running Python between fork
+    and exec in a process with gRPC's threads crashed the child, seen here as exit -6.)"""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", *argv] if setpriv else argv
 
 
 def secantusd_executable() -> str:
@@ -115,9 +113,8 @@ def start_mongo(storage_path: str | os.PathLike = ":memory:", *, host: str = "12
     with open(log_path, "ab") as log:
         offset = log.tell()  # the log is appended across restarts: read only this process's lines
         process = subprocess.Popen(
-            secantusd_command(host, port, storage_path),
+            _with_parent_death_signal(secantusd_command(host, port, storage_path)),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     deadline = time.monotonic() + timeout
     found_port = None  # from *this* process's log line, so another server on the port is never mistaken for it
