@@ -77,19 +77,29 @@ class OnnxEncoder:
     """onnxruntime in-process on ``REPO/NAME/1/model.onnx`` (``concurrency`` calls at once, in its own threads)."""
 
     def __init__(self, repository: str, name: str, *, version: int = 1, intra_op_threads: int = 1,
-                 concurrency: int = 1, allow_spinning: bool = True):
+                 concurrency: int = 1, allow_spinning: bool = True, single_query_threads: int | None = None):
+        """``single_query_threads`` (None: same as ``intra_op_threads``; 0: one per core) runs calls
+        of batch size 1 on a second session with that many threads. A batch of one is what low load
+        produces (the micro-batcher has nothing to merge), where spare cores cut latency; under load
+        the batches grow and run on the ``intra_op_threads`` session, which gives more throughput."""
         import onnxruntime as ort
 
         self.name = name
         path = Path(materialize(model_folder(repository, name))) / str(version) / "model.onnx"
         if not path.exists():
             raise FileNotFoundError(f"encoder {name!r}: no ONNX model at {path}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def session(threads: int, spinning: bool):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        self._session = session(intra_op_threads, allow_spinning)
+        single = intra_op_threads if single_query_threads is None else single_query_threads
+        self._single = session(single, allow_spinning) if single != intra_op_threads else self._session
         self._inputs = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in self._session.get_inputs()}
         self._output = self._session.get_outputs()[0].name
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"onnx-{name}")
@@ -99,7 +109,9 @@ class OnnxEncoder:
         if missing:
             raise EncoderInputError(f"model {self.name!r} needs inputs {missing}; got {sorted(inputs)}")
         feed = {k: np.ascontiguousarray(inputs[k], dtype=t) for k, t in self._inputs.items()}
-        return np.asarray(self._session.run([self._output], feed)[0], dtype=np.float32)
+        batch = next(iter(feed.values())).shape[0] if feed else 0
+        session = self._single if batch == 1 else self._session
+        return np.asarray(session.run([self._output], feed)[0], dtype=np.float32)
 
     async def infer(self, inputs: Inputs) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, inputs)

@@ -210,7 +210,8 @@ class Pipeline:
             else:
                 encoder = await asyncio.to_thread(
                     OnnxEncoder, s.model_repository, model, intra_op_threads=s.onnx_intra_op_threads,
-                    concurrency=s.batch_in_flight, allow_spinning=s.onnx_allow_spinning)
+                    concurrency=s.batch_in_flight, allow_spinning=s.onnx_allow_spinning,
+                    single_query_threads=s.onnx_single_query_threads)
             hist = metrics.BATCH_SIZE.labels(model)
             batcher = MicroBatcher(encoder.infer, max_size=s.batch_max_size, max_wait_s=s.batch_max_wait_ms / 1000,
                                    in_flight=s.batch_in_flight, on_batch=hist.observe)

@@ -43,6 +43,14 @@ class ServingSettings(ServiceSettings):
                     "throughput: measured on 2 cores, one thread gave 20-50% more QPS at concurrency 32 than one "
                     "per core (the event loop, gRPC and pymilvus need the other core) for 2-4 ms more p50 at "
                     "concurrency 1; set 0 where latency at low load matters more.")
+    onnx_single_query_threads: int = Field(
+        1, ge=0, le=256,
+        description="onnxruntime intra-op threads for a call that encodes one query alone (0: one per core), "
+                    "on a second session when it differs from MMSEARCH_ONNX_INTRA_OP_THREADS: at low load each "
+                    "query runs alone and spare cores cut its latency; under load the micro-batcher merges "
+                    "queries and the other session runs them. Measured on 2 cores (bench/search.py): 0 here "
+                    "took p50 at concurrency 1 from 12.4 to 10.5 ms and QPS at 32 from 226 to 198 (noisy). "
+                    "Default 1: one session.")
     onnx_allow_spinning: bool = Field(
         True, description="Let idle onnxruntime intra-op threads spin-wait (onnxruntime's default; only matters "
                           "with more than one intra-op thread): lower latency at low load, CPU taken from the "
