@@ -30,6 +30,7 @@ Decisions:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -106,6 +107,21 @@ def close(client, uri: str) -> None:
 
         if str(Path(uri).absolute().resolve()) in server_manager_instance._servers:
             server_manager_instance.release_server(uri)
+
+
+@contextlib.contextmanager
+def session(uri: str, doing: str, *, token: str = "", timeout: float = 10.0) -> Iterator:
+    """A client for ``uri``, released at the end (the Lite file too). A pymilvus failure inside
+    (a server going away, a refused request) becomes one JobError line: Milvus at URI failed DOING."""
+    client = connect(uri, token=token, timeout=timeout)
+    try:
+        yield client
+    except JobError:
+        raise
+    except Exception as exc:
+        raise JobError(f"Milvus at {uri} failed {doing}: {short_error(exc)}") from None
+    finally:
+        close(client, uri)
 
 
 def short_error(exc: BaseException) -> str:

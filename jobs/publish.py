@@ -37,8 +37,7 @@ def publish(milvus_uri: str, scene: str, version: str, *, keep: int = 2, token: 
     if keep < 1:
         raise JobError(f"--keep {keep}: must be at least 1 (the published version)")
     name = milvus_store.collection_name(scene, version)
-    client = milvus_store.connect(milvus_uri, token=token, timeout=timeout)
-    try:
+    with milvus_store.session(milvus_uri, f"while publishing {name}", token=token, timeout=timeout) as client:
         if not client.has_collection(name):
             raise JobError(f"collection {name} does not exist in {milvus_uri}: run push-milvus "
                            f"--scene {scene} --version {version} first")
@@ -56,12 +55,6 @@ def publish(milvus_uri: str, scene: str, version: str, *, keep: int = 2, token: 
                 pass  # Milvus Lite: no native aliases to check
             milvus_store.drop_collection(client, old)
             dropped.append(old)
-    except JobError:
-        raise
-    except Exception as exc:  # pymilvus errors: a server going away, a refused request
-        raise JobError(f"Milvus at {milvus_uri} failed while publishing {name}: {milvus_store.short_error(exc)}") from None
-    finally:
-        milvus_store.close(client, milvus_uri)
     return {"alias": scene, "collection": name, "previous": previous, "dropped": dropped}
 
 

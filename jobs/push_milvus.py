@@ -60,8 +60,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: dict,
     index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params)
     dimension = int(milvus_store.model_manifest(manifest)["dimension"])
     info = milvus_store.describe(manifest, scene, version, index)
-    client = milvus_store.connect(milvus_uri, token=token, timeout=timeout)
-    try:
+    with milvus_store.session(milvus_uri, f"on collection {name}", token=token, timeout=timeout) as client:
         created = milvus_store.ensure_collection(client, name, dimension=dimension, index=index, info=info)
         if progress is not None:
             progress.total = total
@@ -81,12 +80,6 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: dict,
             raise JobError(f"count check failed: collection {name} holds {found} entities, expected {total}"
                            + ("; it holds vectors of another corpus: use a new --version" if found > total else ""))
         milvus_store.mark_complete(client, name, found)
-    except JobError:
-        raise
-    except Exception as exc:  # pymilvus errors: a server going away, a refused request
-        raise JobError(f"Milvus at {milvus_uri} failed on collection {name}: {milvus_store.short_error(exc)}") from None
-    finally:
-        milvus_store.close(client, milvus_uri)
     return {"collection": name, "entities": found, "dimension": dimension, "created": created,
             "index": index["type"], "metric": index["metric"], "model": manifest.get("name")}
 
