@@ -125,8 +125,8 @@ def session(uri: str, doing: str, *, token: str = "", timeout: float = 10.0) -> 
 
 
 def short_error(exc: BaseException) -> str:
-    """One line of at most 300 characters describing ``exc`` (for job error messages)."""
-    text = " ".join(str(exc).split())
+    """One line of at most 300 characters describing ``exc`` (pymilvus exceptions: their message)."""
+    text = " ".join(str(getattr(exc, "message", None) or exc).split())
     return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
 
 

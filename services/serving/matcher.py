@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jobs.milvus_store import short_error
 from services.serving.batching import MicroBatcher
 
 
@@ -45,12 +46,6 @@ class Matches:
 
 
 _UNAVAILABLE_HINTS = ("unavailable", "connect", "deadline", "timeout", "timed out", "closed", "socket", "refused")
-
-
-def _short(exc: BaseException) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    text = " ".join(str(message).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def _is_unavailable(exc: Exception) -> bool:
@@ -120,8 +115,8 @@ class MilvusMatcher:
                     # A fresh channel connects at once when the server is back; the old one would
                     # wait out gRPC's reconnect back-off (up to 2 minutes; pymilvus sets no cap).
                     self._drop_client()
-                raise MatchUnavailable(f"Milvus at {self.uri}: {_short(exc)}") from None
-            raise MatchError(f"Milvus {method}: {_short(exc)}") from None
+                raise MatchUnavailable(f"Milvus at {self.uri}: {short_error(exc)}") from None
+            raise MatchError(f"Milvus {method}: {short_error(exc)}") from None
 
     def _search(self, collection: str, vectors: np.ndarray, limit: int, metric: str,
                 params: Mapping[str, Any], with_vectors: bool, timeout: float) -> list[Matches]:
