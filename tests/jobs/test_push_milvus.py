@@ -15,6 +15,7 @@ import pytest
 from jobs import milvus_store
 from jobs.errors import JobError
 from jobs.push_milvus import push_vectors
+from tests.fixtures.ports import free_port
 from tests.fixtures.servers import run_job
 from tests.jobs.milvus_data import vectors, write_manifest, write_vectors
 
@@ -150,14 +151,6 @@ def cli_inputs(tmp_path):
     return tmp_path
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("case, expected", [
     ("unknown-model", "error: unknown model 'nope': no "),
     ("wrong-model", "error: the vectors in "),
@@ -175,7 +168,7 @@ def test_cli_bad_input_exits_non_zero_with_one_line(cli_inputs, case, expected):
         "unknown-model": {"--model": "nope"},
         "wrong-model": {"--model": "other"},
         "no-vectors": {"--workdir": str(tmp / "empty")},
-        "unreachable": {"--milvus-uri": f"http://127.0.0.1:{_free_port()}"},
+        "unreachable": {"--milvus-uri": f"http://127.0.0.1:{free_port()}"},
         "hnsw-on-lite": {"--index-type": "HNSW"},
         "bad-index-params": {"--index-params": "{oops"},
         "missing-folder": {"--milvus-uri": str(tmp / "no" / "milvus.db")},

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import contextlib
 import copy
-import socket
 import uuid
 from typing import Any, AsyncIterator, Callable
 
@@ -17,6 +16,7 @@ import kmock
 import kopf
 
 from mmsearch_operator.main import OperatorSettings, run
+from tests.fixtures.ports import free_port
 from tests.operator.helpers import apply_defaults, crd_schema, schema_errors
 
 NAMESPACE = "search"
@@ -52,12 +52,6 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
     emulator.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs={"list", "watch"})
     emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
         kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch"})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:

@@ -7,7 +7,8 @@ import kubernetes_validate
 import pytest
 
 from mmsearch_operator.spec import STAGES
-from tests.operator.cluster import emulated_cluster, free_port, running_operator
+from tests.fixtures.ports import free_port
+from tests.operator.cluster import emulated_cluster, running_operator
 from tests.operator.helpers import K8S_VERSION, indexjob, job_complete, job_failed, job_running, schema_errors
 
 pytestmark = pytest.mark.timeout(120)

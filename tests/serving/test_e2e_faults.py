@@ -17,7 +17,7 @@ import pytest
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.fixtures.servers import run_job
 from tests.fixtures.stack import MilvusServer, start_stack, t2t_config, write_config
-from tests.fixtures.triton import free_port
+from tests.fixtures.ports import free_port
 
 pytestmark = pytest.mark.slow
 

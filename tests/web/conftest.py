@@ -129,7 +129,7 @@ def two_scenes(stdlib_index, tiny_clip_repo, service_loop, tmp_path_factory) -> 
     from tests.fixtures.images import DISTINCT, build_image_index, distinct_images, link_models, write_images
     from tests.fixtures.servers import run_job
     from tests.fixtures.stack import start_stack, t2i_config, t2t_config, write_config
-    from tests.fixtures.triton import free_port
+    from tests.fixtures.ports import free_port
 
     root = tmp_path_factory.mktemp("two-scenes")
     folder = write_images(root / "images", distinct_images())
