@@ -22,7 +22,7 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -77,11 +77,14 @@ class OnnxEncoder:
     """onnxruntime in-process on ``REPO/NAME/1/model.onnx`` (``concurrency`` calls at once, in its own threads)."""
 
     def __init__(self, repository: str, name: str, *, version: int = 1, intra_op_threads: int = 1,
-                 concurrency: int = 1, allow_spinning: bool = True, single_query_threads: int | None = None):
-        """``single_query_threads`` (None: same as ``intra_op_threads``; 0: one per core) runs calls
-        of batch size 1 on a second session with that many threads. A batch of one is what low load
-        produces (the micro-batcher has nothing to merge), where spare cores cut latency; under load
-        the batches grow and run on the ``intra_op_threads`` session, which gives more throughput."""
+                 concurrency: int = 1, allow_spinning: bool = True, single_query_threads: int | None = None,
+                 alone: Callable[[], bool] = lambda: True):
+        """``single_query_threads`` (None: same as ``intra_op_threads``; 0: one per core) runs a call
+        of batch size 1 on a second session with that many threads when ``alone()`` says no other
+        query is in flight: a lone query at low load, where spare cores cut its latency. Any other
+        call (merged batches, or a batch of one while other queries are under way) runs on the
+        ``intra_op_threads`` session, which leaves the other cores to the concurrent work and gives
+        more throughput."""
         import onnxruntime as ort
 
         self.name = name
@@ -102,6 +105,7 @@ class OnnxEncoder:
         self._single = session(single, allow_spinning) if single != intra_op_threads else self._session
         self._inputs = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in self._session.get_inputs()}
         self._output = self._session.get_outputs()[0].name
+        self._alone = alone
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"onnx-{name}")
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -110,7 +114,7 @@ class OnnxEncoder:
             raise EncoderInputError(f"model {self.name!r} needs inputs {missing}; got {sorted(inputs)}")
         feed = {k: np.ascontiguousarray(inputs[k], dtype=t) for k, t in self._inputs.items()}
         batch = next(iter(feed.values())).shape[0] if feed else 0
-        session = self._single if batch == 1 else self._session
+        session = self._single if batch == 1 and self._alone() else self._session
         return np.asarray(session.run([self._output], feed)[0], dtype=np.float32)
 
     async def infer(self, inputs: Inputs) -> np.ndarray:

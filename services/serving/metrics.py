@@ -25,8 +25,8 @@ CONFIG_LOADS = Counter(
     ["result"],
 )
 BATCH_SIZE = Histogram(
-    "mmsearch_serving_encoder_batch_size",
-    "Queries per inference call of the micro-batcher, by encoder model.",
-    ["model"],
+    "mmsearch_serving_batch_size",
+    "Queries per backend call of the micro-batchers, by stage (preprocess, embed, match) and model or collection.",
+    ["stage", "target"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -177,7 +176,6 @@ class Pipeline:
 
     def __init__(self, settings: ServingSettings):
         self.settings = settings
-        self.executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="serving-io")
         options = [
             *self.PREPROCESS_CHANNEL_OPTIONS,
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -186,7 +184,7 @@ class Pipeline:
         # One channel for the process: requests multiplex over it.
         self._channel = grpc.aio.insecure_channel(settings.preprocess_address, options=options)
         self._preprocess = preprocess_pb2_grpc.PreprocessServiceStub(self._channel)
-        self.matcher = MilvusMatcher(settings.milvus_uri, self.executor, token=settings.milvus_token,
+        self.matcher = MilvusMatcher(settings.milvus_uri, token=settings.milvus_token,
                                      connect_timeout_s=settings.dependency_timeout_ms / 1000,
                                      batch_max_size=settings.match_batch_max_size, in_flight=settings.match_in_flight)
         self.summary = SummaryStore(settings.mongo_uri, server_selection_timeout_s=settings.dependency_timeout_ms / 1000)
@@ -194,6 +192,7 @@ class Pipeline:
         self._manifests: dict[str, dict] = {}
         self._tokenizers: dict[str, MicroBatcher] = {}  # preprocess model -> batcher of Tokenize calls
         self.down: dict[str, str] = {}  # dependency -> problem, from the last health probe
+        self.in_flight = 0  # searches under way (the embedded encoder's "alone" test)
 
     # ---- activation -------------------------------------------------------------------------
     async def _encoder(self, backend: str, model: str) -> MicroBatcher:
@@ -211,8 +210,8 @@ class Pipeline:
                 encoder = await asyncio.to_thread(
                     OnnxEncoder, s.model_repository, model, intra_op_threads=s.onnx_intra_op_threads,
                     concurrency=s.batch_in_flight, allow_spinning=s.onnx_allow_spinning,
-                    single_query_threads=s.onnx_single_query_threads)
-            hist = metrics.BATCH_SIZE.labels(model)
+                    single_query_threads=s.onnx_single_query_threads, alone=lambda: self.in_flight <= 1)
+            hist = metrics.BATCH_SIZE.labels("embed", model)
             batcher = MicroBatcher(encoder.infer, max_size=s.batch_max_size, max_wait_s=s.batch_max_wait_ms / 1000,
                                    in_flight=s.batch_in_flight, on_batch=hist.observe)
             self._encoders[key] = (encoder, batcher)
@@ -315,6 +314,14 @@ class Pipeline:
     # ---- search -----------------------------------------------------------------------------
     async def search(self, request: retrieval_pb2.SearchRequest, active: Active,
                      deadline_s: float) -> retrieval_pb2.SearchResponse:
+        self.in_flight += 1
+        try:
+            return await self._search(request, active, deadline_s)
+        finally:
+            self.in_flight -= 1
+
+    async def _search(self, request: retrieval_pb2.SearchRequest, active: Active,
+                      deadline_s: float) -> retrieval_pb2.SearchResponse:
         start = time.perf_counter()
         end = start + deadline_s
         query = validate_request(request, active, self.settings)
@@ -409,7 +416,8 @@ class Pipeline:
                                                return_exceptions=True)
                 return [r if isinstance(r, BaseException) else self._token_rows(r, 1)[0] for r in results]
 
-            batcher = self._tokenizers[model] = MicroBatcher(run, max_size=self.settings.batch_max_size)
+            batcher = self._tokenizers[model] = MicroBatcher(
+                run, max_size=self.settings.batch_max_size, on_batch=metrics.BATCH_SIZE.labels("preprocess", model).observe)
         return batcher
 
     async def _tokenize(self, model: str, texts: list[str], timeout: float):
@@ -502,4 +510,3 @@ class Pipeline:
         await self._channel.close()
         await self.summary.close()
         await self.matcher.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -8,7 +8,7 @@ Decisions:
   is ``triton`` are refused at config load with a message saying so.
 - The client's deadline is honoured; without one, ``MMSEARCH_DEFAULT_DEADLINE_MS``.
 - Thread counts are explicit because the machines are small and shared:
-  onnxruntime intra-op threads, and the pool running blocking pymilvus calls.
+  onnxruntime intra-op threads.
 """
 from __future__ import annotations
 
@@ -44,18 +44,16 @@ class ServingSettings(ServiceSettings):
                     "per core (the event loop, gRPC and pymilvus need the other core) for 2-4 ms more p50 at "
                     "concurrency 1; set 0 where latency at low load matters more.")
     onnx_single_query_threads: int = Field(
-        1, ge=0, le=256,
-        description="onnxruntime intra-op threads for a call that encodes one query alone (0: one per core), "
-                    "on a second session when it differs from MMSEARCH_ONNX_INTRA_OP_THREADS: at low load each "
-                    "query runs alone and spare cores cut its latency; under load the micro-batcher merges "
-                    "queries and the other session runs them. Measured on 2 cores (bench/search.py): 0 here "
-                    "took p50 at concurrency 1 from 12.4 to 10.5 ms and QPS at 32 from 226 to 198 (noisy). "
-                    "Default 1: one session.")
+        0, ge=0, le=256,
+        description="onnxruntime intra-op threads for a query encoded while no other search is in flight "
+                    "(0: one per core), on a second session when it differs from MMSEARCH_ONNX_INTRA_OP_THREADS. "
+                    "At low load each query runs alone and the idle cores cut its latency; under load the "
+                    "other session runs every call, so the cores stay with the concurrent work. "
+                    "Default 0 (see bench/search.py for the measured effect).")
     onnx_allow_spinning: bool = Field(
         True, description="Let idle onnxruntime intra-op threads spin-wait (onnxruntime's default; only matters "
                           "with more than one intra-op thread): lower latency at low load, CPU taken from the "
                           "other stages under load.")
-    io_threads: int = Field(8, ge=1, le=256, description="Threads running blocking pymilvus calls.")
     default_deadline_ms: int = Field(2000, ge=10, description="Deadline of a request whose client set none.")
     dependency_timeout_ms: int = Field(
         1000, ge=10, description="Longest wait for an unreachable dependency (server selection, probes)."

@@ -6,8 +6,6 @@ other matcher on that file ("should create connection first").
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
 
@@ -18,13 +16,13 @@ pytestmark = pytest.mark.slow
 
 async def test_closing_one_matcher_leaves_the_others_connected(stdlib_stack, stdlib_index):
     uri = str(stdlib_index.milvus_uri)
-    with ThreadPoolExecutor(2) as executor:
-        first, second = MilvusMatcher(uri, executor), MilvusMatcher(uri, executor)
-        await first.ping(5)
-        await second.ping(5)
-        await first.close()
-        await second.ping(5)
-        vector = np.ones(384, np.float32) / np.sqrt(384)
-        matches = await second.search(stdlib_index.milvus_collection, vector, 3)
-        assert len(matches.ids) == 3
-        await second.close()
+    first, second = MilvusMatcher(uri), MilvusMatcher(uri)
+    vector = np.ones(384, np.float32) / np.sqrt(384)
+    await first.ping(5)
+    await second.ping(5)
+    assert len((await first.search(stdlib_index.milvus_collection, vector, 3)).ids) == 3
+    await first.close()
+    await second.ping(5)
+    matches = await second.search(stdlib_index.milvus_collection, vector, 3)
+    assert len(matches.ids) == 3
+    await second.close()

@@ -25,3 +25,21 @@ async def test_single_query_session_matches_the_batched_session(minilm_repo):
 def test_equal_thread_settings_keep_one_session(minilm_repo):
     encoder = OnnxEncoder(str(minilm_repo), "minilm", intra_op_threads=1, single_query_threads=1)
     assert encoder._single is encoder._session
+
+
+async def test_a_lone_query_uses_the_single_query_session_only_while_nothing_else_runs(minilm_repo):
+    busy = {"others": 0}
+    encoder = OnnxEncoder(str(minilm_repo), "minilm", intra_op_threads=1, single_query_threads=0,
+                          alone=lambda: busy["others"] == 0)
+    ran = []
+    for session in (encoder._session, encoder._single):
+        real = session.run
+        session.run = lambda *a, _real=real, _s=session: ran.append(_s) or _real(*a)
+    try:
+        ids, mask = load_tokenizer(minilm_repo / "minilm").encode(TEXTS[:1])
+        await encoder.infer({"input_ids": ids, "attention_mask": mask})
+        busy["others"] = 3
+        await encoder.infer({"input_ids": ids, "attention_mask": mask})
+        assert ran == [encoder._single, encoder._session]
+    finally:
+        await encoder.close()
