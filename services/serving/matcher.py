@@ -115,13 +115,21 @@ class MilvusMatcher:
         try:
             return getattr(client, method)(*args, retry_times=0, **kwargs)
         except Exception as exc:
-            if _is_unavailable(exc):
-                if not self._lite:
-                    # A fresh channel connects at once when the server is back; the old one would
-                    # wait out gRPC's reconnect back-off (up to 2 minutes; pymilvus sets no cap).
-                    self._drop_client()
-                raise MatchUnavailable(f"Milvus at {self.uri}: {short_error(exc)}") from None
-            raise MatchError(f"Milvus {method}: {short_error(exc)}") from None
+            error = self._failure(method, exc)
+            if isinstance(error, MatchUnavailable) and not self._lite:
+                self._drop_client()
+            raise error from None
+
+    def _failure(self, method: str, exc: Exception) -> MatchUnavailable | MatchError:
+        """The error for a failed pymilvus call: Milvus unreachable, or the request refused.
+
+        On :class:`MatchUnavailable` the caller drops its client (a server URI, not Lite): a fresh
+        channel connects at once when the server is back; the old one would wait out gRPC's
+        reconnect back-off (up to 2 minutes; pymilvus sets no cap).
+        """
+        if _is_unavailable(exc):
+            return MatchUnavailable(f"Milvus at {self.uri}: {short_error(exc)}")
+        return MatchError(f"Milvus {method}: {short_error(exc)}")
 
     async def _search_client(self):
         if self._async is None:
@@ -157,11 +165,10 @@ class MilvusMatcher:
                 timeout=timeout,
             )
         except Exception as exc:
-            if _is_unavailable(exc):
-                if not self._lite:  # a fresh channel connects at once when the server is back
-                    await self._drop_search_client()
-                raise MatchUnavailable(f"Milvus at {self.uri}: {short_error(exc)}") from None
-            raise MatchError(f"Milvus search: {short_error(exc)}") from None
+            error = self._failure("search", exc)
+            if isinstance(error, MatchUnavailable) and not self._lite:
+                await self._drop_search_client()
+            raise error from None
         out = []
         for hits in results:
             ids = np.fromiter((h["id"] for h in hits), dtype=np.int64, count=len(hits))
