@@ -146,6 +146,11 @@ class ArmDef(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+def repeated(names: list[str]) -> list[str]:
+    """The names that occur more than once, sorted. Pure."""
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 class LayerDef(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     salt: str | None = None
@@ -155,7 +160,7 @@ class LayerDef(_Strict):
     @model_validator(mode="after")
     def _arms(self) -> "LayerDef":
         names = [a.name for a in self.arms]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(names)
         if dupes:
             raise ValueError(f"layer {self.name!r} has duplicate arm names {dupes}")
         if sum(a.weight for a in self.arms) <= 0:
@@ -172,8 +177,7 @@ class SceneDef(_Strict):
 
     @model_validator(mode="after")
     def _layers(self) -> "SceneDef":
-        names = [layer.name for layer in self.layers]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated([layer.name for layer in self.layers])
         if dupes:
             raise ValueError(f"duplicate layer names {dupes}")
         return self
