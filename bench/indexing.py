@@ -111,11 +111,11 @@ def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
     import numpy as np
     import pymongo
 
-    from jobs import milvus_store
+    from mmsearch.core import milvus_store
     from jobs.encode import read_vectors
     from jobs.push_milvus import push_vectors, read_model_manifest
     from jobs.push_mongo import push_mongo
-    from services.common.embedded import start_mongo
+    from mmsearch.dev.mongo import start_mongo
 
     manifest = read_model_manifest(repo, "minilm")
     _, chunks = read_vectors(str(workdir))

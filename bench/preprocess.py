@@ -33,9 +33,10 @@ import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from mmsearch.core.channels import message_options  # noqa: E402
 from mmsearch.v1 import preprocess_pb2, preprocess_pb2_grpc  # noqa: E402
-from services.preprocess.images import ImageProcessor, decode  # noqa: E402
-from tests.common.service_process import start_service, wait_serving  # noqa: E402
+from mmsearch.core.images import ImageProcessor, decode  # noqa: E402
+from tests.support.processes import start_service, wait_serving  # noqa: E402
 from tests.preprocess import model_folders  # noqa: E402
 from tests.preprocess.samples import encoded, varied_texts  # noqa: E402
 
@@ -71,9 +72,7 @@ def main() -> None:
     service = start_service("preprocess", {"MMSEARCH_MODELS": json.dumps(models)})
     try:
         wait_serving(service.target)
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                   ("grpc.max_send_message_length", 64 * 1024 * 1024)]
-        channel = grpc.insecure_channel(service.target, options=options)
+        channel = grpc.insecure_channel(service.target, options=message_options())
         stub = preprocess_pb2_grpc.PreprocessServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         reference = AutoTokenizer.from_pretrained(repo / "minilm")

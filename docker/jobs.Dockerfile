@@ -22,7 +22,7 @@ COPY jobs jobs
 COPY operator operator
 # onnxruntime and onnxruntime-gpu install the same module: keep only the GPU build
 # (it falls back to the CPU provider where no GPU is visible).
-RUN /opt/mmsearch/bin/pip install --no-cache-dir . \
+RUN /opt/mmsearch/bin/pip install --no-cache-dir ".[jobs]" \
  && /opt/mmsearch/bin/pip uninstall --yes onnxruntime \
  && /opt/mmsearch/bin/pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]"
 

@@ -31,7 +31,6 @@ Decisions:
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -40,16 +39,17 @@ import re
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import typer
 
 from jobs.app import job_app
+from jobs.corpus import corpus_uri, read_corpus
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
-from services.common import artifacts
+from mmsearch.core import artifacts, onnx
+from mmsearch.core.model_repository import ModelFolder, ModelManifest, ModelRepository
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +79,6 @@ def parse_shard(text: str | None, env: dict | None = None) -> tuple[int, int]:
     if count < 1 or index >= count:
         raise JobError(f"--shard {text!r}: need 0 <= i < N")
     return index, count
-
-
-def read_corpus(workdir: str) -> tuple[list[dict], str]:
-    """Records of ``W/corpus.jsonl`` and its SHA-256; JobError naming the line of a bad record."""
-    uri = artifacts.join(workdir, "corpus.jsonl")
-    try:
-        data = artifacts.read_bytes(uri)
-    except artifacts.ArtifactError:
-        raise JobError(f"{uri} not found: run `mmsearch job prepare --workdir {workdir}` first") from None
-    records = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise JobError(f"{uri} line {number}: not valid JSON ({exc})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("id"), int):
-            raise JobError(f"{uri} line {number}: a record needs an integer 'id'")
-        records.append(record)
-    if not records:
-        raise JobError(f"{uri} is empty: nothing to encode")
-    return records, hashlib.sha256(data).hexdigest()
 
 
 # --------------------------------------------------------------------------- chunk files
@@ -169,50 +146,26 @@ def read_vectors(workdir: str) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarr
 class Encoder:
     """An exported tower loaded for batch inference."""
 
-    manifest: dict
-    folder: Path
+    folder: ModelFolder
     session: object
 
     @property
+    def manifest(self) -> ModelManifest:
+        return self.folder.manifest
+
+    @property
     def tower(self) -> str:
-        return self.manifest.get("tower", "text")
+        return self.manifest.tower
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run([self.manifest.get("output", "embedding")], feed)[0]
-
-
-def providers(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in available:
-            raise JobError(f"--device cuda: onnxruntime has no CUDA execution provider here (available: {available}); "
-                           "install onnxruntime-gpu on a GPU node or use --device auto")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device != "auto":
-        raise JobError(f"--device {device!r}: expected auto, cpu or cuda")
-    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+        return self.session.run([self.manifest.output], feed)[0]
 
 
 def load_encoder(repository: str, name: str, *, device: str = "auto", threads: int = 0) -> Encoder:
-    import onnxruntime as ort
-
-    model_uri = artifacts.join(repository, name)
-    if not artifacts.exists(artifacts.join(model_uri, "manifest.json")):
-        raise JobError(f"--model {name!r}: no finished export at {model_uri} (manifest.json missing); "
-                       "run `mmsearch job export` or check --repository/--model")
-    folder = artifacts.materialize(model_uri)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    version = str(manifest.get("model_version", 1))
-    options = ort.SessionOptions()
     if threads < 0:
         raise JobError(f"--threads must be >= 0, got {threads}")
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(folder / version / "model.onnx"), options, providers=providers(device))
-    return Encoder(manifest, folder, session)
+    folder = ModelRepository(repository).folder(name)
+    return Encoder(folder, onnx.session(folder.onnx_path, device=device, intra_op_threads=threads))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -234,9 +187,9 @@ def fetch(url: str, timeout: float = 30.0) -> bytes:
 
 class TextInputs:
     def __init__(self, encoder: Encoder, field: str):
-        from services.preprocess.tokenizers import load_tokenizer
+        from mmsearch.core.tokenizers import load_tokenizer
 
-        self.tokenizer = load_tokenizer(encoder.folder)
+        self.tokenizer = load_tokenizer(encoder.folder.path)
         self.field = field
 
     def texts(self, records: Sequence[dict]) -> list[str]:
@@ -260,13 +213,13 @@ class TextInputs:
 
 class ImageInputs:
     def __init__(self, encoder: Encoder, workers: int = 8):
-        from services.preprocess.images import ImageProcessor
+        from mmsearch.core.images import ImageProcessor
 
-        self.processor = ImageProcessor.from_folder(encoder.folder)
+        self.processor = ImageProcessor.from_folder(encoder.folder.path)
         self.pool = ThreadPoolExecutor(max_workers=workers)
 
     def _load(self, record: dict):
-        from services.preprocess.images import decode
+        from mmsearch.core.images import decode
 
         url = record.get("url")
         if not isinstance(url, str):
@@ -301,11 +254,14 @@ def encode(workdir: str, repository: str, model: str, *, shard: str | None = Non
         raise JobError(f"--batch-size must be >= 1, got {batch_size}")
     if chunk_size < 1:
         raise JobError(f"--chunk-size must be >= 1, got {chunk_size}")
-    records, corpus_sha = read_corpus(workdir)
+    corpus = read_corpus(workdir)
+    records, corpus_sha = corpus.records, corpus.sha256
+    if not records:
+        raise JobError(f"{corpus_uri(workdir)} is empty: nothing to encode")
     encoder = load_encoder(repository, model, device=device, threads=threads)
     n_chunks = (len(records) + chunk_size - 1) // chunk_size
-    meta = {"model": model, "tower": encoder.tower, "onnx_sha256": encoder.manifest.get("onnx_sha256"),
-            "dimension": encoder.manifest.get("dimension"), "chunk_size": chunk_size, "chunks": n_chunks,
+    meta = {"model": model, "tower": encoder.tower, "onnx_sha256": encoder.manifest.onnx_sha256,
+            "dimension": encoder.manifest.dimension, "chunk_size": chunk_size, "chunks": n_chunks,
             "corpus_records": len(records), "corpus_sha256": corpus_sha,
             "text_field": text_field if encoder.tower == "text" else None}
     meta_uri = artifacts.join(workdir, VECTORS, META)

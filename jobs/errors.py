@@ -1,10 +1,11 @@
 """How a job stage fails: one clear line on stderr and a non-zero exit code.
 
-Stage logic raises :class:`JobError` (or an ``ArtifactError`` from
-``services.common.artifacts``) with a message that names the flag or value at
-fault and what to do; the command wraps its body in :func:`exit_on_error`,
-which prints ``error: <message>`` and exits 1. Anything else is a bug and keeps
-its traceback.
+Stage logic raises :class:`JobError` (or another
+:class:`mmsearch.core.errors.MmsearchError`: an artifact or Milvus store
+error) with a message that names the flag or value at fault and what to do;
+the command wraps its body in :func:`exit_on_error`, which prints
+``error: <message>`` and exits 1. Anything else is a bug and keeps its
+traceback.
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from typing import Iterator
 
 import typer
 
-from services.common.artifacts import ArtifactError
+from mmsearch.core.errors import MmsearchError
 
 
-class JobError(Exception):
+class JobError(MmsearchError):
     """A failure the operator of the job can fix (bad input, a dependency down)."""
 
 
@@ -25,6 +26,6 @@ class JobError(Exception):
 def exit_on_error() -> Iterator[None]:
     try:
         yield
-    except (JobError, ArtifactError) as exc:
+    except MmsearchError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise typer.Exit(1) from None

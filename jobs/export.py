@@ -41,12 +41,12 @@ from jobs.app import job_app
 from jobs.errors import JobError, exit_on_error
 from jobs.parity import MIN_COSINE, N_INPUTS
 from jobs.progress import emit
-from services.common import artifacts
+from mmsearch.core import artifacts, onnx
+from mmsearch.core.model_repository import MANIFEST, ModelManifest, ModelRepository, tower_name
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-MANIFEST = "manifest.json"
 
 
 def resolve_source(model: str) -> Path:
@@ -103,12 +103,6 @@ def fuse(path: Path, out: Path, fusion: dict) -> bool:
     return True
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
 def check_tower(tower, folder: Path, onnx_path: Path, n_inputs: int) -> tuple[dict, bool]:
     """Parity figures of the tower's final model.onnx in ``folder``; fuses first when that keeps parity."""
     import numpy as np
@@ -117,10 +111,10 @@ def check_tower(tower, folder: Path, onnx_path: Path, n_inputs: int) -> tuple[di
 
     if tower.kind == "text":
         items = parity.varied_texts(n_inputs)
-        make_run = lambda p: parity.onnx_text_runner(_session(p), folder)  # noqa: E731
+        make_run = lambda p: parity.onnx_text_runner(onnx.session(p), folder)  # noqa: E731
     else:
         items = list(parity.pixel_values(folder, parity.varied_images(n_inputs)))
-        make_run = lambda p: (lambda batch, s=_session(p): s.run(["embedding"], {"pixel_values": np.asarray(batch)})[0])  # noqa: E731
+        make_run = lambda p: (lambda batch, s=onnx.session(p): s.run(["embedding"], {"pixel_values": np.asarray(batch)})[0])  # noqa: E731
     want = parity.batched(tower.reference, items)
     optimized = False
     if tower.fusion:
@@ -138,10 +132,6 @@ def check_tower(tower, folder: Path, onnx_path: Path, n_inputs: int) -> tuple[di
     return figures, optimized
 
 
-def tower_name(name: str, kind: str) -> str:
-    return name if kind == "text" else f"{name}-image"
-
-
 def _config(name: str, tower, max_batch_size: int, queue_delay_us: int, instance_count: int, instance_kind: str) -> str:
     from jobs.triton_config import Tensor, build_config
 
@@ -157,7 +147,7 @@ def _config(name: str, tower, max_batch_size: int, queue_delay_us: int, instance
 
 def export_model(model: str, name: str, repository: str, *, model_version: int = 1, family: str = "auto",
                  max_batch_size: int = 64, max_queue_delay_us: int = 100, instance_count: int = 1,
-                 instance_kind: str = "auto", parity_inputs: int = N_INPUTS) -> dict[str, dict]:
+                 instance_kind: str = "auto", parity_inputs: int = N_INPUTS) -> dict[str, ModelManifest]:
     """Export, gate and publish every tower of ``model``; returns {published name: manifest}."""
     from jobs.towers import FAMILIES, build_towers, detect_family
 
@@ -173,13 +163,14 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
         _config(name, _Probe(), max_batch_size, max_queue_delay_us, instance_count, instance_kind)
     except ValueError as exc:
         raise JobError(str(exc)) from None
-    artifacts.exists(artifacts.join(repository, name))  # an unreachable/misnamed repository fails now, not after the export
+    repo = ModelRepository(repository)
+    repo.has(name)  # an unreachable/misnamed repository fails now, not after the export
     folder = resolve_source(model)
     family = detect_family(folder) if family == "auto" else family
     _quiet_libraries()
     towers = build_towers(folder, family)
 
-    manifests: dict[str, dict] = {}
+    manifests: dict[str, dict] = {}  # tower name -> manifest fields, towers added once all passed
     with tempfile.TemporaryDirectory(prefix="mmsearch-export-") as tmp:
         staged: dict[str, Path] = {}
         for tower in towers:
@@ -209,12 +200,12 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
             }
             staged[tname] = out
         all_towers = {m["tower"]: {"name": n, "onnx_sha256": m["onnx_sha256"]} for n, m in manifests.items()}
-        for tname, manifest in manifests.items():
-            manifest["towers"] = all_towers
-            (staged[tname] / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        final = {tname: ModelManifest.from_dict({**fields, "towers": all_towers}) for tname, fields in manifests.items()}
+        for tname, manifest in final.items():
+            (staged[tname] / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         for tname in sorted(staged, key=lambda n: n == name):  # the query tower last
-            artifacts.publish_tree(staged[tname], artifacts.join(repository, tname))
-    return manifests
+            repo.publish(staged[tname], tname)
+    return final
 
 
 def _quiet_libraries() -> None:
@@ -232,11 +223,6 @@ class _Probe:
     kind = "text"
     dimension = 1
     extra: dict = {}
-
-
-def read_manifest(repository: str, name: str) -> dict:
-    """REPO/NAME/manifest.json of a finished export; ArtifactError when NAME is not (fully) published."""
-    return json.loads(artifacts.read_bytes(artifacts.join(repository, name, MANIFEST)))
 
 
 @job_app.command("export")
@@ -259,7 +245,7 @@ def export_command(
                                  instance_count=instance_count, instance_kind=instance_kind,
                                  parity_inputs=parity_inputs)
         emit("export", "done", repository=repository,
-             models={n: {"dimension": m["dimension"], "min_cosine": m["parity"]["min_cosine"]} for n, m in manifests.items()})
+             models={n: {"dimension": m.dimension, "min_cosine": m.parity["min_cosine"]} for n, m in manifests.items()})
 
 
-__all__ = ["export_model", "read_manifest", "resolve_source", "tower_name"]
+__all__ = ["export_model", "resolve_source"]

@@ -85,7 +85,7 @@ def batched(run: Callable[[Sequence], np.ndarray], items: Sequence, batch_size: 
 
 def onnx_text_runner(session, tokenizer_folder: Path) -> Callable[[Sequence[str]], np.ndarray]:
     """texts -> vectors with the exported tokenizer (as serving tokenizes) and an ORT session."""
-    from services.preprocess.tokenizers import load_tokenizer
+    from mmsearch.core.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_folder)
 
@@ -98,6 +98,6 @@ def onnx_text_runner(session, tokenizer_folder: Path) -> Callable[[Sequence[str]
 
 def pixel_values(folder: Path, images: Sequence) -> np.ndarray:
     """[n, 3, H, W] float32 with the exported preprocessor_config.json (the serving implementation)."""
-    from services.preprocess.images import ImageProcessor
+    from mmsearch.core.images import ImageProcessor
 
     return ImageProcessor.from_folder(folder).process(images)

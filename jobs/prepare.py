@@ -25,7 +25,7 @@ gives the same ids, and adding or removing records never renumbers the others.
 different keys hashing to the same id fail the stage (odds ~n²/2⁵⁴).
 
 The corpus is written in one piece (atomically for a local workdir) with
-``services.common.artifacts``; it is held in memory while being built, which is
+``mmsearch.core.artifacts``; it is held in memory while being built, which is
 fine up to a few million records.
 """
 from __future__ import annotations
@@ -40,11 +40,11 @@ from urllib.parse import quote
 import typer
 
 from jobs.app import job_app
+from jobs.corpus import corpus_uri
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
-from services.common import artifacts
+from mmsearch.core import artifacts
 
-CORPUS_FILE = "corpus.jsonl"
 ID_BITS = 53
 
 
@@ -58,10 +58,6 @@ def stable_id(key: str) -> int:
     """A non-negative 53-bit integer derived from ``key`` (the same on every run and machine)."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") >> (64 - ID_BITS)
-
-
-def corpus_uri(workdir: str) -> str:
-    return artifacts.join(workdir, CORPUS_FILE)
 
 
 class Stats:
@@ -211,23 +207,6 @@ def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = No
     target = corpus_uri(workdir)
     artifacts.write_bytes(target, ("\n".join(lines) + "\n").encode("utf-8"))
     return {"records": len(lines), "skipped": stats.skipped, "duplicates": stats.duplicates, "corpus": target}
-
-
-def read_corpus(workdir: str) -> Iterator[dict]:
-    """The records of ``<workdir>/corpus.jsonl`` (written by :func:`prepare`), in order."""
-    uri = corpus_uri(workdir)
-    try:
-        data = artifacts.read_bytes(uri)
-    except artifacts.ArtifactError as exc:
-        if not str(exc).startswith("artifact not found"):
-            raise  # S3 unreachable, no such bucket: its own clear message
-        raise JobError(f"no corpus at {uri}: run `mmsearch job prepare --workdir {workdir}` first") from None
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise JobError(f"{uri} line {number}: malformed JSON ({exc.msg}); re-run prepare") from None
 
 
 @job_app.command("prepare")

@@ -5,7 +5,7 @@ Decisions:
   was marked complete) can be published: readers never see a half-built index.
 - The switch is one step: one registry row upsert (the alias on Milvus Lite,
   which has no native aliases) plus the native ``create_alias``/``alter_alias``
-  on a Milvus server; see :mod:`jobs.milvus_store`.
+  on a Milvus server; see :mod:`mmsearch.core.milvus_store`.
 - "The last N versions" are the scene's N most recently pushed collections
   (by the push time recorded in each collection); the one now published is
   always kept too (after a rollback to an older version that makes N + 1);
@@ -19,7 +19,7 @@ import sys
 
 import typer
 
-from jobs import milvus_store
+from mmsearch.core import milvus_store
 from jobs.app import job_app
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import emit

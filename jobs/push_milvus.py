@@ -4,7 +4,7 @@ Decisions:
 - The collection records the manifest of the exported model that built the
   vectors (``REPO/NAME/manifest.json``: name, onnx_sha256, dimension, metric,
   towers); vectors whose dimension differs from it, or from an existing
-  collection, are refused (see :mod:`jobs.milvus_store`).
+  collection, are refused (see :mod:`mmsearch.core.milvus_store`).
 - Writes are ``upsert`` batches keyed by ``id`` (the last partial batch
   included), so a rerun after a crash (SIGKILL mid-batch) ends with exactly one
   entity per id. A rerun re-upserts everything: simpler than diffing, and at
@@ -29,25 +29,14 @@ from typing import Iterable
 import numpy as np
 import typer
 
-from jobs import milvus_store
+from mmsearch.core import milvus_store
 from jobs.app import job_app
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
-from services.common import artifacts
+from mmsearch.core.model_repository import ModelManifest, ModelRepository
 
 
-def read_model_manifest(repository: str, model: str) -> dict:
-    uri = artifacts.join(repository, model, "manifest.json")
-    try:
-        return json.loads(artifacts.read_bytes(uri))
-    except artifacts.ArtifactError:
-        raise JobError(f"unknown model {model!r}: no {uri} (run `mmsearch job export --name {model} "
-                       f"--repository {repository}` first)") from None
-    except json.JSONDecodeError as exc:
-        raise JobError(f"{uri}: not valid JSON ({exc.msg}); re-run export") from None
-
-
-def push_vectors(milvus_uri: str, scene: str, version: str, manifest: dict,
+def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManifest,
                  batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, *, index_type: str = "FLAT",
                  metric: str = "IP", index_params: dict | None = None, batch_size: int = 1000,
                  token: str = "", timeout: float = 10.0, progress: Progress | None = None) -> dict:
@@ -58,8 +47,8 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: dict,
         raise JobError("no vectors to push: run `mmsearch job encode` first")
     name = milvus_store.collection_name(scene, version)
     index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params)
-    dimension = int(milvus_store.model_manifest(manifest)["dimension"])
-    info = milvus_store.describe(manifest, scene, version, index)
+    dimension = manifest.dimension
+    info = milvus_store.CollectionRecord.new(manifest.record(), scene, version, index)
     with milvus_store.session(milvus_uri, f"on collection {name}", token=token, timeout=timeout) as client:
         created = milvus_store.ensure_collection(client, name, dimension=dimension, index=index, info=info)
         if progress is not None:
@@ -68,7 +57,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: dict,
         for ids, vectors in milvus_store.rebatch(batches, batch_size):
             if vectors.ndim != 2 or vectors.shape[1] != dimension:
                 raise JobError(f"dimension mismatch: the vectors are {vectors.shape[-1]}-d, model "
-                               f"{manifest.get('name')!r} and collection {name} are {dimension}-d; re-run encode")
+                               f"{manifest.name!r} and collection {name} are {dimension}-d; re-run encode")
             milvus_store.upsert_vectors(client, name, ids, vectors)
             pushed += len(ids)
             if progress is not None:
@@ -81,7 +70,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: dict,
                            + ("; it holds vectors of another corpus: use a new --version" if found > total else ""))
         milvus_store.mark_complete(client, name, found)
     return {"collection": name, "entities": found, "dimension": dimension, "created": created,
-            "index": index["type"], "metric": index["metric"], "model": manifest.get("name")}
+            "index": index["type"], "metric": index["metric"], "model": manifest.name}
 
 
 def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, repository: str, model: str, *,
@@ -91,12 +80,12 @@ def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, reposit
     """Push the vectors that encode wrote under ``workdir`` (checked against ``model``'s manifest)."""
     from jobs.encode import read_meta, read_vectors
 
-    manifest = read_model_manifest(repository, model)
+    manifest = ModelRepository(repository).manifest(model)
     meta = read_meta(workdir)
-    if meta.get("onnx_sha256") != manifest.get("onnx_sha256"):
+    if meta.get("onnx_sha256") != manifest.onnx_sha256:
         raise JobError(f"the vectors in {workdir} were encoded with model {meta.get('model')!r} "
                        f"(onnx {str(meta.get('onnx_sha256'))[:12]}), not --model {model!r} "
-                       f"(onnx {str(manifest.get('onnx_sha256'))[:12]}); pass the model that encoded them")
+                       f"(onnx {manifest.onnx_sha256[:12]}); pass the model that encoded them")
     total, batches = read_vectors(workdir)
     return push_vectors(milvus_uri, scene, version, manifest, batches, total, index_type=index_type,
                         metric=metric, index_params=index_params, batch_size=batch_size, token=token,

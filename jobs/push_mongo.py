@@ -15,7 +15,7 @@ Decisions:
   of other corpora in the same collection are left alone and reported as
   ``other``.
 - The URI selects a MongoDB server; the embedded default is a local
-  secantusd (``services.common.embedded.start_mongo``), same pymongo code.
+  secantusd (``mmsearch.dev.mongo.start_mongo``), same pymongo code.
   Unreachable servers fail within ``--timeout`` seconds with one clear line.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import typer
 
 from jobs.app import job_app
 from jobs.errors import JobError, exit_on_error
-from jobs.prepare import read_corpus
+from jobs.corpus import read_corpus
 from jobs.progress import Progress
 
 
@@ -90,7 +90,7 @@ def push_mongo(workdir: str, mongo_uri: str, collection: str, *, database: str =
         raise JobError(f"--batch-size {batch_size}: must be at least 1")
     if not collection or "$" in collection or collection.startswith("system."):
         raise JobError(f"--collection {collection!r}: not a valid MongoDB collection name")
-    records = list(read_corpus(workdir))
+    records = read_corpus(workdir).records
     if not records:
         raise JobError(f"empty corpus in {workdir}: nothing to push")
     client = connect(mongo_uri, timeout)

@@ -14,8 +14,8 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from mmsearch_operator.handlers import build_memo, build_registry
-from services.common.logs import setup_logging
-from services.common.settings import BaseConfig, load_settings
+from mmsearch.core.logs import setup_logging
+from mmsearch.core.settings import BaseConfig, load_settings
 
 
 class OperatorSettings(BaseConfig):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from mmsearch.core.model_repository import tower_name
+
 GROUP = "mmsearch.io"
 VERSION = "v1alpha1"
 PLURAL = "indexjobs"
@@ -81,8 +83,7 @@ def skipped_stages(spec: dict[str, Any]) -> set[str]:
 
 def document_model(spec: dict[str, Any]) -> str:
     """The tower that encodes documents: ``NAME-image`` for image corpora, ``NAME`` for text."""
-    name = spec["model"]["name"]
-    return f"{name}-image" if spec["modality"] == "image" else name
+    return tower_name(spec["model"]["name"], "image" if spec["modality"] == "image" else "text")
 
 
 def mongo_collection(spec: dict[str, Any]) -> str:

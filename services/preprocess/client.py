@@ -1,8 +1,10 @@
-"""An asyncio client of the PreprocessService, for serving and tools.
+"""The asyncio client of the PreprocessService: serving's, and anyone's who wants tensors.
 
 It returns numpy arrays and leaves ``grpc.aio.AioRpcError`` to the caller
 (its ``code()`` is INVALID_ARGUMENT for a bad query, UNAVAILABLE when the
-service is down), so callers map errors into their own API.
+service is down), so each caller maps errors into its own API. The channel
+reconnects soon after the service comes back (short reconnect back-off);
+every call takes its own timeout.
 """
 from __future__ import annotations
 
@@ -11,38 +13,39 @@ from typing import Sequence
 import grpc
 import numpy as np
 
+from mmsearch.core.channels import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from mmsearch.core.codec import from_tensor
 from mmsearch.v1 import preprocess_pb2, preprocess_pb2_grpc, tensor_pb2
-from services.common.codec import from_tensor
 
 
 class PreprocessClient:
-    """``async with PreprocessClient("127.0.0.1:50051") as client: ids, mask = await client.tokenize(...)``."""
+    """``client = PreprocessClient("127.0.0.1:50051"); ids, mask = await client.tokenize(...)``."""
 
-    def __init__(self, target: str, *, timeout: float = 5.0, max_message_bytes: int = 64 * 1024 * 1024):
+    def __init__(self, address: str, *, timeout: float = 5.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        self.address = address
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ])
+        self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
         self.stub = preprocess_pb2_grpc.PreprocessServiceStub(self.channel)
 
-    async def tokenize(self, model: str, texts: Sequence[str], *,
+    async def tokenize(self, model: str, texts: Sequence[str], *, timeout: float | None = None,
                        dtype: int = tensor_pb2.DTYPE_INT64) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, attention_mask), each [batch, longest], padded/truncated as the model expects."""
         response = await self.stub.Tokenize(
-            preprocess_pb2.TokenizeRequest(model=model, texts=list(texts), dtype=dtype), timeout=self.timeout)
+            preprocess_pb2.TokenizeRequest(model=model, texts=list(texts), dtype=dtype),
+            timeout=timeout or self.timeout)
         return from_tensor(response.input_ids, "input_ids"), from_tensor(response.attention_mask, "attention_mask")
 
-    async def preprocess_images(self, model: str, images: Sequence[bytes], *,
+    async def preprocess_images(self, model: str, images: Sequence[bytes], *, timeout: float | None = None,
                                 dtype: int = tensor_pb2.DTYPE_FLOAT32) -> np.ndarray:
         """pixel_values [batch, 3, H, W] for encoded images."""
         response = await self.stub.PreprocessImages(
             preprocess_pb2.PreprocessImagesRequest(model=model, images=list(images), dtype=dtype),
-            timeout=self.timeout)
+            timeout=timeout or self.timeout)
         return from_tensor(response.pixel_values, "pixel_values")
 
-    async def list_models(self) -> list[preprocess_pb2.ModelInfo]:
-        return list((await self.stub.ListModels(preprocess_pb2.ListModelsRequest(), timeout=self.timeout)).models)
+    async def list_models(self, *, timeout: float | None = None) -> list[preprocess_pb2.ModelInfo]:
+        response = await self.stub.ListModels(preprocess_pb2.ListModelsRequest(), timeout=timeout or self.timeout)
+        return list(response.models)
 
     async def close(self) -> None:
         await self.channel.close()

@@ -10,9 +10,9 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from services.common.logs import setup_logging
-from services.common.server import RunningServer, run_until_signal, start_server
-from services.common.settings import load_settings
+from mmsearch.core.logs import setup_logging
+from services.runtime.server import RunningServer, run_until_signal, start_server
+from mmsearch.core.settings import load_settings
 from services.preprocess.models import ModelLoadError, load_models
 from services.preprocess.service import PreprocessServicer, check_response_fits, register
 from services.preprocess.settings import PreprocessSettings

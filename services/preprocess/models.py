@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from services.common.artifacts import ArtifactError, materialize
-from services.preprocess.images import PREPROCESSOR_FILE, ImageConfigError, ImageProcessor
-from services.preprocess.tokenizers import TOKENIZER_FILE, TextTokenizer, TokenizerLoadError, load_tokenizer
+from mmsearch.core.artifacts import ArtifactError, materialize
+from mmsearch.core.images import ImageConfigError, ImageProcessor
+from mmsearch.core.model_repository import PREPROCESSOR_FILE, TOKENIZER_FILE, ModelFolder
+from mmsearch.core.tokenizers import TextTokenizer, TokenizerLoadError, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,9 @@ class PreprocessModel:
 def load_model(name: str, uri: str) -> PreprocessModel:
     """Load one model folder (downloaded once when it is on S3)."""
     try:
-        folder = materialize(uri)
-        tokenizer = load_tokenizer(folder) if (folder / TOKENIZER_FILE).is_file() else None
-        images = ImageProcessor.from_folder(folder) if (folder / PREPROCESSOR_FILE).is_file() else None
+        folder = ModelFolder(materialize(uri))
+        tokenizer = load_tokenizer(folder.path) if folder.has_tokenizer else None
+        images = ImageProcessor.from_folder(folder.path) if folder.has_image_processor else None
     except (ArtifactError, TokenizerLoadError, ImageConfigError, OSError) as exc:
         raise ModelLoadError(f"model {name!r} (MMSEARCH_MODELS) cannot be loaded from {uri}: {exc}") from None
     if tokenizer is None and images is None:

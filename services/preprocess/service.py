@@ -20,8 +20,8 @@ import grpc
 import numpy as np
 
 from mmsearch.v1 import preprocess_pb2, preprocess_pb2_grpc, tensor_pb2
-from services.common.codec import dtype_name, to_tensor
-from services.preprocess.images import ImageInputError, decode
+from mmsearch.core.codec import dtype_name, to_tensor
+from mmsearch.core.images import ImageInputError, decode
 from services.preprocess.models import PreprocessModel
 from services.preprocess.settings import PreprocessSettings
 
@@ -72,10 +72,10 @@ def tokenize(models: dict[str, PreprocessModel], request: preprocess_pb2.Tokeniz
     texts = list(request.texts)
     check_batch(texts, "texts", settings.max_batch_size)
     for index, text in enumerate(texts):
-        if len(text) > settings.max_text_chars:
+        if len(text) > settings.max_query_chars:
             raise RequestError(
-                f"texts[{index}] has {len(text)} characters, over the limit of {settings.max_text_chars} "
-                "(MMSEARCH_MAX_TEXT_CHARS): shorten it"
+                f"texts[{index}] has {len(text)} characters, over the limit of {settings.max_query_chars} "
+                "(MMSEARCH_MAX_QUERY_CHARS): shorten it"
             )
     ids, mask = model.tokenizer.encode(texts)  # type: ignore[union-attr]
     return preprocess_pb2.TokenizeResponse(
@@ -169,7 +169,7 @@ class PreprocessServicer(preprocess_pb2_grpc.PreprocessServiceServicer):
 
 
 def register(servicer: PreprocessServicer):
-    """A ``services.common.server`` registrar for the preprocess service."""
+    """A ``services.runtime.server`` registrar for the preprocess service."""
 
     def add(server: grpc.aio.Server) -> list[str]:
         preprocess_pb2_grpc.add_PreprocessServiceServicer_to_server(servicer, server)

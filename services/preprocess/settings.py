@@ -12,22 +12,18 @@ import os
 
 from pydantic import Field, field_validator
 
-from services.common.settings import ServiceSettings
+from mmsearch.core.limits import RequestLimits
+from services.runtime.settings import GrpcSettings
 
 
-class PreprocessSettings(ServiceSettings):
-    """What the preprocess service reads; limits bound the work one request can cause."""
+class PreprocessSettings(GrpcSettings, RequestLimits):
+    """What the preprocess service reads; limits (shared with serving and web) bound the work one request can cause."""
 
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     models: dict[str, str] = Field(
         ..., description='Model registry, JSON: {"minilm": "s3://models/minilm", "clip-image": "/repo/clip-image"}.'
     )
     max_batch_size: int = Field(64, ge=1, le=4096, description="Most texts or images in one request.")
-    max_text_chars: int = Field(8192, ge=1, description="Longest text accepted, in characters (before truncation).")
-    max_image_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Largest encoded image accepted, in bytes.")
-    max_image_pixels: int = Field(
-        40_000_000, ge=1, description="Most pixels (width x height) an image may declare; guards decompression bombs."
-    )
     max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=1024,
         description="gRPC max message size; a full batch of float32 224x224 images is 38.5 MB, so larger than the default.",

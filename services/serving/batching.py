@@ -20,10 +20,12 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
+from services.serving.errors import BadInput
+
 Inputs = Mapping[str, np.ndarray]
 
 
-class BatchInputError(ValueError):
+class BatchInputError(BadInput):
     """Requests whose inputs cannot share a batch (different names or ranks)."""
 
 

@@ -1,9 +1,10 @@
-"""Query-tower inference behind one small interface.
+"""Query-tower inference behind one small interface, and the pool serving keeps them in.
 
 Two real implementations of :class:`Encoder`:
-- :class:`OnnxEncoder` (embedded default): onnxruntime in-process on
-  ``REPO/NAME/1/model.onnx``; runs in its own threads (onnxruntime releases
-  the GIL), as many as the batcher's calls in flight, each call using
+- :class:`OnnxEncoder` (embedded default): onnxruntime in-process on the
+  exported tower's ``model.onnx`` (the version its manifest names, from the
+  model repository); runs in its own threads (onnxruntime releases the GIL),
+  as many as the batcher's calls in flight, each call using
   ``intra_op_threads`` (serving's default: 1, see its settings). With more
   intra-op threads, their spin-waiting is a setting: on (onnxruntime's
   default) it lowers latency at low load; off, it leaves the cores to the
@@ -12,33 +13,30 @@ Two real implementations of :class:`Encoder`:
   gRPC with ``tritonclient.grpc.aio``; input names and datatypes come from
   Triton's model metadata.
 
-A :class:`services.serving.batching.MicroBatcher` sits in front of either, so
-concurrent requests share one inference call.
+:class:`EncoderPool` creates each (backend, model) encoder once, for every
+config version, with a :class:`~services.serving.batching.MicroBatcher` in
+front so concurrent requests share one inference call. Failures are
+serving's backend errors: Unavailable (Triton down), BadInput (inputs that do
+not fit the model), Mismatch (onnxruntime refusing the inputs: a deployment
+mismatch).
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
-from services.common.artifacts import materialize
-from services.serving.batching import Inputs
+from mmsearch.core import onnx
+from mmsearch.core.channels import channel_options
+from mmsearch.core.model_repository import ModelFolder
+from services.serving import metrics
+from services.serving.batching import Inputs, MicroBatcher
+from services.serving.errors import BadInput, Mismatch, Unavailable
 
 log = logging.getLogger(__name__)
-
-
-
-class EncoderUnavailable(RuntimeError):
-    """The inference backend cannot be reached (maps to gRPC UNAVAILABLE)."""
-
-
-class EncoderInputError(ValueError):
-    """The inputs do not fit the model (maps to gRPC INVALID_ARGUMENT)."""
 
 
 class Encoder(Protocol):
@@ -53,31 +51,11 @@ class Encoder(Protocol):
     async def close(self) -> None: ...
 
 
-def model_folder(repository: str, name: str) -> str:
-    return f"{str(repository).rstrip('/')}/{name}"
-
-
-def read_manifest(repository: str, name: str) -> dict:
-    """REPO/NAME/manifest.json (downloaded once when REPO is on S3)."""
-    folder = materialize(model_folder(repository, name))
-    path = Path(folder) / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FileNotFoundError(f"cannot read the manifest of model {name!r} at {path}: {exc}") from None
-
-
-_ORT_TYPES = {
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
-    "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
-}
-
-
 class OnnxEncoder:
-    """onnxruntime in-process on ``REPO/NAME/1/model.onnx`` (``concurrency`` calls at once, in its own threads)."""
+    """onnxruntime in-process on one exported tower (``concurrency`` calls at once, in its own threads)."""
 
-    def __init__(self, repository: str, name: str, *, version: int = 1, intra_op_threads: int = 1,
-                 concurrency: int = 1, allow_spinning: bool = True, single_query_threads: int | None = None,
+    def __init__(self, folder: ModelFolder, *, intra_op_threads: int = 1, concurrency: int = 1,
+                 allow_spinning: bool = True, single_query_threads: int | None = None,
                  alone: Callable[[], bool] = lambda: True):
         """``single_query_threads`` (None: same as ``intra_op_threads``; 0: one per core) runs a call
         of batch size 1 on a second session with that many threads when ``alone()`` says no other
@@ -85,37 +63,28 @@ class OnnxEncoder:
         call (merged batches, or a batch of one while other queries are under way) runs on the
         ``intra_op_threads`` session, which leaves the other cores to the concurrent work and gives
         more throughput."""
-        import onnxruntime as ort
-
-        self.name = name
-        path = Path(materialize(model_folder(repository, name))) / str(version) / "model.onnx"
-        if not path.exists():
-            raise FileNotFoundError(f"encoder {name!r}: no ONNX model at {path}")
-
-        def session(threads: int, spinning: bool):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-        self._session = session(intra_op_threads, allow_spinning)
+        self.name = folder.manifest.name
+        path = folder.onnx_path
+        self._session = onnx.session(path, intra_op_threads=intra_op_threads, spinning=allow_spinning)
         single = intra_op_threads if single_query_threads is None else single_query_threads
-        self._single = session(single, allow_spinning) if single != intra_op_threads else self._session
-        self._inputs = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in self._session.get_inputs()}
+        self._single = (onnx.session(path, intra_op_threads=single, spinning=allow_spinning)
+                        if single != intra_op_threads else self._session)
+        self._inputs = onnx.input_types(self._session)
         self._output = self._session.get_outputs()[0].name
         self._alone = alone
-        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"onnx-{name}")
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"onnx-{self.name}")
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         missing = sorted(set(self._inputs) - set(inputs))
         if missing:
-            raise EncoderInputError(f"model {self.name!r} needs inputs {missing}; got {sorted(inputs)}")
+            raise BadInput(f"model {self.name!r} needs inputs {missing}; got {sorted(inputs)}")
         feed = {k: np.ascontiguousarray(inputs[k], dtype=t) for k, t in self._inputs.items()}
         batch = next(iter(feed.values())).shape[0] if feed else 0
         session = self._single if batch == 1 and self._alone() else self._session
-        return np.asarray(session.run([self._output], feed)[0], dtype=np.float32)
+        try:
+            return np.asarray(session.run([self._output], feed)[0], dtype=np.float32)
+        except Exception as exc:  # onnxruntime refuses inputs of the wrong shape: a model/input mismatch
+            raise Mismatch(f"onnxruntime, model {self.name!r}: {type(exc).__name__}: {exc}") from None
 
     async def infer(self, inputs: Inputs) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, inputs)
@@ -138,22 +107,13 @@ def _triton_code(exc: Exception) -> str:
 class TritonEncoder:
     """Model ``name`` on a Triton server, over gRPC (``tritonclient.grpc.aio``)."""
 
-    CHANNEL_ARGS = [
-        # Reconnect quickly after the server comes back (gRPC's default backoff grows to 2 minutes).
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ]
-
     def __init__(self, address: str, name: str, *, timeout_s: float = 5.0):
         from tritonclient.grpc.aio import InferenceServerClient
 
         self.name = name
         self.address = address
         self.timeout_s = timeout_s
-        self._client = InferenceServerClient(address, channel_args=self.CHANNEL_ARGS)
+        self._client = InferenceServerClient(address, channel_args=channel_options())
         self._inputs: dict[str, np.dtype] | None = None
         self._output: str | None = None
 
@@ -163,7 +123,7 @@ class TritonEncoder:
         try:
             meta = await self._client.get_model_metadata(self.name, client_timeout=self.timeout_s, as_json=True)
         except InferenceServerException as exc:
-            raise EncoderUnavailable(f"Triton at {self.address}: model {self.name!r}: {exc.message()}") from None
+            raise Unavailable(f"Triton at {self.address}: model {self.name!r}: {exc.message()}") from None
         self._inputs = {i["name"]: _TRITON_TYPES.get(i["datatype"], np.float32) for i in meta["inputs"]}
         self._output = meta["outputs"][0]["name"]
 
@@ -176,7 +136,7 @@ class TritonEncoder:
         assert self._inputs is not None and self._output is not None
         missing = sorted(set(self._inputs) - set(inputs))
         if missing:
-            raise EncoderInputError(f"model {self.name!r} needs inputs {missing}; got {sorted(inputs)}")
+            raise BadInput(f"model {self.name!r} needs inputs {missing}; got {sorted(inputs)}")
         request = []
         for name, dtype in self._inputs.items():
             array = np.ascontiguousarray(inputs[name], dtype=dtype)
@@ -190,8 +150,8 @@ class TritonEncoder:
         except InferenceServerException as exc:
             code = _triton_code(exc)
             if "INVALID_ARGUMENT" in code:
-                raise EncoderInputError(f"Triton model {self.name!r}: {exc.message()}") from None
-            raise EncoderUnavailable(f"Triton at {self.address}: {code or 'error'}: {exc.message()}") from None
+                raise BadInput(f"Triton model {self.name!r}: {exc.message()}") from None
+            raise Unavailable(f"Triton at {self.address}: {code or 'error'}: {exc.message()}") from None
         return np.asarray(result.as_numpy(self._output), dtype=np.float32)
 
     async def ready(self) -> bool:
@@ -202,3 +162,64 @@ class TritonEncoder:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+class BatchedEncoder:
+    """An :class:`Encoder` behind a micro-batcher: ``infer`` of one query shares calls with concurrent ones."""
+
+    def __init__(self, encoder: Encoder, batcher: MicroBatcher, backend: str):
+        self.name = encoder.name
+        self.backend = backend
+        self._encoder, self._batcher = encoder, batcher
+
+    async def infer(self, inputs: Inputs) -> np.ndarray:
+        return np.asarray(await self._batcher.submit(inputs), dtype=np.float32)
+
+    async def ready(self) -> bool:
+        return await self._encoder.ready()
+
+    async def close(self) -> None:
+        await self._batcher.close()
+        await self._encoder.close()
+
+
+class EncoderPool:
+    """Creates each (backend, model) encoder once and keeps it for every config version.
+
+    ``folder(model)`` gives the exported tower's folder (the model repository);
+    ``alone()`` tells the embedded encoder whether a query runs with no other
+    in flight (see :class:`OnnxEncoder`).
+    """
+
+    def __init__(self, settings, folder: Callable[[str], ModelFolder], alone: Callable[[], bool]):
+        self._settings = settings
+        self._folder = folder
+        self._alone = alone
+        self._encoders: dict[tuple[str, str], BatchedEncoder] = {}
+
+    async def get(self, backend: str, model: str) -> BatchedEncoder:
+        key = (backend, model)
+        if key not in self._encoders:
+            s = self._settings
+            if backend == "triton":
+                if not s.triton_address:
+                    raise Mismatch(f"encoder {model!r} uses backend triton but MMSEARCH_TRITON_ADDRESS is empty")
+                encoder: Encoder = TritonEncoder(s.triton_address, model, timeout_s=s.encoder_timeout_ms / 1000)
+                if not await encoder.ready():
+                    await encoder.close()
+                    raise Unavailable(f"Triton at {s.triton_address} does not have model {model!r} ready")
+            else:
+                folder = await asyncio.to_thread(self._folder, model)
+                encoder = await asyncio.to_thread(
+                    OnnxEncoder, folder, intra_op_threads=s.onnx_intra_op_threads, concurrency=s.batch_in_flight,
+                    allow_spinning=s.onnx_allow_spinning, single_query_threads=s.onnx_single_query_threads,
+                    alone=self._alone)
+            batcher = MicroBatcher(encoder.infer, max_size=s.batch_max_size, max_wait_s=s.batch_max_wait_ms / 1000,
+                                   in_flight=s.batch_in_flight, on_batch=metrics.BATCH_SIZE.labels("embed", model).observe)
+            self._encoders[key] = BatchedEncoder(encoder, batcher, backend)
+        return self._encoders[key]
+
+    async def close(self) -> None:
+        for encoder in self._encoders.values():
+            await encoder.close()
+        self._encoders.clear()

@@ -237,7 +237,6 @@ class Scene:
 @dataclass(frozen=True)
 class Experiments:
     scenes: Mapping[str, Scene]
-    digest: str = ""
 
     def arm_specs(self) -> list[tuple[str, str, ArmSpec]]:
         """(scene, arm label, spec) for every resolved combination."""
@@ -270,7 +269,7 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
-def resolve(definition: ExperimentsDef, digest: str = "") -> Experiments:
+def resolve(definition: ExperimentsDef) -> Experiments:
     """Merge and validate every arm combination of every scene."""
     scenes = {}
     for scene_name, scene in definition.scenes.items():
@@ -309,12 +308,11 @@ def resolve(definition: ExperimentsDef, digest: str = "") -> Experiments:
         if len(kinds) > 1:
             raise ConfigError(f"scenes.{scene_name}: every arm must accept the same query kinds (text/image)")
         scenes[scene_name] = Scene(scene_name, scene.modality, layers, arms)
-    return Experiments(scenes, digest)
+    return Experiments(scenes)
 
 
 def parse_config(text: str | bytes, source: str = "<config>") -> Experiments:
     """YAML text -> validated :class:`Experiments`, or :class:`ConfigError` naming the problem."""
-    digest = hashlib.sha256(text if isinstance(text, bytes) else text.encode()).hexdigest()
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -326,7 +324,7 @@ def parse_config(text: str | bytes, source: str = "<config>") -> Experiments:
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc)}") from None
     try:
-        return resolve(definition, digest)
+        return resolve(definition)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
@@ -389,6 +387,13 @@ class ConfigStore(Generic[T]):
         self._failed_digest, self._parse_failed = "", False
         self.on_result("loaded")
         log.info("experiment config active", extra={"path": str(self.path), "digest": digest[:12]})
+        return True
+
+    def replace(self, old: T, new: T) -> bool:
+        """Swap ``new`` in for ``old`` if ``old`` is still current (a route move); False after a reload."""
+        if self.current is not old:
+            return False
+        self.current = new
         return True
 
     def _fail(self, digest: str, message: str, parse: bool) -> None:

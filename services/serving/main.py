@@ -1,8 +1,9 @@
 """``mmsearch serve serving``: start the RetrievalService.
 
-The port is bound first with health NOT_SERVING. Two background loops then
+The port is bound first with health NOT_SERVING. Three background loops then
 run for the life of the process: the config watcher (loads the experiment
-file, reloads it on change, retries a refused activation) and the health
+file, reloads it on change, retries a refused activation), the route watcher
+(follows alias moves, see :mod:`services.serving.routes`) and the health
 loop (probes preprocess, encoders, Milvus and MongoDB; SERVING only while a
 config is active and every dependency answers, so it recovers by itself).
 """
@@ -12,34 +13,39 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from services.common.logs import setup_logging
-from services.common.server import RunningServer, run_until_signal, start_server
-from services.common.settings import load_settings
+from mmsearch.core.logs import setup_logging
+from mmsearch.core.settings import load_settings
+from services.runtime.server import RunningServer, run_until_signal, start_server
 from services.serving import metrics
+from services.serving.activation import Active, activate
+from services.serving.backends import Backends, connect
 from services.serving.experiments import ConfigStore
-from services.serving.pipeline import Active, Pipeline
+from services.serving.health import Health, probe
+from services.serving.routes import RouteWatcher
+from services.serving.search import Searcher
 from services.serving.service import RetrievalServicer, register
 from services.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
 
-async def _health_loop(running: RunningServer, pipeline: Pipeline, store: ConfigStore[Active],
-                       interval: float) -> None:
-    serving: bool | None = None
+async def health_loop(running: RunningServer, backends: Backends, store: ConfigStore[Active], health: Health,
+                      timeout: float, interval: float) -> None:
     while True:
         try:
-            problems = await pipeline.probe(store.current)
+            problems = await probe(backends, store.current, timeout)
+            health.down.clear()
+            health.down.update(problems)
             if store.current is None:
                 problems = {"config": store.last_error or "not loaded yet", **problems}
             healthy = not problems
-            if healthy != serving:
+            if healthy != health.serving:
                 await running.set_serving(healthy)
                 if healthy:
                     log.info("SERVING: config active and every dependency answers")
                 else:
                     log.warning("NOT_SERVING", extra={"problems": problems})
-                serving = healthy
+                health.serving = healthy
         except Exception:
             log.exception("health probe failed")
         await asyncio.sleep(interval)
@@ -47,11 +53,13 @@ async def _health_loop(running: RunningServer, pipeline: Pipeline, store: Config
 
 @dataclass
 class ServingServer:
-    """A started serving process's parts (tests read ``port`` and ``store``)."""
+    """A started serving process's parts (tests read ``port``, ``store`` and ``health``)."""
 
     running: RunningServer
-    pipeline: Pipeline
+    backends: Backends
     store: ConfigStore[Active]
+    health: Health
+    routes: RouteWatcher
 
     @property
     def port(self) -> int:
@@ -61,33 +69,38 @@ class ServingServer:
         await self.running.stop(grace)
 
 
-async def start(settings: ServingSettings) -> ServingServer:
+async def start(settings: ServingSettings, backends: Backends | None = None) -> ServingServer:
     """Bind the server (NOT_SERVING), then load the config and start the watcher and health loops.
 
     Returns at once even when the config cannot be activated yet (a dependency
     down): the watcher keeps trying and health turns SERVING when it succeeds.
     Used by ``main`` and by tests.
     """
-    pipeline = Pipeline(settings)
+    backends = backends or connect(settings)
+    timeout = settings.dependency_timeout_ms / 1000
     store: ConfigStore[Active] = ConfigStore(
-        settings.experiments, pipeline.activate, settings.config_poll_seconds,
-        on_result=lambda result: metrics.CONFIG_LOADS.labels(result).inc(),
+        settings.experiments, lambda experiments: activate(experiments, backends, timeout),
+        settings.config_poll_seconds, on_result=lambda result: metrics.CONFIG_LOADS.labels(result).inc(),
     )
-    servicer = RetrievalServicer(pipeline, store)
+    health = Health()
+    servicer = RetrievalServicer(Searcher(backends, settings, health.down), store,
+                                 settings.default_deadline_ms / 1000)
     running = await start_server(settings, register(servicer), serving=False)
     await store.check()
+    routes = RouteWatcher(store, backends, settings.health_interval_seconds)
     tasks = [asyncio.create_task(store.run(), name="config-watcher"),
-             asyncio.create_task(_health_loop(running, pipeline, store, settings.health_interval_seconds),
-                                 name="health")]
+             asyncio.create_task(routes.run(), name="route-watcher"),
+             asyncio.create_task(health_loop(running, backends, store, health, timeout,
+                                             settings.health_interval_seconds), name="health")]
 
     async def stop() -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await pipeline.close()
+        await backends.close()
 
     running.on_stop.append(stop)
-    return ServingServer(running, pipeline, store)
+    return ServingServer(running, backends, store, health, routes)
 
 
 async def serve(settings: ServingSettings) -> None:

@@ -14,9 +14,9 @@ Python work for the lot. A lone search is sent at once. Both clients are
 created lazily and re-created after a failure to connect, so serving starts
 (NOT_SERVING) with Milvus down and recovers when it is back.
 A search returns ids and scores; the candidates' vectors too when the ranker
-needs them (MMR). Errors: :class:`MatchUnavailable` when Milvus cannot be
-reached, :class:`MatchError` for a request Milvus refuses (unknown
-collection, bad search params).
+needs them (MMR). Errors (serving's backend errors): ``Unavailable`` when
+Milvus cannot be reached, ``Mismatch`` for a request Milvus refuses
+(unknown collection, bad search params).
 """
 from __future__ import annotations
 
@@ -30,17 +30,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jobs.milvus_store import short_error
+from mmsearch.core.milvus_store import short_error
 from services.serving.batching import MicroBatcher
+from services.serving.errors import Mismatch, Unavailable
 from services.serving.metrics import BATCH_SIZE
-
-
-class MatchUnavailable(RuntimeError):
-    """Milvus cannot be reached."""
-
-
-class MatchError(RuntimeError):
-    """Milvus refused the search (collection missing, bad params)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +84,7 @@ class MilvusMatcher:
                     self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self._connect_timeout_s,
                                                 alias=self._alias)
                 except Exception as exc:
-                    raise MatchUnavailable(f"Milvus at {self.uri} is unreachable: {exc}") from None
+                    raise Unavailable(f"Milvus at {self.uri} is unreachable: {exc}") from None
             return self._client
 
     def _drop_client(self) -> None:
@@ -116,20 +109,20 @@ class MilvusMatcher:
             return getattr(client, method)(*args, retry_times=0, **kwargs)
         except Exception as exc:
             error = self._failure(method, exc)
-            if isinstance(error, MatchUnavailable) and not self._lite:
+            if isinstance(error, Unavailable) and not self._lite:
                 self._drop_client()
             raise error from None
 
-    def _failure(self, method: str, exc: Exception) -> MatchUnavailable | MatchError:
+    def _failure(self, method: str, exc: Exception) -> Unavailable | Mismatch:
         """The error for a failed pymilvus call: Milvus unreachable, or the request refused.
 
-        On :class:`MatchUnavailable` the caller drops its client (a server URI, not Lite): a fresh
+        On :class:`Unavailable` the caller drops its client (a server URI, not Lite): a fresh
         channel connects at once when the server is back; the old one would wait out gRPC's
         reconnect back-off (up to 2 minutes; pymilvus sets no cap).
         """
         if _is_unavailable(exc):
-            return MatchUnavailable(f"Milvus at {self.uri}: {short_error(exc)}")
-        return MatchError(f"Milvus {method}: {short_error(exc)}")
+            return Unavailable(f"Milvus at {self.uri}: {short_error(exc)}")
+        return Mismatch(f"Milvus {method}: {short_error(exc)}")
 
     async def _search_client(self):
         if self._async is None:
@@ -139,7 +132,7 @@ class MilvusMatcher:
                 self._async = AsyncMilvusClient(uri=self.uri, token=self._token, timeout=self._connect_timeout_s,
                                                 alias=f"{self._alias}-async")
             except Exception as exc:
-                raise MatchUnavailable(f"Milvus at {self.uri} is unreachable: {short_error(exc)}") from None
+                raise Unavailable(f"Milvus at {self.uri} is unreachable: {short_error(exc)}") from None
         return self._async
 
     async def _drop_search_client(self) -> None:
@@ -166,7 +159,7 @@ class MilvusMatcher:
             )
         except Exception as exc:
             error = self._failure("search", exc)
-            if isinstance(error, MatchUnavailable) and not self._lite:
+            if isinstance(error, Unavailable) and not self._lite:
                 await self._drop_search_client()
             raise error from None
         out = []
@@ -204,7 +197,7 @@ class MilvusMatcher:
         return rows[0]
 
     def _manifest(self, collection: str) -> dict:
-        from jobs.milvus_store import read_manifest
+        from mmsearch.core.milvus_store import read_manifest
 
         self._call("list_collections", timeout=self._connect_timeout_s)  # fail fast: read_manifest retries
         client = self._get_client()
@@ -212,8 +205,8 @@ class MilvusMatcher:
             return read_manifest(client, collection)
         except Exception as exc:
             if _is_unavailable(exc):
-                raise MatchUnavailable(f"Milvus at {self.uri}: {exc}") from None
-            raise MatchError(f"cannot read the model manifest of collection {collection!r}: {exc}") from None
+                raise Unavailable(f"Milvus at {self.uri}: {exc}") from None
+            raise Mismatch(f"cannot read the model manifest of collection {collection!r}: {exc}") from None
 
     async def manifest(self, collection: str) -> dict:
         """The manifest of the exported model that built ``collection`` (or alias)."""
@@ -223,7 +216,7 @@ class MilvusMatcher:
         self._call("list_collections", timeout=timeout)
 
     async def ping(self, timeout: float = 1.0) -> None:
-        """Raise :class:`MatchUnavailable` unless Milvus answers."""
+        """Raise :class:`Unavailable` unless Milvus answers."""
         await asyncio.get_running_loop().run_in_executor(self._admin, self._ping, timeout)
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Serving's Prometheus metrics (the gRPC-level ones live in services.common.metrics)."""
+"""Serving's Prometheus metrics (the gRPC-level ones live in services.runtime.metrics)."""
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram

@@ -1,4 +1,4 @@
-"""The thin gRPC servicer of RetrievalService: deadline in, pipeline, status out."""
+"""The thin gRPC servicer of RetrievalService: deadline in, search, status out."""
 from __future__ import annotations
 
 import logging
@@ -7,8 +7,10 @@ import grpc
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.serving import metrics
+from services.serving.activation import Active
+from services.serving.errors import StageError
 from services.serving.experiments import ConfigStore
-from services.serving.pipeline import Active, Pipeline, StageError
+from services.serving.search import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +18,10 @@ NO_DEADLINE_S = 1e6  # grpc reports a huge time_remaining when the client set no
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, pipeline: Pipeline, store: ConfigStore[Active]):
-        self.pipeline = pipeline
+    def __init__(self, searcher: Searcher, store: ConfigStore[Active], default_deadline_s: float):
+        self.searcher = searcher
         self.store = store
+        self.default_deadline_s = default_deadline_s
 
     def _active(self) -> Active:
         active = self.store.current
@@ -29,17 +32,16 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
 
     async def Search(self, request: retrieval_pb2.SearchRequest, context: grpc.aio.ServicerContext):
         remaining = context.time_remaining()
-        default = self.pipeline.settings.default_deadline_ms / 1000
-        deadline = default if remaining is None or remaining > NO_DEADLINE_S else remaining
+        deadline = self.default_deadline_s if remaining is None or remaining > NO_DEADLINE_S else remaining
         scene = request.scene
         try:
             active = self._active()
             if scene not in active.scenes:
                 scene = "unknown"
-            response = await self.pipeline.search(request, active, deadline)
+            response = await self.searcher.search(request, active, deadline)
         except StageError as exc:
             metrics.REQUESTS.labels(scene, exc.code.name).inc()
-            if exc.code not in (grpc.StatusCode.INVALID_ARGUMENT,):
+            if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
                 log.warning("search failed", extra={"scene": scene, "stage": exc.stage, "code": exc.code.name,
                                                     "error": exc.message})
             await context.abort(exc.code, str(exc))

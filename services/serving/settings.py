@@ -16,12 +16,13 @@ from pathlib import Path
 
 from pydantic import Field
 
-from services.common.settings import ServiceSettings
+from mmsearch.core.limits import RequestLimits
+from services.runtime.settings import GrpcSettings
 
 EXAMPLE_EXPERIMENTS = Path(__file__).parent / "examples" / "experiments.yaml"
 
 
-class ServingSettings(ServiceSettings):
+class ServingSettings(GrpcSettings, RequestLimits):
     """What the serving service reads."""
 
     port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
@@ -69,8 +70,5 @@ class ServingSettings(ServiceSettings):
     match_batch_max_size: int = Field(
         64, ge=1, le=4096, description="Most concurrent queries combined into one Milvus search (1: no batching).")
     match_in_flight: int = Field(2, ge=1, le=64, description="Concurrent Milvus searches per collection and search shape.")
-    max_query_chars: int = Field(1000, ge=1, description="Longest text query accepted, in characters.")
-    max_image_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Largest image query accepted, in bytes.")
-    max_top_k: int = Field(100, ge=1, le=16384, description="Largest top_k a request may ask for.")
     config_poll_seconds: float = Field(1.0, gt=0, description="How often the experiment file is checked for changes.")
     health_interval_seconds: float = Field(1.0, gt=0, description="How often dependencies are probed for health.")

@@ -5,8 +5,9 @@ MongoDB). Documents are keyed by ``_id`` = the vector id (push-mongo's
 contract). The page order is preserved; ids without a document are dropped
 and counted. Each lookup runs under ``pymongo.timeout`` (its share of the
 deadline), which bounds server selection too, so a store that is down fails
-fast with :class:`SummaryUnavailable`; pymongo's monitor reconnects when it
-comes back.
+fast with ``Unavailable`` (serving's backend errors; ``TimeoutError`` when
+the lookup overruns its share, ``Mismatch`` when the store refuses it);
+pymongo's monitor reconnects when it comes back.
 """
 from __future__ import annotations
 
@@ -17,17 +18,7 @@ import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
-
-class SummaryUnavailable(RuntimeError):
-    """The summary store cannot be reached."""
-
-
-class SummaryTimeout(RuntimeError):
-    """The lookup ran out of its share of the deadline."""
-
-
-class SummaryError(RuntimeError):
-    """The store refused the lookup."""
+from services.serving.errors import Mismatch, Unavailable
 
 
 def order_documents(ids: Sequence[int], docs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any] | None], int]:
@@ -75,18 +66,18 @@ class SummaryStore:
                 cursor = self._client[database][collection].find({"_id": {"$in": [int(i) for i in ids]}}, projection)
                 docs = await cursor.to_list(None)
         except ExecutionTimeout as exc:
-            raise SummaryTimeout(f"the lookup exceeded {timeout * 1000:.0f} ms: {exc}") from None
+            raise TimeoutError(f"the lookup exceeded {timeout * 1000:.0f} ms: {exc}") from None
         except ConnectionFailure as exc:
-            raise SummaryUnavailable(f"the store at {self._redacted()} is unreachable: {exc}") from None
+            raise Unavailable(f"the store at {self._redacted()} is unreachable: {exc}") from None
         except PyMongoError as exc:
-            raise SummaryError(f"lookup in {database}.{collection} failed: {exc}") from None
+            raise Mismatch(f"lookup in {database}.{collection} failed: {exc}") from None
         return order_documents(ids, docs)
 
     async def ping(self) -> None:
         try:
             await self._client.admin.command("ping")
         except PyMongoError as exc:
-            raise SummaryUnavailable(f"the store at {self._redacted()} is unreachable: {exc}") from None
+            raise Unavailable(f"the store at {self._redacted()} is unreachable: {exc}") from None
 
     def _redacted(self) -> str:
         head, sep, tail = self.uri.partition("@")

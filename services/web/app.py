@@ -155,10 +155,10 @@ async def search_post(request: web.Request) -> web.Response:
             "image",
         )
     try:
-        fields, image = await _read_form(request, settings.max_upload_bytes)
+        fields, image = await _read_form(request, settings.max_image_bytes)
         params = {**request.query, **fields}
         query = parse_search(params, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars,
-                             image=image, max_image_bytes=settings.max_upload_bytes)
+                             image=image, max_image_bytes=settings.max_image_bytes)
     except BadParameter as exc:
         if isinstance(exc, TooLarge):
             return json_error(413, "too_large", exc.message, exc.parameter)
@@ -198,7 +198,7 @@ async def page(request: web.Request) -> web.FileResponse:
 
 def create_app(settings: WebSettings) -> web.Application:
     """The application; its gRPC channel to serving opens on startup and closes on cleanup."""
-    app = web.Application(middlewares=[observe], client_max_size=settings.max_upload_bytes + 64 * 1024)
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_image_bytes + 64 * 1024)
     app[SETTINGS_KEY] = settings
 
     async def serving_channel(app: web.Application):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mmsearch.core.channels import channel_options
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.web.params import SearchQuery
 
@@ -19,16 +20,8 @@ class ServingClient:
     def __init__(self, address: str, timeout: float, max_message_bytes: int):
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-                # Fail fast and retry the connection soon after serving comes back.
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-            ],
-        )
+        # Retries the connection soon after serving comes back (short reconnect back-off).
+        self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
         self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 

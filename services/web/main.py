@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from services.common.logs import setup_logging
-from services.common.settings import load_settings
+from mmsearch.core.logs import setup_logging
+from mmsearch.core.settings import load_settings
 from services.web.app import create_app
 from services.web.settings import WebSettings
 

@@ -25,9 +25,9 @@ SETTINGS = {
     "serving": ("services.serving.settings", "ServingSettings"),
     "web": ("services.web.settings", "WebSettings"),
 }
-# Variables read through os.environ by services.common (not a settings field):
-# the artifact cache and the S3 endpoint of services/common/artifacts.py.
-COMMON_RUNTIME_VARS = {"MMSEARCH_CACHE_DIR": "services/common/artifacts.py", "MMSEARCH_S3_ENDPOINT_URL": "services/common/artifacts.py"}
+# Variables read through os.environ by mmsearch.core (not a settings field):
+# the artifact cache and the S3 endpoint of mmsearch/core/artifacts.py.
+COMMON_RUNTIME_VARS = {"MMSEARCH_CACHE_DIR": "mmsearch/core/artifacts.py", "MMSEARCH_S3_ENDPOINT_URL": "mmsearch/core/artifacts.py"}
 
 
 def settings_class(service: str):
@@ -123,9 +123,11 @@ def test_grpc_services_use_native_grpc_probes_and_web_http_probes(value_set):
 
 @pytest.mark.parametrize("service", sorted(SETTINGS))
 def test_settings_classes_exist_and_share_the_common_base(service):
-    from services.common.settings import ServiceSettings
+    from mmsearch.core.limits import RequestLimits
+    from services.runtime.settings import ProcessSettings
 
-    assert issubclass(settings_class(service), ServiceSettings)
+    assert issubclass(settings_class(service), ProcessSettings)
+    assert issubclass(settings_class(service), RequestLimits)  # one set of request limits for every layer
 
 
 def test_common_runtime_vars_are_read_where_claimed():
@@ -151,7 +153,7 @@ def test_every_mmsearch_var_is_a_setting_of_its_service_and_required_ones_are_se
 @pytest.mark.parametrize("service", sorted(SETTINGS))
 def test_the_values_the_chart_sets_load_in_the_settings_class(service, value_set, monkeypatch):
     """Every literal value parses (ports, booleans, the MMSEARCH_MODELS JSON ...)."""
-    from services.common.settings import load_settings
+    from mmsearch.core.settings import load_settings
 
     cls = settings_class(service)
     (container,) = ct.pod_spec(ct.deployment(ct.manifests(value_set), service))["containers"]
@@ -388,7 +390,7 @@ def test_operator_rbac_is_least_privilege(value_set):
 def _operator_env_vars() -> set[str]:
     """What `mmsearch operator` reads: its typer options' env vars and the operator package's settings fields."""
     from mmsearch.cli import app
-    from services.common.settings import BaseConfig
+    from mmsearch.core.settings import BaseConfig
 
     command = typer.main.get_command(app).commands["operator"]
     names = {e for p in command.params for e in ([p.envvar] if isinstance(p.envvar, str) else p.envvar or [])}

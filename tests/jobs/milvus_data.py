@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 
 from jobs.encode import META, VECTORS, chunk_name, pack_chunk
+from mmsearch.core.model_repository import ModelManifest
 
 
-def write_manifest(repository: Path, name: str, dimension: int, seed: str = "a") -> dict:
+def write_manifest(repository: Path, name: str, dimension: int, seed: str = "a") -> ModelManifest:
     sha = hashlib.sha256(f"{name}-{dimension}-{seed}".encode()).hexdigest()
     manifest = {"name": name, "tower": "text", "family": "sentence-transformers", "source": "synthetic",
                 "dimension": dimension, "metric": "IP", "onnx_sha256": sha, "output": "embedding",
                 "towers": {"text": {"name": name, "onnx_sha256": sha}}}
     (repository / name).mkdir(parents=True, exist_ok=True)
     (repository / name / "manifest.json").write_text(json.dumps(manifest))
-    return manifest
+    return ModelManifest.from_dict(manifest)
 
 
 def vectors(n: int, dimension: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -28,13 +29,13 @@ def vectors(n: int, dimension: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return ids, vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
 
-def write_vectors(workdir: Path, manifest: dict, ids: np.ndarray, vecs: np.ndarray, chunk: int = 4096) -> None:
+def write_vectors(workdir: Path, manifest: ModelManifest, ids: np.ndarray, vecs: np.ndarray, chunk: int = 4096) -> None:
     folder = workdir / VECTORS
     folder.mkdir(parents=True, exist_ok=True)
     starts = range(0, len(ids), chunk)
     for k, start in enumerate(starts):
         part = slice(start, start + chunk)
         (folder / chunk_name(k, len(ids[part]))).write_bytes(pack_chunk(ids[part], vecs[part], []))
-    (folder / META).write_text(json.dumps({"model": manifest["name"], "tower": "text",
-                                           "onnx_sha256": manifest["onnx_sha256"], "dimension": manifest["dimension"],
+    (folder / META).write_text(json.dumps({"model": manifest.name, "tower": "text",
+                                           "onnx_sha256": manifest.onnx_sha256, "dimension": manifest.dimension,
                                            "chunk_size": chunk, "chunks": len(starts), "corpus_records": len(ids)}))

@@ -1,4 +1,4 @@
-"""services.common.artifacts against a local folder and a real S3 endpoint (moto server over HTTP)."""
+"""mmsearch.core.artifacts against a local folder and a real S3 endpoint (moto server over HTTP)."""
 from __future__ import annotations
 
 import os
@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from services.common import artifacts
-from services.common.artifacts import ArtifactError
+from mmsearch.core import artifacts
+from mmsearch.core.artifacts import ArtifactError
 
 
 @pytest.fixture()

@@ -155,10 +155,10 @@ def test_shards_split_the_work_and_join(tiny_multilingual_repo, tmp_path):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("missing-corpus", "corpus.jsonl not found: run `mmsearch job prepare"),
+    ("missing-corpus", "corpus.jsonl: run `mmsearch job prepare"),
     ("malformed", "corpus.jsonl line 2: not valid JSON"),
     ("no-field", "record id 1: no text in field 'question'"),
-    ("unknown-model", "--model 'nope': no finished export"),
+    ("unknown-model", "model 'nope': no finished export"),
     ("bad-shard", "--shard '3/3': need 0 <= i < N"),
     ("other-settings", "holds vectors made with other settings (chunk_size"),
 ])

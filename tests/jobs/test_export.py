@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from jobs import parity
 from jobs.app import job_app
-from jobs.export import export_model, read_manifest
-from services.common import artifacts
+from jobs.export import export_model
+from mmsearch.core.model_repository import ModelRepository
+from mmsearch.core import artifacts
 
 TEXTS = ["how do I read a csv file", "一只猫在沙发上", "", "a " * 400, "sorting a list of dicts by value!"]
 
@@ -82,7 +83,7 @@ def test_minilm_repository_and_parity(minilm_repo, minilm_source):
     got, want = onnx_text(folder, TEXTS), st_reference(minilm_source, TEXTS)
     assert parity.compare(got, want)["min_cosine"] >= 0.9999
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    assert read_manifest(str(minilm_repo), "minilm") == manifest
+    assert ModelRepository(minilm_repo).manifest("minilm").to_dict() == manifest
 
 
 def test_tiny_multilingual_distilbert_dense(tiny_multilingual_repo, tiny_multilingual_source):
@@ -147,12 +148,12 @@ def test_export_to_s3_reads_back_byte_identical(tiny_clip_source, s3_server, tmp
         assert "manifest.json" in files and "config.pbtxt" in files and "1/model.onnx" in files
         onnx = artifacts.read_bytes(artifacts.join(repo, name, "1", "model.onnx"))
         (tmp_path / f"{name}.onnx").write_bytes(onnx)
-        assert artifacts.file_sha256(tmp_path / f"{name}.onnx") == manifest["onnx_sha256"]
-        assert read_manifest(repo, name) == manifest
+        assert artifacts.file_sha256(tmp_path / f"{name}.onnx") == manifest.onnx_sha256
+        assert ModelRepository(repo).manifest(name) == manifest
         text_format.Parse(artifacts.read_bytes(artifacts.join(repo, name, "config.pbtxt")).decode(),
                           model_config_pb2.ModelConfig())
     local = artifacts.materialize(artifacts.join(repo, "s3clip"), cache_dir=tmp_path / "cache")
-    assert json.loads((local / "manifest.json").read_text()) == manifests["s3clip"]
+    assert json.loads((local / "manifest.json").read_text()) == manifests["s3clip"].to_dict()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -9,7 +9,7 @@ import numpy as np
 import pymongo
 import pytest
 
-from jobs import milvus_store
+from mmsearch.core import milvus_store
 
 QUERIES = [
     ("read and write CSV files", "csv"),
@@ -25,7 +25,7 @@ QUERIES = [
 def encode_query(stdlib_index):
     import onnxruntime as ort
 
-    from services.preprocess.tokenizers import load_tokenizer
+    from mmsearch.core.tokenizers import load_tokenizer
 
     folder = stdlib_index.repository / stdlib_index.model
     tokenizer = load_tokenizer(folder)

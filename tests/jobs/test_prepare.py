@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from jobs.errors import JobError
-from jobs.prepare import ID_BITS, prepare, read_corpus, stable_id
+from jobs.corpus import read_corpus
+from jobs.prepare import ID_BITS, prepare, stable_id
 
 MMSEARCH = [sys.executable, "-m", "mmsearch.cli"]
 
@@ -131,7 +132,7 @@ def test_full_stdlib_corpus_skips_noise_and_is_identical_across_processes(tmp_pa
 
 def test_read_corpus_round_trip(tmp_path):
     prepare(str(tmp_path / "w"), "stdlib", "json")
-    assert list(read_corpus(str(tmp_path / "w"))) == corpus(tmp_path / "w")
+    assert read_corpus(str(tmp_path / "w")).records == corpus(tmp_path / "w")
 
 
 @pytest.mark.parametrize("body, expected", [

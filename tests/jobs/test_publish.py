@@ -7,15 +7,15 @@ import sys
 
 import pytest
 
-from jobs import milvus_store
-from jobs.errors import JobError
+from mmsearch.core import milvus_store
+from mmsearch.core.errors import MmsearchError
 from jobs.publish import publish, versions_to_drop
 from jobs.push_milvus import push_vectors
 from tests.jobs.milvus_data import vectors, write_manifest
 
 
 def push(lite, manifest, scene, version, n=20):
-    ids, vecs = vectors(n, manifest["dimension"], seed=hash((scene, version)) % 1000)
+    ids, vecs = vectors(n, manifest.dimension, seed=hash((scene, version)) % 1000)
     push_vectors(lite, scene, version, manifest, [(ids, vecs)], n)
 
 
@@ -45,7 +45,7 @@ def test_alias_switch_prune_and_scene_isolation(tmp_path):
         assert milvus_store.resolve_collection(client, "docs") == "docs_3"
         assert milvus_store.read_manifest(client, "docs")["collection"] == "docs_3"
         assert milvus_store.resolve_collection(client, "docs_2") == "docs_2"  # a plain collection name
-        with pytest.raises(JobError, match="no collection or alias named 'nothing'"):
+        with pytest.raises(MmsearchError, match="no collection or alias named 'nothing'"):
             milvus_store.resolve_collection(client, "nothing")
     finally:
         milvus_store.close(client, lite)
@@ -61,13 +61,13 @@ def test_an_incomplete_or_missing_collection_is_not_published(tmp_path):
     lite = str(tmp_path / "milvus.db")
     manifest = write_manifest(tmp_path, "m", 8)
     ids, vecs = vectors(30, 8)
-    with pytest.raises(JobError, match="read 30 vectors, expected 40"):
+    with pytest.raises(MmsearchError, match="read 30 vectors, expected 40"):
         push_vectors(lite, "docs", "1", manifest, [(ids, vecs)], 40)  # the job dies before marking it complete
-    with pytest.raises(JobError, match="collection docs_1 is not complete"):
+    with pytest.raises(MmsearchError, match="collection docs_1 is not complete"):
         publish(lite, "docs", "1")
-    with pytest.raises(JobError, match="collection docs_9 does not exist"):
+    with pytest.raises(MmsearchError, match="collection docs_9 does not exist"):
         publish(lite, "docs", "9")
-    with pytest.raises(JobError, match="--keep 0"):
+    with pytest.raises(MmsearchError, match="--keep 0"):
         publish(lite, "docs", "1", keep=0)
 
 

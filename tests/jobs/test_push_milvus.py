@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from jobs import milvus_store
-from jobs.errors import JobError
+from mmsearch.core import milvus_store
+from mmsearch.core.errors import MmsearchError
 from jobs.push_milvus import push_vectors
-from tests.fixtures.ports import free_port
-from tests.fixtures.servers import run_job
+from mmsearch.dev.processes import free_port
+from tests.support.jobs import run_job
 from tests.jobs.milvus_data import vectors, write_manifest, write_vectors
 
 
@@ -50,7 +50,7 @@ def test_push_records_the_manifest_and_keeps_the_last_partial_batch(tmp_path, li
         assert fields["id"]["is_primary"] and fields["vector"]["params"]["dim"] == 16
         recorded = milvus_store.read_manifest(client, "docs_1")
         assert {k: recorded[k] for k in ("name", "onnx_sha256", "dimension", "metric", "towers")} == \
-            {k: manifest[k] for k in ("name", "onnx_sha256", "dimension", "metric", "towers")}
+            {k: manifest.to_dict()[k] for k in ("name", "onnx_sha256", "dimension", "metric", "towers")}
         assert recorded["collection"] == "docs_1" and recorded["complete"] is True
         assert recorded["index"] == {"type": "FLAT", "metric": "IP", "params": {}}
         hit = client.search("docs_1", data=[vecs[42].tolist()], limit=1, search_params={"metric_type": "IP"})[0][0]
@@ -66,12 +66,12 @@ def test_rerun_is_idempotent_and_refuses_another_model_or_dimension(tmp_path, li
     again = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 300), 300, batch_size=64)
     assert again["created"] is False and again["entities"] == 300
     other = write_manifest(tmp_path, "m2", 8, seed="b")
-    with pytest.raises(JobError, match="collection docs_1 was built with model 'm'"):
+    with pytest.raises(MmsearchError, match="collection docs_1 was built with model 'm'"):
         push_vectors(lite, "docs", "1", other, chunks(ids, vecs, 300), 300)
     wider = write_manifest(tmp_path, "m3", 12)
-    with pytest.raises(JobError, match="dimension mismatch: collection docs_1 holds 8-d vectors, these are 12-d"):
+    with pytest.raises(MmsearchError, match="dimension mismatch: collection docs_1 holds 8-d vectors, these are 12-d"):
         push_vectors(lite, "docs", "1", wider, chunks(*vectors(5, 12), 5), 5)
-    with pytest.raises(JobError, match="dimension mismatch: the vectors are 8-d"):
+    with pytest.raises(MmsearchError, match="dimension mismatch: the vectors are 8-d"):
         push_vectors(lite, "docs", "2", wider, chunks(ids, vecs, 300), 300)
 
 
@@ -79,7 +79,7 @@ def test_extra_entities_fail_the_count_check(tmp_path, lite):
     manifest = write_manifest(tmp_path, "m", 8)
     ids, vecs = vectors(50, 8)
     push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 50), 50)
-    with pytest.raises(JobError, match="holds 50 entities, expected 20; it holds vectors of another corpus"):
+    with pytest.raises(MmsearchError, match="holds 50 entities, expected 20; it holds vectors of another corpus"):
         push_vectors(lite, "docs", "1", manifest, chunks(ids[:20], vecs[:20], 20), 20)
 
 
@@ -94,7 +94,7 @@ def test_bad_settings_are_refused(tmp_path, lite, kwargs, expected):
     manifest = write_manifest(tmp_path, "m", 8)
     ids, vecs = vectors(10, 8)
     scene, version = kwargs.pop("scene", "docs"), kwargs.pop("version", "1")
-    with pytest.raises(JobError, match=expected):
+    with pytest.raises(MmsearchError, match=expected):
         push_vectors(lite, scene, version, manifest, chunks(ids, vecs, 10), 10, **kwargs)
 
 
@@ -152,7 +152,7 @@ def cli_inputs(tmp_path):
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("unknown-model", "error: unknown model 'nope': no "),
+    ("unknown-model", "error: model 'nope': no finished export"),
     ("wrong-model", "error: the vectors in "),
     ("no-vectors", "error: "),
     ("unreachable", "error: cannot reach Milvus at http://127.0.0.1:"),

@@ -16,7 +16,7 @@ import pytest
 
 from jobs.errors import JobError
 from jobs.push_mongo import push_mongo, redact
-from tests.fixtures.servers import run_job
+from tests.support.jobs import run_job
 
 
 def write_corpus(workdir: Path, n: int, start: int = 0) -> list[dict]:

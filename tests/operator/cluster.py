@@ -16,7 +16,7 @@ import kmock
 import kopf
 
 from mmsearch_operator.main import OperatorSettings, run
-from tests.fixtures.ports import free_port
+from mmsearch.dev.processes import free_port
 from tests.operator.helpers import apply_defaults, crd_schema, schema_errors
 
 NAMESPACE = "search"

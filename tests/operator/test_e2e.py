@@ -70,14 +70,29 @@ async def _execute(cluster, job: dict[str, Any]) -> None:
     await cluster.set_job_status(job, job_complete)
 
 
-async def _next_job_or_outcome(cluster, seen: set[str]):
+async def _next_job_or_outcome(cluster, seen: set[str], name: str):
     async def probe():
-        status = (await cluster.indexjob(NAME)).get("status") or {}
+        status = (await cluster.indexjob(name)).get("status") or {}
         if status.get("phase") in ("Succeeded", "Failed"):
             return ("done", status)
         new = [j for j in await cluster.jobs() if j["metadata"]["name"] not in seen]
         return ("job", new[0]) if new else None
     return await cluster.wait_for("a new Job or the end of the run", probe)
+
+
+async def _run_indexjob(cluster, obj: dict, mongo_uri: str) -> tuple[dict, list[str]]:
+    """Apply ``obj`` and run each Job the operator creates until the IndexJob ends: (status, stages run)."""
+    await cluster.create_secret("mongo", {"uri": mongo_uri})
+    await cluster.apply(obj)
+    seen: set[str] = set()
+    ran: list[str] = []
+    while True:
+        kind, value = await _next_job_or_outcome(cluster, seen, obj["metadata"]["name"])
+        if kind == "done":
+            return value, ran
+        seen.add(value["metadata"]["name"])
+        ran.append(value["metadata"]["labels"]["mmsearch.io/stage"])
+        await _execute(cluster, value)
 
 
 async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_index(
@@ -100,18 +115,7 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
         },
     }
     async with emulated_cluster() as cluster, running_operator(cluster):
-        await cluster.create_secret("mongo", {"uri": mongo_server})
-        await cluster.apply(obj)
-        seen: set[str] = set()
-        ran: list[str] = []
-        while True:
-            kind, value = await _next_job_or_outcome(cluster, seen)
-            if kind == "done":
-                status = value
-                break
-            seen.add(value["metadata"]["name"])
-            ran.append(value["metadata"]["labels"]["mmsearch.io/stage"])
-            await _execute(cluster, value)
+        status, ran = await _run_indexjob(cluster, obj, mongo_server)
         assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
         assert ran == ["prepare", "encode", "push-milvus", "push-mongo", "publish"]
         encode = next(e for e in status["stages"] if e["name"] == "encode")
@@ -124,7 +128,7 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
     records = [json.loads(line) for line in Path(workdir, "corpus.jsonl").read_text().splitlines() if line.strip()]
     target = next(r for r in records if "json.dumps" in r["question"] or "dumps" in r["question"])
 
-    from jobs import milvus_store
+    from mmsearch.core import milvus_store
     from jobs.encode import TextInputs, load_encoder
 
     encoder = load_encoder(str(minilm_repo), "minilm", device="cpu")
@@ -144,3 +148,47 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
     with pymongo.MongoClient(mongo_server, serverSelectionTimeoutMS=10000) as mongo:
         doc = mongo["mmsearch"][SCENE].find_one({"_id": target["id"]})
     assert doc is not None and doc["question"] == target["question"]
+
+
+async def test_an_indexjob_with_model_version_2_is_served_by_the_embedded_encoder(
+        tmp_path_factory, tiny_multilingual_source, mongo_server, service_loop):
+    """``spec.model.version: 2``: export writes the tower under ``2/``, every later stage and serving's
+    embedded encoder read that version from the manifest, and a search through serving succeeds."""
+    import grpc
+
+    from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+    from tests.support.stack import start_stack, t2t_config, write_config
+
+    base = tmp_path_factory.getbasetemp()
+    root = tmp_path_factory.mktemp("indexjob-v2")
+    milvus, repo, scene = root / "milvus.db", root / "repo", "stdlib_v2"
+    obj = {
+        "apiVersion": "mmsearch.io/v1alpha1", "kind": "IndexJob", "metadata": {"name": "stdlib-v2"},
+        "spec": {
+            "scene": scene, "modality": "text", "image": "local-venv",
+            "workdir": str(root / "work"), "volume": {"claimName": "local", "mountPath": str(base)},
+            "source": {"kind": "stdlib", "uri": "csv"},
+            "model": {"source": str(tiny_multilingual_source), "name": "tiny", "repository": str(repo),
+                      "version": 2},
+            "encode": {"textField": "answer"},
+            "milvus": {"uri": str(milvus)},
+            "mongo": {"uriSecret": {"name": "mongo"}, "collection": scene},
+        },
+    }
+    async with emulated_cluster() as cluster, running_operator(cluster):
+        status, ran = await _run_indexjob(cluster, obj, mongo_server)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert ran == ["prepare", "export", "encode", "push-milvus", "push-mongo", "publish"]
+    assert (repo / "tiny" / "2" / "model.onnx").is_file() and not (repo / "tiny" / "1").exists()
+
+    experiments = root / "experiments.yaml"
+    write_config(experiments, t2t_config(scene, model="tiny"))
+    stack = start_stack(service_loop, models={"tiny": str(repo / "tiny")}, experiments=experiments,
+                        milvus_uri=str(milvus), mongo_uri=mongo_server, model_repository=str(repo))
+    try:
+        with grpc.insecure_channel(stack.address) as channel:
+            response = retrieval_pb2_grpc.RetrievalServiceStub(channel).Search(
+                retrieval_pb2.SearchRequest(scene=scene, text="read a csv file", top_k=3), timeout=10)
+    finally:
+        stack.close()
+    assert [item.summary["category"] for item in response.items] == ["csv"] * 3

@@ -7,7 +7,7 @@ import kubernetes_validate
 import pytest
 
 from mmsearch_operator.spec import STAGES
-from tests.fixtures.ports import free_port
+from mmsearch.dev.processes import free_port
 from tests.operator.cluster import emulated_cluster, running_operator
 from tests.operator.helpers import K8S_VERSION, indexjob, job_complete, job_failed, job_running, schema_errors
 

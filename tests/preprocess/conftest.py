@@ -4,20 +4,16 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from mmsearch.core.channels import message_options
 from mmsearch.v1 import preprocess_pb2_grpc
 from services.preprocess.main import start
 from services.preprocess.settings import PreprocessSettings
 from tests.preprocess import model_folders
+from tests.preprocess.samples import IMAGE_CONFIGS
 
 # Folder name -> how it is built. The image configs cover CLIP's default, a small odd crop, a crop
 # larger than the resized image (zero padding) and a fixed-size resize without crop.
-IMAGE_CONFIGS = {
-    "tiny-clip-image": {},
-    "small-image": {"size": {"shortest_edge": 40}, "crop_size": {"height": 32, "width": 30}},
-    "padded-image": {"size": {"shortest_edge": 20}, "crop_size": {"height": 32, "width": 31}},
-    "square-image": {"size": {"height": 50, "width": 60}, "do_center_crop": False},
-}
-LIMITS = {"max_batch_size": 64, "max_text_chars": 8192, "max_image_bytes": 2_000_000,
+LIMITS = {"max_batch_size": 64, "max_query_chars": 8192, "max_image_bytes": 2_000_000,
           "max_image_pixels": 4_000_000, "image_threads": 2}
 
 
@@ -56,7 +52,7 @@ async def preprocess_server(settings):
 
 @pytest.fixture(scope="session")
 async def channel(preprocess_server):
-    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    options = message_options()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{preprocess_server.port}", options=options) as chan:
         yield chan
 

@@ -73,3 +73,12 @@ MODES = [("RGB", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), ("L", "PNG"), ("L", "
          ("P+transparency", "PNG"), ("P", "GIF"), ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("LA", "PNG"),
          ("RGB", "WEBP"), ("1", "BMP")]
 SIZES = [(224, 224), (320, 240), (240, 320), (500, 37), (13, 9), (301, 300)]
+
+
+# The image models of the preprocess test repository: name -> preprocessor_config.json overrides.
+IMAGE_CONFIGS = {
+    "tiny-clip-image": {},
+    "small-image": {"size": {"shortest_edge": 40}, "crop_size": {"height": 32, "width": 30}},
+    "padded-image": {"size": {"shortest_edge": 20}, "crop_size": {"height": 32, "width": 31}},
+    "square-image": {"size": {"height": 50, "width": 60}, "do_center_crop": False},
+}

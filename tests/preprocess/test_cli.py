@@ -9,8 +9,9 @@ import grpc
 import numpy as np
 
 from mmsearch.v1 import preprocess_pb2, preprocess_pb2_grpc
-from services.common.codec import from_tensor
-from tests.common.service_process import MMSEARCH, start_service, wait_serving
+from mmsearch.core.channels import message_options
+from mmsearch.core.codec import from_tensor
+from tests.support.processes import MMSEARCH, start_service, wait_serving
 from tests.preprocess.samples import encoded
 
 
@@ -19,7 +20,7 @@ def test_serve_preprocess_process(registry):
     service = start_service("preprocess", {"MMSEARCH_MODELS": json.dumps(models)})
     try:
         wait_serving(service.target)
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        options = message_options()
         with grpc.insecure_channel(service.target, options=options) as channel:
             stub = preprocess_pb2_grpc.PreprocessServiceStub(channel)
             tokens = stub.Tokenize(preprocess_pb2.TokenizeRequest(model="minilm", texts=["hello world", "hi"]))

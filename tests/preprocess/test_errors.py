@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mmsearch.v1 import preprocess_pb2, tensor_pb2
 from services.preprocess.models import ModelLoadError, load_model
 from services.preprocess.settings import PreprocessSettings
-from services.common.settings import SettingsError, load_settings
+from mmsearch.core.settings import SettingsError, load_settings
 from tests.preprocess.samples import encoded
 
 
@@ -102,7 +102,7 @@ def test_settings_fail_fast_naming_the_variable(monkeypatch, env, variable):
 
 def test_settings_read_the_registry(monkeypatch):
     monkeypatch.setenv("MMSEARCH_MODELS", '{"minilm": "s3://models/minilm", "clip-image": "/repo/clip-image"}')
-    monkeypatch.setenv("MMSEARCH_MAX_TEXT_CHARS", "100")
+    monkeypatch.setenv("MMSEARCH_MAX_QUERY_CHARS", "100")
     settings = load_settings(PreprocessSettings)
     assert settings.models == {"minilm": "s3://models/minilm", "clip-image": "/repo/clip-image"}
-    assert (settings.max_text_chars, settings.port) == (100, 50051)
+    assert (settings.max_query_chars, settings.port) == (100, 50051)

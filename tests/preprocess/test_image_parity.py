@@ -9,10 +9,9 @@ from PIL import Image
 from transformers import CLIPImageProcessor
 
 from mmsearch.v1 import preprocess_pb2, tensor_pb2
-from services.common.codec import from_tensor
-from services.preprocess.images import ImageProcessor, decode
-from tests.preprocess.conftest import IMAGE_CONFIGS
-from tests.preprocess.samples import MODES, SIZES, encoded
+from mmsearch.core.codec import from_tensor
+from mmsearch.core.images import ImageProcessor, decode
+from tests.preprocess.samples import IMAGE_CONFIGS, MODES, SIZES, encoded
 
 
 def reference(folder, images: list[bytes]) -> np.ndarray:

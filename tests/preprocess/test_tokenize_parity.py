@@ -6,8 +6,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from mmsearch.v1 import preprocess_pb2, tensor_pb2
-from services.common.codec import from_tensor
-from services.preprocess.tokenizers import load_tokenizer
+from mmsearch.core.codec import from_tensor
+from mmsearch.core.tokenizers import load_tokenizer
 from tests.preprocess.samples import varied_texts
 
 BATCH = 50

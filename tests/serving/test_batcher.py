@@ -4,7 +4,7 @@ import asyncio
 import numpy as np
 
 from services.serving.batching import MicroBatcher, pad_and_stack
-from services.serving.encoders import EncoderUnavailable
+from services.serving.errors import Unavailable
 
 
 def test_pad_and_stack_pads_to_longest():
@@ -36,13 +36,13 @@ async def test_errors_reach_every_waiter_and_batcher_keeps_working():
 
     async def run(inputs):
         if fail:
-            raise EncoderUnavailable("down")
+            raise Unavailable("down")
         return inputs["x"].astype(np.float32)
 
     batcher = MicroBatcher(run)
     results = await asyncio.gather(*(batcher.submit({"x": np.array([[1]])}) for _ in range(3)),
                                    return_exceptions=True)
-    assert all(isinstance(r, EncoderUnavailable) for r in results)
+    assert all(isinstance(r, Unavailable) for r in results)
     fail = False
     assert (await batcher.submit({"x": np.array([[5]])})).tolist() == [[5.0]]
     await batcher.close()

@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from tests.fixtures.servers import run_job
-from tests.fixtures.stack import MilvusServer, start_stack, t2t_config, write_config
-from tests.fixtures.ports import free_port
+from tests.support.jobs import run_job
+from tests.support.stack import MilvusServer, start_stack, t2t_config, write_config
+from mmsearch.dev.processes import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ SCENE = "faults"
 
 @pytest.fixture(scope="module")
 def fault_stack(stdlib_index, triton_minilm, service_loop, tmp_path_factory):
-    from services.common.embedded import start_mongo
+    from mmsearch.dev.mongo import start_mongo
 
     tmp = tmp_path_factory.mktemp("faults")
     milvus = MilvusServer(tmp / "milvus.db")
@@ -119,7 +119,7 @@ def test_milvus_down_then_back(stub, fault_stack):
 
 
 def test_summary_store_down_then_back(stub, fault_stack):
-    from services.common.embedded import start_mongo
+    from mmsearch.dev.mongo import start_mongo
 
     fault_stack.extra["mongo"].stop()
     try:

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from tests.fixtures.images import build_image_index, link_models, serve_folder, write_images
-from tests.fixtures.stack import start_stack, write_config
-from tests.fixtures.stack import t2i_config as scene_config
+from mmsearch.dev.folders import serve_folder
+from tests.support.images import build_image_index, link_models, write_images
+from tests.support.stack import start_stack, write_config
+from tests.support.stack import t2i_config as scene_config
 
 pytestmark = pytest.mark.slow
 

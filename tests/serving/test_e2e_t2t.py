@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from tests.fixtures.stack import t2t_config, write_config
+from tests.support.stack import t2t_config, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -1,14 +1,15 @@
 """The embedded encoder's two sessions (one query alone vs merged batches) agree."""
 import numpy as np
 
-from services.preprocess.tokenizers import load_tokenizer
+from mmsearch.core.tokenizers import load_tokenizer
+from mmsearch.core.model_repository import ModelRepository
 from services.serving.encoders import OnnxEncoder
 
 TEXTS = ["read and write CSV files", "parse a JSON document into Python objects", "join two paths"]
 
 
 async def test_single_query_session_matches_the_batched_session(minilm_repo):
-    encoder = OnnxEncoder(str(minilm_repo), "minilm", intra_op_threads=1, single_query_threads=0)
+    encoder = OnnxEncoder(ModelRepository(minilm_repo).folder("minilm"), intra_op_threads=1, single_query_threads=0)
     try:
         assert encoder._single is not encoder._session
         ids, mask = load_tokenizer(minilm_repo / "minilm").encode(TEXTS)
@@ -23,13 +24,13 @@ async def test_single_query_session_matches_the_batched_session(minilm_repo):
 
 
 def test_equal_thread_settings_keep_one_session(minilm_repo):
-    encoder = OnnxEncoder(str(minilm_repo), "minilm", intra_op_threads=1, single_query_threads=1)
+    encoder = OnnxEncoder(ModelRepository(minilm_repo).folder("minilm"), intra_op_threads=1, single_query_threads=1)
     assert encoder._single is encoder._session
 
 
 async def test_a_lone_query_uses_the_single_query_session_only_while_nothing_else_runs(minilm_repo):
     busy = {"others": 0}
-    encoder = OnnxEncoder(str(minilm_repo), "minilm", intra_op_threads=1, single_query_threads=0,
+    encoder = OnnxEncoder(ModelRepository(minilm_repo).folder("minilm"), intra_op_threads=1, single_query_threads=0,
                           alone=lambda: busy["others"] == 0)
     ran = []
     for session in (encoder._session, encoder._single):

@@ -11,56 +11,17 @@ plain blocking clients (requests, Playwright's sync API).
 """
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from services.web.main import RunningWeb, start_web
-from services.web.settings import WebSettings
+from mmsearch.dev.processes import free_port
+from tests.support.web import WebThread, web_settings
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-
-class WebThread:
-    """``with WebThread(settings) as web: web.url`` runs the real server until the block ends."""
-
-    def __init__(self, settings: WebSettings):
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="web-server", daemon=True)
-        self.running: RunningWeb | None = None
-        self.url = ""
-
-    def __enter__(self) -> "WebThread":
-        self.thread.start()
-        self.running = asyncio.run_coroutine_threadsafe(start_web(self.settings), self.loop).result(30)
-        self.url = f"http://127.0.0.1:{self.running.port}"
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.running is not None:
-            asyncio.run_coroutine_threadsafe(self.running.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-def web_settings(serving_address: str, **overrides) -> WebSettings:
-    return WebSettings(host="127.0.0.1", port=0, serving_address=serving_address, log_json=False,
-                       grace_seconds=0.5, **overrides)
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released): serving that is down."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -86,14 +47,14 @@ def stack_scene(stdlib_index) -> StackScene:
 @pytest.fixture(scope="session")
 def web(serving_address) -> Iterator[WebThread]:
     """The web service in front of the real serving of ``search_stack``."""
-    with WebThread(web_settings(serving_address, max_upload_bytes=64 * 1024)) as server:
+    with WebThread(web_settings(serving_address, max_image_bytes=64 * 1024)) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def web_down() -> Iterator[WebThread]:
     """A web service whose serving is down (nothing listens at its address)."""
-    with WebThread(web_settings(f"127.0.0.1:{closed_port()}", request_timeout_seconds=2.0)) as server:
+    with WebThread(web_settings(f"127.0.0.1:{free_port()}", request_timeout_seconds=2.0)) as server:
         yield server
 
 
@@ -126,10 +87,9 @@ def two_scenes(stdlib_index, tiny_clip_repo, service_loop, tmp_path_factory) -> 
     service starts first (its /images/ route is the ``--base-url`` the encode job fetches,
     as in the demo), pointed at the port serving will take.
     """
-    from tests.fixtures.images import DISTINCT, build_image_index, distinct_images, link_models, write_images
-    from tests.fixtures.servers import run_job
-    from tests.fixtures.stack import start_stack, t2i_config, t2t_config, write_config
-    from tests.fixtures.ports import free_port
+    from tests.support.images import DISTINCT, build_image_index, distinct_images, link_models, write_images
+    from tests.support.jobs import run_job
+    from tests.support.stack import start_stack, t2i_config, t2t_config, write_config
 
     root = tmp_path_factory.mktemp("two-scenes")
     folder = write_images(root / "images", distinct_images())
@@ -137,7 +97,7 @@ def two_scenes(stdlib_index, tiny_clip_repo, service_loop, tmp_path_factory) -> 
     models = link_models(root / "repo", stdlib_index.repository / stdlib_index.model, tiny_clip_repo / "tiny-clip",
                          tiny_clip_repo / "tiny-clip-image")
     serving_port = free_port()
-    settings = web_settings(f"127.0.0.1:{serving_port}", max_upload_bytes=64 * 1024, images_dir=folder)
+    settings = web_settings(f"127.0.0.1:{serving_port}", max_image_bytes=64 * 1024, images_dir=folder)
     with WebThread(settings) as web:
         t2t, version = stdlib_index.scene, stdlib_index.version
         run_job("push-milvus", "--workdir", str(stdlib_index.workdir), "--milvus-uri", str(milvus), "--scene", t2t,

@@ -1,36 +1,12 @@
 """The JSON API, /healthz, /readyz, /metrics and the page's files, against the real serving stack."""
 from __future__ import annotations
 
-import io
 import re
 
 import pytest
 import requests
-from PIL import Image
 
-from tests.web.conftest import WebThread, web_settings
-
-TIMEOUT = 30
-
-
-def get(web: WebThread, path: str, **params) -> requests.Response:
-    return requests.get(web.url + path, params=params, timeout=TIMEOUT)
-
-
-def png() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(out, "PNG")
-    return out.getvalue()
-
-
-def assert_error(response: requests.Response, status: int, parameter: str | None, words: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["status"] == status
-    assert error.get("parameter") == parameter
-    assert words in error["message"], error["message"]
-    return error
+from tests.support.web import TIMEOUT, WebThread, assert_error, get, png, web_settings
 
 
 def test_search_returns_ranked_items(web, stack_scene):

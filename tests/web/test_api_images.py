@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.web.test_api import TIMEOUT, assert_error
+from tests.support.web import TIMEOUT, assert_error
 
-LIMIT = 64 * 1024  # the two_scenes web service's max_upload_bytes
+LIMIT = 64 * 1024  # the two_scenes web service's max_image_bytes
 
 
 def post_image(two_scenes, data: bytes, name: str = "query.png", **fields) -> requests.Response:

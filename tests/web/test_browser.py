@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.web.conftest import WebThread, web_settings
+from tests.support.web import WebThread, web_settings
+
 from tests.web.pages import WAIT_MS, results, type_query, wait_for_summary
 
 pytestmark = pytest.mark.browser
@@ -95,7 +96,7 @@ def test_phone_sized_layout(browser, web, stack_scene, artifacts_dir):
 @pytest.fixture
 def own_serving(stdlib_stack):
     """A second, real serving in front of the stack's preprocess and index, that a test may stop."""
-    from tests.fixtures.stack import Stack
+    from tests.support.stack import Stack
 
     own = Stack(stdlib_stack.loop, stdlib_stack.models, stdlib_stack.serving_settings,
                 preprocess_port=stdlib_stack.preprocess_port)

@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from tests.web.conftest import closed_port
+from mmsearch.dev.processes import free_port
 
 
 def start_web(**env: str) -> subprocess.Popen:
@@ -35,7 +35,7 @@ def started_port(proc: subprocess.Popen, timeout: float = 30) -> int:
 
 
 def test_serve_web_process_and_sigterm():
-    proc = start_web(MMSEARCH_SERVING_ADDRESS=f"127.0.0.1:{closed_port()}", MMSEARCH_GRACE_SECONDS="1")
+    proc = start_web(MMSEARCH_SERVING_ADDRESS=f"127.0.0.1:{free_port()}", MMSEARCH_GRACE_SECONDS="1")
     try:
         port = started_port(proc)
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}

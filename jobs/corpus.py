@@ -1,0 +1,50 @@
+"""``<workdir>/corpus.jsonl``: the prepared corpus every later stage reads, one way.
+
+One JSON object per line, each with an integer ``id`` (written by
+``prepare``). :func:`read_corpus` returns the records in file order and the
+SHA-256 of the file (encode records it beside the vectors, so vectors of
+another corpus are never mixed in); a malformed line is an error naming it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from jobs.errors import JobError
+from mmsearch.core import artifacts
+
+CORPUS_FILE = "corpus.jsonl"
+
+
+def corpus_uri(workdir: str) -> str:
+    return artifacts.join(workdir, CORPUS_FILE)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    records: list[dict]
+    sha256: str
+
+
+def read_corpus(workdir: str) -> Corpus:
+    """The records of ``<workdir>/corpus.jsonl`` in order, and the file's SHA-256."""
+    uri = corpus_uri(workdir)
+    try:
+        data = artifacts.read_bytes(uri)
+    except artifacts.ArtifactError as exc:
+        if not str(exc).startswith("artifact not found"):
+            raise  # S3 unreachable, no such bucket: its own clear message
+        raise JobError(f"no corpus at {uri}: run `mmsearch job prepare --workdir {workdir}` first") from None
+    records = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise JobError(f"{uri} line {number}: not valid JSON ({exc}); re-run prepare") from None
+        if not isinstance(record, dict) or not isinstance(record.get("id"), int) or isinstance(record["id"], bool):
+            raise JobError(f"{uri} line {number}: a record needs an integer 'id'; re-run prepare")
+        records.append(record)
+    return Corpus(records, hashlib.sha256(data).hexdigest())

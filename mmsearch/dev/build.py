@@ -1,0 +1,99 @@
+"""The demo's index build: each job stage's own function, in order, in a spawned child process.
+
+Decisions:
+- The steps call the stage functions (``jobs.prepare.prepare``,
+  ``jobs.export.export_model`` ...) with the plan's keyword arguments: the
+  same code and the same argument names as the ``mmsearch job`` commands,
+  without going through their command lines.
+- The build runs in a *spawned child*: torch is freed when it ends, and
+  Milvus Lite's file lock is released before serving opens the same file.
+- For an image corpus the folder is served at the URL the corpus records
+  (the web page's ``/images/``) while the index is built, since encode
+  fetches the images from there and web starts only after the index exists.
+- A stage's :class:`~mmsearch.core.errors.MmsearchError` ends the build with
+  its one-line message and the stage's name.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import shutil
+import time
+from typing import Any, Callable, Iterator
+from urllib.parse import urlparse
+
+from mmsearch.dev.plan import DemoPlan
+from mmsearch.dev.processes import say
+
+
+def stage_functions() -> dict[str, Callable[..., Any]]:
+    """Stage name -> the function its ``mmsearch job`` command runs (imported in the build's child)."""
+    from jobs.encode import encode
+    from jobs.export import export_model
+    from jobs.prepare import prepare
+    from jobs.publish import publish
+    from jobs.push_milvus import push_milvus
+    from jobs.push_mongo import push_mongo
+
+    return {"prepare": prepare, "export": export_model, "encode": encode, "push-milvus": push_milvus,
+            "push-mongo": push_mongo, "publish": publish}
+
+
+def run_build(p: DemoPlan) -> None:
+    """Every stage of ``p.build`` in order (the spawned child's target)."""
+    from jobs.progress import Progress
+    from mmsearch.core.errors import MmsearchError
+    from mmsearch.core.model_repository import ModelRepository
+
+    functions = stage_functions()
+    for step in p.build:
+        if step.stage == "export" and ModelRepository(p.repository).has(step.params["name"]):
+            say("export: the model repository already holds this model; skipped")
+            continue
+        say(f"running {step.command()}")
+        kwargs = dict(step.params)
+        try:
+            if step.stage in ("prepare", "push-milvus", "push-mongo"):
+                with Progress(step.stage) as progress:
+                    progress.finish(**functions[step.stage](**kwargs, progress=progress))
+            else:
+                functions[step.stage](**kwargs)
+        except MmsearchError as exc:
+            raise SystemExit(f"error: the index build failed at `mmsearch job {step.stage}`: {exc}") from None
+
+
+@contextlib.contextmanager
+def serving_images(p: DemoPlan) -> Iterator[None]:
+    """The image folder at the corpus's base URL while the index is built (see module doc)."""
+    from mmsearch.dev.folders import serve_folder
+
+    base = p.fingerprint.get("base_url")
+    web = next((s for s in p.services if s.name == "web"), None)
+    folder = web.env.get("MMSEARCH_IMAGES_DIR") if web else None
+    if not base or not folder:
+        yield
+        return
+    url = urlparse(base)
+    with serve_folder(folder, host=url.hostname or p.host, port=url.port or 0, prefix=url.path):
+        yield
+
+
+def build_index(p: DemoPlan) -> None:
+    scene_root = p.marker.parent
+    if scene_root.exists():
+        shutil.rmtree(scene_root)  # a stale or partial build of another fingerprint
+    scene_root.mkdir(parents=True)
+    child = multiprocessing.get_context("spawn").Process(target=run_build, args=(p,), name="demo-build")
+    with serving_images(p):
+        child.start()
+        try:
+            child.join()
+        except KeyboardInterrupt:
+            child.terminate()
+            child.join(10)
+            raise
+    if child.exitcode != 0:
+        raise SystemExit(f"error: building the demo index failed (exit code {child.exitcode}); "
+                         f"the messages above say which stage")
+    p.marker.write_text(json.dumps({"fingerprint": dict(p.fingerprint), "built_at": time.time()}, indent=2))

@@ -1,0 +1,107 @@
+"""The one gRPC server factory every service uses.
+
+``start_server`` binds a ``grpc.aio`` server (port 0 picks a free port) with:
+the standard ``grpc.health.v1`` health service, server reflection (unless
+``MMSEARCH_REFLECTION=false``), the
+Prometheus interceptor and a ``/metrics`` endpoint. ``run_until_signal``
+serves until SIGTERM/SIGINT, then reports NOT_SERVING and stops gracefully.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mmsearch.core.channels import message_options
+from services.runtime.metrics import MetricsEndpoint, MetricsInterceptor
+from services.runtime.settings import GrpcSettings
+
+log = logging.getLogger(__name__)
+
+Registrar = Callable[[grpc.aio.Server], Iterable[str]]
+"""Adds servicers to the server and returns their full service names."""
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: list[str]
+    metrics: MetricsEndpoint | None = None
+    on_stop: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics.port if self.metrics else None
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace)
+        for hook in self.on_stop:
+            result = hook()
+            if asyncio.iscoroutine(result):
+                await result
+        if self.metrics:
+            self.metrics.close()
+            self.metrics = None
+
+
+async def start_server(
+    settings: GrpcSettings,
+    register: Registrar,
+    *,
+    serving: bool = True,
+    metrics: bool = True,
+) -> RunningServer:
+    """Build, bind and start a server; health is SERVING at once unless ``serving=False``."""
+    options = [*message_options(settings.max_message_bytes), ("grpc.so_reuseport", 0)]
+    server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=options)
+    names = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if settings.reflection:
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        )
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc raises RuntimeError when the address is in use or cannot be resolved
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot bind the gRPC server to {address} (MMSEARCH_HOST/MMSEARCH_PORT)")
+    endpoint = MetricsEndpoint(settings.metrics_host, settings.metrics_port) if metrics else None
+    await server.start()
+    running = RunningServer(server, port, health_servicer, names, endpoint)
+    await running.set_serving(serving)
+    log.info("gRPC server started", extra={"port": port, "services": names, "metrics_port": running.metrics_port})
+    return running
+
+
+async def run_until_signal(running: RunningServer, grace: float) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully (NOT_SERVING first)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(running.server.wait_for_termination())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down", extra={"grace_seconds": grace})
+    await running.stop(grace)
+    for task in (waiter, stopper):
+        task.cancel()

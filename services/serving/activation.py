@@ -1,0 +1,116 @@
+"""Activation: a validated experiment config becomes the immutable :class:`Active` that serves.
+
+:func:`activate` checks every arm of every scene against the backends and
+refuses the config (raises) unless each arm's preprocess model is loaded by
+the preprocess service, its encoder loads, and its encoder is a tower of the
+export that built its collection (:func:`check_consistency`). The encoder's
+manifest is read from ``MMSEARCH_MODEL_REPOSITORY`` for either backend, so
+an arm on Triton needs that setting to name the repository Triton loads.
+
+An :class:`Active` is never changed: a request holds the one it started
+with; a reload or an alias move swaps in a new one (``routes`` is a frozen
+mapping from the config's collection names to the concrete collections
+searched, see :mod:`services.serving.routes`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from mmsearch.core.model_repository import ModelManifest
+from services.serving.backends import Backends
+from services.serving.experiments import Experiments, Scene
+
+
+class ActivationError(ValueError):
+    """An arm that cannot serve; the message names the scene, the arm and why."""
+
+
+class ConsistencyError(ActivationError):
+    """An arm's encoder is not the model that built its collection."""
+
+
+def check_consistency(encoder: str, encoder_manifest: ModelManifest, collection: str,
+                      collection_manifest: Mapping[str, Any]) -> None:
+    """Raise :class:`ConsistencyError` unless ``encoder``'s model.onnx is a tower of the export that built ``collection``.
+
+    The collection records the manifest of the document tower that encoded it;
+    its ``towers`` lists every tower of that export with its ``onnx_sha256``.
+    The query encoder must be one of them, byte for byte, with the same dimension. Pure.
+    """
+    towers = dict(collection_manifest.get("towers") or {})
+    if not towers and collection_manifest.get("name"):
+        towers = {collection_manifest.get("tower", "?"): {
+            "name": collection_manifest["name"], "onnx_sha256": collection_manifest.get("onnx_sha256")}}
+    built_by = ", ".join(f"{t.get('name')} ({kind})" for kind, t in towers.items()) or "an unrecorded model"
+    entry = next((t for t in towers.values() if t.get("name") == encoder), None)
+    if entry is None:
+        raise ConsistencyError(
+            f"encoder {encoder!r} does not match collection {collection!r}: the collection was built by the "
+            f"export with towers {built_by}; use one of them or re-index with {encoder!r}"
+        )
+    mine, theirs = encoder_manifest.onnx_sha256, entry.get("onnx_sha256")
+    if not mine or mine != theirs:
+        raise ConsistencyError(
+            f"encoder {encoder!r} does not match collection {collection!r}: its model.onnx has sha256 "
+            f"{str(mine)[:12]}… but the collection was built with {str(theirs)[:12]}…; re-export or re-index"
+        )
+    dim_b = collection_manifest.get("dimension")
+    if dim_b and encoder_manifest.dimension != int(dim_b):
+        raise ConsistencyError(f"encoder {encoder!r} gives {encoder_manifest.dimension}-dim vectors but "
+                               f"collection {collection!r} holds {dim_b}-dim ones")
+
+
+@dataclass(frozen=True)
+class Active:
+    """A config that passed validation and activation (immutable)."""
+
+    experiments: Experiments
+    encoders: Mapping[tuple[str, str], Any]   # (backend, model) -> encoder with .infer(inputs)
+    routes: Mapping[str, str]                 # config collection name -> concrete collection searched
+    users: Mapping[str, frozenset[str]]       # config collection name -> encoder models querying it
+
+    @property
+    def scenes(self) -> Mapping[str, Scene]:
+        return self.experiments.scenes
+
+    def with_routes(self, routes: Mapping[str, str]) -> "Active":
+        return replace(self, routes=MappingProxyType(dict(routes)))
+
+
+async def activate(experiments: Experiments, backends: Backends, timeout: float) -> Active:
+    """Load encoders and check every arm against its dependencies; raise to refuse the config."""
+    models = await backends.preprocess.models(timeout)
+    encoders: dict[tuple[str, str], Any] = {}
+    collections: dict[str, dict] = {}
+    checked: set[tuple[str, str]] = set()
+    users: dict[str, set[str]] = {}
+    for scene, label, spec in experiments.arm_specs():
+        where = f"scene {scene!r} arm {label}"
+        for tower in (spec.query.text, spec.query.image):
+            if tower is None:
+                continue
+            if tower.preprocess not in models:
+                raise ActivationError(f"{where}: preprocess model {tower.preprocess!r} is not loaded by the "
+                                      f"preprocess service (it has {sorted(models)})")
+            try:
+                encoders[(spec.encoder_backend, tower.model)] = await backends.encoders.get(spec.encoder_backend,
+                                                                                             tower.model)
+                manifest = await backends.manifests(tower.model)
+            except Exception as exc:
+                raise ActivationError(f"{where}: encoder {tower.model!r} ({spec.encoder_backend}): {exc}") from None
+            collection = spec.match.collection
+            users.setdefault(collection, set()).add(tower.model)
+            if (tower.model, collection) in checked:
+                continue
+            if collection not in collections:
+                collections[collection] = await backends.matcher.manifest(collection)
+            try:
+                check_consistency(tower.model, manifest, collection, collections[collection])
+            except ConsistencyError as exc:
+                raise ConsistencyError(f"{where}: {exc}") from None
+            checked.add((tower.model, collection))
+    routes = {name: m.get("collection", name) for name, m in collections.items()}
+    return Active(experiments, MappingProxyType(encoders), MappingProxyType(routes),
+                  MappingProxyType({k: frozenset(v) for k, v in users.items()}))

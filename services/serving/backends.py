@@ -1,0 +1,106 @@
+"""The bundle of backends serving talks to, built once per process and injected everywhere.
+
+:class:`Backends` holds the preprocess client (behind its query batcher),
+the encoder pool, the Milvus matcher, the summary store and the model
+repository's manifests. :func:`connect` builds the real ones from settings;
+tests build a :class:`Backends` of small fakes with the same methods, so
+activation, the stages and the route watcher run without sockets.
+
+:class:`Load` counts the searches under way: the embedded encoder asks it
+whether a query runs alone (see :class:`services.serving.encoders.OnnxEncoder`).
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from mmsearch.core.model_repository import ModelManifest, ModelRepository
+from services.serving.settings import ServingSettings
+
+
+class QueryPreprocessor(Protocol):
+    async def text(self, model: str, text: str, timeout: float) -> dict[str, np.ndarray]: ...
+    async def image(self, model: str, image: bytes, timeout: float) -> dict[str, np.ndarray]: ...
+    async def models(self, timeout: float) -> set[str]: ...
+    async def close(self) -> None: ...
+
+
+class Encoders(Protocol):
+    async def get(self, backend: str, model: str) -> Any: ...  # .infer(inputs) -> [1, d], .ready()
+    async def close(self) -> None: ...
+
+
+class Matcher(Protocol):
+    async def search(self, collection: str, vector: np.ndarray, limit: int, *, metric: str, params: dict,
+                     with_vectors: bool, timeout: float) -> Any: ...  # -> matcher.Matches
+    async def manifest(self, collection: str) -> dict: ...
+    async def ping(self, timeout: float) -> None: ...
+    async def close(self) -> None: ...
+
+
+class SummaryLookup(Protocol):
+    async def lookup(self, database: str, collection: str, ids: Sequence[int], fields: Sequence[str] | None,
+                     timeout: float) -> tuple[list[dict | None], int]: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Load:
+    in_flight: int = 0
+
+    def alone(self) -> bool:
+        return self.in_flight <= 1
+
+
+class Manifests:
+    """Encoder manifests from the model repository, read once each (the repository Triton loads too)."""
+
+    def __init__(self, repository: ModelRepository):
+        self.repository = repository
+        self._cache: dict[str, ModelManifest] = {}
+
+    async def __call__(self, model: str) -> ModelManifest:
+        if model not in self._cache:
+            self._cache[model] = await asyncio.to_thread(self.repository.manifest, model)
+        return self._cache[model]
+
+
+@dataclass
+class Backends:
+    preprocess: QueryPreprocessor
+    encoders: Encoders
+    matcher: Matcher
+    summary: SummaryLookup
+    manifests: Any  # async (model) -> ModelManifest
+    load: Load = field(default_factory=Load)
+
+    async def close(self) -> None:
+        for part in (self.encoders, self.preprocess, self.summary, self.matcher):
+            await part.close()
+
+
+def connect(settings: ServingSettings) -> Backends:
+    """The real backends (clients connect lazily: serving starts while its dependencies are down)."""
+    from services.preprocess.client import PreprocessClient
+    from services.serving.encoders import EncoderPool
+    from services.serving.matcher import MilvusMatcher
+    from services.serving.preprocessor import Preprocessor
+    from services.serving.summary import SummaryStore
+
+    timeout = settings.dependency_timeout_ms / 1000
+    repository = ModelRepository(settings.model_repository)
+    load = Load()
+    return Backends(
+        preprocess=Preprocessor(PreprocessClient(settings.preprocess_address, max_message_bytes=settings.max_message_bytes),
+                                batch_max_size=settings.batch_max_size),
+        encoders=EncoderPool(settings, repository.folder, load.alone),
+        matcher=MilvusMatcher(settings.milvus_uri, token=settings.milvus_token, connect_timeout_s=timeout,
+                              batch_max_size=settings.match_batch_max_size, in_flight=settings.match_in_flight),
+        summary=SummaryStore(settings.mongo_uri, server_selection_timeout_s=timeout),
+        manifests=Manifests(repository),
+        load=load,
+    )

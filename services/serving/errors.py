@@ -1,0 +1,42 @@
+"""The errors serving's backends raise, and the one error a search ends with.
+
+Every backend (preprocess client, encoders, matcher, summary store) turns
+its library's failures into one of three kinds, so the stage runner maps
+them to a gRPC status in one place (:mod:`services.serving.stages`):
+
+- :class:`Unavailable`: the dependency cannot be reached -> ``UNAVAILABLE``;
+- :class:`BadInput`: the caller's query was refused -> ``INVALID_ARGUMENT``;
+- :class:`Mismatch`: the deployment does not fit (a model, collection or
+  parameter the config names is missing or refused) -> ``FAILED_PRECONDITION``.
+
+A ``TimeoutError`` is a stage over its share of the deadline. Anything else
+a client library raises is unexpected; the runner still answers
+``UNAVAILABLE`` naming the stage, never ``UNKNOWN``.
+"""
+from __future__ import annotations
+
+import grpc
+
+
+class BackendError(Exception):
+    """A backend failure; ``str()`` is the message for the caller."""
+
+
+class Unavailable(BackendError):
+    """The dependency cannot be reached."""
+
+
+class BadInput(BackendError, ValueError):
+    """The query (or what preprocess made of it) cannot be used."""
+
+
+class Mismatch(BackendError):
+    """The deployment does not fit the config: a missing model or collection, refused parameters."""
+
+
+class StageError(Exception):
+    """A failed search: the gRPC status and a message that names the stage."""
+
+    def __init__(self, stage: str, code: grpc.StatusCode, message: str):
+        super().__init__(f"{stage}: {message}")
+        self.stage, self.code, self.message = stage, code, message

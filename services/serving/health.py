@@ -1,0 +1,51 @@
+"""Health: which dependencies answer, probed on a loop; SERVING only while a config is active and all do.
+
+:func:`probe` asks each dependency once (preprocess lists its models, Milvus
+and MongoDB ping, every active encoder reports ready) and returns the
+problems by dependency name; it changes nothing. :class:`Health` keeps the
+last result: the stage runner reads ``down`` to tell a timeout against a
+dependency that is down (UNAVAILABLE, with the probe's finding) from a slow
+one (DEADLINE_EXCEEDED).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from services.serving.activation import Active
+from services.serving.backends import Backends
+
+log = logging.getLogger(__name__)
+
+
+def encoder_dependency(model: str, backend: str) -> str:
+    """The name the probe reports an encoder under."""
+    return f"encoder {model} ({backend})"
+
+
+async def probe(backends: Backends, active: Active | None, timeout: float) -> dict[str, str]:
+    """Dependency name -> problem, for every dependency that does not answer (empty: all healthy)."""
+    problems: dict[str, str] = {}
+
+    async def check(name: str, coro) -> None:
+        try:
+            if await asyncio.wait_for(coro, timeout * 2) is False:
+                problems[name] = "not ready"
+        except Exception as exc:
+            problems[name] = str(exc) or type(exc).__name__
+
+    checks = [check("preprocess", backends.preprocess.models(timeout)),
+              check("milvus", backends.matcher.ping(timeout)),
+              check("mongo", backends.summary.ping())]
+    if active is not None:
+        checks += [check(encoder_dependency(model, backend), encoder.ready())
+                   for (backend, model), encoder in active.encoders.items()]
+    await asyncio.gather(*checks)
+    return problems
+
+
+@dataclass
+class Health:
+    down: dict[str, str] = field(default_factory=dict)  # from the last probe
+    serving: bool | None = None

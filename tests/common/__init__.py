@@ -1,1 +1,0 @@
-"""Tests of services/common (settings, codec, gRPC server factory)."""

@@ -1,0 +1,1 @@
+"""Tests of mmsearch.core (codec, settings, model repository, limits)."""

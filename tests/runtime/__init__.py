@@ -1,0 +1,1 @@
+"""Tests of services.runtime (the gRPC server factory every service uses)."""

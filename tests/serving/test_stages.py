@@ -1,0 +1,137 @@
+"""Serving's parts with small fake backends (no sockets): activation, stage order, the deadline split,
+each stage's failure -> status mapping, and alias following."""
+from __future__ import annotations
+
+import re
+
+import grpc
+import pytest
+import yaml
+
+from mmsearch.v1 import retrieval_pb2
+from services.serving.activation import ActivationError, ConsistencyError, activate
+from services.serving.errors import BadInput, Mismatch, StageError, Unavailable
+from services.serving.experiments import ConfigStore, parse_config
+from services.serving.routes import RouteWatcher, follow
+from services.serving.search import Searcher
+from services.serving.settings import ServingSettings
+from tests.support.fakes import collection_manifest, fake_backends, manifest
+from tests.support.stack import t2t_config
+
+Code = grpc.StatusCode
+SCENE = "docs"
+SETTINGS = ServingSettings()
+
+
+def experiments(**overrides):
+    return parse_config(yaml.safe_dump(t2t_config(SCENE, model="m", **overrides)))
+
+
+def backends(**kwargs):
+    defaults = dict(models={"m": manifest("m")}, collections={SCENE: collection_manifest("m", "docs_1")})
+    return fake_backends(**{**defaults, **kwargs})
+
+
+def request(**fields) -> retrieval_pb2.SearchRequest:
+    return retrieval_pb2.SearchRequest(scene=SCENE, text="read a csv file", **fields)
+
+
+async def active_and_searcher(**kwargs):
+    b, calls = backends(**kwargs)
+    active = await activate(experiments(), b, timeout=1.0)
+    return active, Searcher(b, SETTINGS, down={}), b, calls
+
+
+async def test_activation_resolves_routes_and_keeps_them_frozen():
+    active, _, _, _ = await active_and_searcher()
+    assert dict(active.routes) == {SCENE: "docs_1"} and dict(active.users) == {SCENE: frozenset({"m"})}
+    with pytest.raises(TypeError):
+        active.routes[SCENE] = "docs_2"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"preprocess_models": set()}, "preprocess model 'm' is not loaded"),
+    ({"missing_encoders": {"m"}}, "encoder 'm' (embedded): no ONNX model"),
+    ({"models": {"m": manifest("m", sha="other")}}, "sha256"),
+    ({"collections": {SCENE: collection_manifest("x", "docs_1")}}, "does not match collection"),
+])
+async def test_activation_refuses_an_arm_naming_it(kwargs, words):
+    b, _ = backends(**kwargs)
+    with pytest.raises(ActivationError, match=re.escape(words)) as caught:
+        await activate(experiments(), b, timeout=1.0)
+    assert f"scene '{SCENE}' arm ranking=" in str(caught.value)
+
+
+async def test_stages_run_in_order_and_share_the_deadline_by_weight():
+    active, searcher, b, calls = await active_and_searcher()
+    response = await searcher.search(request(user_id="u1"), active, deadline_s=1.2)
+    assert [t.stage for t in response.timings] == ["preprocess", "embed", "match", "rank", "summary"]
+    assert [stage for stage, _ in calls.log] == ["preprocess", "embed", "match", "summary"]
+    first = calls.log[0][1]  # preprocess: weight 1 of 6, 90% to the client library
+    assert first == pytest.approx(1.2 / 6 * 0.9, rel=0.05)
+    timeouts = dict(calls.log)
+    assert timeouts["match"] > timeouts["preprocess"]  # weight 2
+    assert b.matcher.searched == ["docs_1"]  # the concrete collection behind the name
+    assert [i.summary["question"] for i in response.items][:2] == ["doc 1", "doc 2"]
+    assert response.arm.startswith("ranking=") and b.load.in_flight == 0
+
+
+@pytest.mark.parametrize("stage", ["preprocess", "embed", "match", "summary"])
+@pytest.mark.parametrize("exc, code", [
+    (Unavailable("down"), Code.UNAVAILABLE), (BadInput("bad text"), Code.INVALID_ARGUMENT),
+    (Mismatch("no such collection"), Code.FAILED_PRECONDITION), (TimeoutError(), Code.DEADLINE_EXCEEDED),
+    (RuntimeError("Lock is not acquired"), Code.UNAVAILABLE),
+])
+async def test_each_stage_failure_maps_to_a_status_naming_it(stage, exc, code):
+    active, searcher, _, calls = await active_and_searcher()
+    calls.fail[stage] = exc
+    with pytest.raises(StageError) as caught:
+        await searcher.search(request(), active, deadline_s=1.0)
+    assert caught.value.code == code and caught.value.stage == stage
+    assert str(caught.value).startswith(f"{stage}: ")
+
+
+async def test_a_timeout_against_a_dependency_seen_down_is_unavailable():
+    b, calls = backends()
+    active = await activate(experiments(), b, timeout=1.0)
+    calls.fail["match"] = TimeoutError()
+    with pytest.raises(StageError) as caught:
+        await Searcher(b, SETTINGS, down={"milvus": "connection refused"}).search(request(), active, 1.0)
+    assert caught.value.code == Code.UNAVAILABLE and "milvus is down: connection refused" in caught.value.message
+
+
+async def test_bad_requests_are_invalid_argument_before_any_stage():
+    active, searcher, _, calls = await active_and_searcher()
+    for bad, words in [(retrieval_pb2.SearchRequest(scene="nope", text="x"), "unknown scene"),
+                       (request(top_k=10_000), "top_k"), (request(force_arms={"ranking": "x"}), "not an arm")]:
+        with pytest.raises(StageError, match=words) as caught:
+            await searcher.search(bad, active, 1.0)
+        assert caught.value.code == Code.INVALID_ARGUMENT
+    assert calls.log == []
+
+
+async def test_follow_moves_a_route_built_by_the_same_model_and_refuses_another():
+    b, calls = backends()
+    active = await activate(experiments(), b, timeout=1.0)
+    assert await follow(active, b) is None
+    b.matcher.collections[SCENE] = collection_manifest("m", "docs_2")
+    moved = await follow(active, b)
+    assert dict(moved.routes) == {SCENE: "docs_2"} and dict(active.routes) == {SCENE: "docs_1"}
+    b.matcher.collections[SCENE] = collection_manifest("m", "docs_3", sha="other-model")
+    assert await follow(moved, b) is None  # refused: the old target keeps serving
+
+
+async def test_route_watcher_swaps_only_the_config_it_read(tmp_path):
+    b, calls = backends()
+    path = tmp_path / "experiments.yaml"
+    path.write_text(yaml.safe_dump(t2t_config(SCENE, model="m")))
+    store = ConfigStore(path, lambda e: activate(e, b, 1.0))
+    assert await store.check()
+    watcher = RouteWatcher(store, b, interval=0.01)
+    first = store.current
+    b.matcher.collections[SCENE] = collection_manifest("m", "docs_2")
+    assert await watcher.check() and dict(store.current.routes) == {SCENE: "docs_2"}
+    assert store.current.experiments is first.experiments
+    assert not store.replace(first, first)  # a stale swap (the config moved on) is refused
+    calls.fail["routes"] = Unavailable("milvus down")
+    assert not await watcher.check() and watcher.problem == "milvus down"

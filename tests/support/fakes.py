@@ -1,0 +1,138 @@
+"""Small in-memory backends for serving's unit tests: the same methods as the real ones, no sockets.
+
+Each fake records what it was asked (with the timeout it was given) and can
+be told to fail with a given exception, so tests check stage order, the
+deadline split and each stage's failure mapping without real servers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mmsearch.core.model_repository import ModelManifest
+from services.serving.backends import Backends
+from services.serving.matcher import Matches
+
+DIM = 4
+
+
+def manifest(name: str, sha: str = "sha-a", dimension: int = DIM) -> ModelManifest:
+    return ModelManifest(name=name, tower="text", dimension=dimension, onnx_sha256=sha)
+
+
+def collection_manifest(model: str, concrete: str, sha: str = "sha-a") -> dict:
+    """What the matcher reads for a collection (or alias): the recorded model and the concrete name."""
+    return {"name": model, "tower": "text", "dimension": DIM, "onnx_sha256": sha,
+            "towers": {"text": {"name": model, "onnx_sha256": sha}}, "collection": concrete}
+
+
+@dataclass
+class Calls:
+    log: list[tuple[str, float]] = field(default_factory=list)  # (stage, timeout given)
+    fail: dict[str, BaseException] = field(default_factory=dict)  # stage -> exception to raise
+
+    def __call__(self, stage: str, timeout: float = 0.0) -> None:
+        self.log.append((stage, timeout))
+        if stage in self.fail:
+            raise self.fail[stage]
+
+
+class FakePreprocess:
+    def __init__(self, calls: Calls, models: set[str]):
+        self.calls, self._models = calls, models
+
+    async def text(self, model: str, text: str, timeout: float) -> dict:
+        self.calls("preprocess", timeout)
+        return {"input_ids": np.array([[101, 7, 102]]), "attention_mask": np.ones((1, 3), np.int64)}
+
+    async def image(self, model: str, image: bytes, timeout: float) -> dict:
+        self.calls("preprocess", timeout)
+        return {"pixel_values": np.zeros((1, 3, 8, 8), np.float32)}
+
+    async def models(self, timeout: float) -> set[str]:
+        return set(self._models)
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeEncoder:
+    def __init__(self, calls: Calls, name: str):
+        self.calls, self.name = calls, name
+
+    async def infer(self, inputs: dict) -> np.ndarray:
+        self.calls("embed")
+        return np.full((1, DIM), 0.5, np.float32)
+
+    async def ready(self) -> bool:
+        return "embed" not in self.calls.fail
+
+
+class FakeEncoders:
+    def __init__(self, calls: Calls, missing: set[str] = frozenset()):
+        self.calls, self.missing = calls, missing
+
+    async def get(self, backend: str, model: str) -> FakeEncoder:
+        if model in self.missing:
+            raise FileNotFoundError(f"no ONNX model for {model!r}")
+        return FakeEncoder(self.calls, model)
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeMatcher:
+    def __init__(self, calls: Calls, collections: dict[str, dict]):
+        self.calls, self.collections = calls, collections  # name or alias -> collection_manifest
+        self.searched: list[str] = []
+
+    async def search(self, collection: str, vector, limit: int, *, metric: str, params: dict, with_vectors: bool,
+                     timeout: float) -> Matches:
+        self.calls("match", timeout)
+        self.searched.append(collection)
+        n = min(limit, 5)
+        ids = np.arange(1, n + 1, dtype=np.int64)
+        vectors = np.eye(n, DIM, dtype=np.float32) if with_vectors else None
+        return Matches(ids, np.linspace(0.9, 0.5, n).astype(np.float32), vectors)
+
+    async def manifest(self, collection: str) -> dict:
+        if "routes" in self.calls.fail:
+            raise self.calls.fail["routes"]
+        return dict(self.collections[collection])
+
+    async def ping(self, timeout: float) -> None:
+        if "match" in self.calls.fail:
+            raise self.calls.fail["match"]
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeSummary:
+    def __init__(self, calls: Calls):
+        self.calls = calls
+
+    async def lookup(self, database, collection, ids, fields, timeout):
+        self.calls("summary", timeout)
+        return [{"_id": i, "question": f"doc {i}"} for i in ids], 0
+
+    async def ping(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def fake_backends(*, models: dict[str, ModelManifest], collections: dict[str, dict],
+                  preprocess_models: set[str] | None = None, missing_encoders: set[str] = frozenset()):
+    """(Backends of fakes, their shared :class:`Calls`)."""
+    calls = Calls()
+
+    async def manifests(model: str) -> ModelManifest:
+        return models[model]
+
+    backends = Backends(preprocess=FakePreprocess(calls, set(models) if preprocess_models is None else preprocess_models),
+                        encoders=FakeEncoders(calls, missing_encoders), matcher=FakeMatcher(calls, collections),
+                        summary=FakeSummary(calls), manifests=manifests)
+    return backends, calls
