@@ -113,11 +113,12 @@ def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
 
     from mmsearch.core import milvus_store
     from jobs.encode import read_vectors
-    from jobs.push_milvus import push_vectors, read_model_manifest
+    from jobs.push_milvus import push_vectors
+    from mmsearch.core.model_repository import ModelRepository
     from jobs.push_mongo import push_mongo
     from mmsearch.dev.mongo import start_mongo
 
-    manifest = read_model_manifest(repo, "minilm")
+    manifest = ModelRepository(repo).manifest("minilm")
     _, chunks = read_vectors(str(workdir))
     ids, vectors = (np.concatenate(parts) for parts in zip(*chunks))
     ids = np.concatenate([ids + k * 2**50 for k in range(scale)])
