@@ -1,0 +1,161 @@
+"""The A/B event store: impressions recorded off the request path, feedback written on it.
+
+:class:`MongoEvents` (pymongo's ``AsyncMongoClient``; the documents are
+:mod:`mmsearch.core.events`'):
+
+- :meth:`~MongoEvents.record` puts an impression into a bounded buffer and
+  returns at once. It never waits and never fails a search: a full buffer
+  drops the impression and counts it (``mmsearch_serving_impressions_dropped_total
+  {reason="buffer_full"}``).
+- :meth:`~MongoEvents.run` (a background task of the serving process) drains
+  the buffer in batches of up to ``batch_max`` with unordered ``insert_many``;
+  a batch the store cannot take (down, or slower than
+  ``MMSEARCH_DEPENDENCY_TIMEOUT_MS``) is dropped and counted
+  (``reason="store_unavailable"``), then the drain backs off (0.1 s doubling to
+  5 s) while the buffer takes the next impressions; pymongo reconnects by
+  itself, so recording resumes when the store is back, without a restart.
+  Duplicate keys (a batch retried by the driver) are not errors.
+- :meth:`~MongoEvents.feedback` inserts one feedback event within the
+  caller's deadline: a duplicate ``_id`` (the same event again) answers
+  ``True`` (duplicate), the store down raises ``Unavailable``.
+- Indexes (TTL on ``at`` for ``MMSEARCH_EVENTS_TTL_DAYS``, ``(scene, at)`` for
+  the report) are made before the first write and retried until they are; a
+  changed TTL is applied to the existing index with ``collMod``.
+- :meth:`~MongoEvents.close` writes what is still buffered (bounded by the
+  dependency timeout) before closing the client.
+
+:class:`services.serving.backends.NoEvents` is the store when ``MMSEARCH_IMPRESSIONS=false``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pymongo
+from pymongo import AsyncMongoClient
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+
+from mmsearch.core import events as schema
+from services.serving import metrics
+from services.serving.errors import Mismatch, Unavailable
+from services.serving.summary import redacted
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_KEY = 11000
+INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+BACKOFF_S = (0.1, 5.0)
+
+
+class MongoEvents:
+    """See the module doc."""
+
+    enabled = True
+
+    def __init__(self, uri: str, database: str, *, ttl_days: int, buffer: int, batch_max: int = 500,
+                 timeout_s: float = 1.0):
+        self.uri, self.timeout_s, self.batch_max, self.ttl_days = uri, timeout_s, batch_max, ttl_days
+        self._client: AsyncMongoClient = AsyncMongoClient(
+            uri, serverSelectionTimeoutMS=int(timeout_s * 1000), connectTimeoutMS=int(timeout_s * 1000), tz_aware=True)
+        self._db = self._client[database]
+        self._queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=buffer)
+        self._indexed = False
+        self.problem = ""  # why the last batch was dropped ("" while writes succeed)
+
+    # ---- impressions (off the request path) -------------------------------------------------------
+    def record(self, doc: dict) -> bool:
+        """Buffer one impression; False (dropped and counted) when the buffer is full. Never blocks."""
+        try:
+            self._queue.put_nowait(doc)
+        except asyncio.QueueFull:
+            metrics.IMPRESSIONS_DROPPED.labels("buffer_full").inc()
+            return False
+        metrics.IMPRESSIONS_BUFFERED.set(self._queue.qsize())
+        return True
+
+    def _take(self, first: dict) -> list[dict]:
+        batch = [first]
+        while len(batch) < self.batch_max and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        metrics.IMPRESSIONS_BUFFERED.set(self._queue.qsize())
+        return batch
+
+    async def _write(self, batch: list[dict]) -> None:
+        with pymongo.timeout(self.timeout_s):
+            if not self._indexed:
+                await self._ensure_indexes()
+            try:
+                await self._db[schema.IMPRESSIONS].insert_many(batch, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                    raise
+
+    async def run(self) -> None:
+        """Drain the buffer forever (cancel to stop); see the module doc."""
+        backoff = BACKOFF_S[0]
+        while True:
+            batch = self._take(await self._queue.get())
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a store problem must never stop the drain
+                metrics.IMPRESSIONS_DROPPED.labels("store_unavailable").inc(len(batch))
+                problem = f"{type(exc).__name__}: {exc}"
+                if not self.problem:
+                    log.warning("impressions are being dropped: the event store at %s does not take them (%s)",
+                                redacted(self.uri), problem)
+                self.problem = problem
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_S[1])
+                continue
+            metrics.IMPRESSIONS_STORED.inc(len(batch))
+            if self.problem:
+                log.info("impressions are recorded again", extra={"store": redacted(self.uri)})
+                self.problem = ""
+            backoff = BACKOFF_S[0]
+
+    async def _ensure_indexes(self) -> None:
+        ttl = self.ttl_days * 86400
+        for name in (schema.IMPRESSIONS, schema.FEEDBACK):
+            collection = self._db[name]
+            try:
+                await collection.create_index(schema.TIME_FIELD, expireAfterSeconds=ttl)
+            except OperationFailure as exc:
+                if exc.code not in INDEX_CONFLICTS:
+                    raise
+                await self._db.command({"collMod": name, "index": {"keyPattern": {schema.TIME_FIELD: 1},
+                                                                   "expireAfterSeconds": ttl}})
+                log.info("event TTL changed", extra={"collection": name, "ttl_days": self.ttl_days})
+            await collection.create_index([("scene", 1), (schema.TIME_FIELD, 1)])
+        self._indexed = True
+
+    # ---- feedback (on the request path, within its deadline) --------------------------------------
+    async def feedback(self, doc: dict, timeout: float) -> bool:
+        """Insert one feedback event; True when it was already there (a duplicate)."""
+        try:
+            with pymongo.timeout(timeout):
+                if not self._indexed:
+                    await self._ensure_indexes()
+                await self._db[schema.FEEDBACK].insert_one(doc)
+        except DuplicateKeyError:
+            return True
+        except PyMongoError as exc:
+            if isinstance(exc, ConnectionFailure) or exc.timeout:
+                raise Unavailable(f"the event store at {redacted(self.uri)} is unreachable: {exc}") from None
+            raise Mismatch(f"the event store refused the feedback: {exc}") from None
+        return False
+
+    async def close(self) -> None:
+        """Write what is buffered (bounded by the timeout), then close the client."""
+        pending: list[dict[str, Any]] = []
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        if pending:
+            try:
+                await asyncio.wait_for(self._write(pending), self.timeout_s * 2)
+                metrics.IMPRESSIONS_STORED.inc(len(pending))
+            except Exception:  # noqa: BLE001
+                metrics.IMPRESSIONS_DROPPED.labels("store_unavailable").inc(len(pending))
+        await self._client.close()
