@@ -260,6 +260,10 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _p(value: float) -> str:
+    return "<0.0001" if value < 0.0001 else f"{value:.4f}"
+
+
 def _span(interval: list[float] | None, fmt) -> str:
     return "" if interval is None else f" [{fmt(interval[0])}, {fmt(interval[1])}]"
 
@@ -284,7 +288,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         if not layer["arms"]:
             continue
         lines += ["| arm | impressions | clicks | CTR [95% CI] | MRR first click [95% CI] | Δ CTR vs default "
-                  f"[{(1 - layer['alpha']) * 100:.1f}% CI] | p | verdict | impressions/arm still needed |",
+                  f"[{(1 - layer['alpha']) * 100:.1f}% CI] | p | verdict | impressions/arm still needed for Δ "
+                  f"{_pct(report['mde'])} |",
                   "|---|---:|---:|---|---|---|---:|---|---:|"]
         for row in layer["arms"]:
             v = row["vs_default"]
@@ -297,7 +302,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             diff = _pct(v["ctr_difference"]) + _span(v["ctr_difference_ci"], _pct)
             still = "–" if v["still_needed_per_arm"] is None else str(v["still_needed_per_arm"])
             lines.append(f"| {name} | {row['impressions']} | {row['clicks']} | {ctr} | {mrr} | {diff} | "
-                         f"{v['p_value']:.4f} | {v['verdict']} | {still} |")
+                         f"{_p(v['p_value'])} | {v['verdict']} | {still} |")
         lines += ["", f"**Winner: `{layer['winner']}`**" if layer["winner"] else
                   "**No winner yet** (no arm differs significantly from the default)."]
     return "\n".join(lines) + "\n"
