@@ -90,7 +90,7 @@ async def start(settings: ServingSettings, backends: Backends | None = None) -> 
     health = Health()
     enabled = settings.impressions and backends.events.enabled
     signer = Signer.from_settings(settings.feedback_key.get_secret_value(), settings.user_hash_salt.get_secret_value(),
-                                  settings.feedback_token_ttl_seconds, warn=enabled)
+                                  settings.feedback_ttl_seconds, warn=enabled)
     impressions = Impressions(signer, backends.events.record) if enabled else None
     servicer = RetrievalServicer(Searcher(backends, settings, health.down, impressions), store,
                                  settings.default_deadline_ms / 1000, FeedbackHandler(signer, backends.events, enabled))

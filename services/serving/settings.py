@@ -14,7 +14,7 @@ Decisions:
   :mod:`services.serving.tokens`); impressions and feedback go to
   ``MMSEARCH_EVENTS_DATABASE`` on ``MMSEARCH_EVENTS_MONGO_URI`` (default: the
   summary store's URI), kept ``MMSEARCH_EVENTS_TTL_DAYS`` days. A token accepts
-  feedback for ``MMSEARCH_FEEDBACK_TOKEN_TTL_SECONDS``, which must not outlive
+  feedback for ``MMSEARCH_FEEDBACK_TTL_SECONDS``, which must not outlive
   the events it refers to.
 """
 from __future__ import annotations
@@ -93,7 +93,7 @@ class ServingSettings(GrpcSettings, RequestLimits):
     events_database: str = Field(events.DEFAULT_DATABASE, min_length=1, pattern=r"^[A-Za-z0-9_-]+$",
                                  description="Database of the impressions and feedback collections.")
     events_ttl_days: int = Field(30, ge=1, le=3650, description="Days impressions and feedback are kept (TTL index).")
-    feedback_token_ttl_seconds: int = Field(
+    feedback_ttl_seconds: int = Field(
         86400, ge=60, description="How long after a search its feedback token is accepted.")
     impression_buffer: int = Field(
         10000, ge=1, le=1_000_000,
@@ -107,7 +107,7 @@ class ServingSettings(GrpcSettings, RequestLimits):
             raise ValueError(f"the feedback key has {n} characters; give at least 16 (e.g. `openssl rand -hex 32`)")
         return value
 
-    @field_validator("feedback_token_ttl_seconds")
+    @field_validator("feedback_ttl_seconds")
     @classmethod
     def _token_ttl(cls, value: int, info: ValidationInfo) -> int:
         days = info.data.get("events_ttl_days")

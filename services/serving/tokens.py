@@ -141,7 +141,7 @@ class Signer:
         if age_s > self.ttl_s:
             raise TokenError(grpc.StatusCode.PERMISSION_DENIED, "expired",
                              f"feedback_token expired: issued {age_s:.0f} s ago, feedback is accepted for "
-                             f"{self.ttl_s:.0f} s after a search (MMSEARCH_FEEDBACK_TOKEN_TTL_SECONDS)")
+                             f"{self.ttl_s:.0f} s after a search (MMSEARCH_FEEDBACK_TTL_SECONDS)")
         if age_s < -CLOCK_SKEW_S:
             raise TokenError(grpc.StatusCode.PERMISSION_DENIED, "expired",
                              f"feedback_token was issued {-age_s:.0f} s in the future; check the serving clocks")

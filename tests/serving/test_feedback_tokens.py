@@ -79,7 +79,7 @@ def test_malformed_tokens_are_invalid_argument(text, words):
 def test_expired_and_future_tokens_are_permission_denied():
     error = refused(token(), now_ms=NOW_MS + 3601 * 1000)
     assert error.code == Code.PERMISSION_DENIED and error.reason == "expired"
-    assert "expired: issued 3601 s ago" in str(error) and "MMSEARCH_FEEDBACK_TOKEN_TTL_SECONDS" in str(error)
+    assert "expired: issued 3601 s ago" in str(error) and "MMSEARCH_FEEDBACK_TTL_SECONDS" in str(error)
     assert Signer(KEY, 3600).verify(token(), NOW_MS + 3600 * 1000).impression_id == "imp-1"  # the last second
     error = refused(token(issued_ms=NOW_MS + 3_600_000), now_ms=NOW_MS)
     assert error.code == Code.PERMISSION_DENIED and "in the future" in str(error)
@@ -111,8 +111,8 @@ def test_settings_refuse_a_short_key_without_echoing_it_and_a_token_outliving_it
         load_settings(ServingSettings, feedback_key="hunter2")
     assert "MMSEARCH_FEEDBACK_KEY" in str(err.value) and "at least 16" in str(err.value)
     assert "hunter2" not in str(err.value)
-    with pytest.raises(SettingsError, match="MMSEARCH_FEEDBACK_TOKEN_TTL_SECONDS.*outlive"):
-        load_settings(ServingSettings, events_ttl_days=1, feedback_token_ttl_seconds=2 * 86400)
+    with pytest.raises(SettingsError, match="MMSEARCH_FEEDBACK_TTL_SECONDS.*outlive"):
+        load_settings(ServingSettings, events_ttl_days=1, feedback_ttl_seconds=2 * 86400)
 
 
 @pytest.mark.parametrize("fields, words", [
