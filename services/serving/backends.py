@@ -135,6 +135,7 @@ def connect(settings: ServingSettings) -> Backends:
         summary=SummaryStore(settings.mongo_uri, server_selection_timeout_s=timeout),
         manifests=Manifests(repository),
         load=load,
-        events=MongoEvents(settings.events_uri, settings.events_database, ttl_days=settings.events_ttl_days,
-                           buffer=settings.impression_buffer, timeout_s=timeout) if settings.impressions else NoEvents(),
+        events=(MongoEvents(settings.events_uri, settings.events_database, ttl_days=settings.events_ttl_days,
+                            buffer=settings.impression_buffer, flush_s=settings.impression_flush_ms / 1000,
+                            timeout_s=timeout) if settings.impressions else NoEvents()),
     )

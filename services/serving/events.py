@@ -8,7 +8,12 @@
   drops the impression and counts it (``mmsearch_serving_impressions_dropped_total
   {reason="buffer_full"}``).
 - :meth:`~MongoEvents.run` (a background task of the serving process) drains
-  the buffer in batches of up to ``batch_max`` with unordered ``insert_many``;
+  the buffer in batches of up to ``batch_max`` with unordered ``insert_many``,
+  waiting ``flush_s`` (``MMSEARCH_IMPRESSION_FLUSH_MS``) after the first
+  impression of a batch unless the batch is full already: at low load one
+  write per interval instead of one per search (a write per search measured
+  +30% p50 at concurrency 1 against the embedded store on 2 cores), under load
+  back-to-back full batches;
   a batch the store cannot take (down, or slower than
   ``MMSEARCH_DEPENDENCY_TIMEOUT_MS``) is dropped and counted
   (``reason="store_unavailable"``), then the drain backs off (0.1 s doubling to
@@ -54,8 +59,9 @@ class MongoEvents:
     enabled = True
 
     def __init__(self, uri: str, database: str, *, ttl_days: int, buffer: int, batch_max: int = 500,
-                 timeout_s: float = 1.0):
+                 flush_s: float = 0.5, timeout_s: float = 1.0):
         self.uri, self.timeout_s, self.batch_max, self.ttl_days = uri, timeout_s, batch_max, ttl_days
+        self.flush_s = flush_s
         self._client: AsyncMongoClient = AsyncMongoClient(
             uri, serverSelectionTimeoutMS=int(timeout_s * 1000), connectTimeoutMS=int(timeout_s * 1000), tz_aware=True)
         self._db = self._client[database]
@@ -95,7 +101,10 @@ class MongoEvents:
         """Drain the buffer forever (cancel to stop); see the module doc."""
         backoff = BACKOFF_S[0]
         while True:
-            batch = self._take(await self._queue.get())
+            first = await self._queue.get()
+            if self.flush_s > 0 and self._queue.qsize() + 1 < self.batch_max:
+                await asyncio.sleep(self.flush_s)
+            batch = self._take(first)
             try:
                 await self._write(batch)
             except asyncio.CancelledError:

@@ -98,6 +98,10 @@ class ServingSettings(GrpcSettings, RequestLimits):
     impression_buffer: int = Field(
         10000, ge=1, le=1_000_000,
         description="Impressions waiting for the event store at most; beyond, new ones are dropped and counted.")
+    impression_flush_ms: float = Field(
+        500, ge=0, le=60_000,
+        description="Longest wait for more impressions before a write to the event store (0: write each as it "
+                    "comes); a full batch is written at once.")
 
     @field_validator("feedback_key")
     @classmethod

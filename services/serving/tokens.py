@@ -93,9 +93,10 @@ class Signer:
     def from_settings(cls, key: str, salt: str, ttl_s: float, *, warn: bool = True) -> "Signer":
         """The signer of ``MMSEARCH_FEEDBACK_KEY`` (a random key, with a warning, when it is empty)."""
         if not key:
-            (log.warning if warn else log.debug)("MMSEARCH_FEEDBACK_KEY is not set: feedback tokens are signed with a random key of this "
-                        "process, so tokens die with it and other serving replicas refuse them as forged; set it "
-                        "from a Secret (the chart's feedback.existingSecret)")
+            (log.warning if warn else log.debug)(
+                "MMSEARCH_FEEDBACK_KEY is not set: feedback tokens are signed with a random key of this process, "
+                "so tokens die with it and other serving replicas refuse them as forged; set it from a Secret "
+                "(the chart's feedback.existingSecret)")
             raw = secrets.token_bytes(32)
         else:
             raw = key.encode("utf-8")
@@ -136,7 +137,8 @@ class Signer:
             result = Claims(str(claims["i"]), str(claims["s"]), tuple((str(l), str(a)) for l, a in claims["a"]),
                             tuple(int(i) for i in ids), int(claims["t"]))
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:  # signed by us, so only a bug gets here
-            raise TokenError(grpc.StatusCode.INVALID_ARGUMENT, "malformed", f"feedback_token claims do not parse: {exc}") from None
+            raise TokenError(grpc.StatusCode.INVALID_ARGUMENT, "malformed",
+                             f"feedback_token claims do not parse: {exc}") from None
         age_s = (now_ms - result.issued_ms) / 1000
         if age_s > self.ttl_s:
             raise TokenError(grpc.StatusCode.PERMISSION_DENIED, "expired",
