@@ -249,6 +249,7 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     rounds: list[dict[str, dict]] = []
     cpu: list[dict[str, float]] = []
+    cpu_off: list[dict[str, float]] = []
     try:
         t = time.perf_counter()
         if not (repo / "minilm" / "manifest.json").exists():
@@ -301,14 +302,20 @@ def main() -> None:
                                                          f"127.0.0.1:{pre_port}", n),
                            "naive": naive(model_dir, milvus.uri, collection, mongo.uri, scene, max(50, n // 2))})
             for c in (1, 8, 32):
-                before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-                rounds[-1][f"mmsearch c={c}"] = asyncio.run(load(f"127.0.0.1:{srv_port}", scene, c, max(n, 10 * c)))
-                requests = max(n, 10 * c) + len(QUERIES)  # with the warm-up
-                if c == 32:
-                    cpu.append({name: (cpu_seconds(pid) - before[name]) * 1000 / requests
-                                for name, pid in processes.items()})
-                if c in (1, 32):  # the same load on the serving without impressions, right after
-                    rounds[-1][f"no impr. c={c}"] = asyncio.run(load(f"127.0.0.1:{off_port}", scene, c, max(n, 10 * c)))
+                # At 1 and 32 the same load runs on the serving without impressions too, in alternating order;
+                # a pause after each lets the impression drain finish its writes outside the next measurement.
+                order = ("on", "off") if r % 2 == 0 else ("off", "on")
+                for which in order if c in (1, 32) else ("on",):
+                    on = which == "on"
+                    pids = processes if on else {**processes, "serving": procs[2].pid}
+                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    rounds[-1][f"mmsearch c={c}" if on else f"no impr. c={c}"] = asyncio.run(
+                        load(f"127.0.0.1:{srv_port if on else off_port}", scene, c, max(n, 10 * c)))
+                    time.sleep(1.0)
+                    requests = max(n, 10 * c) + len(QUERIES)  # with the warm-up
+                    if c == 32:
+                        (cpu if on else cpu_off).append({name: (cpu_seconds(pid) - before[name]) * 1000 / requests
+                                                         for name, pid in pids.items()})
         impressions = stored_impressions(mongo.uri)
     finally:
         for p in reversed(procs):
@@ -316,11 +323,11 @@ def main() -> None:
             p.wait(15)
         milvus.stop()
         mongo.stop()
-    report(rounds, cpu)
+    report(rounds, cpu, cpu_off)
     print(f"impressions stored by the end: {impressions}")
 
 
-def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]]) -> None:
+def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]], cpu_off: list[dict[str, float]]) -> None:
     """Medians over the rounds; each ratio is taken within a round, then the median of those is printed."""
     med = statistics.median
     print(f"\nmedian of {len(rounds)} rounds\n{'':<16}{'p50 ms':>10}{'p99 ms':>10}{'QPS':>10}")
@@ -336,6 +343,8 @@ def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]]) -> None:
     totals = [sum(c.values()) for c in cpu]
     print("\nCPU ms per query at c=32 (median): " + ", ".join(f"{k} {med(c[k] for c in cpu):.2f}" for k in cpu[0])
           + f"; total {med(totals):.2f} -> at most {cores * 1000 / med(totals):.0f} QPS on {cores} cores")
+    print("  the same without impressions: " + ", ".join(f"{k} {med(c[k] for c in cpu_off):.2f}" for k in cpu_off[0])
+          + f"; total {med(sum(c.values()) for c in cpu_off):.2f}")
     print()
     p50_ratio = ratio("p50@1 / floor p50", [r["mmsearch c=1"]["p50"] / r["floor"]["p50"] for r in rounds])
     ratio("  bound: floor+hops / floor (the hops the design requires, in a tight loop without serving)",

@@ -5,7 +5,7 @@ One schema, defined here because two sides share it: serving
 report`` (:mod:`jobs.experiment_report`) reads them. Both live in one MongoDB
 database (``MMSEARCH_EVENTS_DATABASE``, default :data:`DEFAULT_DATABASE`),
 collections :data:`IMPRESSIONS` and :data:`FEEDBACK`, each with a TTL index on
-``at`` (``MMSEARCH_EVENTS_TTL_DAYS``) and an index on ``(scene, at)``.
+``at`` (``MMSEARCH_EVENTS_TTL_DAYS``).
 
 An impression (one search response)::
 
@@ -30,7 +30,6 @@ only: no client library here.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 from typing import Iterable, Sequence
 
@@ -50,7 +49,7 @@ def user_hash(salt: bytes, user_id: str) -> str | None:
     """
     if not user_id:
         return None
-    return hmac.new(salt, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(salt, user_id.encode("utf-8"), "sha256").hex()[:32]
 
 
 def impression_document(*, impression_id: str, scene: str, arm: str, query: str,

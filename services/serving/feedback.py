@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -84,7 +84,7 @@ class Impressions:
               user_id: str, force_arms: Mapping[str, str], item_ids: Sequence[int]) -> tuple[str, str]:
         """(impression id, feedback token) of one response; ``layers`` holds (layer, arm, default arm)."""
         now = self._clock()
-        impression_id = uuid.uuid4().hex
+        impression_id = secrets.token_hex(16)
         assignments = [(layer, arm) for layer, arm, _ in layers]
         token = self.signer.sign(impression_id, scene, assignments, item_ids, int(now * 1000))
         self._record(schema.impression_document(
