@@ -63,6 +63,7 @@ CLICK_RECIPROCAL_RANK = Counter(
 )
 FEEDBACK_RESULTS = Counter(
     "mmsearch_serving_feedback_results_total",
-    "Feedback calls by result: recorded, duplicate, forged, expired, not_on_page, bad_request, unavailable, off.",
+    "Feedback calls by result: recorded, duplicate, forged, expired, not_on_page, malformed, bad_request, "
+    "unavailable, off.",
     ["result"],
 )

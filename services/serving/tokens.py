@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "v1"
 CLOCK_SKEW_S = 300.0
+MAX_TOKEN_CHARS = 256 * 1024  # a page of 10,000 items (the largest MMSEARCH_MAX_TOP_K) is ~110 k
 _SALT_LABEL = b"mmsearch user-id salt v1"
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)  # made once: json.dumps(**kw) builds one per call
 
@@ -117,6 +118,10 @@ class Signer:
         if not token:
             raise TokenError(grpc.StatusCode.INVALID_ARGUMENT, "malformed",
                              "feedback_token is empty; send the feedback_token of the search response")
+        if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            raise TokenError(grpc.StatusCode.INVALID_ARGUMENT, "malformed",
+                             f"feedback_token is malformed ({len(token)} characters, at most {MAX_TOKEN_CHARS} ASCII "
+                             "ones); send the feedback_token of the search response unchanged")
         parts = token.split(".")
         if len(parts) != 4 or parts[0] != VERSION:
             raise TokenError(grpc.StatusCode.INVALID_ARGUMENT, "malformed",
@@ -135,8 +140,8 @@ class Signer:
             claims = json.loads(_unb64(parts[1]))
             raw = _unb64(parts[2])
             ids = struct.unpack(f"<{len(raw) // 8}q", raw[: len(raw) // 8 * 8])
-            result = Claims(str(claims["i"]), str(claims["s"]), tuple((str(l), str(a)) for l, a in claims["a"]),
-                            tuple(int(i) for i in ids), int(claims["t"]))
+            assignments = tuple((str(layer), str(arm)) for layer, arm in claims["a"])
+            result = Claims(str(claims["i"]), str(claims["s"]), assignments, tuple(ids), int(claims["t"]))
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:  # signed by us, so only a bug gets here
             raise TokenError(grpc.StatusCode.INVALID_ARGUMENT, "malformed",
                              f"feedback_token claims do not parse: {exc}") from None

@@ -70,6 +70,8 @@ def test_forged_or_altered_tokens_are_permission_denied(alter):
     ("not a token", "malformed"),
     ("v2.a.b.c", "malformed"),
     ("v1.a.b", "malformed"),
+    ("v1.é.b.c", "malformed"),
+    ("v1." + "a" * 300_000 + ".b.c", "at most 262144"),
 ])
 def test_malformed_tokens_are_invalid_argument(text, words):
     error = refused(text)

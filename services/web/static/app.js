@@ -284,7 +284,7 @@
     const dwell = feedback.dwell;
     if (!dwell) return;
     feedback.dwell = null;
-    const seconds = Math.max(0.001, (performance.now() - dwell.start) / 1000);
+    const seconds = Math.min(86400, Math.max(0.001, (performance.now() - dwell.start) / 1000));
     sendFeedback({ feedback_token: dwell.token, item_id: dwell.id, event: "dwell", dwell_seconds: seconds });
   }
 
