@@ -13,13 +13,15 @@
   impression of a batch unless the batch is full already: at low load one
   write per interval instead of one per search (a write per search measured
   +30% p50 at concurrency 1 against the embedded store on 2 cores), under load
-  back-to-back full batches;
-  a batch the store cannot take (down, or slower than
-  ``MMSEARCH_DEPENDENCY_TIMEOUT_MS``) is dropped and counted
-  (``reason="store_unavailable"``), then the drain backs off (0.1 s doubling to
-  5 s) while the buffer takes the next impressions; pymongo reconnects by
-  itself, so recording resumes when the store is back, without a restart.
-  Duplicate keys (a batch retried by the driver) are not errors.
+  back-to-back full batches. A batch the store cannot take now (unreachable,
+  or slower than ``MMSEARCH_DEPENDENCY_TIMEOUT_MS``) is kept and retried with
+  a back-off (0.1 s doubling to 5 s) while new impressions wait in the
+  buffer, so an outage shorter than the buffer loses nothing and a longer one
+  drops the newest impressions, counted as ``buffer_full``; pymongo
+  reconnects by itself, so recording resumes without a restart. A batch the
+  store refuses (an error that retrying cannot fix: authorization, validation)
+  is dropped and counted as ``store_refused``. Duplicate keys (a batch retried
+  after a write that did land) are not errors.
 - :meth:`~MongoEvents.feedback` inserts one feedback event within the
   caller's deadline: a duplicate ``_id`` (the same event again) answers
   ``True`` (duplicate), the store down raises ``Unavailable``.
@@ -69,8 +71,9 @@ class MongoEvents:
             uri, serverSelectionTimeoutMS=int(timeout_s * 1000), connectTimeoutMS=int(timeout_s * 1000), tz_aware=True)
         self._db = self._client[database]
         self._queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=buffer)
+        self._held: list[dict] = []  # the batch being written (kept while the store cannot take it)
         self._indexed = False
-        self.problem = ""  # why the last batch was dropped ("" while writes succeed)
+        self.problem = ""  # why the last write failed ("" while writes succeed)
 
     # ---- impressions (off the request path) -------------------------------------------------------
     def record(self, doc: dict) -> bool:
@@ -104,25 +107,31 @@ class MongoEvents:
         """Drain the buffer forever (cancel to stop); see the module doc."""
         backoff = BACKOFF_S[0]
         while True:
-            first = await self._queue.get()
-            if self.flush_s > 0 and self._queue.qsize() + 1 < self.batch_max:
-                await asyncio.sleep(self.flush_s)
-            batch = self._take(first)
+            if not self._held:
+                first = await self._queue.get()
+                if self.flush_s > 0 and self._queue.qsize() + 1 < self.batch_max:
+                    await asyncio.sleep(self.flush_s)
+                self._held = self._take(first)
             try:
-                await self._write(batch)
+                await self._write(self._held)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a store problem must never stop the drain
-                metrics.IMPRESSIONS_DROPPED.labels("store_unavailable").inc(len(batch))
                 problem = f"{type(exc).__name__}: {exc}"
+                if not transient(exc):
+                    log.error("the event store refused %d impressions, dropped: %s", len(self._held), problem)
+                    metrics.IMPRESSIONS_DROPPED.labels("store_refused").inc(len(self._held))
+                    self._held = []
+                    continue
                 if not self.problem:
-                    log.warning("impressions are being dropped: the event store at %s does not take them (%s)",
+                    log.warning("the event store at %s does not take impressions (%s); they wait in the buffer",
                                 redacted(self.uri), problem)
                 self.problem = problem
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_S[1])
                 continue
-            metrics.IMPRESSIONS_STORED.inc(len(batch))
+            metrics.IMPRESSIONS_STORED.inc(len(self._held))
+            self._held = []
             if self.problem:
                 log.info("impressions are recorded again", extra={"store": redacted(self.uri)})
                 self.problem = ""
@@ -159,8 +168,9 @@ class MongoEvents:
         return False
 
     async def close(self) -> None:
-        """Write what is buffered (bounded by the timeout), then close the client."""
-        pending: list[dict[str, Any]] = []
+        """Write what is held and buffered (bounded by the timeout), then close the client."""
+        pending: list[dict[str, Any]] = self._held
+        self._held = []
         while not self._queue.empty():
             pending.append(self._queue.get_nowait())
         if pending:
@@ -168,5 +178,13 @@ class MongoEvents:
                 await asyncio.wait_for(self._write(pending), self.timeout_s * 2)
                 metrics.IMPRESSIONS_STORED.inc(len(pending))
             except Exception:  # noqa: BLE001
-                metrics.IMPRESSIONS_DROPPED.labels("store_unavailable").inc(len(pending))
+                log.warning("%d impressions were not stored at shutdown", len(pending))
+                metrics.IMPRESSIONS_DROPPED.labels("shutdown").inc(len(pending))
         await self._client.close()
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether retrying a failed write may succeed: the store unreachable or slow (not a refusal)."""
+    if isinstance(exc, (ConnectionFailure, TimeoutError)):
+        return True
+    return isinstance(exc, PyMongoError) and exc.timeout and not isinstance(exc, BulkWriteError)

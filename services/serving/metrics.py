@@ -43,8 +43,9 @@ IMPRESSIONS_STORED = Counter(
 )
 IMPRESSIONS_DROPPED = Counter(
     "mmsearch_serving_impressions_dropped_total",
-    "Impressions not stored, by reason (buffer_full: the buffer was full; store_unavailable: the event store "
-    "did not take the batch). Searches never fail for them.",
+    "Impressions not stored, by reason (buffer_full: the buffer was full, e.g. while the event store is down; "
+    "store_refused: the store refused the batch; shutdown: not written before the process ended). Searches never "
+    "fail for them.",
     ["reason"],
 )
 IMPRESSIONS_BUFFERED = Gauge(

@@ -34,8 +34,9 @@ def dropped(reason: str) -> float:
 
 
 async def eventually(predicate, timeout: float = 30.0) -> None:
+    """Wait (yielding to the drain task) until ``predicate()`` holds."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
+    while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
 
@@ -53,9 +54,7 @@ async def test_impressions_are_drained_into_the_store_with_a_ttl_index(mongo_ser
         client = pymongo.MongoClient(mongo_server)
         collection = client[database][schema.IMPRESSIONS]
 
-        async def stored():
-            return collection.count_documents({}) == 10
-        await eventually(stored)
+        await eventually(lambda: collection.count_documents({}) == 10)
         assert collection.find_one({"_id": "imp-3"})["items"][1] == {"id": 2, "rank": 2}
         for name in (schema.IMPRESSIONS, schema.FEEDBACK):
             indexes = {tuple(ix["key"]): ix for ix in client[database][name].list_indexes()}
@@ -88,19 +87,29 @@ async def test_a_full_buffer_drops_and_counts_without_blocking(mongo_server, dat
     assert pymongo.MongoClient(mongo_server)[database][schema.IMPRESSIONS].count_documents({}) == 2
 
 
-async def test_a_store_that_is_down_drops_impressions_and_refuses_feedback_as_unavailable():
-    store = MongoEvents(f"mongodb://127.0.0.1:{free_port()}", "events", ttl_days=1, buffer=100, timeout_s=0.2)
-    drain = asyncio.create_task(store.run())
-    before = dropped("store_unavailable")
-    try:
-        assert all(store.record(impression(i)) for i in range(5))  # returns at once: nothing waits on the store
+async def test_a_store_that_is_down_keeps_what_the_buffer_holds_drops_the_rest_and_recovers(tmp_path):
+    from mmsearch.dev.mongo import start_mongo
 
-        async def counted():
-            return dropped("store_unavailable") - before == 5
-        await eventually(counted)
+    port = free_port()
+    store = MongoEvents(f"mongodb://127.0.0.1:{port}", "events", ttl_days=1, buffer=3, flush_s=0.0, timeout_s=0.3)
+    drain = asyncio.create_task(store.run())
+    before = dropped("buffer_full")
+    server = None
+    try:
+        assert [store.record(impression(i)) for i in range(5)] == [True] * 3 + [False] * 2  # never waits
+        await eventually(lambda: store.problem)  # the drain holds a batch it cannot write
         assert "ServerSelectionTimeoutError" in store.problem
+        assert [store.record(impression(i)) for i in range(5, 10)] == [True] * 3 + [False] * 2
+        assert dropped("buffer_full") - before == 4
         with pytest.raises(Unavailable, match="event store at mongodb://127.0.0.1:.* is unreachable"):
             await store.feedback(click(1), 0.3)
+        server = start_mongo(tmp_path / "mongo", port=port, timeout=60)  # the store comes back: no restart here
+        collection = pymongo.MongoClient(server.uri)["events"][schema.IMPRESSIONS]
+        await eventually(lambda: collection.count_documents({}) == 6)
+        assert sorted(d["_id"] for d in collection.find({}, {"_id": 1})) == [f"imp-{i}" for i in (0, 1, 2, 5, 6, 7)]
+        assert store.problem == "" and await store.feedback(click(1), 5.0) is False
     finally:
         drain.cancel()
         await store.close()
+        if server is not None:
+            server.stop()
