@@ -69,7 +69,12 @@ def job(*args: str) -> None:
 def stats(latencies: list[float], wall: float) -> dict:
     ms = sorted(x * 1000 for x in latencies)
     return {"p50": statistics.median(ms), "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
-            "qps": len(ms) / wall}
+            "qps": len(ms) / wall, "latencies": latencies, "wall": wall}
+
+
+def merged(*results: dict) -> dict:
+    """The stats of several runs taken as one."""
+    return stats([x for r in results for x in r["latencies"]], sum(r["wall"] for r in results))
 
 
 def floor(repo: Path, milvus_uri: str, collection: str, n: int) -> dict:
@@ -302,20 +307,23 @@ def main() -> None:
                                                          f"127.0.0.1:{pre_port}", n),
                            "naive": naive(model_dir, milvus.uri, collection, mongo.uri, scene, max(50, n // 2))})
             for c in (1, 8, 32):
-                # At 1 and 32 the same load runs on the serving without impressions too, in alternating order;
-                # a pause after each lets the impression drain finish its writes outside the next measurement.
-                order = ("on", "off") if r % 2 == 0 else ("off", "on")
-                for which in order if c in (1, 32) else ("on",):
+                # At 1 and 32 the same load runs on the serving without impressions too, in the order on, off,
+                # off, on (half the queries each), so a drift of the machine during the round hits both alike;
+                # a pause after each run lets the impression drain finish its writes outside the next one.
+                runs: dict[str, list[dict]] = {"on": [], "off": []}
+                for which in ("on", "off", "off", "on") if c in (1, 32) else ("on", "on"):
                     on = which == "on"
                     pids = processes if on else {**processes, "serving": procs[2].pid}
                     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                    rounds[-1][f"mmsearch c={c}" if on else f"no impr. c={c}"] = asyncio.run(
-                        load(f"127.0.0.1:{srv_port if on else off_port}", scene, c, max(n, 10 * c)))
+                    queries = max(n, 10 * c) // 2
+                    runs[which].append(asyncio.run(load(f"127.0.0.1:{srv_port if on else off_port}", scene, c, queries)))
                     time.sleep(1.0)
-                    requests = max(n, 10 * c) + len(QUERIES)  # with the warm-up
                     if c == 32:
-                        (cpu if on else cpu_off).append({name: (cpu_seconds(pid) - before[name]) * 1000 / requests
-                                                         for name, pid in pids.items()})
+                        (cpu if on else cpu_off).append({name: (cpu_seconds(pid) - before[name]) * 1000
+                                                         / (queries + len(QUERIES)) for name, pid in pids.items()})
+                rounds[-1][f"mmsearch c={c}"] = merged(*runs["on"])
+                if runs["off"]:
+                    rounds[-1][f"no impr. c={c}"] = merged(*runs["off"])
         impressions = stored_impressions(mongo.uri)
     finally:
         for p in reversed(procs):
