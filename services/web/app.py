@@ -192,11 +192,13 @@ async def feedback(request: web.Request) -> web.Response:
         return json_error(415, "unsupported_media_type", f"POST /api/feedback takes a JSON body "
                           f"(application/json or text/plain; got {request.content_type!r})", "body")
     limit = max_token_chars(settings.max_top_k) + 1024
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        return json_error(413, "too_large", f"the feedback body is larger than {limit} bytes", "body")
+    body = bytearray()
+    while chunk := await request.content.read(64 * 1024):
+        body.extend(chunk)
+        if len(body) > limit:
+            return json_error(413, "too_large", f"the feedback body is larger than {limit} bytes", "body")
     try:
-        event = parse_feedback(body, max_token_chars(settings.max_top_k))
+        event = parse_feedback(bytes(body), max_token_chars(settings.max_top_k))
     except BadParameter as exc:
         return json_error(400, "bad_parameter", exc.message, exc.parameter)
     try:
