@@ -15,6 +15,11 @@ and an embedded secantusd. Then measures:
   one query at a time;
 - mmsearch: ``mmsearch serve preprocess`` + ``mmsearch serve serving``
   (embedded encoder) as processes, a gRPC client at concurrency 1, 8, 32.
+- impressions off: a second ``mmsearch serve serving`` on the same preprocess
+  with ``MMSEARCH_IMPRESSIONS=false`` (no impression id, no feedback token,
+  nothing recorded), measured right after the first at concurrency 1 and 32;
+  the ratios say what impressions cost (target: at most 5% of p50@1 and of
+  QPS@32). Impressions go to the summary store's server, as by default.
 All of it runs in ``--rounds`` interleaved rounds (default 3), so a noisy
 spell of the machine hits every measurement alike; each ratio is taken within
 a round and the median over rounds is printed, with the per-round values.
@@ -64,7 +69,12 @@ def job(*args: str) -> None:
 def stats(latencies: list[float], wall: float) -> dict:
     ms = sorted(x * 1000 for x in latencies)
     return {"p50": statistics.median(ms), "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
-            "qps": len(ms) / wall}
+            "qps": len(ms) / wall, "latencies": latencies, "wall": wall}
+
+
+def merged(*results: dict) -> dict:
+    """The stats of several runs taken as one."""
+    return stats([x for r in results for x in r["latencies"]], sum(r["wall"] for r in results))
 
 
 def floor(repo: Path, milvus_uri: str, collection: str, n: int) -> dict:
@@ -156,14 +166,15 @@ async def load(address: str, scene: str, concurrency: int, n: int) -> dict:
     channel = grpc.aio.insecure_channel(address)
     stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
     for q in QUERIES:  # warm up
-        await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=q), timeout=10)
+        await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=q, user_id="warm-up"), timeout=10)
     latencies: list[float] = []
     counter = iter(range(n))
 
     async def worker() -> None:
         for i in counter:
             t = time.perf_counter()
-            await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=QUERIES[i % len(QUERIES)]), timeout=10)
+            await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=QUERIES[i % len(QUERIES)],
+                                                          user_id=f"user-{i}"), timeout=10)
             latencies.append(time.perf_counter() - t)
 
     start = time.perf_counter()
@@ -171,6 +182,24 @@ async def load(address: str, scene: str, concurrency: int, n: int) -> dict:
     result = stats(latencies, time.perf_counter() - start)
     await channel.close()
     return result
+
+
+def stored_impressions(mongo_uri: str, settle_s: float = 5.0) -> int:
+    """Impressions in the event store once the drain has caught up (it writes in the background)."""
+    import pymongo
+
+    from mmsearch.core import events
+
+    with pymongo.MongoClient(mongo_uri) as client:
+        collection = client[events.DEFAULT_DATABASE][events.IMPRESSIONS]
+        last, deadline = -1, time.monotonic() + 60
+        while time.monotonic() < deadline:
+            count = collection.count_documents({})
+            if count == last:
+                return count
+            last = count
+            time.sleep(settle_s)
+        return last
 
 
 def cpu_seconds(pid: int) -> float:
@@ -225,6 +254,7 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     rounds: list[dict[str, dict]] = []
     cpu: list[dict[str, float]] = []
+    cpu_off: list[dict[str, float]] = []
     try:
         t = time.perf_counter()
         if not (repo / "minilm" / "manifest.json").exists():
@@ -259,6 +289,13 @@ def main() -> None:
             "MMSEARCH_MONGO_URI": mongo.uri, "MMSEARCH_MODEL_REPOSITORY": str(repo),
             **dict(item.split("=", 1) for item in args.serving_env)}))
         wait_healthy(f"127.0.0.1:{srv_port}")
+        off_port = free_port()
+        procs.append(subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "serve", "serving"], cwd=ROOT, env={
+            **env, "MMSEARCH_PORT": str(off_port), "MMSEARCH_EXPERIMENTS": str(experiments),
+            "MMSEARCH_PREPROCESS_ADDRESS": f"127.0.0.1:{pre_port}", "MMSEARCH_MILVUS_URI": milvus.uri,
+            "MMSEARCH_MONGO_URI": mongo.uri, "MMSEARCH_MODEL_REPOSITORY": str(repo), "MMSEARCH_IMPRESSIONS": "false",
+            **dict(item.split("=", 1) for item in args.serving_env)}))
+        wait_healthy(f"127.0.0.1:{off_port}")
 
         n = args.queries
         processes = {"serving": procs[1].pid, "preprocess": procs[0].pid, "milvus": milvus.process.pid,
@@ -270,22 +307,35 @@ def main() -> None:
                                                          f"127.0.0.1:{pre_port}", n),
                            "naive": naive(model_dir, milvus.uri, collection, mongo.uri, scene, max(50, n // 2))})
             for c in (1, 8, 32):
-                before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-                rounds[-1][f"mmsearch c={c}"] = asyncio.run(load(f"127.0.0.1:{srv_port}", scene, c, max(n, 10 * c)))
-                requests = max(n, 10 * c) + len(QUERIES)  # with the warm-up
-                if c == 32:
-                    cpu.append({name: (cpu_seconds(pid) - before[name]) * 1000 / requests
-                                for name, pid in processes.items()})
+                # At 1 and 32 the same load runs on the serving without impressions too, in the order on, off,
+                # off, on (half the queries each), so a drift of the machine during the round hits both alike;
+                # a pause after each run lets the impression drain finish its writes outside the next one.
+                runs: dict[str, list[dict]] = {"on": [], "off": []}
+                for which in ("on", "off", "off", "on") if c in (1, 32) else ("on", "on"):
+                    on = which == "on"
+                    pids = processes if on else {**processes, "serving": procs[2].pid}
+                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    queries = max(n, 10 * c) // 2
+                    runs[which].append(asyncio.run(load(f"127.0.0.1:{srv_port if on else off_port}", scene, c, queries)))
+                    time.sleep(1.0)
+                    if c == 32:
+                        (cpu if on else cpu_off).append({name: (cpu_seconds(pid) - before[name]) * 1000
+                                                         / (queries + len(QUERIES)) for name, pid in pids.items()})
+                rounds[-1][f"mmsearch c={c}"] = merged(*runs["on"])
+                if runs["off"]:
+                    rounds[-1][f"no impr. c={c}"] = merged(*runs["off"])
+        impressions = stored_impressions(mongo.uri)
     finally:
         for p in reversed(procs):
             p.terminate()
             p.wait(15)
         milvus.stop()
         mongo.stop()
-    report(rounds, cpu)
+    report(rounds, cpu, cpu_off)
+    print(f"impressions stored by the end: {impressions}")
 
 
-def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]]) -> None:
+def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]], cpu_off: list[dict[str, float]]) -> None:
     """Medians over the rounds; each ratio is taken within a round, then the median of those is printed."""
     med = statistics.median
     print(f"\nmedian of {len(rounds)} rounds\n{'':<16}{'p50 ms':>10}{'p99 ms':>10}{'QPS':>10}")
@@ -301,6 +351,8 @@ def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]]) -> None:
     totals = [sum(c.values()) for c in cpu]
     print("\nCPU ms per query at c=32 (median): " + ", ".join(f"{k} {med(c[k] for c in cpu):.2f}" for k in cpu[0])
           + f"; total {med(totals):.2f} -> at most {cores * 1000 / med(totals):.0f} QPS on {cores} cores")
+    print("  the same without impressions: " + ", ".join(f"{k} {med(c[k] for c in cpu_off):.2f}" for k in cpu_off[0])
+          + f"; total {med(sum(c.values()) for c in cpu_off):.2f}")
     print()
     p50_ratio = ratio("p50@1 / floor p50", [r["mmsearch c=1"]["p50"] / r["floor"]["p50"] for r in rounds])
     ratio("  bound: floor+hops / floor (the hops the design requires, in a tight loop without serving)",
@@ -308,10 +360,15 @@ def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]]) -> None:
     ratio("p50@1 / floor+hops p50 (what serving adds to those stages)",
           [r["mmsearch c=1"]["p50"] / r["floor+hops"]["p50"] for r in rounds])
     qps_ratio = ratio("QPS@32 / naive QPS", [r["mmsearch c=32"]["qps"] / r["naive"]["qps"] for r in rounds])
+    cost_p50 = ratio("p50@1 impressions on / off", [r["mmsearch c=1"]["p50"] / r["no impr. c=1"]["p50"] for r in rounds])
+    cost_qps = ratio("QPS@32 impressions on / off",
+                     [r["mmsearch c=32"]["qps"] / r["no impr. c=32"]["qps"] for r in rounds])
     ratio("  bound: the CPU ceiling above / naive QPS",
           [cores * 1000 / t / r["naive"]["qps"] for t, r in zip(totals, rounds)])
     print(f"\np50@1 / floor: {p50_ratio:.2f}x, target <= 1.3x: {'OK' if p50_ratio <= 1.3 else 'MISSED'}")
     print(f"QPS@32 / naive: {qps_ratio:.2f}x, target >= 5x: {'OK' if qps_ratio >= 5 else 'MISSED'}")
+    print(f"impressions: p50@1 on/off {cost_p50:.3f}x, target <= 1.05x: {'OK' if cost_p50 <= 1.05 else 'MISSED'}; "
+          f"QPS@32 on/off {cost_qps:.3f}x, target >= 0.95x: {'OK' if cost_qps >= 0.95 else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceParseError
 
@@ -37,7 +37,9 @@ def describe_error(cls: type[BaseConfig], exc: ValidationError) -> str:
         field = ".".join(str(p) for p in err.get("loc", ())) or "?"
         var = f"{prefix}{field.split('.')[0]}".upper()
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        info = cls.model_fields.get(field.split(".")[0])
+        secret = info is not None and info.annotation in (SecretStr, SecretStr | None)
+        shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"  # never echo a secret
         lines.append(f"invalid environment variable {var}{shown}: {err.get('msg')}")
     return "; ".join(lines)
 

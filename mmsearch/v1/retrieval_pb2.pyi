@@ -1,11 +1,23 @@
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class FeedbackEvent(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_EVENT_UNSPECIFIED: _ClassVar[FeedbackEvent]
+    FEEDBACK_EVENT_CLICK: _ClassVar[FeedbackEvent]
+    FEEDBACK_EVENT_DWELL: _ClassVar[FeedbackEvent]
+    FEEDBACK_EVENT_SKIP: _ClassVar[FeedbackEvent]
+FEEDBACK_EVENT_UNSPECIFIED: FeedbackEvent
+FEEDBACK_EVENT_CLICK: FeedbackEvent
+FEEDBACK_EVENT_DWELL: FeedbackEvent
+FEEDBACK_EVENT_SKIP: FeedbackEvent
 
 class SearchRequest(_message.Message):
     __slots__ = ("scene", "text", "image", "top_k", "user_id", "diversify", "force_arms")
@@ -61,18 +73,22 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("items", "arm", "assignments", "timings", "missing_summaries")
+    __slots__ = ("items", "arm", "assignments", "timings", "missing_summaries", "impression_id", "feedback_token")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     MISSING_SUMMARIES_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Item]
     arm: str
     assignments: _containers.RepeatedCompositeFieldContainer[ArmAssignment]
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     missing_summaries: int
-    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., arm: _Optional[str] = ..., assignments: _Optional[_Iterable[_Union[ArmAssignment, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., missing_summaries: _Optional[int] = ...) -> None: ...
+    impression_id: str
+    feedback_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., arm: _Optional[str] = ..., assignments: _Optional[_Iterable[_Union[ArmAssignment, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., missing_summaries: _Optional[int] = ..., impression_id: _Optional[str] = ..., feedback_token: _Optional[str] = ...) -> None: ...
 
 class ListScenesRequest(_message.Message):
     __slots__ = ()
@@ -95,3 +111,23 @@ class ListScenesResponse(_message.Message):
     SCENES_FIELD_NUMBER: _ClassVar[int]
     scenes: _containers.RepeatedCompositeFieldContainer[Scene]
     def __init__(self, scenes: _Optional[_Iterable[_Union[Scene, _Mapping]]] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("feedback_token", "item_id", "event", "dwell_seconds")
+    FEEDBACK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    DWELL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    feedback_token: str
+    item_id: int
+    event: FeedbackEvent
+    dwell_seconds: float
+    def __init__(self, feedback_token: _Optional[str] = ..., item_id: _Optional[int] = ..., event: _Optional[_Union[FeedbackEvent, str]] = ..., dwell_seconds: _Optional[float] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("impression_id", "duplicate")
+    IMPRESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    impression_id: str
+    duplicate: bool
+    def __init__(self, impression_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...

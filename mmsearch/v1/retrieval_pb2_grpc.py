@@ -45,6 +45,11 @@ class RetrievalServiceStub:
                 request_serializer=mmsearch_dot_v1_dot_retrieval__pb2.ListScenesRequest.SerializeToString,
                 response_deserializer=mmsearch_dot_v1_dot_retrieval__pb2.ListScenesResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/mmsearch.v1.RetrievalService/Feedback',
+                request_serializer=mmsearch_dot_v1_dot_retrieval__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=mmsearch_dot_v1_dot_retrieval__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer:
@@ -64,6 +69,15 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """What a user did with a result of a search: the SearchResponse's feedback_token,
+        the item and the event. The same event for the same item of an impression counts
+        once (a repeat answers duplicate = true).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +90,11 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.ListScenes,
                     request_deserializer=mmsearch_dot_v1_dot_retrieval__pb2.ListScenesRequest.FromString,
                     response_serializer=mmsearch_dot_v1_dot_retrieval__pb2.ListScenesResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=mmsearch_dot_v1_dot_retrieval__pb2.FeedbackRequest.FromString,
+                    response_serializer=mmsearch_dot_v1_dot_retrieval__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +152,33 @@ class RetrievalService:
             '/mmsearch.v1.RetrievalService/ListScenes',
             mmsearch_dot_v1_dot_retrieval__pb2.ListScenesRequest.SerializeToString,
             mmsearch_dot_v1_dot_retrieval__pb2.ListScenesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mmsearch.v1.RetrievalService/Feedback',
+            mmsearch_dot_v1_dot_retrieval__pb2.FeedbackRequest.SerializeToString,
+            mmsearch_dot_v1_dot_retrieval__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

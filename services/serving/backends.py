@@ -1,8 +1,10 @@
 """The bundle of backends serving talks to, built once per process and injected everywhere.
 
 :class:`Backends` holds the preprocess client (behind its query batcher),
-the encoder pool, the Milvus matcher, the summary store and the model
-repository's manifests. :func:`connect` builds the real ones from settings;
+the encoder pool, the Milvus matcher, the summary store, the model
+repository's manifests and the A/B event store (impressions and feedback,
+:mod:`services.serving.events`; :class:`NoEvents`, which keeps nothing,
+unless given). :func:`connect` builds the real ones from settings;
 tests build a :class:`Backends` of small fakes with the same methods, so
 activation, the stages and the route watcher run without sockets.
 
@@ -18,6 +20,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from mmsearch.core.model_repository import ModelManifest, ModelRepository
+from services.serving.errors import Mismatch
 from services.serving.settings import ServingSettings
 
 
@@ -46,6 +49,33 @@ class SummaryLookup(Protocol):
                      timeout: float) -> tuple[list[dict | None], int]: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+
+
+class EventStore(Protocol):
+    enabled: bool
+
+    def record(self, doc: dict) -> bool: ...  # buffer an impression; never blocks (False: dropped)
+    async def feedback(self, doc: dict, timeout: float) -> bool: ...  # True: a duplicate
+    async def run(self) -> None: ...  # drain the buffer (a background task)
+    async def close(self) -> None: ...
+
+
+class NoEvents:
+    """The event store when impressions are off (``MMSEARCH_IMPRESSIONS=false``): keeps nothing."""
+
+    enabled = False
+
+    def record(self, doc: dict) -> bool:
+        return False
+
+    async def feedback(self, doc: dict, timeout: float) -> bool:
+        raise Mismatch("impressions are off in this serving (MMSEARCH_IMPRESSIONS=false): no feedback is taken")
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -77,9 +107,10 @@ class Backends:
     summary: SummaryLookup
     manifests: Any  # async (model) -> ModelManifest
     load: Load = field(default_factory=Load)
+    events: EventStore = field(default_factory=NoEvents)
 
     async def close(self) -> None:
-        for part in (self.encoders, self.preprocess, self.summary, self.matcher):
+        for part in (self.events, self.encoders, self.preprocess, self.summary, self.matcher):
             await part.close()
 
 
@@ -87,6 +118,7 @@ def connect(settings: ServingSettings) -> Backends:
     """The real backends (clients connect lazily: serving starts while its dependencies are down)."""
     from services.preprocess.client import PreprocessClient
     from services.serving.encoders import EncoderPool
+    from services.serving.events import MongoEvents
     from services.serving.matcher import MilvusMatcher
     from services.serving.preprocessor import Preprocessor
     from services.serving.summary import SummaryStore
@@ -103,4 +135,7 @@ def connect(settings: ServingSettings) -> Backends:
         summary=SummaryStore(settings.mongo_uri, server_selection_timeout_s=timeout),
         manifests=Manifests(repository),
         load=load,
+        events=(MongoEvents(settings.events_uri, settings.events_database, ttl_days=settings.events_ttl_days,
+                            buffer=settings.impression_buffer, flush_s=settings.impression_flush_ms / 1000,
+                            timeout_s=timeout) if settings.impressions else NoEvents()),
     )

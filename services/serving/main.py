@@ -1,11 +1,14 @@
 """``mmsearch serve serving``: start the RetrievalService.
 
-The port is bound first with health NOT_SERVING. Three background loops then
+The port is bound first with health NOT_SERVING. Four background loops then
 run for the life of the process: the config watcher (loads the experiment
 file, reloads it on change, retries a refused activation), the route watcher
-(follows alias moves, see :mod:`services.serving.routes`) and the health
+(follows alias moves, see :mod:`services.serving.routes`), the health
 loop (probes preprocess, encoders, Milvus and MongoDB; SERVING only while a
-config is active and every dependency answers, so it recovers by itself).
+config is active and every dependency answers, so it recovers by itself) and
+the impression drain (buffered impressions into the event store, see
+:mod:`services.serving.events`; the event store is not a health dependency:
+searches go on while it is down).
 """
 from __future__ import annotations
 
@@ -20,11 +23,13 @@ from services.serving import metrics
 from services.serving.activation import Active, activate
 from services.serving.backends import Backends, connect
 from services.serving.experiments import ConfigStore
+from services.serving.feedback import FeedbackHandler, Impressions
 from services.serving.health import Health, probe
 from services.serving.routes import RouteWatcher
 from services.serving.search import Searcher
 from services.serving.service import RetrievalServicer, register
 from services.serving.settings import ServingSettings
+from services.serving.tokens import Signer
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +88,20 @@ async def start(settings: ServingSettings, backends: Backends | None = None) -> 
         settings.config_poll_seconds, on_result=lambda result: metrics.CONFIG_LOADS.labels(result).inc(),
     )
     health = Health()
-    servicer = RetrievalServicer(Searcher(backends, settings, health.down), store,
-                                 settings.default_deadline_ms / 1000)
+    enabled = settings.impressions and backends.events.enabled
+    signer = Signer.from_settings(settings.feedback_key.get_secret_value(), settings.user_hash_salt.get_secret_value(),
+                                  settings.feedback_ttl_seconds, warn=enabled)
+    impressions = Impressions(signer, backends.events.record) if enabled else None
+    servicer = RetrievalServicer(Searcher(backends, settings, health.down, impressions), store,
+                                 settings.default_deadline_ms / 1000, FeedbackHandler(signer, backends.events, enabled))
     running = await start_server(settings, register(servicer), serving=False)
     await store.check()
     routes = RouteWatcher(store, backends, settings.health_interval_seconds)
     tasks = [asyncio.create_task(store.run(), name="config-watcher"),
              asyncio.create_task(routes.run(), name="route-watcher"),
              asyncio.create_task(health_loop(running, backends, store, health, timeout,
-                                             settings.health_interval_seconds), name="health")]
+                                             settings.health_interval_seconds), name="health"),
+             asyncio.create_task(backends.events.run(), name="impressions")]
 
     async def stop() -> None:
         for task in tasks:

@@ -1,7 +1,7 @@
 """Serving's Prometheus metrics (the gRPC-level ones live in services.runtime.metrics)."""
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 STAGE_LATENCY = Histogram(
     "mmsearch_serving_stage_seconds",
@@ -29,4 +29,42 @@ BATCH_SIZE = Histogram(
     "Queries per backend call of the micro-batchers, by stage (preprocess, embed, match) and model or collection.",
     ["stage", "target"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+
+# A/B outcomes (see charts/mmsearch/README.md for the PromQL of click-through and MRR per arm).
+IMPRESSIONS = Counter(
+    "mmsearch_serving_impressions_total",
+    "Search responses handed out with a feedback token (impressions), by scene, layer and arm.",
+    ["scene", "layer", "arm"],
+)
+IMPRESSIONS_STORED = Counter(
+    "mmsearch_serving_impressions_stored_total",
+    "Impressions written to the event store.",
+)
+IMPRESSIONS_DROPPED = Counter(
+    "mmsearch_serving_impressions_dropped_total",
+    "Impressions not stored, by reason (buffer_full: the buffer was full, e.g. while the event store is down; "
+    "store_refused: the store refused the batch; shutdown: not written before the process ended). Searches never "
+    "fail for them.",
+    ["reason"],
+)
+IMPRESSIONS_BUFFERED = Gauge(
+    "mmsearch_serving_impressions_buffered",
+    "Impressions waiting in the buffer for the event store.",
+)
+FEEDBACK = Counter(
+    "mmsearch_serving_feedback_total",
+    "Feedback events recorded (duplicates not counted), by scene, layer, arm and event (click, dwell, skip).",
+    ["scene", "layer", "arm", "event"],
+)
+CLICK_RECIPROCAL_RANK = Counter(
+    "mmsearch_serving_click_reciprocal_rank_total",
+    "Sum of 1/rank over recorded clicks, by scene, layer and arm (divided by the clicks: MRR of clicks).",
+    ["scene", "layer", "arm"],
+)
+FEEDBACK_RESULTS = Counter(
+    "mmsearch_serving_feedback_results_total",
+    "Feedback calls by result: recorded, duplicate, forged, expired, not_on_page, malformed, bad_request, "
+    "unavailable, off.",
+    ["result"],
 )

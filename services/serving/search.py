@@ -26,6 +26,7 @@ from services.serving.activation import Active
 from services.serving.backends import Backends
 from services.serving.errors import Mismatch, StageError
 from services.serving.experiments import ArmSpec, Scene, TowerSpec, arm_label
+from services.serving.feedback import Impressions
 from services.serving.health import encoder_dependency
 from services.serving.rankers import Candidates
 from services.serving.settings import ServingSettings
@@ -93,8 +94,10 @@ def choose_arm(scene: Scene, user_id: str, force_arms: Mapping[str, str]) -> Arm
 class Searcher:
     """Runs searches against an :class:`Active` config with injected backends."""
 
-    def __init__(self, backends: Backends, settings: ServingSettings, down: Mapping[str, str]):
+    def __init__(self, backends: Backends, settings: ServingSettings, down: Mapping[str, str],
+                 impressions: Impressions | None = None):
         self.backends, self.settings, self.down = backends, settings, down
+        self.impressions = impressions  # None: responses are not impressions (no id, no token)
 
     async def search(self, request: retrieval_pb2.SearchRequest, active: Active,
                      deadline_s: float) -> retrieval_pb2.SearchResponse:
@@ -142,7 +145,17 @@ class Searcher:
         ids = [int(matches.ids[i]) for i, _ in page]
         s = spec.summary
         docs, missing = await run.io("summary", lambda t: b.summary.lookup(s.database, s.collection, ids, s.fields, t))
-        return self._response(query.scene, arm, run, page, matches, docs, missing)
+        return self._impression(request, query, arm, self._response(query.scene, arm, run, page, matches, docs, missing))
+
+    def _impression(self, request: retrieval_pb2.SearchRequest, query: Query, arm: Arm,
+                    response: retrieval_pb2.SearchResponse) -> retrieval_pb2.SearchResponse:
+        """The response as an impression: its id and feedback token; the event store records it off this path."""
+        if self.impressions is not None:
+            layers = [(layer.name, name, layer.default) for layer, (_, name) in zip(query.scene.layers, arm.assignments)]
+            response.impression_id, response.feedback_token = self.impressions.issue(
+                scene=query.scene.name, label=arm.label, kind=query.kind, layers=layers, user_id=request.user_id,
+                force_arms=request.force_arms, item_ids=[item.id for item in response.items])
+        return response
 
     @staticmethod
     def _response(scene: Scene, arm: Arm, run: StageRunner, page, matches, docs, missing: int):

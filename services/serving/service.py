@@ -1,4 +1,4 @@
-"""The thin gRPC servicer of RetrievalService: deadline in, search, status out."""
+"""The thin gRPC servicer of RetrievalService: deadline in, search or feedback, status out."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +10,7 @@ from services.serving import metrics
 from services.serving.activation import Active
 from services.serving.errors import StageError
 from services.serving.experiments import ConfigStore
+from services.serving.feedback import FeedbackHandler
 from services.serving.search import Searcher
 
 log = logging.getLogger(__name__)
@@ -18,10 +19,16 @@ NO_DEADLINE_S = 1e6  # grpc reports a huge time_remaining when the client set no
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, searcher: Searcher, store: ConfigStore[Active], default_deadline_s: float):
+    def __init__(self, searcher: Searcher, store: ConfigStore[Active], default_deadline_s: float,
+                 feedback: FeedbackHandler):
         self.searcher = searcher
         self.store = store
         self.default_deadline_s = default_deadline_s
+        self.feedback = feedback
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        return self.default_deadline_s if remaining is None or remaining > NO_DEADLINE_S else remaining
 
     def _active(self) -> Active:
         active = self.store.current
@@ -31,8 +38,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return active
 
     async def Search(self, request: retrieval_pb2.SearchRequest, context: grpc.aio.ServicerContext):
-        remaining = context.time_remaining()
-        deadline = self.default_deadline_s if remaining is None or remaining > NO_DEADLINE_S else remaining
+        deadline = self._deadline(context)
         scene = request.scene
         try:
             active = self._active()
@@ -47,6 +53,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             await context.abort(exc.code, str(exc))
         metrics.REQUESTS.labels(scene, "OK").inc()
         return response
+
+    async def Feedback(self, request: retrieval_pb2.FeedbackRequest, context: grpc.aio.ServicerContext):
+        try:
+            return await self.feedback.submit(request, self._deadline(context))
+        except StageError as exc:
+            if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                log.warning("feedback failed", extra={"code": exc.code.name, "error": exc.message})
+            await context.abort(exc.code, str(exc))
 
     async def ListScenes(self, request: retrieval_pb2.ListScenesRequest, context: grpc.aio.ServicerContext):
         try:

@@ -9,13 +9,21 @@ Decisions:
 - The client's deadline is honoured; without one, ``MMSEARCH_DEFAULT_DEADLINE_MS``.
 - Thread counts are explicit because the machines are small and shared:
   onnxruntime intra-op threads.
+- Impressions and feedback (A/B outcomes): every response is an impression
+  with a feedback token signed by ``MMSEARCH_FEEDBACK_KEY`` (see
+  :mod:`services.serving.tokens`); impressions and feedback go to
+  ``MMSEARCH_EVENTS_DATABASE`` on ``MMSEARCH_EVENTS_MONGO_URI`` (default: the
+  summary store's URI), kept ``MMSEARCH_EVENTS_TTL_DAYS`` days. A token accepts
+  feedback for ``MMSEARCH_FEEDBACK_TTL_SECONDS``, which must not outlive
+  the events it refers to.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
+from mmsearch.core import events
 from mmsearch.core.limits import RequestLimits
 from services.runtime.settings import GrpcSettings
 
@@ -72,3 +80,46 @@ class ServingSettings(GrpcSettings, RequestLimits):
     match_in_flight: int = Field(2, ge=1, le=64, description="Concurrent Milvus searches per collection and search shape.")
     config_poll_seconds: float = Field(1.0, gt=0, description="How often the experiment file is checked for changes.")
     health_interval_seconds: float = Field(1.0, gt=0, description="How often dependencies are probed for health.")
+    impressions: bool = Field(
+        True, description="Record every response as an impression and give it a feedback token (false: neither, "
+                          "and Feedback is refused).")
+    feedback_key: SecretStr = Field(
+        SecretStr(""), description="HMAC key (at least 16 characters) signing feedback tokens, shared by every "
+                                   "replica; empty: a random key per process (logged as a warning).")
+    user_hash_salt: SecretStr = Field(
+        SecretStr(""), description="Salt of the user-id hash stored with impressions; empty: derived from the "
+                                   "feedback key.")
+    events_mongo_uri: str = Field("", description="MongoDB URI of the event store; empty: MMSEARCH_MONGO_URI.")
+    events_database: str = Field(events.DEFAULT_DATABASE, min_length=1, pattern=r"^[A-Za-z0-9_-]+$",
+                                 description="Database of the impressions and feedback collections.")
+    events_ttl_days: int = Field(30, ge=1, le=3650, description="Days impressions and feedback are kept (TTL index).")
+    feedback_ttl_seconds: int = Field(
+        86400, ge=60, description="How long after a search its feedback token is accepted.")
+    impression_buffer: int = Field(
+        10000, ge=1, le=1_000_000,
+        description="Impressions waiting for the event store at most; beyond, new ones are dropped and counted.")
+    impression_flush_ms: float = Field(
+        500, ge=0, le=60_000,
+        description="Longest wait for more impressions before a write to the event store (0: write each as it "
+                    "comes); a full batch is written at once.")
+
+    @field_validator("feedback_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr) -> SecretStr:
+        n = len(value.get_secret_value())
+        if 0 < n < 16:
+            raise ValueError(f"the feedback key has {n} characters; give at least 16 (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("feedback_ttl_seconds")
+    @classmethod
+    def _token_ttl(cls, value: int, info: ValidationInfo) -> int:
+        days = info.data.get("events_ttl_days")
+        if days and value > days * 86400:
+            raise ValueError(f"a token accepted for {value} s would outlive the events it refers to "
+                             f"(MMSEARCH_EVENTS_TTL_DAYS={days}); lower it or keep the events longer")
+        return value
+
+    @property
+    def events_uri(self) -> str:
+        return self.events_mongo_uri or self.mongo_uri

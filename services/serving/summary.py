@@ -45,6 +45,12 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def redacted(uri: str) -> str:
+    """``uri`` with its credentials hidden, for messages."""
+    head, sep, tail = uri.partition("@")
+    return f"{head.split('//')[0]}//***@{tail}" if sep else uri
+
+
 class SummaryStore:
     def __init__(self, uri: str, *, server_selection_timeout_s: float = 1.0):
         self.uri = uri
@@ -80,8 +86,7 @@ class SummaryStore:
             raise Unavailable(f"the store at {self._redacted()} is unreachable: {exc}") from None
 
     def _redacted(self) -> str:
-        head, sep, tail = self.uri.partition("@")
-        return f"{head.split('//')[0]}//***@{tail}" if sep else self.uri
+        return redacted(self.uri)
 
     async def close(self) -> None:
         await self._client.close()

@@ -5,6 +5,9 @@ Routes:
 - ``GET /api/search?scene=&q=&k=&user=&diversify=`` a text search;
 - ``POST /api/search`` multipart form (``scene``, ``k``, ``user``, file ``image``) an image search;
 - ``GET /api/scenes`` the scenes serving has loaded;
+- ``POST /api/feedback`` JSON ``{feedback_token, item_id, event, dwell_seconds?}`` (the page sends it with
+  ``navigator.sendBeacon``, so ``text/plain`` bodies are JSON too), rate-limited per client: a click, dwell
+  or skip on a result, forwarded to serving's ``Feedback``;
 - ``GET /healthz`` the process is up; ``GET /readyz`` serving answers its gRPC health check;
 - ``GET /metrics`` Prometheus;
 - ``GET /images/...`` only when ``MMSEARCH_IMAGES_DIR`` is set (thumbnails of a local image corpus).
@@ -26,8 +29,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from services.web.client import ServingClient
 from services.web.metrics import HTTP_LATENCY, HTTP_REQUESTS, UPSTREAM_LATENCY
-from services.web.params import BadParameter, SearchQuery, TooLarge, parse_search
-from services.web.responses import blamed_parameter, error_body, http_status, scenes_json, search_json, upstream_message
+from services.web.params import BadParameter, SearchQuery, TooLarge, parse_feedback, parse_search
+from services.web.ratelimit import RateLimiter, client_address
+from services.web.responses import (blamed_parameter, error_body, feedback_json, http_status, scenes_json, search_json,
+                                    upstream_message)
 from services.web.settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 CLIENT_KEY = web.AppKey("serving_client", ServingClient)
 SETTINGS_KEY = web.AppKey("settings", WebSettings)
+LIMITER_KEY = web.AppKey("feedback_limiter", RateLimiter)
+FEEDBACK_TYPES = ("application/json", "text/plain")  # text/plain: what navigator.sendBeacon sends for a string
 
 # The page loads only its own script and style; thumbnails may come from any http(s) host
 # (an image corpus's base URL) and uploaded previews are blob: URLs.
@@ -166,6 +173,41 @@ async def search_post(request: web.Request) -> web.Response:
     return await _search(request, query)
 
 
+def max_token_chars(max_top_k: int) -> int:
+    """Longest feedback token serving signs for a page of ``max_top_k`` items (~11 characters per id)."""
+    return 2048 + 11 * max_top_k
+
+
+async def feedback(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    client = client_address(request.remote, request.headers, settings.client_ip_header)
+    allowed, wait = request.app[LIMITER_KEY].allow(client)
+    if not allowed:
+        response = json_error(429, "rate_limited", f"too many feedback events from {client}: at most "
+                              f"{settings.feedback_rate_per_second:g}/s (burst {settings.feedback_burst}); "
+                              f"retry in {wait:.1f} s")
+        response.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
+        return response
+    if request.content_type not in FEEDBACK_TYPES:
+        return json_error(415, "unsupported_media_type", f"POST /api/feedback takes a JSON body "
+                          f"(application/json or text/plain; got {request.content_type!r})", "body")
+    limit = max_token_chars(settings.max_top_k) + 1024
+    body = bytearray()
+    while chunk := await request.content.read(64 * 1024):
+        body.extend(chunk)
+        if len(body) > limit:
+            return json_error(413, "too_large", f"the feedback body is larger than {limit} bytes", "body")
+    try:
+        event = parse_feedback(bytes(body), max_token_chars(settings.max_top_k))
+    except BadParameter as exc:
+        return json_error(400, "bad_parameter", exc.message, exc.parameter)
+    try:
+        response, _ = await _call("Feedback", request, lambda c: c.feedback(event))
+    except grpc.aio.AioRpcError as exc:
+        return _upstream_error(exc, request.app[CLIENT_KEY].address)
+    return web.json_response(feedback_json(response))
+
+
 async def scenes(request: web.Request) -> web.Response:
     try:
         response, _ = await _call("ListScenes", request, lambda c: c.list_scenes())
@@ -200,6 +242,7 @@ def create_app(settings: WebSettings) -> web.Application:
     """The application; its gRPC channel to serving opens on startup and closes on cleanup."""
     app = web.Application(middlewares=[observe], client_max_size=settings.max_image_bytes + 64 * 1024)
     app[SETTINGS_KEY] = settings
+    app[LIMITER_KEY] = RateLimiter(settings.feedback_rate_per_second, settings.feedback_burst)
 
     async def serving_channel(app: web.Application):
         app[CLIENT_KEY] = ServingClient(settings.serving_address, settings.request_timeout_seconds,
@@ -213,6 +256,7 @@ def create_app(settings: WebSettings) -> web.Application:
     app.router.add_get("/api/search", search_get)
     app.router.add_post("/api/search", search_post)
     app.router.add_get("/api/scenes", scenes)
+    app.router.add_post("/api/feedback", feedback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

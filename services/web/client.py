@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mmsearch.core.channels import channel_options
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.web.params import SearchQuery
+from services.web.params import FeedbackEvent, SearchQuery
 
 RETRIEVAL_SERVICE = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
 
@@ -34,6 +34,11 @@ class ServingClient:
         else:
             request.text = query.text or ""
         return await self.retrieval.Search(request, timeout=self.timeout)
+
+    async def feedback(self, event: FeedbackEvent) -> retrieval_pb2.FeedbackResponse:
+        request = retrieval_pb2.FeedbackRequest(feedback_token=event.feedback_token, item_id=event.item_id,
+                                                event=event.event, dwell_seconds=event.dwell_seconds)
+        return await self.retrieval.Feedback(request, timeout=self.timeout)
 
     async def list_scenes(self) -> retrieval_pb2.ListScenesResponse:
         return await self.retrieval.ListScenes(retrieval_pb2.ListScenesRequest(), timeout=self.timeout)

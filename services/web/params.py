@@ -5,9 +5,13 @@ what to send instead; the handlers turn it into a 400 with a JSON body.
 """
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
+
+from mmsearch.v1 import retrieval_pb2
 
 SCENE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_USER_CHARS = 128
@@ -126,3 +130,55 @@ def parse_search(
                            user_id=user, diversify=diversify)
     return SearchQuery(scene, text=parse_text(params.get("q"), max_query_chars), top_k=top_k,
                        user_id=user, diversify=diversify)
+
+
+FEEDBACK_EVENTS = {"click": retrieval_pb2.FEEDBACK_EVENT_CLICK, "dwell": retrieval_pb2.FEEDBACK_EVENT_DWELL,
+                   "skip": retrieval_pb2.FEEDBACK_EVENT_SKIP}
+MAX_ITEM_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """One validated feedback event for serving's Feedback."""
+
+    feedback_token: str
+    item_id: int
+    event: int  # retrieval_pb2.FeedbackEvent
+    dwell_seconds: float = 0.0
+
+
+def parse_feedback(body: bytes, max_token_chars: int) -> FeedbackEvent:
+    """A :class:`FeedbackEvent` from a JSON body ``{feedback_token, item_id, event, dwell_seconds?}``.
+
+    ``item_id`` may be a JSON number or a decimal string (ids above 2**53 lose
+    precision as JavaScript numbers). Serving checks the token itself.
+    """
+    try:
+        data: Any = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadParameter("body", "the body must be a JSON object {feedback_token, item_id, event, "
+                                   "dwell_seconds?}") from None
+    if not isinstance(data, dict):
+        raise BadParameter("body", "the body must be a JSON object {feedback_token, item_id, event, dwell_seconds?}")
+    token = data.get("feedback_token")
+    if not isinstance(token, str) or not token:
+        raise BadParameter("feedback_token", "feedback_token is required: the feedback_token of the search response")
+    if len(token) > max_token_chars:
+        raise BadParameter("feedback_token", f"feedback_token has {len(token)} characters; at most {max_token_chars}")
+    item = data.get("item_id")
+    if isinstance(item, bool) or not isinstance(item, (int, str)) or not str(item).isdigit() \
+            or not 0 <= int(item) <= MAX_ITEM_ID:
+        raise BadParameter("item_id", f"item_id must be the id of a result on that page, a non-negative integer "
+                                      f"(got {_shown(str(item))})")
+    event = data.get("event")
+    if event not in FEEDBACK_EVENTS:
+        raise BadParameter("event", f"event must be one of {sorted(FEEDBACK_EVENTS)} (got {_shown(str(event))})")
+    seconds = data.get("dwell_seconds", 0)
+    if event == "dwell":
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
+                or seconds <= 0:
+            raise BadParameter("dwell_seconds", f"dwell_seconds must be a number of seconds > 0 for a dwell event "
+                                                f"(got {_shown(str(seconds))})")
+    elif seconds not in (0, None):
+        raise BadParameter("dwell_seconds", f"dwell_seconds is only for dwell events (got it on {event!r})")
+    return FeedbackEvent(token, int(item), FEEDBACK_EVENTS[event], float(seconds or 0.0) if event == "dwell" else 0.0)

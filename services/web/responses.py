@@ -56,6 +56,7 @@ def upstream_message(code: grpc.StatusCode, details: str | None, address: str) -
 _DETAIL_PARAMETER = (
     ("unknown scene", "scene"), ("scene", "scene"), ("text", "q"), ("give a query", "q"),
     ("image", "image"), ("top_k", "k"), ("user", "user"),
+    ("feedback_token", "feedback_token"), ("item_id", "item_id"), ("event", "event"), ("dwell_seconds", "dwell_seconds"),
 )
 
 
@@ -105,6 +106,8 @@ def search_json(response: retrieval_pb2.SearchResponse, *, scene: str, elapsed_m
         "timings": [{"stage": t.stage, "ms": t.ms} for t in response.timings],
         "missing_summaries": response.missing_summaries,
         "elapsed_ms": elapsed_ms,
+        "impression_id": response.impression_id,
+        "feedback_token": response.feedback_token,
     }
 
 
@@ -115,3 +118,7 @@ def scenes_json(response: retrieval_pb2.ListScenesResponse) -> dict[str, Any]:
             for s in response.scenes
         ]
     }
+
+
+def feedback_json(response: retrieval_pb2.FeedbackResponse) -> dict[str, Any]:
+    return {"impression_id": response.impression_id, "duplicate": response.duplicate}

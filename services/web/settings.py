@@ -27,6 +27,13 @@ class WebSettings(ProcessSettings, RequestLimits):
         5.0, gt=0, le=300, description="Deadline of each gRPC call to serving (search, scenes, health)."
     )
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="gRPC max message size of calls to serving.")
+    feedback_rate_per_second: float = Field(
+        2.0, gt=0, le=10_000, description="Feedback events (POST /api/feedback) one client may send per second, "
+                                          "sustained; beyond: 429 with Retry-After.")
+    feedback_burst: int = Field(30, ge=1, le=100_000, description="Feedback events one client may send at once.")
+    client_ip_header: str = Field(
+        "", description="Header whose last entry is the client address for rate limiting (e.g. X-Forwarded-For "
+                        "behind an ingress that sets it); empty: the peer address.")
     images_dir: Path | None = Field(
         None,
         description="Optional folder served at /images/ (thumbnails of an image corpus prepared with "

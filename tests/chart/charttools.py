@@ -47,6 +47,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "modelRepository": {"s3": _S3_SECRET},
         "externalMilvus": {"uri": "https://milvus.db:19530", "existingSecret": "milvus-creds"},
         "externalMongodb": {"existingSecret": "mongo-creds"},
+        "feedback": {"existingSecret": "feedback-key", "clientIpHeader": "X-Forwarded-For"},
         "ingress": {
             "enabled": True,
             "className": "nginx",
@@ -67,7 +68,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     # The operator watches every namespace.
     "cluster-wide": {"operator": {"clusterWide": True}},
     # The smallest release: no operator, no test hook, the default ServiceAccount.
-    "minimal": {"operator": {"enabled": False}, "tests": {"enabled": False}, "serviceAccount": {"create": False}},
+    "minimal": {"operator": {"enabled": False}, "tests": {"enabled": False}, "serviceAccount": {"create": False},
+                "feedback": {"enabled": False}},
 }
 
 

@@ -163,8 +163,8 @@ def test_the_values_the_chart_sets_load_in_the_settings_class(service, value_set
         monkeypatch.delenv(name)
     for name, entry in ct.env_of(container).items():
         if name.startswith("MMSEARCH_") and name in settings_vars(cls):
-            # A Secret's value is not known here; any non-empty text stands for it.
-            monkeypatch.setenv(name, entry.get("value", "from-secret"))
+            # A Secret's value is not known here; any non-empty text (as long as a key must be) stands for it.
+            monkeypatch.setenv(name, entry.get("value", "from-secret-0123456789abcdef"))
     settings = load_settings(cls)
     assert settings.port == container["ports"][0]["containerPort"]
 

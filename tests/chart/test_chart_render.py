@@ -164,6 +164,8 @@ def test_indexjob_examples_validate_against_the_crd_schema():
         ({"web": {"podDisruptionBudget": {"enabled": True, "maxUnavailable": -1}}}, "/web/podDisruptionBudget"),
         ({"operator": {"clusterWide": "true"}}, "/operator/clusterWide"),
         ({"serving": {"env": [{"name": "MMSEARCH_X", "value": 5}]}}, "/serving/env/0/value"),
+        ({"feedback": {"tokenTtlSeconds": 5}}, "/feedback/tokenTtlSeconds"),
+        ({"feedback": {"existingSecret": "Not_A_Name"}}, "/feedback/existingSecret"),
     ],
 )
 def test_schema_rejects_bad_values_with_a_message(values, message):
@@ -184,6 +186,10 @@ def test_schema_rejects_bad_values_with_a_message(values, message):
             "web.autoscaling: minReplicas (5) is above maxReplicas (2)",
         ),
         ({"modelRepository": {"models": []}}, "modelRepository.models is empty"),
+        (
+            {"feedback": {"tokenTtlSeconds": 2 * 86400, "eventsTtlDays": 1}},
+            "feedback.tokenTtlSeconds (172800) outlives the events it refers to (feedback.eventsTtlDays: 1)",
+        ),
         (
             {"triton": {"enabled": False}, "serving": {"experiments": {"scenes": {"t2t": {"defaults": {"encoder_backend": "triton"}}}}}},
             "serving.experiments.scenes.t2t.defaults asks for encoder_backend: triton but triton.enabled is false",
@@ -228,3 +234,10 @@ def test_notes_tell_how_to_reach_the_page_and_index():
     assert "in-process onnxruntime in serving" in ct.notes("no-triton")
     assert "in this release (rel-milvus)" in ct.notes("dependencies")
     assert "operator is disabled" in ct.notes("minimal")
+
+
+def test_notes_warn_about_a_random_feedback_key_and_tell_how_to_report():
+    default, full = ct.notes("default"), ct.notes("full")
+    assert "WARNING: feedback.existingSecret is empty" in default and "WARNING" not in full
+    assert "mmsearch experiments report --scene t2t" in full and "--events-database mmsearch_events" in full
+    assert "experiments report" not in ct.notes("minimal")  # feedback disabled

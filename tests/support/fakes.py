@@ -124,6 +124,36 @@ class FakeSummary:
         pass
 
 
+class FakeEvents:
+    """The event store in memory: impressions in ``impressions``, feedback by ``_id`` (a repeat is a duplicate);
+    ``fail`` makes feedback raise it."""
+
+    enabled = True
+
+    def __init__(self):
+        self.impressions: list[dict] = []
+        self.feedback_docs: dict[str, dict] = {}
+        self.fail: BaseException | None = None
+
+    def record(self, doc: dict) -> bool:
+        self.impressions.append(doc)
+        return True
+
+    async def feedback(self, doc: dict, timeout: float) -> bool:
+        if self.fail is not None:
+            raise self.fail
+        if doc["_id"] in self.feedback_docs:
+            return True
+        self.feedback_docs[doc["_id"]] = doc
+        return False
+
+    async def run(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
 def fake_backends(*, models: dict[str, ModelManifest], collections: dict[str, dict],
                   preprocess_models: set[str] | None = None, missing_encoders: set[str] = frozenset()):
     """(Backends of fakes, their shared :class:`Calls`)."""
@@ -134,5 +164,5 @@ def fake_backends(*, models: dict[str, ModelManifest], collections: dict[str, di
 
     backends = Backends(preprocess=FakePreprocess(calls, set(models) if preprocess_models is None else preprocess_models),
                         encoders=FakeEncoders(calls, missing_encoders), matcher=FakeMatcher(calls, collections),
-                        summary=FakeSummary(calls), manifests=manifests)
+                        summary=FakeSummary(calls), manifests=manifests, events=FakeEvents())
     return backends, calls

@@ -47,6 +47,16 @@ def t2t_config(scene: str, *, model: str = "minilm", collection: str | None = No
     }}}
 
 
+def ab_config(scene: str, *, model: str, collection: str, aa_layers: int = 3) -> dict:
+    """:func:`t2t_config`'s ranking layer (control vs threshold) plus ``aa_layers`` A/A layers (arms ``a``
+    and ``b``, no overrides): two arms that do the same, for checking that a report calls no winner there."""
+    config = t2t_config(scene, model=model, collection=collection)
+    config["scenes"][scene]["layers"] += [
+        {"name": f"aa{i}", "arms": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}]}
+        for i in range(1, aa_layers + 1)]
+    return config
+
+
 def t2i_config(scene: str, *, text_model: str = "tiny-clip", image_model: str = "tiny-clip-image",
                collection: str | None = None, summary_collection: str | None = None, candidates: int = 16) -> dict:
     """A T2I experiment config (text and image queries): control (score order) vs an MMR arm."""

@@ -361,3 +361,50 @@ is one the release loads (modelRepository.models: preprocess and Triton load tho
 {{- end -}}
 {{- toYaml $exp -}}
 {{- end -}}
+
+{{/*
+A/B outcomes in serving (services/serving/settings.py): impressions on or off, the
+feedback key (and user-id salt) from a Secret, the token and event TTLs, the database.
+*/}}
+{{- define "mmsearch.feedbackServingEnv" -}}
+{{- $f := .Values.feedback -}}
+{{- if gt (int $f.tokenTtlSeconds) (mul (int $f.eventsTtlDays) 86400) }}
+{{- fail (printf "feedback.tokenTtlSeconds (%v) outlives the events it refers to (feedback.eventsTtlDays: %v)" $f.tokenTtlSeconds $f.eventsTtlDays) -}}
+{{- end }}
+- name: MMSEARCH_IMPRESSIONS
+  value: {{ $f.enabled | quote }}
+{{- if $f.enabled }}
+{{- if $f.existingSecret }}
+- name: MMSEARCH_FEEDBACK_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $f.existingSecret }}
+      key: {{ $f.keyKey }}
+- name: MMSEARCH_USER_HASH_SALT
+  valueFrom:
+    secretKeyRef:
+      name: {{ $f.existingSecret }}
+      key: {{ $f.saltKey }}
+      optional: true
+{{- end }}
+- name: MMSEARCH_FEEDBACK_TTL_SECONDS
+  value: {{ $f.tokenTtlSeconds | quote }}
+- name: MMSEARCH_EVENTS_TTL_DAYS
+  value: {{ $f.eventsTtlDays | quote }}
+- name: MMSEARCH_EVENTS_DATABASE
+  value: {{ $f.database | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The feedback endpoint's rate limit in web (services/web/settings.py). */}}
+{{- define "mmsearch.feedbackWebEnv" -}}
+{{- $f := .Values.feedback -}}
+- name: MMSEARCH_FEEDBACK_RATE_PER_SECOND
+  value: {{ $f.ratePerSecond | quote }}
+- name: MMSEARCH_FEEDBACK_BURST
+  value: {{ $f.burst | quote }}
+{{- if $f.clientIpHeader }}
+- name: MMSEARCH_CLIENT_IP_HEADER
+  value: {{ $f.clientIpHeader | quote }}
+{{- end }}
+{{- end -}}

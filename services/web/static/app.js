@@ -250,6 +250,7 @@
   }
 
   function render(body, label) {
+    trackImpression(body);
     hideBanner();
     flushNotice();
     clear(els.results);
@@ -265,6 +266,47 @@
     if (body.missing_summaries) {
       showBanner(body.missing_summaries + " matched documents have no summary in the document store.", "info");
     }
+  }
+
+  // ---- feedback: clicks and dwell on results, sent with navigator.sendBeacon --------
+  // One click per result and page (serving also counts a repeat once). Dwell: the seconds
+  // from a click until the user moves on (another click, new results, or the page hidden).
+  const feedback = { token: null, clicked: new Set(), dwell: null };
+
+  function sendFeedback(payload) {
+    const body = JSON.stringify(payload);
+    if (navigator.sendBeacon && navigator.sendBeacon("/api/feedback", body)) return;
+    fetch("/api/feedback", { method: "POST", body, keepalive: true,
+      headers: { "Content-Type": "text/plain;charset=UTF-8" } }).catch(() => {});
+  }
+
+  function endDwell() {
+    const dwell = feedback.dwell;
+    if (!dwell) return;
+    feedback.dwell = null;
+    const seconds = Math.min(86400, Math.max(0.001, (performance.now() - dwell.start) / 1000));
+    sendFeedback({ feedback_token: dwell.token, item_id: dwell.id, event: "dwell", dwell_seconds: seconds });
+  }
+
+  function trackImpression(body) {
+    endDwell();
+    feedback.token = body.feedback_token || null;
+    feedback.clicked = new Set();
+  }
+
+  function onResultClick(event) {
+    const node = event.target.closest(".result");
+    if (!node || !feedback.token || feedback.clicked.has(node.dataset.id)) return;
+    feedback.clicked.add(node.dataset.id);
+    endDwell();
+    sendFeedback({ feedback_token: feedback.token, item_id: node.dataset.id, event: "click" });
+    feedback.dwell = { token: feedback.token, id: node.dataset.id, start: performance.now() };
+  }
+
+  function trackFeedback() {
+    els.results.addEventListener("click", onResultClick);
+    document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") endDwell(); });
+    window.addEventListener("pagehide", endDwell);
   }
 
   // ---- wiring --------------------------------------------------------------
@@ -296,6 +338,7 @@
     if (file) runImageSearch(file);
     els.image.value = "";
   });
+  trackFeedback();
   window.addEventListener("popstate", () => { state.typingPushed = false; if (state.scenes.length) applyUrl(); });
 
   // Until serving answers, retry loading the scenes (the banner says why in the meantime).
