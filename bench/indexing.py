@@ -137,7 +137,7 @@ def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
     print(f"milvus baseline (raw insert, batch 1000): {raw_rate:8.0f} docs/s")
     for batch in (500, 1000, 2000):
         started = time.perf_counter()
-        push_vectors(uri, "bench", f"b{batch}", manifest, [(ids, vectors)], n, batch_size=batch)
+        push_vectors(uri, "bench", f"b{batch}", manifest, [(ids, vectors)], n, corpus, batch_size=batch)
         rate = n / (time.perf_counter() - started)
         print(f"push-milvus (upsert + count check, batch {batch:4d}): {rate:8.0f} docs/s  ({rate / raw_rate:.2f}x baseline)")
 

@@ -11,12 +11,12 @@ from mmsearch.core import milvus_store
 from mmsearch.core.errors import MmsearchError
 from jobs.publish import publish, versions_to_drop
 from jobs.push_milvus import push_vectors
-from tests.jobs.milvus_data import vectors, write_manifest
+from tests.jobs.milvus_data import corpus_of, vectors, write_manifest
 
 
 def push(lite, manifest, scene, version, n=20):
     ids, vecs = vectors(n, manifest.dimension, seed=hash((scene, version)) % 1000)
-    push_vectors(lite, scene, version, manifest, [(ids, vecs)], n)
+    push_vectors(lite, scene, version, manifest, [(ids, vecs)], n, corpus_of(ids))
 
 
 def test_versions_to_drop_keeps_the_newest_and_the_published():
@@ -62,7 +62,7 @@ def test_an_incomplete_or_missing_collection_is_not_published(tmp_path):
     manifest = write_manifest(tmp_path, "m", 8)
     ids, vecs = vectors(30, 8)
     with pytest.raises(MmsearchError, match="read 30 vectors, expected 40"):
-        push_vectors(lite, "docs", "1", manifest, [(ids, vecs)], 40)  # the job dies before marking it complete
+        push_vectors(lite, "docs", "1", manifest, [(ids, vecs)], 40, corpus_of(ids))  # the job dies before marking it complete
     with pytest.raises(MmsearchError, match="collection docs_1 is not complete"):
         publish(lite, "docs", "1")
     with pytest.raises(MmsearchError, match="collection docs_9 does not exist"):
