@@ -190,6 +190,25 @@ class MilvusMatcher:
         """The manifest of the exported model that built ``collection`` (or alias)."""
         return await asyncio.get_running_loop().run_in_executor(self._admin, self._manifest, collection)
 
+    def _load(self, collection: str) -> None:
+        from mmsearch.core.milvus_store import ensure_loaded
+
+        self._call("list_collections", timeout=self._connect_timeout_s)  # fail fast when Milvus is down
+        try:
+            ensure_loaded(self._get_client(), collection)
+        except Exception as exc:
+            raise self._failure("load_collection", exc) from None
+
+    async def warm(self, collection: str, manifest: Mapping[str, Any], timeout: float = 10.0) -> None:
+        """Load ``collection`` and answer one canary query on it: a unit vector of the recorded
+        dimension, the index's metric, through the search path requests take (routes move to a
+        collection only after this returns)."""
+        await asyncio.get_running_loop().run_in_executor(self._admin, self._load, collection)
+        vector = np.zeros((1, int(manifest.get("dimension") or 1)), dtype=np.float32)
+        vector[0, 0] = 1.0
+        metric = (manifest.get("index") or {}).get("metric") or manifest.get("metric") or "IP"
+        await self._search(collection, vector, 1, metric, {}, False, timeout)
+
     def _ping(self, timeout: float) -> None:
         self._call("list_collections", timeout=timeout)
 
