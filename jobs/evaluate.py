@@ -33,7 +33,9 @@ Decisions:
 - ``--compare C`` runs the same queries against C too (the published version:
   ``--compare <scene>``, the alias) with C's own tower, and lists the queries
   whose nDCG@10 dropped, worst first; ``regression`` = C's recall@k minus the
-  candidate's.
+  candidate's. A C that names nothing (a first version: nothing published yet)
+  gives a warning and a report without comparison; a gate that needs one
+  refuses it then (``publish`` checks the report compared against what is live).
 - The report goes to ``<workdir>/evaluation/<collection>.json`` and ``.md``
   (a folder or S3, atomically); the summary (:mod:`mmsearch.core.quality`) is
   the stage's final JSON line, a readable line on stderr, and, with
@@ -269,6 +271,14 @@ def run_queries(client, name: str, queries: Sequence[LabelledQuery], repository:
     return run
 
 
+def _names_anything(client, name: str) -> bool:
+    try:
+        milvus_store.resolve_collection(client, name)
+        return True
+    except milvus_store.MilvusStoreError:
+        return False
+
+
 # --------------------------------------------------------------------------- the report
 
 
@@ -363,7 +373,10 @@ def evaluate(milvus_uri: str, collection: str, queries: str, repository: str, wo
     with milvus_store.session(milvus_uri, f"while evaluating {collection}", token=token, timeout=timeout) as client:
         run = run_queries(client, collection, labelled, repo, k, model=model, threads=threads)
         baseline = None
-        if compare:
+        if compare and not _names_anything(client, compare):
+            print(f"warning: --compare {compare}: no collection or alias of that name (nothing published yet?); "
+                  "the report has no comparison", file=sys.stderr, flush=True)
+        elif compare:
             baseline = run_queries(client, compare, labelled, repo, k, threads=threads)
     report = build_report(labelled, run, baseline, k, queries, hashlib.sha256(data).hexdigest())
     target = report_uri(workdir, run.collection)
