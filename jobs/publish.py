@@ -81,9 +81,10 @@ def _prune(client, scene: str, published: str, keep: int) -> list[str]:
 
 
 def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: int = 2, report: str | None = None,
-            thresholds: Thresholds = Thresholds(), force: bool = False, rollback: bool = False, token: str = "",
-            timeout: float = 10.0) -> dict:
+            min_recall: float | None = None, max_regression: float | None = None, max_p99_ms: float | None = None,
+            force: bool = False, rollback: bool = False, token: str = "", timeout: float = 10.0) -> dict:
     """Alias ``scene`` -> ``scene_version`` (gated); returns ``{alias, collection, previous, dropped, ...}``."""
+    thresholds = Thresholds(min_recall, max_regression, max_p99_ms)
     if keep < 1:
         raise JobError(f"--keep {keep}: must be at least 1 (the published version)")
     if rollback:
@@ -156,7 +157,7 @@ def publish_command(
 ) -> None:
     """Point alias <scene> at <scene>_<version> in one step (gated on --report); drop versions beyond --keep."""
     with exit_on_error():
-        summary = publish(milvus_uri, scene, version, keep=keep, report=report,
-                          thresholds=Thresholds(min_recall, max_regression, max_p99_ms), force=force,
-                          rollback=rollback, token=milvus_token, timeout=timeout)
+        summary = publish(milvus_uri, scene, version, keep=keep, report=report, min_recall=min_recall,
+                          max_regression=max_regression, max_p99_ms=max_p99_ms, force=force, rollback=rollback,
+                          token=milvus_token, timeout=timeout)
         emit("publish", "done", **summary)
