@@ -43,12 +43,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import typer
 
 from jobs.app import job_app
 from jobs.corpus import document_hash, read_corpus
-from jobs.encode import ImageInputs, TextInputs, load_encoder
+from jobs.encode import ImageInputs, TextInputs, encode_records, load_encoder
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
 from jobs.push_milvus import entities
@@ -155,16 +154,9 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
                 if encoder is None:
                     encoder = load_encoder(repository, model, device=device, threads=threads)
                     inputs = TextInputs(encoder, field) if encoder.tower == "text" else ImageInputs(encoder)
-                ids_parts, vec_parts, bad = [], [], []
-                for ids, feed, skipped in inputs.batches(batch, batch_size):
-                    bad.extend(skipped)
-                    if len(ids):
-                        ids_parts.append(ids)
-                        vec_parts.append(encoder.run(feed).astype(np.float32, copy=False))
+                ids, vectors, bad = encode_records(encoder, inputs, batch, batch_size)
                 write_batch(target, [{"_id": r["id"], **r} for r in batch])          # MongoDB first,
-                if ids_parts:                                                          # then the rows
-                    milvus_store.upsert_rows(client, name, entities(records, np.concatenate(ids_parts),
-                                                                    np.concatenate(vec_parts), workdir))
+                milvus_store.upsert_rows(client, name, entities(records, ids, vectors, workdir))  # then the rows
                 milvus_store.delete_ids(client, name, bad)
                 failed.extend(bad)
                 if progress is not None:

@@ -23,12 +23,10 @@ import pytest
 
 from jobs.prepare import stable_id
 from mmsearch.core import milvus_store
-from mmsearch.dev.mongo import start_mongo
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from tests.support.indexes import build_version, prepare_stdlib, write_corpus
+from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions, write_corpus
 from tests.support.jobs import run_job
 from tests.support.load import SearchLoad
-from tests.support.stack import MilvusServer, start_stack, t2t_config, write_config
 
 pytestmark = pytest.mark.slow
 SCENE = "synced"
@@ -56,26 +54,18 @@ def modified(records: list[dict]) -> tuple[list[dict], list[dict], list[dict], l
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory, minilm_repo, service_loop):
     tmp = tmp_path_factory.mktemp("sync")
-    milvus = MilvusServer(tmp / "milvus.db")
-    milvus.start()
-    mongo = start_mongo(":memory:", timeout=60)
-    original = prepare_stdlib(tmp / "v1", MODULES)
-    for version in ("1", "2"):  # two identical versions: one synced cleanly, one killed half-way
-        build_version(tmp / "v1", milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=minilm_repo, scene=SCENE,
-                      version=version, encode=version == "1")
-    run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "1", "--keep", "3")
-    corpus, added, changed, removed = modified(original)
-    write_corpus(tmp / "new", corpus)
-    config = t2t_config(SCENE)
-    config["scenes"][SCENE]["defaults"]["summary"]["collection"] = "{collection}"
-    write_config(tmp / "experiments.yaml", config)
-    stack = start_stack(service_loop, models={"minilm": str(minilm_repo / "minilm")}, experiments=tmp / "experiments.yaml",
-                        milvus_uri=milvus.uri, mongo_uri=mongo.uri, model_repository=str(minilm_repo))
-    yield {"tmp": tmp, "milvus": milvus, "mongo": mongo, "stack": stack, "original": original, "corpus": corpus,
-           "added": added, "changed": changed, "removed": removed, "repo": minilm_repo}
-    stack.close()
-    milvus.stop()
-    mongo.stop()
+    with lifecycle_servers(tmp) as (milvus, mongo):
+        original = prepare_stdlib(tmp / "v1", MODULES)
+        for version in ("1", "2"):  # two identical versions: one synced cleanly, one killed half-way
+            build_version(tmp / "v1", milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=minilm_repo,
+                          scene=SCENE, version=version, encode=version == "1")
+        run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "1", "--keep", "3")
+        corpus, added, changed, removed = modified(original)
+        write_corpus(tmp / "new", corpus)
+        stack = serve_versions(service_loop, tmp, SCENE, minilm_repo, milvus.uri, mongo.uri)
+        yield {"tmp": tmp, "milvus": milvus, "mongo": mongo, "stack": stack, "original": original,
+               "corpus": corpus, "added": added, "changed": changed, "removed": removed, "repo": minilm_repo}
+        stack.close()
 
 
 def sync_args(s, *extra: str) -> list[str]:

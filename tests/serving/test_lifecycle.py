@@ -20,12 +20,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from mmsearch.dev.mongo import start_mongo
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from tests.support.indexes import build_version, prepare_stdlib, write_corpus
+from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions, write_corpus
 from tests.support.jobs import run_job
 from tests.support.load import SearchLoad
-from tests.support.stack import MilvusServer, start_stack, t2t_config, write_config
 
 pytestmark = pytest.mark.slow
 SCENE = "gated"
@@ -60,26 +58,18 @@ def corrupted(records: list[dict], seed: int = 7) -> list[dict]:
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory, minilm_repo, service_loop):
     tmp = tmp_path_factory.mktemp("lifecycle")
-    milvus = MilvusServer(tmp / "milvus.db")
-    milvus.start()
-    mongo = start_mongo(":memory:", timeout=60)
-    records = prepare_stdlib(tmp / "good", ",".join(MODULES))
-    write_corpus(tmp / "bad", corrupted(records))
-    for version in ("good", "bad"):
-        build_version(tmp / version, milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=minilm_repo, scene=SCENE,
-                      version=version)
-    run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "good")
-    config = t2t_config(SCENE)
-    config["scenes"][SCENE]["defaults"]["summary"]["collection"] = "{collection}"
-    write_config(tmp / "experiments.yaml", config)
-    stack = start_stack(service_loop, models={"minilm": str(minilm_repo / "minilm")}, experiments=tmp / "experiments.yaml",
-                        milvus_uri=milvus.uri, mongo_uri=mongo.uri, model_repository=str(minilm_repo))
-    queries = query_set(tmp / "queries.jsonl")
-    yield {"tmp": tmp, "milvus": milvus, "stack": stack, "repo": minilm_repo, "queries": queries,
-           "records": {r["id"]: r for r in records}}
-    stack.close()
-    milvus.stop()
-    mongo.stop()
+    with lifecycle_servers(tmp) as (milvus, mongo):
+        records = prepare_stdlib(tmp / "good", ",".join(MODULES))
+        write_corpus(tmp / "bad", corrupted(records))
+        for version in ("good", "bad"):
+            build_version(tmp / version, milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=minilm_repo,
+                          scene=SCENE, version=version)
+        run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "good")
+        stack = serve_versions(service_loop, tmp, SCENE, minilm_repo, milvus.uri, mongo.uri)
+        queries = query_set(tmp / "queries.jsonl")
+        yield {"tmp": tmp, "milvus": milvus, "stack": stack, "repo": minilm_repo, "queries": queries,
+               "records": {r["id"]: r for r in records}}
+        stack.close()
 
 
 def job(*args: str) -> subprocess.CompletedProcess:

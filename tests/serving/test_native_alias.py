@@ -14,12 +14,10 @@ import grpc
 import pytest
 
 from mmsearch.core import milvus_store
-from mmsearch.dev.mongo import start_mongo
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from tests.support.indexes import build_version, prepare_stdlib
+from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions
 from tests.support.jobs import run_job
 from tests.support.milvus3 import MilvusLite3Server
-from tests.support.stack import start_stack, t2t_config, write_config
 
 pytestmark = pytest.mark.slow
 SCENE = "native"
@@ -28,23 +26,15 @@ SCENE = "native"
 @pytest.fixture(scope="module")
 def native(tmp_path_factory, minilm_repo, service_loop):
     tmp = tmp_path_factory.mktemp("native")
-    milvus = MilvusLite3Server(tmp / "milvus3")
-    milvus.start()
-    mongo = start_mongo(":memory:", timeout=60)
-    for version, module in (("a", "csv"), ("b", "json")):
-        prepare_stdlib(tmp / version, module)
-        build_version(tmp / version, milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=minilm_repo, scene=SCENE,
-                      version=version)
-    run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "a", "--keep", "3")
-    config = t2t_config(SCENE)
-    config["scenes"][SCENE]["defaults"]["summary"]["collection"] = "{collection}"
-    write_config(tmp / "experiments.yaml", config)
-    stack = start_stack(service_loop, models={"minilm": str(minilm_repo / "minilm")}, experiments=tmp / "experiments.yaml",
-                        milvus_uri=milvus.uri, mongo_uri=mongo.uri, model_repository=str(minilm_repo))
-    yield milvus, stack
-    stack.close()
-    milvus.stop()
-    mongo.stop()
+    with lifecycle_servers(tmp, MilvusLite3Server(tmp / "milvus3")) as (milvus, mongo):
+        for version, module in (("a", "csv"), ("b", "json")):
+            prepare_stdlib(tmp / version, module)
+            build_version(tmp / version, milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=minilm_repo,
+                          scene=SCENE, version=version)
+        run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "a", "--keep", "3")
+        stack = serve_versions(service_loop, tmp, SCENE, minilm_repo, milvus.uri, mongo.uri)
+        yield milvus, stack
+        stack.close()
 
 
 def native_target(uri: str) -> str:

@@ -9,13 +9,12 @@ index once). :class:`MilvusLite3Server` runs ``milvus-lite server --data-dir D -
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from mmsearch.dev.processes import free_port
+from tests.support.processes import stop_process, wait_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".cache" / "milvus-lite-3"
@@ -51,22 +50,9 @@ class MilvusLite3Server:
         self.process = subprocess.Popen([str(exe), "server", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
                                          "--port", str(self.port)], stdout=self.log, stderr=subprocess.STDOUT,
                                         start_new_session=True, env={**os.environ, "PYTHONPATH": ""})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"milvus-lite server exited with {self.process.returncode}"
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError("milvus-lite server did not listen in time")
+        wait_listening(self.process, self.port, "milvus-lite server", timeout)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
         self.process = None
         self.log.close()
