@@ -150,3 +150,16 @@ def test_cli_errors_are_one_line(tiny, tmp_path):
                                 capture_output=True, text=True, timeout=120)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), result.stderr
+
+
+def test_the_report_goes_to_s3(tiny, s3_server):
+    from mmsearch.core import artifacts
+
+    milvus, repo, workdir, queries = tiny
+    remote = s3_server.uri("evaluate", "work")
+    artifacts.write_bytes(artifacts.join(remote, CORPUS_FILE), (workdir / CORPUS_FILE).read_bytes())
+    artifacts.write_bytes(s3_server.uri("evaluate", "queries.jsonl"), queries.read_bytes())
+    summary = evaluate(milvus, "tiny_base", s3_server.uri("evaluate", "queries.jsonl"), repo, remote, k=3)
+    assert summary["report"] == f"{remote}/evaluation/tiny_base.json"
+    assert json.loads(artifacts.read_bytes(summary["report"]))["summary"]["recall"] == summary["recall"]
+    assert artifacts.read_bytes(f"{remote}/evaluation/tiny_base.md").startswith(b"# Evaluation of `tiny_base`")
