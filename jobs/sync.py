@@ -93,6 +93,60 @@ def _check_model(record: milvus_store.CollectionRecord, name: str, scene: str, m
                        "(encode, push-milvus and push-mongo into a new --version, then publish)")
 
 
+def _target(client, milvus_uri: str, scene: str, version: str | None) -> str:
+    """The collection to sync: ``scene_version``, or the one the scene's alias points at."""
+    if version:
+        name = milvus_store.collection_name(scene, version)
+        if not client.has_collection(name):
+            raise JobError(f"collection {name} does not exist in {milvus_uri}")
+        return name
+    milvus_store.collection_name(scene, "1")  # checks the scene name
+    name = milvus_store.alias_target(client, scene)
+    if not name:
+        raise JobError(f"scene {scene} has no published version to sync: build one (prepare, encode, "
+                       "push-milvus, push-mongo, publish) first")
+    return name
+
+
+def _check_target(client, name: str, scene: str, model: str, manifest, text_field: str | None) -> str | None:
+    """Refuse what sync cannot update (see the module doc); the text field to encode (None: images)."""
+    record = milvus_store.read_info(client, name)
+    if record is None:
+        raise JobError(f"collection {name} was not made by mmsearch; sync cannot update it")
+    _check_model(record, name, scene, model, manifest)
+    if not milvus_store.has_hashes(client, name):
+        raise JobError(f"collection {name} was pushed before rows carried content hashes: sync cannot tell "
+                       "what changed; rebuild it into a new --version once")
+    built = milvus_store.read_state(client, name).get("text_field")
+    if text_field and built and text_field != built:
+        raise JobError(f"--text-field {text_field!r}: collection {name} encoded field {built!r}; "
+                       "sync must encode the same field (omit --text-field), or rebuild")
+    return (text_field or built or "question") if manifest.tower == "text" else None
+
+
+def _apply(client, name: str, target, plan: SyncPlan, records: dict[int, dict], encode_with, batch_size: int,
+           where: str, progress: Progress | None) -> list[int]:
+    """Write ``plan`` batch by batch, MongoDB ``target`` first, then Milvus; returns the unreadable ids."""
+    failed: list[int] = []
+    encoder = inputs = None
+    for batch in batched((records[i] for i in plan.upserts), batch_size):
+        if encoder is None:
+            encoder, inputs = encode_with()
+        ids, vectors, bad = encode_records(encoder, inputs, batch, batch_size)
+        write_batch(target, [{"_id": r["id"], **r} for r in batch])
+        milvus_store.upsert_rows(client, name, entities(records, ids, vectors, where))
+        milvus_store.delete_ids(client, name, bad)  # unreadable now: a row of its old file would be stale
+        failed.extend(bad)
+        if progress is not None:
+            progress.update(len(batch))
+    for batch in batched(plan.removed, batch_size):
+        target.delete_many({"_id": {"$in": batch}})
+        milvus_store.delete_ids(client, name, batch)
+        if progress is not None:
+            progress.update(len(batch))
+    return failed
+
+
 def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: str, model: str, *,
          collection: str, version: str | None = None, database: str = "mmsearch",
          text_field: str | None = None, batch_size: int = 256, device: str = "auto", threads: int = 0,
@@ -106,34 +160,18 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
     if not corpus.records:
         raise JobError(f"empty corpus in {workdir}: sync would delete every document; check the source")
     records = corpus.by_id()
-    hashes = {r["id"]: document_hash(r) for r in corpus.records}
     manifest = ModelRepository(repository).manifest(model)
+
+    def encode_with():
+        encoder = load_encoder(repository, model, device=device, threads=threads)
+        return encoder, TextInputs(encoder, field) if encoder.tower == "text" else ImageInputs(encoder)
+
     with milvus_store.session(milvus_uri, f"while syncing scene {scene}", token=token, timeout=timeout) as client:
-        if version:
-            name = milvus_store.collection_name(scene, version)
-            if not client.has_collection(name):
-                raise JobError(f"collection {name} does not exist in {milvus_uri}")
-        else:
-            milvus_store.collection_name(scene, "1")  # checks the scene name
-            name = milvus_store.alias_target(client, scene)
-            if not name:
-                raise JobError(f"scene {scene} has no published version to sync: build one (prepare, encode, "
-                               "push-milvus, push-mongo, publish) first")
-        record = milvus_store.read_info(client, name)
-        if record is None:
-            raise JobError(f"collection {name} was not made by mmsearch; sync cannot update it")
-        _check_model(record, name, scene, model, manifest)
-        if not milvus_store.has_hashes(client, name):
-            raise JobError(f"collection {name} was pushed before rows carried content hashes: sync cannot tell "
-                           "what changed; rebuild it into a new --version once")
+        name = _target(client, milvus_uri, scene, version)
+        field = _check_target(client, name, scene, model, manifest, text_field)
         state = milvus_store.read_state(client, name)
-        built_field = state.get("text_field")
-        if text_field and built_field and text_field != built_field:
-            raise JobError(f"--text-field {text_field!r}: collection {name} encoded field {built_field!r}; "
-                           "sync must encode the same field (omit --text-field), or rebuild")
-        field = text_field or built_field or "question"
         milvus_store.ensure_loaded(client, name)
-        plan = plan_sync(hashes, milvus_store.read_hashes(client, name))
+        plan = plan_sync({r["id"]: document_hash(r) for r in corpus.records}, milvus_store.read_hashes(client, name))
         documents = milvus_store.documents_collection(collection, name)
         pending = state.get("pending")
         if plan.upserts or plan.removed:  # recorded before the first write (see the module doc)
@@ -143,29 +181,11 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
             milvus_store.update_state(client, name, pending=pending)
         if progress is not None:
             progress.total = len(plan.upserts) + len(plan.removed)
-
         mongo = mongo_connect(mongo_uri, timeout)
-        failed: list[int] = []
         try:
             target = mongo[database][documents]
             target.create_index("id", unique=True, name="id_unique")
-            encoder = inputs = None
-            for batch in batched((records[i] for i in plan.upserts), batch_size):
-                if encoder is None:
-                    encoder = load_encoder(repository, model, device=device, threads=threads)
-                    inputs = TextInputs(encoder, field) if encoder.tower == "text" else ImageInputs(encoder)
-                ids, vectors, bad = encode_records(encoder, inputs, batch, batch_size)
-                write_batch(target, [{"_id": r["id"], **r} for r in batch])          # MongoDB first,
-                milvus_store.upsert_rows(client, name, entities(records, ids, vectors, workdir))  # then the rows
-                milvus_store.delete_ids(client, name, bad)
-                failed.extend(bad)
-                if progress is not None:
-                    progress.update(len(batch))
-            for batch in batched(plan.removed, batch_size):
-                target.delete_many({"_id": {"$in": batch}})
-                milvus_store.delete_ids(client, name, batch)
-                if progress is not None:
-                    progress.update(len(batch))
+            failed = _apply(client, name, target, plan, records, encode_with, batch_size, workdir, progress)
             stored = {doc["_id"] for doc in target.find({}, {"_id": 1}).batch_size(10000)}
         except pymongo.errors.PyMongoError as exc:
             raise JobError(f"MongoDB at {redact(mongo_uri)} failed: {str(exc).splitlines()[0][:300]}") from None
@@ -176,11 +196,10 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
         if missing or stale:
             raise JobError(f"count check failed: {database}.{documents} lacks {missing} corpus documents and still "
                            f"holds {stale} removed ones; re-run sync")
-        expected = len(records) - len(failed)
         found = milvus_store.count(client, name)
-        if found != expected:
-            raise JobError(f"count check failed: collection {name} holds {found} entities, expected {expected}; "
-                           "re-run sync")
+        if found != len(records) - len(failed):
+            raise JobError(f"count check failed: collection {name} holds {found} entities, expected "
+                           f"{len(records) - len(failed)}; re-run sync")
         generation = int(state.get("generation") or 0)
         changes: dict = {}
         if pending:
