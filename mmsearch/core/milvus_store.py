@@ -434,10 +434,15 @@ def _alias_row(client, alias: str) -> dict:
 
 
 def _native_target(client, alias: str) -> str | None:
-    """The collection a native alias points at; None where there is none (or no native aliases)."""
+    """The collection a native alias points at; None where there is none (or no native aliases: an
+    engine that answered UNIMPLEMENTED once is not asked again through this client)."""
+    if getattr(client, "_mmsearch_no_aliases", False):
+        return None
     try:
         return client.describe_alias(alias)["collection_name"]
-    except Exception:
+    except Exception as exc:
+        if _unimplemented(exc):
+            client._mmsearch_no_aliases = True  # Milvus Lite 2.5: pymilvus would log every failed call
         return None
 
 
