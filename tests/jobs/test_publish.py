@@ -111,3 +111,19 @@ def test_cli_bad_input_exits_non_zero_with_one_line(tmp_path, args, expected):
                             capture_output=True, text=True, timeout=60)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), result.stderr
+
+
+def test_status_names_what_is_live_and_refuses_an_unknown_scene(tmp_path):
+    lite = str(tmp_path / "milvus.db")
+    manifest = write_manifest(tmp_path, "m", 8)
+    push(lite, manifest, "docs", "1")
+    publish(lite, "docs", "1")
+    from jobs.status import scene_status
+
+    status = scene_status(lite, "docs")
+    assert status["live"]["collection"] == "docs_1" and status["live"]["documents"] == 20
+    assert status["live"]["model"] == "m" and status["live"]["published"]["forced"] is False
+    result = subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", "status", "--milvus-uri", lite,
+                             "--scene", "nothing"], capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and lines == [f"error: scene nothing has no collections in {lite}"]
