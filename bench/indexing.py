@@ -8,7 +8,12 @@ module/class/function of the installed standard library), in the same run:
   sentence-transformers' PyTorch ``encode`` on the same texts, same batch size
   (target: >= 1.5x);
 - push-milvus docs/s (upserts + count check, batch 500/1000/2000) and push-mongo
-  docs/s (bulk upserts + count check) next to raw inserts of the same data.
+  docs/s (bulk upserts + count check) next to raw inserts of the same data;
+- the index lifecycle: ``sync`` of a corpus with 1% of its documents changed
+  next to a full rebuild of the same corpus (encode + push-milvus + push-mongo
+  into a new version), as a ratio of wall time (target <= 0.1x); and
+  ``evaluate``'s queries/s on the demo's labelled query set (one query at a time:
+  encode + search, as serving answers a lone query).
 
 Run: ``.venv/bin/python bench/indexing.py [--field answer] [--limit N] [--batch-size 64]
 [--repository REPO_WITH_minilm] [--device auto|cpu|cuda]``. Without ``--repository``
@@ -101,6 +106,7 @@ def main() -> None:
     # with fresh ids so the figures are not dominated by start-up; baselines in the same run: raw
     # MilvusClient.insert in 1000-row batches into a bare collection, raw insert_many into MongoDB.
     push_benchmarks(workdir, repo, tmp, args.push_scale)
+    lifecycle_benchmarks(workdir, repo, tmp, args.field, args.device)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -118,11 +124,15 @@ def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
     from jobs.push_mongo import push_mongo
     from mmsearch.dev.mongo import start_mongo
 
+    from jobs.corpus import Corpus
+
     manifest = ModelRepository(repo).manifest("minilm")
     _, chunks = read_vectors(str(workdir))
     ids, vectors = (np.concatenate(parts) for parts in zip(*chunks))
     ids = np.concatenate([ids + k * 2**50 for k in range(scale)])
     vectors = np.tile(vectors, (scale, 1))
+    corpus = [json.loads(line) for line in (workdir / "corpus.jsonl").read_text().splitlines()]
+    records = [{**r, "id": r["id"] + k * 2**50} for k in range(scale) for r in corpus]
     n = len(ids)
     print(f"push: {n} vectors ({scale}x the corpus, {vectors.shape[1]}-d), Milvus Lite 2.5.1 + secantusd, 2 cores")
 
@@ -137,14 +147,13 @@ def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
     print(f"milvus baseline (raw insert, batch 1000): {raw_rate:8.0f} docs/s")
     for batch in (500, 1000, 2000):
         started = time.perf_counter()
-        push_vectors(uri, "bench", f"b{batch}", manifest, [(ids, vectors)], n, batch_size=batch)
+        push_vectors(uri, "bench", f"b{batch}", manifest, [(ids, vectors)], n, Corpus(records, "tiled"),
+                     batch_size=batch)
         rate = n / (time.perf_counter() - started)
         print(f"push-milvus (upsert + count check, batch {batch:4d}): {rate:8.0f} docs/s  ({rate / raw_rate:.2f}x baseline)")
 
-    corpus = [json.loads(line) for line in (workdir / "corpus.jsonl").read_text().splitlines()]
     big = tmp / "mongo-work"
     big.mkdir()
-    records = [{**r, "id": r["id"] + k * 2**50} for k in range(scale) for r in corpus]
     (big / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     with start_mongo(":memory:") as mongo:
         client = pymongo.MongoClient(mongo.uri)
@@ -161,6 +170,56 @@ def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
         print(f"push-mongo (insert, duplicates replaced, count check, batch 1000): {rate:8.0f} docs/s  ({rate / raw_rate:.2f}x baseline)")
 
 
+
+
+def lifecycle_benchmarks(workdir: Path, repo: str, tmp: Path, field: str, device: str) -> None:
+    """(lifecycle area) sync of 1% changed documents vs a full rebuild; evaluate's queries/s."""
+    import io
+    import shutil
+    from contextlib import redirect_stdout
+
+    from jobs.encode import encode
+    from jobs.evaluate import evaluate
+    from jobs.publish import publish
+    from jobs.push_milvus import push_milvus
+    from jobs.push_mongo import push_mongo
+    from jobs.sync import sync
+    from mmsearch.dev.mongo import start_mongo
+
+    records = [json.loads(line) for line in (workdir / "corpus.jsonl").read_text().splitlines()]
+    changed = max(1, len(records) // 100)
+    uri = str(tmp / "lifecycle.db")
+    with start_mongo(":memory:") as mongo, redirect_stdout(io.StringIO()):
+        def rebuild(version: str) -> float:
+            fresh = tmp / f"rebuild-{version}"
+            fresh.mkdir()
+            shutil.copy(workdir / "corpus.jsonl", fresh / "corpus.jsonl")
+            started = time.perf_counter()
+            encode(str(fresh), repo, "minilm", text_field=field, device=device)
+            push_milvus(str(fresh), uri, "life", version, repo, "minilm")
+            push_mongo(str(fresh), mongo.uri, f"life_{version}")
+            return time.perf_counter() - started
+
+        full = rebuild("1")
+        publish(uri, "life", "1")
+        full_again = rebuild("2")  # the same work again: the spread of the baseline on a shared machine
+        edited = tmp / "sync-work"
+        edited.mkdir()
+        step = len(records) // changed
+        texts = [f"Changed document {i}: a new description of what this does." for i in range(changed)]
+        for n, i in enumerate(range(0, step * changed, step)):
+            records[i] = {**records[i], field: texts[n]}
+        (edited / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        started = time.perf_counter()
+        result = sync(str(edited), uri, mongo.uri, "life", repo, "minilm", collection="{collection}", device=device)
+        synced = time.perf_counter() - started
+        queries = str(ROOT / "mmsearch" / "dev" / "stdlib_queries.jsonl")
+        figures = evaluate(uri, "life", queries, repo, str(edited))
+    print(f"lifecycle: {len(records)} documents, {result['changed']} changed ({result['changed'] / len(records):.1%})")
+    print(f"full rebuild (encode + push-milvus + push-mongo, baseline): {full:7.2f} s  (again: {full_again:.2f} s)")
+    print(f"sync of 1% changed documents: {synced:7.2f} s  ({synced / full:.3f}x the rebuild; target <= 0.1x)")
+    print(f"evaluate: {figures['queries']} labelled queries, {figures['qps']:.1f} queries/s one at a time "
+          f"(p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms), recall@10 {figures['recall']:.3f}")
 
 
 if __name__ == "__main__":

@@ -15,5 +15,8 @@ import jobs.publish  # noqa: F401,E402
 import jobs.push_milvus  # noqa: F401,E402
 import jobs.export  # noqa: F401,E402
 import jobs.encode  # noqa: F401,E402
+import jobs.sync  # noqa: F401,E402
+import jobs.evaluate  # noqa: F401,E402
+import jobs.status  # noqa: F401,E402
 
 __all__ = ["job_app"]

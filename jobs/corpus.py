@@ -4,6 +4,11 @@ One JSON object per line, each with an integer ``id`` (written by
 ``prepare``). :func:`read_corpus` returns the records in file order and the
 SHA-256 of the file (encode records it beside the vectors, so vectors of
 another corpus are never mixed in); a malformed line is an error naming it.
+
+:func:`document_hash` is the hash of one record (its canonical JSON: sorted
+keys, no whitespace), recorded beside each vector in Milvus, so ``sync`` can
+tell which documents are new, changed or gone. An image record carries the
+SHA-256 of its file (``prepare``), so an image whose bytes changed is changed.
 """
 from __future__ import annotations
 
@@ -21,10 +26,19 @@ def corpus_uri(workdir: str) -> str:
     return artifacts.join(workdir, CORPUS_FILE)
 
 
+def document_hash(record: dict) -> str:
+    """Hex SHA-256 of ``record``'s canonical JSON (64 characters). Pure."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class Corpus:
     records: list[dict]
     sha256: str
+
+    def by_id(self) -> dict[int, dict]:
+        return {record["id"]: record for record in self.records}
 
 
 def read_corpus(workdir: str) -> Corpus:

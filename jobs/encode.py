@@ -243,6 +243,23 @@ class ImageInputs:
             yield np.array([rows[i]["id"] for i in ok], dtype=np.int64), feed, failed
 
 
+def encode_records(encoder: Encoder, inputs: TextInputs | ImageInputs, records: Sequence[dict], batch_size: int,
+                   progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(ids int64 [n], vectors float32 [n, dim], ids that could not be read) of ``records`` (encode, sync)."""
+    ids_parts, vec_parts, failed = [], [], []
+    for ids, feed, bad in inputs.batches(records, batch_size):
+        failed.extend(bad)
+        if len(ids):
+            ids_parts.append(ids)
+            vec_parts.append(encoder.run(feed).astype(np.float32, copy=False))
+        if progress is not None:
+            progress.update(len(ids) + len(bad))
+    dim = int(encoder.manifest.dimension or 0)
+    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
+    vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
+    return ids, vectors, failed
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -283,16 +300,7 @@ def encode(workdir: str, repository: str, model: str, *, shard: str | None = Non
     failed_all: list[int] = []
     for k in todo:
         chunk = records[k * chunk_size:(k + 1) * chunk_size]
-        ids_parts, vec_parts, failed = [], [], []
-        for ids, feed, bad in inputs.batches(chunk, batch_size):
-            failed.extend(bad)
-            if len(ids):
-                ids_parts.append(ids)
-                vec_parts.append(encoder.run(feed).astype(np.float32, copy=False))
-            progress.update(len(ids) + len(bad))
-        dim = int(meta["dimension"] or 0)
-        ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
-        vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
+        ids, vectors, failed = encode_records(encoder, inputs, chunk, batch_size, progress)
         order = np.argsort(ids, kind="stable")
         artifacts.write_bytes(artifacts.join(workdir, VECTORS, chunk_name(k, len(ids))),
                               pack_chunk(ids[order], vectors[order], failed))

@@ -2,7 +2,9 @@
 
 One JSON object per line, each with a stable integer ``id``:
 - ``images``: a folder of images (+ the base URL it is served from) ->
-  ``{id, name, url}``; ``name`` is the path relative to the folder. Files that
+  ``{id, name, url, file_sha256}``; ``name`` is the path relative to the folder,
+  ``file_sha256`` the hash of its bytes (so ``sync`` re-encodes an image whose
+  file changed under the same name). Files that
   Pillow cannot decode (not an image, truncated, corrupt) are skipped and
   counted, never fatal. Without ``--base-url`` the url is the file's
   ``file://`` URI.
@@ -112,7 +114,7 @@ def image_records(folder: Path, base_url: str | None, stats: Stats,
             stats.skipped += 1
             continue
         url = f"{base_url.rstrip('/')}/{quote(rel)}" if base_url else path.resolve().as_uri()
-        yield rel, {"name": rel, "url": url}
+        yield rel, {"name": rel, "url": url, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 # --- Q&A JSONL ----------------------------------------------------------------------------------

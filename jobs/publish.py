@@ -1,4 +1,5 @@
-"""``mmsearch job publish``: point the scene's alias at ``<scene>_<version>`` and prune old versions.
+"""``mmsearch job publish``: point the scene's alias at ``<scene>_<version>`` (gated), prune old
+versions; ``--rollback`` points it back at the previous kept version.
 
 Decisions:
 - Only a collection that push-milvus finished (its count check passed and it
@@ -12,14 +13,33 @@ Decisions:
   every other collection of the scene is dropped. Only collections whose recorded scene is
   this scene are considered (so scene ``a`` never drops ``a_b_1`` of scene
   ``a_b``), and a collection that another native alias still points at is kept.
+- The gate: with ``--report`` (the JSON ``mmsearch job evaluate`` wrote for
+  this collection) and thresholds (``--min-recall``, ``--max-regression``
+  against the version published now, ``--max-p99-ms``), a candidate that falls
+  short is refused: exit 1, one line naming each metric, its value and the
+  threshold (:func:`mmsearch.core.quality.shortfalls`); the alias does not
+  move. ``--force`` publishes it anyway, says so on stderr and records
+  ``forced: true`` with the shortfalls. A threshold without a report, or a
+  report about another collection, is refused. The collection's state keeps
+  the report's figures (``evaluation``) and the decision (``published``), so
+  ``mmsearch job status`` and serving's ListScenes show what is live and how
+  it measured.
+- ``--rollback`` (no ``--version``) points the alias at the first collection
+  of the alias's history (the targets it had before, newest first) that still
+  exists and is complete; refused when there is none. It is one registry row
+  upsert (and the native alias first, on a server), like a publish, and takes
+  that collection out of the history (a second rollback goes further back).
 """
 from __future__ import annotations
 
+import json
 import sys
+import time
 
 import typer
 
-from mmsearch.core import milvus_store
+from mmsearch.core import artifacts, milvus_store
+from mmsearch.core.quality import Thresholds, shortfalls
 from jobs.app import job_app
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import emit
@@ -32,42 +52,112 @@ def versions_to_drop(collections: list[dict], published: str, keep: int) -> list
     return [c["name"] for c in collections if c["name"] not in kept]
 
 
-def publish(milvus_uri: str, scene: str, version: str, *, keep: int = 2, token: str = "", timeout: float = 10.0) -> dict:
-    """Alias ``scene`` -> ``scene_version``; returns ``{alias, collection, previous, dropped}``."""
+def read_report(uri: str, collection: str) -> dict:
+    """The summary of evaluate's report at ``uri``; JobError unless it is about ``collection``."""
+    try:
+        summary = json.loads(artifacts.read_bytes(uri))["summary"]
+    except artifacts.ArtifactError as exc:
+        raise JobError(f"--report {uri}: {exc}") from None
+    except (ValueError, KeyError, TypeError):
+        raise JobError(f"--report {uri}: not a report written by `mmsearch job evaluate`") from None
+    if summary.get("collection") != collection:
+        raise JobError(f"--report {uri} measured collection {summary.get('collection')!r}, not {collection}: "
+                       f"run `mmsearch job evaluate --collection {collection}`")
+    return summary
+
+
+def _prune(client, scene: str, published: str, keep: int) -> list[str]:
+    dropped = []
+    for old in versions_to_drop(milvus_store.scene_collections(client, scene), published, keep):
+        try:
+            if client.list_aliases(old).get("aliases"):
+                print(f"warning: keeping {old}: a native alias still points at it", file=sys.stderr)
+                continue
+        except Exception:
+            pass  # Milvus Lite: no native aliases to check
+        milvus_store.drop_collection(client, old)
+        dropped.append(old)
+    return dropped
+
+
+def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: int = 2, report: str | None = None,
+            min_recall: float | None = None, max_regression: float | None = None, max_p99_ms: float | None = None,
+            force: bool = False, rollback: bool = False, token: str = "", timeout: float = 10.0) -> dict:
+    """Alias ``scene`` -> ``scene_version`` (gated); returns ``{alias, collection, previous, dropped, ...}``."""
+    thresholds = Thresholds(min_recall, max_regression, max_p99_ms)
     if keep < 1:
         raise JobError(f"--keep {keep}: must be at least 1 (the published version)")
+    if rollback:
+        if version or report or thresholds.any() or force:
+            raise JobError("--rollback goes back to the previous kept version: give no --version, --report, "
+                           "thresholds or --force with it")
+        return roll_back(milvus_uri, scene, token=token, timeout=timeout)
+    if not version:
+        raise JobError("--version is required (or --rollback to go back to the previous version)")
+    if thresholds.any() and not report:
+        raise JobError("--min-recall, --max-regression and --max-p99-ms need --report (the JSON that "
+                       "`mmsearch job evaluate` wrote for this collection)")
     name = milvus_store.collection_name(scene, version)
+    summary = read_report(report, name) if report else None
     with milvus_store.session(milvus_uri, f"while publishing {name}", token=token, timeout=timeout) as client:
         if not client.has_collection(name):
             raise JobError(f"collection {name} does not exist in {milvus_uri}: run push-milvus "
                            f"--scene {scene} --version {version} first")
         if not milvus_store.is_complete(client, name):
             raise JobError(f"collection {name} is not complete (push-milvus did not finish); re-run push-milvus")
-        previous = milvus_store.alias_target(client, scene)
-        milvus_store.set_alias(client, scene, name)
-        dropped = []
-        for old in versions_to_drop(milvus_store.scene_collections(client, scene), name, keep):
-            try:
-                if client.list_aliases(old).get("aliases"):
-                    print(f"warning: keeping {old}: a native alias still points at it", file=sys.stderr)
-                    continue
-            except Exception:
-                pass  # Milvus Lite: no native aliases to check
-            milvus_store.drop_collection(client, old)
-            dropped.append(old)
-    return {"alias": scene, "collection": name, "previous": previous, "dropped": dropped}
+        current = milvus_store.alias_target(client, scene)
+        missed = shortfalls(summary, thresholds, published=current) if summary else []
+        if missed and not force:
+            raise JobError(f"quality gate: {'; '.join(missed)}; {name} not published "
+                           f"({current or 'nothing'} stays live; --force publishes anyway)")
+        if missed:
+            print(f"warning: --force: publishing {name} although {'; '.join(missed)}", file=sys.stderr, flush=True)
+        decision = {"at": time.time(), "forced": bool(missed), "shortfalls": missed,
+                    "thresholds": thresholds.to_dict(), "previous": current}
+        milvus_store.update_state(client, name, published=decision,
+                                  **({"evaluation": summary} if summary else {}))
+        previous = milvus_store.set_alias(client, scene, name)
+        dropped = _prune(client, scene, name, keep)
+    return {"alias": scene, "collection": name, "previous": previous, "dropped": dropped, "forced": bool(missed),
+            **({"recall": summary["recall"], "k": summary["k"]} if summary else {})}
+
+
+def roll_back(milvus_uri: str, scene: str, *, token: str = "", timeout: float = 10.0) -> dict:
+    """Point ``scene`` back at the previous kept version (see the module doc)."""
+    with milvus_store.session(milvus_uri, f"while rolling back {scene}", token=token, timeout=timeout) as client:
+        current = milvus_store.alias_target(client, scene)
+        if current is None:
+            raise JobError(f"scene {scene} has no published version to roll back from")
+        history = milvus_store.alias_history(client, scene)
+        target, rest = milvus_store.rollback_choice(
+            history, lambda c: c != current and client.has_collection(c) and milvus_store.is_complete(client, c))
+        if target is None:
+            raise JobError(f"cannot roll back scene {scene}: no previous version is kept (it was published before: "
+                           f"{', '.join(history) or 'none'}; dropped ones cannot come back); publish a --version")
+        milvus_store.update_state(client, target, published={"at": time.time(), "forced": False, "rollback_from": current})
+        milvus_store.set_alias(client, scene, target, history=rest)
+    return {"alias": scene, "collection": target, "previous": current, "dropped": [], "rollback": True}
 
 
 @job_app.command("publish")
 def publish_command(
     milvus_uri: str = typer.Option(..., envvar="MMSEARCH_MILVUS_URI", help="A Milvus Lite file or http(s)://host:port."),
     scene: str = typer.Option(..., envvar="MMSEARCH_SCENE"),
-    version: str = typer.Option(..., envvar="MMSEARCH_VERSION"),
+    version: str = typer.Option(None, envvar="MMSEARCH_VERSION", help="The version to publish (not with --rollback)."),
     keep: int = typer.Option(2, envvar="MMSEARCH_KEEP", help="Versions of the scene to keep, the published one included."),
+    report: str = typer.Option(None, envvar="MMSEARCH_REPORT", help="The report `mmsearch job evaluate` wrote."),
+    min_recall: float = typer.Option(None, envvar="MMSEARCH_MIN_RECALL", help="Refuse below this recall@k."),
+    max_regression: float = typer.Option(None, envvar="MMSEARCH_MAX_REGRESSION",
+                                         help="Refuse when recall@k is this much below the published version's."),
+    max_p99_ms: float = typer.Option(None, envvar="MMSEARCH_MAX_P99_MS", help="Refuse above this query p99 (ms)."),
+    force: bool = typer.Option(False, "--force", envvar="MMSEARCH_FORCE", help="Publish even when the gate refuses."),
+    rollback: bool = typer.Option(False, "--rollback", help="Point the alias back at the previous kept version."),
     milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
     timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a Milvus server."),
 ) -> None:
-    """Point alias <scene> at <scene>_<version> in one step; drop versions beyond --keep."""
+    """Point alias <scene> at <scene>_<version> in one step (gated on --report); drop versions beyond --keep."""
     with exit_on_error():
-        summary = publish(milvus_uri, scene, version, keep=keep, token=milvus_token, timeout=timeout)
+        summary = publish(milvus_uri, scene, version, keep=keep, report=report, min_recall=min_recall,
+                          max_regression=max_regression, max_p99_ms=max_p99_ms, force=force, rollback=rollback,
+                          token=milvus_token, timeout=timeout)
         emit("publish", "done", **summary)

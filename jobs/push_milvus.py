@@ -19,7 +19,12 @@ Decisions:
   measurement), so 1000: the best measured, and the fewest round trips among
   the best. A Milvus server has its own optimum; ``--batch-size`` sets it.
 - The final count (``count(*)`` with strong consistency) must equal the number
-  of vectors; then the collection is marked complete, which ``publish`` requires.
+  of vectors; then the collection is marked complete, which ``publish`` requires,
+  with the corpus fingerprint (the SHA-256 of ``corpus.jsonl``) in its state.
+- Every row is built by :func:`entity` from the corpus record and its vector
+  (``id``, ``vector``, the record's ``content_sha256``): ``push-milvus`` and
+  ``sync`` write the same rows. The vectors must have been encoded from this
+  corpus (encode records its SHA-256; another one is refused).
 """
 from __future__ import annotations
 
@@ -31,16 +36,36 @@ import typer
 
 from mmsearch.core import milvus_store
 from jobs.app import job_app
+from jobs.corpus import Corpus, document_hash, read_corpus
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
 from mmsearch.core.model_repository import ModelManifest, ModelRepository
 
 
+def entity(record: dict, vector: np.ndarray) -> dict:
+    """The Milvus row of one corpus record and its vector (the one place rows are built)."""
+    return {"id": int(record["id"]), "vector": vector, milvus_store.HASH_FIELD: document_hash(record)}
+
+
+def entities(records: dict[int, dict], ids: np.ndarray, vectors: np.ndarray, where: str) -> list[dict]:
+    """Rows for (ids, vectors); JobError when an id has no corpus record."""
+    rows = []
+    for i, vector in zip(ids.tolist(), vectors):
+        record = records.get(i)
+        if record is None:
+            raise JobError(f"vector id {i} has no record in the corpus of {where}: the vectors were encoded "
+                           "from another corpus; re-run encode")
+        rows.append(entity(record, vector))
+    return rows
+
+
 def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManifest,
-                 batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, *, index_type: str = "FLAT",
-                 metric: str = "IP", index_params: dict | None = None, batch_size: int = 1000,
-                 token: str = "", timeout: float = 10.0, progress: Progress | None = None) -> dict:
-    """Upsert ``total`` vectors (given as (ids, vectors) chunks of any size) into ``scene_version``."""
+                 batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, corpus: Corpus, *,
+                 index_type: str = "FLAT", metric: str = "IP", index_params: dict | None = None,
+                 batch_size: int = 1000, token: str = "", timeout: float = 10.0, text_field: str | None = None,
+                 progress: Progress | None = None) -> dict:
+    """Upsert ``total`` vectors (given as (ids, vectors) chunks of any size) of ``corpus``'s records
+    into ``scene_version``."""
     if batch_size < 1:
         raise JobError(f"--batch-size {batch_size}: must be at least 1")
     if total < 1:
@@ -49,6 +74,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
     index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params)
     dimension = manifest.dimension
     info = milvus_store.CollectionRecord.new(manifest.record(), scene, version, index)
+    records = corpus.by_id()
     with milvus_store.session(milvus_uri, f"on collection {name}", token=token, timeout=timeout) as client:
         created = milvus_store.ensure_collection(client, name, dimension=dimension, index=index, info=info)
         if progress is not None:
@@ -58,7 +84,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
             if vectors.ndim != 2 or vectors.shape[1] != dimension:
                 raise JobError(f"dimension mismatch: the vectors are {vectors.shape[-1]}-d, model "
                                f"{manifest.name!r} and collection {name} are {dimension}-d; re-run encode")
-            milvus_store.upsert_vectors(client, name, ids, vectors)
+            milvus_store.upsert_rows(client, name, entities(records, ids, vectors, name))
             pushed += len(ids)
             if progress is not None:
                 progress.update(len(ids))
@@ -68,7 +94,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
         if found != total:
             raise JobError(f"count check failed: collection {name} holds {found} entities, expected {total}"
                            + ("; it holds vectors of another corpus: use a new --version" if found > total else ""))
-        milvus_store.mark_complete(client, name, found)
+        milvus_store.mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_field=text_field)
     return {"collection": name, "entities": found, "dimension": dimension, "created": created,
             "index": index["type"], "metric": index["metric"], "model": manifest.name}
 
@@ -86,10 +112,14 @@ def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, reposit
         raise JobError(f"the vectors in {workdir} were encoded with model {meta.get('model')!r} "
                        f"(onnx {str(meta.get('onnx_sha256'))[:12]}), not --model {model!r} "
                        f"(onnx {manifest.onnx_sha256[:12]}); pass the model that encoded them")
+    corpus = read_corpus(workdir)
+    if meta.get("corpus_sha256") not in (None, corpus.sha256):
+        raise JobError(f"the vectors in {workdir} were encoded from another corpus.jsonl than the one there now "
+                       "(prepare ran again since); re-run encode")
     total, batches = read_vectors(workdir)
-    return push_vectors(milvus_uri, scene, version, manifest, batches, total, index_type=index_type,
+    return push_vectors(milvus_uri, scene, version, manifest, batches, total, corpus, index_type=index_type,
                         metric=metric, index_params=index_params, batch_size=batch_size, token=token,
-                        timeout=timeout, progress=progress)
+                        timeout=timeout, text_field=meta.get("text_field"), progress=progress)
 
 
 def parse_index_params(text: str | None) -> dict | None:

@@ -1,8 +1,9 @@
 """The built-in demo corpus: the documentation of the installed Python standard library.
 
-One document per public module, class and function: its qualified name (``csv``,
-``csv.DictReader``, ``os.path.join``) and the first paragraph of its docstring.
-It needs no download and gives real results with a real model.
+One document per public module, class, function and method: its qualified name
+(``csv``, ``csv.DictReader``, ``os.path.join``, ``str.split``,
+``pathlib.Path.read_text``) and the first paragraph of its docstring. It needs
+no download and gives real results with a real model.
 
 Decisions:
 - Modules come from ``sys.stdlib_module_names`` (never site-packages), walked into
@@ -24,6 +25,22 @@ Decisions:
   that re-exports it from a private module (``csv.reader`` comes from ``_csv``);
   each object once. Classes use their own docstring only (not an inherited one).
   Objects without a docstring are skipped: there would be nothing to answer.
+- Methods: the public methods of every public class (functions, class and static
+  methods, and the methods of C types such as ``str.split``), documented as
+  ``<class>.<method>``: those the class defines and those it inherits from a
+  private base (``random.Random.random`` comes from ``_random.Random``,
+  ``argparse.ArgumentParser.add_argument`` from ``argparse._ActionsContainer``); a method
+  inherited from a public class is documented under that class only. Bound methods
+  that a module exposes as functions are documented under the name users call:
+  ``random.randint`` (``Random.randint`` of the module's hidden instance),
+  ``secrets.choice``. The built-in names drop the ``builtins`` prefix (``len``,
+  ``str``, ``str.split``): that is how they are called. This took the corpus from
+  2,820 to 5,524 documents (Python 3.11). Measured on the demo's labelled query set
+  (``mmsearch/dev/stdlib_queries.jsonl``, 55 queries, MiniLM on the docstring
+  summaries, ``mmsearch job evaluate``): recall@10 0.397 -> 0.773, MRR 0.330 ->
+  0.565, nDCG@10 0.322 -> 0.595, queries with no accepted answer in the top 10
+  52.7% -> 14.5% (the labels ``len`` and ``round`` named ``builtins.len`` and
+  ``builtins.round`` for the corpus without methods, which used those names).
 """
 from __future__ import annotations
 
@@ -56,7 +73,7 @@ ALIASES = {"os.path": ("posixpath", "genericpath")}  # public name -> modules de
 @dataclass(frozen=True)
 class StdlibDoc:
     name: str      # qualified name, e.g. "csv.DictReader"
-    kind: str      # "module" | "class" | "function"
+    kind: str      # "module" | "class" | "function" | "method"
     summary: str   # first paragraph of the docstring
     top: str       # top-level module, e.g. "csv"
 
@@ -146,8 +163,12 @@ def _public_members(name: str, module: ModuleType) -> Iterator[tuple[str, object
             obj = getattr(module, member)
         except AttributeError:
             continue
-        # hooks that tools replace at runtime (sys.excepthook, threading.excepthook): the originals
-        obj = getattr(module, f"__{member}__", obj)
+        # hooks that tools replace at runtime (sys.excepthook, threading.excepthook): the originals, which
+        # the module itself keeps (builtins.__str__ is the module object's own method, not str's original)
+        obj = vars(module).get(f"__{member}__", obj)
+        if is_bound_alias(obj):
+            yield member, obj  # random.randint: a method of the module's own instance, called as a function
+            continue
         if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
             continue
         owner = getattr(obj, "__module__", None) or ""
@@ -156,25 +177,63 @@ def _public_members(name: str, module: ModuleType) -> Iterator[tuple[str, object
             yield member, obj
 
 
+_METHOD_TYPES = ("method_descriptor", "classmethod_descriptor", "builtin_function_or_method")
+
+
+def is_bound_alias(obj: object) -> bool:
+    """A method bound to an instance (not a module, not a class) that a module exports as a function."""
+    bound = getattr(obj, "__self__", None)
+    return ((inspect.ismethod(obj) or inspect.isbuiltin(obj)) and bound is not None
+            and not isinstance(bound, ModuleType) and not inspect.isclass(bound))
+
+
+def _is_private(cls: type) -> bool:
+    """A class users never name: private itself (argparse._ActionsContainer) or from a private module."""
+    module = getattr(cls, "__module__", "") or ""
+    return cls.__name__.startswith("_") or any(p.startswith("_") for p in module.split("."))
+
+
+def class_methods(cls: type) -> list[tuple[str, object]]:
+    """(name, function) of ``cls``'s public methods: its own and those of its private bases (sorted)."""
+    found: dict[str, object] = {}
+    for base in getattr(cls, "__mro__", (cls,)):
+        if base is not cls and not _is_private(base):
+            continue
+        for name, value in vars(base).items():
+            if name.startswith("_") or name in found:
+                continue
+            func = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
+            if inspect.isfunction(func) or type(func).__name__ in _METHOD_TYPES:
+                found[name] = func
+    return sorted(found.items())
+
+
 def collect(roots: Iterable[str] | None = None) -> list[StdlibDoc]:
-    """Every documented module, class and function, sorted by qualified name, each once."""
+    """Every documented module, class, function and method, sorted by qualified name, each once."""
     docs: dict[str, StdlibDoc] = {}
     seen: set[int] = set()
+
+    def add(qualified: str, kind: str, doc: object, top: str) -> None:
+        summary = first_paragraph(doc)  # type: ignore[arg-type]
+        if summary and qualified not in docs:
+            docs[qualified] = StdlibDoc(qualified, kind, summary, top)
+
     for name, module in iter_modules(roots):
         top = name.split(".")[0]
-        summary = first_paragraph(module.__doc__)
-        if summary and name not in docs:
-            docs[name] = StdlibDoc(name, "module", summary, top)
+        add(name, "module", module.__doc__, top)
+        prefix = "" if name == "builtins" else f"{name}."  # len, str.split: the names users call
         for member, obj in _public_members(name, module):
             if id(obj) in seen:
                 continue
             seen.add(id(obj))
-            own_doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
-            summary = first_paragraph(own_doc)
-            qualified = f"{name}.{member}"
-            if summary and qualified not in docs:
-                kind = "class" if inspect.isclass(obj) else "function"
-                docs[qualified] = StdlibDoc(qualified, kind, summary, top)
+            if not inspect.isclass(obj):
+                add(f"{prefix}{member}", "function", getattr(obj, "__doc__", None), top)
+                continue
+            add(f"{prefix}{member}", "class", obj.__dict__.get("__doc__"), top)
+            for method, func in class_methods(obj):
+                if id(func) not in seen:
+                    seen.add(id(func))
+                    add(f"{prefix}{member}.{method}", "method", getattr(func, "__doc__", None), top)
     return [docs[k] for k in sorted(docs)]
 
 

@@ -5,23 +5,37 @@ milvus-lite 2.5.1, C++ engine), ``http(s)://`` (or ``tcp://``, ``unix:``) a
 Milvus server. Both go through pymilvus ``MilvusClient``.
 
 Decisions:
-- A collection ``<scene>_<version>`` has two fields: ``id`` INT64 primary key and
-  ``vector`` FLOAT_VECTOR[dim]. Its description (set at creation, immutable)
-  holds JSON ``{"mmsearch": {scene, version, created_at, index, manifest}}``,
-  where ``manifest`` is the exported model's manifest (name, tower, family,
-  source, dimension, metric, onnx_sha256, towers). A rerun with another model or
-  dimension is refused instead of mixing vectors.
+- A collection ``<scene>_<version>`` has three fields: ``id`` INT64 primary key,
+  ``vector`` FLOAT_VECTOR[dim] and ``content_sha256`` VARCHAR: the hash of the
+  corpus record the row was built from (``jobs.corpus.document_hash``), so
+  ``sync`` can tell new, changed and removed documents from what a version
+  holds. Every row is built by one function (``jobs.push_milvus.entity``).
+- The collection record (:class:`CollectionRecord`: scene, version,
+  created_at, index and the manifest of the model that built the vectors) is
+  written twice at creation: JSON ``{"mmsearch": ...}`` in the collection's
+  description (for tools like Attu) and in the collection's registry row,
+  which is what mmsearch reads (milvus-lite 3.x keeps no descriptions). A
+  rerun with another model or dimension is refused instead of mixing vectors.
 - Milvus Lite 2.5.1 answers UNIMPLEMENTED to every alias call (create_alias,
   alter_alias, describe_alias, list_aliases) and to alter_collection_properties.
   So mmsearch keeps a small registry collection, ``mmsearch_registry``
   (VARCHAR key, VARCHAR JSON value, a 2-d dummy vector because Milvus requires
-  one), with ``alias:<scene>`` -> ``{"collection": ...}`` rows and
-  ``collection:<name>`` -> ``{"complete": true, "count": n}`` rows. A one-row
-  upsert is the atomic alias switch. On a Milvus server the native alias is set
-  as well (for tools like Attu); the registry stays the source of truth, so
-  :func:`resolve_collection` behaves the same on both engines. Online code must
-  call it (or :func:`read_manifest`, which returns ``collection``) and search the
-  concrete collection.
+  one), with ``alias:<scene>`` -> ``{"collection", "history", "native"}`` rows
+  and ``collection:<name>`` -> the collection's state (:func:`read_state`:
+  the record, ``complete`` and ``count``, the corpus fingerprint
+  ``corpus_sha256``, the sync ``generation`` and its ``changed`` ids, the
+  ``evaluation`` figures and the ``published`` gate decision). A one-row upsert
+  is the atomic alias switch. On a Milvus server (and milvus-lite 3.x) the
+  native alias is set first, and is the truth there: :func:`resolve_collection`
+  follows it (so a move made by another tool is followed too); on Milvus Lite
+  2.5 the registry row is. Online code must call it (or :func:`read_manifest`,
+  which returns ``collection``) and search the concrete collection.
+- ``history`` lists the collections the alias pointed at before, newest
+  first (at most :data:`HISTORY`): ``publish --rollback`` moves the alias back
+  to the first of them that still exists and is complete.
+- The state row is read, changed and written back (:func:`update_state`): the
+  stages that write it for one collection run one after another (the operator
+  runs one stage at a time), never concurrently.
 - Index: FLAT by default; Milvus Lite accepts only FLAT, IVF_FLAT and AUTOINDEX,
   so HNSW (or anything else) on a Lite URI is refused with a message saying so
   rather than silently swapped for another index.
@@ -46,6 +60,9 @@ import numpy as np
 from mmsearch.core.errors import MmsearchError
 
 REGISTRY = "mmsearch_registry"
+HASH_FIELD = "content_sha256"  # per row: the hash of the corpus record it was built from
+HASH_LENGTH = 64
+HISTORY = 10  # previous targets an alias row remembers (for --rollback)
 LITE_INDEXES = ("FLAT", "IVF_FLAT", "AUTOINDEX")
 METRICS = ("IP", "COSINE", "L2")
 DEFAULT_INDEX_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 128}}
@@ -69,6 +86,13 @@ def collection_name(scene: str, version: str) -> str:
     if not _VERSION.match(str(version or "")):
         raise MilvusStoreError(f"--version {version!r}: use letters, digits and underscores (e.g. 3 or 20240601)")
     return f"{scene}_{version}"
+
+
+def documents_collection(template: str, collection: str) -> str:
+    """The document (MongoDB) collection of Milvus collection ``collection``: ``template`` with
+    ``{collection}`` replaced by its name, so summaries can be kept per version (serving's
+    ``summary.collection`` and ``sync --collection`` take such templates). Pure."""
+    return template.replace("{collection}", collection)
 
 
 def connect(uri: str, *, token: str = "", timeout: float = 10.0):
@@ -149,10 +173,11 @@ def _ensure_registry(client) -> None:
         index = client.prepare_index_params()
         index.add_index("vector", index_type="FLAT", metric_type="L2")
         client.create_collection(REGISTRY, schema=schema, index_params=index)
-    _ensure_loaded(client, REGISTRY)
+    ensure_loaded(client, REGISTRY)
 
 
-def _ensure_loaded(client, name: str) -> None:
+def ensure_loaded(client, name: str) -> None:
+    """Load ``name`` unless it is loaded (searches need a loaded collection)."""
     state = client.get_load_state(name).get("state")
     if "Loaded" not in str(state):
         client.load_collection(name)
@@ -161,7 +186,7 @@ def _ensure_loaded(client, name: str) -> None:
 def registry_get(client, key: str) -> dict | None:
     if not client.has_collection(REGISTRY):
         return None
-    _ensure_loaded(client, REGISTRY)
+    ensure_loaded(client, REGISTRY)
     rows = client.query(REGISTRY, filter=f"key == {json.dumps(key)}", output_fields=["value"],
                         consistency_level="Strong")
     return json.loads(rows[0]["value"]) if rows else None
@@ -195,31 +220,64 @@ class CollectionRecord:
     def new(cls, manifest: dict, scene: str, version: str, index: dict) -> "CollectionRecord":
         return cls(scene, str(version), time.time(), dict(index), dict(manifest))
 
-    def to_description(self) -> str:
-        return json.dumps({"mmsearch": dataclasses.asdict(self)}, separators=(",", ":"))
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
     @classmethod
-    def from_description(cls, description: str) -> "CollectionRecord | None":
-        try:
-            info = json.loads(description or "").get("mmsearch")
-        except (ValueError, AttributeError):
-            return None
+    def from_dict(cls, info) -> "CollectionRecord | None":
         if not isinstance(info, dict) or not isinstance(info.get("manifest"), dict):
             return None
         return cls(str(info.get("scene", "")), str(info.get("version", "")), float(info.get("created_at", 0)),
                    dict(info.get("index") or {}), dict(info["manifest"]))
 
+    def to_description(self) -> str:
+        return json.dumps({"mmsearch": self.to_dict()}, separators=(",", ":"))
+
+    @classmethod
+    def from_description(cls, description: str) -> "CollectionRecord | None":
+        try:
+            return cls.from_dict(json.loads(description or "").get("mmsearch"))
+        except (ValueError, AttributeError):
+            return None
+
+
+def read_state(client, name: str) -> dict:
+    """Collection ``name``'s registry row (see the module doc); ``{}`` when it has none."""
+    return registry_get(client, f"collection:{name}") or {}
+
+
+def update_state(client, name: str, **changes) -> dict:
+    """Merge ``changes`` into collection ``name``'s registry row (None removes a key); returns the row."""
+    state = read_state(client, name)
+    for key, value in changes.items():
+        if value is None:
+            state.pop(key, None)
+        else:
+            state[key] = value
+    registry_put(client, f"collection:{name}", state)
+    return state
+
 
 def read_info(client, name: str) -> CollectionRecord | None:
-    """The record in collection ``name``'s description (None if not made by mmsearch)."""
+    """Collection ``name``'s record: from its registry row, else its description (None: not made by mmsearch)."""
+    record = CollectionRecord.from_dict(read_state(client, name).get("record"))
+    if record is not None:
+        return record
     return CollectionRecord.from_description(client.describe_collection(name).get("description") or "")
 
 
+def _fields(client, name: str) -> dict[str, dict]:
+    return {field.get("name"): field for field in client.describe_collection(name).get("fields", [])}
+
+
 def _dimension(client, name: str) -> int | None:
-    for field in client.describe_collection(name).get("fields", []):
-        if field.get("name") == "vector":
-            return int(field.get("params", {}).get("dim"))
-    return None
+    vector = _fields(client, name).get("vector")
+    return int(vector.get("params", {}).get("dim")) if vector else None
+
+
+def has_hashes(client, name: str) -> bool:
+    """Whether collection ``name`` records a content hash per row (collections pushed before sync did not)."""
+    return HASH_FIELD in _fields(client, name)
 
 
 def validate_index(uri: str, index_type: str, metric: str, params: dict | None) -> dict:
@@ -244,23 +302,31 @@ def ensure_collection(client, name: str, *, dimension: int, index: dict, info: C
             raise MilvusStoreError(f"dimension mismatch: collection {name} holds {have}-d vectors, these are "
                                    f"{dimension}-d; use a new --version for another model")
         old = read_info(client, name)
+        ensure_loaded(client, name)
+        if old is None and count(client, name) == 0:
+            client.drop_collection(name)  # created by a run that died before recording it: start again
+            return ensure_collection(client, name, dimension=dimension, index=index, info=info)
         if old is None:
             raise MilvusStoreError(f"collection {name} exists but was not made by mmsearch; "
                                    "use another --version or drop it")
+        if not has_hashes(client, name):
+            raise MilvusStoreError(f"collection {name} was pushed by an older mmsearch (no {HASH_FIELD} field); "
+                                   "use a new --version")
         if old.manifest.get("onnx_sha256") != info.manifest.get("onnx_sha256"):
             raise MilvusStoreError(f"collection {name} was built with model {old.manifest.get('name')!r} "
                                    f"(onnx {str(old.manifest.get('onnx_sha256'))[:12]}), not this one; "
                                    "use a new --version")
-        _ensure_loaded(client, name)
         return False
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
                                   description=info.to_description())
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(dimension))
+    schema.add_field(HASH_FIELD, DataType.VARCHAR, max_length=HASH_LENGTH)
     index_params = client.prepare_index_params()
     index_params.add_index("vector", index_type=index["type"], metric_type=index["metric"], params=index["params"])
     client.create_collection(name, schema=schema, index_params=index_params)
-    _ensure_loaded(client, name)
+    update_state(client, name, record=info.to_dict(), complete=False)
+    ensure_loaded(client, name)
     return True
 
 
@@ -282,8 +348,32 @@ def rebatch(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int) -> Iter
         yield np.concatenate(pending_ids), np.concatenate(pending_vecs)
 
 
-def upsert_vectors(client, name: str, ids: np.ndarray, vectors: np.ndarray) -> None:
-    client.upsert(name, [{"id": int(i), "vector": v} for i, v in zip(ids.tolist(), vectors)])
+def upsert_rows(client, name: str, rows: list[dict]) -> None:
+    """Upsert ``rows`` (each built by ``jobs.push_milvus.entity``) into ``name``."""
+    if rows:
+        client.upsert(name, rows)
+
+
+def delete_ids(client, name: str, ids: Iterable[int]) -> None:
+    ids = [int(i) for i in ids]
+    if ids:
+        client.delete(name, ids=ids)
+
+
+def read_hashes(client, name: str, batch_size: int = 5000) -> dict[int, str]:
+    """``{id: content hash}`` of every row of ``name`` (one pass with a query iterator)."""
+    iterator = client.query_iterator(name, batch_size=batch_size, filter="", output_fields=[HASH_FIELD],
+                                     consistency_level="Strong")
+    found: dict[int, str] = {}
+    try:
+        while True:
+            rows = iterator.next()
+            if not rows:
+                break
+            found.update((int(row["id"]), str(row.get(HASH_FIELD) or "")) for row in rows)
+    finally:
+        iterator.close()
+    return found
 
 
 def count(client, name: str) -> int:
@@ -291,20 +381,81 @@ def count(client, name: str) -> int:
     return int(rows[0]["count(*)"])
 
 
-def mark_complete(client, name: str, n: int) -> None:
-    registry_put(client, f"collection:{name}", {"complete": True, "count": n, "at": time.time()})
+def mark_complete(client, name: str, n: int, **state) -> None:
+    """Record that ``name`` holds all ``n`` rows (``publish`` requires it), with more ``state``."""
+    update_state(client, name, complete=True, count=n, at=time.time(), **state)
 
 
 def is_complete(client, name: str) -> bool:
-    mark = registry_get(client, f"collection:{name}")
-    return bool(mark and mark.get("complete"))
+    return bool(read_state(client, name).get("complete"))
+
+
+# --- searching (the jobs' evaluate and serving's matcher send the same request) -----------------
+
+@dataclass(frozen=True)
+class Matches:
+    ids: np.ndarray            # int64 [n]
+    scores: np.ndarray         # float32 [n]
+    vectors: np.ndarray | None  # float32 [n, d]
+
+
+def search_request(vectors: np.ndarray, limit: int, *, metric: str, params: dict | None,
+                   with_vectors: bool) -> dict:
+    """The keyword arguments of a ``search`` for every row of ``vectors`` [n, d]."""
+    return {"data": np.asarray(vectors, dtype=np.float32).tolist(), "limit": int(limit), "anns_field": "vector",
+            "search_params": {"metric_type": metric, "params": dict(params or {})},
+            "output_fields": ["vector"] if with_vectors else []}
+
+
+def matches(results, with_vectors: bool) -> list[Matches]:
+    """One :class:`Matches` per query row of a ``search`` answer."""
+    out = []
+    for hits in results:
+        ids = np.fromiter((h["id"] for h in hits), dtype=np.int64, count=len(hits))
+        scores = np.fromiter((h["distance"] for h in hits), dtype=np.float32, count=len(hits))
+        found = None
+        if with_vectors:
+            found = np.asarray([h["entity"]["vector"] for h in hits], dtype=np.float32).reshape(len(hits), -1)
+        out.append(Matches(ids, scores, found))
+    return out
+
+
+def search(client, collection: str, vectors: np.ndarray, limit: int, *, metric: str = "IP",
+           params: dict | None = None, with_vectors: bool = False, timeout: float | None = None) -> list[Matches]:
+    """A blocking search of ``collection`` for every row of ``vectors`` (the request serving sends)."""
+    request = search_request(vectors, limit, metric=metric, params=params, with_vectors=with_vectors)
+    return matches(client.search(collection, timeout=timeout, **request), with_vectors)
 
 
 # --- aliases ------------------------------------------------------------------------------------
 
-def set_alias(client, alias: str, collection: str) -> None:
-    """Point ``alias`` at ``collection`` in one step (registry row; native alias too where supported)."""
-    registry_put(client, f"alias:{alias}", {"collection": collection, "at": time.time()})
+def _alias_row(client, alias: str) -> dict:
+    return registry_get(client, f"alias:{alias}") or {}
+
+
+def _native_target(client, alias: str) -> str | None:
+    """The collection a native alias points at; None where there is none (or no native aliases: an
+    engine that answered UNIMPLEMENTED once is not asked again through this client)."""
+    if getattr(client, "_mmsearch_no_aliases", False):
+        return None
+    try:
+        return client.describe_alias(alias)["collection_name"]
+    except Exception as exc:
+        if _unimplemented(exc):
+            client._mmsearch_no_aliases = True  # Milvus Lite 2.5: pymilvus would log every failed call
+        return None
+
+
+def set_alias(client, alias: str, collection: str, *, history: list[str] | None = None) -> str | None:
+    """Point ``alias`` at ``collection`` in one step; returns the collection it pointed at before.
+
+    Where the engine has native aliases (a Milvus server, milvus-lite 3.x) the native alias is
+    moved first, then the registry row (``native: true``); on Milvus Lite 2.5 the registry row is
+    the alias. The row's ``history`` gets the previous target in front, unless ``history`` is given
+    (a rollback passes what remains)."""
+    row = _alias_row(client, alias)
+    previous = resolve_alias(client, alias, row)
+    native = True
     try:
         try:
             client.describe_alias(alias)
@@ -314,13 +465,39 @@ def set_alias(client, alias: str, collection: str) -> None:
                 raise
             client.create_alias(collection, alias)
     except Exception as exc:
-        if not _unimplemented(exc):  # Milvus Lite: the registry row is the alias
+        if not _unimplemented(exc):
             raise MilvusStoreError(f"cannot set alias {alias} -> {collection}: {short_error(exc)}") from None
+        native = False  # Milvus Lite 2.5: the registry row is the alias
+    if history is None:
+        history = [c for c in [previous, *row.get("history", [])] if c and c != collection]
+    registry_put(client, f"alias:{alias}", {"collection": collection, "at": time.time(), "native": native,
+                                            "history": history[:HISTORY]})
+    return previous
+
+
+def rollback_choice(history: list[str], usable) -> tuple[str | None, list[str]]:
+    """The first collection of ``history`` that ``usable(name)`` accepts, and the history after it. Pure."""
+    for position, name in enumerate(history):
+        if usable(name):
+            return name, list(history[position + 1:])
+    return None, []
+
+
+def alias_history(client, alias: str) -> list[str]:
+    """The collections ``alias`` pointed at before, newest first."""
+    return list(_alias_row(client, alias).get("history", []))
+
+
+def resolve_alias(client, alias: str, row: dict | None = None) -> str | None:
+    """The collection ``alias`` points at (native alias where the row says it is set), or None."""
+    row = _alias_row(client, alias) if row is None else row
+    if row.get("native"):
+        return _native_target(client, alias) or row.get("collection")
+    return row.get("collection")
 
 
 def alias_target(client, alias: str) -> str | None:
-    row = registry_get(client, f"alias:{alias}")
-    return row.get("collection") if row else None
+    return resolve_alias(client, alias)
 
 
 def drop_alias(client, alias: str) -> None:
@@ -336,24 +513,31 @@ def resolve_collection(client, name: str) -> str:
     target = alias_target(client, name)
     if target:
         return target
+    native = _native_target(client, name)
+    if native:
+        return native
     if client.has_collection(name):
         return name
-    try:
-        return client.describe_alias(name)["collection_name"]
-    except Exception:
-        raise MilvusStoreError(f"no collection or alias named {name!r}: publish one with "
-                               f"`mmsearch job publish --scene {name} --version V`") from None
+    raise MilvusStoreError(f"no collection or alias named {name!r}: publish one with "
+                           f"`mmsearch job publish --scene {name} --version V`")
+
+
+STATE_FIELDS = ("count", "corpus_sha256", "generation", "changed", "evaluation", "published")
 
 
 def read_manifest(client, collection_or_alias: str) -> dict:
     """The export manifest of the model that built the collection (alias resolved), plus
-    ``collection`` (the concrete name to search), ``scene``, ``version``, ``index`` and ``complete``."""
+    ``collection`` (the concrete name to search), ``scene``, ``version``, ``index``, ``complete``
+    and what its state records (:data:`STATE_FIELDS`; ``generation`` counts the syncs that changed
+    it, 0 for none, and ``changed`` says which ids the last one changed)."""
     name = resolve_collection(client, collection_or_alias)
-    info = read_info(client, name)
+    state = read_state(client, name)
+    info = CollectionRecord.from_dict(state.get("record")) or read_info(client, name)
     if info is None:
         raise MilvusStoreError(f"collection {name} records no model manifest (not built by `mmsearch job push-milvus`)")
     return {**info.manifest, "collection": name, "scene": info.scene, "version": info.version,
-            "index": info.index, "complete": is_complete(client, name)}
+            "index": info.index, "complete": bool(state.get("complete")), "generation": 0,
+            **{k: state[k] for k in STATE_FIELDS if k in state}}
 
 
 def scene_collections(client, scene: str) -> list[dict]:

@@ -69,3 +69,12 @@ def session(path: str | Path, *, device: str = "cpu", intra_op_threads: int = 0,
 def input_types(sess) -> dict[str, type]:
     """Input name -> the numpy dtype the session declares for it."""
     return {i.name: NUMPY_TYPES.get(i.type, np.float32) for i in sess.get_inputs()}
+
+
+def feed(types: dict[str, type], inputs) -> dict[str, np.ndarray]:
+    """The session feed from ``inputs``: each declared input, contiguous, in its declared dtype.
+    KeyError naming the missing inputs when ``inputs`` lacks one."""
+    missing = sorted(set(types) - set(inputs))
+    if missing:
+        raise KeyError(f"the model needs inputs {missing}; got {sorted(inputs)}")
+    return {name: np.ascontiguousarray(inputs[name], dtype=dtype) for name, dtype in types.items()}

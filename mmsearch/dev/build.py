@@ -4,7 +4,10 @@ Decisions:
 - The steps call the stage functions (``jobs.prepare.prepare``,
   ``jobs.export.export_model`` ...) with the plan's keyword arguments: the
   same code and the same argument names as the ``mmsearch job`` commands,
-  without going through their command lines.
+  without going through their command lines. ``evaluate`` runs before
+  ``publish`` when the plan has a labelled query set, and its figures are
+  printed (publish records them, and refuses the index below
+  ``MMSEARCH_DEMO_MIN_RECALL``).
 - The build runs in a *spawned child*: torch is freed when it ends, and
   Milvus Lite's file lock is released before serving opens the same file.
 - For an image corpus the folder is served at the URL the corpus records
@@ -30,6 +33,7 @@ from mmsearch.dev.processes import say
 def stage_functions() -> dict[str, Callable[..., Any]]:
     """Stage name -> the function its ``mmsearch job`` command runs (imported in the build's child)."""
     from jobs.encode import encode
+    from jobs.evaluate import evaluate
     from jobs.export import export_model
     from jobs.prepare import prepare
     from jobs.publish import publish
@@ -37,11 +41,12 @@ def stage_functions() -> dict[str, Callable[..., Any]]:
     from jobs.push_mongo import push_mongo
 
     return {"prepare": prepare, "export": export_model, "encode": encode, "push-milvus": push_milvus,
-            "push-mongo": push_mongo, "publish": publish}
+            "push-mongo": push_mongo, "evaluate": evaluate, "publish": publish}
 
 
 def run_build(p: DemoPlan) -> None:
     """Every stage of ``p.build`` in order (the spawned child's target)."""
+    from jobs.evaluate import summary_line
     from jobs.progress import Progress
     from mmsearch.core.errors import MmsearchError
     from mmsearch.core.model_repository import ModelRepository
@@ -57,6 +62,8 @@ def run_build(p: DemoPlan) -> None:
             if step.stage in ("prepare", "push-milvus", "push-mongo"):
                 with Progress(step.stage) as progress:
                     progress.finish(**functions[step.stage](**kwargs, progress=progress))
+            elif step.stage == "evaluate":
+                say(summary_line(functions[step.stage](**kwargs)))
             else:
                 functions[step.stage](**kwargs)
         except MmsearchError as exc:

@@ -10,8 +10,10 @@ store). Each service logs to ``data/demo/logs/<name>.log``.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import time
+from pathlib import Path
 from typing import Iterator
 
 import yaml
@@ -38,6 +40,7 @@ def running(p: DemoPlan, startup_timeout: float) -> Iterator[Supervisor]:
         say(f"document store listening at {mongo.uri} (data in {p.mongo_dir})")
         if index_is_built(p):
             say(f"reusing the demo index in {p.marker.parent} (delete that folder to rebuild)")
+            say_figures(p)
         else:
             say(f"building the demo index for scene {p.scene} (first run; reused afterwards)")
             build_index(p)
@@ -51,6 +54,15 @@ def running(p: DemoPlan, startup_timeout: float) -> Iterator[Supervisor]:
         if mongo is not None:
             mongo.stop()
             say("stopped the document store")
+
+
+def say_figures(p: DemoPlan) -> None:
+    """The figures the index was published on (the report evaluate wrote), when it has them."""
+    from jobs.evaluate import summary_line
+
+    report = next((Path(s.params["report"]) for s in p.build if s.stage == "publish" and "report" in s.params), None)
+    if report is not None and report.is_file():
+        say(summary_line(json.loads(report.read_text())["summary"]))
 
 
 def _interrupt(signum, frame) -> None:

@@ -12,6 +12,14 @@ Decisions:
   variables (e.g. ``MMSEARCH_QUESTION_FIELD=title``) because the jobs read them.
 - The index is reused when ``data/demo/<scene>/index.json`` records the same
   fingerprint (corpus, model, scene); anything else rebuilds from scratch.
+- Before publishing, the index is measured on a labelled query set
+  (``mmsearch job evaluate``): for the stdlib corpus the bundled
+  ``stdlib_queries.jsonl`` (55 natural-language queries and their accepted
+  answers), for your own corpus the one ``MMSEARCH_DEMO_QUERIES`` names (none:
+  no evaluation). Publish gets the report, so serving's ListScenes shows the
+  figures, and refuses the index below ``MMSEARCH_DEMO_MIN_RECALL`` (0: never).
+- Summaries live per version (``<scene>_<version>``); serving reads them
+  through ``summary.collection: "{collection}"``, so it follows a publish.
 """
 from __future__ import annotations
 
@@ -30,7 +38,8 @@ from mmsearch.core.settings import BaseConfig
 from mmsearch.dev.processes import ServiceProcess, free_port
 
 SourceKind = Literal["stdlib", "qa", "images"]
-LAYOUT = 2  # bump when the demo builds its index differently: old indexes are rebuilt
+LAYOUT = 3  # bump when the demo builds its index differently: old indexes are rebuilt
+STDLIB_QUERIES = Path(__file__).with_name("stdlib_queries.jsonl")
 
 
 class DemoSettings(BaseConfig):
@@ -50,6 +59,10 @@ class DemoSettings(BaseConfig):
     model: str = Field("", description="Hugging Face id or local folder; default: the bundled all-MiniLM-L6-v2.")
     model_name: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$", description="Name in the model repository.")
     scene: str = Field("", pattern=r"^[A-Za-z0-9_-]*$", description="Scene name; default t2t (t2i for images).")
+    queries: str = Field("", description="A labelled query set (JSONL, see `mmsearch job evaluate`) the index is "
+                         "measured on before it is published; default: the bundled one for the stdlib corpus.")
+    min_recall: float = Field(0.0, ge=0, le=1, description="Refuse to publish an index whose recall@10 on the "
+                              "query set is below this (0: report the figures only).")
     startup_timeout_seconds: float = Field(300.0, gt=0, description="Bound on each service's start-up.")
     log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
 
@@ -124,12 +137,12 @@ def index_version(fingerprint: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(fingerprint), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def experiment_config(scene: str, modality: str, model: str, image_query: bool, fields: list[str],
-                      collection: str) -> dict:
+def experiment_config(scene: str, modality: str, model: str, image_query: bool, fields: list[str]) -> dict:
     """The demo's experiment config: one scene with an A/B layer over rankers (50/50).
 
     Milvus is searched through the scene's alias (``publish`` points it at the
-    new version); the summaries live in the version's own document collection.
+    new version); the summaries live in the version's own document collection
+    (``{collection}``: the name of the Milvus collection searched).
     """
     query: dict[str, Any] = {"text": {"model": model}}
     if image_query:
@@ -143,7 +156,7 @@ def experiment_config(scene: str, modality: str, model: str, image_query: bool, 
                     "encoder_backend": "embedded",
                     "match": {"collection": scene, "top_k": 10, "candidates": 50, "metric": "IP"},
                     "rank": {"name": "score_order", "params": {}},
-                    "summary": {"database": "mmsearch", "collection": collection, "fields": fields},
+                    "summary": {"database": "mmsearch", "collection": "{collection}", "fields": fields},
                 },
                 "layers": [
                     {
@@ -205,6 +218,15 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
         # A stdlib "question" is a bare qualified name; its docstring summary carries the meaning
         # a natural-language query matches (measured: hit@3 23/25 vs 22/25 on the names).
         encode["text_field"] = "answer"
+    queries = settings.queries or (str(STDLIB_QUERIES) if kind == "stdlib" else "")
+    publish: dict[str, Any] = {"milvus_uri": milvus_uri, "scene": scene, "version": version}
+    evaluate: tuple[JobStep, ...] = ()
+    if queries:
+        evaluate = (JobStep("evaluate", {"milvus_uri": milvus_uri, "collection": documents, "queries": queries,
+                                         "repository": str(repository), "workdir": str(workdir)}),)
+        publish["report"] = str(workdir / "evaluation" / f"{documents}.json")
+        if settings.min_recall:
+            publish["min_recall"] = settings.min_recall
     build = (
         JobStep("prepare", prepare),
         JobStep("export", {"model": model, "name": name, "repository": str(repository)}),
@@ -212,10 +234,11 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
         JobStep("push-milvus", {"workdir": str(workdir), "milvus_uri": milvus_uri, "scene": scene,
                                 "version": version, "repository": str(repository), "model": document_tower}),
         JobStep("push-mongo", {"workdir": str(workdir), "mongo_uri": mongo_uri, "collection": documents}),
-        JobStep("publish", {"milvus_uri": milvus_uri, "scene": scene, "version": version}),
+        *evaluate,
+        JobStep("publish", publish),
     )
     fields = ["name", "url"] if images else ["question", "answer", "category"]
-    experiments = experiment_config(scene, modality, name, images, fields, documents)
+    experiments = experiment_config(scene, modality, name, images, fields)
     experiments_path = root / f"experiments-{scene}.yaml"
     logs = root / "logs"
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmmsearch/v1/retrieval.proto\x12\x0bmmsearch.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xec\x01\n\rSearchRequest\x12\r\n\x05scene\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x11\n\tdiversify\x18\x06 \x01(\x08\x12=\n\nforce_arms\x18\x07 \x03(\x0b\x32).mmsearch.v1.SearchRequest.ForceArmsEntry\x1a\x30\n\x0e\x46orceArmsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05query\"d\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0fretrieval_score\x18\x03 \x01(\x02\x12(\n\x07summary\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"+\n\rArmAssignment\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\"(\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\"\xe5\x01\n\x0eSearchResponse\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.mmsearch.v1.Item\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12/\n\x0b\x61ssignments\x18\x03 \x03(\x0b\x32\x1a.mmsearch.v1.ArmAssignment\x12)\n\x07timings\x18\x04 \x03(\x0b\x32\x18.mmsearch.v1.StageTiming\x12\x19\n\x11missing_summaries\x18\x05 \x01(\x05\x12\x15\n\rimpression_id\x18\x10 \x01(\t\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\x11 \x01(\t\"\x13\n\x11ListScenesRequest\"L\n\x05Scene\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08modality\x18\x02 \x01(\t\x12\x13\n\x0bimage_query\x18\x03 \x01(\x08\x12\x0e\n\x06layers\x18\x04 \x03(\t\"8\n\x12ListScenesResponse\x12\"\n\x06scenes\x18\x01 \x03(\x0b\x32\x12.mmsearch.v1.Scene\"|\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\x03\x12)\n\x05\x65vent\x18\x03 \x01(\x0e\x32\x1a.mmsearch.v1.FeedbackEvent\x12\x15\n\rdwell_seconds\x18\x04 \x01(\x01\"<\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x15\n\rimpression_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08*|\n\rFeedbackEvent\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_EVENT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_EVENT_CLICK\x10\x01\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_EVENT_DWELL\x10\x02\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_EVENT_SKIP\x10\x03\x32\xed\x01\n\x10RetrievalService\x12\x41\n\x06Search\x12\x1a.mmsearch.v1.SearchRequest\x1a\x1b.mmsearch.v1.SearchResponse\x12M\n\nListScenes\x12\x1e.mmsearch.v1.ListScenesRequest\x1a\x1f.mmsearch.v1.ListScenesResponse\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.mmsearch.v1.FeedbackRequest\x1a\x1d.mmsearch.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmmsearch/v1/retrieval.proto\x12\x0bmmsearch.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xec\x01\n\rSearchRequest\x12\r\n\x05scene\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x11\n\tdiversify\x18\x06 \x01(\x08\x12=\n\nforce_arms\x18\x07 \x03(\x0b\x32).mmsearch.v1.SearchRequest.ForceArmsEntry\x1a\x30\n\x0e\x46orceArmsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05query\"d\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0fretrieval_score\x18\x03 \x01(\x02\x12(\n\x07summary\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"+\n\rArmAssignment\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\"(\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\"\xe5\x01\n\x0eSearchResponse\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.mmsearch.v1.Item\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12/\n\x0b\x61ssignments\x18\x03 \x03(\x0b\x32\x1a.mmsearch.v1.ArmAssignment\x12)\n\x07timings\x18\x04 \x03(\x0b\x32\x18.mmsearch.v1.StageTiming\x12\x19\n\x11missing_summaries\x18\x05 \x01(\x05\x12\x15\n\rimpression_id\x18\x10 \x01(\t\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\x11 \x01(\t\"\x13\n\x11ListScenesRequest\"\xca\x01\n\x05Scene\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08modality\x18\x02 \x01(\t\x12\x13\n\x0bimage_query\x18\x03 \x01(\x08\x12\x0e\n\x06layers\x18\x04 \x03(\t\x12\x12\n\ncollection\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x30\n\nevaluation\x18\x07 \x01(\x0b\x32\x1c.mmsearch.v1.IndexEvaluation\x12\x11\n\tdocuments\x18\x08 \x01(\x03\x12\x12\n\ngeneration\x18\t \x01(\x03\"\xa2\x01\n\x0fIndexEvaluation\x12\x0f\n\x07queries\x18\x01 \x01(\x05\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\x0b\n\x03mrr\x18\x04 \x01(\x01\x12\x0e\n\x06ndcg10\x18\x05 \x01(\x01\x12\x10\n\x08zero_hit\x18\x06 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x07 \x01(\x01\x12\x0e\n\x06\x66orced\x18\x08 \x01(\x08\x12\x14\n\x0cpublished_at\x18\t \x01(\x01\"8\n\x12ListScenesResponse\x12\"\n\x06scenes\x18\x01 \x03(\x0b\x32\x12.mmsearch.v1.Scene\"|\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\x03\x12)\n\x05\x65vent\x18\x03 \x01(\x0e\x32\x1a.mmsearch.v1.FeedbackEvent\x12\x15\n\rdwell_seconds\x18\x04 \x01(\x01\"<\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x15\n\rimpression_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08*|\n\rFeedbackEvent\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_EVENT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_EVENT_CLICK\x10\x01\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_EVENT_DWELL\x10\x02\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_EVENT_SKIP\x10\x03\x32\xed\x01\n\x10RetrievalService\x12\x41\n\x06Search\x12\x1a.mmsearch.v1.SearchRequest\x1a\x1b.mmsearch.v1.SearchResponse\x12M\n\nListScenes\x12\x1e.mmsearch.v1.ListScenesRequest\x1a\x1f.mmsearch.v1.ListScenesResponse\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.mmsearch.v1.FeedbackRequest\x1a\x1d.mmsearch.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SEARCHREQUEST_FORCEARMSENTRY']._loaded_options = None
   _globals['_SEARCHREQUEST_FORCEARMSENTRY']._serialized_options = b'8\001'
-  _globals['_FEEDBACKEVENT']._serialized_start=1079
-  _globals['_FEEDBACKEVENT']._serialized_end=1203
+  _globals['_FEEDBACKEVENT']._serialized_start=1371
+  _globals['_FEEDBACKEVENT']._serialized_end=1495
   _globals['_SEARCHREQUEST']._serialized_start=75
   _globals['_SEARCHREQUEST']._serialized_end=311
   _globals['_SEARCHREQUEST_FORCEARMSENTRY']._serialized_start=254
@@ -50,14 +50,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHRESPONSE']._serialized_end=732
   _globals['_LISTSCENESREQUEST']._serialized_start=734
   _globals['_LISTSCENESREQUEST']._serialized_end=753
-  _globals['_SCENE']._serialized_start=755
-  _globals['_SCENE']._serialized_end=831
-  _globals['_LISTSCENESRESPONSE']._serialized_start=833
-  _globals['_LISTSCENESRESPONSE']._serialized_end=889
-  _globals['_FEEDBACKREQUEST']._serialized_start=891
-  _globals['_FEEDBACKREQUEST']._serialized_end=1015
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1017
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1077
-  _globals['_RETRIEVALSERVICE']._serialized_start=1206
-  _globals['_RETRIEVALSERVICE']._serialized_end=1443
+  _globals['_SCENE']._serialized_start=756
+  _globals['_SCENE']._serialized_end=958
+  _globals['_INDEXEVALUATION']._serialized_start=961
+  _globals['_INDEXEVALUATION']._serialized_end=1123
+  _globals['_LISTSCENESRESPONSE']._serialized_start=1125
+  _globals['_LISTSCENESRESPONSE']._serialized_end=1181
+  _globals['_FEEDBACKREQUEST']._serialized_start=1183
+  _globals['_FEEDBACKREQUEST']._serialized_end=1307
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1309
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1369
+  _globals['_RETRIEVALSERVICE']._serialized_start=1498
+  _globals['_RETRIEVALSERVICE']._serialized_end=1735
 # @@protoc_insertion_point(module_scope)

@@ -95,16 +95,48 @@ class ListScenesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Scene(_message.Message):
-    __slots__ = ("name", "modality", "image_query", "layers")
+    __slots__ = ("name", "modality", "image_query", "layers", "collection", "version", "evaluation", "documents", "generation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     IMAGE_QUERY_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     modality: str
     image_query: bool
     layers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., modality: _Optional[str] = ..., image_query: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ...) -> None: ...
+    collection: str
+    version: str
+    evaluation: IndexEvaluation
+    documents: int
+    generation: int
+    def __init__(self, name: _Optional[str] = ..., modality: _Optional[str] = ..., image_query: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., collection: _Optional[str] = ..., version: _Optional[str] = ..., evaluation: _Optional[_Union[IndexEvaluation, _Mapping]] = ..., documents: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class IndexEvaluation(_message.Message):
+    __slots__ = ("queries", "k", "recall", "mrr", "ndcg10", "zero_hit", "p99_ms", "forced", "published_at")
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    MRR_FIELD_NUMBER: _ClassVar[int]
+    NDCG10_FIELD_NUMBER: _ClassVar[int]
+    ZERO_HIT_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    queries: int
+    k: int
+    recall: float
+    mrr: float
+    ndcg10: float
+    zero_hit: float
+    p99_ms: float
+    forced: bool
+    published_at: float
+    def __init__(self, queries: _Optional[int] = ..., k: _Optional[int] = ..., recall: _Optional[float] = ..., mrr: _Optional[float] = ..., ndcg10: _Optional[float] = ..., zero_hit: _Optional[float] = ..., p99_ms: _Optional[float] = ..., forced: _Optional[bool] = ..., published_at: _Optional[float] = ...) -> None: ...
 
 class ListScenesResponse(_message.Message):
     __slots__ = ("scenes",)

@@ -8,6 +8,9 @@ Every trigger runs the same level-triggered :func:`reconcile_indexjob`:
   wakes the owning IndexJob (named in the ``mmsearch.io/indexjob`` label);
 - a timer on unfinished IndexJobs, a safety net for a missed watch event.
 
+While an evaluate stage runs, the pods of its Job are read too: the figures
+are in their termination message (see :mod:`mmsearch_operator.status`).
+
 Calls for one IndexJob are serialised by a lock, and each reads the object
 fresh from the API rather than trusting the triggering event's body. The
 decision is applied in a restart-safe order: delete superseded Jobs, create
@@ -44,7 +47,10 @@ async def reconcile_indexjob(kube: KubeClient, locks: dict[tuple[str, str], asyn
         if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
             return  # gone or going: owner references delete its Jobs
         jobs = await kube.list_jobs(namespace, name)
-        decision = machine.reconcile(obj, jobs, datetime.now(timezone.utc))
+        evaluating = any(e.get("name") == "evaluate" and e.get("state") == machine.RUNNING
+                         for e in (obj.get("status") or {}).get("stages") or [])
+        pods = await kube.list_pods(namespace, name, "evaluate") if evaluating else []  # its figures
+        decision = machine.reconcile(obj, jobs, datetime.now(timezone.utc), pods)
         for job_name in decision.delete:
             logger.info("deleting superseded Job %s", job_name)
             await kube.delete_job(namespace, job_name)

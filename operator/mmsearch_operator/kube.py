@@ -1,7 +1,7 @@
 """The few Kubernetes API calls the operator makes besides kopf's own, over aiohttp.
 
 kopf ships no general client, and the official clients add a large
-dependency for five calls. This one uses the ``kopf.ConnectionInfo`` that
+dependency for six calls. This one uses the ``kopf.ConnectionInfo`` that
 kopf's login handler returns (server, token or client certificate, CA), so it
 talks to exactly what kopf talks to: a cluster, or the kmock emulator in the
 tests. It speaks plain JSON, merge-patches status through the ``/status``
@@ -16,7 +16,7 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
-from mmsearch_operator.manifests import LABEL_INDEXJOB
+from mmsearch_operator.manifests import LABEL_INDEXJOB, LABEL_STAGE
 from mmsearch_operator.spec import GROUP, PLURAL, VERSION
 
 
@@ -92,6 +92,18 @@ class KubeClient:
                                      params={"labelSelector": f"{LABEL_INDEXJOB}={indexjob}"})
         return [j for j in (data or {}).get("items") or []
                 if ((j.get("metadata") or {}).get("labels") or {}).get(LABEL_INDEXJOB) == indexjob]
+
+    @staticmethod
+    def pods_path(namespace: str) -> str:
+        return f"/api/v1/namespaces/{quote(namespace)}/pods"
+
+    async def list_pods(self, namespace: str, indexjob: str, stage: str) -> list[dict[str, Any]]:
+        """The pods of the IndexJob's ``stage`` Jobs (by the labels the Job's pod template carries)."""
+        _, data = await self.request("GET", self.pods_path(namespace),
+                                     params={"labelSelector": f"{LABEL_INDEXJOB}={indexjob},{LABEL_STAGE}={stage}"})
+        return [p for p in (data or {}).get("items") or []
+                if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_INDEXJOB) == indexjob
+                and ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_STAGE) == stage]
 
     async def create_job(self, manifest: dict[str, Any]) -> bool:
         """Create a Job; False when one of that name exists already (a restart re-creating it)."""

@@ -16,12 +16,21 @@ variable). Decisions:
 - Jobs are owned by the IndexJob (controller owner reference), so deleting the
   IndexJob deletes its Jobs; finished Jobs are removed after
   ``spec.ttlSecondsAfterFinished`` (their outcome stays in the IndexJob's status).
+- ``evaluate`` writes its summary (the figures) to the pod's termination message
+  (``--summary-file /dev/termination-log``, at most 4 KiB, kept in the pod's status),
+  which is where the operator reads it; ``publish`` then gets the report it
+  wrote (``<workdir>/evaluation/<collection>.json``), the thresholds and ``--force``
+  from ``spec.evaluation``, so the job applies the same gate and records the figures.
+- ``spec.mongo.collection`` may say ``{collection}``: push-mongo writes the
+  summaries of ``<scene>_<version>`` into that collection name, sync passes the
+  template on (it resolves the live version itself).
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from mmsearch.core.milvus_store import documents_collection
 from mmsearch_operator.plan import run_workdir
 from mmsearch_operator.spec import API_VERSION, KIND, document_model, mongo_collection
 
@@ -33,6 +42,9 @@ ANNOTATION_FINGERPRINT = "mmsearch.io/fingerprint"
 ANNOTATION_VERSION = "mmsearch.io/version"
 RUN_AS = 10001
 TMP = "/tmp"
+TERMINATION_LOG = "/dev/termination-log"
+# spec.evaluation's thresholds -> publish's flags
+GATE_FLAGS = {"minRecall": "--min-recall", "maxRegression": "--max-regression", "maxP99Ms": "--max-p99-ms"}
 
 # Flags of `prepare` for the optional field mapping of QA corpora (spec.source.fields).
 _FIELD_FLAGS = {"question": "--question-field", "answer": "--answer-field",
@@ -96,12 +108,37 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
         return args
     if stage == "push-mongo":
         mongo = spec["mongo"]
-        return ["--workdir", workdir, "--database", mongo["database"], "--collection", mongo_collection(spec),
+        collection = mongo_collection(spec)
+        if "{collection}" in collection:
+            collection = documents_collection(collection, f"{spec['scene']}_{_need(version, stage)}")
+        return ["--workdir", workdir, "--database", mongo["database"], "--collection", collection,
                 "--batch-size", str(mongo["batchSize"])]
+    if stage == "evaluate":
+        evaluation = spec["evaluation"]
+        return ["--milvus-uri", milvus["uri"], "--collection", f"{spec['scene']}_{_need(version, stage)}",
+                "--compare", spec["scene"], "--queries", evaluation["queries"], "--repository", model["repository"],
+                "--workdir", workdir, "--k", str(evaluation["k"]), "--summary-file", TERMINATION_LOG]
     if stage == "publish":
-        return ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--version", _need(version, stage),
+        args = ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--version", _need(version, stage),
                 "--keep", str(spec["publish"]["keep"])]
+        evaluation = spec.get("evaluation")
+        if evaluation:
+            args += ["--report", report_uri(workdir, f"{spec['scene']}_{version}")]
+            args += [x for field, flag in GATE_FLAGS.items() if evaluation.get(field) is not None
+                     for x in (flag, f"{evaluation[field]:g}")]
+            args += ["--force"] if evaluation.get("force") else []
+        return args
+    if stage == "sync":
+        return ["--workdir", workdir, "--milvus-uri", milvus["uri"], "--scene", spec["scene"],
+                "--repository", model["repository"], "--model", document_model(spec),
+                "--collection", mongo_collection(spec), "--database", spec["mongo"]["database"],
+                "--batch-size", str(spec["encode"]["batchSize"])]
     raise ValueError(f"unknown stage {stage!r}")
+
+
+def report_uri(workdir: str, collection: str) -> str:
+    """Where ``mmsearch job evaluate`` writes its report for ``collection`` (``jobs.evaluate.report_uri``)."""
+    return f"{workdir.rstrip('/')}/evaluation/{collection}.json"
 
 
 def _need(version: str | None, stage: str) -> str:
@@ -131,9 +168,9 @@ def stage_env(stage: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
         env.append(_secret_env("AWS_ACCESS_KEY_ID", s3["credentialsSecret"], "AWS_ACCESS_KEY_ID"))
         env.append(_secret_env("AWS_SECRET_ACCESS_KEY", s3["credentialsSecret"], "AWS_SECRET_ACCESS_KEY"))
     token = spec["milvus"].get("tokenSecret")
-    if token and stage in ("push-milvus", "publish"):
+    if token and stage in ("push-milvus", "evaluate", "publish", "sync"):
         env.append(_secret_env("MMSEARCH_MILVUS_TOKEN", token["name"], token.get("key") or "token"))
-    if stage == "push-mongo":
+    if stage in ("push-mongo", "sync"):
         mongo = spec["mongo"]
         if mongo.get("uriSecret"):
             ref = mongo["uriSecret"]
@@ -171,6 +208,8 @@ def build_job(obj: dict[str, Any], spec: dict[str, Any], stage: str, *, name: st
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    if stage == "evaluate":
+        container["terminationMessagePath"] = TERMINATION_LOG  # the summary the operator reads
     resources = spec["encode"].get("resources") if stage == "encode" else spec.get("resources")
     if resources:
         container["resources"] = resources

@@ -57,8 +57,14 @@ def stage_inputs(spec: dict[str, Any]) -> dict[str, Any]:
         | {"scene": spec.get("scene")},
         "push-mongo": _pick(spec, "mongo", "uri", "uriSecret", "database", "batchSize")
         | {"collection": mongo_collection(spec)},
+        "evaluate": {"scene": spec.get("scene"), "milvus": (spec.get("milvus") or {}).get("uri")}
+        | _pick(spec, "evaluation", "queries", "k"),
         "publish": {"scene": spec.get("scene"), "milvus": (spec.get("milvus") or {}).get("uri"),
-                    "keep": (spec.get("publish") or {}).get("keep")},
+                    "keep": (spec.get("publish") or {}).get("keep")}
+        # the gate: fields of spec.evaluation only when it is set, so specs without one keep their fingerprints
+        | ({"gate": dict(spec["evaluation"])} if spec.get("evaluation") else {}),
+        "sync": {"scene": spec.get("scene"), "milvus": (spec.get("milvus") or {}).get("uri")}
+        | _pick(spec, "mongo", "uri", "uriSecret", "database", "batchSize") | {"collection": mongo_collection(spec)},
     }
 
 

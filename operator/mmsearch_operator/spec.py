@@ -19,8 +19,15 @@ PLURAL = "indexjobs"
 KIND = "IndexJob"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# The stages, in the order they run. One Kubernetes Job each.
-STAGES: tuple[str, ...] = ("prepare", "export", "encode", "push-milvus", "push-mongo", "publish")
+# Every stage, in dependency order. One Kubernetes Job each.
+STAGES: tuple[str, ...] = ("prepare", "export", "encode", "push-milvus", "push-mongo", "evaluate", "publish", "sync")
+
+# The stages each spec.mode runs, in the order they run: a full build into a new version (evaluate
+# runs when spec.evaluation names a query set), or a sync of the live version in place.
+MODES: dict[str, tuple[str, ...]] = {
+    "full": ("prepare", "export", "encode", "push-milvus", "push-mongo", "evaluate", "publish"),
+    "incremental": ("prepare", "sync"),
+}
 
 # Which stages' outputs each stage reads (drives "re-run from the first affected stage").
 UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -29,12 +36,15 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "encode": ("prepare", "export"),
     "push-milvus": ("encode",),
     "push-mongo": ("prepare",),
-    "publish": ("push-milvus", "push-mongo"),
+    "evaluate": ("push-milvus", "push-mongo"),
+    "publish": ("push-milvus", "push-mongo"),  # and the evaluation, through its inputs (plan.stage_inputs)
+    "sync": ("prepare",),
 }
 
 # Defaults, path -> value: exactly the `default:` entries of the CRD schema. As in Kubernetes,
 # a nested default applies only where its parent object exists (or has a default itself).
 DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("mode",): "full",
     ("imagePullPolicy",): "IfNotPresent",
     ("backoffLimit",): 2,
     ("ttlSecondsAfterFinished",): 86400,
@@ -58,6 +68,9 @@ DEFAULTS: dict[tuple[str, ...], Any] = {
     ("mongo", "batchSize"): 1000,
     ("publish", "enabled"): True,
     ("publish", "keep"): 2,
+    ("evaluation", "k"): 10,
+    ("evaluation", "maxRegression"): 0.05,
+    ("evaluation", "force"): False,
 }
 
 
@@ -73,12 +86,25 @@ def with_defaults(spec: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def mode_stages(spec: dict[str, Any]) -> tuple[str, ...]:
+    """The stages of ``spec.mode`` (see :data:`MODES`), in order."""
+    return MODES[spec.get("mode") or "full"]
+
+
 def skipped_stages(spec: dict[str, Any]) -> set[str]:
-    """Stages the spec skips: ``skipStages`` plus ``publish`` when ``publish.enabled`` is false."""
+    """Stages the spec skips: ``skipStages``, ``publish`` when ``publish.enabled`` is false, and
+    ``evaluate`` without ``spec.evaluation``."""
     skipped = set(spec.get("skipStages") or [])
     if not spec.get("publish", {}).get("enabled", True):
         skipped.add("publish")
+    if not spec.get("evaluation"):
+        skipped.add("evaluate")
     return skipped
+
+
+def query_model(spec: dict[str, Any]) -> str:
+    """The tower that encodes the evaluation's text queries: the model's text tower ``NAME``."""
+    return spec["model"]["name"]
 
 
 def document_model(spec: dict[str, Any]) -> str:
@@ -87,5 +113,6 @@ def document_model(spec: dict[str, Any]) -> str:
 
 
 def mongo_collection(spec: dict[str, Any]) -> str:
-    """The MongoDB collection: ``mongo.collection``, or the scene name when it is not set."""
+    """The MongoDB collection: ``mongo.collection``, or the scene name when it is not set. It may
+    say ``{collection}`` for the Milvus collection's name (summaries kept per version)."""
     return spec.get("mongo", {}).get("collection") or spec["scene"]

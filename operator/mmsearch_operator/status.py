@@ -23,17 +23,31 @@ message, and the stage fingerprint (:mod:`mmsearch_operator.plan`).
 - A Job that should exist but does not (the operator died between creating
   it and writing status, or someone deleted it) is created again under the
   same name; "already exists" is success.
+- ``spec.mode`` picks the stages (:data:`spec.MODES`): a full build, or
+  ``incremental``: prepare then sync on the live version.
+- The quality gate: when the evaluate Job completes, its figures are read from
+  its pod's termination message (the summary ``mmsearch job evaluate`` wrote)
+  into the evaluate stage and ``status.evaluation`` (no readable summary: the
+  stage fails saying so). Before publish is launched they go through the same
+  gate publish applies (:func:`mmsearch.core.quality.shortfalls`, thresholds
+  from ``spec.evaluation``; the regression is against what evaluate compared
+  with, the version published then): a candidate that falls short fails the
+  publish stage and the IndexJob with reason ``QualityGate`` and a Warning
+  Event with the numbers, and nothing is published. ``spec.evaluation.force``
+  publishes anyway (the publish Job gets ``--force`` and records it).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from mmsearch.core.quality import Thresholds, shortfalls
 from mmsearch_operator import plan
 from mmsearch_operator.manifests import build_job
-from mmsearch_operator.spec import STAGES, skipped_stages, with_defaults
+from mmsearch_operator.spec import mode_stages, skipped_stages, with_defaults
 from mmsearch_operator.validate import validate
 
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
@@ -99,16 +113,58 @@ def observe_job(job: dict[str, Any]) -> JobView:
     return JobView(RUNNING, min(done, total), total, retries)
 
 
+# evaluate's summary keys -> status.evaluation's (Kubernetes spells fields in camelCase)
+FIGURES = {"collection": "collection", "queries": "queries", "k": "k", "recall": "recall", "mrr": "mrr",
+           "ndcg10": "ndcg10", "zero_hit": "zeroHit", "p50_ms": "p50Ms", "p99_ms": "p99Ms",
+           "regression": "regression", "worse": "worse"}
+GATE_NAMES = {"min_recall": "spec.evaluation.minRecall", "max_regression": "spec.evaluation.maxRegression",
+              "max_p99_ms": "spec.evaluation.maxP99Ms"}
+
+
+def evaluation_figures(pods: Iterable[dict[str, Any]], job: str) -> dict[str, Any] | None:
+    """The figures in the termination message of Job ``job``'s succeeded pod (None: none readable)."""
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if job not in (labels.get("job-name"), labels.get("batch.kubernetes.io/job-name")):
+            continue
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if terminated.get("exitCode") != 0:
+                continue
+            try:
+                summary = json.loads(terminated.get("message") or "")
+                figures = {FIGURES[k]: summary[k] for k in FIGURES if k in summary}
+                if "compare" in summary:
+                    figures |= {"compared": summary["compare"]["collection"],
+                                "comparedRecall": summary["compare"]["recall"]}
+                float(figures["recall"]), float(figures["p99Ms"])
+                return figures
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue
+    return None
+
+
+def gate(spec: dict[str, Any], figures: dict[str, Any]) -> list[str]:
+    """The gate's shortfalls for the evaluate stage's ``figures`` (empty: publish may go). Pure."""
+    evaluation = spec.get("evaluation") or {}
+    thresholds = Thresholds(evaluation.get("minRecall"), evaluation.get("maxRegression"), evaluation.get("maxP99Ms"))
+    summary = {"k": figures.get("k"), "recall": figures["recall"], "p99_ms": figures["p99Ms"],
+               "regression": figures.get("regression")}
+    if figures.get("compared"):
+        summary["compare"] = {"collection": figures["compared"], "recall": figures["comparedRecall"]}
+    return shortfalls(summary, thresholds, published=figures.get("compared"), names=GATE_NAMES)
+
+
 def _set_progress(entry: dict[str, Any], done: int, total: int) -> None:
     entry.update(done=done, total=total, progress=f"{done}/{total}")
 
 
 def _plan_entries(prev_stages: list[dict[str, Any]], fps: dict[str, str], skipped: set[str],
-                  new_generation: bool) -> tuple[list[dict[str, Any]], list[str]]:
+                  new_generation: bool, stages: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[str]]:
     """Carry over the stages whose inputs did not change; reset the rest. Returns (entries, Jobs to delete)."""
     previous = {e.get("name"): e for e in prev_stages}
     entries, delete = [], []
-    for stage in STAGES:
+    for stage in stages:
         old = previous.get(stage) or {}
         keep = (old.get("fingerprint") == fps[stage] and old.get("state") in (SUCCEEDED, RUNNING, FAILED)
                 and not (old.get("state") == FAILED and new_generation))
@@ -144,8 +200,10 @@ def _failed_invalid(prev: dict[str, Any], problems: list[str], generation: int, 
     return Decision(status=status, events=events)
 
 
-def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime) -> Decision:
-    """The next status and actions for IndexJob ``obj`` given its existing stage Jobs (see module docs)."""
+def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime,
+              pods: Iterable[dict[str, Any]] = ()) -> Decision:
+    """The next status and actions for IndexJob ``obj`` given its existing stage Jobs (and the pods of
+    its evaluate Job, whose termination message holds the figures; see module docs)."""
     meta = obj.get("metadata") or {}
     spec = with_defaults(obj.get("spec"))
     prev = obj.get("status") or {}
@@ -158,12 +216,13 @@ def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime
 
     fps = plan.fingerprints(spec)
     new_generation = prev.get("observedGeneration") != generation
-    entries, delete = _plan_entries(prev.get("stages") or [], fps, skipped_stages(spec), new_generation)
+    entries, delete = _plan_entries(prev.get("stages") or [], fps, skipped_stages(spec), new_generation,
+                                    mode_stages(spec))
     by_stage = {e["name"]: e for e in entries}
     observed = {(j.get("metadata") or {}).get("name"): j for j in jobs}
     create: list[dict[str, Any]] = []
     events: list[Event] = []
-    version = by_stage["push-milvus"].get("version") or prev.get("version")
+    version = by_stage.get("push-milvus", {}).get("version") or prev.get("version")
 
     for entry in entries:
         stage = entry["name"]
@@ -174,15 +233,23 @@ def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime
         if entry["state"] == PENDING:
             if stage == "push-milvus":
                 version = entry["version"] = plan.collection_version(meta, generation)
-            elif stage == "publish" and not version:
-                entry.update(state=FAILED, message="spec.skipStages: publish needs a collection built by "
+            elif stage in ("evaluate", "publish") and not version:
+                entry.update(state=FAILED, message=f"spec.skipStages: {stage} needs a collection built by "
                              "push-milvus; do not skip push-milvus before a first successful run")
                 events.append(Event("Warning", "StageFailed", entry["message"]))
                 break
+            elif stage == "publish" and by_stage.get("evaluate", {}).get("state") == SUCCEEDED:
+                missed = gate(spec, by_stage["evaluate"].get("evaluation") or {})
+                if missed and not spec["evaluation"].get("force"):
+                    entry.update(state=FAILED, reason="QualityGate", completionTime=ts,
+                                 message=f"quality gate: {'; '.join(missed)}; {spec['scene']}_{version} not published "
+                                         "(set spec.evaluation.force to publish anyway)")
+                    events.append(Event("Warning", "QualityGate", entry["message"]))
+                    break
             entry.update(state=RUNNING, generation=generation, startTime=ts,
                          job=plan.job_name(meta, stage, generation, fps[stage]))
-            entry.pop("completionTime", None)
-            entry.pop("message", None)
+            for key in ("completionTime", "message", "reason", "evaluation"):
+                entry.pop(key, None)
             _set_progress(entry, 0, spec["encode"]["shards"] if stage == "encode" else 1)
             events.append(Event("Normal", "StageStarted", f"{stage}: started Job {entry['job']}"))
         job = observed.get(entry["job"])
@@ -193,6 +260,15 @@ def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime
         view = observe_job(job)
         _set_progress(entry, view.done, view.total)
         entry["retries"] = view.retries
+        if view.state == SUCCEEDED and stage == "evaluate" and "evaluation" not in entry:
+            figures = evaluation_figures(pods, entry["job"])
+            if figures is None:
+                entry.update(state=FAILED, completionTime=view.completion_time or ts,
+                             message=f"Job {entry['job']} completed but its pod left no evaluation summary in its "
+                                     "termination message; re-run it (bump spec.retry)")
+                events.append(Event("Warning", "StageFailed", f"{stage}: {entry['message']}"))
+                break
+            entry["evaluation"] = figures
         if view.state == SUCCEEDED:
             entry.update(state=SUCCEEDED, completionTime=view.completion_time or ts)
             entry.pop("message", None)
@@ -231,22 +307,29 @@ def _summary(prev: dict[str, Any], entries: list[dict[str, Any]], spec: dict[str
     conds = prev.get("conditions") or []
     if phase == SUCCEEDED:
         published = "publish" not in skipped_stages(spec)
-        what = (f"alias {spec['scene']} -> {spec['scene']}_{version}" if published
-                else f"collection {spec['scene']}_{version} built, not published")
-        ready = _condition(conds, "Ready", "True", "Published" if published else "Built", what, ts)
+        if spec.get("mode") == "incremental":
+            reason, what = "Synced", f"the live version of scene {spec['scene']} synced with the source"
+        elif published:
+            reason, what = "Published", f"alias {spec['scene']} -> {spec['scene']}_{version}"
+        else:
+            reason, what = "Built", f"collection {spec['scene']}_{version} built, not published"
+        ready = _condition(conds, "Ready", "True", reason, what, ts)
         progressing = _condition(conds, "Progressing", "False", SUCCEEDED, "all stages done", ts)
     elif phase == FAILED:
-        ready = _condition(conds, "Ready", "False", "StageFailed", f"{current['name']}: {current['message']}", ts)
-        progressing = _condition(conds, "Progressing", "False", "StageFailed", current["message"], ts)
+        reason = current.get("reason") or "StageFailed"
+        ready = _condition(conds, "Ready", "False", reason, f"{current['name']}: {current['message']}", ts)
+        progressing = _condition(conds, "Progressing", "False", reason, current["message"], ts)
     else:
         what = f"{current['name']} running as Job {current.get('job')}" if current else "starting"
         ready = _condition(conds, "Ready", "False", "InProgress", what, ts)
         progressing = _condition(conds, "Progressing", "True", "StageRunning", what, ts)
+    evaluated = next((e for e in entries if e["name"] == "evaluate" and e.get("evaluation")), None)
     return {
         "phase": phase,
         "stage": current["name"] if current else None,
         "progress": progress,
         "version": version,
+        "evaluation": dict(evaluated["evaluation"]) if evaluated else None,
         "observedGeneration": generation,
         "stages": entries,
         "conditions": [ready, progressing],
@@ -258,6 +341,8 @@ def _final_event(prev: dict[str, Any], entries: list[dict[str, Any]], spec: dict
     """A Normal Event when the IndexJob becomes Succeeded (not on every later reconcile)."""
     if _phase(entries) != SUCCEEDED or prev.get("phase") == SUCCEEDED:
         return []
+    if spec.get("mode") == "incremental":
+        return [Event("Normal", "Succeeded", f"the live version of scene {spec['scene']} synced")]
     return [Event("Normal", "Succeeded", f"index {spec['scene']}_{version} ready")]
 
 

@@ -10,11 +10,12 @@ an arm on Triton needs that setting to name the repository Triton loads.
 An :class:`Active` is never changed: a request holds the one it started
 with; a reload or an alias move swaps in a new one (``routes`` is a frozen
 mapping from the config's collection names to the concrete collections
-searched, see :mod:`services.serving.routes`).
+searched, see :mod:`services.serving.routes`; ``records`` what each one's
+state says: documents, sync generation, the evaluation it was published on).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -70,13 +71,15 @@ class Active:
     encoders: Mapping[tuple[str, str], Any]   # (backend, model) -> encoder with .infer(inputs)
     routes: Mapping[str, str]                 # config collection name -> concrete collection searched
     users: Mapping[str, frozenset[str]]       # config collection name -> encoder models querying it
+    records: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))  # name -> record
 
     @property
     def scenes(self) -> Mapping[str, Scene]:
         return self.experiments.scenes
 
-    def with_routes(self, routes: Mapping[str, str]) -> "Active":
-        return replace(self, routes=MappingProxyType(dict(routes)))
+    def with_routes(self, routes: Mapping[str, str], records: Mapping[str, Mapping[str, Any]] | None = None) -> "Active":
+        return replace(self, routes=MappingProxyType(dict(routes)),
+                       records=MappingProxyType(dict(self.records if records is None else records)))
 
 
 async def activate(experiments: Experiments, backends: Backends, timeout: float) -> Active:
@@ -113,4 +116,13 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
             checked.add((tower.model, collection))
     routes = {name: m.get("collection", name) for name, m in collections.items()}
     return Active(experiments, MappingProxyType(encoders), MappingProxyType(routes),
-                  MappingProxyType({k: frozenset(v) for k, v in users.items()}))
+                  MappingProxyType({k: frozenset(v) for k, v in users.items()}),
+                  MappingProxyType({name: record(m) for name, m in collections.items()}))
+
+
+RECORD_FIELDS = ("collection", "version", "count", "generation", "changed", "evaluation", "published")
+
+
+def record(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What serving keeps of a collection's manifest and state (see ``read_manifest``). Pure."""
+    return MappingProxyType({k: manifest[k] for k in RECORD_FIELDS if k in manifest})

@@ -75,10 +75,10 @@ class OnnxEncoder:
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"onnx-{self.name}")
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        missing = sorted(set(self._inputs) - set(inputs))
-        if missing:
-            raise BadInput(f"model {self.name!r} needs inputs {missing}; got {sorted(inputs)}")
-        feed = {k: np.ascontiguousarray(inputs[k], dtype=t) for k, t in self._inputs.items()}
+        try:
+            feed = onnx.feed(self._inputs, inputs)
+        except KeyError as exc:
+            raise BadInput(f"model {self.name!r}: {exc.args[0]}") from None
         batch = next(iter(feed.values())).shape[0] if feed else 0
         session = self._single if batch == 1 and self._alone() else self._session
         try:

@@ -14,6 +14,7 @@ Schema (MetaSpore's scene -> ordered layers -> experiments, in our own terms)::
           rank: {name: score_order, params: {}}
           diversify: {name: mmr, params: {lambda: 0.7}}   # used when the request sets diversify
           summary: {database: mmsearch, collection: stdlib, fields: [question, answer]}
+          # collection: "{collection}" reads the documents of the version searched (stdlib_3 ...)
         layers:                   # ordered; each assigns one arm per request
           - name: ranking
             salt: ranking-v1      # optional (default "scene/layer"); change it to reshuffle users
@@ -125,7 +126,8 @@ class RankSpec(_Strict):
 
 class SummarySpec(_Strict):
     database: str = Field("mmsearch", min_length=1)
-    collection: str = Field(min_length=1)
+    collection: str = Field(min_length=1, description='Document collection; "{collection}" stands for the Milvus '
+                            'collection the match stage searched (summaries kept per index version).')
     fields: list[str] | None = Field(None, description="Fields returned; default: all but _id.")
 
 

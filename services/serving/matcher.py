@@ -25,23 +25,16 @@ import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
-from mmsearch.core.milvus_store import short_error
+from mmsearch.core.milvus_store import Matches, matches, search_request, short_error
 from services.serving.batching import MicroBatcher
 from services.serving.errors import Mismatch, Unavailable
 from services.serving.metrics import BATCH_SIZE
 
-
-@dataclass(frozen=True)
-class Matches:
-    ids: np.ndarray            # int64 [n]
-    scores: np.ndarray         # float32 [n]
-    vectors: np.ndarray | None  # float32 [n, d]
-
+__all__ = ["Matches", "MilvusMatcher"]
 
 _UNAVAILABLE_HINTS = ("unavailable", "connect", "deadline", "timeout", "timed out", "closed", "socket", "refused")
 
@@ -147,30 +140,15 @@ class MilvusMatcher:
                       params: Mapping[str, Any], with_vectors: bool, timeout: float) -> list[Matches]:
         """One Milvus search for every row of ``vectors`` [n, d]; one :class:`Matches` per row."""
         client = await self._search_client()
+        request = search_request(vectors, limit, metric=metric, params=params, with_vectors=with_vectors)
         try:
-            results = await client.search(
-                collection,
-                data=np.asarray(vectors, dtype=np.float32).tolist(),
-                limit=limit,
-                anns_field="vector",
-                search_params={"metric_type": metric, "params": dict(params)},
-                output_fields=["vector"] if with_vectors else [],
-                timeout=timeout,
-            )
+            results = await client.search(collection, timeout=timeout, **request)
         except Exception as exc:
             error = self._failure("search", exc)
             if isinstance(error, Unavailable) and not self._lite:
                 await self._drop_search_client()
             raise error from None
-        out = []
-        for hits in results:
-            ids = np.fromiter((h["id"] for h in hits), dtype=np.int64, count=len(hits))
-            scores = np.fromiter((h["distance"] for h in hits), dtype=np.float32, count=len(hits))
-            found = None
-            if with_vectors:
-                found = np.asarray([h["entity"]["vector"] for h in hits], dtype=np.float32).reshape(len(hits), -1)
-            out.append(Matches(ids, scores, found))
-        return out
+        return matches(results, with_vectors)
 
     def _batcher(self, collection: str, limit: int, metric: str, params: Mapping[str, Any],
                  with_vectors: bool) -> MicroBatcher:
@@ -211,6 +189,25 @@ class MilvusMatcher:
     async def manifest(self, collection: str) -> dict:
         """The manifest of the exported model that built ``collection`` (or alias)."""
         return await asyncio.get_running_loop().run_in_executor(self._admin, self._manifest, collection)
+
+    def _load(self, collection: str) -> None:
+        from mmsearch.core.milvus_store import ensure_loaded
+
+        self._call("list_collections", timeout=self._connect_timeout_s)  # fail fast when Milvus is down
+        try:
+            ensure_loaded(self._get_client(), collection)
+        except Exception as exc:
+            raise self._failure("load_collection", exc) from None
+
+    async def warm(self, collection: str, manifest: Mapping[str, Any], timeout: float = 10.0) -> None:
+        """Load ``collection`` and answer one canary query on it: a unit vector of the recorded
+        dimension, the index's metric, through the search path requests take (routes move to a
+        collection only after this returns)."""
+        await asyncio.get_running_loop().run_in_executor(self._admin, self._load, collection)
+        vector = np.zeros((1, int(manifest.get("dimension") or 1)), dtype=np.float32)
+        vector[0, 0] = 1.0
+        metric = (manifest.get("index") or {}).get("metric") or manifest.get("metric") or "IP"
+        await self._search(collection, vector, 1, metric, {}, False, timeout)
 
     def _ping(self, timeout: float) -> None:
         self._call("list_collections", timeout=timeout)

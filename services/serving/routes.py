@@ -3,10 +3,19 @@
 :func:`follow` re-reads the manifest behind each collection name the active
 config searches; when a name now resolves to another collection, the new
 target must pass the consistency check for every encoder that queries it
-(:func:`services.serving.activation.check_consistency`). It returns a new
-:class:`Active` with the moved routes (the config's own Active is never
-changed), or None when nothing moved. A target built by another model is
-refused: logged, and the old collection keeps serving.
+(:func:`services.serving.activation.check_consistency`) and then be warmed:
+the matcher loads it and answers a canary query on it (a search with a unit
+vector of the collection's dimension and metric, through the same client and
+batcher path requests take). Only then does the route move, so the first
+requests on a new version never pay its load or fail on it. A target built
+by another model is refused (logged) and the old collection keeps serving; a
+target whose canary fails is retried on the next round, the old collection
+serving meanwhile.
+
+It returns a new :class:`Active` with the moved routes and the fresh records
+(documents, sync generation, evaluation: :func:`services.serving.activation.record`;
+a sync or a gated publish changes them without moving the route), or None
+when nothing changed. The config's own Active is never changed.
 
 :class:`RouteWatcher` runs it every ``interval`` seconds and swaps the
 result into the config store with a compare-and-swap, so a config reload in
@@ -17,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.serving.activation import Active, ConsistencyError, check_consistency
+from services.serving.activation import Active, ConsistencyError, check_consistency, record
 from services.serving.backends import Backends
 from services.serving.experiments import ConfigStore
 
@@ -25,12 +34,15 @@ log = logging.getLogger(__name__)
 
 
 async def follow(active: Active, backends: Backends) -> Active | None:
-    """The Active with moved routes, or None (see module doc). Raises when Milvus does not answer."""
+    """The Active with moved routes and fresh records, or None (see module doc). Raises when Milvus
+    does not answer."""
     routes = dict(active.routes)
+    records = dict(active.records)
     for name, current in active.routes.items():
         manifest = await backends.matcher.manifest(name)
         target = manifest.get("collection", name)
         if target == current:
+            records[name] = record(manifest)
             continue
         try:
             for model in sorted(active.users.get(name, ())):
@@ -38,9 +50,17 @@ async def follow(active: Active, backends: Backends) -> Active | None:
         except ConsistencyError as exc:
             log.error("not following %s -> %s: %s", name, target, exc)
             continue
-        log.info("collection %s now resolves to %s", name, target)
+        try:
+            await backends.matcher.warm(target, manifest)
+        except Exception as exc:  # not loaded yet, or it does not answer: the old one keeps serving
+            log.warning("not following %s -> %s yet: the canary query failed: %s", name, target, exc)
+            continue
+        log.info("collection %s now resolves to %s (loaded, canary answered)", name, target)
         routes[name] = target
-    return active.with_routes(routes) if routes != dict(active.routes) else None
+        records[name] = record(manifest)
+    if routes == dict(active.routes) and records == dict(active.records):
+        return None
+    return active.with_routes(routes, records)
 
 
 class RouteWatcher:
@@ -49,7 +69,7 @@ class RouteWatcher:
         self.problem = ""  # the last failure to read the routes ("" while Milvus answers)
 
     async def check(self) -> bool:
-        """One round; True when a moved route went live."""
+        """One round; True when a change (a moved route, a fresh record) went live."""
         active = self.store.current
         if active is None:
             return False

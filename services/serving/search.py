@@ -20,6 +20,7 @@ from typing import Mapping
 
 import grpc
 
+from mmsearch.core.milvus_store import documents_collection
 from mmsearch.v1 import retrieval_pb2
 from services.serving import bucketing, metrics
 from services.serving.activation import Active
@@ -144,7 +145,8 @@ class Searcher:
         page = run.compute("rank", ranked)
         ids = [int(matches.ids[i]) for i, _ in page]
         s = spec.summary
-        docs, missing = await run.io("summary", lambda t: b.summary.lookup(s.database, s.collection, ids, s.fields, t))
+        documents = documents_collection(s.collection, collection)
+        docs, missing = await run.io("summary", lambda t: b.summary.lookup(s.database, documents, ids, s.fields, t))
         return self._impression(request, query, arm, self._response(query.scene, arm, run, page, matches, docs, missing))
 
     def _impression(self, request: retrieval_pb2.SearchRequest, query: Query, arm: Arm,

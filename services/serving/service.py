@@ -1,4 +1,9 @@
-"""The thin gRPC servicer of RetrievalService: deadline in, search or feedback, status out."""
+"""The thin gRPC servicer of RetrievalService: deadline in, search or feedback, status out.
+
+ListScenes also says what each scene serves: the collection its default arm
+searches now, its version, documents, sync generation and the evaluation it
+was published on (:func:`scene_message`, from the route watcher's records).
+"""
 from __future__ import annotations
 
 import logging
@@ -9,13 +14,30 @@ from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.serving import metrics
 from services.serving.activation import Active
 from services.serving.errors import StageError
-from services.serving.experiments import ConfigStore
+from services.serving.experiments import ConfigStore, Scene
 from services.serving.feedback import FeedbackHandler
 from services.serving.search import Searcher
 
 log = logging.getLogger(__name__)
 
 NO_DEADLINE_S = 1e6  # grpc reports a huge time_remaining when the client set no deadline
+
+
+def scene_message(scene: Scene, active: Active) -> retrieval_pb2.Scene:
+    """A scene as ListScenes shows it, with what its default arm serves (see the module doc). Pure."""
+    name = scene.default_arm.match.collection
+    rec = active.records.get(name) or {}
+    message = retrieval_pb2.Scene(name=scene.name, modality=scene.modality, image_query=scene.image_query,
+                                  layers=[layer.name for layer in scene.layers],
+                                  collection=active.routes.get(name, name), version=str(rec.get("version") or ""),
+                                  documents=int(rec.get("count") or 0), generation=int(rec.get("generation") or 0))
+    figures, published = rec.get("evaluation"), rec.get("published") or {}
+    if figures:
+        message.evaluation.CopyFrom(retrieval_pb2.IndexEvaluation(
+            queries=int(figures.get("queries", 0)), k=int(figures.get("k", 0)),
+            **{f: float(figures.get(f, 0.0)) for f in ("recall", "mrr", "ndcg10", "zero_hit", "p99_ms")},
+            forced=bool(published.get("forced")), published_at=float(published.get("at") or 0.0)))
+    return message
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
@@ -67,11 +89,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             active = self._active()
         except StageError as exc:
             await context.abort(exc.code, str(exc))
-        return retrieval_pb2.ListScenesResponse(scenes=[
-            retrieval_pb2.Scene(name=s.name, modality=s.modality, image_query=s.image_query,
-                                layers=[layer.name for layer in s.layers])
-            for s in active.scenes.values()
-        ])
+        return retrieval_pb2.ListScenesResponse(scenes=[scene_message(s, active) for s in active.scenes.values()])
 
 
 def register(servicer: RetrievalServicer):

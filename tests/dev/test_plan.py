@@ -28,7 +28,8 @@ def load_with(cls, env: dict, monkeypatch):
 def test_stdlib_plan(tmp_path, monkeypatch):
     p = plan(DemoSettings(data_dir=tmp_path), PORTS, python="/venv/bin/python", model=MINILM)
     assert (p.scene, p.modality, p.url) == ("t2t", "text", "http://127.0.0.1:18080/")
-    assert [s.stage for s in p.build] == ["prepare", "export", "encode", "push-milvus", "push-mongo", "publish"]
+    assert [s.stage for s in p.build] == ["prepare", "export", "encode", "push-milvus", "push-mongo", "evaluate",
+                                          "publish"]
     commands = [s.command() for s in p.build]
     workdir, repo = tmp_path / "demo" / "t2t" / "workdir", tmp_path / "demo" / "models"
     assert commands[0] == f"mmsearch job prepare --workdir {workdir} --source-kind stdlib"
@@ -36,12 +37,15 @@ def test_stdlib_plan(tmp_path, monkeypatch):
     version = p.build[3].params["version"]
     assert "--model minilm" in commands[2] and f"--scene t2t --version {version}" in commands[3]
     assert commands[4].endswith(f"--mongo-uri mongodb://127.0.0.1:17017 --collection t2t_{version}")
-    assert commands[5].endswith(f"--scene t2t --version {version}")
+    assert f"--collection t2t_{version} --queries " in commands[5] and "stdlib_queries.jsonl" in commands[5]
+    report = workdir / "evaluation" / f"t2t_{version}.json"
+    assert commands[6].endswith(f"--scene t2t --version {version} --report {report}")
+    assert p.build[5].params["queries"] and sum(1 for _ in open(p.build[5].params["queries"])) >= 40
 
     scene = parse_config(yaml.safe_dump(dict(p.experiments))).scenes["t2t"]
     arm = scene.default_arm
     assert (scene.modality, scene.image_query, arm.query.text.model) == ("text", False, "minilm")
-    assert (arm.match.collection, arm.summary.collection) == ("t2t", f"t2t_{version}")
+    assert (arm.match.collection, arm.summary.collection) == ("t2t", "{collection}")  # the version searched
     assert [layer.arms for layer in scene.layers] == [("control", "mmr")]
 
     by_name = {s.name: s for s in p.services}
@@ -83,6 +87,15 @@ def test_images_plan_uses_both_towers(tmp_path, monkeypatch):
 def test_stdlib_modules_pass_through(tmp_path):
     p = plan(DemoSettings(data_dir=tmp_path, source="json,csv"), PORTS, model=MINILM)
     assert p.build[0].params["source"] == "json,csv"
+
+
+def test_evaluation_of_your_own_corpus_and_the_gate(tmp_path):
+    qa = plan(DemoSettings(data_dir=tmp_path, source_kind="qa", source="faq.jsonl"), PORTS, model=MINILM)
+    assert "evaluate" not in [s.stage for s in qa.build] and "report" not in qa.build[-1].params
+    own = plan(DemoSettings(data_dir=tmp_path, source_kind="qa", source="faq.jsonl", queries="q.jsonl", min_recall=0.6),
+               PORTS, model=MINILM)
+    assert [s.stage for s in own.build][-2:] == ["evaluate", "publish"] and own.build[-2].params["queries"] == "q.jsonl"
+    assert own.build[-1].params["min_recall"] == 0.6 and own.build[-1].command().endswith("--min-recall 0.6")
 
 
 def test_plan_refuses_missing_source(tmp_path):

@@ -1,5 +1,6 @@
-"""Synthetic inputs for push-milvus/publish tests: a model manifest and encoded vector chunks in the
-layouts that export and encode write (``REPO/NAME/manifest.json``; ``W/vectors/meta.json`` + chunks)."""
+"""Synthetic inputs for push-milvus/publish tests: a model manifest, a corpus and encoded vector chunks in
+the layouts that export, prepare and encode write (``REPO/NAME/manifest.json``; ``W/corpus.jsonl``;
+``W/vectors/meta.json`` + chunks)."""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.corpus import CORPUS_FILE, Corpus
 from jobs.encode import META, VECTORS, chunk_name, pack_chunk
 from mmsearch.core.model_repository import ModelManifest
 
@@ -29,9 +31,20 @@ def vectors(n: int, dimension: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return ids, vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
 
+def corpus_of(ids: np.ndarray) -> Corpus:
+    """A corpus with one small record per id (what push-milvus hashes into each row)."""
+    records = [{"id": int(i), "question": f"document {int(i)}"} for i in ids]
+    return Corpus(records, hashlib.sha256(corpus_bytes(records)).hexdigest())
+
+
+def corpus_bytes(records: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
 def write_vectors(workdir: Path, manifest: ModelManifest, ids: np.ndarray, vecs: np.ndarray, chunk: int = 4096) -> None:
     folder = workdir / VECTORS
     folder.mkdir(parents=True, exist_ok=True)
+    (workdir / CORPUS_FILE).write_bytes(corpus_bytes(corpus_of(ids).records))
     starts = range(0, len(ids), chunk)
     for k, start in enumerate(starts):
         part = slice(start, start + chunk)

@@ -1,5 +1,7 @@
 """publish on Milvus Lite: the alias switch, the completeness gate, pruning to --keep versions,
-scene isolation, resolve/read_manifest through the alias, CLI errors."""
+scene isolation, resolve/read_manifest through the alias, the alias history and --rollback, CLI errors.
+(The quality gate with real evaluations: tests/serving/test_lifecycle.py; native aliases:
+tests/serving/test_native_alias.py.)"""
 from __future__ import annotations
 
 import subprocess
@@ -11,12 +13,12 @@ from mmsearch.core import milvus_store
 from mmsearch.core.errors import MmsearchError
 from jobs.publish import publish, versions_to_drop
 from jobs.push_milvus import push_vectors
-from tests.jobs.milvus_data import vectors, write_manifest
+from tests.jobs.milvus_data import corpus_of, vectors, write_manifest
 
 
 def push(lite, manifest, scene, version, n=20):
     ids, vecs = vectors(n, manifest.dimension, seed=hash((scene, version)) % 1000)
-    push_vectors(lite, scene, version, manifest, [(ids, vecs)], n)
+    push_vectors(lite, scene, version, manifest, [(ids, vecs)], n, corpus_of(ids))
 
 
 def test_versions_to_drop_keeps_the_newest_and_the_published():
@@ -35,7 +37,7 @@ def test_alias_switch_prune_and_scene_isolation(tmp_path):
     push(lite, manifest, "docs_b", "1")  # another scene whose names start with "docs_"
 
     first = publish(lite, "docs", "1", keep=2)
-    assert first == {"alias": "docs", "collection": "docs_1", "previous": None, "dropped": []}
+    assert first == {"alias": "docs", "collection": "docs_1", "previous": None, "dropped": [], "forced": False}
     second = publish(lite, "docs", "3", keep=2)
     assert second["previous"] == "docs_1" and second["dropped"] == ["docs_1"]
 
@@ -57,12 +59,39 @@ def test_alias_switch_prune_and_scene_isolation(tmp_path):
     assert fourth["previous"] == "docs_2" and fourth["dropped"] == ["docs_2", "docs_3"]
 
 
+def test_rollback_goes_back_through_the_kept_versions_and_stops_at_the_first_dropped(tmp_path):
+    lite = str(tmp_path / "milvus.db")
+    manifest = write_manifest(tmp_path, "m", 8)
+    for version in ("1", "2", "3"):
+        push(lite, manifest, "docs", version)
+        publish(lite, "docs", version, keep=2)  # publishing 3 drops docs_1
+    back = publish(lite, "docs", rollback=True)
+    assert (back["collection"], back["previous"], back["rollback"]) == ("docs_2", "docs_3", True)
+    client = milvus_store.connect(lite)
+    try:
+        assert milvus_store.alias_target(client, "docs") == "docs_2"
+        assert milvus_store.alias_history(client, "docs") == ["docs_1"]  # docs_2 left the history
+        assert milvus_store.read_state(client, "docs_2")["published"]["rollback_from"] == "docs_3"
+    finally:
+        milvus_store.close(client, lite)
+    with pytest.raises(MmsearchError, match="cannot roll back scene docs: no previous version is kept .*docs_1"):
+        publish(lite, "docs", rollback=True)
+    with pytest.raises(MmsearchError, match="scene nothing has no published version to roll back from"):
+        publish(lite, "nothing", rollback=True)
+
+
+def test_rollback_choice_is_pure():
+    kept = {"b", "d"}.__contains__
+    assert milvus_store.rollback_choice(["a", "b", "c", "d"], kept) == ("b", ["c", "d"])
+    assert milvus_store.rollback_choice(["a", "c"], kept) == (None, [])
+
+
 def test_an_incomplete_or_missing_collection_is_not_published(tmp_path):
     lite = str(tmp_path / "milvus.db")
     manifest = write_manifest(tmp_path, "m", 8)
     ids, vecs = vectors(30, 8)
     with pytest.raises(MmsearchError, match="read 30 vectors, expected 40"):
-        push_vectors(lite, "docs", "1", manifest, [(ids, vecs)], 40)  # the job dies before marking it complete
+        push_vectors(lite, "docs", "1", manifest, [(ids, vecs)], 40, corpus_of(ids))  # the job dies before marking it complete
     with pytest.raises(MmsearchError, match="collection docs_1 is not complete"):
         publish(lite, "docs", "1")
     with pytest.raises(MmsearchError, match="collection docs_9 does not exist"):
@@ -82,3 +111,19 @@ def test_cli_bad_input_exits_non_zero_with_one_line(tmp_path, args, expected):
                             capture_output=True, text=True, timeout=60)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), result.stderr
+
+
+def test_status_names_what_is_live_and_refuses_an_unknown_scene(tmp_path):
+    lite = str(tmp_path / "milvus.db")
+    manifest = write_manifest(tmp_path, "m", 8)
+    push(lite, manifest, "docs", "1")
+    publish(lite, "docs", "1")
+    from jobs.status import scene_status
+
+    status = scene_status(lite, "docs")
+    assert status["live"]["collection"] == "docs_1" and status["live"]["documents"] == 20
+    assert status["live"]["model"] == "m" and status["live"]["published"]["forced"] is False
+    result = subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", "status", "--milvus-uri", lite,
+                             "--scene", "nothing"], capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and lines == [f"error: scene nothing has no collections in {lite}"]

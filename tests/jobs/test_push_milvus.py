@@ -17,7 +17,7 @@ from mmsearch.core.errors import MmsearchError
 from jobs.push_milvus import push_vectors
 from mmsearch.dev.processes import free_port
 from tests.support.jobs import run_job
-from tests.jobs.milvus_data import vectors, write_manifest, write_vectors
+from tests.jobs.milvus_data import corpus_of, vectors, write_manifest, write_vectors
 
 
 def chunks(ids, vecs, size):
@@ -40,7 +40,8 @@ def lite(tmp_path):
 def test_push_records_the_manifest_and_keeps_the_last_partial_batch(tmp_path, lite):
     manifest = write_manifest(tmp_path, "m", 16)
     ids, vecs = vectors(2345, 16)
-    summary = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 700), len(ids), batch_size=1000)
+    summary = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 700), len(ids), corpus_of(ids),
+                           batch_size=1000)
     assert summary["collection"] == "docs_1" and summary["entities"] == 2345 and summary["created"] is True
     client = milvus_store.connect(lite)
     try:
@@ -62,25 +63,25 @@ def test_push_records_the_manifest_and_keeps_the_last_partial_batch(tmp_path, li
 def test_rerun_is_idempotent_and_refuses_another_model_or_dimension(tmp_path, lite):
     manifest = write_manifest(tmp_path, "m", 8)
     ids, vecs = vectors(300, 8)
-    push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 300), 300, batch_size=64)
-    again = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 300), 300, batch_size=64)
+    push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 300), 300, corpus_of(ids), batch_size=64)
+    again = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 300), 300, corpus_of(ids), batch_size=64)
     assert again["created"] is False and again["entities"] == 300
     other = write_manifest(tmp_path, "m2", 8, seed="b")
     with pytest.raises(MmsearchError, match="collection docs_1 was built with model 'm'"):
-        push_vectors(lite, "docs", "1", other, chunks(ids, vecs, 300), 300)
+        push_vectors(lite, "docs", "1", other, chunks(ids, vecs, 300), 300, corpus_of(ids))
     wider = write_manifest(tmp_path, "m3", 12)
     with pytest.raises(MmsearchError, match="dimension mismatch: collection docs_1 holds 8-d vectors, these are 12-d"):
-        push_vectors(lite, "docs", "1", wider, chunks(*vectors(5, 12), 5), 5)
+        push_vectors(lite, "docs", "1", wider, chunks(*vectors(5, 12), 5), 5, corpus_of(vectors(5, 12)[0]))
     with pytest.raises(MmsearchError, match="dimension mismatch: the vectors are 8-d"):
-        push_vectors(lite, "docs", "2", wider, chunks(ids, vecs, 300), 300)
+        push_vectors(lite, "docs", "2", wider, chunks(ids, vecs, 300), 300, corpus_of(ids))
 
 
 def test_extra_entities_fail_the_count_check(tmp_path, lite):
     manifest = write_manifest(tmp_path, "m", 8)
     ids, vecs = vectors(50, 8)
-    push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 50), 50)
+    push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 50), 50, corpus_of(ids))
     with pytest.raises(MmsearchError, match="holds 50 entities, expected 20; it holds vectors of another corpus"):
-        push_vectors(lite, "docs", "1", manifest, chunks(ids[:20], vecs[:20], 20), 20)
+        push_vectors(lite, "docs", "1", manifest, chunks(ids[:20], vecs[:20], 20), 20, corpus_of(ids[:20]))
 
 
 @pytest.mark.parametrize("kwargs, expected", [
@@ -95,14 +96,14 @@ def test_bad_settings_are_refused(tmp_path, lite, kwargs, expected):
     ids, vecs = vectors(10, 8)
     scene, version = kwargs.pop("scene", "docs"), kwargs.pop("version", "1")
     with pytest.raises(MmsearchError, match=expected):
-        push_vectors(lite, scene, version, manifest, chunks(ids, vecs, 10), 10, **kwargs)
+        push_vectors(lite, scene, version, manifest, chunks(ids, vecs, 10), 10, corpus_of(ids), **kwargs)
 
 
 def test_ivf_flat_on_lite(tmp_path, lite):
     manifest = write_manifest(tmp_path, "m", 8)
     ids, vecs = vectors(500, 8)
-    summary = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 500), 500, index_type="ivf_flat",
-                           index_params={"nlist": 16})
+    summary = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 500), 500, corpus_of(ids),
+                           index_type="ivf_flat", index_params={"nlist": 16})
     assert summary["index"] == "IVF_FLAT" and summary["entities"] == 500
 
 

@@ -46,6 +46,7 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
     emulator.resources["mmsearch.io/v1alpha1/indexjobs"] = info(kind="IndexJob", namespaced=True, verbs=verbs,
                                                                 subresources={"status"})
     emulator.resources["batch/v1/jobs"] = info(kind="Job", namespaced=True, verbs=verbs, subresources={"status"})
+    emulator.resources["v1/pods"] = info(kind="Pod", namespaced=True, verbs=verbs, subresources={"status"})
     emulator.resources["v1/events"] = info(kind="Event", namespaced=True, verbs=verbs)
     emulator.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs=verbs)
     # kopf looks these two up at start (even with scanning disabled).
@@ -123,6 +124,10 @@ class Cluster:
         return (await self.call("GET", f"/api/v1/namespaces/{NAMESPACE}/events"))["items"]
 
     # --- the Job controller's part ----------------------------------------------------------
+    async def create_pod(self, pod: dict[str, Any]) -> None:
+        """A pod the Job controller ran (and the kubelet finished), e.g. with a termination message."""
+        await self.call("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
+
     async def set_job_status(self, job: dict[str, Any], fn: Callable[..., dict[str, Any]], **kw: Any) -> None:
         status = fn(job, **kw)["status"]
         await self.call("PATCH", f"{JOBS.format(ns=NAMESPACE)}/{job['metadata']['name']}/status",

@@ -100,3 +100,28 @@ def job_failed(job: dict[str, Any], *, reason: str = "BackoffLimitExceeded",
         {"type": "FailureTarget", "status": "True", "reason": reason, "message": message},
         {"type": "Failed", "status": "True", "reason": reason, "message": message,
          "lastTransitionTime": "2026-01-01T00:06:00Z"}]})
+
+
+def summary(recall: float, *, compared: str | None = "stdlib_v0_old", compared_recall: float = 0.9,
+            p99_ms: float = 12.0) -> dict[str, Any]:
+    """What ``mmsearch job evaluate`` writes to its summary file (see mmsearch.core.quality)."""
+    out: dict[str, Any] = {"collection": "stdlib_v1_0f1e2d3c", "queries": 40, "k": 10, "recall": recall, "mrr": 0.5,
+                           "ndcg10": 0.6, "zero_hit": 0.1, "p50_ms": 5.0, "p99_ms": p99_ms}
+    if compared:
+        out |= {"compare": {"collection": compared, "recall": compared_recall}, "regression": compared_recall - recall,
+                "worse": 3}
+    return out
+
+
+def finished_pod(job: dict[str, Any], message: str, *, exit_code: int = 0) -> dict[str, Any]:
+    """The pod a Job's controller ran, terminated with ``message`` as its termination message (the kubelet's part)."""
+    labels = {**job["spec"]["template"]["metadata"]["labels"], "job-name": job["metadata"]["name"],
+              "batch.kubernetes.io/job-name": job["metadata"]["name"]}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{job['metadata']['name']}-abcde", "namespace": job["metadata"]["namespace"],
+                         "labels": labels},
+            "spec": {"containers": [{"name": job["spec"]["template"]["spec"]["containers"][0]["name"], "image": "x"}]},
+            "status": {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [{
+                "name": job["spec"]["template"]["spec"]["containers"][0]["name"], "ready": False, "restartCount": 0,
+                "image": "x", "imageID": "", "state": {"terminated": {"exitCode": exit_code, "message": message,
+                                                                      "reason": "Completed"}}}]}}

@@ -27,7 +27,9 @@ def test_crd_names_and_printer_columns():
     (version,) = crd["spec"]["versions"]
     assert version["name"] == ij_spec.VERSION and version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) == 0]
-    assert columns == ["Scene", "Phase", "Stage", "Progress", "Age"]
+    assert columns == ["Scene", "Phase", "Stage", "Progress", "Recall", "Age"]
+    recall = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Recall")
+    assert recall["jsonPath"] == ".status.evaluation.recall" and recall["type"] == "number"
     stages_enum = crd_schema()["properties"]["spec"]["properties"]["skipStages"]["items"]["enum"]
     assert tuple(stages_enum) == ij_spec.STAGES
 
@@ -103,6 +105,9 @@ _DELETE = object()
     ("spec.mongo", {"database": "d"}, "is not valid under any of the given schemas"),
     ("spec.publish", {"keep": 0}, "less than the minimum"),
     ("spec.imagePullPolicy", "Sometimes", "is not one of"),
+    ("spec.mode", "partial", "is not one of"),
+    ("spec.evaluation", {"minRecall": 0.5}, "'queries' is a required property"),
+    ("spec.evaluation", {"queries": "s3://b/q.jsonl", "minRecall": 1.5}, "greater than the maximum"),
     ("spec", _DELETE, "'spec' is a required property"),
 ])
 def test_malformed_indexjobs_are_refused_by_the_schema(path, value, needle):

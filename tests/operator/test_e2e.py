@@ -1,8 +1,11 @@
 """End to end: a T2T IndexJob applied to the emulated cluster; the test is the kubelet and the Job
 controller: it runs each created Job's container command (command, args and env exactly as the
 manifest says, secrets resolved from the cluster's Secret) on this machine, and reports the exit
-code back as the Job's status. The run must end Succeeded, with the alias published and a search
-finding the expected document. Local stand-ins: the workdir and model repository are paths under
+code back as the Job's status (and, for evaluate, the termination message it wrote, as a finished
+pod: the kubelet mounts the container's terminationMessagePath from a file of its own). The run must
+end Succeeded, gated on its evaluation, with the alias published and a search finding the expected
+document; the same IndexJob switched to ``mode: incremental`` on a larger source then syncs the live
+version in place. Local stand-ins: the workdir and model repository are paths under
 the IndexJob's volume mountPath (here pytest's base temp folder), Milvus is a Milvus Lite file and
 MongoDB a real secantusd. Export is skipped: the session's ``minilm_repo`` fixture ran that stage's
 code already (the export area tests it), and a second torch export would double the runtime."""
@@ -20,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.operator.cluster import emulated_cluster, running_operator
-from tests.operator.helpers import job_complete, job_failed, job_running
+from tests.operator.helpers import finished_pod, job_complete, job_failed, job_running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 NAME, SCENE = "stdlib-e2e", "stdlib_e2e"
@@ -49,17 +52,25 @@ async def _run_pod(command: list[str], env: dict[str, str]) -> tuple[int, str]:
     return proc.returncode, (err or out).decode(errors="replace").strip()
 
 
-async def _execute(cluster, job: dict[str, Any]) -> None:
+async def _execute(cluster, job: dict[str, Any], scratch: Path) -> None:
     """Run every pod of ``job`` (one per completion index) and report the outcome as its status."""
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][:2] == ["mmsearch", "job"]
     env = await _container_env(cluster, container)
+    args = list(container["args"])
+    message = container.get("terminationMessagePath")
+    if message:  # the kubelet's part: that path is a file it reads back into the pod's status
+        local = scratch / f"{job['metadata']['name']}.termination-log"
+        args = [str(local) if a == message else a for a in args]
     completions = int(job["spec"].get("completions") or 1)
     done: list[str] = []
     for index in range(completions):
         if job["spec"].get("completionMode") == "Indexed":
             env["JOB_COMPLETION_INDEX"] = str(index)
-        code, output = await _run_pod(container["command"] + container["args"], env)
+        code, output = await _run_pod(container["command"] + args, env)
+        if message:
+            await cluster.create_pod(finished_pod(job, local.read_text() if local.is_file() else output,
+                                                  exit_code=code))
         if code != 0:
             last = output.splitlines()[-1] if output else f"exit code {code}"
             await cluster.set_job_status(job, job_failed, reason="BackoffLimitExceeded", message=last)
@@ -80,19 +91,22 @@ async def _next_job_or_outcome(cluster, seen: set[str], name: str):
     return await cluster.wait_for("a new Job or the end of the run", probe)
 
 
-async def _run_indexjob(cluster, obj: dict, mongo_uri: str) -> tuple[dict, list[str]]:
+async def _run_indexjob(cluster, obj: dict, mongo_uri: str, scratch: Path) -> tuple[dict, list[str]]:
     """Apply ``obj`` and run each Job the operator creates until the IndexJob ends: (status, stages run)."""
     await cluster.create_secret("mongo", {"uri": mongo_uri})
     await cluster.apply(obj)
-    seen: set[str] = set()
+    return await _run_jobs(cluster, obj["metadata"]["name"], set(), scratch)
+
+
+async def _run_jobs(cluster, name: str, seen: set[str], scratch: Path) -> tuple[dict, list[str]]:
     ran: list[str] = []
     while True:
-        kind, value = await _next_job_or_outcome(cluster, seen, obj["metadata"]["name"])
+        kind, value = await _next_job_or_outcome(cluster, seen, name)
         if kind == "done":
             return value, ran
         seen.add(value["metadata"]["name"])
         ran.append(value["metadata"]["labels"]["mmsearch.io/stage"])
-        await _execute(cluster, value)
+        await _execute(cluster, value, scratch)
 
 
 async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_index(
@@ -100,6 +114,11 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
     base = tmp_path_factory.getbasetemp()
     root = tmp_path_factory.mktemp("indexjob-e2e")
     milvus = root / "milvus.db"
+    queries = root / "queries.jsonl"
+    queries.write_text("".join(json.dumps(q) + "\n" for q in [
+        {"query": "json.dumps", "relevant": {"question": "json.dumps"}},
+        {"query": "csv.writer", "relevant": {"question": "csv.writer"}},
+        {"query": "json.JSONDecoder.decode", "relevant": {"question": "json.JSONDecoder.decode"}}]))
     obj = {
         "apiVersion": "mmsearch.io/v1alpha1", "kind": "IndexJob", "metadata": {"name": NAME},
         "spec": {
@@ -112,12 +131,15 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
             "milvus": {"uri": str(milvus)},
             "mongo": {"uriSecret": {"name": "mongo"}, "collection": SCENE},
             "skipStages": ["export"],
+            "evaluation": {"queries": str(queries), "k": 3, "minRecall": 0.6},
         },
     }
     async with emulated_cluster() as cluster, running_operator(cluster):
-        status, ran = await _run_indexjob(cluster, obj, mongo_server)
+        status, ran = await _run_indexjob(cluster, obj, mongo_server, root)
         assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
-        assert ran == ["prepare", "encode", "push-milvus", "push-mongo", "publish"]
+        assert ran == ["prepare", "encode", "push-milvus", "push-mongo", "evaluate", "publish"]
+        assert status["evaluation"]["queries"] == 3 and status["evaluation"]["recall"] >= 0.6
+        assert "compared" not in status["evaluation"]  # nothing was published before: no baseline
         encode = next(e for e in status["stages"] if e["name"] == "encode")
         assert encode["progress"] == "2/2"
         workdir = next(j for j in await cluster.jobs()
@@ -148,6 +170,32 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
     with pymongo.MongoClient(mongo_server, serverSelectionTimeoutMS=10000) as mongo:
         doc = mongo["mmsearch"][SCENE].find_one({"_id": target["id"]})
     assert doc is not None and doc["question"] == target["question"]
+    client = milvus_store.connect(str(milvus))
+    try:
+        recorded = milvus_store.read_state(client, f"{SCENE}_{version}")
+    finally:
+        milvus_store.close(client, str(milvus))
+    assert recorded["evaluation"]["recall"] == status["evaluation"]["recall"]  # publish kept the report's figures
+
+    # The same IndexJob, incremental, on a larger source: prepare and sync the live version in place.
+    async with emulated_cluster() as cluster, running_operator(cluster):
+        await cluster.create_secret("mongo", {"uri": mongo_server})
+        incremental = json.loads(json.dumps(obj))
+        incremental["spec"] |= {"mode": "incremental", "source": {"kind": "stdlib", "uri": "json,csv,base64"}}
+        incremental["spec"].pop("evaluation")
+        await cluster.apply(incremental)
+        synced, ran = await _run_jobs(cluster, NAME, set(), root)
+        assert synced["phase"] == "Succeeded" and ran == ["prepare", "sync"], json.dumps(synced, indent=1)
+        workdir = next(j for j in await cluster.jobs() if j["metadata"]["labels"]["mmsearch.io/stage"] == "sync")[
+            "spec"]["template"]["spec"]["containers"][0]["args"][1]
+    records = [json.loads(line) for line in Path(workdir, "corpus.jsonl").read_text().splitlines() if line.strip()]
+    client = milvus_store.connect(str(milvus))
+    try:
+        assert milvus_store.alias_target(client, SCENE) == f"{SCENE}_{version}"  # in place: same version
+        assert milvus_store.count(client, f"{SCENE}_{version}") == len(records)
+        assert milvus_store.read_state(client, f"{SCENE}_{version}")["generation"] == 1
+    finally:
+        milvus_store.close(client, str(milvus))
 
 
 async def test_an_indexjob_with_model_version_2_is_served_by_the_embedded_encoder(
@@ -176,7 +224,7 @@ async def test_an_indexjob_with_model_version_2_is_served_by_the_embedded_encode
         },
     }
     async with emulated_cluster() as cluster, running_operator(cluster):
-        status, ran = await _run_indexjob(cluster, obj, mongo_server)
+        status, ran = await _run_indexjob(cluster, obj, mongo_server, root)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert ran == ["prepare", "export", "encode", "push-milvus", "push-mongo", "publish"]
     assert (repo / "tiny" / "2" / "model.onnx").is_file() and not (repo / "tiny" / "1").exists()

@@ -6,10 +6,15 @@ import aiohttp
 import kubernetes_validate
 import pytest
 
-from mmsearch_operator.spec import STAGES
+import json
+
+from mmsearch_operator.spec import MODES
 from mmsearch.dev.processes import free_port
 from tests.operator.cluster import emulated_cluster, running_operator
-from tests.operator.helpers import K8S_VERSION, indexjob, job_complete, job_failed, job_running, schema_errors
+from tests.operator.helpers import K8S_VERSION, finished_pod, indexjob, job_complete, job_failed, job_running, \
+    schema_errors, summary
+
+RUN = tuple(s for s in MODES["full"] if s != "evaluate")  # an IndexJob without spec.evaluation
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,7 +30,7 @@ async def test_an_indexjob_runs_stage_by_stage_to_success_and_the_liveness_endpo
     port = free_port()
     async with emulated_cluster() as cluster, running_operator(cluster, liveness_port=port):
         await cluster.apply(_new(encode={"shards": 2}))
-        for stage in STAGES:
+        for stage in RUN:
             job = await cluster.wait_job(stage)
             kubernetes_validate.validate(job, K8S_VERSION, strict=True)
             assert job["metadata"]["ownerReferences"][0]["uid"] == (await cluster.indexjob("demo"))["metadata"]["uid"]
@@ -37,10 +42,10 @@ async def test_an_indexjob_runs_stage_by_stage_to_success_and_the_liveness_endpo
                 assert next(e for e in status["stages"] if e["name"] == "encode")["progress"] == "1/2"
             await cluster.set_job_status(job, job_complete)
         status = await cluster.wait_status("demo", lambda s: s.get("phase") == "Succeeded")
-        assert status["progress"] == "6/6" and status["observedGeneration"] == 1
+        assert status["progress"] == "7/7" and status["observedGeneration"] == 1
         assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Progressing": "False"}
         assert schema_errors(await cluster.indexjob("demo")) == []  # the status fits the CRD's schema
-        assert len(await cluster.jobs()) == len(STAGES)  # one Job per stage, no duplicates
+        assert len(await cluster.jobs()) == len(RUN)  # one Job per stage, no duplicates
         reasons = await cluster.wait_for("the Succeeded event", lambda: _reasons(cluster))
         assert "Succeeded" in reasons
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as resp:
@@ -134,3 +139,43 @@ async def test_an_indexjob_the_schema_accepts_but_cannot_run_is_failed_naming_th
 
 async def _events_with(cluster, reason):
     return [e for e in await cluster.events() if e.get("reason") == reason] or None
+
+
+async def _through(cluster, stages):
+    for stage in stages:
+        await cluster.set_job_status(await cluster.wait_job(stage), job_complete)
+
+
+async def test_an_evaluation_below_the_gate_fails_the_indexjob_with_quality_gate_and_an_event():
+    evaluation = {"queries": "s3://mmsearch/queries.jsonl", "minRecall": 0.8}
+    async with emulated_cluster() as cluster, running_operator(cluster):
+        await cluster.apply(_new(evaluation=evaluation))
+        await _through(cluster, ("prepare", "export", "encode", "push-milvus", "push-mongo"))
+        job = await cluster.wait_job("evaluate")
+        kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+        await cluster.create_pod(finished_pod(job, json.dumps(summary(0.55, compared_recall=0.91))))
+        await cluster.set_job_status(job, job_complete)
+        status = await cluster.wait_status("demo", lambda s: s.get("phase") == "Failed")
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert status["stage"] == "publish" and ready["reason"] == "QualityGate"
+        assert status["evaluation"]["recall"] == 0.55 and status["evaluation"]["regression"] == pytest.approx(0.36)
+        events = await cluster.wait_for("the QualityGate event", lambda: _events_with(cluster, "QualityGate"))
+        assert events[0]["type"] == "Warning" and events[0]["involvedObject"]["name"] == "demo"
+        assert "recall@10 0.5500 < spec.evaluation.minRecall 0.8" in events[0]["message"]
+        assert "regression 0.3600" in events[0]["message"] and "not published" in events[0]["message"]
+        assert "publish" not in [j["metadata"]["labels"]["mmsearch.io/stage"] for j in await cluster.jobs()]
+        assert schema_errors(await cluster.indexjob("demo")) == []  # the status fits the CRD's schema
+
+
+async def test_an_incremental_indexjob_runs_sync_on_the_live_version_only():
+    async with emulated_cluster() as cluster, running_operator(cluster):
+        await cluster.apply(_new(mode="incremental"))
+        await _through(cluster, ("prepare", "sync"))
+        status = await cluster.wait_status("demo", lambda s: s.get("phase") == "Succeeded")
+        assert [e["name"] for e in status["stages"]] == ["prepare", "sync"]
+        assert sorted(j["metadata"]["labels"]["mmsearch.io/stage"] for j in await cluster.jobs()) == ["prepare", "sync"]
+        sync = await cluster.wait_job("sync")
+        kubernetes_validate.validate(sync, K8S_VERSION, strict=True)
+        assert sync["spec"]["template"]["spec"]["containers"][0]["command"] == ["mmsearch", "job", "sync"]
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "Synced"

@@ -30,6 +30,7 @@ def _variant(modality, shards, mongo, storage, extras):
                            "repository": "s3://mmsearch/models"}}
     spec["mongo"] = ({"uri": "mongodb://mongo:27017"} if mongo == "uri"
                      else {"uriSecret": {"name": "mongo-cred", "key": "connection"}, "collection": "docs"})
+    spec["evaluation"] = {"queries": "s3://mmsearch/queries.jsonl"}
     if storage == "volume":
         spec |= {"workdir": "/data/work", "volume": {"claimName": "shared", "mountPath": "/data"}}
         spec["model"] = {**indexjob()["spec"]["model"], **spec.get("model", {}), "repository": "/data/models"}
@@ -46,7 +47,10 @@ def _variant(modality, shards, mongo, storage, extras):
                  "env": [{"name": "LOG_LEVEL", "value": "DEBUG"},
                          {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}],
                  "s3": {"endpointUrl": "http://minio:9000", "region": "us-east-1", "credentialsSecret": "s3-cred"},
-                 "serviceAccountName": "indexer", "imagePullSecrets": ["regcred"], "activeDeadlineSeconds": 7200}
+                 "serviceAccountName": "indexer", "imagePullSecrets": ["regcred"], "activeDeadlineSeconds": 7200,
+                 "evaluation": {"queries": "s3://mmsearch/queries.jsonl", "k": 5, "minRecall": 0.8, "maxRegression": 0.02,
+                                "maxP99Ms": 50, "force": True}}
+        spec["mongo"]["collection"] = "{collection}"  # summaries per version
         if modality == "text":
             spec["source"] = {"kind": "qa", "uri": "s3://data/qa.jsonl",
                               "fields": {"question": "title", "answer": "body", "id": "qid"}}
@@ -58,6 +62,8 @@ def _jobs(obj):
     fps = plan.fingerprints(spec)
     version = plan.collection_version(obj["metadata"], 1)
     for stage in STAGES:
+        if stage == "evaluate" and not spec.get("evaluation"):
+            continue  # only built for an IndexJob with an evaluation set
         name = plan.job_name(obj["metadata"], stage, 1, fps[stage])
         yield stage, spec, build_job(obj, spec, stage, name=name, generation=1, fingerprint=fps[stage],
                                      version=version)
@@ -82,7 +88,7 @@ def test_every_stage_and_option_combination_is_a_valid_job(combo):
         assert pod["securityContext"]["runAsNonRoot"] and pod["restartPolicy"] == "Never"
         assert job["spec"]["ttlSecondsAfterFinished"] == 86400
         env = {e["name"]: e for e in container["env"]}
-        if stage == "push-mongo":
+        if stage in ("push-mongo", "sync"):
             if combo[2] == "secret":
                 assert env["MMSEARCH_MONGO_URI"]["valueFrom"] == {
                     "secretKeyRef": {"name": "mongo-cred", "key": "connection"}}
@@ -95,11 +101,14 @@ def test_every_stage_and_option_combination_is_a_valid_job(combo):
                 "name": "s3-cred", "key": "AWS_SECRET_ACCESS_KEY"}
             assert env["TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "t"
             assert env["MMSEARCH_S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
-            if stage in ("push-milvus", "publish"):
+            if stage in ("push-milvus", "evaluate", "publish", "sync"):
                 assert env["MMSEARCH_MILVUS_TOKEN"]["valueFrom"]["secretKeyRef"] == {
                     "name": "milvus-cred", "key": "token"}
-        if stage not in ("push-milvus", "publish"):
+        if stage not in ("push-milvus", "evaluate", "publish", "sync"):
             assert "MMSEARCH_MILVUS_TOKEN" not in env
+        if stage == "evaluate":
+            assert container["terminationMessagePath"] == "/dev/termination-log"
+            assert container["args"][-2:] == ["--summary-file", "/dev/termination-log"]
         if combo[3] == "volume":
             assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
 
@@ -134,9 +143,22 @@ def test_stage_flags_follow_the_job_cli_contract():
         "--repository", "s3://mmsearch/models", "--model", "clip-image", "--index-type", "HNSW",
         "--metric", "COSINE", "--batch-size", "1000", "--index-params", '{"M": 16, "efConstruction": 200}']
     assert stage_args("push-mongo", spec, w, "v1_x") == [
-        "--workdir", w, "--database", "mmsearch", "--collection", "stdlib", "--batch-size", "1000"]
+        "--workdir", w, "--database", "mmsearch", "--collection", "stdlib_v1_x", "--batch-size", "1000"]
+    assert stage_args("evaluate", spec, w, "v1_x") == [
+        "--milvus-uri", "http://milvus:19530", "--collection", "stdlib_v1_x", "--compare", "stdlib",
+        "--queries", "s3://mmsearch/queries.jsonl", "--repository", "s3://mmsearch/models", "--workdir", w,
+        "--k", "5", "--summary-file", "/dev/termination-log"]
     assert stage_args("publish", spec, w, "v1_x") == [
-        "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--version", "v1_x", "--keep", "2"]
+        "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--version", "v1_x", "--keep", "2",
+        "--report", f"{w}/evaluation/stdlib_v1_x.json", "--min-recall", "0.8", "--max-regression", "0.02",
+        "--max-p99-ms", "50", "--force"]
+    assert stage_args("sync", spec, w, None) == [
+        "--workdir", w, "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--repository",
+        "s3://mmsearch/models", "--model", "clip-image", "--collection", "{collection}", "--database", "mmsearch",
+        "--batch-size", "256"]
+    plain = with_defaults(_variant("text", 1, "uri", "s3", False)["spec"])
+    assert stage_args("push-mongo", plain, w, "v1_x")[4:6] == ["--collection", "stdlib"]
+    assert stage_args("publish", plain, w, "v1_x")[-2:] == ["--max-regression", "0.05"]
     text = with_defaults(_variant("text", 1, "uri", "s3", True)["spec"])
     assert stage_args("prepare", text, w, None)[4:] == [
         "--source", "s3://data/qa.jsonl", "--question-field", "title", "--answer-field", "body", "--id-field", "qid"]
@@ -158,11 +180,14 @@ def test_names_workdir_and_version_are_deterministic():
 
 
 @pytest.mark.parametrize("change,affected", [
-    ({"milvus": {"uri": "http://milvus:19530", "indexType": "HNSW"}}, {"push-milvus", "publish"}),
-    ({"mongo": {"uriSecret": {"name": "mongo", "key": "uri"}, "collection": "other"}}, {"push-mongo", "publish"}),
+    ({"milvus": {"uri": "http://milvus:19530", "indexType": "HNSW"}}, {"push-milvus", "evaluate", "publish"}),
+    ({"mongo": {"uriSecret": {"name": "mongo", "key": "uri"}, "collection": "other"}},
+     {"push-mongo", "evaluate", "publish", "sync"}),
     ({"publish": {"keep": 5}}, {"publish"}),
     ({"model": {"source": "other/model", "name": "minilm", "repository": "s3://mmsearch/models"}}, set(plan.STAGES)),
-    ({"encode": {"batchSize": 8}}, {"prepare", "encode", "push-milvus", "push-mongo", "publish"}),
+    ({"encode": {"batchSize": 8}}, {"prepare", "encode", "push-milvus", "push-mongo", "evaluate", "publish", "sync"}),
+    ({"evaluation": {"queries": "s3://mmsearch/q.jsonl"}}, {"evaluate", "publish"}),
+    ({"mode": "incremental"}, set()),
     ({"image": "other:2", "backoffLimit": 5, "retry": 3, "encode": {"resources": {"limits": {"cpu": "4"}}}}, set()),
 ])
 def test_fingerprints_change_for_exactly_the_affected_stages(change, affected):
@@ -191,5 +216,5 @@ def test_every_jobs_command_line_parses_with_the_real_job_cli(combo, monkeypatch
         args = container["args"]
         if "--workdir" in args:
             assert ctx.params["workdir"] == args[args.index("--workdir") + 1]
-        if stage == "push-mongo":
+        if stage in ("push-mongo", "sync"):
             assert ctx.params["mongo_uri"] in ("mongodb://mongo:27017", "from-a-secret")

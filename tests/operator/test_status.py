@@ -8,11 +8,14 @@ from typing import Any, Callable
 
 import pytest
 
-from mmsearch_operator.spec import STAGES
+from mmsearch_operator.spec import MODES, STAGES
 from mmsearch_operator.status import Decision, count_indexes, reconcile, status_patch
-from tests.operator.helpers import indexjob, job_complete, job_failed, job_running
+import json
+
+from tests.operator.helpers import finished_pod, indexjob, job_complete, job_failed, job_running, summary
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+RUN = tuple(s for s in MODES["full"] if s != "evaluate")  # what an IndexJob without spec.evaluation runs
 
 
 class Cluster:
@@ -21,13 +24,14 @@ class Cluster:
     def __init__(self, obj: dict[str, Any]):
         self.obj = obj
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.pods: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[str, str, str]] = []
         self.deleted: list[str] = []
         self.clock = T0
 
     def step(self) -> Decision:
         self.clock += timedelta(seconds=10)
-        d = reconcile(self.obj, list(self.jobs.values()), self.clock)
+        d = reconcile(self.obj, list(self.jobs.values()), self.clock, list(self.pods.values()))
         for job in d.create:
             self.jobs.setdefault(job["metadata"]["name"], job)  # 409 on an existing name: nothing changes
         for name in d.delete:
@@ -88,23 +92,24 @@ def _conditions(c: Cluster) -> dict[str, dict[str, Any]]:
 def test_success_runs_every_stage_in_order_and_then_rests():
     c = Cluster(indexjob())
     order = []
-    for _ in STAGES:
+    for _ in RUN:
         d = c.step()
         assert [j["metadata"]["labels"]["mmsearch.io/stage"] for j in d.create] == [c.obj["status"]["stage"]]
         order.append(c.obj["status"]["stage"])
         assert c.obj["status"]["phase"] == "Running" and _conditions(c)["Progressing"]["status"] == "True"
         c.set_job(c.obj["status"]["stage"], job_complete)
-    assert order == list(STAGES)
+    assert order == list(RUN)
     d = c.step()
     status = c.obj["status"]
     assert status["phase"] == "Succeeded" and "stage" not in status
-    assert status["progress"] == "6/6" and status["version"] == "v1_0f1e2d3c" and status["observedGeneration"] == 1
-    assert set(_states(c).values()) == {"Succeeded"}
+    assert status["progress"] == "7/7" and status["version"] == "v1_0f1e2d3c" and status["observedGeneration"] == 1
+    assert _states(c) == {**{s: "Succeeded" for s in RUN}, "evaluate": "Skipped"} and "evaluation" not in status
     assert _conditions(c)["Ready"] | {"lastTransitionTime": None} == {
         "type": "Ready", "status": "True", "reason": "Published", "message": "alias stdlib -> stdlib_v1_0f1e2d3c",
         "lastTransitionTime": None}
     assert ("Normal", "Succeeded", "index stdlib_v1_0f1e2d3c ready") in c.events
-    assert all(e["startTime"] and e["completionTime"] and e["progress"] == "1/1" for e in status["stages"])
+    assert all(e["startTime"] and e["completionTime"] and e["progress"] == "1/1" for e in status["stages"]
+               if e["state"] != "Skipped")
     # Level-triggered: reconciling again changes nothing and does nothing.
     before = copy.deepcopy(c.obj["status"])
     again = reconcile(c.obj, list(c.jobs.values()), c.clock + timedelta(hours=1))
@@ -236,7 +241,7 @@ def test_spec_change_mid_run_keeps_unaffected_stages_and_reruns_from_the_first_a
 def test_spec_change_after_success_reruns_only_what_it_affects():
     c = Cluster(indexjob())
     c.run_all()
-    jobs_before = {e["name"]: e["job"] for e in c.obj["status"]["stages"]}
+    jobs_before = {e["name"]: e.get("job") for e in c.obj["status"]["stages"]}
     c.edit(mongo={"uriSecret": {"name": "mongo", "key": "uri"}, "collection": "renamed"})
     created = []
     for _ in range(5):
@@ -246,8 +251,8 @@ def test_spec_change_after_success_reruns_only_what_it_affects():
             break
         c.set_job(c.obj["status"]["stage"], job_complete)
     assert created == ["push-mongo", "publish"] and c.obj["status"]["phase"] == "Succeeded"
-    after = {e["name"]: e["job"] for e in c.obj["status"]["stages"]}
-    assert {s for s in STAGES if after[s] != jobs_before[s]} == {"push-mongo", "publish"}
+    after = {e["name"]: e.get("job") for e in c.obj["status"]["stages"]}
+    assert {s for s in RUN if after[s] != jobs_before[s]} == {"push-mongo", "publish"}
     assert c.obj["status"]["version"] == "v1_0f1e2d3c"  # push-milvus did not re-run: same collection
 
 
@@ -263,7 +268,8 @@ def test_skipped_stages():
     c = Cluster(indexjob(skipStages=["export"], publish={"enabled": False}))
     c.run_all()
     assert _states(c) == {"prepare": "Succeeded", "export": "Skipped", "encode": "Succeeded",
-                          "push-milvus": "Succeeded", "push-mongo": "Succeeded", "publish": "Skipped"}
+                          "push-milvus": "Succeeded", "push-mongo": "Succeeded", "evaluate": "Skipped",
+                          "publish": "Skipped"}
     assert c.obj["status"]["phase"] == "Succeeded" and _conditions(c)["Ready"]["reason"] == "Built"
     assert not any(j["metadata"]["labels"]["mmsearch.io/stage"] in ("export", "publish") for j in c.jobs.values())
 
@@ -273,6 +279,98 @@ def test_publishing_without_push_milvus_on_a_first_run_fails_naming_the_field():
     c.step()
     assert c.obj["status"]["phase"] == "Failed"
     assert c.entry("publish")["message"].startswith("spec.skipStages:")
+
+
+EVALUATION = {"queries": "s3://mmsearch/queries.jsonl", "k": 10, "minRecall": 0.8, "maxRegression": 0.05,
+              "force": False}
+
+
+def _to_evaluate(c: Cluster) -> None:
+    for _ in range(6):
+        c.step()
+        if c.obj["status"]["stage"] == "evaluate":
+            return
+        c.set_job(c.obj["status"]["stage"], job_complete)
+    raise AssertionError("evaluate never ran")
+
+
+def _evaluated(c: Cluster, message: str) -> Decision:
+    job = c.job_of("evaluate")
+    c.pods[job["metadata"]["name"]] = finished_pod(job, message)
+    c.set_job("evaluate", job_complete)
+    return c.step()
+
+
+def test_a_candidate_below_the_gate_fails_with_quality_gate_and_an_event_with_the_numbers():
+    c = Cluster(indexjob(evaluation=EVALUATION))
+    _to_evaluate(c)
+    args = c.job_of("evaluate")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--collection") + 1] == "stdlib_v1_0f1e2d3c" and args[args.index("--compare") + 1] == "stdlib"
+    d = _evaluated(c, json.dumps(summary(0.62, compared_recall=0.9)))
+    status = c.obj["status"]
+    assert status["phase"] == "Failed" and status["stage"] == "publish" and not d.create
+    assert _states(c)["evaluate"] == "Succeeded" and c.entry("publish")["reason"] == "QualityGate"
+    assert status["evaluation"]["recall"] == 0.62 and status["evaluation"]["compared"] == "stdlib_v0_old"
+    ready = _conditions(c)["Ready"]
+    assert ready["reason"] == "QualityGate"
+    (event,) = [e for e in c.events if e[1] == "QualityGate"]
+    assert event[0] == "Warning"
+    assert "recall@10 0.6200 < spec.evaluation.minRecall 0.8" in event[2]
+    assert "recall@10 regression 0.2800 against stdlib_v0_old (0.9000 -> 0.6200) > spec.evaluation.maxRegression 0.05" \
+        in event[2]
+    assert not any(j["metadata"]["labels"]["mmsearch.io/stage"] == "publish" for j in c.jobs.values())
+    c.step()  # level-triggered: no second event, no Job
+    assert [e for e in c.events if e[1] == "QualityGate"] == [event] and "publish" not in [
+        j["metadata"]["labels"]["mmsearch.io/stage"] for j in c.jobs.values()]
+    # Forcing it (a spec edit) publishes, with --force, without re-running anything else.
+    c.edit(evaluation={**EVALUATION, "force": True})
+    d = c.step()
+    assert [j["metadata"]["labels"]["mmsearch.io/stage"] for j in d.create] == ["publish"]
+    args = d.create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-1] == "--force" and "--report" in args and args[args.index("--min-recall") + 1] == "0.8"
+
+
+def test_a_candidate_that_passes_is_published_with_its_report():
+    c = Cluster(indexjob(evaluation=EVALUATION))
+    _to_evaluate(c)
+    d = _evaluated(c, json.dumps(summary(0.88, compared_recall=0.9)))
+    assert [j["metadata"]["labels"]["mmsearch.io/stage"] for j in d.create] == ["publish"]
+    args = d.create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--report") + 1].endswith("/evaluation/stdlib_v1_0f1e2d3c.json") and "--force" not in args
+    c.set_job("publish", job_complete)
+    c.step()
+    assert c.obj["status"]["phase"] == "Succeeded" and c.obj["status"]["evaluation"]["recall"] == 0.88
+    first = summary(0.7, compared=None)  # a first version: nothing published to regress against
+    c2 = Cluster(indexjob("first", evaluation=EVALUATION | {"minRecall": 0.5}))
+    _to_evaluate(c2)
+    assert [j["metadata"]["labels"]["mmsearch.io/stage"] for j in _evaluated(c2, json.dumps(first)).create] == ["publish"]
+
+
+def test_an_evaluate_job_without_a_summary_fails_its_stage():
+    c = Cluster(indexjob(evaluation=EVALUATION))
+    _to_evaluate(c)
+    _evaluated(c, "Traceback (most recent call last): ...")
+    assert c.obj["status"]["phase"] == "Failed" and c.obj["status"]["stage"] == "evaluate"
+    assert "left no evaluation summary" in c.entry("evaluate")["message"]
+
+
+def test_an_incremental_indexjob_runs_prepare_then_sync_only():
+    c = Cluster(indexjob(mode="incremental", mongo={"uriSecret": {"name": "mongo", "key": "uri"},
+                                                    "collection": "{collection}"}))
+    created = []
+    for _ in range(4):
+        d = c.step()
+        created += [j["metadata"]["labels"]["mmsearch.io/stage"] for j in d.create]
+        if c.obj["status"]["phase"] != "Running":
+            break
+        c.set_job(c.obj["status"]["stage"], job_complete)
+    assert created == ["prepare", "sync"] and _states(c) == {"prepare": "Succeeded", "sync": "Succeeded"}
+    status = c.obj["status"]
+    assert status["phase"] == "Succeeded" and status["progress"] == "2/2"
+    assert _conditions(c)["Ready"]["reason"] == "Synced"
+    args = c.job_of("sync")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--collection") + 1] == "{collection}" and "--version" not in args
+    assert ("Normal", "Succeeded", "the live version of scene stdlib synced") in c.events
 
 
 def test_encode_shard_completions_are_progress():
@@ -285,7 +383,7 @@ def test_encode_shard_completions_are_progress():
     c.set_job("encode", job_running, completed_indexes="0,2")
     c.step()
     assert c.entry("encode")["progress"] == "2/4" and c.entry("encode")["done"] == 2
-    assert c.obj["status"]["progress"] == "2/6 encode 2/4"
+    assert c.obj["status"]["progress"] == "3/7 encode 2/4"  # prepare, export, and evaluate skipped
     c.set_job("encode", job_complete)
     c.step()
     assert c.entry("encode")["progress"] == "4/4" and c.obj["status"]["stage"] == "push-milvus"

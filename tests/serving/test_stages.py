@@ -1,5 +1,5 @@
 """Serving's parts with small fake backends (no sockets): activation, stage order, the deadline split,
-each stage's failure -> status mapping, and alias following."""
+each stage's failure -> status mapping, alias following (warm-up before the switch), ListScenes."""
 from __future__ import annotations
 
 import re
@@ -14,6 +14,7 @@ from services.serving.errors import BadInput, Mismatch, StageError, Unavailable
 from services.serving.experiments import ConfigStore, parse_config
 from services.serving.routes import RouteWatcher, follow
 from services.serving.search import Searcher
+from services.serving.service import scene_message
 from services.serving.settings import ServingSettings
 from tests.support.fakes import collection_manifest, fake_backends, manifest
 from tests.support.stack import t2t_config
@@ -119,6 +120,43 @@ async def test_follow_moves_a_route_built_by_the_same_model_and_refuses_another(
     assert dict(moved.routes) == {SCENE: "docs_2"} and dict(active.routes) == {SCENE: "docs_1"}
     b.matcher.collections[SCENE] = collection_manifest("m", "docs_3", sha="other-model")
     assert await follow(moved, b) is None  # refused: the old target keeps serving
+
+
+async def test_follow_moves_only_after_the_new_collection_answered_its_canary():
+    b, calls = backends()
+    active = await activate(experiments(), b, timeout=1.0)
+    b.matcher.collections[SCENE] = collection_manifest("m", "docs_2")
+    calls.fail["warm"] = Unavailable("docs_2 is still loading")
+    assert await follow(active, b) is None and b.matcher.warmed == []  # the old version keeps serving
+    del calls.fail["warm"]
+    moved = await follow(active, b)
+    assert dict(moved.routes) == {SCENE: "docs_2"} and b.matcher.warmed == ["docs_2"]
+
+
+async def test_a_sync_or_a_gated_publish_refreshes_the_record_without_moving_the_route():
+    b, _ = backends()
+    active = await activate(experiments(), b, timeout=1.0)
+    assert active.records[SCENE]["collection"] == "docs_1" and "generation" not in active.records[SCENE]
+    b.matcher.collections[SCENE] = {**collection_manifest("m", "docs_1"), "generation": 3, "count": 40,
+                                     "changed": {"generation": 3, "upserted": [7], "deleted": [9]}}
+    fresh = await follow(active, b)
+    assert dict(fresh.routes) == {SCENE: "docs_1"} and b.matcher.warmed == []
+    assert fresh.records[SCENE]["generation"] == 3 and fresh.records[SCENE]["changed"]["deleted"] == [9]
+    assert await follow(fresh, b) is None
+
+
+async def test_list_scenes_shows_what_is_live_and_how_it_measured():
+    figures = {"queries": 42, "k": 10, "recall": 0.875, "mrr": 0.75, "ndcg10": 0.8, "zero_hit": 0.05, "p99_ms": 9.5}
+    b, _ = backends(collections={SCENE: {**collection_manifest("m", "docs_2"), "version": "2", "count": 120,
+                                         "generation": 1, "evaluation": figures,
+                                         "published": {"forced": True, "at": 1700000000.0}}})
+    active = await activate(experiments(), b, timeout=1.0)
+    scene = scene_message(active.scenes[SCENE], active)
+    assert (scene.collection, scene.version, scene.documents, scene.generation) == ("docs_2", "2", 120, 1)
+    assert scene.evaluation.recall == 0.875 and scene.evaluation.queries == 42 and scene.evaluation.forced
+    assert scene.evaluation.published_at == 1700000000.0
+    unmeasured = scene_message(active.scenes[SCENE], await activate(experiments(), backends()[0], timeout=1.0))
+    assert unmeasured.collection == "docs_1" and not unmeasured.HasField("evaluation")
 
 
 async def test_route_watcher_swaps_only_the_config_it_read(tmp_path):

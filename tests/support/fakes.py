@@ -86,6 +86,7 @@ class FakeMatcher:
     def __init__(self, calls: Calls, collections: dict[str, dict]):
         self.calls, self.collections = calls, collections  # name or alias -> collection_manifest
         self.searched: list[str] = []
+        self.warmed: list[str] = []
 
     async def search(self, collection: str, vector, limit: int, *, metric: str, params: dict, with_vectors: bool,
                      timeout: float) -> Matches:
@@ -100,6 +101,11 @@ class FakeMatcher:
         if "routes" in self.calls.fail:
             raise self.calls.fail["routes"]
         return dict(self.collections[collection])
+
+    async def warm(self, collection: str, manifest: dict) -> None:
+        if "warm" in self.calls.fail:
+            raise self.calls.fail["warm"]
+        self.warmed.append(collection)
 
     async def ping(self, timeout: float) -> None:
         if "match" in self.calls.fail:

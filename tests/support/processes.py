@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -77,6 +78,29 @@ def start_service(name: str, env: dict[str, str], timeout: float = 60) -> Servic
         raise RuntimeError(f"mmsearch serve {name} did not start within {timeout}s; stderr:\n"
                            + "\n".join(service.lines[-30:]))
     return service
+
+
+def wait_listening(process: subprocess.Popen, port: int, what: str, timeout: float = 60) -> None:
+    """Block until something listens on 127.0.0.1:``port``; AssertionError if ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{what} exited with {process.returncode}"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not listen on port {port} within {timeout}s")
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    """SIGTERM, then wait (kill on timeout)."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def wait_serving(target: str, timeout: float = 60) -> None:

@@ -12,9 +12,7 @@ as a TCP server (:class:`MilvusServer`).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import yaml
 
 from mmsearch.dev.processes import free_port
 from tests.support.loops import ServiceLoop
-from tests.support.processes import wait_serving
+from tests.support.processes import stop_process, wait_listening, wait_serving
 
 
 def t2t_config(scene: str, *, model: str = "minilm", collection: str | None = None, backend: str = "embedded",
@@ -106,23 +104,10 @@ class MilvusServer:
         env = {**os.environ, "LD_LIBRARY_PATH": f"{self.lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
         self.process = subprocess.Popen([str(self.lib / "milvus"), str(self.db), f"127.0.0.1:{self.port}", "ERROR"],
                                         env=env, cwd=self.db.parent, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"milvus exited with {self.process.returncode}"
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError("milvus server did not listen in time")
+        wait_listening(self.process, self.port, "milvus", timeout)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
         self.process = None
 
 

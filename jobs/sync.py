@@ -1,0 +1,241 @@
+"""``mmsearch job sync``: update a published version in place from a newly prepared corpus.
+
+Sync compares ``<workdir>/corpus.jsonl`` with what the collection holds, by
+id and by the content hash recorded in every row (``content_sha256``, see
+:func:`jobs.push_milvus.entity`): new and changed documents are encoded and
+upserted into Milvus and MongoDB, documents gone from the corpus are deleted
+from both, and the corpus fingerprint is recorded in the collection's state.
+The target is the version the scene's alias points at (``--version`` names
+another one); ``--collection`` names the MongoDB collection, where
+``{collection}`` stands for the target's name (summaries kept per version, as
+serving's ``summary.collection: "{collection}"`` reads them).
+
+Decisions:
+- One way to update in place: this stage (the full build stays prepare ->
+  encode -> push-milvus -> push-mongo -> publish into a new version).
+- Refused when the collection was built by another model than ``--model``
+  (its recorded manifest's ``onnx_sha256``) or from another text field: mixing
+  vectors of two models in one collection would corrupt it; that needs a full
+  rebuild into a new version. Refused for collections pushed before rows
+  carried hashes.
+- Crash-safe by order, not by a journal: the diff is computed afresh on every
+  run from what Milvus holds, and each batch writes MongoDB first and Milvus
+  second, so a Milvus row with the new hash means its document is done (a
+  document is re-sent by a rerun until its row is). Deletions go the same way
+  (MongoDB, then Milvus). A SIGKILL at any point followed by a rerun ends in
+  exactly the state one clean run gives.
+- What changed is recorded for serving's caches in the collection's state:
+  before the first write, ``pending`` (the ids this run will touch); at the end,
+  ``generation`` + 1 and ``changed`` = ``{generation, upserted, deleted, at}``
+  (``pending`` of a run that died is folded in; id lists longer than
+  :data:`MAX_RECORDED_IDS` are recorded as null, meaning "assume every id
+  changed"). A sync that finds nothing to change leaves the generation alone.
+  :func:`mmsearch.core.milvus_store.read_manifest` returns both.
+- Images: the record carries its file's SHA-256 (``prepare``), so an image whose
+  file changed is re-encoded. An image that cannot be fetched or decoded is
+  skipped with a warning (as encode does): its document is written, its row
+  deleted, and the next sync tries it again.
+- The final check: Milvus holds exactly the corpus's encodable documents and
+  MongoDB every corpus document and none of the removed ones.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import typer
+
+from jobs.app import job_app
+from jobs.corpus import document_hash, read_corpus
+from jobs.encode import ImageInputs, TextInputs, encode_records, load_encoder
+from jobs.errors import JobError, exit_on_error
+from jobs.progress import Progress
+from jobs.push_milvus import entities
+from jobs.push_mongo import batched, connect as mongo_connect, redact, write_batch
+from mmsearch.core import milvus_store
+from mmsearch.core.model_repository import ModelRepository
+
+MAX_RECORDED_IDS = 2000
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    new: list[int]
+    changed: list[int]
+    removed: list[int]
+
+    @property
+    def upserts(self) -> list[int]:
+        return self.new + self.changed
+
+
+def plan_sync(corpus: dict[int, str], live: dict[int, str]) -> SyncPlan:
+    """What to write, from ``{id: hash}`` of the corpus (in corpus order) and of the collection. Pure."""
+    return SyncPlan(new=[i for i in corpus if i not in live],
+                    changed=[i for i, h in corpus.items() if i in live and live[i] != h],
+                    removed=sorted(i for i in live if i not in corpus))
+
+
+def merged(*lists: list[int] | None) -> list[int] | None:
+    """The ids of ``lists`` as the state records them: sorted, or None (too many, or one is None)."""
+    if any(ids is None for ids in lists):
+        return None
+    ids = sorted({i for ids in lists for i in ids})
+    return ids if len(ids) <= MAX_RECORDED_IDS else None
+
+
+def _check_model(record: milvus_store.CollectionRecord, name: str, scene: str, model: str, manifest) -> None:
+    built = record.manifest
+    if built.get("onnx_sha256") != manifest.onnx_sha256:
+        raise JobError(f"the live version {name} of scene {scene} was built by model {built.get('name')!r} (onnx "
+                       f"{str(built.get('onnx_sha256'))[:12]}), not --model {model!r} (onnx "
+                       f"{manifest.onnx_sha256[:12]}): sync cannot mix two models' vectors; do a full rebuild "
+                       "(encode, push-milvus and push-mongo into a new --version, then publish)")
+
+
+def _target(client, milvus_uri: str, scene: str, version: str | None) -> str:
+    """The collection to sync: ``scene_version``, or the one the scene's alias points at."""
+    if version:
+        name = milvus_store.collection_name(scene, version)
+        if not client.has_collection(name):
+            raise JobError(f"collection {name} does not exist in {milvus_uri}")
+        return name
+    milvus_store.collection_name(scene, "1")  # checks the scene name
+    name = milvus_store.alias_target(client, scene)
+    if not name:
+        raise JobError(f"scene {scene} has no published version to sync: build one (prepare, encode, "
+                       "push-milvus, push-mongo, publish) first")
+    return name
+
+
+def _check_target(client, name: str, scene: str, model: str, manifest, text_field: str | None) -> str | None:
+    """Refuse what sync cannot update (see the module doc); the text field to encode (None: images)."""
+    record = milvus_store.read_info(client, name)
+    if record is None:
+        raise JobError(f"collection {name} was not made by mmsearch; sync cannot update it")
+    _check_model(record, name, scene, model, manifest)
+    if not milvus_store.has_hashes(client, name):
+        raise JobError(f"collection {name} was pushed before rows carried content hashes: sync cannot tell "
+                       "what changed; rebuild it into a new --version once")
+    built = milvus_store.read_state(client, name).get("text_field")
+    if text_field and built and text_field != built:
+        raise JobError(f"--text-field {text_field!r}: collection {name} encoded field {built!r}; "
+                       "sync must encode the same field (omit --text-field), or rebuild")
+    return (text_field or built or "question") if manifest.tower == "text" else None
+
+
+def _apply(client, name: str, target, plan: SyncPlan, records: dict[int, dict], encode_with, batch_size: int,
+           where: str, progress: Progress | None) -> list[int]:
+    """Write ``plan`` batch by batch, MongoDB ``target`` first, then Milvus; returns the unreadable ids."""
+    failed: list[int] = []
+    encoder = inputs = None
+    for batch in batched((records[i] for i in plan.upserts), batch_size):
+        if encoder is None:
+            encoder, inputs = encode_with()
+        ids, vectors, bad = encode_records(encoder, inputs, batch, batch_size)
+        write_batch(target, [{"_id": r["id"], **r} for r in batch])
+        milvus_store.upsert_rows(client, name, entities(records, ids, vectors, where))
+        milvus_store.delete_ids(client, name, bad)  # unreadable now: a row of its old file would be stale
+        failed.extend(bad)
+        if progress is not None:
+            progress.update(len(batch))
+    for batch in batched(plan.removed, batch_size):
+        target.delete_many({"_id": {"$in": batch}})
+        milvus_store.delete_ids(client, name, batch)
+        if progress is not None:
+            progress.update(len(batch))
+    return failed
+
+
+def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: str, model: str, *,
+         collection: str, version: str | None = None, database: str = "mmsearch",
+         text_field: str | None = None, batch_size: int = 256, device: str = "auto", threads: int = 0,
+         token: str = "", timeout: float = 10.0, progress: Progress | None = None) -> dict:
+    """Bring the live version of ``scene`` (or ``scene_version``) in line with the corpus; returns a summary."""
+    import pymongo
+
+    if batch_size < 1:
+        raise JobError(f"--batch-size {batch_size}: must be at least 1")
+    corpus = read_corpus(workdir)
+    if not corpus.records:
+        raise JobError(f"empty corpus in {workdir}: sync would delete every document; check the source")
+    records = corpus.by_id()
+    manifest = ModelRepository(repository).manifest(model)
+
+    def encode_with():
+        encoder = load_encoder(repository, model, device=device, threads=threads)
+        return encoder, TextInputs(encoder, field) if encoder.tower == "text" else ImageInputs(encoder)
+
+    with milvus_store.session(milvus_uri, f"while syncing scene {scene}", token=token, timeout=timeout) as client:
+        name = _target(client, milvus_uri, scene, version)
+        field = _check_target(client, name, scene, model, manifest, text_field)
+        state = milvus_store.read_state(client, name)
+        milvus_store.ensure_loaded(client, name)
+        plan = plan_sync({r["id"]: document_hash(r) for r in corpus.records}, milvus_store.read_hashes(client, name))
+        documents = milvus_store.documents_collection(collection, name)
+        pending = state.get("pending")
+        if plan.upserts or plan.removed:  # recorded before the first write (see the module doc)
+            before = pending or {"upserted": [], "deleted": []}
+            pending = {"upserted": merged(before["upserted"], plan.upserts),
+                       "deleted": merged(before["deleted"], plan.removed)}
+            milvus_store.update_state(client, name, pending=pending)
+        if progress is not None:
+            progress.total = len(plan.upserts) + len(plan.removed)
+        mongo = mongo_connect(mongo_uri, timeout)
+        try:
+            target = mongo[database][documents]
+            target.create_index("id", unique=True, name="id_unique")
+            failed = _apply(client, name, target, plan, records, encode_with, batch_size, workdir, progress)
+            stored = {doc["_id"] for doc in target.find({}, {"_id": 1}).batch_size(10000)}
+        except pymongo.errors.PyMongoError as exc:
+            raise JobError(f"MongoDB at {redact(mongo_uri)} failed: {str(exc).splitlines()[0][:300]}") from None
+        finally:
+            mongo.close()
+        missing = sum(1 for i in records if i not in stored)
+        stale = sum(1 for i in plan.removed if i in stored)
+        if missing or stale:
+            raise JobError(f"count check failed: {database}.{documents} lacks {missing} corpus documents and still "
+                           f"holds {stale} removed ones; re-run sync")
+        found = milvus_store.count(client, name)
+        if found != len(records) - len(failed):
+            raise JobError(f"count check failed: collection {name} holds {found} entities, expected "
+                           f"{len(records) - len(failed)}; re-run sync")
+        generation = int(state.get("generation") or 0)
+        changes: dict = {}
+        if pending:
+            generation += 1
+            changes = {"generation": generation, "pending": None,
+                       "changed": {"generation": generation, "at": time.time(), **pending}}
+        milvus_store.mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_field=field, **changes)
+    return {"collection": name, "documents": f"{database}.{documents}", "new": len(plan.new),
+            "changed": len(plan.changed), "removed": len(plan.removed), "failed": len(failed),
+            "failed_ids": failed[:20], "entities": found, "generation": generation}
+
+
+@job_app.command("sync")
+def sync_command(
+    workdir: str = typer.Option(..., envvar="MMSEARCH_WORKDIR", help="Stage folder holding the new corpus.jsonl."),
+    milvus_uri: str = typer.Option(..., envvar="MMSEARCH_MILVUS_URI", help="A Milvus Lite file or http(s)://host:port."),
+    mongo_uri: str = typer.Option(..., envvar="MMSEARCH_MONGO_URI", help="mongodb://host:port"),
+    scene: str = typer.Option(..., envvar="MMSEARCH_SCENE", help="The scene whose published version is synced."),
+    repository: str = typer.Option(..., envvar="MMSEARCH_REPOSITORY", help="Model repository (path or s3://)."),
+    model: str = typer.Option(..., envvar="MMSEARCH_MODEL", help="The document tower that built the collection."),
+    version: str = typer.Option(None, envvar="MMSEARCH_VERSION", help="Sync <scene>_<version> instead of the live one."),
+    collection: str = typer.Option(..., envvar="MMSEARCH_COLLECTION",
+                                   help="MongoDB collection of the summaries; {collection} stands for the synced "
+                                        "Milvus collection's name (versioned summaries)."),
+    database: str = typer.Option("mmsearch", envvar="MMSEARCH_DATABASE"),
+    text_field: str = typer.Option(None, envvar="MMSEARCH_TEXT_FIELD",
+                                   help="Corpus field to encode (default: the one the collection was built from)."),
+    batch_size: int = typer.Option(256, envvar="MMSEARCH_BATCH_SIZE", help="Documents per encode and write batch."),
+    device: str = typer.Option("auto", envvar="MMSEARCH_DEVICE", help="auto (CUDA if available) | cpu | cuda."),
+    threads: int = typer.Option(0, envvar="MMSEARCH_THREADS", help="onnxruntime intra-op threads (0: default)."),
+    milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
+    timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a server."),
+) -> None:
+    """Update the published version in place: encode and upsert new and changed documents, delete removed ones."""
+    with exit_on_error(), Progress("sync", interval=0.5) as progress:
+        summary = sync(workdir, milvus_uri, mongo_uri, scene, repository, model, collection=collection,
+                       version=version, database=database, text_field=text_field, batch_size=batch_size,
+                       device=device, threads=threads, token=milvus_token, timeout=timeout, progress=progress)
+        progress.finish(**summary)
