@@ -192,3 +192,15 @@ async def test_a_search_response_is_an_impression_recorded_in_the_event_store():
     plain = await Searcher(b, ServingSettings(), down={}).search(
         retrieval_pb2.SearchRequest(scene="docs", text="csv"), active, 1.0)
     assert (plain.impression_id, plain.feedback_token) == ("", "") and len(b.events.impressions) == 1
+
+
+def test_a_changed_padding_bit_of_the_signature_is_an_altered_token():
+    """The last base64 character of the MAC carries unused bits: flipping one decodes to the same bytes."""
+    text = token()
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    same_bytes = alphabet[alphabet.index(text[-1]) ^ 1]  # 43 characters for 32 bytes: the low 2 bits are padding
+    assert base64.urlsafe_b64decode(text.split(".")[3] + "=") == base64.urlsafe_b64decode(
+        text.split(".")[3][:-1] + same_bytes + "=")
+    with pytest.raises(TokenError) as caught:
+        Signer(KEY, 3600).verify(text[:-1] + same_bytes, NOW_MS)
+    assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
