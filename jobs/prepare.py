@@ -40,7 +40,7 @@ from urllib.parse import quote
 import typer
 
 from jobs.app import job_app
-from jobs.corpus import corpus_uri
+from jobs.corpus import corpus_uri, ensure_workdir
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
 from mmsearch.core import artifacts
@@ -185,6 +185,7 @@ def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = No
             progress: Progress | None = None) -> dict:
     """Build and write the corpus; returns the summary ``{records, skipped, duplicates, corpus}``."""
     kind = SourceKind(source_kind)
+    ensure_workdir(workdir)
     stats = Stats()
     if kind is SourceKind.images:
         keyed = image_records(_source_path(source, kind.value), base_url, stats, progress)

@@ -128,3 +128,63 @@ def test_summary_store_down_then_back(stub, fault_stack):
         fault_stack.extra["mongo"] = start_mongo(fault_stack.extra["mongo_dir"], port=fault_stack.extra["mongo_port"],
                                                  timeout=60)
     assert eventually_ok(stub).items
+
+
+# --- crashes under load: each dependency killed and restarted, again and again --------------------
+
+RESTARTS = 5
+STAGES = ("preprocess", "embed", "match", "rank", "summary", "request", "serving")
+
+
+def _crash(stack, dependency: str) -> None:
+    if dependency == "mongo":
+        stack.extra["mongo"].kill()
+    elif dependency == "milvus":
+        stack.extra["milvus"].kill()
+    elif dependency == "triton":
+        stack.extra["triton"].kill()
+    else:
+        stack.stop_preprocess()
+
+
+def _restart(stack, dependency: str) -> None:
+    from mmsearch.dev.mongo import start_mongo
+
+    if dependency == "mongo":
+        stack.extra["mongo"] = start_mongo(stack.extra["mongo_dir"], port=stack.extra["mongo_port"], timeout=60)
+    elif dependency == "milvus":
+        stack.extra["milvus"].start()
+    elif dependency == "triton":
+        stack.extra["triton"].start()
+    else:
+        stack.start_preprocess()
+
+
+def _bad_errors(errors) -> list:
+    """Errors that are not UNAVAILABLE / DEADLINE_EXCEEDED naming the stage that failed."""
+    return [e for e in errors if e.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+            or not e.details.startswith(tuple(f"{s}: " for s in STAGES))]
+
+
+@pytest.mark.parametrize("dependency", ["mongo", "milvus", "preprocess", "triton"])
+def test_crash_and_restart_under_load_recovers_every_time(fault_stack, dependency):
+    """kill -9 (or stop) a dependency while 8 clients search, restart it on the same port and data:
+    serving answers UNAVAILABLE/DEADLINE_EXCEEDED naming the stage meanwhile, and recovers by itself
+    every time (issue 13: once the summary store restarted, serving jammed for good)."""
+    from tests.support.load import SearchLoad
+
+    request = retrieval_pb2.SearchRequest(scene=SCENE, text="read and write CSV files")
+    with SearchLoad(fault_stack.address, request, concurrency=8) as load:
+        load.wait_recovered(time.monotonic())
+        for cycle in range(RESTARTS):
+            crashed = time.monotonic()
+            _crash(fault_stack, dependency)
+            try:
+                load.wait_failure(crashed)
+            finally:
+                _restart(fault_stack, dependency)
+            load.wait_recovered(time.monotonic())
+        errors = load.errors()
+    assert errors, "the crashes were never seen by a search"
+    assert _bad_errors(errors) == [], _bad_errors(errors)[:5]
+    fault_stack.wait_serving(30)

@@ -12,6 +12,7 @@ as a TCP server (:class:`MilvusServer`).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -104,6 +105,13 @@ class MilvusServer:
                     return
             time.sleep(0.1)
         raise TimeoutError("milvus server did not listen in time")
+
+    def kill(self) -> None:
+        """SIGKILL (a crash); ``start`` brings it back on the same port and data."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        self.process = None
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
