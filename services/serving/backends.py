@@ -12,6 +12,7 @@ whether a query runs alone (see :class:`services.serving.encoders.OnnxEncoder`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -19,6 +20,9 @@ import numpy as np
 
 from mmsearch.core.model_repository import ModelManifest, ModelRepository
 from services.serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+CLOSE_TIMEOUT_S = 3.0
 
 
 class QueryPreprocessor(Protocol):
@@ -78,9 +82,16 @@ class Backends:
     manifests: Any  # async (model) -> ModelManifest
     load: Load = field(default_factory=Load)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Close every part, each within ``timeout`` (a part that hangs is left: stopping never waits on it)."""
         for part in (self.encoders, self.preprocess, self.summary, self.matcher):
-            await part.close()
+            closing = asyncio.ensure_future(part.close())
+            done, _ = await asyncio.wait({closing}, timeout=timeout)
+            if not done:
+                log.warning("a backend did not close in time", extra={"backend": type(part).__name__})
+            elif closing.exception() is not None:
+                log.warning("a backend failed to close", extra={"backend": type(part).__name__,
+                                                                 "error": repr(closing.exception())})
 
 
 def connect(settings: ServingSettings) -> Backends:

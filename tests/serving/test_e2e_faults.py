@@ -9,6 +9,8 @@ the same port. The index is the stdlib index's vectors pushed by the real
 """
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 
 import grpc
@@ -188,3 +190,52 @@ def test_crash_and_restart_under_load_recovers_every_time(fault_stack, dependenc
     assert errors, "the crashes were never seen by a search"
     assert _bad_errors(errors) == [], _bad_errors(errors)[:5]
     fault_stack.wait_serving(30)
+
+
+def test_sigterm_stops_serving_within_its_grace_after_store_crashes(fault_stack, stdlib_index):
+    """A real ``mmsearch serve serving``: the store crashes and restarts under load, crashes again,
+    and SIGTERM arrives while searches wait on it: the process still exits within its grace
+    period (issue 13: after the store restarted, SIGTERM no longer stopped serving)."""
+    from services.runtime.server import EXIT_SLACK_S
+    from tests.support.load import SearchLoad
+    from tests.support.processes import start_service, wait_serving
+
+    grace = 2.0
+    serving = start_service("serving", {
+        "MMSEARCH_EXPERIMENTS": str(fault_stack.serving_settings.experiments),
+        "MMSEARCH_PREPROCESS_ADDRESS": f"127.0.0.1:{fault_stack.preprocess_port}",
+        "MMSEARCH_TRITON_ADDRESS": fault_stack.extra["triton"].address,
+        "MMSEARCH_MILVUS_URI": fault_stack.extra["milvus"].uri,
+        "MMSEARCH_MONGO_URI": fault_stack.extra["mongo"].uri,
+        "MMSEARCH_MODEL_REPOSITORY": str(stdlib_index.repository),
+        "MMSEARCH_GRACE_SECONDS": str(grace), "MMSEARCH_HEALTH_INTERVAL_SECONDS": "0.2",
+    })
+    try:
+        wait_serving(serving.target, 60)
+        request = retrieval_pb2.SearchRequest(scene=SCENE, text="read and write CSV files")
+        with SearchLoad(serving.target, request, concurrency=8) as load:
+            load.wait_recovered(time.monotonic())
+            for _ in range(2):
+                crashed = time.monotonic()
+                _crash(fault_stack, "mongo")
+                try:
+                    load.wait_failure(crashed)
+                finally:
+                    _restart(fault_stack, "mongo")
+                load.wait_recovered(time.monotonic())
+            _crash(fault_stack, "mongo")
+            load.wait_failure(time.monotonic())
+            asked = time.monotonic()
+            serving.proc.send_signal(signal.SIGTERM)
+            try:
+                code = serving.proc.wait(grace + EXIT_SLACK_S + 5)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"serving did not stop within {grace + EXIT_SLACK_S + 5:.0f}s of SIGTERM:\n"
+                            + "\n".join(serving.lines[-20:]))
+        assert code == 0, (code, serving.lines[-20:])
+        before_sigterm = [e for e in _bad_errors(load.errors()) if e.at < asked]
+        assert before_sigterm == [], before_sigterm[:5]
+    finally:
+        serving.stop()
+        if fault_stack.extra["mongo"].process.poll() is not None:
+            _restart(fault_stack, "mongo")
