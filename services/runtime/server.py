@@ -94,7 +94,7 @@ async def start_server(
     return running
 
 
-EXIT_SLACK_S = 3.0
+EXIT_SLACK_S = 5.0
 """Time past the grace period that stopping may take (closing clients) before the process exits anyway."""
 
 

@@ -83,15 +83,17 @@ class Backends:
     load: Load = field(default_factory=Load)
 
     async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
-        """Close every part, each within ``timeout`` (a part that hangs is left: stopping never waits on it)."""
-        for part in (self.encoders, self.preprocess, self.summary, self.matcher):
-            closing = asyncio.ensure_future(part.close())
-            done, _ = await asyncio.wait({closing}, timeout=timeout)
-            if not done:
+        """Close every part at once, all within ``timeout`` (a part that hangs is left: stopping never
+        waits on it; asyncio.wait, unlike wait_for, does not wait for a cancellation either)."""
+        parts = (self.encoders, self.preprocess, self.summary, self.matcher)
+        closing = {asyncio.ensure_future(part.close()): part for part in parts}
+        done, _ = await asyncio.wait(closing, timeout=timeout)
+        for task, part in closing.items():
+            if task not in done:
                 log.warning("a backend did not close in time", extra={"backend": type(part).__name__})
-            elif closing.exception() is not None:
+            elif task.exception() is not None:
                 log.warning("a backend failed to close", extra={"backend": type(part).__name__,
-                                                                 "error": repr(closing.exception())})
+                                                                 "error": repr(task.exception())})
 
 
 def connect(settings: ServingSettings) -> Backends:
