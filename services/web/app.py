@@ -72,6 +72,7 @@ SECURITY_HEADERS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 
 MAX_FORM_PARTS = 32
 """Most parts one multipart form may have (the search form has six fields)."""
@@ -210,12 +211,13 @@ async def _read_form(request: web.Request, max_bytes: int) -> tuple[dict[str, st
             if name == "image":
                 image = await _read_part(part, "image", max_bytes, "image")
                 continue
-            data = await _read_part(part, name or "body", MAX_FIELD_BYTES, f"field {name[:40]!r}")
+            blamed = name if _FIELD_NAME.match(name) else "body"  # never echo a hostile name as the parameter
+            data = await _read_part(part, blamed, MAX_FIELD_BYTES, f"field {name[:40]!r}")
             if name:
                 try:
                     fields[name] = data.decode(part.get_charset("utf-8"))
                 except (UnicodeDecodeError, LookupError):
-                    raise BadParameter(name, f"field {name[:40]!r} is not UTF-8 text") from None
+                    raise BadParameter(blamed, f"field {name[:40]!r} is not UTF-8 text") from None
     except BadParameter:
         raise
     except (ValueError, LookupError, AssertionError, RuntimeError, asyncio.IncompleteReadError,
