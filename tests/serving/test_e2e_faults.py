@@ -138,28 +138,27 @@ RESTARTS = 5
 STAGES = ("preprocess", "embed", "match", "rank", "summary", "request", "serving")
 
 
+def _restart_mongo(stack) -> None:
+    from mmsearch.dev.mongo import start_mongo
+
+    stack.extra["mongo"] = start_mongo(stack.extra["mongo_dir"], port=stack.extra["mongo_port"], timeout=60)
+
+
+# dependency -> (crash it, start it again on the same port and data)
+_FAULTS = {
+    "mongo": (lambda stack: stack.extra["mongo"].kill(), _restart_mongo),
+    "milvus": (lambda stack: stack.extra["milvus"].kill(), lambda stack: stack.extra["milvus"].start()),
+    "triton": (lambda stack: stack.extra["triton"].kill(), lambda stack: stack.extra["triton"].start()),
+    "preprocess": (lambda stack: stack.stop_preprocess(), lambda stack: stack.start_preprocess()),
+}
+
+
 def _crash(stack, dependency: str) -> None:
-    if dependency == "mongo":
-        stack.extra["mongo"].kill()
-    elif dependency == "milvus":
-        stack.extra["milvus"].kill()
-    elif dependency == "triton":
-        stack.extra["triton"].kill()
-    else:
-        stack.stop_preprocess()
+    _FAULTS[dependency][0](stack)
 
 
 def _restart(stack, dependency: str) -> None:
-    from mmsearch.dev.mongo import start_mongo
-
-    if dependency == "mongo":
-        stack.extra["mongo"] = start_mongo(stack.extra["mongo_dir"], port=stack.extra["mongo_port"], timeout=60)
-    elif dependency == "milvus":
-        stack.extra["milvus"].start()
-    elif dependency == "triton":
-        stack.extra["triton"].start()
-    else:
-        stack.start_preprocess()
+    _FAULTS[dependency][1](stack)
 
 
 def _bad_errors(errors) -> list:
