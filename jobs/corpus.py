@@ -32,6 +32,23 @@ def document_hash(record: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def ensure_workdir(workdir: str) -> None:
+    """Create a local ``--workdir`` now (S3 prefixes need nothing), so a stage that cannot write its
+    output fails before its work with one line naming the flag, not at the end with a traceback."""
+    if artifacts.is_s3(workdir):
+        return
+    try:
+        path = artifacts.local_path(workdir)
+    except artifacts.ArtifactError as exc:
+        raise JobError(f"--workdir: {exc}") from None
+    if path.exists() and not path.is_dir():
+        raise JobError(f"--workdir {workdir} is a file, not a folder: give a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"--workdir {workdir} cannot be created: {exc.strerror or exc}") from None
+
+
 @dataclass(frozen=True)
 class Corpus:
     records: list[dict]

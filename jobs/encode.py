@@ -45,7 +45,7 @@ import numpy as np
 import typer
 
 from jobs.app import job_app
-from jobs.corpus import corpus_uri, read_corpus
+from jobs.corpus import corpus_uri, ensure_workdir, read_corpus
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
 from mmsearch.core import artifacts, onnx
@@ -271,6 +271,7 @@ def encode(workdir: str, repository: str, model: str, *, shard: str | None = Non
         raise JobError(f"--batch-size must be >= 1, got {batch_size}")
     if chunk_size < 1:
         raise JobError(f"--chunk-size must be >= 1, got {chunk_size}")
+    ensure_workdir(workdir)
     corpus = read_corpus(workdir)
     records, corpus_sha = corpus.records, corpus.sha256
     if not records:

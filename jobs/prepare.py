@@ -12,8 +12,11 @@ One JSON object per line, each with a stable integer ``id``:
   answer``; field names configurable) -> ``{id, question, answer, category}``.
   A malformed line (bad JSON, not an object, a required field missing) fails the
   stage with an error naming the line number: a silently shorter corpus is worse
-  than a stopped job. Records whose key repeats an earlier one are skipped and
-  counted (the first wins).
+  than a stopped job. A record whose key repeats an earlier one is skipped and
+  counted when it is identical to it; one with other content fails the stage
+  with an error naming both lines (which one is right is for the owner of the
+  data to say, never for prepare to guess). Keys are compared as text, so
+  ``"qid": 1`` and ``"qid": "1"`` are the same key (and the same id).
 - ``stdlib``: the built-in demo corpus (see :mod:`jobs.stdlib_corpus`): the
   qualified name as the question, the docstring's first paragraph as the answer,
   the top-level module as the category. ``--source`` optionally restricts it to
@@ -42,7 +45,7 @@ from urllib.parse import quote
 import typer
 
 from jobs.app import job_app
-from jobs.corpus import corpus_uri
+from jobs.corpus import corpus_uri, ensure_workdir
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
 from mmsearch.core import artifacts
@@ -70,17 +73,22 @@ class Stats:
         self.duplicates = 0
 
 
-def _with_ids(keyed: Iterable[tuple[str, dict]], stats: Stats) -> Iterator[dict]:
-    """Give each record ``id = stable_id(key)``; skip repeated keys; fail on a hash collision."""
-    keys: dict[int, str] = {}
-    for key, record in keyed:
+def _with_ids(keyed: Iterable[tuple[str, dict, str]], stats: Stats) -> Iterator[dict]:
+    """Give each (key, record, where) ``id = stable_id(key)``; skip identical repeats; fail on a repeat
+    with other content (naming both places) and on a hash collision."""
+    seen: dict[int, tuple[str, dict, str]] = {}
+    for key, record, where in keyed:
         rid = stable_id(key)
-        if rid in keys:
-            if keys[rid] == key:
+        if rid in seen:
+            first_key, first, first_where = seen[rid]
+            if first_key != key:
+                raise JobError(f"id collision: keys {first_key!r} and {key!r} hash to the same id {rid}; rename one")
+            if first == record:
                 stats.duplicates += 1
                 continue
-            raise JobError(f"id collision: keys {keys[rid]!r} and {key!r} hash to the same id {rid}; rename one")
-        keys[rid] = key
+            raise JobError(f"{first_where} and {where}: two different records with the key {key!r} (one id): "
+                           "remove or rename one of them")
+        seen[rid] = (key, record, where)
         yield {"id": rid, **record}
 
 
@@ -100,7 +108,7 @@ def is_readable_image(path: Path) -> bool:
 
 
 def image_records(folder: Path, base_url: str | None, stats: Stats,
-                  progress: Progress | None = None) -> Iterator[tuple[str, dict]]:
+                  progress: Progress | None = None) -> Iterator[tuple[str, dict, str]]:
     if not folder.is_dir():
         raise JobError(f"--source {folder}: no such folder (the image folder to index)")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
@@ -114,14 +122,14 @@ def image_records(folder: Path, base_url: str | None, stats: Stats,
             stats.skipped += 1
             continue
         url = f"{base_url.rstrip('/')}/{quote(rel)}" if base_url else path.resolve().as_uri()
-        yield rel, {"name": rel, "url": url, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        yield rel, {"name": rel, "url": url, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}, rel
 
 
 # --- Q&A JSONL ----------------------------------------------------------------------------------
 
 def qa_records(lines: Iterable[str], *, source: str, question_field: str, answer_field: str,
-               category_field: str, id_field: str) -> Iterator[tuple[str, dict]]:
-    """(key, {question, answer, category}) per non-blank line; JobError naming the line if malformed."""
+               category_field: str, id_field: str) -> Iterator[tuple[str, dict, str]]:
+    """(key, {question, answer, category}, "SOURCE line N") per non-blank line; JobError naming the line if malformed."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -145,12 +153,12 @@ def qa_records(lines: Iterable[str], *, source: str, question_field: str, answer
             key = question
         category = row.get(category_field) if category_field else None
         yield key, {"question": question, "answer": str(row[answer_field]),
-                    "category": "" if category is None else str(category)}
+                    "category": "" if category is None else str(category)}, where
 
 
 # --- stdlib -------------------------------------------------------------------------------------
 
-def stdlib_records(modules: str | None) -> Iterator[tuple[str, dict]]:
+def stdlib_records(modules: str | None) -> Iterator[tuple[str, dict, str]]:
     from jobs import stdlib_corpus
 
     roots = [m.strip() for m in modules.split(",") if m.strip()] if modules else None
@@ -159,7 +167,7 @@ def stdlib_records(modules: str | None) -> Iterator[tuple[str, dict]]:
     except ValueError as exc:
         raise JobError(f"--source {modules!r}: {exc}") from None
     for doc in docs:
-        yield doc.name, {"question": doc.name, "answer": doc.summary, "category": doc.top}
+        yield doc.name, {"question": doc.name, "answer": doc.summary, "category": doc.top}, doc.name
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -187,6 +195,7 @@ def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = No
             progress: Progress | None = None) -> dict:
     """Build and write the corpus; returns the summary ``{records, skipped, duplicates, corpus}``."""
     kind = SourceKind(source_kind)
+    ensure_workdir(workdir)
     stats = Stats()
     if kind is SourceKind.images:
         keyed = image_records(_source_path(source, kind.value), base_url, stats, progress)

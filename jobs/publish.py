@@ -40,6 +40,7 @@ import typer
 
 from mmsearch.core import artifacts, milvus_store
 from mmsearch.core.quality import Thresholds, shortfalls
+from mmsearch.core.redact import redact
 from jobs.app import job_app
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import emit
@@ -101,7 +102,7 @@ def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: in
     summary = read_report(report, name) if report else None
     with milvus_store.session(milvus_uri, f"while publishing {name}", token=token, timeout=timeout) as client:
         if not client.has_collection(name):
-            raise JobError(f"collection {name} does not exist in {milvus_uri}: run push-milvus "
+            raise JobError(f"collection {name} does not exist in {redact(milvus_uri)}: run push-milvus "
                            f"--scene {scene} --version {version} first")
         if not milvus_store.is_complete(client, name):
             raise JobError(f"collection {name} is not complete (push-milvus did not finish); re-run push-milvus")

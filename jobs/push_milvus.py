@@ -18,13 +18,16 @@ Decisions:
   slows sharply beyond ~1000 (5,000-row batches were 30x slower in an earlier
   measurement), so 1000: the best measured, and the fewest round trips among
   the best. A Milvus server has its own optimum; ``--batch-size`` sets it.
+- The vectors must belong to the corpus the workdir holds now: encode records
+  the corpus's SHA-256 beside them, and a corpus prepared again since (smaller,
+  or changed) is refused naming both fingerprints, instead of pushing the old
+  vectors (stale documents that summaries no longer back).
 - The final count (``count(*)`` with strong consistency) must equal the number
   of vectors; then the collection is marked complete, which ``publish`` requires,
   with the corpus fingerprint (the SHA-256 of ``corpus.jsonl``) in its state.
 - Every row is built by :func:`entity` from the corpus record and its vector
   (``id``, ``vector``, the record's ``content_sha256``): ``push-milvus`` and
-  ``sync`` write the same rows. The vectors must have been encoded from this
-  corpus (encode records its SHA-256; another one is refused).
+  ``sync`` write the same rows.
 """
 from __future__ import annotations
 
@@ -34,9 +37,9 @@ from typing import Iterable
 import numpy as np
 import typer
 
-from mmsearch.core import milvus_store
+from mmsearch.core import artifacts, milvus_store
 from jobs.app import job_app
-from jobs.corpus import Corpus, document_hash, read_corpus
+from jobs.corpus import Corpus, corpus_uri, document_hash, read_corpus
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
 from mmsearch.core.model_repository import ModelManifest, ModelRepository
@@ -104,18 +107,20 @@ def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, reposit
                 batch_size: int = 1000, token: str = "", timeout: float = 10.0,
                 progress: Progress | None = None) -> dict:
     """Push the vectors that encode wrote under ``workdir`` (checked against ``model``'s manifest)."""
-    from jobs.encode import read_meta, read_vectors
+    from jobs.encode import VECTORS, read_meta, read_vectors
 
     manifest = ModelRepository(repository).manifest(model)
     meta = read_meta(workdir)
+    corpus = read_corpus(workdir)
+    if meta.get("corpus_sha256") != corpus.sha256:
+        raise JobError(f"the vectors in {artifacts.join(workdir, VECTORS)} were encoded from another corpus "
+                       f"({meta.get('corpus_records')} records, sha256 {str(meta.get('corpus_sha256'))[:12]}) than "
+                       f"{corpus_uri(workdir)} holds now ({len(corpus.records)} records, sha256 "
+                       f"{corpus.sha256[:12]}): delete that vectors folder and re-run `mmsearch job encode`")
     if meta.get("onnx_sha256") != manifest.onnx_sha256:
         raise JobError(f"the vectors in {workdir} were encoded with model {meta.get('model')!r} "
                        f"(onnx {str(meta.get('onnx_sha256'))[:12]}), not --model {model!r} "
                        f"(onnx {manifest.onnx_sha256[:12]}); pass the model that encoded them")
-    corpus = read_corpus(workdir)
-    if meta.get("corpus_sha256") not in (None, corpus.sha256):
-        raise JobError(f"the vectors in {workdir} were encoded from another corpus.jsonl than the one there now "
-                       "(prepare ran again since); re-run encode")
     total, batches = read_vectors(workdir)
     return push_vectors(milvus_uri, scene, version, manifest, batches, total, corpus, index_type=index_type,
                         metric=metric, index_params=index_params, batch_size=batch_size, token=token,

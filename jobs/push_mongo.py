@@ -20,7 +20,6 @@ Decisions:
 """
 from __future__ import annotations
 
-import re
 from typing import Iterable, Iterator
 
 import typer
@@ -29,11 +28,7 @@ from jobs.app import job_app
 from jobs.errors import JobError, exit_on_error
 from jobs.corpus import read_corpus
 from jobs.progress import Progress
-
-
-def redact(uri: str) -> str:
-    """``uri`` with any password hidden, for messages."""
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", uri)
+from mmsearch.core.redact import redact
 
 
 def batched(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
@@ -57,9 +52,9 @@ def connect(uri: str, timeout: float):
         client.admin.command("ping")
         return client
     except pymongo.errors.ConfigurationError as exc:
-        raise JobError(f"--mongo-uri {redact(uri)}: {exc}") from None
+        raise JobError(f"--mongo-uri {redact(uri)}: {redact(str(exc))}") from None
     except pymongo.errors.InvalidURI as exc:
-        raise JobError(f"--mongo-uri {redact(uri)}: {exc}") from None
+        raise JobError(f"--mongo-uri {redact(uri)}: {redact(str(exc))}") from None
     except pymongo.errors.PyMongoError as exc:
         reason = str(exc).splitlines()[0].split(" (configured timeouts")[0].split(", Timeout:")[0]
         raise JobError(f"cannot reach MongoDB at {redact(uri)} within {timeout:g}s: {reason[:200]}") from None

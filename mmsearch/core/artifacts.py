@@ -136,13 +136,16 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
         _put_verified(s3_client(), bucket, key, data, text)
         return
     path = local_path(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # a parent that is a file, no permission, a full disk
+        raise ArtifactError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def read_bytes(uri: str | os.PathLike) -> bytes:

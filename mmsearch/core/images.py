@@ -12,7 +12,10 @@ float32), so the output is bit-identical to the reference and much faster.
 Decisions: images are decoded as ``PIL.Image.open`` sees them, first frame of
 an animation, no EXIF rotation (the reference applies none either, so
 offline and online vectors agree). Limits are checked before any pixel is
-decoded: encoded size, then the declared width x height (decompression bombs).
+decoded: encoded size, then the declared width x height (decompression bombs)
+and aspect ratio; and the output of the resize step is bounded before it runs
+(a 100 x 400,000 image of 39 KB passed the pixel guard, then its resize to a
+224-pixel short side cost 7 s of CPU and 3 GB).
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ from mmsearch.core.model_repository import PREPROCESSOR_FILE
 # transformers' defaults for a CLIP image processor (OPENAI_CLIP_MEAN / OPENAI_CLIP_STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_ASPECT_RATIO = 50.0          # RequestLimits.max_image_aspect_ratio's default
+MAX_RESIZE_PIXELS = 40_000_000   # RequestLimits.max_image_pixels' default: the bound on a resize's output
 
 
 class ImageConfigError(ValueError):
@@ -151,8 +156,10 @@ def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return canvas[top:top + height, left:left + width]
 
 
-def decode(data: bytes, index: int, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Open an encoded image after checking its size and declared pixel count; errors name ``images[index]``."""
+def decode(data: bytes, index: int, max_bytes: int, max_pixels: int,
+           max_aspect_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
+    """Open an encoded image after checking its size, declared pixel count and aspect ratio; errors name
+    ``images[index]``."""
     field = f"images[{index}]"
     if not data:
         raise ImageInputError(f"{field} is empty: send the encoded image bytes (JPEG, PNG, WebP ...)")
@@ -169,6 +176,11 @@ def decode(data: bytes, index: int, max_bytes: int, max_pixels: int) -> Image.Im
                 raise ImageInputError(
                     f"{field} declares {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
                     "(MMSEARCH_MAX_IMAGE_PIXELS): send a smaller image"
+                )
+            if min(width, height) < 1 or max(width, height) > max_aspect_ratio * min(width, height):
+                raise ImageInputError(
+                    f"{field} is {width}x{height}: its long side is over {max_aspect_ratio:g} times its short side "
+                    "(MMSEARCH_MAX_IMAGE_ASPECT_RATIO): crop it to the part to search with"
                 )
             image.load()
     except ImageInputError:
@@ -205,23 +217,31 @@ class ImageProcessor:
         except ImageConfigError as exc:
             raise ImageConfigError(f"{path}: {exc}") from None
 
-    def pixels(self, image: Image.Image) -> np.ndarray:
-        """Resized, cropped [H, W, 3] uint8 pixels (before rescale/normalise)."""
+    def pixels(self, image: Image.Image, *, max_pixels: int = MAX_RESIZE_PIXELS, field: str = "image") -> np.ndarray:
+        """Resized, cropped [H, W, 3] uint8 pixels (before rescale/normalise); ImageInputError naming ``field``
+        when the resize would make more than ``max_pixels`` pixels (checked before resizing)."""
         config = self.config
+        if config.do_resize and config.size:
+            target = resize_target(image.width, image.height, config.size)
+            if target[0] < 1 or target[1] < 1 or target[0] * target[1] > max_pixels:
+                raise ImageInputError(
+                    f"{field} is {image.width}x{image.height}: resizing it to {target[0]}x{target[1]} would make "
+                    f"{target[0] * target[1]} pixels, over the limit of {max_pixels} (MMSEARCH_MAX_IMAGE_PIXELS); "
+                    "crop it to the part to search with")
         image = to_rgb(image) if config.do_convert_rgb else image
         if image.mode != "RGB":
             image = image.convert("RGB")
         if config.do_resize and config.size:
-            target = resize_target(image.width, image.height, config.size)
             image = image.resize(target, resample=config.resample)
         pixels = np.asarray(image)
         if config.do_center_crop and config.crop_size:
             pixels = center_crop(pixels, config.crop_size["height"], config.crop_size["width"])
         return pixels
 
-    def process_into(self, image: Image.Image, out: np.ndarray) -> None:
+    def process_into(self, image: Image.Image, out: np.ndarray, *, max_pixels: int = MAX_RESIZE_PIXELS,
+                     field: str = "image") -> None:
         """Write the [3, H, W] float32 pixel values of ``image`` into ``out``."""
-        pixels = self.pixels(image)
+        pixels = self.pixels(image, max_pixels=max_pixels, field=field)
         # one gather from the flat [3*256] table: channel c of level v is at c*256 + v
         np.take(self._lookup.ravel(), pixels.transpose(2, 0, 1) + self._offsets[:, None, None], out=out)
 

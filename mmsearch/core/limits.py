@@ -21,4 +21,9 @@ class RequestLimits(BaseConfig):
     max_image_bytes: int = Field(8 * MiB, ge=1024, le=64 * MiB, description="Largest encoded image query, in bytes.")
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Most pixels (width x height) an image may declare; guards decompression bombs.")
+    max_image_aspect_ratio: float = Field(
+        50.0, ge=1, le=10_000,
+        description="Most an image's long side may exceed its short side (50: 50 times). Resizing the short side "
+                    "to the model's size multiplies the long one: a 4 x 10,000,000 PNG of 49 KB would become a "
+                    "resize to hundreds of GB; CLIP's centre crop keeps only the middle of such an image anyway.")
     max_top_k: int = Field(100, ge=1, le=10_000, description="Largest number of results one search may ask for.")

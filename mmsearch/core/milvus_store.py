@@ -58,6 +58,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from mmsearch.core.errors import MmsearchError
+from mmsearch.core.redact import redact
 
 REGISTRY = "mmsearch_registry"
 HASH_FIELD = "content_sha256"  # per row: the hash of the corpus record it was built from
@@ -118,7 +119,7 @@ def connect(uri: str, *, token: str = "", timeout: float = 10.0):
         if is_lite(uri):
             raise MilvusStoreError(f"cannot open Milvus Lite database {uri} (is another process using it? "
                                    f"only one may open a Lite file at a time): {short_error(exc)}") from None
-        raise MilvusStoreError(f"cannot reach Milvus at {uri}: {short_error(exc)}") from None
+        raise MilvusStoreError(f"cannot reach Milvus at {redact(uri)}: {short_error(exc)}") from None
 
 
 def close(client, uri: str) -> None:
@@ -144,14 +145,15 @@ def session(uri: str, doing: str, *, token: str = "", timeout: float = 10.0) -> 
     except MmsearchError:
         raise
     except Exception as exc:
-        raise MilvusStoreError(f"Milvus at {uri} failed {doing}: {short_error(exc)}") from None
+        raise MilvusStoreError(f"Milvus at {redact(uri)} failed {doing}: {short_error(exc)}") from None
     finally:
         close(client, uri)
 
 
 def short_error(exc: BaseException) -> str:
-    """One line of at most 300 characters describing ``exc`` (pymilvus exceptions: their message)."""
-    text = " ".join(str(getattr(exc, "message", None) or exc).split())
+    """One line of at most 300 characters describing ``exc`` (pymilvus exceptions: their message),
+    with any credentials in quoted URIs redacted."""
+    text = redact(" ".join(str(getattr(exc, "message", None) or exc).split()))
     return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
 
 

@@ -82,6 +82,13 @@ class EmbeddedMongo:
             self._workdir = None
         atexit.unregister(self.stop)
 
+    def kill(self) -> None:
+        """SIGKILL (a crash: no clean shutdown of its storage); the data folder is kept."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+        atexit.unregister(self.stop)
+
     def __enter__(self) -> "EmbeddedMongo":
         return self
 

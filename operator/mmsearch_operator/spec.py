@@ -74,6 +74,36 @@ DEFAULTS: dict[tuple[str, ...], Any] = {
 }
 
 
+# The fields of spec, as the CRD schema declares them: a nested dict per object with fixed
+# properties, None for a value (or an open map / list the schema leaves free).
+# tests/operator/test_crd.py checks that this is the CRD's tree. The API server prunes unknown
+# fields (a typo such as `encode.shard: 4` silently becomes 1 shard) unless the client asks for
+# strict field validation (kubectl's default, --validate=strict); the operator refuses any it
+# sees (an emulator, an API server that kept them), naming the path.
+_SECRET_REF = {"name": None, "key": None}
+_RESOURCES = {"limits": None, "requests": None}
+FIELDS: dict[str, Any] = {
+    "scene": None, "modality": None, "image": None, "imagePullPolicy": None, "imagePullSecrets": None,
+    "serviceAccountName": None, "workdir": None,
+    "volume": {"claimName": None, "mountPath": None},
+    "source": {"kind": None, "uri": None, "baseUrl": None,
+               "fields": {"question": None, "answer": None, "category": None, "id": None}},
+    "model": {"source": None, "name": None, "repository": None, "family": None, "version": None,
+              "maxBatchSize": None},
+    "encode": {"batchSize": None, "shards": None, "parallelism": None, "textField": None,
+               "resources": _RESOURCES, "nodeSelector": None, "tolerations": None},
+    "resources": _RESOURCES,
+    "milvus": {"uri": None, "indexType": None, "metric": None, "indexParams": None, "batchSize": None,
+               "tokenSecret": _SECRET_REF},
+    "mongo": {"uri": None, "uriSecret": _SECRET_REF, "database": None, "collection": None, "batchSize": None},
+    "s3": {"endpointUrl": None, "region": None, "credentialsSecret": None},
+    "env": None,
+    "publish": {"enabled": None, "keep": None},
+    "skipStages": None, "backoffLimit": None, "ttlSecondsAfterFinished": None, "activeDeadlineSeconds": None,
+    "retry": None,
+}
+
+
 def with_defaults(spec: dict[str, Any] | None) -> dict[str, Any]:
     """A deep copy of ``spec`` with the CRD's defaults applied the way the API server applies them."""
     out = copy.deepcopy(spec or {})

@@ -1,12 +1,20 @@
 """Checks on an IndexJob that its CRD schema cannot express.
 
-The schema refuses missing fields, wrong types, unknown enum values and bad
-patterns at ``kubectl apply`` time. What it cannot say (relations between
-fields, the object's name length) is checked here; a failure marks the
-IndexJob Failed with these messages, each naming the field and what to do.
-The required fields are checked again first, so that an object the API server
-did not validate (an older CRD, an emulator) fails with a message instead of
-crashing the operator.
+The schema refuses missing fields, wrong types, unknown enum values, bad
+patterns and bounds at ``kubectl apply`` time, and its CEL rules
+(``x-kubernetes-validations``) relations within one object (encode.parallelism
+at most encode.shards, no password in mongo.uri, not every stage skipped).
+What it cannot say is checked here; a failure marks the IndexJob Failed with
+these messages, each naming the field's path and what to do:
+- unknown fields (the API server prunes them unless the client asks for
+  strict field validation, so a typo such as ``encode.shard: 4`` would
+  silently mean 1 shard; kubectl's default ``--validate=strict`` refuses
+  them at apply time, other clients may not): see :data:`spec.FIELDS`;
+- relations across objects (``publish.enabled: false`` with the other five
+  stages in skipStages: nothing would run), the object's name length.
+The required fields and the CEL rules are checked again too, so that an
+object the API server did not validate (an older CRD, an emulator) fails with
+a message instead of running wrong or crashing the operator.
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ import re
 from typing import Any
 
 from mmsearch_operator.plan import MAX_NAME
+from mmsearch_operator.spec import FIELDS, STAGES, skipped_stages
 
 _REQUIRED = (
     ("scene",), ("modality",), ("image",), ("workdir",), ("source", "kind"),
@@ -23,6 +32,20 @@ _SOURCE_MODALITY = {"images": "image", "qa": "text", "stdlib": "text"}
 _S3 = re.compile(r"^s3://([^/]+)(/.*)?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_PASSWORD_IN_URI = re.compile(r"^[^:/]+://[^/@]*:[^/@]*@")
+
+
+def unknown_fields(value: Any, fields: dict[str, Any] = FIELDS, path: str = "spec") -> list[str]:
+    """The paths of fields ``value`` has that the CRD does not declare (see :data:`spec.FIELDS`). Pure."""
+    if not isinstance(value, dict):
+        return []
+    out = []
+    for key, item in value.items():
+        if key not in fields:
+            out.append(f"{path}.{key}")
+        elif isinstance(fields[key], dict):
+            out += unknown_fields(item, fields[key], f"{path}.{key}")
+    return out
 
 
 def _get(spec: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -56,7 +79,9 @@ def _check_location(field: str, value: str, spec: dict[str, Any]) -> list[str]:
 
 def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     """Problems with a (defaulted) spec, one message per problem; empty when it is runnable."""
-    problems: list[str] = []
+    problems: list[str] = [
+        f"{p}: unknown field (a typo? the API server would drop it silently); the fields are those of the "
+        "IndexJob CRD (kubectl explain indexjob.spec)" for p in unknown_fields(spec)]
     name = str(meta.get("name") or "")
     if len(name) > MAX_NAME or not _NAME.match(name):
         problems.append(f"metadata.name: {name!r} must be a DNS label of at most {MAX_NAME} characters "
@@ -85,4 +110,13 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     if "push-mongo" not in (spec.get("skipStages") or []) and bool(mongo.get("uri")) == bool(mongo.get("uriSecret")):
         problems.append("spec.mongo: set exactly one of mongo.uri and mongo.uriSecret "
                         "(a Secret holding the URI with its credentials)")
+    if isinstance(mongo.get("uri"), str) and _PASSWORD_IN_URI.match(mongo["uri"]):
+        problems.append("spec.mongo.uri: holds a password: put the whole URI in a Secret and name it in "
+                        "mongo.uriSecret (an IndexJob is readable by anyone who can list them)")
+    encode = spec.get("encode") or {}
+    if isinstance(encode.get("parallelism"), int) and encode["parallelism"] > int(encode.get("shards") or 1):
+        problems.append(f"spec.encode.parallelism: {encode['parallelism']} is more than encode.shards "
+                        f"({encode.get('shards') or 1}): at most every shard runs at once")
+    if skipped_stages(spec) >= set(STAGES):
+        problems.append("spec.skipStages: every stage is skipped (with publish.enabled false): nothing would run")
     return problems

@@ -21,6 +21,7 @@ import numpy as np
 
 from mmsearch.v1 import preprocess_pb2, preprocess_pb2_grpc, tensor_pb2
 from mmsearch.core.codec import dtype_name, to_tensor
+from mmsearch.core.errors import clipped, shown
 from mmsearch.core.images import ImageInputError, decode
 from services.preprocess.models import PreprocessModel
 from services.preprocess.settings import PreprocessSettings
@@ -56,7 +57,7 @@ def find_model(models: dict[str, PreprocessModel], name: str, capability: str) -
     model = models.get(name)
     if model is None:
         known = ", ".join(sorted(models)) or "none"
-        raise RequestError(f"model {name!r} is unknown: loaded models are {known}")
+        raise RequestError(f"model {shown(name)} is unknown: loaded models are {known}")
     if capability == "text" and model.tokenizer is None:
         raise RequestError(f"model {name!r} has no tokenizer (an image model): use PreprocessImages or a text model")
     if capability == "image" and model.images is None:
@@ -94,15 +95,20 @@ async def preprocess_images(models: dict[str, PreprocessModel], request: preproc
     out = np.empty((len(images), 3, *processor.output_size), dtype=np.float32)  # type: ignore[union-attr]
 
     def one(index: int) -> None:
-        image = decode(images[index], index, settings.max_image_bytes, settings.max_image_pixels)
-        processor.process_into(image, out[index])  # type: ignore[union-attr]
+        image = decode(images[index], index, settings.max_image_bytes, settings.max_image_pixels,
+                       settings.max_image_aspect_ratio)
+        processor.process_into(image, out[index], max_pixels=settings.max_image_pixels,  # type: ignore[union-attr]
+                               field=f"images[{index}]")
 
     loop = asyncio.get_running_loop()
     results = await asyncio.gather(*(loop.run_in_executor(executor, one, i) for i in range(len(images))),
                                    return_exceptions=True)
-    for result in results:
+    for index, result in enumerate(results):
         if isinstance(result, ImageInputError):
             raise RequestError(str(result))
+        if isinstance(result, Exception):  # Pillow's conversions raise many kinds for odd inputs
+            raise RequestError(f"images[{index}] cannot be preprocessed ({type(result).__name__}: "
+                               f"{shown(str(result), 200)})")
         if isinstance(result, BaseException):
             raise result
     return preprocess_pb2.PreprocessImagesResponse(pixel_values=to_tensor(out.astype(dtype, copy=False)))
@@ -155,14 +161,14 @@ class PreprocessServicer(preprocess_pb2_grpc.PreprocessServiceServicer):
         try:
             return tokenize(models, request, self.settings)
         except RequestError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, clipped(str(exc)))
 
     async def PreprocessImages(self, request, context):
         models = await self._loaded(context)
         try:
             return await preprocess_images(models, request, self.settings, self.executor)
         except RequestError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, clipped(str(exc)))
 
     async def ListModels(self, request, context):
         return list_models(await self._loaded(context))

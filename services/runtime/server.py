@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable
 
@@ -92,8 +94,26 @@ async def start_server(
     return running
 
 
+EXIT_SLACK_S = 5.0
+"""Time past the grace period that stopping may take (closing clients) before the process exits anyway."""
+
+
+def _exit_now(grace: float) -> None:
+    log.error("did not stop within the grace period; exiting now", extra={"grace_seconds": grace})
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(1)
+
+
 async def run_until_signal(running: RunningServer, grace: float) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully (NOT_SERVING first)."""
+    """Serve until SIGTERM or SIGINT, then stop gracefully (NOT_SERVING first).
+
+    Stopping is bounded: in-flight calls get ``grace`` seconds, closing the
+    clients what is left of ``grace + EXIT_SLACK_S``; a watchdog thread exits
+    the process at that bound whatever still runs (a client library stuck on a
+    lock, an executor thread, the event loop's own teardown), so SIGTERM always
+    stops the process in time.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -102,6 +122,12 @@ async def run_until_signal(running: RunningServer, grace: float) -> None:
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down", extra={"grace_seconds": grace})
-    await running.stop(grace)
+    watchdog = threading.Timer(grace + EXIT_SLACK_S, _exit_now, args=(grace,))
+    watchdog.daemon = True
+    watchdog.start()
+    stopping = asyncio.ensure_future(running.stop(grace))
+    done, _ = await asyncio.wait({stopping}, timeout=grace + EXIT_SLACK_S)
+    if not done:
+        _exit_now(grace)
     for task in (waiter, stopper):
         task.cancel()

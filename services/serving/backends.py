@@ -14,6 +14,7 @@ whether a query runs alone (see :class:`services.serving.encoders.OnnxEncoder`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -22,6 +23,9 @@ import numpy as np
 from mmsearch.core.model_repository import ModelManifest, ModelRepository
 from services.serving.errors import Mismatch
 from services.serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+CLOSE_TIMEOUT_S = 3.0
 
 
 class QueryPreprocessor(Protocol):
@@ -110,9 +114,18 @@ class Backends:
     load: Load = field(default_factory=Load)
     events: EventStore = field(default_factory=NoEvents)
 
-    async def close(self) -> None:
-        for part in (self.events, self.encoders, self.preprocess, self.summary, self.matcher):
-            await part.close()
+    async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Close every part at once, all within ``timeout`` (a part that hangs is left: stopping never
+        waits on it; asyncio.wait, unlike wait_for, does not wait for a cancellation either)."""
+        parts = (self.events, self.encoders, self.preprocess, self.summary, self.matcher)
+        closing = {asyncio.ensure_future(part.close()): part for part in parts}
+        done, _ = await asyncio.wait(closing, timeout=timeout)
+        for task, part in closing.items():
+            if task not in done:
+                log.warning("a backend did not close in time", extra={"backend": type(part).__name__})
+            elif task.exception() is not None:
+                log.warning("a backend failed to close", extra={"backend": type(part).__name__,
+                                                                 "error": repr(task.exception())})
 
 
 def connect(settings: ServingSettings) -> Backends:

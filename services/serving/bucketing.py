@@ -13,6 +13,8 @@ import bisect
 import hashlib
 from typing import Mapping, Sequence
 
+from mmsearch.core.errors import shown
+
 _SCALE = float(1 << 64)
 
 
@@ -55,12 +57,14 @@ def assign(
     names = {layer[0] for layer in layers}
     unknown = sorted(set(force) - names)
     if unknown:
-        raise KeyError(f"force_arms names unknown layer(s) {unknown}; layers are {sorted(names)}")
+        listed = ", ".join(shown(name) for name in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        raise KeyError(f"force_arms names unknown layer(s) {listed}; layers are {sorted(names)}")
     out = []
     for name, salt, arms, weights, default in layers:
         if name in force:
             if force[name] not in arms:
-                raise KeyError(f"force_arms[{name!r}] = {force[name]!r} is not an arm of layer {name!r}; arms are {list(arms)}")
+                raise KeyError(f"force_arms[{name!r}] = {shown(force[name])} is not an arm of layer {name!r}; "
+                               f"arms are {list(arms)}")
             out.append((name, force[name]))
         elif not user_id:
             out.append((name, default))

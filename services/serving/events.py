@@ -49,7 +49,7 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 from mmsearch.core import events as schema
 from services.serving import metrics
 from services.serving.errors import Mismatch, Unavailable
-from services.serving.summary import redacted
+from mmsearch.core.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class MongoEvents:
                     continue
                 if not self.problem:
                     log.warning("the event store at %s does not take impressions (%s); they wait in the buffer",
-                                redacted(self.uri), problem)
+                                redact(self.uri), problem)
                 self.problem = problem
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_S[1])
@@ -133,7 +133,7 @@ class MongoEvents:
             metrics.IMPRESSIONS_STORED.inc(len(self._held))
             self._held = []
             if self.problem:
-                log.info("impressions are recorded again", extra={"store": redacted(self.uri)})
+                log.info("impressions are recorded again", extra={"store": redact(self.uri)})
                 self.problem = ""
             backoff = BACKOFF_S[0]
 
@@ -163,7 +163,7 @@ class MongoEvents:
             return True
         except PyMongoError as exc:
             if isinstance(exc, ConnectionFailure) or exc.timeout:
-                raise Unavailable(f"the event store at {redacted(self.uri)} is unreachable: {exc}") from None
+                raise Unavailable(f"the event store at {redact(self.uri)} is unreachable: {exc}") from None
             raise Mismatch(f"the event store refused the feedback: {exc}") from None
         return False
 

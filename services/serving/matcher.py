@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from mmsearch.core.milvus_store import Matches, matches, search_request, short_error
+from mmsearch.core.redact import redact
 from services.serving.batching import MicroBatcher
 from services.serving.errors import Mismatch, Unavailable
 from services.serving.metrics import BATCH_SIZE
@@ -52,6 +53,7 @@ class MilvusMatcher:
     def __init__(self, uri: str, *, token: str = "", connect_timeout_s: float = 1.0,
                  batch_max_size: int = 64, in_flight: int = 2):
         self.uri = uri
+        self._shown = redact(uri)  # the URI in messages: never its credentials
         self._batch_max_size = batch_max_size
         self._in_flight = in_flight
         self._batchers: dict[tuple, MicroBatcher] = {}
@@ -77,7 +79,7 @@ class MilvusMatcher:
                     self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self._connect_timeout_s,
                                                 alias=self._alias)
                 except Exception as exc:
-                    raise Unavailable(f"Milvus at {self.uri} is unreachable: {exc}") from None
+                    raise Unavailable(f"Milvus at {self._shown} is unreachable: {short_error(exc)}") from None
             return self._client
 
     def _drop_client(self) -> None:
@@ -114,7 +116,7 @@ class MilvusMatcher:
         reconnect back-off (up to 2 minutes; pymilvus sets no cap).
         """
         if _is_unavailable(exc):
-            return Unavailable(f"Milvus at {self.uri}: {short_error(exc)}")
+            return Unavailable(f"Milvus at {self._shown}: {short_error(exc)}")
         return Mismatch(f"Milvus {method}: {short_error(exc)}")
 
     async def _search_client(self):
@@ -125,7 +127,7 @@ class MilvusMatcher:
                 self._async = AsyncMilvusClient(uri=self.uri, token=self._token, timeout=self._connect_timeout_s,
                                                 alias=f"{self._alias}-async")
             except Exception as exc:
-                raise Unavailable(f"Milvus at {self.uri} is unreachable: {short_error(exc)}") from None
+                raise Unavailable(f"Milvus at {self._shown} is unreachable: {short_error(exc)}") from None
         return self._async
 
     async def _drop_search_client(self) -> None:
@@ -183,8 +185,8 @@ class MilvusMatcher:
             return read_manifest(client, collection)
         except Exception as exc:
             if _is_unavailable(exc):
-                raise Unavailable(f"Milvus at {self.uri}: {exc}") from None
-            raise Mismatch(f"cannot read the model manifest of collection {collection!r}: {exc}") from None
+                raise Unavailable(f"Milvus at {self._shown}: {short_error(exc)}") from None
+            raise Mismatch(f"cannot read the model manifest of collection {collection!r}: {short_error(exc)}") from None
 
     async def manifest(self, collection: str) -> dict:
         """The manifest of the exported model that built ``collection`` (or alias)."""

@@ -20,6 +20,7 @@ from typing import Mapping
 
 import grpc
 
+from mmsearch.core.errors import shown
 from mmsearch.core.milvus_store import documents_collection
 from mmsearch.v1 import retrieval_pb2
 from services.serving import bucketing, metrics
@@ -52,7 +53,7 @@ def validate_request(request: retrieval_pb2.SearchRequest, active: Active, setti
     """Caller mistakes -> INVALID_ARGUMENT naming the field. Pure."""
     scene = active.scenes.get(request.scene)
     if scene is None:
-        raise _bad(f"unknown scene {request.scene!r}; scenes are {sorted(active.scenes)}")
+        raise _bad(f"unknown scene {shown(request.scene)}; scenes are {sorted(active.scenes)}")
     kind = request.WhichOneof("query")
     if kind is None:
         raise _bad("give a query: text or image")

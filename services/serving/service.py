@@ -10,6 +10,8 @@ import logging
 
 import grpc
 
+from mmsearch.core.errors import clipped
+from mmsearch.core.redact import redact
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.serving import metrics
 from services.serving.activation import Active
@@ -72,7 +74,12 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
                 log.warning("search failed", extra={"scene": scene, "stage": exc.stage, "code": exc.code.name,
                                                     "error": exc.message})
-            await context.abort(exc.code, str(exc))
+            await context.abort(exc.code, clipped(redact(str(exc))))
+        except Exception as exc:  # a bug outside the stages: still never UNKNOWN
+            metrics.REQUESTS.labels(scene, grpc.StatusCode.UNAVAILABLE.name).inc()
+            log.exception("search failed outside its stages", extra={"scene": scene})
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"serving: unexpected {type(exc).__name__}; see serving's log")
         metrics.REQUESTS.labels(scene, "OK").inc()
         return response
 
@@ -82,13 +89,17 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         except StageError as exc:
             if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 log.warning("feedback failed", extra={"code": exc.code.name, "error": exc.message})
-            await context.abort(exc.code, str(exc))
+            await context.abort(exc.code, clipped(redact(str(exc))))
+        except Exception as exc:  # a bug outside the handler's own checks: still never UNKNOWN
+            log.exception("feedback failed unexpectedly")
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"serving: unexpected {type(exc).__name__}; see serving's log")
 
     async def ListScenes(self, request: retrieval_pb2.ListScenesRequest, context: grpc.aio.ServicerContext):
         try:
             active = self._active()
         except StageError as exc:
-            await context.abort(exc.code, str(exc))
+            await context.abort(exc.code, clipped(redact(str(exc))))
         return retrieval_pb2.ListScenesResponse(scenes=[scene_message(s, active) for s in active.scenes.values()])
 
 

@@ -14,24 +14,45 @@ Routes:
 
 Handlers are thin: parameters are validated by :mod:`services.web.params`,
 shapes come from :mod:`services.web.responses`. Every ``/api`` error is JSON
-``{"error": {"status", "code", "message", "parameter"?}}``.
+``{"error": {"status", "code", "message", "parameter"?, "request_id"}}``.
+
+Decisions (issue 13, a hostile probe):
+- Every response carries the security headers and an ``X-Request-Id``; a 405
+  keeps its ``Allow`` header, on ``/api`` (JSON) and elsewhere.
+- Errors a client can fix (400, 404, 413, 415) say what to fix. Errors of the
+  back end (5xx, and serving's FAILED_PRECONDITION: a deployment mismatch)
+  give anonymous clients a generic message and the request id; the detail
+  (which stage, which store, its address) goes to the web service's log under
+  that id. A summary store that is down is "search is temporarily
+  unavailable", not "serving is unavailable".
+- A multipart upload is bounded before it is read: the declared length, the
+  number of parts (:data:`MAX_FORM_PARTS`), each text field's size
+  (:data:`MAX_FIELD_BYTES`) and the image's; a malformed body (no boundary,
+  a boundary missing from the body, a truncated part) is a 400 naming
+  ``body``, never a 500.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
+import uuid
 from pathlib import Path
 from typing import Awaitable, Callable
 
 import grpc
-from aiohttp import web
+from aiohttp import BodyPartReader, ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from services.web.client import ServingClient
+from services.web.files import image_handler
 from services.web.metrics import HTTP_LATENCY, HTTP_REQUESTS, UPSTREAM_LATENCY
 from services.web.params import BadParameter, SearchQuery, TooLarge, parse_feedback, parse_search
 from services.web.ratelimit import RateLimiter, client_address
-from services.web.responses import (blamed_parameter, error_body, feedback_json, http_status, scenes_json, search_json,
+from services.web.responses import (blamed_parameter, caller_error, error_body, feedback_json, http_status, scenes_json,
+                                    search_json,
                                     upstream_message)
 from services.web.settings import WebSettings
 
@@ -56,10 +77,27 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = web.RequestKey("request_id", str)
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
+
+MAX_FORM_PARTS = 32
+"""Most parts one multipart form may have (the search form has six fields)."""
+MAX_FIELD_BYTES = 64 * 1024
+"""Largest text field of a multipart form (the query text is at most MMSEARCH_MAX_QUERY_CHARS characters)."""
 
 
-def json_error(status: int, code: str, message: str, parameter: str | None = None) -> web.Response:
-    return web.json_response(error_body(status, code, message, parameter), status=status)
+def json_error(status: int, code: str, message: str, parameter: str | None = None,
+               request_id: str | None = None) -> web.Response:
+    return web.json_response(error_body(status, code, message, parameter, request_id), status=status)
+
+
+def request_id(request: web.Request) -> str:
+    """This request's id: the client's ``X-Request-Id`` when it is a plain token, else a new one."""
+    if REQUEST_ID not in request:
+        given = request.headers.get("X-Request-Id", "")
+        request[REQUEST_ID] = given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+    return request[REQUEST_ID]
 
 
 def _route_label(request: web.Request) -> str:
@@ -71,23 +109,30 @@ def _route_label(request: web.Request) -> str:
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Metrics, security headers, and JSON bodies for every error under /api."""
+    """Metrics, security headers and the request id on every response, JSON bodies for every error under /api."""
     start = time.perf_counter()
     route = _route_label(request)
     status = 500
+    rid = request_id(request)
     try:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
             if not request.path.startswith("/api/") or exc.status < 400:
+                exc.headers.update(SECURITY_HEADERS)  # a 404/405 page or a redirect: the same headers
+                exc.headers["X-Request-Id"] = rid
                 raise
             response = json_error(exc.status, exc.reason.lower().replace(" ", "_"),
-                                  f"{request.method} {request.path}: {exc.reason}")
+                                  f"{request.method} {request.path[:200]}: {exc.reason}", request_id=rid)
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
         except Exception:
-            log.exception("unhandled error", extra={"path": request.path})
-            response = json_error(500, "internal", "internal error in the web service; see its log")
+            log.exception("unhandled error", extra={"path": request.path[:200], "request_id": rid})
+            response = json_error(500, "internal", f"internal error in the web service (request id {rid})",
+                                  request_id=rid)
         status = response.status
         response.headers.update(SECURITY_HEADERS)
+        response.headers["X-Request-Id"] = rid
         return response
     except web.HTTPException as exc:
         status = exc.status
@@ -97,12 +142,16 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - start)
 
 
-def _upstream_error(exc: grpc.aio.AioRpcError, address: str) -> web.Response:
+def _upstream_error(request: web.Request, exc: grpc.aio.AioRpcError) -> web.Response:
     code = exc.code()
     status, name = http_status(code)
     details = exc.details() or ""
-    parameter = blamed_parameter(details) if status == 400 else None
-    return json_error(status, name, upstream_message(code, details, address), parameter)
+    rid = request_id(request)
+    if caller_error(code):
+        return json_error(status, name, details or code.name, blamed_parameter(details), rid)
+    log.warning("search back end failed", extra={"request_id": rid, "grpc_code": code.name, "details": details,
+                                                  "serving": request.app[CLIENT_KEY].address})
+    return json_error(status, name, upstream_message(code, rid), request_id=rid)
 
 
 async def _call(method: str, request: web.Request, call: Callable[[ServingClient], Awaitable]):
@@ -122,7 +171,7 @@ async def _search(request: web.Request, query: SearchQuery) -> web.Response:
     try:
         response, elapsed_ms = await _call("Search", request, lambda c: c.search(query))
     except grpc.aio.AioRpcError as exc:
-        return _upstream_error(exc, request.app[CLIENT_KEY].address)
+        return _upstream_error(request, exc)
     return web.json_response(search_json(response, scene=query.scene, elapsed_ms=elapsed_ms))
 
 
@@ -131,26 +180,73 @@ async def search_get(request: web.Request) -> web.Response:
     try:
         query = parse_search(request.query, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars)
     except BadParameter as exc:
-        return json_error(400, "bad_parameter", exc.message, exc.parameter)
+        return json_error(400, "bad_parameter", exc.message, exc.parameter, request_id(request))
     return await _search(request, query)
 
 
+def form_limit(max_image_bytes: int) -> int:
+    """The largest multipart body accepted: the image and every other part at its largest."""
+    return max_image_bytes + MAX_FORM_PARTS * MAX_FIELD_BYTES
+
+
+async def _read_part(part, name: str, limit: int, what: str) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        data.extend(chunk)
+        if len(data) > limit:
+            raise TooLarge(name, f"{what} is larger than the limit of {limit} bytes")
+    return bytes(data)
+
+
 async def _read_form(request: web.Request, max_bytes: int) -> tuple[dict[str, str], bytes | None]:
-    """Text fields and the ``image`` file of a multipart form; stops reading past ``max_bytes``."""
+    """Text fields and the ``image`` file of a multipart form, every part bounded before it is read
+    (see module doc); BadParameter naming ``body`` when the body is not well-formed multipart."""
+    limit = form_limit(max_bytes)
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge("body", f"the request body is {request.content_length} bytes, over the limit of {limit}")
     fields: dict[str, str] = {}
     image: bytes | None = None
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if part.name == "image":
-            data = bytearray()
-            while chunk := await part.read_chunk(64 * 1024):
-                data.extend(chunk)
-                if len(data) > max_bytes:
-                    raise TooLarge("image", f"image is larger than the limit of {max_bytes} bytes")
-            image = bytes(data)
-        elif part.name:
-            fields[part.name] = await part.text()
-    return fields, image
+    try:
+        reader = await request.multipart()
+        for _ in range(MAX_FORM_PARTS + 1):
+            part = await reader.next()
+            if part is None:
+                return fields, image
+            if not isinstance(part, BodyPartReader):
+                raise BadParameter("body", "nested multipart bodies are not accepted: send one flat form")
+            name = part.name or ""
+            if name == "image":
+                image = await _read_part(part, "image", max_bytes, "image")
+                continue
+            blamed = name if _FIELD_NAME.match(name) else "body"  # never echo a hostile name as the parameter
+            data = await _read_part(part, blamed, MAX_FIELD_BYTES, f"field {name[:40]!r}")
+            if name:
+                try:
+                    fields[name] = data.decode(part.get_charset("utf-8"))
+                except (UnicodeDecodeError, LookupError):
+                    raise BadParameter(blamed, f"field {name[:40]!r} is not UTF-8 text") from None
+    except BadParameter:
+        raise
+    except (ValueError, LookupError, AssertionError, RuntimeError, asyncio.IncompleteReadError,
+            ClientPayloadError, HttpProcessingError) as exc:
+        raise BadParameter("body", f"the multipart body is malformed ({type(exc).__name__}: {str(exc)[:120]}); "
+                           "send multipart/form-data with a boundary and complete parts") from None
+    raise BadParameter("body", f"the form has more than {MAX_FORM_PARTS} parts: send only scene, k, user, "
+                       "diversify and the image")
+
+
+async def _refused_upload(request: web.Request, response: web.Response, limit: int) -> web.Response:
+    """Answer a refused upload: read (and drop) what is left of a body within ``limit`` bytes, so a
+    client that sends its whole body before reading the answer gets it; close the connection past that."""
+    left = limit
+    try:
+        while left > 0 and (chunk := await request.content.readany()):
+            left -= len(chunk)
+    except Exception:  # the client went away, or its body is broken: nothing more to read
+        left = 0
+    if left <= 0 or not request.content.at_eof():
+        response.force_close()
+    return response
 
 
 async def search_post(request: web.Request) -> web.Response:
@@ -167,9 +263,9 @@ async def search_post(request: web.Request) -> web.Response:
         query = parse_search(params, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars,
                              image=image, max_image_bytes=settings.max_image_bytes)
     except BadParameter as exc:
-        if isinstance(exc, TooLarge):
-            return json_error(413, "too_large", exc.message, exc.parameter)
-        return json_error(400, "bad_parameter", exc.message, exc.parameter)
+        status, code = (413, "too_large") if isinstance(exc, TooLarge) else (400, "bad_parameter")
+        response = json_error(status, code, exc.message, exc.parameter, request_id(request))
+        return await _refused_upload(request, response, form_limit(settings.max_image_bytes))
     return await _search(request, query)
 
 
@@ -204,7 +300,7 @@ async def feedback(request: web.Request) -> web.Response:
     try:
         response, _ = await _call("Feedback", request, lambda c: c.feedback(event))
     except grpc.aio.AioRpcError as exc:
-        return _upstream_error(exc, request.app[CLIENT_KEY].address)
+        return _upstream_error(request, exc)
     return web.json_response(feedback_json(response))
 
 
@@ -212,7 +308,7 @@ async def scenes(request: web.Request) -> web.Response:
     try:
         response, _ = await _call("ListScenes", request, lambda c: c.list_scenes())
     except grpc.aio.AioRpcError as exc:
-        return _upstream_error(exc, request.app[CLIENT_KEY].address)
+        return _upstream_error(request, exc)
     return web.json_response(scenes_json(response))
 
 
@@ -224,8 +320,10 @@ async def readyz(request: web.Request) -> web.Response:
     client = request.app[CLIENT_KEY]
     ok, status = await client.ready()
     if ok:
-        return web.json_response({"status": "ready", "serving": client.address})
-    return json_error(503, "not_ready", f"serving at {client.address} is not ready: {status}")
+        return web.json_response({"status": "ready"})
+    rid = request_id(request)
+    log.warning("not ready", extra={"request_id": rid, "serving": client.address, "status": status})
+    return json_error(503, "not_ready", f"the search back end is not ready (request id {rid})", request_id=rid)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -263,5 +361,5 @@ def create_app(settings: WebSettings) -> web.Application:
     if settings.images_dir is not None:
         if not settings.images_dir.is_dir():
             raise ValueError(f"MMSEARCH_IMAGES_DIR {str(settings.images_dir)!r} is not a folder")
-        app.router.add_static("/images/", settings.images_dir)
+        app.router.add_get("/images/{path:.+}", image_handler(settings.images_dir))
     return app

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from mmsearch.v1 import retrieval_pb2
 
+from mmsearch.core.errors import shown as _shown
+
 SCENE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_USER_CHARS = 128
 TRUE = {"1", "true", "yes", "on"}
@@ -42,10 +44,6 @@ class SearchQuery:
     top_k: int = 0  # 0: the arm's default (the proto's convention)
     user_id: str = ""
     diversify: bool = False
-
-
-def _shown(value: str, limit: int = 40) -> str:
-    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def parse_scene(value: str | None) -> str:

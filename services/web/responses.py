@@ -36,20 +36,33 @@ def http_status(code: grpc.StatusCode) -> tuple[int, str]:
     return STATUS_MAP.get(code, (502, "upstream_error"))
 
 
-def error_body(status: int, code: str, message: str, parameter: str | None = None) -> dict[str, Any]:
+def error_body(status: int, code: str, message: str, parameter: str | None = None,
+               request_id: str | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"status": status, "code": code, "message": message}
     if parameter is not None:
         error["parameter"] = parameter
+    if request_id is not None:
+        error["request_id"] = request_id
     return {"error": error}
 
 
-def upstream_message(code: grpc.StatusCode, details: str | None, address: str) -> str:
-    """What the page shows for a failed gRPC call; 'down' and 'slow' say so plainly."""
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-        return f"the search back end (serving at {address}) is unavailable; try again shortly ({details or code.name})"
+# Statuses whose details are for the caller (what to fix in the request); every other one is the
+# back end's problem, and its details (stages, stores, addresses) stay in the web service's log.
+CALLER_ERRORS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.NOT_FOUND})
+
+
+def caller_error(code: grpc.StatusCode) -> bool:
+    return code in CALLER_ERRORS
+
+
+def upstream_message(code: grpc.StatusCode, request_id: str) -> str:
+    """What an anonymous client is told about a back-end failure: plain words and the request id,
+    never the back end's details (they name internal stores and addresses)."""
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        return f"search is temporarily unavailable; try again shortly (request id {request_id})"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"the search back end (serving at {address}) did not answer in time ({details or code.name})"
-    return details or code.name
+        return f"search did not answer in time; try again shortly (request id {request_id})"
+    return f"search failed on the server side (request id {request_id}); its operators can look it up in the log"
 
 
 # Leading words of serving's INVALID_ARGUMENT details (after "stage: ") -> the API parameter at fault.

@@ -166,6 +166,14 @@ def test_indexjob_examples_validate_against_the_crd_schema():
         ({"serving": {"env": [{"name": "MMSEARCH_X", "value": 5}]}}, "/serving/env/0/value"),
         ({"feedback": {"tokenTtlSeconds": 5}}, "/feedback/tokenTtlSeconds"),
         ({"feedback": {"existingSecret": "Not_A_Name"}}, "/feedback/existingSecret"),
+        # Issue 13: credentials never as values; names and tags the API server or a registry would refuse.
+        ({"externalMilvus": {"uri": "http://root:secret@milvus:19530"}}, "/externalMilvus/uri"),
+        ({"fullnameOverride": "1search"}, "/fullnameOverride"),
+        ({"nameOverride": "Search"}, "/nameOverride"),
+        ({"image": {"tag": "v1 latest"}}, "/image/tag"),
+        ({"serving": {"image": {"tag": "-rc1"}}}, "/serving/image/tag"),
+        ({"triton": {"image": {"tag": "25.01/py3"}}}, "/triton/image/tag"),
+        ({"serving": {"experiments": {}}}, "at '/serving/experiments': missing property 'scenes'"),
     ],
 )
 def test_schema_rejects_bad_values_with_a_message(values, message):
@@ -191,19 +199,58 @@ def test_schema_rejects_bad_values_with_a_message(values, message):
             "feedback.tokenTtlSeconds (172800) outlives the events it refers to (feedback.eventsTtlDays: 1)",
         ),
         (
-            {"triton": {"enabled": False}, "serving": {"experiments": {"scenes": {"t2t": {"defaults": {"encoder_backend": "triton"}}}}}},
+            {"triton": {"enabled": False}, "serving": {"experiments": {"scenes": {"t2t": {
+                "modality": "text", "defaults": {"encoder_backend": "triton", "query": {"text": {"model": "minilm"}}}}}}}},
             "serving.experiments.scenes.t2t.defaults asks for encoder_backend: triton but triton.enabled is false",
         ),
         (
-            {"serving": {"experiments": {"scenes": {"t2t": {"defaults": {"query": {"text": {"model": "clip"}}}}}}}},
+            {"serving": {"experiments": {"scenes": {"t2t": {"modality": "text",
+                                                            "defaults": {"query": {"text": {"model": "clip"}}}}}}}},
             'query.text.model is "clip", not one of modelRepository.models',
         ),
+        # Issue 13: each of these rendered invalid manifests (or silently kept a default) before.
+        ({"serving": {"port": 9090}}, "serving.port and serving.metricsPort are both 9090"),
+        ({"preprocess": {"metricsPort": 50051}}, "preprocess.port and preprocess.metricsPort are both 50051"),
+        ({"ingress": {"enabled": True, "hosts": []}}, "ingress.enabled is true but ingress.hosts is empty"),
+        ({"serving": {"env": [{"name": "MMSEARCH_MILVUS_URI", "value": "http://other:19530"}]}},
+         "serving.env[0]: MMSEARCH_MILVUS_URI is set by the chart already"),
+        ({"web": {"env": [{"name": "MMSEARCH_PORT", "value": "1"}]}}, "web.env[0]: MMSEARCH_PORT is set by the chart"),
+        ({"operator": {"env": [{"name": "X", "value": "1"}, {"name": "X", "value": "2"}]}},
+         "operator.env[1]: X is set by the chart already (or earlier in operator.env)"),
     ],
 )
 def test_inconsistent_values_fail_to_render_with_a_message(values, message):
     with pytest.raises(helm_python.HelmRenderError) as err:
         ct.render_raw(values)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("release", ["1search", "Search", "a_b"])
+def test_release_names_that_are_not_dns_labels_fail_to_render(release):
+    with pytest.raises(helm_python.HelmRenderError) as err:
+        ct.chart().render({}, name=release, namespace=ct.NAMESPACE, is_install=True)
+    assert "which is not a DNS-1035 label" in str(err.value) and release in str(err.value)
+
+
+def test_a_given_experiment_config_replaces_the_example_whole():
+    """Helm merges maps: a user's scenes used to be merged with the example t2t scene."""
+    scene = {"modality": "text", "defaults": {"query": {"text": {"model": "minilm"}}}}
+    text = ct.render_raw({"serving": {"experiments": {"scenes": {"faq": scene}}}})["mmsearch/templates/serving.yaml"]
+    (config,) = [yaml.safe_load(d["data"]["experiments.yaml"]) for d in yaml.safe_load_all(text)
+                 if d and d["kind"] == "ConfigMap"]
+    assert list(config["scenes"]) == ["faq"]
+
+
+def test_grpc_reflection_is_off_unless_asked_for():
+    def reflection(values):
+        items = ct.manifests(values) if isinstance(values, str) else [
+            ct.Manifest(t, d) for t, text in ct.render_raw(values).items() if not t.endswith("NOTES.txt")
+            for d in yaml.safe_load_all(text) if d]
+        return {ct.component(m): ct.env_of(c).get("MMSEARCH_REFLECTION", {}).get("value")
+                for m in ct.of_kind(items, "Deployment") for c in ct.containers(m) if c["name"] in ("preprocess", "serving")}
+
+    assert reflection("default") == {"preprocess": "false", "serving": "false"}
+    assert reflection({"grpcReflection": True}) == {"preprocess": "true", "serving": "true"}
 
 
 @pytest.mark.parametrize("value_set", sorted(ct.VALUE_SETS))

@@ -42,6 +42,10 @@ def corpus_bytes(records: list[dict]) -> bytes:
 
 
 def write_vectors(workdir: Path, manifest: ModelManifest, ids: np.ndarray, vecs: np.ndarray, chunk: int = 4096) -> None:
+    """The vector chunks and meta.json, and the corpus.jsonl of those ids that meta.json fingerprints."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    corpus = "".join(json.dumps({"id": int(i), "question": f"q{i}"}) + "\n" for i in ids).encode()
+    (workdir / "corpus.jsonl").write_bytes(corpus)
     folder = workdir / VECTORS
     folder.mkdir(parents=True, exist_ok=True)
     (workdir / CORPUS_FILE).write_bytes(corpus_bytes(corpus_of(ids).records))
@@ -51,4 +55,5 @@ def write_vectors(workdir: Path, manifest: ModelManifest, ids: np.ndarray, vecs:
         (folder / chunk_name(k, len(ids[part]))).write_bytes(pack_chunk(ids[part], vecs[part], []))
     (folder / META).write_text(json.dumps({"model": manifest.name, "tower": "text",
                                            "onnx_sha256": manifest.onnx_sha256, "dimension": manifest.dimension,
-                                           "chunk_size": chunk, "chunks": len(starts), "corpus_records": len(ids)}))
+                                           "chunk_size": chunk, "chunks": len(starts), "corpus_records": len(ids),
+                                           "corpus_sha256": hashlib.sha256(corpus).hexdigest()}))

@@ -58,7 +58,7 @@ def test_images_without_base_url_use_file_uris(tmp_path, image_folder):
 QA_LINES = [
     {"qid": "qid_1", "category": "教育/科学", "title": "什么是光合作用", "desc": "", "answer": "植物利用光能合成有机物。"},
     {"qid": "qid_2", "category": "生活", "title": "How do I boil an egg?", "desc": "", "answer": "Ten minutes."},
-    {"qid": "qid_1", "category": "dup", "title": "duplicate key", "desc": "", "answer": "skipped"},
+    {"qid": "qid_1", "category": "教育/科学", "title": "什么是光合作用", "desc": "", "answer": "植物利用光能合成有机物。"},
     {"qid": 3, "title": "No category", "answer": "fine"},
 ]
 
@@ -76,6 +76,19 @@ def test_qa_fields_ids_and_duplicates(tmp_path):
     assert records[0] == {"id": stable_id("qid_1"), "question": "什么是光合作用",
                           "answer": "植物利用光能合成有机物。", "category": "教育/科学"}
     assert records[2]["category"] == "" and records[2]["id"] == stable_id("3")
+
+
+@pytest.mark.parametrize("first, second", [
+    ({"qid": "q7", "title": "a?", "answer": "one"}, {"qid": "q7", "title": "a?", "answer": "another"}),
+    ({"qid": 1, "title": "a?", "answer": "one"}, {"qid": "1", "title": "b?", "answer": "two"}),
+])
+def test_qa_conflicting_duplicates_fail_naming_both_lines(tmp_path, first, second):
+    """Issue 13: a repeated key with other content was dropped silently (exit 0); 1 and "1" collapsed."""
+    source = write_jsonl(tmp_path / "qa.jsonl", [first, {"qid": "other", "title": "x", "answer": "y"}, second])
+    with pytest.raises(JobError) as err:
+        prepare(str(tmp_path / "w"), "qa", str(source))
+    assert f"{source} line 1 and {source} line 3: two different records with the key" in str(err.value)
+    assert not (tmp_path / "w" / "corpus.jsonl").exists()
 
 
 def test_qa_configurable_fields_and_question_keys(tmp_path):

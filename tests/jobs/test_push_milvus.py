@@ -178,3 +178,18 @@ def test_cli_bad_input_exits_non_zero_with_one_line(cli_inputs, case, expected):
                              *[x for kv in opts.items() for x in kv]], capture_output=True, text=True, timeout=60)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), result.stderr
+
+
+def test_vectors_of_an_earlier_corpus_are_refused(cli_inputs):
+    """Issue 13: prepare again in the same workdir (a smaller corpus), skip encode, push: the old
+    vectors went in. Their recorded corpus fingerprint must match the corpus, or push refuses."""
+    tmp = cli_inputs
+    run_job("prepare", "--workdir", str(tmp / "work"), "--source-kind", "stdlib", "--source", "csv")
+    result = subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", "push-milvus", "--workdir", str(tmp / "work"),
+                             "--milvus-uri", str(tmp / "milvus.db"), "--scene", "s", "--version", "1",
+                             "--repository", str(tmp / "repo"), "--model", "m"],
+                            capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "were encoded from another corpus (20 records" in lines[0] and "re-run `mmsearch job encode`" in lines[0]
+    assert not (tmp / "milvus.db").exists() or "s_1" not in lines[0]

@@ -26,7 +26,7 @@ from mmsearch.core import milvus_store
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions, write_corpus
 from tests.support.jobs import run_job
-from tests.support.load import SearchLoad
+from tests.support.load import SearchLoad, text_requests
 
 pytestmark = pytest.mark.slow
 SCENE = "synced"
@@ -95,7 +95,7 @@ def search(stub, text: str, top_k: int = 5):
 def test_sync_while_serving_gives_exact_counts_new_texts_and_no_removed_ids(synced):
     s = synced
     texts = [r["answer"] for r in s["original"][20:60]]
-    with SearchLoad(s["stack"].address, SCENE, texts, threads=3) as load:
+    with SearchLoad(s["stack"].address, text_requests(SCENE, texts), concurrency=3) as load:
         load.wait_for(20)
         result = run_job(*sync_args(s))
         done = load.mark()

@@ -39,12 +39,35 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
+def cel_errors(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
+    """The messages of the schema's CEL rules (``x-kubernetes-validations``) that ``value`` breaks,
+    evaluated with cel-python as the API server evaluates them (``self`` is the value at the rule)."""
+    import celpy
+
+    out = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        env = celpy.Environment()
+        program = env.program(env.compile(rule["rule"]))
+        if not bool(program.evaluate({"self": celpy.json_to_cel(value)})):
+            out.append(f"{path}: {rule.get('message', rule['rule'])}")
+    if isinstance(value, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in value:
+                out += cel_errors(sub, value[key], f"{path}.{key}".lstrip("."))
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            out += cel_errors(schema["items"], item, f"{path}.{i}")
+    return out
+
+
 def schema_errors(obj: dict[str, Any]) -> list[str]:
-    """Messages of the CRD's openAPIV3Schema for ``obj`` after defaulting (empty when valid)."""
+    """Messages of the CRD's openAPIV3Schema for ``obj`` after defaulting, its CEL rules included
+    (empty when valid)."""
     schema = crd_schema()
     doc = apply_defaults(schema, copy.deepcopy(obj))
     validator = jsonschema.Draft7Validator(schema)
-    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    return errors or cel_errors(schema, doc)
 
 
 def indexjob(name: str = "demo", *, generation: int = 1, uid: str = "0f1e2d3c-aaaa-bbbb-cccc-123456789abc",

@@ -109,10 +109,44 @@ _DELETE = object()
     ("spec.evaluation", {"minRecall": 0.5}, "'queries' is a required property"),
     ("spec.evaluation", {"queries": "s3://b/q.jsonl", "minRecall": 1.5}, "greater than the maximum"),
     ("spec", _DELETE, "'spec' is a required property"),
+    # Issue 13: each of these passed the CRD before.
+    ("spec.encode", {"shards": 2, "parallelism": 4}, "encode.parallelism must not be more than encode.shards"),
+    ("spec.mongo", {"uri": "mongodb://root:hunter2@mongo:27017"}, "mongo.uri must not hold a password"),
+    ("spec.mongo", {"uri": "http://mongo:27017"}, "does not match"),
+    ("spec.resources", {"limits": {"memory": "lots"}}, "'lots' does not match"),
+    ("spec.encode", {"resources": {"requests": {"cpu": "1.5 cores"}}}, "'1.5 cores' does not match"),
+    ("spec.env", [{"name": "A=B", "value": "x"}], "'A=B' does not match"),
+    ("spec.ttlSecondsAfterFinished", 2**31, "is greater than the maximum"),
+    ("spec.s3", {"endpointUrl": "minio:9000"}, "'minio:9000' does not match"),
+    ("spec.skipStages", ["prepare", "export", "encode", "push-milvus", "push-mongo", "publish"],
+     "skipStages lists every stage"),
 ])
+
 def test_malformed_indexjobs_are_refused_by_the_schema(path, value, needle):
     errors = schema_errors(_mutate(indexjob(), path, value))
     assert any(needle in e for e in errors), errors
+
+
+@pytest.mark.parametrize("path,value", [
+    ("spec.resources", {"limits": {"memory": "2Gi", "cpu": "500m", "nvidia.com/gpu": 1}}),
+    ("spec.encode", {"shards": 4, "parallelism": 2}),
+    ("spec.mongo", {"uri": "mongodb+srv://reader@cluster.example/?authSource=admin"}),
+    ("spec.s3", {"endpointUrl": "http://minio.storage:9000"}),
+    ("spec.env", [{"name": "HF_HUB_OFFLINE", "value": "1"}]),
+])
+def test_valid_values_near_the_new_rules_pass(path, value):
+    assert schema_errors(_mutate(indexjob(), path, value)) == []
+
+
+def test_the_operators_field_tree_is_the_crds():
+    """spec.FIELDS (the operator's unknown-field check) must be the CRD's tree of declared fields."""
+    def tree(schema):
+        props = schema.get("properties")
+        if schema.get("type") == "object" and props and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            return {key: tree(sub) for key, sub in props.items()}
+        return None
+
+    assert tree(crd_schema()["properties"]["spec"]) == ij_spec.FIELDS
 
 
 def test_a_valid_indexjob_passes_the_schema():

@@ -36,10 +36,31 @@ def test_a_valid_spec_has_no_problems():
     ("demo", {"mongo": {"uri": "mongodb://m", "uriSecret": {"name": "s"}}}, "spec.mongo: set exactly one"),
     ("demo", {"milvus": None}, "spec.milvus.uri is required"),
     ("demo", {"scene": ""}, "spec.scene is required"),
+    # Issue 13: the API server prunes unknown fields, so a typo ran with the default; an object the
+    # API server did not check must not run wrong either.
+    ("demo", {"encode": {"shard": 4}}, "spec.encode.shard: unknown field"),
+    ("demo", {"mongo": {"uriSecret": {"name": "m"}, "colection": "x"}}, "spec.mongo.colection: unknown field"),
+    ("demo", {"sourc": {"kind": "qa"}}, "spec.sourc: unknown field"),
+    ("demo", {"encode": {"shards": 2, "parallelism": 3}}, "spec.encode.parallelism: 3 is more than encode.shards (2)"),
+    ("demo", {"mongo": {"uri": "mongodb://root:hunter2@mongo:27017"}}, "spec.mongo.uri: holds a password"),
+    ("demo", {"skipStages": ["prepare", "export", "encode", "push-milvus", "push-mongo"], "publish": {"enabled": False}},
+     "spec.skipStages: every stage is skipped"),
 ])
 def test_problems_name_the_field(name, spec, needle):
     problems = _problems(name, **spec)
     assert any(needle in p for p in problems), problems
+
+
+def test_a_password_in_mongo_uri_is_never_echoed():
+    problems = _problems(mongo={"uri": "mongodb://root:hunter2@mongo:27017"})
+    assert problems and not any("hunter2" in p for p in problems), problems
+
+
+def test_open_maps_and_free_lists_take_any_keys():
+    assert _problems(encode={"nodeSelector": {"pool": "gpu"}, "tolerations": [{"key": "k", "anything": 1}],
+                             "resources": {"limits": {"nvidia.com/gpu": 1}}},
+                     milvus={"uri": "http://m:19530", "indexParams": {"M": 16}},
+                     env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]) == []
 
 
 def test_skipping_push_mongo_needs_no_mongo_target():

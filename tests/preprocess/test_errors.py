@@ -48,6 +48,13 @@ CASES = [
     (IMAGES, dict(model="small-image", images=[bomb_png(60000, 60000)]), "images[0] is too large to decode safely"),
     (IMAGES, dict(model="small-image", images=[encoded("RGB", 8, 8)], dtype=tensor_pb2.DTYPE_INT64),
      "dtype DTYPE_INT64"),
+    # Issue 13: echoed values stay short (a 20,000-character model name made the status too large to
+    # send: RESOURCE_EXHAUSTED), and extreme aspect ratios are refused before the resize explodes.
+    (TOKENIZE, dict(model="m" * 20_000, texts=["a"]), "(20000 characters) is unknown"),
+    (IMAGES, dict(model="x" * 20_000, images=[b"x"]), "(20000 characters) is unknown"),
+    (IMAGES, dict(model="small-image", images=[encoded("RGB", 8, 8), encoded("L", 10, 40_000, "PNG")]),
+     "images[1] is 10x40000: its long side is over 50 times its short side"),
+    (IMAGES, dict(model="small-image", images=[encoded("RGB", 40_000, 3, "PNG")]), "images[0] is 40000x3"),
 ]
 
 
@@ -58,6 +65,7 @@ async def test_bad_input_is_invalid_argument_and_service_keeps_serving(stub, met
         await getattr(stub, method)(request)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in info.value.details()
+    assert len(info.value.details()) <= 1000
     ok = await stub.Tokenize(preprocess_pb2.TokenizeRequest(model="minilm", texts=["still serving"]))
     assert list(ok.input_ids.shape) == [1, 4]
 
@@ -106,3 +114,17 @@ def test_settings_read_the_registry(monkeypatch):
     settings = load_settings(PreprocessSettings)
     assert settings.models == {"minilm": "s3://models/minilm", "clip-image": "/repo/clip-image"}
     assert (settings.max_query_chars, settings.port) == (100, 50051)
+
+
+def test_resize_output_is_bounded_before_resizing():
+    """The resize step's output is checked against the pixel limit before it runs (issue 13)."""
+    from PIL import Image
+
+    from mmsearch.core.images import ImageConfig, ImageInputError, ImageProcessor
+
+    processor = ImageProcessor(ImageConfig.from_dict({"size": {"shortest_edge": 224}}))
+    image = Image.new("RGB", (10, 400))  # aspect 40: allowed; resized to 224 x 8960
+    assert processor.pixels(image).shape == (224, 224, 3)
+    with pytest.raises(ImageInputError, match=r"images\[3\] is 10x400: resizing it to 224x8960 would make 2007040 "
+                                              r"pixels, over the limit of 1000000"):
+        processor.pixels(image, max_pixels=1_000_000, field="images[3]")

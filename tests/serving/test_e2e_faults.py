@@ -9,6 +9,8 @@ the same port. The index is the stdlib index's vectors pushed by the real
 """
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 
 import grpc
@@ -128,3 +130,112 @@ def test_summary_store_down_then_back(stub, fault_stack):
         fault_stack.extra["mongo"] = start_mongo(fault_stack.extra["mongo_dir"], port=fault_stack.extra["mongo_port"],
                                                  timeout=60)
     assert eventually_ok(stub).items
+
+
+# --- crashes under load: each dependency killed and restarted, again and again --------------------
+
+RESTARTS = 5
+STAGES = ("preprocess", "embed", "match", "rank", "summary", "request", "serving")
+
+
+def _restart_mongo(stack) -> None:
+    from mmsearch.dev.mongo import start_mongo
+
+    stack.extra["mongo"] = start_mongo(stack.extra["mongo_dir"], port=stack.extra["mongo_port"], timeout=60)
+
+
+# dependency -> (crash it, start it again on the same port and data)
+_FAULTS = {
+    "mongo": (lambda stack: stack.extra["mongo"].kill(), _restart_mongo),
+    "milvus": (lambda stack: stack.extra["milvus"].kill(), lambda stack: stack.extra["milvus"].start()),
+    "triton": (lambda stack: stack.extra["triton"].kill(), lambda stack: stack.extra["triton"].start()),
+    "preprocess": (lambda stack: stack.stop_preprocess(), lambda stack: stack.start_preprocess()),
+}
+
+
+def _crash(stack, dependency: str) -> None:
+    _FAULTS[dependency][0](stack)
+
+
+def _restart(stack, dependency: str) -> None:
+    _FAULTS[dependency][1](stack)
+
+
+def _bad_errors(errors) -> list:
+    """Errors that are not UNAVAILABLE / DEADLINE_EXCEEDED naming the stage that failed."""
+    return [e for e in errors if e.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+            or not e.details.startswith(tuple(f"{s}: " for s in STAGES))]
+
+
+@pytest.mark.parametrize("dependency", ["mongo", "milvus", "preprocess", "triton"])
+def test_crash_and_restart_under_load_recovers_every_time(fault_stack, dependency):
+    """kill -9 (or stop) a dependency while 8 clients search, restart it on the same port and data:
+    serving answers UNAVAILABLE/DEADLINE_EXCEEDED naming the stage meanwhile, and recovers by itself
+    every time (issue 13: once the summary store restarted, serving jammed for good)."""
+    from tests.support.load import SearchLoad
+
+    request = retrieval_pb2.SearchRequest(scene=SCENE, text="read and write CSV files")
+    with SearchLoad(fault_stack.address, request, concurrency=8) as load:
+        load.wait_recovered(time.monotonic())
+        for cycle in range(RESTARTS):
+            crashed = time.monotonic()
+            _crash(fault_stack, dependency)
+            try:
+                load.wait_failure(crashed)
+            finally:
+                _restart(fault_stack, dependency)
+            load.wait_recovered(time.monotonic())
+        errors = load.errors()
+    assert errors, "the crashes were never seen by a search"
+    assert _bad_errors(errors) == [], _bad_errors(errors)[:5]
+    fault_stack.wait_serving(30)
+
+
+def test_sigterm_stops_serving_within_its_grace_after_store_crashes(fault_stack, stdlib_index):
+    """A real ``mmsearch serve serving``: the store crashes and restarts under load, crashes again,
+    and SIGTERM arrives while searches wait on it: the process still exits within its grace
+    period (issue 13: after the store restarted, SIGTERM no longer stopped serving)."""
+    from services.runtime.server import EXIT_SLACK_S
+    from tests.support.load import SearchLoad
+    from tests.support.processes import start_service, wait_serving
+
+    grace = 2.0
+    serving = start_service("serving", {
+        "MMSEARCH_EXPERIMENTS": str(fault_stack.serving_settings.experiments),
+        "MMSEARCH_PREPROCESS_ADDRESS": f"127.0.0.1:{fault_stack.preprocess_port}",
+        "MMSEARCH_TRITON_ADDRESS": fault_stack.extra["triton"].address,
+        "MMSEARCH_MILVUS_URI": fault_stack.extra["milvus"].uri,
+        "MMSEARCH_MONGO_URI": fault_stack.extra["mongo"].uri,
+        "MMSEARCH_MODEL_REPOSITORY": str(stdlib_index.repository),
+        "MMSEARCH_GRACE_SECONDS": str(grace), "MMSEARCH_HEALTH_INTERVAL_SECONDS": "0.2",
+    })
+    try:
+        wait_serving(serving.target, 60)
+        request = retrieval_pb2.SearchRequest(scene=SCENE, text="read and write CSV files")
+        with SearchLoad(serving.target, request, concurrency=8) as load:
+            load.wait_recovered(time.monotonic())
+            for _ in range(2):
+                crashed = time.monotonic()
+                _crash(fault_stack, "mongo")
+                try:
+                    load.wait_failure(crashed)
+                finally:
+                    _restart(fault_stack, "mongo")
+                load.wait_recovered(time.monotonic())
+            _crash(fault_stack, "mongo")
+            load.wait_failure(time.monotonic())
+            asked = time.monotonic()
+            serving.proc.send_signal(signal.SIGTERM)
+            try:
+                code = serving.proc.wait(grace + EXIT_SLACK_S + 5)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"serving did not stop within {grace + EXIT_SLACK_S + 5:.0f}s of SIGTERM:\n"
+                            + "\n".join(serving.lines[-20:]))
+        shutdown = [line for line in serving.lines if "shutting down" in line or "close" in line or "exiting" in line]
+        assert code == 0, (code, shutdown or serving.lines[-5:])
+        before_sigterm = [e for e in _bad_errors(load.errors()) if e.at < asked]
+        assert before_sigterm == [], before_sigterm[:5]
+    finally:
+        serving.stop()
+        if fault_stack.extra["mongo"].process.poll() is not None:
+            _restart(fault_stack, "mongo")

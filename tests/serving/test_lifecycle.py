@@ -23,7 +23,7 @@ import pytest
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions, write_corpus
 from tests.support.jobs import run_job
-from tests.support.load import SearchLoad
+from tests.support.load import SearchLoad, text_requests
 
 pytestmark = pytest.mark.slow
 SCENE = "gated"
@@ -140,7 +140,7 @@ def test_the_gate_refuses_a_corrupted_candidate_force_publishes_it_and_rollback_
     assert scene(s["stack"].address).collection == f"{SCENE}_good"
 
     texts = [q["query"] for q in s["queries"]]
-    with SearchLoad(s["stack"].address, SCENE, texts, threads=4) as load:
+    with SearchLoad(s["stack"].address, text_requests(SCENE, texts), concurrency=4) as load:
         forced = switch_under_load(s, load, ["publish", *gate, "--force"], f"{SCENE}_bad")
         status = json.loads(run_job("status", "--milvus-uri", milvus, "--scene", SCENE).stdout)
         assert status["live"]["collection"] == f"{SCENE}_bad" and status["live"]["published"]["forced"] is True

@@ -1,16 +1,29 @@
 """A bounded concurrent search load against serving, recording every request's outcome and latency.
 
-``with SearchLoad(address, scene, texts, threads=4) as load: ...`` keeps ``threads`` clients
-searching (each one request at a time, so the load is bounded) until the block ends; ``load.mark()``
-returns the index of the next sample, so a test can cut the run into phases (before, during, after
-a publish) and read :meth:`p99_ms` and :attr:`failures` of each. Figures are reported, never asserted
-(no timing thresholds in tests).
+``with SearchLoad(address, requests, concurrency=4) as load: ...`` keeps
+``concurrency`` blocking gRPC clients searching (each one request at a time,
+cycling through ``requests``, so the load is bounded) until the block ends.
+Every answer is recorded as a :class:`Sample` (when, how long, status code
+name, details, the ids found), so a test can:
+
+- cut the run into phases (before, during, after a publish) with
+  :meth:`mark` / :meth:`wait_for` / :meth:`phase` and read :meth:`p99_ms` of
+  each (figures are reported, never asserted: no timing thresholds in tests);
+- wait for a failure after it kills a dependency (:meth:`wait_failure`) and
+  for every client to succeed again after the restart (:meth:`wait_recovered`),
+  then check the errors seen on the way (:meth:`errors`, :attr:`failures`).
+
+The requests carry no deadline of their own: serving's default deadline
+applies, so every DEADLINE_EXCEEDED comes from serving (naming a stage). The
+channel's ``client_timeout`` is only a backstop: a call that hits it means
+serving did not answer within its deadline at all (the jam of issue 13).
 """
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Sequence
 
 import grpc
 import numpy as np
@@ -18,59 +31,68 @@ import numpy as np
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sample:
-    at: float
+    at: float                # time.monotonic() when the answer came
     ms: float
-    ids: tuple[int, ...]
-    error: str = ""
+    code: str = "OK"         # grpc.StatusCode name
+    details: str = ""
+    ids: tuple[int, ...] = ()
+
+    @property
+    def error(self) -> str:
+        return "" if self.code == "OK" else f"{self.code}: {self.details}"
 
 
-@dataclass
+def text_requests(scene: str, texts: Sequence[str], top_k: int = 5) -> list[retrieval_pb2.SearchRequest]:
+    return [retrieval_pb2.SearchRequest(scene=scene, text=text, top_k=top_k) for text in texts]
+
+
 class SearchLoad:
-    address: str
-    scene: str
-    texts: list[str]
-    threads: int = 4
-    top_k: int = 5
-    samples: list[Sample] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
+    def __init__(self, address: str, requests: retrieval_pb2.SearchRequest | Sequence[retrieval_pb2.SearchRequest], *,
+                 concurrency: int = 4, client_timeout: float = 15.0):
+        self.address = address
+        self.requests = [requests] if isinstance(requests, retrieval_pb2.SearchRequest) else list(requests)
+        self.concurrency, self.client_timeout = concurrency, client_timeout
+        self.samples: list[Sample] = []
         self._lock = threading.Lock()
-        self._workers: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
 
-    def _run(self, offset: int) -> None:
+    def _worker(self, offset: int) -> None:
         with grpc.insecure_channel(self.address) as channel:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
             n = offset
             while not self._stop.is_set():
-                text = self.texts[n % len(self.texts)]
+                request = self.requests[n % len(self.requests)]
                 n += 1
                 started = time.perf_counter()
                 try:
-                    response = stub.Search(retrieval_pb2.SearchRequest(scene=self.scene, text=text, top_k=self.top_k),
-                                           timeout=10)
+                    response = stub.Search(request, timeout=self.client_timeout)
                     sample = Sample(time.monotonic(), (time.perf_counter() - started) * 1000,
-                                    tuple(item.id for item in response.items))
+                                    ids=tuple(item.id for item in response.items))
                 except grpc.RpcError as exc:
-                    sample = Sample(time.monotonic(), (time.perf_counter() - started) * 1000, (),
-                                    f"{exc.code().name}: {exc.details()}")
+                    sample = Sample(time.monotonic(), (time.perf_counter() - started) * 1000,
+                                    exc.code().name, exc.details() or "")
+                    time.sleep(0.05)  # a failing loop must not spin
                 with self._lock:
                     self.samples.append(sample)
 
     def __enter__(self) -> "SearchLoad":
-        self._workers = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.threads)]
-        for worker in self._workers:
-            worker.start()
+        self._threads = [threading.Thread(target=self._worker, args=(i,), name=f"load-{i}", daemon=True)
+                         for i in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        for worker in self._workers:
-            worker.join(30)
+        for thread in self._threads:
+            thread.join(self.client_timeout + 5)
 
+    # ---- phases ---------------------------------------------------------------------------------
     def mark(self) -> int:
+        """The index of the next sample."""
         with self._lock:
             return len(self.samples)
 
@@ -84,12 +106,46 @@ class SearchLoad:
         with self._lock:
             return list(self.samples[start:end])
 
-    @property
-    def failures(self) -> list[str]:
-        with self._lock:
-            return [s.error for s in self.samples if s.error]
-
     @staticmethod
     def p99_ms(samples: list[Sample]) -> float:
-        ok = [s.ms for s in samples if not s.error]
+        ok = [s.ms for s in samples if s.code == "OK"]
         return float(np.percentile(ok, 99)) if ok else float("nan")
+
+    # ---- failures -------------------------------------------------------------------------------
+    @property
+    def failures(self) -> list[str]:
+        return [s.error for s in self.errors()]
+
+    def errors(self) -> list[Sample]:
+        with self._lock:
+            return [s for s in self.samples if s.code != "OK"]
+
+    def since(self, start: float) -> list[Sample]:
+        with self._lock:
+            return [s for s in self.samples if s.at >= start]
+
+    def _wait(self, done, timeout: float, what: str) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return time.monotonic()
+            time.sleep(0.05)
+        with self._lock:
+            last = self.samples[-5:]
+        raise AssertionError(f"{what} within {timeout:.0f}s; last outcomes: {last}")
+
+    def wait_failure(self, start: float, timeout: float = 30.0) -> float:
+        """Block until some search that ended after ``start`` failed."""
+        return self._wait(lambda: any(s.code != "OK" for s in self.since(start)), timeout, "no search failed")
+
+    def wait_recovered(self, start: float, timeout: float = 30.0) -> float:
+        """Block until, after ``start``, ``2 * concurrency`` searches in a row succeeded."""
+        def done() -> bool:
+            run = 0
+            for sample in reversed(self.since(start)):
+                if sample.code != "OK":
+                    break
+                run += 1
+            return run >= 2 * self.concurrency
+
+        return self._wait(done, timeout, "searches did not all succeed again")

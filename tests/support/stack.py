@@ -12,6 +12,7 @@ as a TCP server (:class:`MilvusServer`).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,13 @@ class MilvusServer:
         self.process = subprocess.Popen([str(self.lib / "milvus"), str(self.db), f"127.0.0.1:{self.port}", "ERROR"],
                                         env=env, cwd=self.db.parent, start_new_session=True)
         wait_listening(self.process, self.port, "milvus", timeout)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash); ``start`` brings it back on the same port and data."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        self.process = None
 
     def stop(self) -> None:
         stop_process(self.process)

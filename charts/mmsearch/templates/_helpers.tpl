@@ -6,16 +6,22 @@ Names. Every helper is prefixed with the chart name.
 {{- end -}}
 
 {{- define "mmsearch.fullname" -}}
+{{- $full := "" -}}
 {{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- $full = .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- $name := default .Chart.Name .Values.nameOverride -}}
 {{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- $full = .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- $full = printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
+{{- /* Services need DNS-1035 labels: a name that starts with a digit renders, then the API server refuses it. */ -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $full) -}}
+{{- fail (printf "the object names would start with %q (release name %q, fullnameOverride %q, nameOverride %q), which is not a DNS-1035 label: use lowercase letters, digits and '-', starting with a letter (a release name like that, or set fullnameOverride)" $full .Release.Name .Values.fullnameOverride .Values.nameOverride) -}}
+{{- end -}}
+{{- $full -}}
 {{- end -}}
 
 {{/* The name of one component's objects: mmsearch.componentName (dict "root" $ "component" "serving") */}}
@@ -123,6 +129,9 @@ The metrics server is separate for the gRPC services only: web serves /metrics
 on its HTTP port (services/web/settings.py).
 */}}
 {{- define "mmsearch.commonEnv" -}}
+{{- if and (hasKey .values "metricsPort") (eq (int .values.port) (int .values.metricsPort)) -}}
+{{- fail (printf "%s.port and %s.metricsPort are both %v: the gRPC port and the /metrics port need two different ports" .component .component .values.port) -}}
+{{- end -}}
 - name: MMSEARCH_HOST
   value: "0.0.0.0"
 - name: MMSEARCH_PORT
@@ -132,6 +141,8 @@ on its HTTP port (services/web/settings.py).
   value: "0.0.0.0"
 - name: MMSEARCH_METRICS_PORT
   value: {{ .values.metricsPort | quote }}
+- name: MMSEARCH_REFLECTION
+  value: {{ .root.Values.grpcReflection | quote }}
 {{- end }}
 - name: MMSEARCH_LOG_LEVEL
   value: {{ .root.Values.logLevel | quote }}
@@ -328,9 +339,26 @@ follows triton.enabled (triton | embedded) unless the values set it. Checked her
 at install time: no arm asks for Triton when it is disabled, and every query model
 is one the release loads (modelRepository.models: preprocess and Triton load those).
 */}}
+{{- define "mmsearch.defaultExperiments" -}}
+scenes:
+  t2t:
+    modality: text
+    defaults:
+      query:
+        text: {model: minilm}
+      match: {collection: t2t, top_k: 10, candidates: 50, metric: IP}
+      rank: {name: score_order}
+      summary: {database: mmsearch, collection: t2t, fields: [question, answer, category]}
+    layers: []
+{{- end -}}
+
 {{- define "mmsearch.experiments" -}}
 {{- $root := . -}}
-{{- $exp := deepCopy .Values.serving.experiments -}}
+{{- $given := .Values.serving.experiments -}}
+{{- if kindIs "invalid" $given -}}
+{{- $given = include "mmsearch.defaultExperiments" . | fromYaml -}}
+{{- end -}}
+{{- $exp := deepCopy $given -}}
 {{- $backend := ternary "triton" "embedded" .Values.triton.enabled -}}
 {{- range $scene, $def := $exp.scenes -}}
 {{- $defaults := $def.defaults | default dict -}}
@@ -406,5 +434,29 @@ feedback key (and user-id salt) from a Secret, the token and event TTLs, the dat
 {{- if $f.clientIpHeader }}
 - name: MMSEARCH_CLIENT_IP_HEADER
   value: {{ $f.clientIpHeader | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A container's env: the chart's variables (rendered text) then the user's `<component>.env`
+entries. A user entry may not repeat a variable the chart sets (two entries with one name:
+which one wins is up to the kubelet), nor repeat itself.
+Call: mmsearch.withUserEnv (dict "component" "serving" "chart" (include "mmsearch.servingEnv" .) "user" .Values.serving.env)
+*/}}
+{{- define "mmsearch.withUserEnv" -}}
+{{- $component := .component -}}
+{{- $names := list -}}
+{{- range (fromYamlArray .chart) -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- range $i, $e := .user | default list -}}
+{{- if has $e.name $names -}}
+{{- fail (printf "%s.env[%d]: %s is set by the chart already (or earlier in %s.env); set it through the chart's values, not env" $component $i $e.name $component) -}}
+{{- end -}}
+{{- $names = append $names $e.name -}}
+{{- end -}}
+{{ .chart | trim }}
+{{- with .user }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}

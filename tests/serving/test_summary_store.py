@@ -1,0 +1,72 @@
+"""The summary store client against a real secantusd that crashes: it never jams.
+
+Issue 13: with searches running, ``kill -9`` of the store then a restart on the same port and data
+left serving jammed for good in 2 of 3 trials. The cause: the stage's ``asyncio.timeout`` and the
+RPC's own cancellation at the client's deadline cancel pymongo while its Python 3.11
+``wait_for(condition.wait())`` handles its own timeout, which leaves the topology lock held; every
+later lookup then waits forever and ``close()`` hangs (so SIGTERM did not stop serving). This
+reproduces that composition: lookups run through the StageRunner with a deadline, and the task
+running each is cancelled at that same deadline, as grpc.aio cancels a handler whose client gave up.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from mmsearch.dev.mongo import start_mongo
+from mmsearch.dev.processes import free_port
+from services.serving.errors import StageError
+from services.serving.stages import StageRunner
+from services.serving.summary import SummaryStore
+
+pytestmark = pytest.mark.slow
+
+ROUNDS, CONCURRENCY = 25, 8
+
+
+async def search_summary(store: SummaryStore, deadline: float) -> str:
+    """One summary stage under a deadline, cancelled from outside at that deadline too."""
+    async def stage():
+        run = StageRunner(deadline, ("summary",), scene="s", arm="a", dependencies={}, down={})
+        await run.io("summary", lambda t: store.lookup("mmsearch", "docs", [1, 2], None, t))
+
+    task = asyncio.create_task(stage())
+    asyncio.get_running_loop().call_later(deadline, task.cancel)
+    done, _ = await asyncio.wait({task}, timeout=deadline + 5)  # never cancels what it waits for
+    if not done:
+        return "HUNG"  # the task ignores its cancellation: pymongo waits for a lock nobody will release
+    try:
+        task.result()
+        return "OK"
+    except asyncio.CancelledError:
+        return "CANCELLED"
+    except StageError as exc:
+        return exc.code.name
+
+
+async def test_crashed_store_never_jams_the_client(tmp_path):
+    port = free_port()
+    mongo = start_mongo(tmp_path / "data", port=port, timeout=60)
+    store = SummaryStore(mongo.uri, server_selection_timeout_s=1.0)
+    try:
+        assert await search_summary(store, 2.0) == "OK"
+        mongo.kill()
+        random.seed(13)
+        outcomes = []
+        for _ in range(ROUNDS):
+            outcomes += await asyncio.gather(*(search_summary(store, random.uniform(0.2, 1.2))
+                                               for _ in range(CONCURRENCY)))
+        assert "OK" not in outcomes and set(outcomes) <= {"CANCELLED", "UNAVAILABLE", "DEADLINE_EXCEEDED"}, outcomes
+        mongo = start_mongo(tmp_path / "data", port=port, timeout=60)
+        deadline = time.monotonic() + 15
+        while (outcome := await search_summary(store, 2.0)) != "OK":
+            assert time.monotonic() < deadline, f"the client never recovered after the restart: {outcome}"
+            await asyncio.sleep(0.1)
+    finally:
+        closing = asyncio.ensure_future(store.close())
+        done, _ = await asyncio.wait({closing}, timeout=10)  # asyncio.wait: never cancels what it waits for
+        mongo.stop()
+        assert done, "close() hung: a jammed client would keep serving from stopping on SIGTERM"

@@ -1,0 +1,125 @@
+"""The web service against a hostile client (issue 13): unbounded and malformed multipart bodies,
+files in the image folder that are not images, error bodies that leaked the back end's topology,
+and security headers missing from non-API errors.
+
+Most cases need no search back end: the web service refuses them before calling serving, so they
+run against ``web_down`` (serving's address has nothing listening).
+"""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+
+from tests.support.web import TIMEOUT, WebThread, assert_error, get, png, web_settings
+
+MULTIPART = "multipart/form-data; boundary=XyZ"
+
+
+def post(web: WebThread, body: bytes, content_type: str = MULTIPART) -> requests.Response:
+    return requests.post(web.url + "/api/search", data=body, headers={"Content-Type": content_type}, timeout=TIMEOUT)
+
+
+def form(*parts: tuple[str, bytes], boundary: str = "XyZ", end: bool = True) -> bytes:
+    out = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n".encode() + value + b"\r\n"
+           for name, value in parts]
+    return b"".join(out) + (f"--{boundary}--\r\n".encode() if end else b"")
+
+
+@pytest.mark.parametrize("body, content_type, words", [
+    (form(("scene", b"t2t")), "multipart/form-data", "malformed"),                      # no boundary
+    (form(("scene", b"t2t"), boundary="Other"), MULTIPART, "malformed"),                # boundary not in the body
+    (form(("scene", b"t2t"), ("image", png()[:30]), end=False)[:-1], MULTIPART, "malformed"),  # truncated part
+    (b"garbage that is no multipart at all", MULTIPART, "malformed"),
+    (b"--XyZ\r\nContent-Type: multipart/mixed; boundary=in\r\n\r\n--in\r\n\r\nx\r\n--in--\r\n--XyZ--\r\n",
+     MULTIPART, "nested multipart"),
+])
+def test_malformed_multipart_is_400_naming_the_body(web_down, body, content_type, words):
+    """Issue 13: these gave 500."""
+    assert_error(post(web_down, body, content_type), 400, "body", words)
+
+
+def test_too_many_form_parts_are_refused_before_reading_them(web_down):
+    """Issue 13: 140,000 tiny fields (8 MB) took 22.7 s to get a 400 and stalled /healthz."""
+    body = form(*[(f"f{i}", b"x") for i in range(140_000)])
+    health: list[int] = []
+    probe = threading.Thread(target=lambda: health.append(get(web_down, "/healthz").status_code))
+    probe.start()
+    error = assert_error(post(web_down, body), 400, "body", "more than 32 parts")
+    probe.join(TIMEOUT)
+    assert health == [200]
+    assert error["request_id"]
+
+
+def test_oversize_fields_and_bodies_are_413(web_down):
+    assert_error(post(web_down, form(("scene", b"t2t"), ("q", b"x" * (64 * 1024 + 1)))), 413, "q", "limit")
+    assert_error(post(web_down, form(("scene", b"t2t"), ("junk", b"x" * (64 * 1024 + 1)))), 413, "junk", "limit")
+    huge = requests.post(web_down.url + "/api/search", data=b"x" * (12 * 1024 * 1024),
+                         headers={"Content-Type": MULTIPART}, timeout=TIMEOUT)
+    assert_error(huge, 413, "body", "over the limit")
+    assert_error(post(web_down, form(("scene", "é".encode("latin-1")), ("image", png()))), 400, "scene", "UTF-8")
+
+
+def test_back_end_failures_say_nothing_about_the_topology(web_down):
+    """Issue 13: error bodies named serving's address to anonymous clients."""
+    for path, params in (("/api/search", {"scene": "t2t", "q": "json"}), ("/api/scenes", {})):
+        response = get(web_down, path, **params)
+        error = assert_error(response, 503, None, "search is temporarily unavailable; try again shortly")
+        assert "127.0.0.1" not in response.text and "serving" not in response.text, response.text
+        assert error["request_id"] == response.headers["X-Request-Id"]
+        assert error["request_id"] in error["message"]
+    ready = get(web_down, "/readyz")
+    assert ready.status_code == 503 and "127.0.0.1" not in ready.text
+
+
+def test_non_api_errors_carry_the_security_headers_and_405_its_allow(web_down):
+    """Issue 12: a 404/405 outside /api had no CSP or nosniff; the API's 405 lost its Allow header."""
+    for response in (get(web_down, "/no/such/page"), requests.post(web_down.url + "/", timeout=TIMEOUT),
+                     requests.delete(web_down.url + "/api/search", timeout=TIMEOUT)):
+        assert response.status_code in (404, 405), response.status_code
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Request-Id"]
+        if response.status_code == 405:
+            assert response.headers["Allow"], response.headers
+    api_405 = requests.delete(web_down.url + "/api/search", timeout=TIMEOUT)
+    assert set(api_405.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+
+
+@pytest.fixture()
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    (folder / ".git").mkdir(parents=True)
+    (folder / "sub").mkdir()
+    (folder / "cat.png").write_bytes(png())
+    (folder / "sub" / "dog.jpg").write_bytes(png())          # a PNG named .jpg: typed by content
+    (folder / "page.html").write_text("<script src='x.js'></script>")
+    (folder / "x.js").write_text("alert(document.cookie)")
+    (folder / "fake.png").write_text("<html><script>alert(1)</script></html>")
+    (folder / "drawing.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>")
+    (folder / ".git" / "config").write_text("[remote]\n\turl = https://user:token@example.com/x.git\n")
+    (folder / ".env").write_text("SECRET=1")
+    (tmp_path / "outside.png").write_bytes(png())
+    (folder / "link.png").symlink_to(tmp_path / "outside.png")
+    return folder
+
+
+def test_image_folder_serves_images_only_never_dotfiles(image_folder):
+    """Issue 10: /images/ served .html, .js and .git/config (200) from the image folder."""
+    with WebThread(web_settings("127.0.0.1:1", images_dir=image_folder)) as server:
+        for name in ("cat.png", "sub/dog.jpg"):
+            response = get(server, f"/images/{name}")
+            assert response.status_code == 200 and response.content == png()
+            assert response.headers["Content-Type"] == "image/png"
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert "attachment" not in response.headers.get("Content-Disposition", "")
+        for name in ("page.html", "x.js", "fake.png", "drawing.svg"):
+            response = get(server, f"/images/{name}")
+            assert response.status_code == 200
+            assert response.headers["Content-Type"] == "application/octet-stream", name
+            assert response.headers["Content-Disposition"] == "attachment", name
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+        for name in (".git/config", ".env", "sub/../.env", "%2e%2e/outside.png", "link.png", "nope.png", "sub"):
+            assert get(server, f"/images/{name}").status_code == 404, name
