@@ -2,7 +2,9 @@
 
 One JSON object per line, each with a stable integer ``id``:
 - ``images``: a folder of images (+ the base URL it is served from) ->
-  ``{id, name, url}``; ``name`` is the path relative to the folder. Files that
+  ``{id, name, url, folder, width, height}``; ``name`` is the path relative to
+  the folder, ``folder`` its sub-folder (``""`` at the top), ``width`` and
+  ``height`` the image's pixels (what T2I searches filter on). Files that
   Pillow cannot decode (not an image, truncated, corrupt) are skipped and
   counted, never fatal. Without ``--base-url`` the url is the file's
   ``file://`` URI.
@@ -84,17 +86,18 @@ def _with_ids(keyed: Iterable[tuple[str, dict]], stats: Stats) -> Iterator[dict]
 
 # --- images -------------------------------------------------------------------------------------
 
-def is_readable_image(path: Path) -> bool:
-    """True when Pillow can decode ``path`` completely (JPEGs decoded at reduced scale)."""
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) when Pillow can decode ``path`` completely (JPEGs decoded at reduced scale), else None."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            size = image.size  # before draft(), which shrinks it
             image.draft("RGB", (256, 256))
             image.load()
-        return True
+        return int(size[0]), int(size[1])
     except Exception:  # not an image, truncated, corrupt, decompression bomb
-        return False
+        return None
 
 
 def image_records(folder: Path, base_url: str | None, stats: Stats,
@@ -108,11 +111,14 @@ def image_records(folder: Path, base_url: str | None, stats: Stats,
         if progress is not None:
             progress.update(1)
         rel = path.relative_to(folder).as_posix()
-        if not is_readable_image(path):
+        size = image_size(path)
+        if size is None:
             stats.skipped += 1
             continue
         url = f"{base_url.rstrip('/')}/{quote(rel)}" if base_url else path.resolve().as_uri()
-        yield rel, {"name": rel, "url": url}
+        parent = path.relative_to(folder).parent.as_posix()
+        yield rel, {"name": rel, "url": url, "folder": "" if parent == "." else parent,
+                    "width": size[0], "height": size[1]}
 
 
 # --- Q&A JSONL ----------------------------------------------------------------------------------

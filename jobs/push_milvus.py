@@ -20,11 +20,17 @@ Decisions:
   the best. A Milvus server has its own optimum; ``--batch-size`` sets it.
 - The final count (``count(*)`` with strong consistency) must equal the number
   of vectors; then the collection is marked complete, which ``publish`` requires.
+- Fields and BM25 (``--fields``, ``--bm25-fields``; see
+  :mod:`mmsearch.core.fields`): each row is built by :func:`milvus_row` from
+  the corpus record and its vector, the one place a row's fields are made
+  (an incremental sync upserts through it too). The corpus is read only when
+  the layout needs it, and must be the one encode read (its SHA-256 is in the
+  vectors' meta.json).
 """
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import typer
@@ -33,14 +39,36 @@ from mmsearch.core import milvus_store
 from jobs.app import job_app
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
+from mmsearch.core.fields import TEXT_FIELD, CollectionLayout, FieldError, parse_fields, parse_lexical
 from mmsearch.core.model_repository import ModelManifest, ModelRepository
+
+
+def milvus_row(record: Mapping[str, Any], vector: np.ndarray, layout: CollectionLayout) -> dict:
+    """The Milvus row of one corpus ``record`` (its ``id``) and its ``vector``: every field the layout
+    declares, typed, and the BM25 text. The one place a row is built (see module doc)."""
+    row: dict[str, Any] = {"id": int(record["id"]), "vector": vector}
+    try:
+        for spec in layout.fields:
+            row[spec.name] = spec.value(record)
+    except FieldError as exc:
+        raise JobError(f"{exc}; fix the corpus or --fields") from None
+    if layout.lexical is not None:
+        row[TEXT_FIELD] = layout.lexical.text(record)
+    return row
 
 
 def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManifest,
                  batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, *, index_type: str = "FLAT",
                  metric: str = "IP", index_params: dict | None = None, batch_size: int = 1000,
-                 token: str = "", timeout: float = 10.0, progress: Progress | None = None) -> dict:
-    """Upsert ``total`` vectors (given as (ids, vectors) chunks of any size) into ``scene_version``."""
+                 token: str = "", timeout: float = 10.0, progress: Progress | None = None,
+                 layout: CollectionLayout | None = None, records: Mapping[int, Mapping[str, Any]] | None = None) -> dict:
+    """Upsert ``total`` vectors (given as (ids, vectors) chunks of any size) into ``scene_version``.
+
+    With a ``layout`` that declares fields or BM25, ``records`` (corpus records by id) give each row's values.
+    """
+    layout = layout or CollectionLayout()
+    if not layout.empty and records is None:
+        raise JobError("the layout declares fields or BM25 text, so push-milvus needs the corpus records")
     if batch_size < 1:
         raise JobError(f"--batch-size {batch_size}: must be at least 1")
     if total < 1:
@@ -48,7 +76,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
     name = milvus_store.collection_name(scene, version)
     index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params)
     dimension = manifest.dimension
-    info = milvus_store.CollectionRecord.new(manifest.record(), scene, version, index)
+    info = milvus_store.CollectionRecord.new(manifest.record(), scene, version, index, layout)
     with milvus_store.session(milvus_uri, f"on collection {name}", token=token, timeout=timeout) as client:
         created = milvus_store.ensure_collection(client, name, dimension=dimension, index=index, info=info)
         if progress is not None:
@@ -58,7 +86,14 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
             if vectors.ndim != 2 or vectors.shape[1] != dimension:
                 raise JobError(f"dimension mismatch: the vectors are {vectors.shape[-1]}-d, model "
                                f"{manifest.name!r} and collection {name} are {dimension}-d; re-run encode")
-            milvus_store.upsert_vectors(client, name, ids, vectors)
+            rows = []
+            for rid, vector in zip(ids.tolist(), vectors):
+                record = {"id": rid} if layout.empty else (records or {}).get(rid)
+                if record is None:
+                    raise JobError(f"vector id {rid} has no record in the corpus: the vectors belong to another "
+                                   "corpus; re-run encode")
+                rows.append(milvus_row(record, vector, layout))
+            milvus_store.upsert_rows(client, name, rows)
             pushed += len(ids)
             if progress is not None:
                 progress.update(len(ids))
@@ -70,13 +105,36 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
                            + ("; it holds vectors of another corpus: use a new --version" if found > total else ""))
         milvus_store.mark_complete(client, name, found)
     return {"collection": name, "entities": found, "dimension": dimension, "created": created,
-            "index": index["type"], "metric": index["metric"], "model": manifest.name}
+            "index": index["type"], "metric": index["metric"], "model": manifest.name,
+            "fields": [f.name for f in layout.fields], "bm25": list(layout.lexical.sources) if layout.lexical else []}
+
+
+def read_layout(fields: str | None, bm25_fields: str | None, bm25_analyzer: str = "english") -> CollectionLayout:
+    """The layout of ``--fields`` / ``--bm25-fields`` / ``--bm25-analyzer``; JobError naming the flag."""
+    try:
+        return CollectionLayout(fields=parse_fields(fields), lexical=parse_lexical(bm25_fields, bm25_analyzer))
+    except FieldError as exc:
+        raise JobError(str(exc)) from None
+    except ValueError as exc:  # pydantic: a field declared twice
+        raise JobError(f"--fields {fields!r}: {str(exc).splitlines()[-1].strip()}") from None
+
+
+def corpus_records(workdir: str, meta: Mapping[str, Any]) -> dict[int, dict]:
+    """The corpus encode read, by id; JobError when corpus.jsonl changed since."""
+    from jobs.corpus import read_corpus
+
+    corpus = read_corpus(workdir)
+    if meta.get("corpus_sha256") and corpus.sha256 != meta["corpus_sha256"]:
+        raise JobError(f"{workdir}/corpus.jsonl changed since encode read it (sha256 {corpus.sha256[:12]}, "
+                       f"encoded {str(meta['corpus_sha256'])[:12]}); re-run encode")
+    return {int(r["id"]): r for r in corpus.records}
 
 
 def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, repository: str, model: str, *,
                 index_type: str = "FLAT", metric: str = "IP", index_params: dict | None = None,
                 batch_size: int = 1000, token: str = "", timeout: float = 10.0,
-                progress: Progress | None = None) -> dict:
+                progress: Progress | None = None, fields: str | None = None, bm25_fields: str | None = None,
+                bm25_analyzer: str = "english") -> dict:
     """Push the vectors that encode wrote under ``workdir`` (checked against ``model``'s manifest)."""
     from jobs.encode import read_meta, read_vectors
 
@@ -86,10 +144,12 @@ def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, reposit
         raise JobError(f"the vectors in {workdir} were encoded with model {meta.get('model')!r} "
                        f"(onnx {str(meta.get('onnx_sha256'))[:12]}), not --model {model!r} "
                        f"(onnx {manifest.onnx_sha256[:12]}); pass the model that encoded them")
+    layout = read_layout(fields, bm25_fields, bm25_analyzer)
+    records = None if layout.empty else corpus_records(workdir, meta)
     total, batches = read_vectors(workdir)
     return push_vectors(milvus_uri, scene, version, manifest, batches, total, index_type=index_type,
                         metric=metric, index_params=index_params, batch_size=batch_size, token=token,
-                        timeout=timeout, progress=progress)
+                        timeout=timeout, progress=progress, layout=layout, records=records)
 
 
 def parse_index_params(text: str | None) -> dict | None:
@@ -118,10 +178,17 @@ def push_milvus_command(
     batch_size: int = typer.Option(1000, envvar="MMSEARCH_BATCH_SIZE"),
     milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
     timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a Milvus server."),
+    fields: str = typer.Option(None, envvar="MMSEARCH_FIELDS",
+                               help="Filterable fields: name:type[:corpus key],... (type keyword | number | bool), "
+                                    "e.g. category:keyword; or a JSON list of {name, type, source}."),
+    bm25_fields: str = typer.Option(None, envvar="MMSEARCH_BM25_FIELDS",
+                                    help="Corpus keys indexed for BM25 full-text search, e.g. question,answer."),
+    bm25_analyzer: str = typer.Option("english", envvar="MMSEARCH_BM25_ANALYZER", help="english | standard."),
 ) -> None:
     """Upsert the encoded vectors into Milvus collection <scene>_<version> and check the count."""
     with exit_on_error(), Progress("push-milvus", interval=0.5) as progress:
         summary = push_milvus(workdir, milvus_uri, scene, version, repository, model, index_type=index_type,
                               metric=metric, index_params=parse_index_params(index_params),
-                              batch_size=batch_size, token=milvus_token, timeout=timeout, progress=progress)
+                              batch_size=batch_size, token=milvus_token, timeout=timeout, progress=progress,
+                              fields=fields, bm25_fields=bm25_fields, bm25_analyzer=bm25_analyzer)
         progress.finish(**summary)

@@ -5,12 +5,18 @@ milvus-lite 2.5.1, C++ engine), ``http(s)://`` (or ``tcp://``, ``unix:``) a
 Milvus server. Both go through pymilvus ``MilvusClient``.
 
 Decisions:
-- A collection ``<scene>_<version>`` has two fields: ``id`` INT64 primary key and
-  ``vector`` FLOAT_VECTOR[dim]. Its description (set at creation, immutable)
-  holds JSON ``{"mmsearch": {scene, version, created_at, index, manifest}}``,
-  where ``manifest`` is the exported model's manifest (name, tower, family,
-  source, dimension, metric, onnx_sha256, towers). A rerun with another model or
-  dimension is refused instead of mixing vectors.
+- A collection ``<scene>_<version>`` has ``id`` INT64 primary key and
+  ``vector`` FLOAT_VECTOR[dim], plus what its layout declares
+  (:mod:`mmsearch.core.fields`): one scalar field per filterable field (with
+  an INVERTED index) and, with BM25, ``text`` (VARCHAR, analyzer on) feeding
+  ``sparse`` (SPARSE_FLOAT_VECTOR, Milvus's built-in BM25 function,
+  SPARSE_INVERTED_INDEX). Its description (set at creation, immutable)
+  holds JSON ``{"mmsearch": {scene, version, created_at, index, manifest,
+  fields, lexical}}``, where ``manifest`` is the exported model's manifest
+  (name, tower, family, source, dimension, metric, onnx_sha256, towers) and
+  ``fields``/``lexical`` the layout; a record written before layouts existed
+  reads as no fields and no BM25. A rerun with another model, dimension or
+  layout is refused instead of mixing vectors.
 - Milvus Lite 2.5.1 answers UNIMPLEMENTED to every alias call (create_alias,
   alter_alias, describe_alias, list_aliases) and to alter_collection_properties.
   So mmsearch keeps a small registry collection, ``mmsearch_registry``
@@ -44,6 +50,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from mmsearch.core.errors import MmsearchError
+from mmsearch.core.fields import KEYWORD_MAX_BYTES, SPARSE_FIELD, TEXT_FIELD, TEXT_MAX_BYTES, CollectionLayout
 
 REGISTRY = "mmsearch_registry"
 LITE_INDEXES = ("FLAT", "IVF_FLAT", "AUTOINDEX")
@@ -182,18 +189,29 @@ def registry_delete(client, key: str) -> None:
 @dataclass(frozen=True)
 class CollectionRecord:
     """What mmsearch records in a collection's description: which scene and version it is, when it
-    was created, its index, and the manifest record of the model that built its vectors
-    (:meth:`mmsearch.core.model_repository.ModelManifest.record`)."""
+    was created, its index, the manifest record of the model that built its vectors
+    (:meth:`mmsearch.core.model_repository.ModelManifest.record`), and its layout: the filterable
+    fields and the BM25 setup (:meth:`mmsearch.core.fields.CollectionLayout.record`; absent in
+    records written before layouts, which read as none)."""
 
     scene: str
     version: str
     created_at: float
     index: dict
     manifest: dict
+    fields: list = dataclasses.field(default_factory=list)
+    lexical: dict | None = None
 
     @classmethod
-    def new(cls, manifest: dict, scene: str, version: str, index: dict) -> "CollectionRecord":
-        return cls(scene, str(version), time.time(), dict(index), dict(manifest))
+    def new(cls, manifest: dict, scene: str, version: str, index: dict,
+            layout: CollectionLayout | None = None) -> "CollectionRecord":
+        recorded = (layout or CollectionLayout()).record()
+        return cls(scene, str(version), time.time(), dict(index), dict(manifest), list(recorded.get("fields", [])),
+                   recorded.get("lexical"))
+
+    @property
+    def layout(self) -> CollectionLayout:
+        return CollectionLayout.from_record(self.fields, self.lexical)
 
     def to_description(self) -> str:
         return json.dumps({"mmsearch": dataclasses.asdict(self)}, separators=(",", ":"))
@@ -206,8 +224,10 @@ class CollectionRecord:
             return None
         if not isinstance(info, dict) or not isinstance(info.get("manifest"), dict):
             return None
+        lexical = info.get("lexical")
         return cls(str(info.get("scene", "")), str(info.get("version", "")), float(info.get("created_at", 0)),
-                   dict(info.get("index") or {}), dict(info["manifest"]))
+                   dict(info.get("index") or {}), dict(info["manifest"]), list(info.get("fields") or []),
+                   dict(lexical) if isinstance(lexical, dict) else None)
 
 
 def read_info(client, name: str) -> CollectionRecord | None:
@@ -235,8 +255,8 @@ def validate_index(uri: str, index_type: str, metric: str, params: dict | None) 
 
 
 def ensure_collection(client, name: str, *, dimension: int, index: dict, info: CollectionRecord) -> bool:
-    """Create ``name`` (True) or check that the existing one fits (False): same dimension, same model."""
-    from pymilvus import DataType
+    """Create ``name`` (True) or check that the existing one fits (False): same dimension, model and layout."""
+    from pymilvus import DataType, Function, FunctionType
 
     if client.has_collection(name):
         have = _dimension(client, name)
@@ -251,14 +271,32 @@ def ensure_collection(client, name: str, *, dimension: int, index: dict, info: C
             raise MilvusStoreError(f"collection {name} was built with model {old.manifest.get('name')!r} "
                                    f"(onnx {str(old.manifest.get('onnx_sha256'))[:12]}), not this one; "
                                    "use a new --version")
+        if old.layout != info.layout:
+            raise MilvusStoreError(f"collection {name} was created with fields {old.layout.record()}, not "
+                                   f"{info.layout.record()}; use a new --version for another layout")
         _ensure_loaded(client, name)
         return False
+    layout = info.layout
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
                                   description=info.to_description())
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(dimension))
+    types = {"keyword": DataType.VARCHAR, "number": DataType.DOUBLE, "bool": DataType.BOOL}
+    for spec in layout.fields:
+        schema.add_field(spec.name, types[spec.type],
+                         **({"max_length": KEYWORD_MAX_BYTES} if spec.type == "keyword" else {}))
+    if layout.lexical is not None:
+        schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=TEXT_MAX_BYTES, enable_analyzer=True,
+                         analyzer_params={"type": layout.lexical.analyzer})
+        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=[TEXT_FIELD],
+                                     output_field_names=[SPARSE_FIELD]))
     index_params = client.prepare_index_params()
     index_params.add_index("vector", index_type=index["type"], metric_type=index["metric"], params=index["params"])
+    for spec in layout.fields:
+        index_params.add_index(spec.name, index_type="INVERTED")
+    if layout.lexical is not None:
+        index_params.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     client.create_collection(name, schema=schema, index_params=index_params)
     _ensure_loaded(client, name)
     return True
@@ -282,8 +320,9 @@ def rebatch(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int) -> Iter
         yield np.concatenate(pending_ids), np.concatenate(pending_vecs)
 
 
-def upsert_vectors(client, name: str, ids: np.ndarray, vectors: np.ndarray) -> None:
-    client.upsert(name, [{"id": int(i), "vector": v} for i, v in zip(ids.tolist(), vectors)])
+def upsert_rows(client, name: str, rows: list[dict]) -> None:
+    """Upsert whole rows (``id``, ``vector`` and the layout's fields; see ``jobs.push_milvus.milvus_row``)."""
+    client.upsert(name, rows)
 
 
 def count(client, name: str) -> int:
@@ -347,13 +386,14 @@ def resolve_collection(client, name: str) -> str:
 
 def read_manifest(client, collection_or_alias: str) -> dict:
     """The export manifest of the model that built the collection (alias resolved), plus
-    ``collection`` (the concrete name to search), ``scene``, ``version``, ``index`` and ``complete``."""
+    ``collection`` (the concrete name to search), ``scene``, ``version``, ``index``, ``complete`` and
+    ``layout`` (the :meth:`~mmsearch.core.fields.CollectionLayout.record`: fields, lexical)."""
     name = resolve_collection(client, collection_or_alias)
     info = read_info(client, name)
     if info is None:
         raise MilvusStoreError(f"collection {name} records no model manifest (not built by `mmsearch job push-milvus`)")
     return {**info.manifest, "collection": name, "scene": info.scene, "version": info.version,
-            "index": info.index, "complete": is_complete(client, name)}
+            "index": info.index, "complete": is_complete(client, name), "layout": info.layout.record()}
 
 
 def scene_collections(client, scene: str) -> list[dict]:
