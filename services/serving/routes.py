@@ -3,7 +3,8 @@
 :func:`follow` re-reads the manifest behind each collection name the active
 config searches; when a name now resolves to another collection, the new
 target must pass the consistency check for every encoder that queries it
-(:func:`services.serving.activation.check_consistency`). It returns a new
+(:func:`services.serving.activation.check_consistency`) and hold the layout
+the config needs of it (:func:`services.serving.activation.check_layout`). It returns a new
 :class:`Active` with the moved routes (the config's own Active is never
 changed), or None when nothing moved. A target built by another model is
 refused: logged, and the old collection keeps serving.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.serving.activation import Active, ConsistencyError, check_consistency
+from services.serving.activation import Active, ConsistencyError, Needs, check_consistency, check_layout
 from services.serving.backends import Backends
 from services.serving.experiments import ConfigStore
 
@@ -35,6 +36,7 @@ async def follow(active: Active, backends: Backends) -> Active | None:
         try:
             for model in sorted(active.users.get(name, ())):
                 check_consistency(model, await backends.manifests(model), name, manifest)
+            check_layout(target, manifest, active.needs.get(name, Needs()))
         except ConsistencyError as exc:
             log.error("not following %s -> %s: %s", name, target, exc)
             continue

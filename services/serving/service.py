@@ -5,6 +5,7 @@ import logging
 
 import grpc
 
+from mmsearch.core.fields import FACET_TYPES
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.serving import metrics
 from services.serving.activation import Active
@@ -55,7 +56,10 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             await context.abort(exc.code, str(exc))
         return retrieval_pb2.ListScenesResponse(scenes=[
             retrieval_pb2.Scene(name=s.name, modality=s.modality, image_query=s.image_query,
-                                layers=[layer.name for layer in s.layers])
+                                layers=[layer.name for layer in s.layers],
+                                fields=[retrieval_pb2.SceneField(name=f.name, type=f.type, operators=f.operators,
+                                                                 facet=f.type in FACET_TYPES)
+                                        for f in s.fields.values()])
             for s in active.scenes.values()
         ])
 
