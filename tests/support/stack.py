@@ -27,10 +27,12 @@ from tests.support.processes import wait_serving
 
 
 def t2t_config(scene: str, *, model: str = "minilm", collection: str | None = None, backend: str = "embedded",
-               weights: tuple[float, float] = (50, 50)) -> dict:
-    """A T2T experiment config: one ranking layer, control (score order) vs threshold arm."""
+               weights: tuple[float, float] = (50, 50), fields: tuple[str, ...] = ()) -> dict:
+    """A T2T experiment config: one ranking layer, control (score order) vs threshold arm; ``fields``
+    (``name:type``) declares filterable fields."""
     return {"scenes": {scene: {
         "modality": "text",
+        **({"fields": [dict(zip(("name", "type"), f.split(":"))) for f in fields]} if fields else {}),
         "defaults": {
             "query": {"text": {"model": model}},
             "encoder_backend": backend,
