@@ -2,8 +2,10 @@
 
 Routes:
 - ``GET /`` the page (static/index.html; its JS and CSS under ``/static/``);
-- ``GET /api/search?scene=&q=&k=&user=&diversify=`` a text search;
-- ``POST /api/search`` multipart form (``scene``, ``k``, ``user``, file ``image``) an image search;
+- ``GET /api/search?scene=&q=&k=&user=&diversify=&filter=&facet=&page_token=`` a text search
+  (filters, facets and pages: :mod:`services.web.params`);
+- ``GET /api/similar?scene=&id=&...`` more like the stored item ``id`` (same parameters, no ``q``);
+- ``POST /api/search`` multipart form (``scene``, ``k``, ``user``, ``filter``..., file ``image``) an image search;
 - ``GET /api/scenes`` the scenes serving has loaded;
 - ``GET /healthz`` the process is up; ``GET /readyz`` serving answers its gRPC health check;
 - ``GET /metrics`` Prometheus;
@@ -22,6 +24,7 @@ from typing import Awaitable, Callable
 
 import grpc
 from aiohttp import web
+from multidict import MultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from services.web.client import ServingClient
@@ -94,7 +97,7 @@ def _upstream_error(exc: grpc.aio.AioRpcError, address: str) -> web.Response:
     code = exc.code()
     status, name = http_status(code)
     details = exc.details() or ""
-    parameter = blamed_parameter(details) if status == 400 else None
+    parameter = blamed_parameter(details) if status in (400, 404) else None
     return json_error(status, name, upstream_message(code, details, address), parameter)
 
 
@@ -119,18 +122,27 @@ async def _search(request: web.Request, query: SearchQuery) -> web.Response:
     return web.json_response(search_json(response, scene=query.scene, elapsed_ms=elapsed_ms))
 
 
-async def search_get(request: web.Request) -> web.Response:
+async def _get(request: web.Request, similar: bool) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     try:
-        query = parse_search(request.query, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars)
+        query = parse_search(request.query, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars,
+                             similar=similar)
     except BadParameter as exc:
         return json_error(400, "bad_parameter", exc.message, exc.parameter)
     return await _search(request, query)
 
 
-async def _read_form(request: web.Request, max_bytes: int) -> tuple[dict[str, str], bytes | None]:
-    """Text fields and the ``image`` file of a multipart form; stops reading past ``max_bytes``."""
-    fields: dict[str, str] = {}
+async def search_get(request: web.Request) -> web.Response:
+    return await _get(request, similar=False)
+
+
+async def similar_get(request: web.Request) -> web.Response:
+    return await _get(request, similar=True)
+
+
+async def _read_form(request: web.Request, max_bytes: int) -> tuple[MultiDict[str], bytes | None]:
+    """Text fields (repeatable) and the ``image`` file of a multipart form; stops reading past ``max_bytes``."""
+    fields: MultiDict[str] = MultiDict()
     image: bytes | None = None
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
@@ -142,7 +154,7 @@ async def _read_form(request: web.Request, max_bytes: int) -> tuple[dict[str, st
                     raise TooLarge("image", f"image is larger than the limit of {max_bytes} bytes")
             image = bytes(data)
         elif part.name:
-            fields[part.name] = await part.text()
+            fields.add(part.name, await part.text())
     return fields, image
 
 
@@ -156,7 +168,7 @@ async def search_post(request: web.Request) -> web.Response:
         )
     try:
         fields, image = await _read_form(request, settings.max_image_bytes)
-        params = {**request.query, **fields}
+        params = MultiDict([*fields.items(), *request.query.items()])  # a form field wins over the URL's
         query = parse_search(params, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars,
                              image=image, max_image_bytes=settings.max_image_bytes)
     except BadParameter as exc:
@@ -212,6 +224,7 @@ def create_app(settings: WebSettings) -> web.Application:
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
     app.router.add_get("/api/search", search_get)
     app.router.add_post("/api/search", search_post)
+    app.router.add_get("/api/similar", similar_get)
     app.router.add_get("/api/scenes", scenes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
