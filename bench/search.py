@@ -15,6 +15,12 @@ and an embedded secantusd. Then measures:
   one query at a time;
 - mmsearch: ``mmsearch serve preprocess`` + ``mmsearch serve serving``
   (embedded encoder) as processes, a gRPC client at concurrency 1, 8, 32.
+- the search features at concurrency 1, each against the plain dense query
+  of the same round: a filtered query (the category of the query's best
+  match, as a click on its facet chip), page 3 of 10 (tokens of pages 1 and 2
+  fetched beforehand), more like this (the query's best match) and a hybrid
+  query (dense + BM25, fused). Targets: filtered and page 3 <= 1.2x, more like
+  this <= 0.8x (no embed), hybrid <= 1.5x.
 All of it runs in ``--rounds`` interleaved rounds (default 3), so a noisy
 spell of the machine hits every measurement alike; each ratio is taken within
 a round and the median over rounds is printed, with the per-round values.
@@ -85,7 +91,8 @@ def floor(repo: Path, milvus_uri: str, collection: str, n: int) -> dict:
         feed = {"input_ids": np.array([enc.ids], dtype=np.int64),
                 "attention_mask": np.array([enc.attention_mask], dtype=np.int64)}
         vector = session.run(None, {k: feed[k] for k in names})[0][0]
-        client.search(collection, data=[vector.tolist()], limit=10, search_params={"metric_type": "IP"})
+        client.search(collection, data=[vector.tolist()], limit=10, anns_field="vector",
+                      search_params={"metric_type": "IP"})
         latencies.append(time.perf_counter() - t)
     result = stats(latencies, time.perf_counter() - start)
     client.close()
@@ -117,7 +124,8 @@ def floor_with_hops(repo: Path, milvus_uri: str, collection: str, mongo_uri: str
                                 timeout=10)
         feed = {"input_ids": from_tensor(r.input_ids), "attention_mask": from_tensor(r.attention_mask)}
         vector = session.run(None, {k: feed[k] for k in names})[0][0]
-        hits = client.search(collection, data=[vector.tolist()], limit=10, search_params={"metric_type": "IP"})[0]
+        hits = client.search(collection, data=[vector.tolist()], limit=10, anns_field="vector",
+                             search_params={"metric_type": "IP"})[0]
         list(docs.find({"_id": {"$in": [h["id"] for h in hits]}}, fields))
         latencies.append(time.perf_counter() - t)
     result = stats(latencies, time.perf_counter() - start)
@@ -140,7 +148,8 @@ def naive(model_dir: str, milvus_uri: str, collection: str, mongo_uri: str, scen
     for i in range(n):
         t = time.perf_counter()
         vector = model.encode(QUERIES[i % len(QUERIES)], normalize_embeddings=True)
-        hits = client.search(collection, data=[vector.tolist()], limit=10, search_params={"metric_type": "IP"})[0]
+        hits = client.search(collection, data=[vector.tolist()], limit=10, anns_field="vector",
+                             search_params={"metric_type": "IP"})[0]
         list(docs.find({"_id": {"$in": [h["id"] for h in hits]}}))
         latencies.append(time.perf_counter() - t)
     result = stats(latencies, time.perf_counter() - start)
@@ -171,6 +180,55 @@ async def load(address: str, scene: str, concurrency: int, n: int) -> dict:
     result = stats(latencies, time.perf_counter() - start)
     await channel.close()
     return result
+
+
+FEATURES = ("dense", "filtered", "page 3", "similar", "hybrid")
+
+
+async def feature_requests(address: str, scene: str) -> dict[str, list]:
+    """One request per query for each feature (page 3 carries the token that pages 1 and 2 returned)."""
+    import grpc
+
+    from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+    out: dict[str, list] = {name: [] for name in FEATURES}
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        for q in QUERIES:
+            plain = retrieval_pb2.SearchRequest(scene=scene, text=q, top_k=10)
+            best = (await stub.Search(plain, timeout=10)).items[0]
+            token = ""
+            for _ in range(2):
+                token = (await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=q, page_size=10,
+                                                                       page_token=token), timeout=10)).next_page_token
+            out["dense"].append(plain)
+            out["filtered"].append(retrieval_pb2.SearchRequest(scene=scene, text=q, top_k=10, filters=[
+                retrieval_pb2.Filter(field="category", op=retrieval_pb2.Filter.EQ,
+                                     values=[retrieval_pb2.FilterValue(text=best.summary["category"])])]))
+            out["page 3"].append(retrieval_pb2.SearchRequest(scene=scene, text=q, page_size=10, page_token=token))
+            out["similar"].append(retrieval_pb2.SearchRequest(scene=scene, similar_to=best.id, top_k=10))
+            out["hybrid"].append(retrieval_pb2.SearchRequest(scene=scene, text=q, top_k=10,
+                                                             force_arms={"retrieval": "hybrid"}))
+    return out
+
+
+async def load_one(address: str, requests: list, n: int) -> dict:
+    """``n`` searches one at a time, cycling through ``requests`` (after one warm-up pass)."""
+    import grpc
+
+    from mmsearch.v1 import retrieval_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        for request in requests:
+            await stub.Search(request, timeout=10)
+        latencies = []
+        start = time.perf_counter()
+        for i in range(n):
+            t = time.perf_counter()
+            await stub.Search(requests[i % len(requests)], timeout=10)
+            latencies.append(time.perf_counter() - t)
+    return stats(latencies, time.perf_counter() - start)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -232,7 +290,8 @@ def main() -> None:
         job("prepare", "--workdir", str(work), "--source-kind", "stdlib", *(["--source", args.modules] if args.modules else []))
         job("encode", "--workdir", str(work), "--repository", str(repo), "--model", "minilm")
         job("push-milvus", "--workdir", str(work), "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1",
-            "--repository", str(repo), "--model", "minilm")
+            "--repository", str(repo), "--model", "minilm", "--fields", "category:keyword",
+            "--bm25-fields", "question,answer")
         job("publish", "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1")
         job("push-mongo", "--workdir", str(work), "--mongo-uri", mongo.uri, "--collection", scene)
         corpus = sum(1 for _ in open(work / "corpus.jsonl"))
@@ -244,8 +303,11 @@ def main() -> None:
         client.close()
 
         experiments = tmp / "experiments.yaml"
-        config = t2t_config(scene, weights=(100, 0))
+        config = t2t_config(scene, weights=(100, 0), fields=("category:keyword",))
         config["scenes"][scene]["defaults"]["match"]["top_k"] = 10
+        config["scenes"][scene]["layers"].append({"name": "retrieval", "arms": [
+            {"name": "dense", "weight": 100}, {"name": "hybrid", "weight": 0,
+                                              "overrides": {"match": {"retriever": "hybrid"}}}]})
         write_config(experiments, config)
         pre_port, srv_port = free_port(), free_port()
         env = {**os.environ, "MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_METRICS_PORT": "0",
@@ -261,6 +323,7 @@ def main() -> None:
         wait_healthy(f"127.0.0.1:{srv_port}")
 
         n = args.queries
+        features = asyncio.run(feature_requests(f"127.0.0.1:{srv_port}", scene))
         processes = {"serving": procs[1].pid, "preprocess": procs[0].pid, "milvus": milvus.process.pid,
                      "mongo": mongo.process.pid, "client (this)": os.getpid()}
         for r in range(args.rounds):  # interleaved rounds: a noisy spell hits every measurement alike
@@ -276,6 +339,8 @@ def main() -> None:
                 if c == 32:
                     cpu.append({name: (cpu_seconds(pid) - before[name]) * 1000 / requests
                                 for name, pid in processes.items()})
+            for name in FEATURES:
+                rounds[-1][f"c=1 {name}"] = asyncio.run(load_one(f"127.0.0.1:{srv_port}", features[name], n))
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -310,8 +375,14 @@ def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]]) -> None:
     qps_ratio = ratio("QPS@32 / naive QPS", [r["mmsearch c=32"]["qps"] / r["naive"]["qps"] for r in rounds])
     ratio("  bound: the CPU ceiling above / naive QPS",
           [cores * 1000 / t / r["naive"]["qps"] for t, r in zip(totals, rounds)])
+    features = {}
+    for name, target in (("filtered", 1.2), ("page 3", 1.2), ("similar", 0.8), ("hybrid", 1.5)):
+        features[name] = (ratio(f"p50@1 {name} / dense p50@1",
+                                [r[f"c=1 {name}"]["p50"] / r["c=1 dense"]["p50"] for r in rounds]), target)
     print(f"\np50@1 / floor: {p50_ratio:.2f}x, target <= 1.3x: {'OK' if p50_ratio <= 1.3 else 'MISSED'}")
     print(f"QPS@32 / naive: {qps_ratio:.2f}x, target >= 5x: {'OK' if qps_ratio >= 5 else 'MISSED'}")
+    for name, (value, target) in features.items():
+        print(f"{name} / dense: {value:.2f}x, target <= {target}x: {'OK' if value <= target else 'MISSED'}")
 
 
 if __name__ == "__main__":
