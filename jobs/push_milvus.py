@@ -61,7 +61,8 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
                  batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, *, index_type: str = "FLAT",
                  metric: str = "IP", index_params: dict | None = None, batch_size: int = 1000,
                  token: str = "", timeout: float = 10.0, progress: Progress | None = None,
-                 layout: CollectionLayout | None = None, records: Mapping[int, Mapping[str, Any]] | None = None) -> dict:
+                 layout: CollectionLayout | None = None,
+                 records: Mapping[int, Mapping[str, Any]] | None = None) -> dict:
     """Upsert ``total`` vectors (given as (ids, vectors) chunks of any size) into ``scene_version``.
 
     With a ``layout`` that declares fields or BM25, ``records`` (corpus records by id) give each row's values.

@@ -86,7 +86,10 @@ class FieldSpec(_Strict):
         raw = record.get(self.key)
         where = f"record {record.get('id')}: field {self.name!r} (corpus key {self.key!r})"
         if self.type == "keyword":
-            text = "" if raw is None else (raw if isinstance(raw, str) else json.dumps(raw) if isinstance(raw, (list, dict)) else str(raw))
+            if raw is None:
+                text = ""
+            else:
+                text = raw if isinstance(raw, str) else json.dumps(raw) if isinstance(raw, (list, dict)) else str(raw)
             if len(text.encode("utf-8")) > KEYWORD_MAX_BYTES:
                 raise FieldError(f"{where}: {len(text.encode('utf-8'))} bytes; a keyword holds at most "
                                  f"{KEYWORD_MAX_BYTES}")

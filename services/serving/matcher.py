@@ -19,8 +19,9 @@ vector search: :meth:`MilvusMatcher.text_search` (BM25 on the collection's
 ``sparse`` field, with the raw query text) and :meth:`MilvusMatcher.vector`
 (an item's stored vector, for more like this). A filtered search (a
 compiled expression) is sent on its own, unbatched.
-Errors (serving's backend errors): ``Unavailable`` when Milvus cannot be reached, ``Mismatch`` for a request Milvus refuses
-(unknown collection, bad search params), ``NotFound`` for an unknown item.
+Errors (serving's backend errors): ``Unavailable`` when Milvus cannot be
+reached, ``Mismatch`` for a request Milvus refuses (unknown collection, bad
+search params), ``NotFound`` for an unknown item.
 """
 from __future__ import annotations
 

@@ -258,8 +258,8 @@ class Searcher:
         response = self._response(query.scene, arm, run, chosen, ranked_from, docs, missing)
         response.offset, response.collection = page.offset, plan.collection
         if len(order) > end and end < self.settings.max_page_depth:
-            response.next_page_token = pages.encode(
-                pages.PageToken(end, plan.collection, arm.label, page.pool, plan.digest), self.settings.page_token_secret)
+            token = pages.PageToken(end, plan.collection, arm.label, page.pool, plan.digest)
+            response.next_page_token = pages.encode(token, self.settings.page_token_secret)
         if query.facets:
             response.facets.extend(count_facets(matches, query.facets, page.facet_pool))
         return response

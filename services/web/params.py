@@ -90,16 +90,22 @@ def parse_scene(value: str | None) -> str:
     return value
 
 
+def parse_integer(parameter: str, value: str, low: int, high: int) -> int:
+    """``value`` as an integer in ``[low, high]``; BadParameter naming ``parameter`` otherwise."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadParameter(parameter, f"{parameter} must be an integer between {low} and {high} "
+                                      f"(got {_shown(value)})") from None
+    if not low <= number <= high:
+        raise BadParameter(parameter, f"{parameter} must be between {low} and {high} (got {number})")
+    return number
+
+
 def parse_top_k(value: str | None, max_top_k: int) -> int:
     if value is None or value == "":
         return 0
-    try:
-        k = int(value)
-    except ValueError:
-        raise BadParameter("k", f"k must be an integer between 1 and {max_top_k} (got {_shown(value)})") from None
-    if not 1 <= k <= max_top_k:
-        raise BadParameter("k", f"k must be between 1 and {max_top_k} (got {k})")
-    return k
+    return parse_integer("k", value, 1, max_top_k)
 
 
 def parse_user(value: str | None) -> str:
@@ -184,13 +190,7 @@ def parse_page_token(value: str | None) -> str:
 def parse_id(value: str | None) -> int:
     if value is None or value == "":
         raise BadParameter("id", "id is required: the id of a stored item (items[].id of a search)")
-    try:
-        item = int(value)
-    except ValueError:
-        raise BadParameter("id", f"id must be an item id, a whole number (got {_shown(value)})") from None
-    if not 0 <= item <= MAX_ID:
-        raise BadParameter("id", f"id {item} is out of range: ids are 0..{MAX_ID}")
-    return item
+    return parse_integer("id", value, 0, MAX_ID)
 
 
 def parse_image(data: bytes | None, max_bytes: int) -> bytes:

@@ -14,10 +14,11 @@ import time
 import grpc
 import pytest
 
-from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+from mmsearch.v1 import retrieval_pb2
 from tests.fixtures.servers import STDLIB_INDEX_LAYOUT
 from tests.support.jobs import run_job
-from tests.support.stack import MilvusServer, Stack, t2t_config, write_config
+from tests.support.stack import MilvusServer, Stack, retrieval_stub, t2t_config, write_config
+from tests.support.stack import search as search_scene
 
 pytestmark = pytest.mark.slow
 
@@ -67,13 +68,12 @@ def features(stdlib_index, stdlib_stack, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stub(features):
-    channel = grpc.insecure_channel(features.address)
-    yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
-    channel.close()
+    with retrieval_stub(features.address) as stub:
+        yield stub
 
 
 def search(stub, **fields) -> retrieval_pb2.SearchResponse:
-    return stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, **fields), timeout=20)
+    return search_scene(stub, SCENE, **fields)
 
 
 def refused(stub, **fields) -> grpc.RpcError:

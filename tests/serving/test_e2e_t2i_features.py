@@ -7,14 +7,14 @@ folder:keyword,width:number,height:number`` indexes what prepare recorded.
 """
 from __future__ import annotations
 
-import grpc
 import pytest
 
 from mmsearch.dev.folders import serve_folder
-from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+from mmsearch.v1 import retrieval_pb2
 from tests.support.images import IMAGE_LAYOUT, build_image_index, distinct_images, link_models, near_duplicates, \
     write_images
-from tests.support.stack import start_stack, t2i_config, write_config
+from tests.support.stack import retrieval_stub, start_stack, t2i_config, write_config
+from tests.support.stack import search as search_scene
 
 pytestmark = pytest.mark.slow
 
@@ -51,13 +51,12 @@ def stack(tiny_clip_repo, mongo_server, service_loop, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stub(stack):
-    channel = grpc.insecure_channel(stack.address)
-    yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
-    channel.close()
+    with retrieval_stub(stack.address) as stub:
+        yield stub
 
 
 def search(stub, **fields) -> retrieval_pb2.SearchResponse:
-    return stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, **fields), timeout=20)
+    return search_scene(stub, SCENE, **fields)
 
 
 def by_name(stub) -> dict[str, int]:

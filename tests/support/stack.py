@@ -11,13 +11,14 @@ as a TCP server (:class:`MilvusServer`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -65,6 +66,27 @@ def t2i_config(scene: str, *, text_model: str = "tiny-clip", image_model: str = 
             {"name": "diverse", "weight": 50, "overrides": {"rank": {"name": "mmr", "params": {"lambda": 0.8}}}},
         ]}],
     }}}
+
+
+@contextlib.contextmanager
+def retrieval_stub(address: str) -> Iterator:
+    """A blocking RetrievalService stub on its own channel, closed at the end."""
+    import grpc
+
+    from mmsearch.v1 import retrieval_pb2_grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    finally:
+        channel.close()
+
+
+def search(stub, scene: str, **fields):
+    """One Search of ``scene`` with these SearchRequest fields."""
+    from mmsearch.v1 import retrieval_pb2
+
+    return stub.Search(retrieval_pb2.SearchRequest(scene=scene, **fields), timeout=20)
 
 
 def write_config(path: Path, config: dict) -> None:

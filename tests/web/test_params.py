@@ -145,8 +145,8 @@ def test_filters_facets_pages_and_similar():
     ({"scene": "t2t", "q": "x", "facet": "a b"}, False, "facet", "not a field name"),
     ({"scene": "t2t", "q": "x", "page_token": "not a token!"}, False, "page_token", "not a token"),
     ({"scene": "t2t"}, True, "id", "id is required"),
-    ({"scene": "t2t", "id": "abc"}, True, "id", "whole number"),
-    ({"scene": "t2t", "id": "-1"}, True, "id", "out of range"),
+    ({"scene": "t2t", "id": "abc"}, True, "id", "must be an integer between 0 and"),
+    ({"scene": "t2t", "id": "-1"}, True, "id", "must be between 0 and"),
     ({"scene": "t2t", "id": "1", "q": "x"}, True, "q", "searches by id"),
 ])
 def test_bad_filter_facet_token_and_id_parameters(params, similar, parameter, words):
