@@ -24,6 +24,10 @@ normalises BM25 as if it were a distance (the best BM25 match gets the lowest
 share: measured), so the embedded default and a Milvus server would rank
 differently. The two searches run concurrently.
 
+The fused score is the candidates' retrieval score, which MMR takes as its
+relevance: RRF scores are about 1/60, so MMR over an RRF list is driven by
+redundancy alone; pair MMR with weighted fusion (scores in [0, 1]).
+
 Every list is ordered by score, then id: the order of exact ties (duplicate
 documents, equal RRF sums) is the same in every call, which keeps pages
 disjoint.

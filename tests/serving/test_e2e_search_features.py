@@ -27,7 +27,7 @@ Filter, Value = retrieval_pb2.Filter, retrieval_pb2.FilterValue
 RETRIEVERS = [
     {"name": "dense", "weight": 1},
     {"name": "bm25", "weight": 0, "overrides": {"match": {"retriever": "bm25"}}},
-    {"name": "rrf", "weight": 0, "overrides": {"match": {"retriever": "hybrid"}}},
+    {"name": "rrf", "weight": 0, "overrides": {"match": {"retriever": "hybrid", "fusion": {"name": "rrf"}}}},
     {"name": "weighted", "weight": 0, "overrides": {"match": {"retriever": "hybrid", "fusion": {
         "name": "weighted", "params": {"weights": {"dense": 0.5, "bm25": 0.5}}}}}},
 ]

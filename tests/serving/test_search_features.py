@@ -31,7 +31,7 @@ def config(fields=("category:keyword", "size:number")) -> dict:
     scene["layers"].append({"name": "retrieval", "arms": [
         {"name": "dense", "weight": 1},
         {"name": "bm25", "weight": 0, "overrides": {"match": {"retriever": "bm25"}}},
-        {"name": "hybrid", "weight": 0, "overrides": {"match": {"retriever": "hybrid"}}},
+        {"name": "hybrid", "weight": 0, "overrides": {"match": {"retriever": "hybrid", "fusion": {"name": "rrf"}}}},
         {"name": "weighted", "weight": 0, "overrides": {"match": {"retriever": "hybrid", "fusion": {
             "name": "weighted", "params": {"weights": {"dense": 0.5, "bm25": 0.5}}}}}},
     ]})

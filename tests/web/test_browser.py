@@ -169,3 +169,12 @@ def test_facet_chip_next_page_more_like_this_and_the_shared_url(page, web, stack
     wait_for_summary(page, f"items like #{source_id}")
     assert result_ids(page) == similar
     assert page.dialogs == []
+
+
+def test_a_page_link_with_a_bad_token_falls_back_to_the_first_page(page, web, stack_scene):
+    page.goto(f"{web.url}/?scene={stack_scene.name}&q=json&page_token=abc.def")
+    banner = page.wait_for_selector("#banner[data-kind='error']", timeout=WAIT_MS)
+    assert "showing the first page" in banner.text_content()
+    wait_for_summary(page, "“json”")
+    assert page.locator(".result .rank").first.text_content() == "1."
+    assert "page_token" not in parse_qs(urlparse(page.url).query)
