@@ -3,8 +3,8 @@
 :func:`follow` re-reads the manifest behind each collection name the active
 config searches; when a name now resolves to another collection, the new
 target must pass the consistency check for every encoder that queries it
-(:func:`services.serving.activation.check_consistency`) and hold the layout
-the config needs of it (:func:`services.serving.activation.check_layout`). It returns a new
+(:func:`services.serving.activation.check_consistency`) and hold the fields
+the config needs (:func:`services.serving.activation.check_layout`). It returns a new
 :class:`Active` with the moved routes (the config's own Active is never
 changed), or None when nothing moved. A target built by another model is
 refused: logged, and the old collection keeps serving.
