@@ -12,8 +12,9 @@ retriever (:mod:`services.serving.fusion`):
 
 - text, ``dense``: preprocess, embed, match, rank, summary;
 - text, ``bm25``: match (full text on the raw query), rank, summary;
-- text, ``hybrid``: preprocess, embed, match (dense and BM25 concurrently,
-  fused), rank, summary;
+- text, ``hybrid``: preprocess, embed, match (dense and BM25, fused), rank,
+  summary; the BM25 search needs no vector, so it is sent before preprocess
+  and runs while the query is embedded (its time is hidden behind embed);
 - image: preprocess, embed, match (dense), rank, summary;
 - ``similar_to``: fetch (the item's stored vector), match (dense, the item
   itself excluded), rank, summary.
@@ -217,7 +218,6 @@ class Searcher:
         arm = choose_arm(query.scene, request.user_id, request.force_arms)
         plan = plan_search(query, request, arm, active, self.settings)
         spec, page, ranker = arm.spec, plan.page, plan.rank.ranker
-        dense = "dense" in plan.retrievers
         tower: TowerSpec | None = spec.query.image if query.kind == "image" else spec.query.text
         embed_dependency = encoder_dependency(tower.model, spec.encoder_backend) if tower else ""
         run = StageRunner(deadline_s, plan.stages, scene=query.scene.name, arm=arm.label, down=self.down,
@@ -225,17 +225,17 @@ class Searcher:
                                         "summary": "mongo", "embed": embed_dependency})
         b = self.backends
 
-        vector = None
-        if query.kind == SIMILAR:
-            vector = await run.io("fetch", lambda t: b.matcher.vector(plan.collection, request.similar_to, timeout=t))
-        elif dense and tower is not None:
-            if query.kind == "text":
-                inputs = await run.io("preprocess", lambda t: b.preprocess.text(tower.preprocess, request.text, t))
-            else:
-                inputs = await run.io("preprocess", lambda t: b.preprocess.image(tower.preprocess, request.image, t))
-            encoder = active.encoders[(spec.encoder_backend, tower.model)]
-            vector = (await run.io("embed", lambda t: encoder.infer(inputs)))[0]
-        matches = await run.io("match", lambda t: self._match(query, request, plan, spec, vector, t))
+        ahead = None  # a hybrid text query's BM25 search: it needs no vector, so it runs while the query is embedded
+        if query.kind == "text" and len(plan.retrievers) > 1:
+            ahead = asyncio.ensure_future(self._bm25(query, request, plan, run.client_timeout("match")))
+        try:
+            vector = await self._query_vector(query, request, plan, spec, active, run, tower)
+            matches = await run.io("match", lambda t: self._match(query, request, plan, spec, vector, t, ahead))
+        finally:
+            if ahead is not None and not ahead.done():  # the query failed before matching
+                ahead.cancel()
+            elif ahead is not None and not ahead.cancelled():
+                ahead.exception()  # taken, so a failure the match stage never awaited is not logged as lost
 
         if query.kind == SIMILAR:
             matches = matches.take([i for i, item in enumerate(matches.ids.tolist()) if item != request.similar_to])
@@ -264,18 +264,41 @@ class Searcher:
             response.facets.extend(count_facets(matches, query.facets, page.facet_pool))
         return response
 
+    async def _query_vector(self, query: Query, request: retrieval_pb2.SearchRequest, plan: SearchPlan,
+                            spec: ArmSpec, active: Active, run: StageRunner,
+                            tower: TowerSpec | None) -> np.ndarray | None:
+        """The query's vector: the stored item's (fetch), or preprocess + embed; None when no dense retriever runs."""
+        b = self.backends
+        if query.kind == SIMILAR:
+            return await run.io("fetch", lambda t: b.matcher.vector(plan.collection, request.similar_to, timeout=t))
+        if "dense" not in plan.retrievers or tower is None:
+            return None
+        if query.kind == "text":
+            inputs = await run.io("preprocess", lambda t: b.preprocess.text(tower.preprocess, request.text, t))
+        else:
+            inputs = await run.io("preprocess", lambda t: b.preprocess.image(tower.preprocess, request.image, t))
+        encoder = active.encoders[(spec.encoder_backend, tower.model)]
+        return (await run.io("embed", lambda t: encoder.infer(inputs)))[0]
+
+    async def _bm25(self, query: Query, request: retrieval_pb2.SearchRequest, plan: SearchPlan,
+                    timeout: float) -> Matches:
+        return await self.backends.matcher.text_search(
+            plan.collection, request.text, plan.page.fetch, with_vectors=plan.rank.ranker.needs_vectors,
+            timeout=timeout, expression=query.expression, output_fields=query.facets)
+
     async def _match(self, query: Query, request: retrieval_pb2.SearchRequest, plan: SearchPlan, spec: ArmSpec,
-                     vector: np.ndarray | None, timeout: float) -> Matches:
-        """Every retriever's search (concurrently), one ordered list: fused when several ran."""
-        matcher, fetch, vectors = self.backends.matcher, plan.page.fetch, plan.rank.ranker.needs_vectors
-        common = dict(with_vectors=vectors, timeout=timeout, expression=query.expression, output_fields=query.facets)
+                     vector: np.ndarray | None, timeout: float, ahead: asyncio.Future | None) -> Matches:
+        """Every retriever's search (the BM25 one may be under way already), one ordered list: fused when
+        several ran."""
         calls = []
         for name in plan.retrievers:
             if name == "dense":
-                calls.append((name, spec.match.metric, matcher.search(
-                    plan.collection, vector, fetch, metric=spec.match.metric, params=spec.match.params, **common)))
+                calls.append((name, spec.match.metric, self.backends.matcher.search(
+                    plan.collection, vector, plan.page.fetch, metric=spec.match.metric, params=spec.match.params,
+                    with_vectors=plan.rank.ranker.needs_vectors, timeout=timeout, expression=query.expression,
+                    output_fields=query.facets)))
             else:
-                calls.append((name, "BM25", matcher.text_search(plan.collection, request.text, fetch, **common)))
+                calls.append((name, "BM25", ahead if ahead is not None else self._bm25(query, request, plan, timeout)))
         if len(calls) == 1:
             return single(calls[0][0], await calls[0][2])
         results = await asyncio.gather(*(call for _, _, call in calls), return_exceptions=True)
@@ -284,7 +307,7 @@ class Searcher:
                 raise result
         fusion = spec.match.fusion
         return fuse([(name, metric, result) for (name, metric, _), result in zip(calls, results)],
-                    fusion.name, fusion.checked_params, fetch)
+                    fusion.name, fusion.checked_params, plan.page.fetch)
 
     @staticmethod
     def _response(scene: Scene, arm: Arm, run: StageRunner, chosen, matches: Matches, docs, missing: int):

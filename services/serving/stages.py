@@ -93,6 +93,10 @@ class StageRunner:
         problem = self._down.get(dependency) if dependency else None
         return f"{dependency} is down: {problem}" if problem else None
 
+    def client_timeout(self, stage: str) -> float:
+        """The client timeout ``stage`` would get if it started now (for a call started ahead of its stage)."""
+        return stage_budget(self._end - self._clock(), stage, tuple(self._left)) * CLIENT_SHARE
+
     async def io(self, stage: str, call: Callable[[float], Awaitable[T]]) -> T:
         """Run ``call(client_timeout_s)`` within this stage's share of the deadline."""
         budget = stage_budget(self._end - self._clock(), stage, tuple(self._left))

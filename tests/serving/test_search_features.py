@@ -64,7 +64,7 @@ async def test_filters_reach_every_retriever_as_one_expression():
     assert response.items
     expressions = {e for _, _, _, e in b.matcher.requests}
     assert expressions == {'(category in ["c1", "x\\"y"]) and (size >= 2.0)'}
-    assert [r for r, _, _, _ in b.matcher.requests] == ["dense", "bm25"]
+    assert [r for r, _, _, _ in b.matcher.requests] == ["bm25", "dense"]  # BM25 needs no vector: sent first
 
 
 async def test_a_bad_filter_is_invalid_argument_naming_the_field():
@@ -164,3 +164,15 @@ async def test_a_publish_to_a_version_without_the_fields_is_not_followed():
     active, _, b, _ = await searcher()
     b.matcher.collections[SCENE] = collection_manifest("m", "docs_2", layout={})
     assert await follow(active, b) is None
+
+
+async def test_a_hybrid_query_whose_embed_fails_stops_its_bm25_search():
+    from services.serving.errors import Unavailable
+
+    active, s, b, calls = await searcher()
+    calls.fail["embed"] = Unavailable("the encoder is down")
+    error = await failure(s, active, request(force_arms={"retrieval": "hybrid"}))
+    assert error.code == Code.UNAVAILABLE and error.stage == "embed"
+    calls.fail = {"match": Unavailable("milvus is down")}
+    error = await failure(s, active, request(force_arms={"retrieval": "hybrid"}))
+    assert error.code == Code.UNAVAILABLE and error.stage == "match" and "milvus is down" in error.message
