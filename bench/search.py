@@ -15,8 +15,8 @@ and an embedded secantusd. Then measures:
   one query at a time;
 - mmsearch: ``mmsearch serve preprocess`` + ``mmsearch serve serving``
   (embedded encoder) as processes, a gRPC client at concurrency 1, 8, 32.
-- the search features at concurrency 1, each against the plain dense query
-  of the same round: a filtered query (the category of the query's best
+- the search features at concurrency 1, interleaved in blocks of 20 queries,
+  each against the plain dense query of the same round: a filtered query (the category of the query's best
   match, as a click on its facet chip), page 3 of 10 (tokens of pages 1 and 2
   fetched beforehand), more like this (the query's best match) and a hybrid
   query (dense + BM25, fused). Targets: filtered and page 3 <= 1.2x, more like
@@ -212,23 +212,30 @@ async def feature_requests(address: str, scene: str) -> dict[str, list]:
     return out
 
 
-async def load_one(address: str, requests: list, n: int) -> dict:
-    """``n`` searches one at a time, cycling through ``requests`` (after one warm-up pass)."""
+async def load_features(address: str, features: dict[str, list], n: int, block: int = 20) -> dict[str, dict]:
+    """``n`` searches of each feature one at a time, in interleaved blocks of ``block`` (20 of the first
+    feature, 20 of the next ...), so a busy spell of the shared machine falls on every feature alike, while
+    what one search leaves behind (onnxruntime's threads spin a while after an inference) reaches only the
+    first search of a block, not a whole feature; after one warm-up pass."""
     import grpc
 
     from mmsearch.v1 import retrieval_pb2_grpc
 
+    latencies: dict[str, list[float]] = {name: [] for name in features}
     async with grpc.aio.insecure_channel(address) as channel:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-        for request in requests:
-            await stub.Search(request, timeout=10)
-        latencies = []
+        for requests in features.values():
+            for request in requests:
+                await stub.Search(request, timeout=10)
         start = time.perf_counter()
-        for i in range(n):
-            t = time.perf_counter()
-            await stub.Search(requests[i % len(requests)], timeout=10)
-            latencies.append(time.perf_counter() - t)
-    return stats(latencies, time.perf_counter() - start)
+        for first in range(0, n, block):
+            for name, requests in features.items():
+                for i in range(first, min(n, first + block)):
+                    t = time.perf_counter()
+                    await stub.Search(requests[i % len(requests)], timeout=10)
+                    latencies[name].append(time.perf_counter() - t)
+        wall = (time.perf_counter() - start) / len(features)
+    return {name: stats(values, wall) for name, values in latencies.items()}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -339,8 +346,8 @@ def main() -> None:
                 if c == 32:
                     cpu.append({name: (cpu_seconds(pid) - before[name]) * 1000 / requests
                                 for name, pid in processes.items()})
-            for name in FEATURES:
-                rounds[-1][f"c=1 {name}"] = asyncio.run(load_one(f"127.0.0.1:{srv_port}", features[name], n))
+            for name, figures in asyncio.run(load_features(f"127.0.0.1:{srv_port}", features, n)).items():
+                rounds[-1][f"c=1 {name}"] = figures
     finally:
         for p in reversed(procs):
             p.terminate()
