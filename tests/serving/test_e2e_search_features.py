@@ -9,6 +9,7 @@ layers force each ranker and each retriever.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import grpc
@@ -72,8 +73,7 @@ def stub(features):
         yield stub
 
 
-def search(stub, **fields) -> retrieval_pb2.SearchResponse:
-    return search_scene(stub, SCENE, **fields)
+search = functools.partial(search_scene, scene=SCENE)  # search(stub, text=..., filters=...)
 
 
 def refused(stub, **fields) -> grpc.RpcError:

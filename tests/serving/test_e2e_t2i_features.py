@@ -7,6 +7,7 @@ folder:keyword,width:number,height:number`` indexes what prepare recorded.
 """
 from __future__ import annotations
 
+import functools
 import pytest
 
 from mmsearch.dev.folders import serve_folder
@@ -55,8 +56,7 @@ def stub(stack):
         yield stub
 
 
-def search(stub, **fields) -> retrieval_pb2.SearchResponse:
-    return search_scene(stub, SCENE, **fields)
+search = functools.partial(search_scene, scene=SCENE)  # search(stub, text=..., filters=...)
 
 
 def by_name(stub) -> dict[str, int]:
