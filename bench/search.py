@@ -20,6 +20,12 @@ and an embedded secantusd. Then measures:
   nothing recorded), measured right after the first at concurrency 1 and 32;
   the ratios say what impressions cost (target: at most 5% of p50@1 and of
   QPS@32). Impressions go to the summary store's server, as by default.
+- the search features at concurrency 1, interleaved in blocks of 20 queries,
+  each against the plain dense query of the same round: a filtered query (the category of the query's best
+  match, as a click on its facet chip), page 3 of 10 (tokens of pages 1 and 2
+  fetched beforehand), more like this (the query's best match) and a hybrid
+  query (dense + BM25, fused). Targets: filtered and page 3 <= 1.2x, more like
+  this <= 0.8x (no embed), hybrid <= 1.5x.
 All of it runs in ``--rounds`` interleaved rounds (default 3), so a noisy
 spell of the machine hits every measurement alike; each ratio is taken within
 a round and the median over rounds is printed, with the per-round values.
@@ -95,7 +101,8 @@ def floor(repo: Path, milvus_uri: str, collection: str, n: int) -> dict:
         feed = {"input_ids": np.array([enc.ids], dtype=np.int64),
                 "attention_mask": np.array([enc.attention_mask], dtype=np.int64)}
         vector = session.run(None, {k: feed[k] for k in names})[0][0]
-        client.search(collection, data=[vector.tolist()], limit=10, search_params={"metric_type": "IP"})
+        client.search(collection, data=[vector.tolist()], limit=10, anns_field="vector",
+                      search_params={"metric_type": "IP"})
         latencies.append(time.perf_counter() - t)
     result = stats(latencies, time.perf_counter() - start)
     client.close()
@@ -127,7 +134,8 @@ def floor_with_hops(repo: Path, milvus_uri: str, collection: str, mongo_uri: str
                                 timeout=10)
         feed = {"input_ids": from_tensor(r.input_ids), "attention_mask": from_tensor(r.attention_mask)}
         vector = session.run(None, {k: feed[k] for k in names})[0][0]
-        hits = client.search(collection, data=[vector.tolist()], limit=10, search_params={"metric_type": "IP"})[0]
+        hits = client.search(collection, data=[vector.tolist()], limit=10, anns_field="vector",
+                             search_params={"metric_type": "IP"})[0]
         list(docs.find({"_id": {"$in": [h["id"] for h in hits]}}, fields))
         latencies.append(time.perf_counter() - t)
     result = stats(latencies, time.perf_counter() - start)
@@ -150,7 +158,8 @@ def naive(model_dir: str, milvus_uri: str, collection: str, mongo_uri: str, scen
     for i in range(n):
         t = time.perf_counter()
         vector = model.encode(QUERIES[i % len(QUERIES)], normalize_embeddings=True)
-        hits = client.search(collection, data=[vector.tolist()], limit=10, search_params={"metric_type": "IP"})[0]
+        hits = client.search(collection, data=[vector.tolist()], limit=10, anns_field="vector",
+                             search_params={"metric_type": "IP"})[0]
         list(docs.find({"_id": {"$in": [h["id"] for h in hits]}}))
         latencies.append(time.perf_counter() - t)
     result = stats(latencies, time.perf_counter() - start)
@@ -200,6 +209,62 @@ def stored_impressions(mongo_uri: str, settle_s: float = 5.0) -> int:
             last = count
             time.sleep(settle_s)
         return last
+
+
+FEATURES = ("dense", "filtered", "page 3", "similar", "hybrid")
+
+
+async def feature_requests(address: str, scene: str) -> dict[str, list]:
+    """One request per query for each feature (page 3 carries the token that pages 1 and 2 returned)."""
+    import grpc
+
+    from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+    out: dict[str, list] = {name: [] for name in FEATURES}
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        for q in QUERIES:
+            plain = retrieval_pb2.SearchRequest(scene=scene, text=q, top_k=10)
+            best = (await stub.Search(plain, timeout=10)).items[0]
+            token = ""
+            for _ in range(2):
+                token = (await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=q, page_size=10,
+                                                                       page_token=token), timeout=10)).next_page_token
+            out["dense"].append(plain)
+            out["filtered"].append(retrieval_pb2.SearchRequest(scene=scene, text=q, top_k=10, filters=[
+                retrieval_pb2.Filter(field="category", op=retrieval_pb2.Filter.EQ,
+                                     values=[retrieval_pb2.FilterValue(text=best.summary["category"])])]))
+            out["page 3"].append(retrieval_pb2.SearchRequest(scene=scene, text=q, page_size=10, page_token=token))
+            out["similar"].append(retrieval_pb2.SearchRequest(scene=scene, similar_to=best.id, top_k=10))
+            out["hybrid"].append(retrieval_pb2.SearchRequest(scene=scene, text=q, top_k=10,
+                                                             force_arms={"retrieval": "hybrid"}))
+    return out
+
+
+async def load_features(address: str, features: dict[str, list], n: int, block: int = 20) -> dict[str, dict]:
+    """``n`` searches of each feature one at a time, in interleaved blocks of ``block`` (20 of the first
+    feature, 20 of the next ...), so a busy spell of the shared machine falls on every feature alike, while
+    what one search leaves behind (onnxruntime's threads spin a while after an inference) reaches only the
+    first search of a block, not a whole feature; after one warm-up pass."""
+    import grpc
+
+    from mmsearch.v1 import retrieval_pb2_grpc
+
+    latencies: dict[str, list[float]] = {name: [] for name in features}
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        for requests in features.values():
+            for request in requests:
+                await stub.Search(request, timeout=10)
+        start = time.perf_counter()
+        for first in range(0, n, block):
+            for name, requests in features.items():
+                for i in range(first, min(n, first + block)):
+                    t = time.perf_counter()
+                    await stub.Search(requests[i % len(requests)], timeout=10)
+                    latencies[name].append(time.perf_counter() - t)
+        wall = (time.perf_counter() - start) / len(features)
+    return {name: stats(values, wall) for name, values in latencies.items()}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -262,7 +327,8 @@ def main() -> None:
         job("prepare", "--workdir", str(work), "--source-kind", "stdlib", *(["--source", args.modules] if args.modules else []))
         job("encode", "--workdir", str(work), "--repository", str(repo), "--model", "minilm")
         job("push-milvus", "--workdir", str(work), "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1",
-            "--repository", str(repo), "--model", "minilm")
+            "--repository", str(repo), "--model", "minilm", "--fields", "category:keyword",
+            "--bm25-fields", "question,answer")
         job("publish", "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1")
         job("push-mongo", "--workdir", str(work), "--mongo-uri", mongo.uri, "--collection", scene)
         corpus = sum(1 for _ in open(work / "corpus.jsonl"))
@@ -274,8 +340,11 @@ def main() -> None:
         client.close()
 
         experiments = tmp / "experiments.yaml"
-        config = t2t_config(scene, weights=(100, 0))
+        config = t2t_config(scene, weights=(100, 0), fields=("category:keyword",))
         config["scenes"][scene]["defaults"]["match"]["top_k"] = 10
+        config["scenes"][scene]["layers"].append({"name": "retrieval", "arms": [
+            {"name": "dense", "weight": 100}, {"name": "hybrid", "weight": 0,
+                                              "overrides": {"match": {"retriever": "hybrid"}}}]})
         write_config(experiments, config)
         pre_port, srv_port = free_port(), free_port()
         env = {**os.environ, "MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_METRICS_PORT": "0",
@@ -298,6 +367,7 @@ def main() -> None:
         wait_healthy(f"127.0.0.1:{off_port}")
 
         n = args.queries
+        features = asyncio.run(feature_requests(f"127.0.0.1:{srv_port}", scene))
         processes = {"serving": procs[1].pid, "preprocess": procs[0].pid, "milvus": milvus.process.pid,
                      "mongo": mongo.process.pid, "client (this)": os.getpid()}
         for r in range(args.rounds):  # interleaved rounds: a noisy spell hits every measurement alike
@@ -324,6 +394,8 @@ def main() -> None:
                 rounds[-1][f"mmsearch c={c}"] = merged(*runs["on"])
                 if runs["off"]:
                     rounds[-1][f"no impr. c={c}"] = merged(*runs["off"])
+            for name, figures in asyncio.run(load_features(f"127.0.0.1:{srv_port}", features, n)).items():
+                rounds[-1][f"c=1 {name}"] = figures
         impressions = stored_impressions(mongo.uri)
     finally:
         for p in reversed(procs):
@@ -365,10 +437,16 @@ def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]], cpu_off: 
                      [r["mmsearch c=32"]["qps"] / r["no impr. c=32"]["qps"] for r in rounds])
     ratio("  bound: the CPU ceiling above / naive QPS",
           [cores * 1000 / t / r["naive"]["qps"] for t, r in zip(totals, rounds)])
+    features = {}
+    for name, target in (("filtered", 1.2), ("page 3", 1.2), ("similar", 0.8), ("hybrid", 1.5)):
+        features[name] = (ratio(f"p50@1 {name} / dense p50@1",
+                                [r[f"c=1 {name}"]["p50"] / r["c=1 dense"]["p50"] for r in rounds]), target)
     print(f"\np50@1 / floor: {p50_ratio:.2f}x, target <= 1.3x: {'OK' if p50_ratio <= 1.3 else 'MISSED'}")
     print(f"QPS@32 / naive: {qps_ratio:.2f}x, target >= 5x: {'OK' if qps_ratio >= 5 else 'MISSED'}")
     print(f"impressions: p50@1 on/off {cost_p50:.3f}x, target <= 1.05x: {'OK' if cost_p50 <= 1.05 else 'MISSED'}; "
           f"QPS@32 on/off {cost_qps:.3f}x, target >= 0.95x: {'OK' if cost_qps >= 0.95 else 'MISSED'}")
+    for name, (value, target) in features.items():
+        print(f"{name} / dense: {value:.2f}x, target <= {target}x: {'OK' if value <= target else 'MISSED'}")
 
 
 if __name__ == "__main__":

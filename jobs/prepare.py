@@ -2,9 +2,11 @@
 
 One JSON object per line, each with a stable integer ``id``:
 - ``images``: a folder of images (+ the base URL it is served from) ->
-  ``{id, name, url, file_sha256}``; ``name`` is the path relative to the folder,
-  ``file_sha256`` the hash of its bytes (so ``sync`` re-encodes an image whose
-  file changed under the same name). Files that
+  ``{id, name, url, file_sha256, folder, width, height}``; ``name`` is the path
+  relative to the folder, ``file_sha256`` the hash of its bytes (so ``sync``
+  re-encodes an image whose file changed under the same name), ``folder`` its
+  sub-folder (``""`` at the top), ``width`` and ``height`` the image's pixels
+  (what T2I searches filter on). Files that
   Pillow cannot decode (not an image, truncated, corrupt) are skipped and
   counted, never fatal. Without ``--base-url`` the url is the file's
   ``file://`` URI.
@@ -94,17 +96,18 @@ def _with_ids(keyed: Iterable[tuple[str, dict, str]], stats: Stats) -> Iterator[
 
 # --- images -------------------------------------------------------------------------------------
 
-def is_readable_image(path: Path) -> bool:
-    """True when Pillow can decode ``path`` completely (JPEGs decoded at reduced scale)."""
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) when Pillow can decode ``path`` completely (JPEGs decoded at reduced scale), else None."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            size = image.size  # before draft(), which shrinks it
             image.draft("RGB", (256, 256))
             image.load()
-        return True
+        return int(size[0]), int(size[1])
     except Exception:  # not an image, truncated, corrupt, decompression bomb
-        return False
+        return None
 
 
 def image_records(folder: Path, base_url: str | None, stats: Stats,
@@ -118,11 +121,14 @@ def image_records(folder: Path, base_url: str | None, stats: Stats,
         if progress is not None:
             progress.update(1)
         rel = path.relative_to(folder).as_posix()
-        if not is_readable_image(path):
+        size = image_size(path)
+        if size is None:
             stats.skipped += 1
             continue
         url = f"{base_url.rstrip('/')}/{quote(rel)}" if base_url else path.resolve().as_uri()
-        yield rel, {"name": rel, "url": url, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}, rel
+        parent = path.relative_to(folder).parent.as_posix()
+        yield rel, {"name": rel, "url": url, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                    "folder": "" if parent == "." else parent, "width": size[0], "height": size[1]}, rel
 
 
 # --- Q&A JSONL ----------------------------------------------------------------------------------

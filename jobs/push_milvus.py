@@ -25,14 +25,17 @@ Decisions:
 - The final count (``count(*)`` with strong consistency) must equal the number
   of vectors; then the collection is marked complete, which ``publish`` requires,
   with the corpus fingerprint (the SHA-256 of ``corpus.jsonl``) in its state.
-- Every row is built by :func:`entity` from the corpus record and its vector
-  (``id``, ``vector``, the record's ``content_sha256``): ``push-milvus`` and
-  ``sync`` write the same rows.
+- Every row is built by :func:`milvus_row` from the corpus record and its
+  vector: ``id``, ``vector``, the record's ``content_sha256`` and what the
+  collection's layout declares (``--fields``, ``--bm25-fields``; see
+  :mod:`mmsearch.core.fields`): the typed scalar fields and the BM25 text.
+  ``push-milvus`` and ``sync`` (which reads the layout from the collection
+  record) write the same rows.
 """
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import typer
@@ -42,15 +45,27 @@ from jobs.app import job_app
 from jobs.corpus import Corpus, corpus_uri, document_hash, read_corpus
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
+from mmsearch.core.fields import TEXT_FIELD, CollectionLayout, FieldError, parse_fields, parse_lexical
 from mmsearch.core.model_repository import ModelManifest, ModelRepository
 
 
-def entity(record: dict, vector: np.ndarray) -> dict:
-    """The Milvus row of one corpus record and its vector (the one place rows are built)."""
-    return {"id": int(record["id"]), "vector": vector, milvus_store.HASH_FIELD: document_hash(record)}
+def milvus_row(record: dict, vector: np.ndarray, layout: CollectionLayout) -> dict:
+    """The Milvus row of one corpus ``record`` (its ``id``) and its ``vector``: the record's content hash,
+    every field the layout declares, typed, and the BM25 text. The one place a row is built (see module doc)."""
+    row: dict[str, Any] = {"id": int(record["id"]), "vector": vector,
+                           milvus_store.HASH_FIELD: document_hash(record)}
+    try:
+        for spec in layout.fields:
+            row[spec.name] = spec.value(record)
+    except FieldError as exc:
+        raise JobError(f"{exc}; fix the corpus or --fields") from None
+    if layout.lexical is not None:
+        row[TEXT_FIELD] = layout.lexical.text(record)
+    return row
 
 
-def entities(records: dict[int, dict], ids: np.ndarray, vectors: np.ndarray, where: str) -> list[dict]:
+def milvus_rows(records: Mapping[int, dict], ids: np.ndarray, vectors: np.ndarray,
+                layout: CollectionLayout, where: str) -> list[dict]:
     """Rows for (ids, vectors); JobError when an id has no corpus record."""
     rows = []
     for i, vector in zip(ids.tolist(), vectors):
@@ -58,7 +73,7 @@ def entities(records: dict[int, dict], ids: np.ndarray, vectors: np.ndarray, whe
         if record is None:
             raise JobError(f"vector id {i} has no record in the corpus of {where}: the vectors were encoded "
                            "from another corpus; re-run encode")
-        rows.append(entity(record, vector))
+        rows.append(milvus_row(record, vector, layout))
     return rows
 
 
@@ -66,9 +81,10 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
                  batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, corpus: Corpus, *,
                  index_type: str = "FLAT", metric: str = "IP", index_params: dict | None = None,
                  batch_size: int = 1000, token: str = "", timeout: float = 10.0, text_field: str | None = None,
-                 progress: Progress | None = None) -> dict:
+                 progress: Progress | None = None, layout: CollectionLayout | None = None) -> dict:
     """Upsert ``total`` vectors (given as (ids, vectors) chunks of any size) of ``corpus``'s records
-    into ``scene_version``."""
+    into ``scene_version``, with the fields and BM25 text ``layout`` declares."""
+    layout = layout or CollectionLayout()
     if batch_size < 1:
         raise JobError(f"--batch-size {batch_size}: must be at least 1")
     if total < 1:
@@ -76,7 +92,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
     name = milvus_store.collection_name(scene, version)
     index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params)
     dimension = manifest.dimension
-    info = milvus_store.CollectionRecord.new(manifest.record(), scene, version, index)
+    info = milvus_store.CollectionRecord.new(manifest.record(), scene, version, index, layout)
     records = corpus.by_id()
     with milvus_store.session(milvus_uri, f"on collection {name}", token=token, timeout=timeout) as client:
         created = milvus_store.ensure_collection(client, name, dimension=dimension, index=index, info=info)
@@ -87,7 +103,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
             if vectors.ndim != 2 or vectors.shape[1] != dimension:
                 raise JobError(f"dimension mismatch: the vectors are {vectors.shape[-1]}-d, model "
                                f"{manifest.name!r} and collection {name} are {dimension}-d; re-run encode")
-            milvus_store.upsert_rows(client, name, entities(records, ids, vectors, name))
+            milvus_store.upsert_rows(client, name, milvus_rows(records, ids, vectors, layout, name))
             pushed += len(ids)
             if progress is not None:
                 progress.update(len(ids))
@@ -99,16 +115,29 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
                            + ("; it holds vectors of another corpus: use a new --version" if found > total else ""))
         milvus_store.mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_field=text_field)
     return {"collection": name, "entities": found, "dimension": dimension, "created": created,
-            "index": index["type"], "metric": index["metric"], "model": manifest.name}
+            "index": index["type"], "metric": index["metric"], "model": manifest.name,
+            "fields": [f.name for f in layout.fields], "bm25": list(layout.lexical.sources) if layout.lexical else []}
+
+
+def read_layout(fields: str | None, bm25_fields: str | None, bm25_analyzer: str = "english") -> CollectionLayout:
+    """The layout of ``--fields`` / ``--bm25-fields`` / ``--bm25-analyzer``; JobError naming the flag."""
+    try:
+        return CollectionLayout(fields=parse_fields(fields), lexical=parse_lexical(bm25_fields, bm25_analyzer))
+    except FieldError as exc:
+        raise JobError(str(exc)) from None
+    except ValueError as exc:  # pydantic: a field declared twice
+        raise JobError(f"--fields {fields!r}: {str(exc).splitlines()[-1].strip()}") from None
 
 
 def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, repository: str, model: str, *,
                 index_type: str = "FLAT", metric: str = "IP", index_params: dict | None = None,
                 batch_size: int = 1000, token: str = "", timeout: float = 10.0,
-                progress: Progress | None = None) -> dict:
+                progress: Progress | None = None, fields: str | None = None, bm25_fields: str | None = None,
+                bm25_analyzer: str = "english") -> dict:
     """Push the vectors that encode wrote under ``workdir`` (checked against ``model``'s manifest)."""
     from jobs.encode import VECTORS, read_meta, read_vectors
 
+    layout = read_layout(fields, bm25_fields, bm25_analyzer)
     manifest = ModelRepository(repository).manifest(model)
     meta = read_meta(workdir)
     corpus = read_corpus(workdir)
@@ -124,7 +153,7 @@ def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, reposit
     total, batches = read_vectors(workdir)
     return push_vectors(milvus_uri, scene, version, manifest, batches, total, corpus, index_type=index_type,
                         metric=metric, index_params=index_params, batch_size=batch_size, token=token,
-                        timeout=timeout, text_field=meta.get("text_field"), progress=progress)
+                        timeout=timeout, text_field=meta.get("text_field"), progress=progress, layout=layout)
 
 
 def parse_index_params(text: str | None) -> dict | None:
@@ -153,10 +182,17 @@ def push_milvus_command(
     batch_size: int = typer.Option(1000, envvar="MMSEARCH_BATCH_SIZE"),
     milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
     timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a Milvus server."),
+    fields: str = typer.Option(None, envvar="MMSEARCH_FIELDS",
+                               help="Filterable fields: name:type[:corpus key],... (type keyword | number | bool), "
+                                    "e.g. category:keyword; or a JSON list of {name, type, source}."),
+    bm25_fields: str = typer.Option(None, envvar="MMSEARCH_BM25_FIELDS",
+                                    help="Corpus keys indexed for BM25 full-text search, e.g. question,answer."),
+    bm25_analyzer: str = typer.Option("english", envvar="MMSEARCH_BM25_ANALYZER", help="english | standard."),
 ) -> None:
     """Upsert the encoded vectors into Milvus collection <scene>_<version> and check the count."""
     with exit_on_error(), Progress("push-milvus", interval=0.5) as progress:
         summary = push_milvus(workdir, milvus_uri, scene, version, repository, model, index_type=index_type,
                               metric=metric, index_params=parse_index_params(index_params),
-                              batch_size=batch_size, token=milvus_token, timeout=timeout, progress=progress)
+                              batch_size=batch_size, token=milvus_token, timeout=timeout, progress=progress,
+                              fields=fields, bm25_fields=bm25_fields, bm25_analyzer=bm25_analyzer)
         progress.finish(**summary)

@@ -2,7 +2,7 @@
 
 Sync compares ``<workdir>/corpus.jsonl`` with what the collection holds, by
 id and by the content hash recorded in every row (``content_sha256``, see
-:func:`jobs.push_milvus.entity`): new and changed documents are encoded and
+:func:`jobs.push_milvus.milvus_row`): new and changed documents are encoded and
 upserted into Milvus and MongoDB, documents gone from the corpus are deleted
 from both, and the corpus fingerprint is recorded in the collection's state.
 The target is the version the scene's alias points at (``--version`` names
@@ -31,6 +31,10 @@ Decisions:
   :data:`MAX_RECORDED_IDS` are recorded as null, meaning "assume every id
   changed"). A sync that finds nothing to change leaves the generation alone.
   :func:`mmsearch.core.milvus_store.read_manifest` returns both.
+- Rows are built like push-milvus builds them (:func:`jobs.push_milvus.milvus_row`),
+  with the layout the collection records (its filterable fields and BM25 text):
+  a new or changed record that lacks a declared number or bool field is
+  refused, naming it, before anything is written.
 - Images: the record carries its file's SHA-256 (``prepare``), so an image whose
   file changed is re-encoded. An image that cannot be fetched or decoded is
   skipped with a warning (as encode does): its document is written, its row
@@ -50,9 +54,10 @@ from jobs.corpus import document_hash, read_corpus
 from jobs.encode import ImageInputs, TextInputs, encode_records, load_encoder
 from jobs.errors import JobError, exit_on_error
 from jobs.progress import Progress
-from jobs.push_milvus import entities
+from jobs.push_milvus import milvus_row, milvus_rows
 from jobs.push_mongo import batched, connect as mongo_connect, redact, write_batch
 from mmsearch.core import milvus_store
+from mmsearch.core.fields import CollectionLayout
 from mmsearch.core.model_repository import ModelRepository
 
 MAX_RECORDED_IDS = 2000
@@ -108,8 +113,10 @@ def _target(client, milvus_uri: str, scene: str, version: str | None) -> str:
     return name
 
 
-def _check_target(client, name: str, scene: str, model: str, manifest, text_field: str | None) -> str | None:
-    """Refuse what sync cannot update (see the module doc); the text field to encode (None: images)."""
+def _check_target(client, name: str, scene: str, model: str, manifest,
+                  text_field: str | None) -> tuple[str | None, CollectionLayout]:
+    """Refuse what sync cannot update (see the module doc); the text field to encode (None: images) and
+    the collection's layout (the fields and BM25 text every row it writes carries)."""
     record = milvus_store.read_info(client, name)
     if record is None:
         raise JobError(f"collection {name} was not made by mmsearch; sync cannot update it")
@@ -121,11 +128,11 @@ def _check_target(client, name: str, scene: str, model: str, manifest, text_fiel
     if text_field and built and text_field != built:
         raise JobError(f"--text-field {text_field!r}: collection {name} encoded field {built!r}; "
                        "sync must encode the same field (omit --text-field), or rebuild")
-    return (text_field or built or "question") if manifest.tower == "text" else None
+    return (text_field or built or "question") if manifest.tower == "text" else None, record.layout
 
 
-def _apply(client, name: str, target, plan: SyncPlan, records: dict[int, dict], encode_with, batch_size: int,
-           where: str, progress: Progress | None) -> list[int]:
+def _apply(client, name: str, target, plan: SyncPlan, records: dict[int, dict], layout: CollectionLayout,
+           encode_with, batch_size: int, where: str, progress: Progress | None) -> list[int]:
     """Write ``plan`` batch by batch, MongoDB ``target`` first, then Milvus; returns the unreadable ids."""
     failed: list[int] = []
     encoder = inputs = None
@@ -134,7 +141,7 @@ def _apply(client, name: str, target, plan: SyncPlan, records: dict[int, dict], 
             encoder, inputs = encode_with()
         ids, vectors, bad = encode_records(encoder, inputs, batch, batch_size)
         write_batch(target, [{"_id": r["id"], **r} for r in batch])
-        milvus_store.upsert_rows(client, name, entities(records, ids, vectors, where))
+        milvus_store.upsert_rows(client, name, milvus_rows(records, ids, vectors, layout, where))
         milvus_store.delete_ids(client, name, bad)  # unreadable now: a row of its old file would be stale
         failed.extend(bad)
         if progress is not None:
@@ -168,11 +175,13 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
 
     with milvus_store.session(milvus_uri, f"while syncing scene {scene}", token=token, timeout=timeout) as client:
         name = _target(client, milvus_uri, scene, version)
-        field = _check_target(client, name, scene, model, manifest, text_field)
+        field, layout = _check_target(client, name, scene, model, manifest, text_field)
         state = milvus_store.read_state(client, name)
         milvus_store.ensure_loaded(client, name)
         plan = plan_sync({r["id"]: document_hash(r) for r in corpus.records}, milvus_store.read_hashes(client, name))
         documents = milvus_store.documents_collection(collection, name)
+        for i in plan.upserts:  # a record without a field the collection declares: refused before any write
+            milvus_row(records[i], [], layout)
         pending = state.get("pending")
         if plan.upserts or plan.removed:  # recorded before the first write (see the module doc)
             before = pending or {"upserted": [], "deleted": []}
@@ -185,7 +194,7 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
         try:
             target = mongo[database][documents]
             target.create_index("id", unique=True, name="id_unique")
-            failed = _apply(client, name, target, plan, records, encode_with, batch_size, workdir, progress)
+            failed = _apply(client, name, target, plan, records, layout, encode_with, batch_size, workdir, progress)
             stored = {doc["_id"] for doc in target.find({}, {"_id": 1}).batch_size(10000)}
         except pymongo.errors.PyMongoError as exc:
             raise JobError(f"MongoDB at {redact(mongo_uri)} failed: {str(exc).splitlines()[0][:300]}") from None

@@ -5,17 +5,23 @@ milvus-lite 2.5.1, C++ engine), ``http(s)://`` (or ``tcp://``, ``unix:``) a
 Milvus server. Both go through pymilvus ``MilvusClient``.
 
 Decisions:
-- A collection ``<scene>_<version>`` has three fields: ``id`` INT64 primary key,
+- A collection ``<scene>_<version>`` has ``id`` INT64 primary key,
   ``vector`` FLOAT_VECTOR[dim] and ``content_sha256`` VARCHAR: the hash of the
   corpus record the row was built from (``jobs.corpus.document_hash``), so
   ``sync`` can tell new, changed and removed documents from what a version
-  holds. Every row is built by one function (``jobs.push_milvus.entity``).
+  holds; plus what its layout declares (:mod:`mmsearch.core.fields`): one
+  scalar field per filterable field (with an INVERTED index) and, with BM25,
+  ``text`` (VARCHAR, analyzer on) feeding ``sparse`` (SPARSE_FLOAT_VECTOR,
+  Milvus's built-in BM25 function, SPARSE_INVERTED_INDEX). Every row is built
+  by one function (``jobs.push_milvus.milvus_row``).
 - The collection record (:class:`CollectionRecord`: scene, version,
-  created_at, index and the manifest of the model that built the vectors) is
-  written twice at creation: JSON ``{"mmsearch": ...}`` in the collection's
-  description (for tools like Attu) and in the collection's registry row,
-  which is what mmsearch reads (milvus-lite 3.x keeps no descriptions). A
-  rerun with another model or dimension is refused instead of mixing vectors.
+  created_at, index, the manifest of the model that built the vectors, and
+  ``fields``/``lexical``, the layout) is written twice at creation: JSON
+  ``{"mmsearch": ...}`` in the collection's description (for tools like Attu)
+  and in the collection's registry row, which is what mmsearch reads
+  (milvus-lite 3.x keeps no descriptions). A record written before layouts
+  existed reads as no fields and no BM25. A rerun with another model,
+  dimension or layout is refused instead of mixing vectors.
 - Milvus Lite 2.5.1 answers UNIMPLEMENTED to every alias call (create_alias,
   alter_alias, describe_alias, list_aliases) and to alter_collection_properties.
   So mmsearch keeps a small registry collection, ``mmsearch_registry``
@@ -53,11 +59,12 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from mmsearch.core.errors import MmsearchError
+from mmsearch.core.fields import KEYWORD_MAX_BYTES, SPARSE_FIELD, TEXT_FIELD, TEXT_MAX_BYTES, CollectionLayout
 from mmsearch.core.redact import redact
 
 REGISTRY = "mmsearch_registry"
@@ -209,18 +216,29 @@ def registry_delete(client, key: str) -> None:
 @dataclass(frozen=True)
 class CollectionRecord:
     """What mmsearch records in a collection's description: which scene and version it is, when it
-    was created, its index, and the manifest record of the model that built its vectors
-    (:meth:`mmsearch.core.model_repository.ModelManifest.record`)."""
+    was created, its index, the manifest record of the model that built its vectors
+    (:meth:`mmsearch.core.model_repository.ModelManifest.record`), and its layout: the filterable
+    fields and the BM25 setup (:meth:`mmsearch.core.fields.CollectionLayout.record`; absent in
+    records written before layouts, which read as none)."""
 
     scene: str
     version: str
     created_at: float
     index: dict
     manifest: dict
+    fields: list = dataclasses.field(default_factory=list)
+    lexical: dict | None = None
 
     @classmethod
-    def new(cls, manifest: dict, scene: str, version: str, index: dict) -> "CollectionRecord":
-        return cls(scene, str(version), time.time(), dict(index), dict(manifest))
+    def new(cls, manifest: dict, scene: str, version: str, index: dict,
+            layout: CollectionLayout | None = None) -> "CollectionRecord":
+        recorded = (layout or CollectionLayout()).record()
+        return cls(scene, str(version), time.time(), dict(index), dict(manifest), list(recorded.get("fields", [])),
+                   recorded.get("lexical"))
+
+    @property
+    def layout(self) -> CollectionLayout:
+        return CollectionLayout.from_record(self.fields, self.lexical)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -229,8 +247,10 @@ class CollectionRecord:
     def from_dict(cls, info) -> "CollectionRecord | None":
         if not isinstance(info, dict) or not isinstance(info.get("manifest"), dict):
             return None
+        lexical = info.get("lexical")
         return cls(str(info.get("scene", "")), str(info.get("version", "")), float(info.get("created_at", 0)),
-                   dict(info.get("index") or {}), dict(info["manifest"]))
+                   dict(info.get("index") or {}), dict(info["manifest"]), list(info.get("fields") or []),
+                   dict(lexical) if isinstance(lexical, dict) else None)
 
     def to_description(self) -> str:
         return json.dumps({"mmsearch": self.to_dict()}, separators=(",", ":"))
@@ -295,8 +315,8 @@ def validate_index(uri: str, index_type: str, metric: str, params: dict | None) 
 
 
 def ensure_collection(client, name: str, *, dimension: int, index: dict, info: CollectionRecord) -> bool:
-    """Create ``name`` (True) or check that the existing one fits (False): same dimension, same model."""
-    from pymilvus import DataType
+    """Create ``name`` (True) or check that the existing one fits (False): same dimension, model and layout."""
+    from pymilvus import DataType, Function, FunctionType
 
     if client.has_collection(name):
         have = _dimension(client, name)
@@ -318,14 +338,32 @@ def ensure_collection(client, name: str, *, dimension: int, index: dict, info: C
             raise MilvusStoreError(f"collection {name} was built with model {old.manifest.get('name')!r} "
                                    f"(onnx {str(old.manifest.get('onnx_sha256'))[:12]}), not this one; "
                                    "use a new --version")
+        if old.layout != info.layout:
+            raise MilvusStoreError(f"collection {name} was created with fields {old.layout.record()}, not "
+                                   f"{info.layout.record()}; use a new --version for another layout")
         return False
+    layout = info.layout
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
                                   description=info.to_description())
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(dimension))
     schema.add_field(HASH_FIELD, DataType.VARCHAR, max_length=HASH_LENGTH)
+    types = {"keyword": DataType.VARCHAR, "number": DataType.DOUBLE, "bool": DataType.BOOL}
+    for spec in layout.fields:
+        schema.add_field(spec.name, types[spec.type],
+                         **({"max_length": KEYWORD_MAX_BYTES} if spec.type == "keyword" else {}))
+    if layout.lexical is not None:
+        schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=TEXT_MAX_BYTES, enable_analyzer=True,
+                         analyzer_params={"type": layout.lexical.analyzer})
+        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=[TEXT_FIELD],
+                                     output_field_names=[SPARSE_FIELD]))
     index_params = client.prepare_index_params()
     index_params.add_index("vector", index_type=index["type"], metric_type=index["metric"], params=index["params"])
+    for spec in layout.fields:
+        index_params.add_index(spec.name, index_type="INVERTED")
+    if layout.lexical is not None:
+        index_params.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     client.create_collection(name, schema=schema, index_params=index_params)
     update_state(client, name, record=info.to_dict(), complete=False)
     ensure_loaded(client, name)
@@ -351,7 +389,7 @@ def rebatch(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int) -> Iter
 
 
 def upsert_rows(client, name: str, rows: list[dict]) -> None:
-    """Upsert ``rows`` (each built by ``jobs.push_milvus.entity``) into ``name``."""
+    """Upsert ``rows`` (each built by ``jobs.push_milvus.milvus_row``) into ``name``."""
     if rows:
         client.upsert(name, rows)
 
@@ -394,23 +432,44 @@ def is_complete(client, name: str) -> bool:
 
 # --- searching (the jobs' evaluate and serving's matcher send the same request) -----------------
 
+Found = tuple[tuple[str, int, float], ...]
+"""Per hit: (retriever, 1-based rank in that retriever's list, its score) for each retriever that found it."""
+
+
 @dataclass(frozen=True)
 class Matches:
     ids: np.ndarray            # int64 [n]
     scores: np.ndarray         # float32 [n]
     vectors: np.ndarray | None  # float32 [n, d]
+    fields: Mapping[str, list] = dataclasses.field(default_factory=dict)  # output field -> one value per hit
+    found_by: tuple[Found, ...] | None = None  # set by serving's match stage (one per hit)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, positions) -> "Matches":
+        """These hits, in this order (``positions`` into this list)."""
+        index = np.asarray(positions, dtype=np.int64)
+        return Matches(self.ids[index], self.scores[index], None if self.vectors is None else self.vectors[index],
+                       {name: [values[i] for i in index] for name, values in self.fields.items()},
+                       None if self.found_by is None else tuple(self.found_by[i] for i in index))
 
 
-def search_request(vectors: np.ndarray, limit: int, *, metric: str, params: dict | None,
-                   with_vectors: bool) -> dict:
-    """The keyword arguments of a ``search`` for every row of ``vectors`` [n, d]."""
-    return {"data": np.asarray(vectors, dtype=np.float32).tolist(), "limit": int(limit), "anns_field": "vector",
+def search_request(data, limit: int, *, metric: str, params: Mapping | None, with_vectors: bool,
+                   anns_field: str = "vector", output_fields: Sequence[str] = (), expression: str = "") -> dict:
+    """The keyword arguments of a ``search`` for every query of ``data``: the rows of vectors [n, d] on
+    ``anns_field`` ``vector``, or texts on the BM25 ``sparse`` field. The field is always named: a
+    collection with a BM25 field has two vector fields. ``expression`` is a compiled filter (serving's
+    :mod:`services.serving.filters`), ``output_fields`` the scalar fields to return."""
+    if isinstance(data, np.ndarray) and data.dtype != object:
+        data = np.asarray(data, dtype=np.float32).tolist()
+    return {"data": list(data), "limit": int(limit), "anns_field": anns_field,
             "search_params": {"metric_type": metric, "params": dict(params or {})},
-            "output_fields": ["vector"] if with_vectors else []}
+            "output_fields": (["vector"] if with_vectors else []) + list(output_fields), "filter": expression}
 
 
-def matches(results, with_vectors: bool) -> list[Matches]:
-    """One :class:`Matches` per query row of a ``search`` answer."""
+def matches(results, with_vectors: bool, output_fields: Sequence[str] = ()) -> list[Matches]:
+    """One :class:`Matches` per query of a ``search`` answer (with the values of ``output_fields``)."""
     out = []
     for hits in results:
         ids = np.fromiter((h["id"] for h in hits), dtype=np.int64, count=len(hits))
@@ -418,7 +477,8 @@ def matches(results, with_vectors: bool) -> list[Matches]:
         found = None
         if with_vectors:
             found = np.asarray([h["entity"]["vector"] for h in hits], dtype=np.float32).reshape(len(hits), -1)
-        out.append(Matches(ids, scores, found))
+        values = {name: [h["entity"].get(name) for h in hits] for name in output_fields}
+        out.append(Matches(ids, scores, found, values))
     return out
 
 
@@ -529,9 +589,10 @@ STATE_FIELDS = ("count", "corpus_sha256", "generation", "changed", "evaluation",
 
 def read_manifest(client, collection_or_alias: str) -> dict:
     """The export manifest of the model that built the collection (alias resolved), plus
-    ``collection`` (the concrete name to search), ``scene``, ``version``, ``index``, ``complete``
-    and what its state records (:data:`STATE_FIELDS`; ``generation`` counts the syncs that changed
-    it, 0 for none, and ``changed`` says which ids the last one changed)."""
+    ``collection`` (the concrete name to search), ``scene``, ``version``, ``index``, ``complete``,
+    ``layout`` (the :meth:`~mmsearch.core.fields.CollectionLayout.record`: fields, lexical) and what
+    its state records (:data:`STATE_FIELDS`; ``generation`` counts the syncs that changed it, 0 for
+    none, and ``changed`` says which ids the last one changed)."""
     name = resolve_collection(client, collection_or_alias)
     state = read_state(client, name)
     info = CollectionRecord.from_dict(state.get("record")) or read_info(client, name)
@@ -539,7 +600,7 @@ def read_manifest(client, collection_or_alias: str) -> dict:
         raise MilvusStoreError(f"collection {name} records no model manifest (not built by `mmsearch job push-milvus`)")
     return {**info.manifest, "collection": name, "scene": info.scene, "version": info.version,
             "index": info.index, "complete": bool(state.get("complete")), "generation": 0,
-            **{k: state[k] for k in STATE_FIELDS if k in state}}
+            "layout": info.layout.record(), **{k: state[k] for k in STATE_FIELDS if k in state}}
 
 
 def scene_collections(client, scene: str) -> list[dict]:

@@ -18,8 +18,17 @@ Decisions:
   answers), for your own corpus the one ``MMSEARCH_DEMO_QUERIES`` names (none:
   no evaluation). Publish gets the report, so serving's ListScenes shows the
   figures, and refuses the index below ``MMSEARCH_DEMO_MIN_RECALL`` (0: never).
+  Evaluate measures the dense (vector) search of the index.
 - Summaries live per version (``<scene>_<version>``); serving reads them
   through ``summary.collection: "{collection}"``, so it follows a publish.
+- Filters, facets and hybrid search (:data:`LAYOUTS`): the stdlib and Q&A
+  scenes index ``category`` and BM25 text over question and answer; the image
+  scene ``folder``, ``width`` and ``height``. The same field declarations go to
+  push-milvus and into the scene's ``fields``. Text scenes get a
+  ``retrieval`` layer (hybrid vs dense, 50/50); the stdlib scene's default arm
+  is hybrid because it measured better on the labelled stdlib queries
+  (bench/relevance.py: held-out MRR@10 0.531 vs 0.481, hit@10 equal), a Q&A
+  corpus's is dense (not measured there).
 """
 from __future__ import annotations
 
@@ -38,8 +47,14 @@ from mmsearch.core.settings import BaseConfig
 from mmsearch.dev.processes import ServiceProcess, free_port
 
 SourceKind = Literal["stdlib", "qa", "images"]
-LAYOUT = 3  # bump when the demo builds its index differently: old indexes are rebuilt
+LAYOUT = 4  # bump when the demo builds its index differently: old indexes are rebuilt
 STDLIB_QUERIES = Path(__file__).with_name("stdlib_queries.jsonl")
+# Per source kind: the filterable fields (push-milvus --fields and the scene's fields) and the BM25 sources.
+LAYOUTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
+    "stdlib": ((("category", "keyword"),), "question,answer"),
+    "qa": ((("category", "keyword"),), "question,answer"),
+    "images": ((("folder", "keyword"), ("width", "number"), ("height", "number")), ""),
+}
 
 
 class DemoSettings(BaseConfig):
@@ -137,8 +152,10 @@ def index_version(fingerprint: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(fingerprint), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def experiment_config(scene: str, modality: str, model: str, image_query: bool, fields: list[str]) -> dict:
-    """The demo's experiment config: one scene with an A/B layer over rankers (50/50).
+def experiment_config(scene: str, modality: str, model: str, image_query: bool, fields: list[str], *,
+                      filterable: tuple[tuple[str, str], ...] = (), retrieval_default: str | None = None) -> dict:
+    """The demo's experiment config: one scene with an A/B layer over rankers (50/50), the ``filterable``
+    fields, and with ``retrieval_default`` (hybrid or dense) an A/B layer over retrievers (50/50).
 
     Milvus is searched through the scene's alias (``publish`` points it at the
     new version); the summaries live in the version's own document collection
@@ -147,10 +164,24 @@ def experiment_config(scene: str, modality: str, model: str, image_query: bool, 
     query: dict[str, Any] = {"text": {"model": model}}
     if image_query:
         query["image"] = {"model": tower_name(model, "image")}
+    layers: list[dict[str, Any]] = [{
+        "name": "ranking",
+        "default": "control",
+        "arms": [
+            {"name": "control", "weight": 50},
+            {"name": "mmr", "weight": 50, "overrides": {"rank": {"name": "mmr", "params": {"lambda": 0.7}}}},
+        ],
+    }]
+    if retrieval_default:
+        layers.append({"name": "retrieval", "default": retrieval_default, "arms": [
+            {"name": "hybrid", "weight": 50, "overrides": {"match": {"retriever": "hybrid"}}},
+            {"name": "dense", "weight": 50, "overrides": {"match": {"retriever": "dense"}}},
+        ]})
     return {
         "scenes": {
             scene: {
                 "modality": modality,
+                "fields": [{"name": name, "type": kind} for name, kind in filterable],
                 "defaults": {
                     "query": query,
                     "encoder_backend": "embedded",
@@ -158,17 +189,7 @@ def experiment_config(scene: str, modality: str, model: str, image_query: bool, 
                     "rank": {"name": "score_order", "params": {}},
                     "summary": {"database": "mmsearch", "collection": "{collection}", "fields": fields},
                 },
-                "layers": [
-                    {
-                        "name": "ranking",
-                        "default": "control",
-                        "arms": [
-                            {"name": "control", "weight": 50},
-                            {"name": "mmr", "weight": 50,
-                             "overrides": {"rank": {"name": "mmr", "params": {"lambda": 0.7}}}},
-                        ],
-                    }
-                ],
+                "layers": layers,
             }
         }
     }
@@ -227,18 +248,24 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
         publish["report"] = str(workdir / "evaluation" / f"{documents}.json")
         if settings.min_recall:
             publish["min_recall"] = settings.min_recall
+    filterable, bm25 = LAYOUTS[kind]
+    push: dict[str, Any] = {"workdir": str(workdir), "milvus_uri": milvus_uri, "scene": scene, "version": version,
+                            "repository": str(repository), "model": document_tower,
+                            "fields": ",".join(f"{n}:{t}" for n, t in filterable)}
+    if bm25:
+        push["bm25_fields"] = bm25
     build = (
         JobStep("prepare", prepare),
         JobStep("export", {"model": model, "name": name, "repository": str(repository)}),
         JobStep("encode", encode),
-        JobStep("push-milvus", {"workdir": str(workdir), "milvus_uri": milvus_uri, "scene": scene,
-                                "version": version, "repository": str(repository), "model": document_tower}),
+        JobStep("push-milvus", push),
         JobStep("push-mongo", {"workdir": str(workdir), "mongo_uri": mongo_uri, "collection": documents}),
         *evaluate,
         JobStep("publish", publish),
     )
     fields = ["name", "url"] if images else ["question", "answer", "category"]
-    experiments = experiment_config(scene, modality, name, images, fields)
+    experiments = experiment_config(scene, modality, name, images, fields, filterable=filterable,
+                                    retrieval_default={"stdlib": "hybrid", "qa": "dense"}.get(kind))
     experiments_path = root / f"experiments-{scene}.yaml"
     logs = root / "logs"
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmmsearch/v1/retrieval.proto\x12\x0bmmsearch.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xec\x01\n\rSearchRequest\x12\r\n\x05scene\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x11\n\tdiversify\x18\x06 \x01(\x08\x12=\n\nforce_arms\x18\x07 \x03(\x0b\x32).mmsearch.v1.SearchRequest.ForceArmsEntry\x1a\x30\n\x0e\x46orceArmsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05query\"d\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0fretrieval_score\x18\x03 \x01(\x02\x12(\n\x07summary\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"+\n\rArmAssignment\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\"(\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\"\xe5\x01\n\x0eSearchResponse\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.mmsearch.v1.Item\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12/\n\x0b\x61ssignments\x18\x03 \x03(\x0b\x32\x1a.mmsearch.v1.ArmAssignment\x12)\n\x07timings\x18\x04 \x03(\x0b\x32\x18.mmsearch.v1.StageTiming\x12\x19\n\x11missing_summaries\x18\x05 \x01(\x05\x12\x15\n\rimpression_id\x18\x10 \x01(\t\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\x11 \x01(\t\"\x13\n\x11ListScenesRequest\"\xca\x01\n\x05Scene\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08modality\x18\x02 \x01(\t\x12\x13\n\x0bimage_query\x18\x03 \x01(\x08\x12\x0e\n\x06layers\x18\x04 \x03(\t\x12\x12\n\ncollection\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x30\n\nevaluation\x18\x07 \x01(\x0b\x32\x1c.mmsearch.v1.IndexEvaluation\x12\x11\n\tdocuments\x18\x08 \x01(\x03\x12\x12\n\ngeneration\x18\t \x01(\x03\"\xa2\x01\n\x0fIndexEvaluation\x12\x0f\n\x07queries\x18\x01 \x01(\x05\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\x0b\n\x03mrr\x18\x04 \x01(\x01\x12\x0e\n\x06ndcg10\x18\x05 \x01(\x01\x12\x10\n\x08zero_hit\x18\x06 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x07 \x01(\x01\x12\x0e\n\x06\x66orced\x18\x08 \x01(\x08\x12\x14\n\x0cpublished_at\x18\t \x01(\x01\"8\n\x12ListScenesResponse\x12\"\n\x06scenes\x18\x01 \x03(\x0b\x32\x12.mmsearch.v1.Scene\"|\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\x03\x12)\n\x05\x65vent\x18\x03 \x01(\x0e\x32\x1a.mmsearch.v1.FeedbackEvent\x12\x15\n\rdwell_seconds\x18\x04 \x01(\x01\"<\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x15\n\rimpression_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08*|\n\rFeedbackEvent\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_EVENT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_EVENT_CLICK\x10\x01\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_EVENT_DWELL\x10\x02\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_EVENT_SKIP\x10\x03\x32\xed\x01\n\x10RetrievalService\x12\x41\n\x06Search\x12\x1a.mmsearch.v1.SearchRequest\x1a\x1b.mmsearch.v1.SearchResponse\x12M\n\nListScenes\x12\x1e.mmsearch.v1.ListScenesRequest\x1a\x1f.mmsearch.v1.ListScenesResponse\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.mmsearch.v1.FeedbackRequest\x1a\x1d.mmsearch.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmmsearch/v1/retrieval.proto\x12\x0bmmsearch.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xdf\x02\n\rSearchRequest\x12\r\n\x05scene\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x0f\n\x05image\x18\x03 \x01(\x0cH\x00\x12\x14\n\nsimilar_to\x18\x0c \x01(\x03H\x00\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x11\n\tdiversify\x18\x06 \x01(\x08\x12=\n\nforce_arms\x18\x07 \x03(\x0b\x32).mmsearch.v1.SearchRequest.ForceArmsEntry\x12$\n\x07\x66ilters\x18\x08 \x03(\x0b\x32\x13.mmsearch.v1.Filter\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\t\x12\x0e\n\x06\x66\x61\x63\x65ts\x18\x0b \x03(\t\x1a\x30\n\x0e\x46orceArmsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05query\"G\n\x0b\x46ilterValue\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x10\n\x06number\x18\x02 \x01(\x01H\x00\x12\x0e\n\x04\x66lag\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\"\xd7\x01\n\x06\x46ilter\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\"\n\x02op\x18\x02 \x01(\x0e\x32\x16.mmsearch.v1.Filter.Op\x12(\n\x06values\x18\x03 \x03(\x0b\x32\x18.mmsearch.v1.FilterValue\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\"<\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x06\n\x02\x45Q\x10\x01\x12\x06\n\x02IN\x10\x02\x12\t\n\x05RANGE\x10\x03\x12\x07\n\x03NOT\x10\x04\x42\x06\n\x04_minB\x06\n\x04_max\"\x8e\x01\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0fretrieval_score\x18\x03 \x01(\x02\x12(\n\x07summary\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x08\x66ound_by\x18\x05 \x03(\x0b\x32\x16.mmsearch.v1.Retrieval\";\n\tRetrieval\x12\x11\n\tretriever\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\"S\n\x05\x46\x61\x63\x65t\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\'\n\x06\x63ounts\x18\x02 \x03(\x0b\x32\x17.mmsearch.v1.FacetCount\x12\x12\n\ncandidates\x18\x03 \x01(\x05\"*\n\nFacetCount\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"+\n\rArmAssignment\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\"(\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\"\xc6\x02\n\x0eSearchResponse\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.mmsearch.v1.Item\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12/\n\x0b\x61ssignments\x18\x03 \x03(\x0b\x32\x1a.mmsearch.v1.ArmAssignment\x12)\n\x07timings\x18\x04 \x03(\x0b\x32\x18.mmsearch.v1.StageTiming\x12\x19\n\x11missing_summaries\x18\x05 \x01(\x05\x12\x17\n\x0fnext_page_token\x18\x06 \x01(\t\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x12\"\n\x06\x66\x61\x63\x65ts\x18\x08 \x03(\x0b\x32\x12.mmsearch.v1.Facet\x12\x12\n\ncollection\x18\t \x01(\t\x12\x15\n\rimpression_id\x18\x10 \x01(\t\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\x11 \x01(\t\"\x13\n\x11ListScenesRequest\"\xf3\x01\n\x05Scene\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08modality\x18\x02 \x01(\t\x12\x13\n\x0bimage_query\x18\x03 \x01(\x08\x12\x0e\n\x06layers\x18\x04 \x03(\t\x12\x12\n\ncollection\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x30\n\nevaluation\x18\x07 \x01(\x0b\x32\x1c.mmsearch.v1.IndexEvaluation\x12\x11\n\tdocuments\x18\x08 \x01(\x03\x12\x12\n\ngeneration\x18\t \x01(\x03\x12\'\n\x06\x66ields\x18\n \x03(\x0b\x32\x17.mmsearch.v1.SceneField\"\xa2\x01\n\x0fIndexEvaluation\x12\x0f\n\x07queries\x18\x01 \x01(\x05\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\x0b\n\x03mrr\x18\x04 \x01(\x01\x12\x0e\n\x06ndcg10\x18\x05 \x01(\x01\x12\x10\n\x08zero_hit\x18\x06 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x07 \x01(\x01\x12\x0e\n\x06\x66orced\x18\x08 \x01(\x08\x12\x14\n\x0cpublished_at\x18\t \x01(\x01\"J\n\nSceneField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\toperators\x18\x03 \x03(\t\x12\r\n\x05\x66\x61\x63\x65t\x18\x04 \x01(\x08\"8\n\x12ListScenesResponse\x12\"\n\x06scenes\x18\x01 \x03(\x0b\x32\x12.mmsearch.v1.Scene\"|\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\x03\x12)\n\x05\x65vent\x18\x03 \x01(\x0e\x32\x1a.mmsearch.v1.FeedbackEvent\x12\x15\n\rdwell_seconds\x18\x04 \x01(\x01\"<\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x15\n\rimpression_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08*|\n\rFeedbackEvent\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_EVENT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_EVENT_CLICK\x10\x01\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_EVENT_DWELL\x10\x02\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_EVENT_SKIP\x10\x03\x32\xed\x01\n\x10RetrievalService\x12\x41\n\x06Search\x12\x1a.mmsearch.v1.SearchRequest\x1a\x1b.mmsearch.v1.SearchResponse\x12M\n\nListScenes\x12\x1e.mmsearch.v1.ListScenesRequest\x1a\x1f.mmsearch.v1.ListScenesResponse\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.mmsearch.v1.FeedbackRequest\x1a\x1d.mmsearch.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,32 +34,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SEARCHREQUEST_FORCEARMSENTRY']._loaded_options = None
   _globals['_SEARCHREQUEST_FORCEARMSENTRY']._serialized_options = b'8\001'
-  _globals['_FEEDBACKEVENT']._serialized_start=1371
-  _globals['_FEEDBACKEVENT']._serialized_end=1495
+  _globals['_FEEDBACKEVENT']._serialized_start=2224
+  _globals['_FEEDBACKEVENT']._serialized_end=2348
   _globals['_SEARCHREQUEST']._serialized_start=75
-  _globals['_SEARCHREQUEST']._serialized_end=311
-  _globals['_SEARCHREQUEST_FORCEARMSENTRY']._serialized_start=254
-  _globals['_SEARCHREQUEST_FORCEARMSENTRY']._serialized_end=302
-  _globals['_ITEM']._serialized_start=313
-  _globals['_ITEM']._serialized_end=413
-  _globals['_ARMASSIGNMENT']._serialized_start=415
-  _globals['_ARMASSIGNMENT']._serialized_end=458
-  _globals['_STAGETIMING']._serialized_start=460
-  _globals['_STAGETIMING']._serialized_end=500
-  _globals['_SEARCHRESPONSE']._serialized_start=503
-  _globals['_SEARCHRESPONSE']._serialized_end=732
-  _globals['_LISTSCENESREQUEST']._serialized_start=734
-  _globals['_LISTSCENESREQUEST']._serialized_end=753
-  _globals['_SCENE']._serialized_start=756
-  _globals['_SCENE']._serialized_end=958
-  _globals['_INDEXEVALUATION']._serialized_start=961
-  _globals['_INDEXEVALUATION']._serialized_end=1123
-  _globals['_LISTSCENESRESPONSE']._serialized_start=1125
-  _globals['_LISTSCENESRESPONSE']._serialized_end=1181
-  _globals['_FEEDBACKREQUEST']._serialized_start=1183
-  _globals['_FEEDBACKREQUEST']._serialized_end=1307
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1309
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1369
-  _globals['_RETRIEVALSERVICE']._serialized_start=1498
-  _globals['_RETRIEVALSERVICE']._serialized_end=1735
+  _globals['_SEARCHREQUEST']._serialized_end=426
+  _globals['_SEARCHREQUEST_FORCEARMSENTRY']._serialized_start=369
+  _globals['_SEARCHREQUEST_FORCEARMSENTRY']._serialized_end=417
+  _globals['_FILTERVALUE']._serialized_start=428
+  _globals['_FILTERVALUE']._serialized_end=499
+  _globals['_FILTER']._serialized_start=502
+  _globals['_FILTER']._serialized_end=717
+  _globals['_FILTER_OP']._serialized_start=641
+  _globals['_FILTER_OP']._serialized_end=701
+  _globals['_ITEM']._serialized_start=720
+  _globals['_ITEM']._serialized_end=862
+  _globals['_RETRIEVAL']._serialized_start=864
+  _globals['_RETRIEVAL']._serialized_end=923
+  _globals['_FACET']._serialized_start=925
+  _globals['_FACET']._serialized_end=1008
+  _globals['_FACETCOUNT']._serialized_start=1010
+  _globals['_FACETCOUNT']._serialized_end=1052
+  _globals['_ARMASSIGNMENT']._serialized_start=1054
+  _globals['_ARMASSIGNMENT']._serialized_end=1097
+  _globals['_STAGETIMING']._serialized_start=1099
+  _globals['_STAGETIMING']._serialized_end=1139
+  _globals['_SEARCHRESPONSE']._serialized_start=1142
+  _globals['_SEARCHRESPONSE']._serialized_end=1468
+  _globals['_LISTSCENESREQUEST']._serialized_start=1470
+  _globals['_LISTSCENESREQUEST']._serialized_end=1489
+  _globals['_SCENE']._serialized_start=1492
+  _globals['_SCENE']._serialized_end=1735
+  _globals['_INDEXEVALUATION']._serialized_start=1738
+  _globals['_INDEXEVALUATION']._serialized_end=1900
+  _globals['_SCENEFIELD']._serialized_start=1902
+  _globals['_SCENEFIELD']._serialized_end=1976
+  _globals['_LISTSCENESRESPONSE']._serialized_start=1978
+  _globals['_LISTSCENESRESPONSE']._serialized_end=2034
+  _globals['_FEEDBACKREQUEST']._serialized_start=2036
+  _globals['_FEEDBACKREQUEST']._serialized_end=2160
+  _globals['_FEEDBACKRESPONSE']._serialized_start=2162
+  _globals['_FEEDBACKRESPONSE']._serialized_end=2222
+  _globals['_RETRIEVALSERVICE']._serialized_start=2351
+  _globals['_RETRIEVALSERVICE']._serialized_end=2588
 # @@protoc_insertion_point(module_scope)

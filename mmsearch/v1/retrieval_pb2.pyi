@@ -20,7 +20,7 @@ FEEDBACK_EVENT_DWELL: FeedbackEvent
 FEEDBACK_EVENT_SKIP: FeedbackEvent
 
 class SearchRequest(_message.Message):
-    __slots__ = ("scene", "text", "image", "top_k", "user_id", "diversify", "force_arms")
+    __slots__ = ("scene", "text", "image", "similar_to", "top_k", "user_id", "diversify", "force_arms", "filters", "page_size", "page_token", "facets")
     class ForceArmsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,30 +31,106 @@ class SearchRequest(_message.Message):
     SCENE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SIMILAR_TO_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DIVERSIFY_FIELD_NUMBER: _ClassVar[int]
     FORCE_ARMS_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FACETS_FIELD_NUMBER: _ClassVar[int]
     scene: str
     text: str
     image: bytes
+    similar_to: int
     top_k: int
     user_id: str
     diversify: bool
     force_arms: _containers.ScalarMap[str, str]
-    def __init__(self, scene: _Optional[str] = ..., text: _Optional[str] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., user_id: _Optional[str] = ..., diversify: _Optional[bool] = ..., force_arms: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    page_size: int
+    page_token: str
+    facets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, scene: _Optional[str] = ..., text: _Optional[str] = ..., image: _Optional[bytes] = ..., similar_to: _Optional[int] = ..., top_k: _Optional[int] = ..., user_id: _Optional[str] = ..., diversify: _Optional[bool] = ..., force_arms: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., facets: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FilterValue(_message.Message):
+    __slots__ = ("text", "number", "flag")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    number: float
+    flag: bool
+    def __init__(self, text: _Optional[str] = ..., number: _Optional[float] = ..., flag: _Optional[bool] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("field", "op", "values", "min", "max")
+    class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OP_UNSPECIFIED: _ClassVar[Filter.Op]
+        EQ: _ClassVar[Filter.Op]
+        IN: _ClassVar[Filter.Op]
+        RANGE: _ClassVar[Filter.Op]
+        NOT: _ClassVar[Filter.Op]
+    OP_UNSPECIFIED: Filter.Op
+    EQ: Filter.Op
+    IN: Filter.Op
+    RANGE: Filter.Op
+    NOT: Filter.Op
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    op: Filter.Op
+    values: _containers.RepeatedCompositeFieldContainer[FilterValue]
+    min: float
+    max: float
+    def __init__(self, field: _Optional[str] = ..., op: _Optional[_Union[Filter.Op, str]] = ..., values: _Optional[_Iterable[_Union[FilterValue, _Mapping]]] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("id", "score", "retrieval_score", "summary")
+    __slots__ = ("id", "score", "retrieval_score", "summary", "found_by")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    FOUND_BY_FIELD_NUMBER: _ClassVar[int]
     id: int
     score: float
     retrieval_score: float
     summary: _struct_pb2.Struct
-    def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., retrieval_score: _Optional[float] = ..., summary: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    found_by: _containers.RepeatedCompositeFieldContainer[Retrieval]
+    def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., retrieval_score: _Optional[float] = ..., summary: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., found_by: _Optional[_Iterable[_Union[Retrieval, _Mapping]]] = ...) -> None: ...
+
+class Retrieval(_message.Message):
+    __slots__ = ("retriever", "rank", "score")
+    RETRIEVER_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    retriever: str
+    rank: int
+    score: float
+    def __init__(self, retriever: _Optional[str] = ..., rank: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+
+class Facet(_message.Message):
+    __slots__ = ("field", "counts", "candidates")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    counts: _containers.RepeatedCompositeFieldContainer[FacetCount]
+    candidates: int
+    def __init__(self, field: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[FacetCount, _Mapping]]] = ..., candidates: _Optional[int] = ...) -> None: ...
+
+class FacetCount(_message.Message):
+    __slots__ = ("value", "count")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    count: int
+    def __init__(self, value: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ArmAssignment(_message.Message):
     __slots__ = ("layer", "arm")
@@ -73,12 +149,16 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("items", "arm", "assignments", "timings", "missing_summaries", "impression_id", "feedback_token")
+    __slots__ = ("items", "arm", "assignments", "timings", "missing_summaries", "next_page_token", "offset", "facets", "collection", "impression_id", "feedback_token")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     MISSING_SUMMARIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FACETS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IMPRESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Item]
@@ -86,16 +166,20 @@ class SearchResponse(_message.Message):
     assignments: _containers.RepeatedCompositeFieldContainer[ArmAssignment]
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     missing_summaries: int
+    next_page_token: str
+    offset: int
+    facets: _containers.RepeatedCompositeFieldContainer[Facet]
+    collection: str
     impression_id: str
     feedback_token: str
-    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., arm: _Optional[str] = ..., assignments: _Optional[_Iterable[_Union[ArmAssignment, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., missing_summaries: _Optional[int] = ..., impression_id: _Optional[str] = ..., feedback_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., arm: _Optional[str] = ..., assignments: _Optional[_Iterable[_Union[ArmAssignment, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., missing_summaries: _Optional[int] = ..., next_page_token: _Optional[str] = ..., offset: _Optional[int] = ..., facets: _Optional[_Iterable[_Union[Facet, _Mapping]]] = ..., collection: _Optional[str] = ..., impression_id: _Optional[str] = ..., feedback_token: _Optional[str] = ...) -> None: ...
 
 class ListScenesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Scene(_message.Message):
-    __slots__ = ("name", "modality", "image_query", "layers", "collection", "version", "evaluation", "documents", "generation")
+    __slots__ = ("name", "modality", "image_query", "layers", "collection", "version", "evaluation", "documents", "generation", "fields")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     IMAGE_QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +189,7 @@ class Scene(_message.Message):
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     modality: str
     image_query: bool
@@ -114,7 +199,8 @@ class Scene(_message.Message):
     evaluation: IndexEvaluation
     documents: int
     generation: int
-    def __init__(self, name: _Optional[str] = ..., modality: _Optional[str] = ..., image_query: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., collection: _Optional[str] = ..., version: _Optional[str] = ..., evaluation: _Optional[_Union[IndexEvaluation, _Mapping]] = ..., documents: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+    fields: _containers.RepeatedCompositeFieldContainer[SceneField]
+    def __init__(self, name: _Optional[str] = ..., modality: _Optional[str] = ..., image_query: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., collection: _Optional[str] = ..., version: _Optional[str] = ..., evaluation: _Optional[_Union[IndexEvaluation, _Mapping]] = ..., documents: _Optional[int] = ..., generation: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[SceneField, _Mapping]]] = ...) -> None: ...
 
 class IndexEvaluation(_message.Message):
     __slots__ = ("queries", "k", "recall", "mrr", "ndcg10", "zero_hit", "p99_ms", "forced", "published_at")
@@ -137,6 +223,18 @@ class IndexEvaluation(_message.Message):
     forced: bool
     published_at: float
     def __init__(self, queries: _Optional[int] = ..., k: _Optional[int] = ..., recall: _Optional[float] = ..., mrr: _Optional[float] = ..., ndcg10: _Optional[float] = ..., zero_hit: _Optional[float] = ..., p99_ms: _Optional[float] = ..., forced: _Optional[bool] = ..., published_at: _Optional[float] = ...) -> None: ...
+
+class SceneField(_message.Message):
+    __slots__ = ("name", "type", "operators", "facet")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    OPERATORS_FIELD_NUMBER: _ClassVar[int]
+    FACET_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    operators: _containers.RepeatedScalarFieldContainer[str]
+    facet: bool
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., operators: _Optional[_Iterable[str]] = ..., facet: _Optional[bool] = ...) -> None: ...
 
 class ListScenesResponse(_message.Message):
     __slots__ = ("scenes",)

@@ -2,8 +2,12 @@
 
 :func:`activate` checks every arm of every scene against the backends and
 refuses the config (raises) unless each arm's preprocess model is loaded by
-the preprocess service, its encoder loads, and its encoder is a tower of the
-export that built its collection (:func:`check_consistency`). The encoder's
+the preprocess service, its encoder loads, its encoder is a tower of the
+export that built its collection (:func:`check_consistency`), and its
+collection holds the scene's declared fields and, for a ``bm25`` or
+``hybrid`` retriever, the BM25 text (:func:`check_layout`). ``needs``
+records those layout requirements per collection name, so a publish that
+moves the name to a version without them is not followed. The encoder's
 manifest is read from ``MMSEARCH_MODEL_REPOSITORY`` for either backend, so
 an arm on Triton needs that setting to name the repository Triton loads.
 
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from mmsearch.core.fields import CollectionLayout, FieldError, FieldSpec
 from mmsearch.core.model_repository import ModelManifest
 from services.serving.backends import Backends
 from services.serving.experiments import Experiments, Scene
@@ -63,6 +68,42 @@ def check_consistency(encoder: str, encoder_manifest: ModelManifest, collection:
                                f"collection {collection!r} holds {dim_b}-dim ones")
 
 
+class LayoutError(ConsistencyError):
+    """A collection without a field or the BM25 text the config needs."""
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a config needs a collection's layout to hold."""
+
+    fields: frozenset[tuple[str, str]] = frozenset()  # (name, type)
+    lexical: bool = False
+
+    def union(self, fields: Mapping[str, FieldSpec], lexical: bool) -> "Needs":
+        return Needs(self.fields | {(f.name, f.type) for f in fields.values()}, self.lexical or lexical)
+
+
+def check_layout(collection: str, collection_manifest: Mapping[str, Any], needs: Needs) -> None:
+    """Raise :class:`LayoutError` unless ``collection`` holds every needed field (same type) and, when
+    needed, the BM25 text. Pure."""
+    recorded = collection_manifest.get("layout") or {}
+    try:
+        layout = CollectionLayout.from_record(recorded.get("fields"), recorded.get("lexical"))
+    except FieldError as exc:
+        raise LayoutError(f"collection {collection!r}: {exc}") from None
+    have = {f.name: f.type for f in layout.fields}
+    for name, kind in sorted(needs.fields):
+        if have.get(name) != kind:
+            found = (f"holds it as {have[name]}" if name in have
+                     else f"has no field {name!r} (its fields: {sorted(have) or 'none'})")
+            raise LayoutError(f"the scene declares {kind} field {name!r} but collection {collection!r} {found}; "
+                              f"re-index with `mmsearch job push-milvus --fields {name}:{kind}` or change the "
+                              "scene's fields")
+    if needs.lexical and layout.lexical is None:
+        raise LayoutError(f"a bm25/hybrid retriever needs BM25 text but collection {collection!r} has none; re-index "
+                          "with `mmsearch job push-milvus --bm25-fields ...` or use retriever: dense")
+
+
 @dataclass(frozen=True)
 class Active:
     """A config that passed validation and activation (immutable)."""
@@ -72,6 +113,7 @@ class Active:
     routes: Mapping[str, str]                 # config collection name -> concrete collection searched
     users: Mapping[str, frozenset[str]]       # config collection name -> encoder models querying it
     records: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))  # name -> record
+    needs: Mapping[str, Needs] = field(default_factory=lambda: MappingProxyType({}))  # name -> layout it must hold
 
     @property
     def scenes(self) -> Mapping[str, Scene]:
@@ -89,8 +131,12 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
     collections: dict[str, dict] = {}
     checked: set[tuple[str, str]] = set()
     users: dict[str, set[str]] = {}
+    needs: dict[str, Needs] = {}
     for scene, label, spec in experiments.arm_specs():
         where = f"scene {scene!r} arm {label}"
+        collection = spec.match.collection
+        needs[collection] = needs.get(collection, Needs()).union(experiments.scenes[scene].fields,
+                                                                 spec.match.retriever != "dense")
         for tower in (spec.query.text, spec.query.image):
             if tower is None:
                 continue
@@ -114,10 +160,14 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
             except ConsistencyError as exc:
                 raise ConsistencyError(f"{where}: {exc}") from None
             checked.add((tower.model, collection))
+        try:
+            check_layout(collection, collections[collection], needs[collection])
+        except LayoutError as exc:
+            raise LayoutError(f"{where}: {exc}") from None
     routes = {name: m.get("collection", name) for name, m in collections.items()}
     return Active(experiments, MappingProxyType(encoders), MappingProxyType(routes),
                   MappingProxyType({k: frozenset(v) for k, v in users.items()}),
-                  MappingProxyType({name: record(m) for name, m in collections.items()}))
+                  MappingProxyType({name: record(m) for name, m in collections.items()}), MappingProxyType(needs))
 
 
 RECORD_FIELDS = ("collection", "version", "count", "generation", "changed", "evaluation", "published")

@@ -42,7 +42,11 @@ class Encoders(Protocol):
 
 class Matcher(Protocol):
     async def search(self, collection: str, vector: np.ndarray, limit: int, *, metric: str, params: dict,
-                     with_vectors: bool, timeout: float) -> Any: ...  # -> matcher.Matches
+                     with_vectors: bool, timeout: float, expression: str = "",
+                     output_fields: Sequence[str] = ()) -> Any: ...  # -> matcher.Matches
+    async def text_search(self, collection: str, text: str, limit: int, *, with_vectors: bool, timeout: float,
+                          expression: str = "", output_fields: Sequence[str] = ()) -> Any: ...  # BM25 -> Matches
+    async def vector(self, collection: str, item: int, *, timeout: float) -> np.ndarray: ...  # NotFound
     async def manifest(self, collection: str) -> dict: ...
     async def warm(self, collection: str, manifest: dict) -> None: ...  # load it, answer a canary query
     async def ping(self, timeout: float) -> None: ...

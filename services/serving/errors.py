@@ -7,7 +7,9 @@ them to a gRPC status in one place (:mod:`services.serving.stages`):
 - :class:`Unavailable`: the dependency cannot be reached -> ``UNAVAILABLE``;
 - :class:`BadInput`: the caller's query was refused -> ``INVALID_ARGUMENT``;
 - :class:`Mismatch`: the deployment does not fit (a model, collection or
-  parameter the config names is missing or refused) -> ``FAILED_PRECONDITION``.
+  parameter the config names is missing or refused) -> ``FAILED_PRECONDITION``;
+- :class:`NotFound`: the request names a stored item that does not exist
+  (more like this on an unknown id) -> ``NOT_FOUND``.
 
 A ``TimeoutError`` is a stage over its share of the deadline. Anything else
 a client library raises is unexpected; the runner still answers
@@ -32,6 +34,10 @@ class BadInput(BackendError, ValueError):
 
 class Mismatch(BackendError):
     """The deployment does not fit the config: a missing model or collection, refused parameters."""
+
+
+class NotFound(BackendError):
+    """The item the request names is not in the index."""
 
 
 class StageError(Exception):

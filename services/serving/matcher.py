@@ -14,9 +14,14 @@ Python work for the lot. A lone search is sent at once. Both clients are
 created lazily and re-created after a failure to connect, so serving starts
 (NOT_SERVING) with Milvus down and recovers when it is back.
 A search returns ids and scores; the candidates' vectors too when the ranker
-needs them (MMR). Errors (serving's backend errors): ``Unavailable`` when
-Milvus cannot be reached, ``Mismatch`` for a request Milvus refuses
-(unknown collection, bad search params).
+needs them (MMR), and the values of ``output_fields`` (facets). Besides
+vector search: :meth:`MilvusMatcher.text_search` (BM25 on the collection's
+``sparse`` field, with the raw query text) and :meth:`MilvusMatcher.vector`
+(an item's stored vector, for more like this). A filtered search (a
+compiled expression) is sent on its own, unbatched.
+Errors (serving's backend errors): ``Unavailable`` when Milvus cannot be
+reached, ``Mismatch`` for a request Milvus refuses (unknown collection, bad
+search params), ``NotFound`` for an unknown item.
 """
 from __future__ import annotations
 
@@ -25,17 +30,18 @@ import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mmsearch.core.milvus_store import Matches, matches, search_request, short_error
+from mmsearch.core.fields import SPARSE_FIELD
+from mmsearch.core.milvus_store import Found, Matches, matches, search_request, short_error
 from mmsearch.core.redact import redact
 from services.serving.batching import MicroBatcher
-from services.serving.errors import Mismatch, Unavailable
+from services.serving.errors import Mismatch, NotFound, Unavailable
 from services.serving.metrics import BATCH_SIZE
 
-__all__ = ["Matches", "MilvusMatcher"]
+__all__ = ["Found", "Matches", "MilvusMatcher"]
 
 _UNAVAILABLE_HINTS = ("unavailable", "connect", "deadline", "timeout", "timed out", "closed", "socket", "refused")
 
@@ -138,11 +144,13 @@ class MilvusMatcher:
             except Exception:
                 pass
 
-    async def _search(self, collection: str, vectors: np.ndarray, limit: int, metric: str,
-                      params: Mapping[str, Any], with_vectors: bool, timeout: float) -> list[Matches]:
-        """One Milvus search for every row of ``vectors`` [n, d]; one :class:`Matches` per row."""
+    async def _search(self, collection: str, data: list, anns_field: str, limit: int, metric: str,
+                      params: Mapping[str, Any], with_vectors: bool, output_fields: Sequence[str], expression: str,
+                      timeout: float) -> list[Matches]:
+        """One Milvus search for every query in ``data`` (vectors, or texts for BM25); one :class:`Matches` each."""
         client = await self._search_client()
-        request = search_request(vectors, limit, metric=metric, params=params, with_vectors=with_vectors)
+        request = search_request(data, limit, metric=metric, params=params, with_vectors=with_vectors,
+                                 anns_field=anns_field, output_fields=output_fields, expression=expression)
         try:
             results = await client.search(collection, timeout=timeout, **request)
         except Exception as exc:
@@ -150,31 +158,69 @@ class MilvusMatcher:
             if isinstance(error, Unavailable) and not self._lite:
                 await self._drop_search_client()
             raise error from None
-        return matches(results, with_vectors)
+        return matches(results, with_vectors, output_fields)
 
-    def _batcher(self, collection: str, limit: int, metric: str, params: Mapping[str, Any],
-                 with_vectors: bool) -> MicroBatcher:
-        key = (collection, limit, metric, json.dumps(params, sort_keys=True, default=str), with_vectors)
+    def _batcher(self, collection: str, anns_field: str, limit: int, metric: str, params: Mapping[str, Any],
+                 with_vectors: bool, output_fields: tuple[str, ...]) -> MicroBatcher:
+        key = (collection, anns_field, limit, metric, json.dumps(params, sort_keys=True, default=str), with_vectors,
+               output_fields)
         batcher = self._batchers.get(key)
         if batcher is None:
             async def run(inputs: dict[str, np.ndarray]) -> list[Matches]:
                 # One timeout for the combined search: the longest share among its requests (each
                 # request still stops waiting at its own share).
-                return await self._search(collection, inputs["vector"], limit, metric, params, with_vectors,
-                                          float(inputs["timeout"].max()))
+                return await self._search(collection, inputs["query"].tolist(), anns_field, limit, metric, params,
+                                          with_vectors, output_fields, "", float(inputs["timeout"].max()))
 
             batcher = self._batchers[key] = MicroBatcher(run, max_size=self._batch_max_size, in_flight=self._in_flight,
                                                          on_batch=BATCH_SIZE.labels("match", collection).observe)
         return batcher
 
+    async def _one(self, collection: str, query: np.ndarray, anns_field: str, limit: int, metric: str,
+                   params: Mapping[str, Any], with_vectors: bool, output_fields: Sequence[str], expression: str,
+                   timeout: float) -> Matches:
+        """An unfiltered search through its shape's batcher; a filtered one on its own (Milvus takes one filter
+        per call, and a batcher per distinct filter would grow without bound)."""
+        fields = tuple(output_fields)
+        if expression:
+            rows = await self._search(collection, query.tolist(), anns_field, limit, metric, params, with_vectors,
+                                      fields, expression, timeout)
+            return rows[0]
+        batcher = self._batcher(collection, anns_field, limit, metric, params, with_vectors, fields)
+        rows = await batcher.submit({"query": query, "timeout": np.array([[timeout]])})
+        return rows[0]
+
     async def search(self, collection: str, vector: np.ndarray, limit: int, *, metric: str = "IP",
                      params: Mapping[str, Any] | None = None, with_vectors: bool = False,
-                     timeout: float = 1.0) -> Matches:
-        """The ``limit`` best matches of one query ``vector`` [d] (batched with concurrent searches)."""
-        batcher = self._batcher(collection, limit, metric, params or {}, with_vectors)
-        rows = await batcher.submit({"vector": np.asarray(vector, dtype=np.float32).reshape(1, -1),
-                                     "timeout": np.array([[timeout]])})
-        return rows[0]
+                     timeout: float = 1.0, expression: str = "", output_fields: Sequence[str] = ()) -> Matches:
+        """The ``limit`` best matches of one query ``vector`` [d] that satisfy ``expression`` (a compiled
+        filter, :mod:`services.serving.filters`), with ``output_fields`` (batched with concurrent searches)."""
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        return await self._one(collection, query, "vector", limit, metric, params or {}, with_vectors, output_fields,
+                               expression, timeout)
+
+    async def text_search(self, collection: str, text: str, limit: int, *, with_vectors: bool = False,
+                          timeout: float = 1.0, expression: str = "", output_fields: Sequence[str] = ()) -> Matches:
+        """The ``limit`` best BM25 matches of ``text`` (Milvus analyses it like the collection's text field)."""
+        query = np.array([text], dtype=object)
+        return await self._one(collection, query, SPARSE_FIELD, limit, "BM25", {}, with_vectors, output_fields,
+                               expression, timeout)
+
+    async def vector(self, collection: str, item: int, *, timeout: float = 1.0) -> np.ndarray:
+        """The stored vector of item ``item``; :class:`NotFound` naming it when there is none."""
+        client = await self._search_client()
+        try:  # a query by primary key: one round trip (get() describes the collection first)
+            rows = await client.query(collection, filter=f"id == {int(item)}", output_fields=["vector"], limit=1,
+                                      timeout=timeout)
+        except Exception as exc:
+            error = self._failure("query", exc)
+            if isinstance(error, Unavailable) and not self._lite:
+                await self._drop_search_client()
+            raise error from None
+        if not rows:
+            raise NotFound(f"no item with id {int(item)} in collection {collection!r}: similar_to names an item "
+                           "of the index being searched")
+        return np.asarray(rows[0]["vector"], dtype=np.float32)
 
     def _manifest(self, collection: str) -> dict:
         from mmsearch.core.milvus_store import read_manifest
@@ -209,7 +255,7 @@ class MilvusMatcher:
         vector = np.zeros((1, int(manifest.get("dimension") or 1)), dtype=np.float32)
         vector[0, 0] = 1.0
         metric = (manifest.get("index") or {}).get("metric") or manifest.get("metric") or "IP"
-        await self._search(collection, vector, 1, metric, {}, False, timeout)
+        await self._search(collection, vector.tolist(), "vector", 1, metric, {}, False, (), "", timeout)
 
     def _ping(self, timeout: float) -> None:
         self._call("list_collections", timeout=timeout)

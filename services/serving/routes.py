@@ -3,14 +3,16 @@
 :func:`follow` re-reads the manifest behind each collection name the active
 config searches; when a name now resolves to another collection, the new
 target must pass the consistency check for every encoder that queries it
-(:func:`services.serving.activation.check_consistency`) and then be warmed:
-the matcher loads it and answers a canary query on it (a search with a unit
-vector of the collection's dimension and metric, through the same client and
-batcher path requests take). Only then does the route move, so the first
-requests on a new version never pay its load or fail on it. A target built
-by another model is refused (logged) and the old collection keeps serving; a
-target whose canary fails is retried on the next round, the old collection
-serving meanwhile.
+(:func:`services.serving.activation.check_consistency`) and hold the fields
+the config needs (:func:`services.serving.activation.check_layout`), and then
+be warmed: the matcher loads it and answers a canary query on it (a search
+with a unit vector of the collection's dimension and metric, through the same
+client and batcher path requests take). Only then does the route move, so the
+first requests on a new version never pay its load or fail on it. A target
+built by another model, or without a field or the BM25 text the config needs,
+is refused (logged) and the old collection keeps serving; a target whose
+canary fails is retried on the next round, the old collection serving
+meanwhile.
 
 It returns a new :class:`Active` with the moved routes and the fresh records
 (documents, sync generation, evaluation: :func:`services.serving.activation.record`;
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.serving.activation import Active, ConsistencyError, check_consistency, record
+from services.serving.activation import Active, ConsistencyError, Needs, check_consistency, check_layout, record
 from services.serving.backends import Backends
 from services.serving.experiments import ConfigStore
 
@@ -47,6 +49,7 @@ async def follow(active: Active, backends: Backends) -> Active | None:
         try:
             for model in sorted(active.users.get(name, ())):
                 check_consistency(model, await backends.manifests(model), name, manifest)
+            check_layout(target, manifest, active.needs.get(name, Needs()))
         except ConsistencyError as exc:
             log.error("not following %s -> %s: %s", name, target, exc)
             continue

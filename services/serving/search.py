@@ -1,48 +1,81 @@
-"""One search: request -> arm -> preprocess -> embed -> match -> rank -> summary -> response.
+"""One search: request -> arm -> (fetch | preprocess -> embed) -> match -> rank -> summary -> response.
 
-:func:`validate_request` and :func:`choose_arm` are pure (caller mistakes
-become INVALID_ARGUMENT naming the field); :class:`Searcher` runs the stages
-through a :class:`~services.serving.stages.StageRunner` against injected
-:class:`~services.serving.backends.Backends`.
+:func:`validate_request`, :func:`choose_arm` and :func:`plan_search` are
+pure (caller mistakes become INVALID_ARGUMENT naming the field, a page token
+of another index version FAILED_PRECONDITION); :class:`Searcher` runs the
+stages through a :class:`~services.serving.stages.StageRunner` against
+injected :class:`~services.serving.backends.Backends`.
+
+A query is a text, an image, or a stored item (``similar_to``: more like
+this). The stages a search runs follow from the query and the arm's
+retriever (:mod:`services.serving.fusion`):
+
+- text, ``dense``: preprocess, embed, match, rank, summary;
+- text, ``bm25``: match (full text on the raw query), rank, summary;
+- text, ``hybrid``: preprocess, embed, match (dense and BM25, fused), rank,
+  summary; the BM25 search needs no vector, so it is sent before preprocess
+  and runs while the query is embedded (its time is hidden behind embed);
+- image: preprocess, embed, match (dense), rank, summary;
+- ``similar_to``: fetch (the item's stored vector), match (dense, the item
+  itself excluded), rank, summary.
+
+Filters are compiled once (:mod:`services.serving.filters`) and applied by
+every retriever. Pages slice one ranked list (:mod:`services.serving.pages`).
+Facets count the values of keyword/bool fields over the first
+``match.candidates`` matches after filters (:func:`count_facets`).
 
 Concurrent requests share backend calls: text queries one Tokenize call per
 preprocess model, then one inference call per encoder, then one Milvus
-search per collection and search shape; a lone request is sent at once.
-Image queries go one PreprocessImages call each, and the summary stays one
-``$in`` lookup per request (the page's ids): merging pages measured slower
-on the embedded store, whose ``$in`` cost grows with the square of the ids
-(10 ids 0.9 ms, 80 ids 13 ms).
+search per collection and search shape (unfiltered searches only); a lone
+request is sent at once. Image queries go one PreprocessImages call each,
+and the summary stays one ``$in`` lookup per request (the page's ids):
+merging pages measured slower on the embedded store, whose ``$in`` cost
+grows with the square of the ids (10 ids 0.9 ms, 80 ids 13 ms).
 """
 from __future__ import annotations
 
+import asyncio
+import hashlib
+from collections import Counter
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import grpc
+import numpy as np
 
 from mmsearch.core.errors import shown
+from mmsearch.core.fields import FACET_TYPES
 from mmsearch.core.milvus_store import documents_collection
 from mmsearch.v1 import retrieval_pb2
-from services.serving import bucketing, metrics
+from services.serving import bucketing, metrics, pages
 from services.serving.activation import Active
 from services.serving.backends import Backends
 from services.serving.errors import Mismatch, StageError
-from services.serving.experiments import ArmSpec, Scene, TowerSpec, arm_label
+from services.serving.experiments import ArmSpec, RankSpec, Scene, TowerSpec, arm_label
 from services.serving.feedback import Impressions
+from services.serving.filters import Condition, FilterError, expression, read_filters
+from services.serving.fusion import RETRIEVERS, fuse, single
 from services.serving.health import encoder_dependency
+from services.serving.matcher import Matches
 from services.serving.rankers import Candidates
 from services.serving.settings import ServingSettings
-from services.serving.stages import STAGE_WEIGHTS, StageRunner
+from services.serving.stages import StageRunner
 from services.serving.summary import plain
 
 Code = grpc.StatusCode
+FACET_VALUES = 20  # most values listed per facet field
+SIMILAR = "similar_to"
 
 
 @dataclass(frozen=True)
 class Query:
     scene: Scene
-    kind: str          # "text" | "image"
-    top_k: int         # 0: the arm's default
+    kind: str                            # "text" | "image" | "similar_to"
+    top_k: int                           # 0: the arm's default
+    page_size: int = 0                   # 0: top_k
+    filters: tuple[Condition, ...] = ()
+    expression: str = ""                 # the compiled filters
+    facets: tuple[str, ...] = ()
 
 
 def _bad(message: str) -> StageError:
@@ -56,7 +89,7 @@ def validate_request(request: retrieval_pb2.SearchRequest, active: Active, setti
         raise _bad(f"unknown scene {shown(request.scene)}; scenes are {sorted(active.scenes)}")
     kind = request.WhichOneof("query")
     if kind is None:
-        raise _bad("give a query: text or image")
+        raise _bad("give a query: text, image or similar_to")
     if kind == "text":
         if not request.text.strip():
             raise _bad("text is empty; give a query text")
@@ -64,16 +97,33 @@ def validate_request(request: retrieval_pb2.SearchRequest, active: Active, setti
             raise _bad(f"text has {len(request.text)} characters; at most {settings.max_query_chars}")
         if scene.default_arm.query.text is None:
             raise _bad(f"scene {scene.name!r} does not accept text queries")
-    else:
+    elif kind == "image":
         if not request.image:
             raise _bad("image is empty; give encoded image bytes (JPEG, PNG, ...)")
         if len(request.image) > settings.max_image_bytes:
             raise _bad(f"image has {len(request.image)} bytes; at most {settings.max_image_bytes}")
         if not scene.image_query:
             raise _bad(f"scene {scene.name!r} does not accept image queries")
+    elif request.similar_to < 0:
+        raise _bad(f"similar_to {request.similar_to} is not an item id (ids are non-negative)")
     if request.top_k < 0 or request.top_k > settings.max_top_k:
         raise _bad(f"top_k {request.top_k} is out of range: give 1..{settings.max_top_k}, or 0 for the arm's default")
-    return Query(scene, kind, request.top_k)
+    if request.page_size < 0 or request.page_size > settings.max_top_k:
+        raise _bad(f"page_size {request.page_size} is out of range: give 1..{settings.max_top_k}, or 0 for top_k")
+    try:
+        conditions = read_filters(request.filters, scene.fields)
+    except FilterError as exc:
+        raise _bad(str(exc)) from None
+    facets = tuple(request.facets)
+    for name in facets:
+        spec = scene.fields.get(name)
+        if spec is None or spec.type not in FACET_TYPES:
+            countable = sorted(n for n, f in scene.fields.items() if f.type in FACET_TYPES) or "none"
+            why = f"is a {spec.type} field" if spec else "is not a field of the scene"
+            raise _bad(f"facets: {shown(name)} {why}; facets count keyword or bool fields: {countable}")
+    if len(set(facets)) != len(facets):
+        raise _bad(f"facets: a field is named twice in {shown(list(facets))}")
+    return Query(scene, kind, request.top_k, request.page_size, conditions, expression(conditions), facets)
 
 
 @dataclass(frozen=True)
@@ -91,6 +141,63 @@ def choose_arm(scene: Scene, user_id: str, force_arms: Mapping[str, str]) -> Arm
         raise _bad(exc.args[0]) from None
     names = tuple(arm for _, arm in combo)
     return Arm(tuple(combo), arm_label(scene.layers, names), scene.arms[names])
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    collection: str                 # the concrete collection searched
+    retrievers: tuple[str, ...]     # "dense", "bm25"
+    rank: RankSpec
+    stages: tuple[str, ...]         # the I/O stages that will run (the deadline split)
+    page: pages.PagePlan
+    digest: str                     # what a page token of this search is bound to
+
+
+def plan_search(query: Query, request: retrieval_pb2.SearchRequest, arm: Arm, active: Active,
+                settings: ServingSettings) -> SearchPlan:
+    """Which collection, retrievers, stages and page this search runs (page token checked). Pure."""
+    spec = arm.spec
+    collection = active.routes.get(spec.match.collection, spec.match.collection)
+    retrievers = RETRIEVERS[spec.match.retriever] if query.kind == "text" else ("dense",)
+    rank = spec.diversify if request.diversify else spec.rank
+    if query.kind == "text":
+        what: object = request.text
+    elif query.kind == "image":
+        what = hashlib.sha256(request.image).hexdigest()
+    else:
+        what = request.similar_to
+    digest = pages.query_digest(query.scene.name, query.kind, what, query.expression, request.diversify)
+    token = None
+    if request.page_token:
+        try:
+            token = pages.decode(request.page_token, settings.page_token_secret)
+            pages.check(token, query=digest, collection=collection, arm=arm.label, max_depth=settings.max_page_depth)
+        except pages.PageTokenError as exc:
+            code = Code.FAILED_PRECONDITION if exc.code == "stale" else Code.INVALID_ARGUMENT
+            raise StageError("request", code, str(exc)) from None
+    page = pages.plan(offset=token.offset if token else 0, size=query.page_size or query.top_k or spec.match.top_k,
+                      pool=token.pool if token else 0, pooled=rank.ranker.needs_pool or len(retrievers) > 1,
+                      candidates=spec.match.candidates, facets=bool(query.facets),
+                      exclude_one=query.kind == SIMILAR, max_depth=settings.max_page_depth)
+    if query.kind == SIMILAR:
+        stages: tuple[str, ...] = ("fetch", "match", "summary")
+    elif "dense" in retrievers:
+        stages = ("preprocess", "embed", "match", "summary")
+    else:
+        stages = ("match", "summary")
+    return SearchPlan(collection, retrievers, rank, stages, page, digest)
+
+
+def count_facets(matches: Matches, names: Sequence[str], counted: int) -> list[retrieval_pb2.Facet]:
+    """Value counts of each field over the first ``counted`` matches, most frequent first (then by value). Pure."""
+    out = []
+    for name in names:
+        values = matches.fields.get(name, [])[:counted]
+        counts = Counter(("true" if v else "false") if isinstance(v, bool) else str(v) for v in values if v is not None)
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:FACET_VALUES]
+        out.append(retrieval_pb2.Facet(field=name, candidates=min(counted, len(values)),
+                                       counts=[retrieval_pb2.FacetCount(value=v, count=c) for v, c in top]))
+    return out
 
 
 class Searcher:
@@ -114,41 +221,99 @@ class Searcher:
                       deadline_s: float) -> retrieval_pb2.SearchResponse:
         query = validate_request(request, active, self.settings)
         arm = choose_arm(query.scene, request.user_id, request.force_arms)
-        spec = arm.spec
-        tower: TowerSpec = spec.query.text if query.kind == "text" else spec.query.image  # type: ignore[assignment]
-        top_k = query.top_k or spec.match.top_k
-        rank = spec.diversify if request.diversify else spec.rank
-        ranker = rank.ranker
-        run = StageRunner(deadline_s, tuple(STAGE_WEIGHTS), scene=query.scene.name, arm=arm.label, down=self.down,
-                          dependencies={"preprocess": "preprocess", "match": "milvus", "summary": "mongo",
-                                        "embed": encoder_dependency(tower.model, spec.encoder_backend)})
+        plan = plan_search(query, request, arm, active, self.settings)
+        spec, page, ranker = arm.spec, plan.page, plan.rank.ranker
+        tower: TowerSpec | None = spec.query.image if query.kind == "image" else spec.query.text
+        embed_dependency = encoder_dependency(tower.model, spec.encoder_backend) if tower else ""
+        run = StageRunner(deadline_s, plan.stages, scene=query.scene.name, arm=arm.label, down=self.down,
+                          dependencies={"fetch": "milvus", "preprocess": "preprocess", "match": "milvus",
+                                        "summary": "mongo", "embed": embed_dependency})
         b = self.backends
 
+        ahead = None  # a hybrid text query's BM25 search: it needs no vector, so it runs while the query is embedded
+        if query.kind == "text" and len(plan.retrievers) > 1:
+            ahead = asyncio.ensure_future(self._bm25(query, request, plan, run.client_timeout("match")))
+        try:
+            vector = await self._query_vector(query, request, plan, spec, active, run, tower)
+            matches = await run.io("match", lambda t: self._match(query, request, plan, spec, vector, t, ahead))
+        finally:
+            if ahead is not None and not ahead.done():  # the query failed before matching
+                ahead.cancel()
+            elif ahead is not None and not ahead.cancelled():
+                ahead.exception()  # taken, so a failure the match stage never awaited is not logged as lost
+
+        if query.kind == SIMILAR:
+            matches = matches.take([i for i, item in enumerate(matches.ids.tolist()) if item != request.similar_to])
+        pool = page.pool or page.offset + page.size + 1
+        ranked_from = matches.take(range(min(pool, len(matches))))
+        end = page.offset + page.size
+
+        def ranked():
+            try:
+                return ranker.fn(Candidates(ranked_from.ids, ranked_from.scores, ranked_from.vectors, vector), end + 1,
+                                 plan.rank.checked_params)
+            except ValueError as exc:  # a ranker the arm's config cannot feed
+                raise Mismatch(str(exc)) from None
+
+        order = run.compute("rank", ranked)
+        chosen = order[page.offset:end]
+        ids = [int(ranked_from.ids[i]) for i, _ in chosen]
+        s = spec.summary
+        documents = documents_collection(s.collection, plan.collection)
+        docs, missing = await run.io("summary", lambda t: b.summary.lookup(s.database, documents, ids, s.fields, t))
+        response = self._response(query.scene, arm, run, chosen, ranked_from, docs, missing)
+        response.offset, response.collection = page.offset, plan.collection
+        if len(order) > end and end < self.settings.max_page_depth:
+            token = pages.PageToken(end, plan.collection, arm.label, page.pool, plan.digest)
+            response.next_page_token = pages.encode(token, self.settings.page_token_secret)
+        if query.facets:
+            response.facets.extend(count_facets(matches, query.facets, page.facet_pool))
+        return self._impression(request, query, arm, response)
+
+    async def _query_vector(self, query: Query, request: retrieval_pb2.SearchRequest, plan: SearchPlan,
+                            spec: ArmSpec, active: Active, run: StageRunner,
+                            tower: TowerSpec | None) -> np.ndarray | None:
+        """The query's vector: the stored item's (fetch), or preprocess + embed; None when no dense retriever runs."""
+        b = self.backends
+        if query.kind == SIMILAR:
+            return await run.io("fetch", lambda t: b.matcher.vector(plan.collection, request.similar_to, timeout=t))
+        if "dense" not in plan.retrievers or tower is None:
+            return None
         if query.kind == "text":
             inputs = await run.io("preprocess", lambda t: b.preprocess.text(tower.preprocess, request.text, t))
         else:
             inputs = await run.io("preprocess", lambda t: b.preprocess.image(tower.preprocess, request.image, t))
         encoder = active.encoders[(spec.encoder_backend, tower.model)]
-        vector = (await run.io("embed", lambda t: encoder.infer(inputs)))[0]
-        limit = max(top_k, spec.match.candidates) if ranker.needs_pool else top_k
-        collection = active.routes.get(spec.match.collection, spec.match.collection)
-        matches = await run.io("match", lambda t: b.matcher.search(
-            collection, vector, limit, metric=spec.match.metric, params=spec.match.params,
-            with_vectors=ranker.needs_vectors, timeout=t))
+        return (await run.io("embed", lambda t: encoder.infer(inputs)))[0]
 
-        def ranked():
-            try:
-                return ranker.fn(Candidates(matches.ids, matches.scores, matches.vectors, vector), top_k,
-                                 rank.checked_params)
-            except ValueError as exc:  # a ranker the arm's config cannot feed
-                raise Mismatch(str(exc)) from None
+    async def _bm25(self, query: Query, request: retrieval_pb2.SearchRequest, plan: SearchPlan,
+                    timeout: float) -> Matches:
+        return await self.backends.matcher.text_search(
+            plan.collection, request.text, plan.page.fetch, with_vectors=plan.rank.ranker.needs_vectors,
+            timeout=timeout, expression=query.expression, output_fields=query.facets)
 
-        page = run.compute("rank", ranked)
-        ids = [int(matches.ids[i]) for i, _ in page]
-        s = spec.summary
-        documents = documents_collection(s.collection, collection)
-        docs, missing = await run.io("summary", lambda t: b.summary.lookup(s.database, documents, ids, s.fields, t))
-        return self._impression(request, query, arm, self._response(query.scene, arm, run, page, matches, docs, missing))
+    async def _match(self, query: Query, request: retrieval_pb2.SearchRequest, plan: SearchPlan, spec: ArmSpec,
+                     vector: np.ndarray | None, timeout: float, ahead: asyncio.Future | None) -> Matches:
+        """Every retriever's search (the BM25 one may be under way already), one ordered list: fused when
+        several ran."""
+        calls = []
+        for name in plan.retrievers:
+            if name == "dense":
+                calls.append((name, spec.match.metric, self.backends.matcher.search(
+                    plan.collection, vector, plan.page.fetch, metric=spec.match.metric, params=spec.match.params,
+                    with_vectors=plan.rank.ranker.needs_vectors, timeout=timeout, expression=query.expression,
+                    output_fields=query.facets)))
+            else:
+                calls.append((name, "BM25", ahead if ahead is not None else self._bm25(query, request, plan, timeout)))
+        if len(calls) == 1:
+            return single(calls[0][0], await calls[0][2])
+        results = await asyncio.gather(*(call for _, _, call in calls), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        fusion = spec.match.fusion
+        return fuse([(name, metric, result) for (name, metric, _), result in zip(calls, results)],
+                    fusion.name, fusion.checked_params, plan.page.fetch)
 
     def _impression(self, request: retrieval_pb2.SearchRequest, query: Query, arm: Arm,
                     response: retrieval_pb2.SearchResponse) -> retrieval_pb2.SearchResponse:
@@ -161,15 +326,17 @@ class Searcher:
         return response
 
     @staticmethod
-    def _response(scene: Scene, arm: Arm, run: StageRunner, page, matches, docs, missing: int):
+    def _response(scene: Scene, arm: Arm, run: StageRunner, chosen, matches: Matches, docs, missing: int):
         response = retrieval_pb2.SearchResponse(arm=arm.label, timings=run.timings, missing_summaries=missing)
         for layer, name in arm.assignments:
             response.assignments.add(layer=layer, arm=name)
             metrics.EXPOSURES.labels(scene.name, layer, name).inc()
-        for (position, score), doc in zip(page, docs):
+        for (position, score), doc in zip(chosen, docs):
             if doc is None:
                 continue
             item = response.items.add(id=int(matches.ids[position]), score=score,
                                       retrieval_score=float(matches.scores[position]))
+            for retriever, rank, found_score in matches.found_by[position] if matches.found_by else ():
+                item.found_by.add(retriever=retriever, rank=rank, score=found_score)
             item.summary.update(plain({k: v for k, v in doc.items() if k != "_id"}))
         return response

@@ -2,7 +2,8 @@
 
 ListScenes also says what each scene serves: the collection its default arm
 searches now, its version, documents, sync generation and the evaluation it
-was published on (:func:`scene_message`, from the route watcher's records).
+was published on (:func:`scene_message`, from the route watcher's records),
+and the fields requests may filter and facet on.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 import grpc
 
 from mmsearch.core.errors import clipped
+from mmsearch.core.fields import FACET_TYPES
 from mmsearch.core.redact import redact
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.serving import metrics
@@ -32,7 +34,10 @@ def scene_message(scene: Scene, active: Active) -> retrieval_pb2.Scene:
     message = retrieval_pb2.Scene(name=scene.name, modality=scene.modality, image_query=scene.image_query,
                                   layers=[layer.name for layer in scene.layers],
                                   collection=active.routes.get(name, name), version=str(rec.get("version") or ""),
-                                  documents=int(rec.get("count") or 0), generation=int(rec.get("generation") or 0))
+                                  documents=int(rec.get("count") or 0), generation=int(rec.get("generation") or 0),
+                                  fields=[retrieval_pb2.SceneField(name=f.name, type=f.type, operators=f.operators,
+                                                                   facet=f.type in FACET_TYPES)
+                                          for f in scene.fields.values()])
     figures, published = rec.get("evaluation"), rec.get("published") or {}
     if figures:
         message.evaluation.CopyFrom(retrieval_pb2.IndexEvaluation(

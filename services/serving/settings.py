@@ -78,6 +78,14 @@ class ServingSettings(GrpcSettings, RequestLimits):
     match_batch_max_size: int = Field(
         64, ge=1, le=4096, description="Most concurrent queries combined into one Milvus search (1: no batching).")
     match_in_flight: int = Field(2, ge=1, le=64, description="Concurrent Milvus searches per collection and search shape.")
+    max_page_depth: int = Field(
+        1000, ge=1, le=16000,
+        description="Deepest result a search pages to (offset + page size); the last page stops there and a "
+                    "page token beyond it is refused.")
+    page_token_secret: str = Field(
+        "", description="HMAC key of page tokens. Tokens are checked in full on use (collection, arm, query, "
+                        "depth), so the built-in key only detects corruption; set a secret (the same on every "
+                        "replica) to make them unforgeable.")
     config_poll_seconds: float = Field(1.0, gt=0, description="How often the experiment file is checked for changes.")
     health_interval_seconds: float = Field(1.0, gt=0, description="How often dependencies are probed for health.")
     impressions: bool = Field(

@@ -18,8 +18,8 @@ Decisions:
 - A timeout while the health probe sees the stage's dependency down is
   reported as UNAVAILABLE with the probe's finding: the dependency is down.
 - Mapping (:func:`status_for`, pure): Unavailable -> UNAVAILABLE, BadInput
-  -> INVALID_ARGUMENT, Mismatch -> FAILED_PRECONDITION, TimeoutError ->
-  DEADLINE_EXCEEDED; any other exception from a client library ->
+  -> INVALID_ARGUMENT, Mismatch -> FAILED_PRECONDITION, NotFound ->
+  NOT_FOUND, TimeoutError -> DEADLINE_EXCEEDED; any other exception from a client library ->
   UNAVAILABLE naming the stage and the exception's type (never UNKNOWN).
 """
 from __future__ import annotations
@@ -33,12 +33,12 @@ import grpc
 
 from mmsearch.v1 import retrieval_pb2
 from services.serving import metrics
-from services.serving.errors import BadInput, Mismatch, StageError, Unavailable
+from services.serving.errors import BadInput, Mismatch, NotFound, StageError, Unavailable
 
 log = logging.getLogger(__name__)
 
 Code = grpc.StatusCode
-STAGE_WEIGHTS: dict[str, float] = {"preprocess": 1.0, "embed": 2.0, "match": 2.0, "summary": 1.0}
+STAGE_WEIGHTS: dict[str, float] = {"fetch": 1.0, "preprocess": 1.0, "embed": 2.0, "match": 2.0, "summary": 1.0}
 CLIENT_SHARE = 0.9
 T = TypeVar("T")
 
@@ -59,6 +59,8 @@ def status_for(stage: str, exc: BaseException, budget_s: float, down: str | None
         return StageError(stage, Code.INVALID_ARGUMENT, str(exc))
     if isinstance(exc, Mismatch):
         return StageError(stage, Code.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, NotFound):
+        return StageError(stage, Code.NOT_FOUND, str(exc))
     if isinstance(exc, TimeoutError):
         if down:
             return StageError(stage, Code.UNAVAILABLE, down)
@@ -90,6 +92,10 @@ class StageRunner:
         dependency = self._dependencies.get(stage)
         problem = self._down.get(dependency) if dependency else None
         return f"{dependency} is down: {problem}" if problem else None
+
+    def client_timeout(self, stage: str) -> float:
+        """The client timeout ``stage`` would get if it started now (for a call started ahead of its stage)."""
+        return stage_budget(self._end - self._clock(), stage, tuple(self._left)) * CLIENT_SHARE
 
     async def io(self, stage: str, call: Callable[[float], Awaitable[T]]) -> T:
         """Run ``call(client_timeout_s)`` within this stage's share of the deadline."""

@@ -2,8 +2,10 @@
 
 Routes:
 - ``GET /`` the page (static/index.html; its JS and CSS under ``/static/``);
-- ``GET /api/search?scene=&q=&k=&user=&diversify=`` a text search;
-- ``POST /api/search`` multipart form (``scene``, ``k``, ``user``, file ``image``) an image search;
+- ``GET /api/search?scene=&q=&k=&user=&diversify=&filter=&facet=&page_token=`` a text search
+  (filters, facets and pages: :mod:`services.web.params`);
+- ``GET /api/similar?scene=&id=&...`` more like the stored item ``id`` (same parameters, no ``q``);
+- ``POST /api/search`` multipart form (``scene``, ``k``, ``user``, ``filter``..., file ``image``) an image search;
 - ``GET /api/scenes`` the scenes serving has loaded;
 - ``POST /api/feedback`` JSON ``{feedback_token, item_id, event, dwell_seconds?}`` (the page sends it with
   ``navigator.sendBeacon``, so ``text/plain`` bodies are JSON too), rate-limited per client: a click, dwell
@@ -44,6 +46,7 @@ from typing import Awaitable, Callable
 import grpc
 from aiohttp import BodyPartReader, ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from services.web.client import ServingClient
@@ -81,8 +84,12 @@ REQUEST_ID = web.RequestKey("request_id", str)
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 
+FORM_FIELDS = ("scene", "k", "user", "diversify", "filter", "facet", "page_token")
+"""The text fields of the search form (besides the ``image`` file; :func:`services.web.params.parse_search`)."""
+REPEATED_FORM_FIELDS = ("filter", "facet")
 MAX_FORM_PARTS = 32
-"""Most parts one multipart form may have (the search form has six fields)."""
+"""Most parts one multipart form may have: the image, the single fields and up to
+:data:`services.web.params.MAX_FILTERS` (16) filters still leave room for ten facets."""
 MAX_FIELD_BYTES = 64 * 1024
 """Largest text field of a multipart form (the query text is at most MMSEARCH_MAX_QUERY_CHARS characters)."""
 
@@ -147,7 +154,7 @@ def _upstream_error(request: web.Request, exc: grpc.aio.AioRpcError) -> web.Resp
     status, name = http_status(code)
     details = exc.details() or ""
     rid = request_id(request)
-    if caller_error(code):
+    if caller_error(code, details):
         return json_error(status, name, details or code.name, blamed_parameter(details), rid)
     log.warning("search back end failed", extra={"request_id": rid, "grpc_code": code.name, "details": details,
                                                   "serving": request.app[CLIENT_KEY].address})
@@ -175,13 +182,22 @@ async def _search(request: web.Request, query: SearchQuery) -> web.Response:
     return web.json_response(search_json(response, scene=query.scene, elapsed_ms=elapsed_ms))
 
 
-async def search_get(request: web.Request) -> web.Response:
+async def _get(request: web.Request, similar: bool) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     try:
-        query = parse_search(request.query, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars)
+        query = parse_search(request.query, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars,
+                             similar=similar)
     except BadParameter as exc:
         return json_error(400, "bad_parameter", exc.message, exc.parameter, request_id(request))
     return await _search(request, query)
+
+
+async def search_get(request: web.Request) -> web.Response:
+    return await _get(request, similar=False)
+
+
+async def similar_get(request: web.Request) -> web.Response:
+    return await _get(request, similar=True)
 
 
 def form_limit(max_image_bytes: int) -> int:
@@ -198,13 +214,14 @@ async def _read_part(part, name: str, limit: int, what: str) -> bytes:
     return bytes(data)
 
 
-async def _read_form(request: web.Request, max_bytes: int) -> tuple[dict[str, str], bytes | None]:
-    """Text fields and the ``image`` file of a multipart form, every part bounded before it is read
-    (see module doc); BadParameter naming ``body`` when the body is not well-formed multipart."""
+async def _read_form(request: web.Request, max_bytes: int) -> tuple[MultiDict[str], bytes | None]:
+    """Text fields (``filter`` and ``facet`` repeat) and the ``image`` file of a multipart form, every
+    part bounded before it is read (see module doc); BadParameter naming ``body`` when the body is not
+    well-formed multipart."""
     limit = form_limit(max_bytes)
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge("body", f"the request body is {request.content_length} bytes, over the limit of {limit}")
-    fields: dict[str, str] = {}
+    fields: MultiDict[str] = MultiDict()
     image: bytes | None = None
     try:
         reader = await request.multipart()
@@ -222,7 +239,7 @@ async def _read_form(request: web.Request, max_bytes: int) -> tuple[dict[str, st
             data = await _read_part(part, blamed, MAX_FIELD_BYTES, f"field {name[:40]!r}")
             if name:
                 try:
-                    fields[name] = data.decode(part.get_charset("utf-8"))
+                    fields.add(name, data.decode(part.get_charset("utf-8")))
                 except (UnicodeDecodeError, LookupError):
                     raise BadParameter(blamed, f"field {name[:40]!r} is not UTF-8 text") from None
     except BadParameter:
@@ -231,8 +248,8 @@ async def _read_form(request: web.Request, max_bytes: int) -> tuple[dict[str, st
             ClientPayloadError, HttpProcessingError) as exc:
         raise BadParameter("body", f"the multipart body is malformed ({type(exc).__name__}: {str(exc)[:120]}); "
                            "send multipart/form-data with a boundary and complete parts") from None
-    raise BadParameter("body", f"the form has more than {MAX_FORM_PARTS} parts: send only scene, k, user, "
-                       "diversify and the image")
+    raise BadParameter("body", f"the form has more than {MAX_FORM_PARTS} parts: send only "
+                       f"{', '.join(FORM_FIELDS)} ({' and '.join(REPEATED_FORM_FIELDS)} repeatable) and the image")
 
 
 async def _refused_upload(request: web.Request, response: web.Response, limit: int) -> web.Response:
@@ -259,7 +276,7 @@ async def search_post(request: web.Request) -> web.Response:
         )
     try:
         fields, image = await _read_form(request, settings.max_image_bytes)
-        params = {**request.query, **fields}
+        params = MultiDict([*fields.items(), *request.query.items()])  # a form field wins over the URL's
         query = parse_search(params, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars,
                              image=image, max_image_bytes=settings.max_image_bytes)
     except BadParameter as exc:
@@ -353,6 +370,7 @@ def create_app(settings: WebSettings) -> web.Application:
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
     app.router.add_get("/api/search", search_get)
     app.router.add_post("/api/search", search_post)
+    app.router.add_get("/api/similar", similar_get)
     app.router.add_get("/api/scenes", scenes)
     app.router.add_post("/api/feedback", feedback)
     app.router.add_get("/healthz", healthz)

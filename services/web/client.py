@@ -14,6 +14,28 @@ from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.web.params import FeedbackEvent, SearchQuery
 
 RETRIEVAL_SERVICE = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
+OPS = {"eq": retrieval_pb2.Filter.EQ, "in": retrieval_pb2.Filter.IN, "not": retrieval_pb2.Filter.NOT,
+       "range": retrieval_pb2.Filter.RANGE}
+
+
+def search_request(query: SearchQuery) -> retrieval_pb2.SearchRequest:
+    """The gRPC request of a validated API query (filter values travel as text; serving types them). Pure."""
+    request = retrieval_pb2.SearchRequest(scene=query.scene, top_k=query.top_k, user_id=query.user_id,
+                                          diversify=query.diversify, facets=query.facets, page_token=query.page_token)
+    if query.similar_to is not None:
+        request.similar_to = query.similar_to
+    elif query.image is not None:
+        request.image = query.image
+    else:
+        request.text = query.text or ""
+    for f in query.filters:
+        added = request.filters.add(field=f.field, op=OPS[f.op])
+        added.values.extend(retrieval_pb2.FilterValue(text=v) for v in f.values)
+        if f.low is not None:
+            added.min = f.low
+        if f.high is not None:
+            added.max = f.high
+    return request
 
 
 class ServingClient:
@@ -26,14 +48,7 @@ class ServingClient:
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     async def search(self, query: SearchQuery) -> retrieval_pb2.SearchResponse:
-        request = retrieval_pb2.SearchRequest(
-            scene=query.scene, top_k=query.top_k, user_id=query.user_id, diversify=query.diversify
-        )
-        if query.image is not None:
-            request.image = query.image
-        else:
-            request.text = query.text or ""
-        return await self.retrieval.Search(request, timeout=self.timeout)
+        return await self.retrieval.Search(search_request(query), timeout=self.timeout)
 
     async def feedback(self, event: FeedbackEvent) -> retrieval_pb2.FeedbackResponse:
         request = retrieval_pb2.FeedbackRequest(feedback_token=event.feedback_token, item_id=event.item_id,

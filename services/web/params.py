@@ -2,6 +2,20 @@
 
 Each rule raises :class:`BadParameter` naming the parameter, the value and
 what to send instead; the handlers turn it into a 400 with a JSON body.
+
+Filters in URLs (``filter``, repeatable; all must hold):
+
+- ``filter=FIELD:VALUE``: the field equals VALUE (everything after the first
+  ``:``, taken literally); several for the same field: one of them (IN);
+- ``filter=FIELD!:VALUE``: the field equals none of the values given so (NOT);
+- ``filter=FIELD:LOW..HIGH``: a number range, either end may be left out
+  (``width:800..``, ``width:..1024``). A keyword value that itself looks like
+  a range cannot be written this way.
+
+Serving checks the field and the value's type against the scene's declared
+fields (``GET /api/scenes`` lists them). ``facet=FIELD`` (repeatable) asks
+for value counts, ``page_token`` continues a search, ``GET /api/similar``
+takes ``id`` (a stored item) instead of ``q``.
 """
 from __future__ import annotations
 
@@ -11,12 +25,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mmsearch.core.errors import shown as _shown
 from mmsearch.v1 import retrieval_pb2
 
-from mmsearch.core.errors import shown as _shown
-
 SCENE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+FIELD_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+RANGE_PATTERN = re.compile(r"^(-?\d+(?:\.\d+)?)?\.\.(-?\d+(?:\.\d+)?)?$")
+TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]{1,2048}$")
 MAX_USER_CHARS = 128
+MAX_FILTERS = 16
+MAX_VALUE_CHARS = 1024
+MAX_ID = 2**63 - 1
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 
@@ -35,8 +54,19 @@ class TooLarge(BadParameter):
 
 
 @dataclass(frozen=True)
+class FilterParam:
+    """One filter of the URL: ``op`` eq | in | not (``values``) or range (``low``/``high``)."""
+
+    field: str
+    op: str
+    values: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
 class SearchQuery:
-    """One validated search: exactly one of ``text`` and ``image`` is set."""
+    """One validated search: exactly one of ``text``, ``image`` and ``similar_to`` is set."""
 
     scene: str
     text: str | None = None
@@ -44,6 +74,10 @@ class SearchQuery:
     top_k: int = 0  # 0: the arm's default (the proto's convention)
     user_id: str = ""
     diversify: bool = False
+    similar_to: int | None = None
+    filters: tuple[FilterParam, ...] = ()
+    facets: tuple[str, ...] = ()
+    page_token: str = ""
 
 
 def parse_scene(value: str | None) -> str:
@@ -57,16 +91,22 @@ def parse_scene(value: str | None) -> str:
     return value
 
 
+def parse_integer(parameter: str, value: str, low: int, high: int) -> int:
+    """``value`` as an integer in ``[low, high]``; BadParameter naming ``parameter`` otherwise."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadParameter(parameter, f"{parameter} must be an integer between {low} and {high} "
+                                      f"(got {_shown(value)})") from None
+    if not low <= number <= high:
+        raise BadParameter(parameter, f"{parameter} must be between {low} and {high} (got {number})")
+    return number
+
+
 def parse_top_k(value: str | None, max_top_k: int) -> int:
     if value is None or value == "":
         return 0
-    try:
-        k = int(value)
-    except ValueError:
-        raise BadParameter("k", f"k must be an integer between 1 and {max_top_k} (got {_shown(value)})") from None
-    if not 1 <= k <= max_top_k:
-        raise BadParameter("k", f"k must be between 1 and {max_top_k} (got {k})")
-    return k
+    return parse_integer("k", value, 1, max_top_k)
 
 
 def parse_user(value: str | None) -> str:
@@ -96,6 +136,64 @@ def parse_text(value: str | None, max_chars: int) -> str:
     return value.strip()
 
 
+def values_of(params: Mapping[str, Any], name: str) -> list[str]:
+    """Every value of a repeatable parameter (a multidict's ``getall``; a plain mapping's one value)."""
+    if hasattr(params, "getall"):
+        return list(params.getall(name, []))
+    value = params.get(name)
+    return [] if value is None else [value]
+
+
+def parse_filters(values: list[str]) -> tuple[FilterParam, ...]:
+    """``filter`` parameters -> filters (see module doc); same-field equalities join into one IN."""
+    if len(values) > MAX_FILTERS:
+        raise BadParameter("filter", f"at most {MAX_FILTERS} filters (got {len(values)})")
+    equal: dict[str, list[str]] = {}
+    excluded: dict[str, list[str]] = {}
+    ranges: list[FilterParam] = []
+    for text in values:
+        name, sep, value = text.partition(":")
+        negated = name.endswith("!")
+        name = name.removesuffix("!")
+        if not sep or not FIELD_PATTERN.match(name):
+            raise BadParameter("filter", f"filter {_shown(text)}: write FIELD:VALUE, FIELD!:VALUE or FIELD:LOW..HIGH "
+                                         "(e.g. category:json, width:800..)")
+        if len(value) > MAX_VALUE_CHARS:
+            raise BadParameter("filter", f"filter {_shown(text)}: a value has at most {MAX_VALUE_CHARS} characters")
+        bounds = RANGE_PATTERN.match(value)
+        if bounds and (bounds.group(1) or bounds.group(2)) and not negated:
+            low, high = (float(b) if b else None for b in bounds.groups())
+            ranges.append(FilterParam(name, "range", low=low, high=high))
+        else:
+            (excluded if negated else equal).setdefault(name, []).append(value)
+    unique = {n: tuple(dict.fromkeys(v)) for n, v in equal.items()}
+    out = [FilterParam(n, "eq" if len(v) == 1 else "in", v) for n, v in unique.items()]
+    out += [FilterParam(n, "not", tuple(dict.fromkeys(v))) for n, v in excluded.items()]
+    return tuple(out + ranges)
+
+
+def parse_facets(values: list[str]) -> tuple[str, ...]:
+    for name in values:
+        if not FIELD_PATTERN.match(name):
+            raise BadParameter("facet", f"facet {_shown(name)} is not a field name; see GET /api/scenes")
+    return tuple(dict.fromkeys(values))
+
+
+def parse_page_token(value: str | None) -> str:
+    if not value:
+        return ""
+    if not TOKEN_PATTERN.match(value):
+        raise BadParameter("page_token", "page_token is not a token from a previous page (copy next_page_token "
+                                         "as it came)")
+    return value
+
+
+def parse_id(value: str | None) -> int:
+    if value is None or value == "":
+        raise BadParameter("id", "id is required: the id of a stored item (items[].id of a search)")
+    return parse_integer("id", value, 0, MAX_ID)
+
+
 def parse_image(data: bytes | None, max_bytes: int) -> bytes:
     if not data:
         raise BadParameter("image", "image is empty: upload an encoded image file (JPEG, PNG, ...)")
@@ -105,34 +203,39 @@ def parse_image(data: bytes | None, max_bytes: int) -> bytes:
 
 
 def parse_search(
-    params: Mapping[str, str],
+    params: Mapping[str, Any],
     *,
     max_top_k: int,
     max_query_chars: int,
     image: bytes | None = None,
     max_image_bytes: int = 0,
+    similar: bool = False,
 ) -> SearchQuery:
-    """A :class:`SearchQuery` from query/form parameters (``scene``, ``q``, ``k``, ``user``, ``diversify``).
+    """A :class:`SearchQuery` from query/form parameters (``scene``, ``q``, ``k``, ``user``, ``diversify``,
+    ``filter``, ``facet``, ``page_token``; ``id`` with ``similar``).
 
     With ``image`` (a POSTed upload) the query is the image and ``q`` must be
-    absent: one search has one query.
+    absent: one search has one query. With ``similar`` (``GET /api/similar``)
+    the query is the stored item ``id``.
     """
     scene = parse_scene(params.get("scene"))
-    top_k = parse_top_k(params.get("k"), max_top_k)
-    user = parse_user(params.get("user"))
-    diversify = parse_bool("diversify", params.get("diversify"))
+    common = dict(top_k=parse_top_k(params.get("k"), max_top_k), user_id=parse_user(params.get("user")),
+                  diversify=parse_bool("diversify", params.get("diversify")),
+                  filters=parse_filters(values_of(params, "filter")), facets=parse_facets(values_of(params, "facet")),
+                  page_token=parse_page_token(params.get("page_token")))
+    if similar:
+        if params.get("q"):
+            raise BadParameter("q", "GET /api/similar searches by id; send q to GET /api/search instead")
+        return SearchQuery(scene, similar_to=parse_id(params.get("id")), **common)
     if image is not None:
         if params.get("q"):
             raise BadParameter("q", "send either q or an image, not both")
-        return SearchQuery(scene, image=parse_image(image, max_image_bytes), top_k=top_k,
-                           user_id=user, diversify=diversify)
-    return SearchQuery(scene, text=parse_text(params.get("q"), max_query_chars), top_k=top_k,
-                       user_id=user, diversify=diversify)
+        return SearchQuery(scene, image=parse_image(image, max_image_bytes), **common)
+    return SearchQuery(scene, text=parse_text(params.get("q"), max_query_chars), **common)
 
 
 FEEDBACK_EVENTS = {"click": retrieval_pb2.FEEDBACK_EVENT_CLICK, "dwell": retrieval_pb2.FEEDBACK_EVENT_DWELL,
                    "skip": retrieval_pb2.FEEDBACK_EVENT_SKIP}
-MAX_ITEM_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -165,7 +268,7 @@ def parse_feedback(body: bytes, max_token_chars: int) -> FeedbackEvent:
         raise BadParameter("feedback_token", f"feedback_token has {len(token)} characters; at most {max_token_chars}")
     item = data.get("item_id")
     if isinstance(item, bool) or not isinstance(item, (int, str)) or not str(item).isdigit() \
-            or not 0 <= int(item) <= MAX_ITEM_ID:
+            or not 0 <= int(item) <= MAX_ID:
         raise BadParameter("item_id", f"item_id must be the id of a result on that page, a non-negative integer "
                                       f"(got {_shown(str(item))})")
     event = data.get("event")

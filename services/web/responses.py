@@ -51,8 +51,11 @@ def error_body(status: int, code: str, message: str, parameter: str | None = Non
 CALLER_ERRORS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.NOT_FOUND})
 
 
-def caller_error(code: grpc.StatusCode) -> bool:
-    return code in CALLER_ERRORS
+def caller_error(code: grpc.StatusCode, details: str = "") -> bool:
+    """Whether the caller can fix what failed: :data:`CALLER_ERRORS`, or a FAILED_PRECONDITION of
+    serving's ``request`` stage (a page token of an index version or experiment that changed since
+    its first page: search again). Any other FAILED_PRECONDITION is a deployment mismatch."""
+    return code in CALLER_ERRORS or (code == grpc.StatusCode.FAILED_PRECONDITION and details.startswith("request: "))
 
 
 def upstream_message(code: grpc.StatusCode, request_id: str) -> str:
@@ -65,10 +68,11 @@ def upstream_message(code: grpc.StatusCode, request_id: str) -> str:
     return f"search failed on the server side (request id {request_id}); its operators can look it up in the log"
 
 
-# Leading words of serving's INVALID_ARGUMENT details (after "stage: ") -> the API parameter at fault.
+# Leading words of serving's INVALID_ARGUMENT / NOT_FOUND details (after "stage: ") -> the API parameter at fault.
 _DETAIL_PARAMETER = (
     ("unknown scene", "scene"), ("scene", "scene"), ("text", "q"), ("give a query", "q"),
-    ("image", "image"), ("top_k", "k"), ("user", "user"),
+    ("image", "image"), ("top_k", "k"), ("page_size", "k"), ("user", "user"), ("filters", "filter"),
+    ("facets", "facet"), ("page_token", "page_token"), ("similar_to", "id"), ("no item with id", "id"),
     ("feedback_token", "feedback_token"), ("item_id", "item_id"), ("event", "event"), ("dwell_seconds", "dwell_seconds"),
 )
 
@@ -111,6 +115,7 @@ def search_json(response: retrieval_pb2.SearchResponse, *, scene: str, elapsed_m
                 "score": item.score,
                 "retrieval_score": item.retrieval_score,
                 "summary": _number(MessageToDict(item.summary)) if item.HasField("summary") else {},
+                "found_by": [{"retriever": f.retriever, "rank": f.rank, "score": f.score} for f in item.found_by],
             }
             for item in response.items
         ],
@@ -118,6 +123,11 @@ def search_json(response: retrieval_pb2.SearchResponse, *, scene: str, elapsed_m
         "assignments": [{"layer": a.layer, "arm": a.arm} for a in response.assignments],
         "timings": [{"stage": t.stage, "ms": t.ms} for t in response.timings],
         "missing_summaries": response.missing_summaries,
+        "next_page_token": response.next_page_token,
+        "offset": response.offset,
+        "collection": response.collection,
+        "facets": [{"field": f.field, "candidates": f.candidates,
+                    "counts": [{"value": c.value, "count": c.count} for c in f.counts]} for f in response.facets],
         "elapsed_ms": elapsed_ms,
         "impression_id": response.impression_id,
         "feedback_token": response.feedback_token,
@@ -127,7 +137,9 @@ def search_json(response: retrieval_pb2.SearchResponse, *, scene: str, elapsed_m
 def scenes_json(response: retrieval_pb2.ListScenesResponse) -> dict[str, Any]:
     return {
         "scenes": [
-            {"name": s.name, "modality": s.modality, "image_query": s.image_query, "layers": list(s.layers)}
+            {"name": s.name, "modality": s.modality, "image_query": s.image_query, "layers": list(s.layers),
+             "fields": [{"name": f.name, "type": f.type, "operators": list(f.operators), "facet": f.facet}
+                        for f in s.fields]}
             for s in response.scenes
         ]
     }

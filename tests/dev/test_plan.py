@@ -36,6 +36,7 @@ def test_stdlib_plan(tmp_path, monkeypatch):
     assert commands[1] == f"mmsearch job export --model {MINILM} --name minilm --repository {repo}"
     version = p.build[3].params["version"]
     assert "--model minilm" in commands[2] and f"--scene t2t --version {version}" in commands[3]
+    assert commands[3].endswith("--fields category:keyword --bm25-fields question,answer")
     assert commands[4].endswith(f"--mongo-uri mongodb://127.0.0.1:17017 --collection t2t_{version}")
     assert f"--collection t2t_{version} --queries " in commands[5] and "stdlib_queries.jsonl" in commands[5]
     report = workdir / "evaluation" / f"t2t_{version}.json"
@@ -46,7 +47,8 @@ def test_stdlib_plan(tmp_path, monkeypatch):
     arm = scene.default_arm
     assert (scene.modality, scene.image_query, arm.query.text.model) == ("text", False, "minilm")
     assert (arm.match.collection, arm.summary.collection) == ("t2t", "{collection}")  # the version searched
-    assert [layer.arms for layer in scene.layers] == [("control", "mmr")]
+    assert [layer.arms for layer in scene.layers] == [("control", "mmr"), ("hybrid", "dense")]
+    assert arm.match.retriever == "hybrid" and list(scene.fields) == ["category"]  # measured better: default
 
     by_name = {s.name: s for s in p.services}
     assert [s.name for s in p.services] == ["preprocess", "serving", "web"]
@@ -77,6 +79,8 @@ def test_images_plan_uses_both_towers(tmp_path, monkeypatch):
     scene = parse_config(yaml.safe_dump(dict(p.experiments))).scenes["t2i"]
     assert scene.image_query and scene.default_arm.query.image.model == "clip-vit-base-patch32-image"
     assert scene.default_arm.summary.fields == ["name", "url"]
+    assert list(scene.fields) == ["folder", "width", "height"] and len(scene.layers) == 1
+    assert p.build[3].command().endswith("--fields folder:keyword,width:number,height:number")
     env = {s.name: s.env for s in p.services}
     assert set(json.loads(env["preprocess"]["MMSEARCH_MODELS"])) == {"clip-vit-base-patch32",
                                                                      "clip-vit-base-patch32-image"}

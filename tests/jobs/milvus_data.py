@@ -41,14 +41,14 @@ def corpus_bytes(records: list[dict]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode()
 
 
-def write_vectors(workdir: Path, manifest: ModelManifest, ids: np.ndarray, vecs: np.ndarray, chunk: int = 4096) -> None:
-    """The vector chunks and meta.json, and the corpus.jsonl of those ids that meta.json fingerprints."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    corpus = "".join(json.dumps({"id": int(i), "question": f"q{i}"}) + "\n" for i in ids).encode()
-    (workdir / "corpus.jsonl").write_bytes(corpus)
+def write_vectors(workdir: Path, manifest: ModelManifest, ids: np.ndarray, vecs: np.ndarray, chunk: int = 4096,
+                  records: list[dict] | None = None) -> None:
+    """The vector chunks and meta.json, and the corpus.jsonl of those ids that meta.json fingerprints
+    (``records``, default :func:`corpus_of` the ids)."""
     folder = workdir / VECTORS
     folder.mkdir(parents=True, exist_ok=True)
-    (workdir / CORPUS_FILE).write_bytes(corpus_bytes(corpus_of(ids).records))
+    corpus = corpus_bytes(corpus_of(ids).records if records is None else records)
+    (workdir / CORPUS_FILE).write_bytes(corpus)
     starts = range(0, len(ids), chunk)
     for k, start in enumerate(starts):
         part = slice(start, start + chunk)

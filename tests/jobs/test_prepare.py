@@ -47,6 +47,9 @@ def test_images_skip_unreadable_files_and_build_urls(tmp_path, image_folder):
     assert [r["name"] for r in records] == ["img0.jpeg", "img1.png", "img2.webp", "sub dir/red square.jpg"]
     assert records[3]["url"] == "http://host:8000/imgs/sub%20dir/red%20square.jpg"
     assert all(r["id"] == stable_id(r["name"]) for r in records)
+    # what T2I filters on: the sub-folder and the real pixel size (a JPEG's too, decoded at reduced scale)
+    assert [(r["folder"], r["width"], r["height"]) for r in records] == \
+        [("", 60, 40), ("", 60, 40), ("", 60, 40), ("sub dir", 30, 30)]
 
 
 def test_images_without_base_url_use_file_uris(tmp_path, image_folder):

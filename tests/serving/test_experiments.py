@@ -131,3 +131,40 @@ async def test_store_retries_a_refused_activation(tmp_path):
     store = ConfigStore(tmp_path / "e.yaml", activate)
     assert not await store.check() and "milvus down" in store.last_error and store.current is None
     assert await store.check() and store.current is not None
+
+
+def _with_match(match: dict, fields: list | None = None) -> str:
+    import copy
+
+    cfg = copy.deepcopy(BASE)
+    cfg["scenes"]["t2t"]["layers"] = [{"name": "l1", "arms": [{"name": "a", "weight": 1, "overrides": {"match": match}}]}]
+    if fields is not None:
+        cfg["scenes"]["t2t"]["fields"] = fields
+    return _text(cfg)
+
+
+def test_retrievers_fusions_and_fields():
+    hybrid = parse_config(_with_match({"retriever": "hybrid"})).scenes["t2t"]
+    spec = hybrid.default_arm.match
+    assert spec.retriever == "hybrid" and spec.fusion.name == "weighted"  # the tuned default
+    assert spec.fusion.checked_params == {"weights": {"dense": 0.7, "bm25": 0.3}, "norm": "minmax"}
+    rrf = parse_config(_with_match({"retriever": "hybrid", "fusion": {"name": "rrf"}})).scenes["t2t"]
+    assert rrf.default_arm.match.fusion.checked_params == {"k": 60.0}
+    fields = parse_config(_with_match({}, [{"name": "category", "type": "keyword"}])).scenes["t2t"].fields
+    assert list(fields) == ["category"] and fields["category"].operators == ("eq", "in", "not")
+
+
+@pytest.mark.parametrize("match, fields, words", [
+    ({"retriever": "sparse"}, None, "match.retriever"),
+    ({"fusion": {"name": "borda"}}, None, "unknown fusion 'borda'"),
+    ({"fusion": {"name": "rrf", "params": {"k": 0}}}, None, "rrf.k must be a number in (0, 16384)"),
+    ({"fusion": {"name": "weighted", "params": {"weights": {"dense": 1.5, "bm25": 0}}}}, None,
+     "weighted.weights.dense must be a number in [0, 1]"),
+    ({}, [{"name": "category", "type": "text"}], "fields[0].type"),
+    ({}, [{"name": "id", "type": "number"}], "reserved"),
+    ({}, [{"name": "c", "type": "bool"}, {"name": "c", "type": "bool"}], "duplicate field names ['c']"),
+])
+def test_bad_retrievers_and_fields_name_the_path(match, fields, words):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with_match(match, fields))
+    assert words in str(caught.value)

@@ -12,6 +12,7 @@ import numpy as np
 
 from mmsearch.core.model_repository import ModelManifest
 from services.serving.backends import Backends
+from services.serving.errors import NotFound
 from services.serving.matcher import Matches
 
 DIM = 4
@@ -21,10 +22,11 @@ def manifest(name: str, sha: str = "sha-a", dimension: int = DIM) -> ModelManife
     return ModelManifest(name=name, tower="text", dimension=dimension, onnx_sha256=sha)
 
 
-def collection_manifest(model: str, concrete: str, sha: str = "sha-a") -> dict:
-    """What the matcher reads for a collection (or alias): the recorded model and the concrete name."""
+def collection_manifest(model: str, concrete: str, sha: str = "sha-a", layout: dict | None = None) -> dict:
+    """What the matcher reads for a collection (or alias): the recorded model, the concrete name, the layout."""
     return {"name": model, "tower": "text", "dimension": DIM, "onnx_sha256": sha,
-            "towers": {"text": {"name": model, "onnx_sha256": sha}}, "collection": concrete}
+            "towers": {"text": {"name": model, "onnx_sha256": sha}}, "collection": concrete,
+            "layout": layout or {}}
 
 
 @dataclass
@@ -83,19 +85,44 @@ class FakeEncoders:
 
 
 class FakeMatcher:
-    def __init__(self, calls: Calls, collections: dict[str, dict]):
-        self.calls, self.collections = calls, collections  # name or alias -> collection_manifest
+    """Serves ``size`` items (ids 1..size, score falling with the id; field ``category`` = ``c<id % 3>``);
+    BM25 finds a window in the middle, in reverse (so its list and the dense one overlap in part).
+    Records each search's (retriever, collection, limit, expression)."""
+
+    def __init__(self, calls: Calls, collections: dict[str, dict], size: int = 5):
+        self.calls, self.collections, self.size = calls, collections, size  # name or alias -> collection_manifest
         self.searched: list[str] = []
         self.warmed: list[str] = []
+        self.requests: list[tuple[str, str, int, str]] = []  # (retriever, collection, limit, expression)
+
+    def _hits(self, ids: np.ndarray, scores: np.ndarray, with_vectors: bool, output_fields) -> Matches:
+        vectors = np.eye(self.size + 1, DIM, dtype=np.float32)[ids] if with_vectors else None
+        fields = {name: [f"c{i % 3}" for i in ids.tolist()] for name in output_fields}
+        return Matches(ids, scores.astype(np.float32), vectors, fields)
 
     async def search(self, collection: str, vector, limit: int, *, metric: str, params: dict, with_vectors: bool,
-                     timeout: float) -> Matches:
+                     timeout: float, expression: str = "", output_fields=()) -> Matches:
         self.calls("match", timeout)
         self.searched.append(collection)
-        n = min(limit, 5)
+        self.requests.append(("dense", collection, limit, expression))
+        n = min(limit, self.size)
         ids = np.arange(1, n + 1, dtype=np.int64)
-        vectors = np.eye(n, DIM, dtype=np.float32) if with_vectors else None
-        return Matches(ids, np.linspace(0.9, 0.5, n).astype(np.float32), vectors)
+        return self._hits(ids, np.linspace(0.9, 0.5, n), with_vectors, output_fields)
+
+    async def text_search(self, collection: str, text: str, limit: int, *, with_vectors: bool, timeout: float,
+                          expression: str = "", output_fields=()) -> Matches:
+        self.calls("match", timeout)
+        self.requests.append(("bm25", collection, limit, expression))
+        top = max(1, self.size * 3 // 4)
+        n = min(limit, top)
+        ids = np.arange(top, top - n, -1, dtype=np.int64)
+        return self._hits(ids, np.linspace(9.0, 5.0, n), with_vectors, output_fields)
+
+    async def vector(self, collection: str, item: int, *, timeout: float) -> np.ndarray:
+        self.calls("fetch", timeout)
+        if not 1 <= item <= self.size:
+            raise NotFound(f"no item with id {item} in collection {collection!r}")
+        return np.eye(self.size + 1, DIM, dtype=np.float32)[item]
 
     async def manifest(self, collection: str) -> dict:
         if "routes" in self.calls.fail:
@@ -161,14 +188,15 @@ class FakeEvents:
 
 
 def fake_backends(*, models: dict[str, ModelManifest], collections: dict[str, dict],
-                  preprocess_models: set[str] | None = None, missing_encoders: set[str] = frozenset()):
-    """(Backends of fakes, their shared :class:`Calls`)."""
+                  preprocess_models: set[str] | None = None, missing_encoders: set[str] = frozenset(),
+                  items: int = 5):
+    """(Backends of fakes, their shared :class:`Calls`); the matcher serves ``items`` items."""
     calls = Calls()
 
     async def manifests(model: str) -> ModelManifest:
         return models[model]
 
     backends = Backends(preprocess=FakePreprocess(calls, set(models) if preprocess_models is None else preprocess_models),
-                        encoders=FakeEncoders(calls, missing_encoders), matcher=FakeMatcher(calls, collections),
+                        encoders=FakeEncoders(calls, missing_encoders), matcher=FakeMatcher(calls, collections, items),
                         summary=FakeSummary(calls), manifests=manifests, events=FakeEvents())
     return backends, calls

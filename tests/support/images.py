@@ -65,12 +65,24 @@ def distinct_images(size: int = 96) -> dict[str, object]:
 
 
 def write_images(folder: Path, images: dict[str, object] | Iterable) -> Path:
-    """Save PIL images as RGB PNGs: a dict keeps its names, a sequence becomes ``img00.png``, ``img01.png`` ..."""
+    """Save PIL images as RGB PNGs: a dict keeps its names (``sub/name.png`` in a sub-folder), a sequence
+    becomes ``img00.png``, ``img01.png`` ..."""
     folder.mkdir(parents=True, exist_ok=True)
     named = images.items() if isinstance(images, dict) else ((f"img{i:02d}.png", im) for i, im in enumerate(images))
     for name, image in named:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         image.convert("RGB").save(folder / name)
     return folder
+
+
+def near_duplicates(image, size: int = 96) -> dict[str, object]:
+    """Two near-duplicates of ``image``: a larger copy and one with faint noise (``{label: PIL image}``)."""
+    import numpy as np
+    from PIL import Image
+
+    noisy = np.asarray(image, np.int16) + np.random.default_rng(3).integers(-6, 7, (size, size, 3))
+    return {"large": image.resize((size * 4 // 3, size * 4 // 3), Image.BICUBIC),
+            "noisy": Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")}
 
 
 def link_models(repo: Path, *model_dirs: Path) -> dict[str, str]:
@@ -81,19 +93,24 @@ def link_models(repo: Path, *model_dirs: Path) -> dict[str, str]:
     return {source.name: str(repo / source.name) for source in model_dirs}
 
 
+IMAGE_LAYOUT = ("--fields", "folder:keyword,width:number,height:number")  # what T2I searches filter on
+
+
 def build_image_index(*, folder: Path, base_url: str, repo: Path, workdir: Path, milvus: Path, mongo_uri: str,
-                      scene: str, mongo_collection: str | None = None, version: str = "1") -> None:
+                      scene: str, mongo_collection: str | None = None, version: str = "1",
+                      push_args: tuple[str, ...] = ()) -> None:
     """Index ``folder`` (its files addressed as ``base_url``/name, which must answer) with the real jobs.
 
-    Milvus alias ``scene`` -> ``scene_version`` in the Lite file ``milvus``; summaries in
-    MongoDB ``mmsearch.<mongo_collection or scene>``. The Lite file must not be held by this
-    process yet (the jobs run as processes).
+    Milvus alias ``scene`` -> ``scene_version`` in the Lite file ``milvus`` (``push_args``: more
+    push-milvus flags, e.g. :data:`IMAGE_LAYOUT`); summaries in MongoDB
+    ``mmsearch.<mongo_collection or scene>``. The Lite file must not be held by this process yet
+    (the jobs run as processes).
     """
     run_job("prepare", "--workdir", str(workdir), "--source-kind", "images", "--source", str(folder),
             "--base-url", base_url)
     run_job("encode", "--workdir", str(workdir), "--repository", str(repo), "--model", IMAGE_MODEL)
     run_job("push-milvus", "--workdir", str(workdir), "--milvus-uri", str(milvus), "--scene", scene,
-            "--version", version, "--repository", str(repo), "--model", IMAGE_MODEL)
+            "--version", version, "--repository", str(repo), "--model", IMAGE_MODEL, *push_args)
     run_job("push-mongo", "--workdir", str(workdir), "--mongo-uri", mongo_uri, "--collection",
             mongo_collection or scene)
     run_job("publish", "--milvus-uri", str(milvus), "--scene", scene, "--version", version)

@@ -11,12 +11,13 @@ as a TCP server (:class:`MilvusServer`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -26,10 +27,12 @@ from tests.support.processes import stop_process, wait_listening, wait_serving
 
 
 def t2t_config(scene: str, *, model: str = "minilm", collection: str | None = None, backend: str = "embedded",
-               weights: tuple[float, float] = (50, 50)) -> dict:
-    """A T2T experiment config: one ranking layer, control (score order) vs threshold arm."""
+               weights: tuple[float, float] = (50, 50), fields: tuple[str, ...] = ()) -> dict:
+    """A T2T experiment config: one ranking layer, control (score order) vs threshold arm; ``fields``
+    (``name:type``) declares filterable fields."""
     return {"scenes": {scene: {
         "modality": "text",
+        **({"fields": [dict(zip(("name", "type"), f.split(":"))) for f in fields]} if fields else {}),
         "defaults": {
             "query": {"text": {"model": model}},
             "encoder_backend": backend,
@@ -72,6 +75,27 @@ def t2i_config(scene: str, *, text_model: str = "tiny-clip", image_model: str = 
             {"name": "diverse", "weight": 50, "overrides": {"rank": {"name": "mmr", "params": {"lambda": 0.8}}}},
         ]}],
     }}}
+
+
+@contextlib.contextmanager
+def retrieval_stub(address: str) -> Iterator:
+    """A blocking RetrievalService stub on its own channel, closed at the end."""
+    import grpc
+
+    from mmsearch.v1 import retrieval_pb2_grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    finally:
+        channel.close()
+
+
+def search(stub, scene: str, **fields):
+    """One Search of ``scene`` with these SearchRequest fields."""
+    from mmsearch.v1 import retrieval_pb2
+
+    return stub.Search(retrieval_pb2.SearchRequest(scene=scene, **fields), timeout=20)
 
 
 def write_config(path: Path, config: dict) -> None:

@@ -87,7 +87,10 @@ def two_scenes(stdlib_index, tiny_clip_repo, service_loop, tmp_path_factory) -> 
     service starts first (its /images/ route is the ``--base-url`` the encode job fetches,
     as in the demo), pointed at the port serving will take.
     """
-    from tests.support.images import DISTINCT, build_image_index, distinct_images, link_models, write_images
+    from tests.fixtures.servers import STDLIB_INDEX_LAYOUT
+    from tests.fixtures.stack import STDLIB_FIELDS
+    from tests.support.images import DISTINCT, IMAGE_LAYOUT, build_image_index, distinct_images, link_models, \
+        write_images
     from tests.support.jobs import run_job
     from tests.support.stack import start_stack, t2i_config, t2t_config, write_config
 
@@ -101,16 +104,18 @@ def two_scenes(stdlib_index, tiny_clip_repo, service_loop, tmp_path_factory) -> 
     with WebThread(settings) as web:
         t2t, version = stdlib_index.scene, stdlib_index.version
         run_job("push-milvus", "--workdir", str(stdlib_index.workdir), "--milvus-uri", str(milvus), "--scene", t2t,
-                "--version", version, "--repository", str(root / "repo"), "--model", stdlib_index.model)
+                "--version", version, "--repository", str(root / "repo"), "--model", stdlib_index.model,
+                *STDLIB_INDEX_LAYOUT)
         run_job("publish", "--milvus-uri", str(milvus), "--scene", t2t, "--version", version)
         build_image_index(folder=folder, base_url=f"{web.url}/images/", repo=root / "repo", workdir=root / "work",
                           milvus=milvus, mongo_uri=stdlib_index.mongo_uri, scene=T2I_SCENE,
-                          mongo_collection=f"{T2I_SCENE}_web")
+                          mongo_collection=f"{T2I_SCENE}_web", push_args=IMAGE_LAYOUT)
         experiments = root / "experiments.yaml"
+        images = t2i_config(T2I_SCENE, summary_collection=f"{T2I_SCENE}_web", candidates=len(DISTINCT))["scenes"]
+        images[T2I_SCENE]["fields"] = [{"name": "folder", "type": "keyword"}, {"name": "width", "type": "number"},
+                                       {"name": "height", "type": "number"}]
         write_config(experiments, {"scenes": {
-            **t2t_config(t2t, model=stdlib_index.model)["scenes"],
-            **t2i_config(T2I_SCENE, summary_collection=f"{T2I_SCENE}_web", candidates=len(DISTINCT))["scenes"],
-        }})
+            **t2t_config(t2t, model=stdlib_index.model, fields=STDLIB_FIELDS)["scenes"], **images}})
         stack = start_stack(service_loop, models=models, experiments=experiments, milvus_uri=str(milvus),
                             mongo_uri=stdlib_index.mongo_uri, model_repository=str(root / "repo"), port=serving_port)
         try:

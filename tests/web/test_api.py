@@ -80,7 +80,9 @@ def test_scenes(web, stack_scene):
     assert response.status_code == 200
     scenes = {s["name"]: s for s in response.json()["scenes"]}
     assert scenes[stack_scene.name]["modality"] == "text"
-    assert set(scenes[stack_scene.name]) == {"name", "modality", "image_query", "layers"}
+    assert set(scenes[stack_scene.name]) == {"name", "modality", "image_query", "layers", "fields"}
+    assert scenes[stack_scene.name]["fields"] == [{"name": "category", "type": "keyword",
+                                                   "operators": ["eq", "in", "not"], "facet": True}]
 
 
 def test_health_ready_metrics(web, stack_scene):
@@ -126,3 +128,39 @@ def test_images_dir_is_served_only_when_set(tmp_path, serving_address):
         assert get(server, "/images/../conftest.py").status_code in (403, 404)
     with WebThread(web_settings(serving_address)) as server:
         assert get(server, "/images/cat.png").status_code == 404
+
+
+def test_filter_facets_and_pages(web, stack_scene):
+    params = [("scene", stack_scene.name), ("q", "read and write files"), ("k", "5"), ("facet", "category"),
+              ("filter", "category:csv"), ("filter", "category:gzip")]
+    first = requests.get(web.url + "/api/search", params=params, timeout=TIMEOUT).json()
+    assert {i["summary"]["category"] for i in first["items"]} <= {"csv", "gzip"} and len(first["items"]) == 5
+    [facet] = first["facets"]
+    assert facet["field"] == "category" and {c["value"] for c in facet["counts"]} == {"csv", "gzip"}
+    assert first["offset"] == 0 and first["next_page_token"] and first["collection"] == "stdlib_1"
+    assert first["items"][0]["found_by"][0]["retriever"] == "dense"
+    second = requests.get(web.url + "/api/search", params=params + [("page_token", first["next_page_token"])],
+                          timeout=TIMEOUT).json()
+    assert second["offset"] == 5 and not {i["id"] for i in first["items"]} & {i["id"] for i in second["items"]}
+    other = get(web, "/api/search", scene=stack_scene.name, q="json", page_token=first["next_page_token"])
+    assert_error(other, 400, "page_token", "belongs to another search")
+
+
+def test_similar(web, stack_scene):
+    hits = get(web, "/api/search", scene=stack_scene.name, q=stack_scene.query, k=3).json()["items"]
+    similar = get(web, "/api/similar", scene=stack_scene.name, id=hits[0]["id"], k=5).json()
+    assert len(similar["items"]) == 5 and hits[0]["id"] not in [i["id"] for i in similar["items"]]
+    assert [t["stage"] for t in similar["timings"]][0] == "fetch"
+    assert_error(get(web, "/api/similar", scene=stack_scene.name, id=12345), 404, "id", "no item with id 12345")
+    assert_error(get(web, "/api/similar", scene=stack_scene.name), 400, "id", "id is required")
+
+
+@pytest.mark.parametrize("params, parameter, words", [
+    ({"filter": "colour:red"}, "filter", "no filterable field 'colour'"),
+    ({"filter": "category:1..2"}, "filter", "RANGE does not apply to keyword field 'category'"),
+    ({"facet": "colour"}, "facet", "'colour' is not a field of the scene"),
+    ({"page_token": "abc.def"}, "page_token", "not a token this service issued"),
+])
+def test_bad_filters_facets_and_tokens_are_400_naming_the_parameter(web, stack_scene, params, parameter, words):
+    error = assert_error(get(web, "/api/search", scene=stack_scene.name, q="json", **params), 400, parameter, words)
+    assert error["code"] == "invalid_argument"

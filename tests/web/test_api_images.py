@@ -52,3 +52,22 @@ def test_oversize_upload_is_413_naming_the_image(two_scenes):
 def test_undecodable_upload_is_400_naming_the_image(two_scenes, data):
     error = assert_error(post_image(two_scenes, data), 400, "image", "image")
     assert error["code"] == "invalid_argument" and error["message"].startswith("preprocess:"), error
+
+
+def test_similar_and_size_filters_on_the_image_scene(two_scenes):
+    url = two_scenes.web.url
+    grid = requests.get(url + "/api/search", params={"scene": two_scenes.t2i, "q": "red", "k": 12},
+                        timeout=TIMEOUT).json()["items"]
+    source = grid[0]
+    similar = requests.get(url + "/api/similar", params={"scene": two_scenes.t2i, "id": source["id"], "k": 12},
+                           timeout=TIMEOUT).json()
+    assert len(similar["items"]) == 11 and source["id"] not in [i["id"] for i in similar["items"]]
+    sized = requests.get(url + "/api/search", params=[("scene", two_scenes.t2i), ("q", "red"), ("k", "12"),
+                                                      ("filter", "width:96..96"), ("filter", "height:..100"),
+                                                      ("facet", "folder")], timeout=TIMEOUT).json()
+    assert len(sized["items"]) == 12 and sized["facets"][0]["counts"] == [{"value": "", "count": 12}]
+    none = requests.get(url + "/api/search", params=[("scene", two_scenes.t2i), ("q", "red"), ("filter", "width:97..")],
+                        timeout=TIMEOUT).json()
+    assert none["items"] == []
+    assert_error(requests.get(url + "/api/search", params={"scene": two_scenes.t2i, "q": "red", "filter": "width:wide"},
+                              timeout=TIMEOUT), 400, "filter", "'wide' is not a number")

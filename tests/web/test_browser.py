@@ -124,3 +124,57 @@ def test_error_banner_when_serving_is_down_at_load(page, web_down):
     banner = page.wait_for_selector("#banner[data-kind='error']", timeout=WAIT_MS)
     assert re.search(r"search is temporarily unavailable; try again shortly", banner.text_content())
     assert page.locator(".result").count() == 0
+
+
+def result_ids(page) -> list[str]:
+    page.wait_for_selector(".result", timeout=WAIT_MS)
+    return [page.locator(".result").nth(i).get_attribute("data-id") for i in range(page.locator(".result").count())]
+
+
+def test_facet_chip_next_page_more_like_this_and_the_shared_url(page, web, stack_scene):
+    page.goto(f"{web.url}/?scene={stack_scene.name}&q=read+and+write+files")
+    wait_for_summary(page, "read and write files")
+    chip = page.locator(".chip.facet[data-field='category'][data-value='csv']")
+    chip.focus()
+    page.keyboard.press("Enter")  # keyboard-usable: chips are buttons
+    page.wait_for_function("() => new URLSearchParams(location.search).getAll('filter').includes('category:csv')",
+                           timeout=WAIT_MS)
+    page.wait_for_selector(".chip.remove", timeout=WAIT_MS)
+    wait_for_summary(page, "10 results")
+    assert set(page.locator(".result .card-foot .chip").all_text_contents()) == {"csv"}
+    first = result_ids(page)
+
+    page.locator("#more").click()
+    wait_for_summary(page, "(11–")
+    second = result_ids(page)
+    assert second and not set(first) & set(second)
+    assert page.locator(".result .rank").first.text_content() == "11."
+    assert parse_qs(urlparse(page.url).query)["page_token"]
+    page.reload()
+    wait_for_summary(page, "(11–")
+    assert result_ids(page) == second
+    page.go_back()
+    wait_for_summary(page, "10 results")
+    assert result_ids(page) == first
+
+    source = page.locator(".result").first
+    source_id, source_name = source.get_attribute("data-id"), source.locator(".question").text_content()
+    source.locator("button.similar").click()
+    wait_for_summary(page, f"items like “{source_name}”")
+    similar = result_ids(page)
+    assert similar and source_id not in similar
+    query = parse_qs(urlparse(page.url).query)
+    assert query["similar"] == [source_id] and "q" not in query and query["filter"] == ["category:csv"]
+    page.reload()
+    wait_for_summary(page, f"items like #{source_id}")
+    assert result_ids(page) == similar
+    assert page.dialogs == []
+
+
+def test_a_page_link_with_a_bad_token_falls_back_to_the_first_page(page, web, stack_scene):
+    page.goto(f"{web.url}/?scene={stack_scene.name}&q=json&page_token=abc.def")
+    banner = page.wait_for_selector("#banner[data-kind='error']", timeout=WAIT_MS)
+    assert "showing the first page" in banner.text_content()
+    wait_for_summary(page, "“json”")
+    assert page.locator(".result .rank").first.text_content() == "1."
+    assert "page_token" not in parse_qs(urlparse(page.url).query)

@@ -116,3 +116,17 @@ def test_upload_on_a_text_scene_is_hidden_and_refused_clearly(page, two_scenes):
     banner = page.wait_for_selector("#banner[data-kind='error']", timeout=WAIT_MS)
     assert f"scene '{two_scenes.t2t}' does not accept image queries" in banner.text_content()
     assert page.locator(".result").count() == 0
+
+
+def test_more_like_this_on_an_image_tile(page, two_scenes):
+    page.goto(f"{two_scenes.web.url}/?scene={two_scenes.t2i}&q=red")
+    wait_for_grid(page)
+    tile = page.locator("#results .tile").nth(2)
+    tile_id, name = tile.get_attribute("data-id"), tile.locator(".name").text_content()
+    tile.locator("button.similar").click()
+    wait_for_summary(page, f"items like “{name}”")
+    wait_for_grid(page)
+    ids = [page.locator("#results .tile").nth(i).get_attribute("data-id")
+           for i in range(page.locator("#results .tile").count())]
+    assert ids and tile_id not in ids
+    assert url_query(page) == {"scene": [two_scenes.t2i], "similar": [tile_id]}

@@ -78,7 +78,7 @@ def test_search_json_mirrors_the_proto():
     body = search_json(response, scene="t2t", elapsed_ms=3.0)
     assert body["items"][0] == {"id": 7, "score": 0.5, "retrieval_score": 0.25,
                                 "summary": {"question": "json.loads", "answer": "Deserialize",
-                                            "category": "json", "n": 3}}
+                                            "category": "json", "n": 3}, "found_by": []}
     assert body["items"][1]["summary"] == {}
     assert body["assignments"] == [{"layer": "ranking", "arm": "control"}]
     assert body["timings"] == [{"stage": "embed", "ms": 1.5}]
@@ -89,7 +89,7 @@ def test_scenes_json():
     response = retrieval_pb2.ListScenesResponse(
         scenes=[retrieval_pb2.Scene(name="t2i", modality="image", image_query=True, layers=["ranking"])])
     assert scenes_json(response) == {
-        "scenes": [{"name": "t2i", "modality": "image", "image_query": True, "layers": ["ranking"]}]}
+        "scenes": [{"name": "t2i", "modality": "image", "image_query": True, "layers": ["ranking"], "fields": []}]}
 
 
 @pytest.mark.parametrize(
@@ -100,9 +100,56 @@ def test_scenes_json():
         ("request: scene 't2t' does not accept image queries", "image"),
         ("request: image has 9 bytes; at most 8", "image"),
         ("request: top_k 500 is out of range", "k"),
+        ("request: filters[0] (field 'colour'): the scene has no filterable field 'colour'", "filter"),
+        ("request: facets: 'width' is a number field", "facet"),
+        ("request: page_token: the index changed since the first page", "page_token"),
+        ("fetch: no item with id 5 in collection 'stdlib_1'", "id"),
         ("preprocess: cannot decode the image", None),
         ("something else entirely", None),
     ],
 )
 def test_blamed_parameter(details, parameter):
     assert blamed_parameter(details) == parameter
+
+
+def test_filters_facets_pages_and_similar():
+    from multidict import MultiDict
+
+    from services.web.client import search_request
+    from services.web.params import FilterParam
+
+    params = MultiDict([("scene", "t2t"), ("q", "read"), ("filter", "category:json"), ("filter", "category:csv"),
+                        ("filter", "category!:os"), ("filter", "width:800.."), ("filter", "name:a:b"),
+                        ("filter", "height:..10.5"), ("facet", "category"), ("facet", "category"),
+                        ("page_token", "abc.DEF-_")])
+    q = parse_search(params, **LIMITS)
+    assert q.filters == (FilterParam("category", "in", ("json", "csv")), FilterParam("name", "eq", ("a:b",)),
+                         FilterParam("category", "not", ("os",)), FilterParam("width", "range", low=800.0),
+                         FilterParam("height", "range", high=10.5))
+    assert q.facets == ("category",) and q.page_token == "abc.DEF-_"
+    request = search_request(q)
+    assert request.text == "read" and list(request.facets) == ["category"] and request.page_token == "abc.DEF-_"
+    assert [(f.field, f.op, [v.text for v in f.values]) for f in request.filters][:3] == [
+        ("category", retrieval_pb2.Filter.IN, ["json", "csv"]), ("name", retrieval_pb2.Filter.EQ, ["a:b"]),
+        ("category", retrieval_pb2.Filter.NOT, ["os"])]
+    width = request.filters[3]
+    assert width.op == retrieval_pb2.Filter.RANGE and width.HasField("min") and not width.HasField("max")
+    similar = parse_search({"scene": "t2t", "id": "42", "k": "5"}, similar=True, **LIMITS)
+    assert similar.similar_to == 42 and similar.text is None
+    assert search_request(similar).WhichOneof("query") == "similar_to"
+
+
+@pytest.mark.parametrize("params, similar, parameter, words", [
+    ({"scene": "t2t", "q": "x", "filter": "category"}, False, "filter", "write FIELD:VALUE"),
+    ({"scene": "t2t", "q": "x", "filter": "bad field:x"}, False, "filter", "write FIELD:VALUE"),
+    ({"scene": "t2t", "q": "x", "facet": "a b"}, False, "facet", "not a field name"),
+    ({"scene": "t2t", "q": "x", "page_token": "not a token!"}, False, "page_token", "not a token"),
+    ({"scene": "t2t"}, True, "id", "id is required"),
+    ({"scene": "t2t", "id": "abc"}, True, "id", "must be an integer between 0 and"),
+    ({"scene": "t2t", "id": "-1"}, True, "id", "must be between 0 and"),
+    ({"scene": "t2t", "id": "1", "q": "x"}, True, "q", "searches by id"),
+])
+def test_bad_filter_facet_token_and_id_parameters(params, similar, parameter, words):
+    with pytest.raises(BadParameter) as err:
+        parse_search(params, similar=similar, **LIMITS)
+    assert err.value.parameter == parameter and words in err.value.message

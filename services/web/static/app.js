@@ -9,10 +9,16 @@
   const els = {
     scenes: $("scenes"), form: $("search-form"), q: $("q"), k: $("k"), upload: $("upload"),
     image: $("image"), banner: $("banner"), meta: $("meta"), summaryLine: $("summary-line"),
-    timings: $("timings"), preview: $("preview"), results: $("results"),
+    timings: $("timings"), preview: $("preview"), results: $("results"), filters: $("filters"),
+    activeFilters: $("active-filters"), facets: $("facets"), pager: $("pager"), more: $("more"),
   };
   // notice: a message to keep above the next results (e.g. an unknown scene in a shared URL).
-  const state = { scenes: [], scene: null, timer: null, controller: null, seq: 0, typingPushed: false, notice: null };
+  // filters: the URL's filter values ("field:value"); similar: the item id of a "more like this" search
+  // (its name in similarLabel when known); pageToken: the page shown (empty: the first).
+  const state = {
+    scenes: [], scene: null, timer: null, controller: null, seq: 0, typingPushed: false, notice: null,
+    filters: [], similar: null, similarLabel: null, pageToken: "", nextToken: "",
+  };
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -41,15 +47,21 @@
   // ---- URL <-> state -------------------------------------------------------
   function readUrl() {
     const params = new URLSearchParams(window.location.search);
-    return { scene: params.get("scene"), q: params.get("q") || "", k: params.get("k") };
+    return {
+      scene: params.get("scene"), q: params.get("q") || "", k: params.get("k"), filters: params.getAll("filter"),
+      similar: params.get("similar"), pageToken: params.get("page_token") || "",
+    };
   }
 
   function writeUrl(mode) {
     if (mode === "none") return;
     const params = new URLSearchParams();
     if (state.scene) params.set("scene", state.scene);
-    if (els.q.value.trim()) params.set("q", els.q.value.trim());
+    if (state.similar) params.set("similar", state.similar);
+    else if (els.q.value.trim()) params.set("q", els.q.value.trim());
     if (els.k.value !== "10") params.set("k", els.k.value);
+    for (const f of state.filters) params.append("filter", f);
+    if (state.pageToken) params.set("page_token", state.pageToken);
     const url = window.location.pathname + (params.toString() ? "?" + params.toString() : "");
     if (url === window.location.pathname + window.location.search) return;
     if (mode === "push") window.history.pushState(null, "", url);
@@ -68,7 +80,11 @@
       button.dataset.scene = scene.name;
       button.setAttribute("aria-selected", String(scene.name === state.scene));
       button.appendChild(el("small", null, MODALITY[scene.modality] || scene.modality));
-      button.addEventListener("click", () => { state.typingPushed = false; selectScene(scene.name, "push"); });
+      button.addEventListener("click", () => {
+        state.typingPushed = false;
+        if (scene.name !== state.scene) { state.filters = []; leaveSimilar(); firstPage(); }
+        selectScene(scene.name, "push");
+      });
       els.scenes.appendChild(button);
     }
   }
@@ -82,9 +98,14 @@
     const info = sceneInfo(name);
     els.upload.hidden = !info.image_query;
     els.q.placeholder = info.modality === "image" ? "Describe an image…" : "Ask a question…";
-    if (els.q.value.trim()) runSearch(historyMode);
+    if (els.q.value.trim() || state.similar) runSearch(historyMode);
     else { clearResults(); writeUrl(historyMode); }
   }
+
+  // A fresh search (new query, scene, size or filters) starts from the first page.
+  function firstPage() { state.pageToken = ""; }
+
+  function leaveSimilar() { state.similar = null; state.similarLabel = null; }
 
   async function loadScenes() {
     try {
@@ -111,8 +132,17 @@
     els.results.className = "results";
     els.meta.hidden = true;
     els.preview.hidden = true;
+    els.filters.hidden = true;
+    els.pager.hidden = true;
     hideBanner();
     flushNotice();
+  }
+
+  function hideResults() {
+    clear(els.results);
+    els.meta.hidden = true;
+    els.filters.hidden = true;
+    els.pager.hidden = true;
   }
 
   async function request(url, init, label) {
@@ -126,35 +156,78 @@
       const body = await response.json().catch(() => ({}));
       if (seq !== state.seq) return;
       if (!response.ok) {
-        clear(els.results);
-        els.meta.hidden = true;
+        const error = (body && body.error) || {};
+        if (error.parameter === "page_token" && state.pageToken) {
+          // A page of an index version that was replaced (or a token cut in copying): start again.
+          state.notice = error.code === "failed_precondition"
+            ? "The index changed since that page was shared; showing the first page of the current one."
+            : "That page link is not valid any more; showing the first page.";
+          firstPage();
+          runSearch("replace");
+          return;
+        }
+        hideResults();
         showBanner("Search failed: " + errorText(body, response), "error");
         return;
       }
-      render(body, label);
+      render(body, label, init.method !== "POST");  // an uploaded image is not sent again for a next page
     } catch (err) {
       if (err.name === "AbortError" || seq !== state.seq) return;
-      clear(els.results);
-      els.meta.hidden = true;
+      hideResults();
       showBanner("Search failed: the web service cannot be reached (" + err.message + ")", "error");
     } finally {
       if (seq === state.seq) document.body.removeAttribute("aria-busy");
     }
   }
 
+  function searchParams() {
+    const params = new URLSearchParams({ scene: state.scene, k: els.k.value });
+    for (const f of state.filters) params.append("filter", f);
+    const info = sceneInfo(state.scene);
+    for (const field of (info && info.fields) || []) if (field.facet) params.append("facet", field.name);
+    if (state.pageToken) params.set("page_token", state.pageToken);
+    return params;
+  }
+
   function runSearch(historyMode) {
     window.clearTimeout(state.timer);
     const q = els.q.value.trim();
     writeUrl(historyMode);
-    if (!q) { state.seq++; clearResults(); return; }
+    const params = searchParams();
     els.preview.hidden = true;
-    const params = new URLSearchParams({ scene: state.scene, q, k: els.k.value });
+    if (state.similar) {
+      params.set("id", state.similar);
+      const label = "items like " + (state.similarLabel ? "“" + state.similarLabel + "”" : "#" + state.similar);
+      request("/api/similar?" + params.toString(), { method: "GET" }, label);
+      return;
+    }
+    if (!q) { state.seq++; clearResults(); return; }
+    params.set("q", q);
     request("/api/search?" + params.toString(), { method: "GET" }, "“" + q + "”");
+  }
+
+  function showSimilar(item, label) {
+    state.similar = String(item.id);
+    state.similarLabel = label;
+    firstPage();
+    els.q.value = "";
+    state.typingPushed = false;
+    runSearch("push");
+    window.scrollTo(0, 0);
+  }
+
+  function setFilters(filters) {
+    state.filters = filters;
+    firstPage();
+    state.typingPushed = false;
+    runSearch("push");
   }
 
   function runImageSearch(file) {
     window.clearTimeout(state.timer);
     els.q.value = "";
+    leaveSimilar();
+    firstPage();
     writeUrl("push");
     clear(els.preview);
     const img = el("img");
@@ -166,6 +239,7 @@
     const form = new FormData();
     form.append("scene", state.scene);
     form.append("k", els.k.value);
+    for (const f of state.filters) form.append("filter", f);
     form.append("image", file, file.name);
     request("/api/search", { method: "POST", body: form }, "image " + file.name);
   }
@@ -183,7 +257,8 @@
 
   function renderMeta(body, label) {
     const n = body.items.length;
-    els.summaryLine.textContent = n + (n === 1 ? " result" : " results") + " for " + label
+    const range = body.offset ? " (" + (body.offset + 1) + "–" + (body.offset + n) + ")" : "";
+    els.summaryLine.textContent = n + (n === 1 ? " result" : " results") + range + " for " + label
       + " in " + body.scene + (body.arm ? " · arm " + body.arm : "");
     clear(els.timings);
     for (const t of body.timings || []) {
@@ -195,6 +270,19 @@
       els.timings.appendChild(el("span", "timing", "total " + body.elapsed_ms.toFixed(1) + " ms"));
     }
     els.meta.hidden = false;
+  }
+
+  function similarButton(item, label) {
+    const button = el("button", "similar", "More like this");
+    button.type = "button";
+    button.setAttribute("aria-label", "More like " + label);
+    button.addEventListener("click", () => showSimilar(item, label));
+    return button;
+  }
+
+  function foundBy(item) {
+    const names = (item.found_by || []).map((f) => f.retriever + " #" + f.rank);
+    return names.length ? el("span", "found-by", "found by " + names.join(", ")) : null;
   }
 
   function card(item, rank) {
@@ -209,7 +297,13 @@
     head.appendChild(el("span", "score", "score " + score(item.score)));
     node.appendChild(head);
     if (s.answer !== undefined) node.appendChild(el("p", "answer", s.answer));
-    if (s.category !== undefined && s.category !== "") node.appendChild(el("span", "chip", s.category));
+    const foot = el("div", "card-foot");
+    if (s.category !== undefined && s.category !== "") foot.appendChild(el("span", "chip", s.category));
+    const found = foundBy(item);
+    if (found) foot.appendChild(found);
+    const label = s.question !== undefined ? String(s.question) : (s.name !== undefined ? String(s.name) : "#" + item.id);
+    foot.appendChild(similarButton(item, label));
+    node.appendChild(foot);
     const others = Object.keys(s).filter((key) => !["question", "answer", "category", "name", "id"].includes(key));
     if (s.question === undefined && s.answer === undefined && others.length) {
       const list = el("dl", "fields");
@@ -246,10 +340,50 @@
     caption.appendChild(label);
     caption.appendChild(el("span", "score", score(item.score)));
     node.appendChild(caption);
+    node.appendChild(similarButton(item, name));
     return node;
   }
 
-  function render(body, label) {
+  // ---- filters, facets and pages -------------------------------------------
+  function filterChip(text, title, onClick, className) {
+    const button = el("button", "chip " + className, text);
+    button.type = "button";
+    button.title = title;
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  function renderFilters(body) {
+    clear(els.activeFilters);
+    clear(els.facets);
+    for (const f of state.filters) {
+      els.activeFilters.appendChild(filterChip(f.replace(":", ": ") + " ✕", "Remove the filter " + f,
+        () => setFilters(state.filters.filter((g) => g !== f)), "remove"));
+    }
+    for (const facet of body.facets || []) {
+      const field = facet.field;
+      for (const c of facet.counts) {
+        const value = field + ":" + c.value;
+        const on = state.filters.includes(value);
+        const chip = filterChip((c.value === "" ? "(none)" : c.value) + " (" + c.count + ")",
+          (on ? "Remove " : "Only ") + field + " " + c.value + " (" + c.count + " of the first " + facet.candidates
+          + " matches)", () => setFilters(on ? state.filters.filter((g) => g !== value)
+            : [...state.filters.filter((g) => !g.startsWith(field + ":")), value]), "facet");
+        chip.dataset.field = field;
+        chip.dataset.value = c.value;
+        chip.setAttribute("aria-pressed", String(on));
+        els.facets.appendChild(chip);
+      }
+    }
+    els.filters.hidden = !els.activeFilters.firstChild && !els.facets.firstChild;
+  }
+
+  function renderPager(body, paged) {
+    state.nextToken = paged ? body.next_page_token || "" : "";
+    els.pager.hidden = !state.nextToken;
+  }
+
+  function render(body, label, paged) {
     trackImpression(body);
     hideBanner();
     flushNotice();
@@ -258,11 +392,14 @@
     const images = info ? info.modality === "image" : false;
     els.results.className = "results " + (images ? "grid" : "cards");
     renderMeta(body, label);
+    renderFilters(body);
+    renderPager(body, paged);
     if (!body.items.length) {
       showBanner("Nothing matches " + label + " in " + body.scene + ".", "info");
       return;
     }
-    body.items.forEach((item, i) => els.results.appendChild(images ? tile(item) : card(item, i + 1)));
+    const first = body.offset || 0;
+    body.items.forEach((item, i) => els.results.appendChild(images ? tile(item) : card(item, first + i + 1)));
     if (body.missing_summaries) {
       showBanner(body.missing_summaries + " matched documents have no summary in the document store.", "info");
     }
@@ -295,6 +432,7 @@
   }
 
   function onResultClick(event) {
+    if (event.target.closest("button.similar")) return;  // "More like this" searches; it does not open the item
     const node = event.target.closest(".result");
     if (!node || !feedback.token || feedback.clicked.has(node.dataset.id)) return;
     feedback.clicked.add(node.dataset.id);
@@ -311,9 +449,13 @@
 
   // ---- wiring --------------------------------------------------------------
   function applyUrl() {
-    const { scene, q, k } = readUrl();
+    const { scene, q, k, filters, similar, pageToken } = readUrl();
     if (k && [...els.k.options].some((o) => o.value === k)) els.k.value = k;
-    els.q.value = q;
+    els.q.value = similar ? "" : q;
+    state.filters = filters;
+    if (similar !== state.similar) state.similarLabel = null;
+    state.similar = similar;
+    state.pageToken = pageToken;
     const name = scene && sceneInfo(scene) ? scene : (state.scene || state.scenes[0].name);
     state.scene = null;
     if (scene && !sceneInfo(scene)) state.notice = "Unknown scene “" + scene + "”; showing " + name + ".";
@@ -322,6 +464,8 @@
 
   els.q.addEventListener("input", () => {
     window.clearTimeout(state.timer);
+    leaveSimilar();
+    firstPage();
     state.timer = window.setTimeout(() => {
       runSearch(state.typingPushed ? "replace" : "push");
       state.typingPushed = true;
@@ -330,9 +474,18 @@
   els.form.addEventListener("submit", (event) => {
     event.preventDefault();
     state.typingPushed = false;
+    if (els.q.value.trim()) leaveSimilar();
+    firstPage();
     runSearch("push");
   });
-  els.k.addEventListener("change", () => { state.typingPushed = false; runSearch("push"); });
+  els.k.addEventListener("change", () => { state.typingPushed = false; firstPage(); runSearch("push"); });
+  els.more.addEventListener("click", () => {
+    if (!state.nextToken) return;
+    state.pageToken = state.nextToken;
+    state.typingPushed = false;
+    runSearch("push");
+    window.scrollTo(0, 0);
+  });
   els.image.addEventListener("change", () => {
     const file = els.image.files && els.image.files[0];
     if (file) runImageSearch(file);

