@@ -91,9 +91,10 @@ def names(response) -> list[str]:
 
 
 def test_a_category_filter_keeps_only_that_module_and_still_finds_the_answer(stub):
-    plain = search(stub, text="parse a JSON string", top_k=15)
+    # The json module holds 23 documents (functions, classes and methods): the answer must rank, not just fit.
+    plain = search(stub, text="parse a JSON document into Python objects", top_k=15)
     assert {i.summary["category"] for i in plain.items} != {"json"}  # unfiltered, other modules come in
-    only = search(stub, text="parse a JSON string", top_k=15, filters=[category("json")])
+    only = search(stub, text="parse a JSON document into Python objects", top_k=15, filters=[category("json")])
     assert {i.summary["category"] for i in only.items} == {"json"} and "json.loads" in names(only)
     several = search(stub, text="read a file", top_k=20, filters=[category("csv", "gzip", op=Filter.IN)])
     assert {i.summary["category"] for i in several.items} == {"csv", "gzip"}
