@@ -44,11 +44,10 @@ def corpus_bytes(records: list[dict]) -> bytes:
 def write_vectors(workdir: Path, manifest: ModelManifest, ids: np.ndarray, vecs: np.ndarray, chunk: int = 4096) -> None:
     """The vector chunks and meta.json, and the corpus.jsonl of those ids that meta.json fingerprints."""
     workdir.mkdir(parents=True, exist_ok=True)
-    corpus = "".join(json.dumps({"id": int(i), "question": f"q{i}"}) + "\n" for i in ids).encode()
-    (workdir / "corpus.jsonl").write_bytes(corpus)
+    corpus = corpus_bytes(corpus_of(ids).records)
+    (workdir / CORPUS_FILE).write_bytes(corpus)
     folder = workdir / VECTORS
     folder.mkdir(parents=True, exist_ok=True)
-    (workdir / CORPUS_FILE).write_bytes(corpus_bytes(corpus_of(ids).records))
     starts = range(0, len(ids), chunk)
     for k, start in enumerate(starts):
         part = slice(start, start + chunk)
