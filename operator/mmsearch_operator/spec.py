@@ -99,6 +99,9 @@ FIELDS: dict[str, Any] = {
     "s3": {"endpointUrl": None, "region": None, "credentialsSecret": None},
     "env": None,
     "publish": {"enabled": None, "keep": None},
+    "mode": None,
+    "evaluation": {"queries": None, "k": None, "minRecall": None, "maxRegression": None, "maxP99Ms": None,
+                   "force": None},
     "skipStages": None, "backoffLimit": None, "ttlSecondsAfterFinished": None, "activeDeadlineSeconds": None,
     "retry": None,
 }

@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from mmsearch_operator.plan import MAX_NAME
-from mmsearch_operator.spec import FIELDS, STAGES, skipped_stages
+from mmsearch_operator.spec import FIELDS, mode_stages, skipped_stages
 
 _REQUIRED = (
     ("scene",), ("modality",), ("image",), ("workdir",), ("source", "kind"),
@@ -117,6 +117,6 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     if isinstance(encode.get("parallelism"), int) and encode["parallelism"] > int(encode.get("shards") or 1):
         problems.append(f"spec.encode.parallelism: {encode['parallelism']} is more than encode.shards "
                         f"({encode.get('shards') or 1}): at most every shard runs at once")
-    if skipped_stages(spec) >= set(STAGES):
+    if skipped_stages(spec) >= set(mode_stages(spec)):
         problems.append("spec.skipStages: every stage is skipped (with publish.enabled false): nothing would run")
     return problems

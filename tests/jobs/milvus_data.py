@@ -45,6 +45,7 @@ def write_vectors(workdir: Path, manifest: ModelManifest, ids: np.ndarray, vecs:
                   records: list[dict] | None = None) -> None:
     """The vector chunks and meta.json, and the corpus.jsonl of those ids that meta.json fingerprints
     (``records``, default :func:`corpus_of` the ids)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     folder = workdir / VECTORS
     folder.mkdir(parents=True, exist_ok=True)
     corpus = corpus_bytes(corpus_of(ids).records if records is None else records)

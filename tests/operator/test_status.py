@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pytest
 
-from mmsearch_operator.spec import MODES, STAGES
+from mmsearch_operator.spec import MODES
 from mmsearch_operator.status import Decision, count_indexes, reconcile, status_patch
 import json
 

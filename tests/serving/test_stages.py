@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mmsearch.v1 import retrieval_pb2
-from services.serving.activation import ActivationError, ConsistencyError, activate
+from services.serving.activation import ActivationError, activate
 from services.serving.errors import BadInput, Mismatch, StageError, Unavailable
 from services.serving.experiments import ConfigStore, parse_config
 from services.serving.routes import RouteWatcher, follow
