@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from tests.support.containers import ROOT, image_config
+from tests.support.containers import ROOT, ContainerSpec, Mount, image_config, run_to_end
 
 pytestmark = [pytest.mark.images, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -50,3 +50,24 @@ def test_no_test_dependency_in_the_image(image_name, image_facts):
     assert "mmsearch" in installed, f"{image_name} does not contain mmsearch itself"
     if image_name in ONLINE:
         assert not installed & TORCH, f"the online image {image_name} contains {sorted(installed & TORCH)}"
+
+
+def test_a_pod_runs_with_what_its_security_context_says(engine, images, tmp_path):
+    """The kubelet stand-in is strict: read-only root, only the mounts writable, the pod's user and groups,
+    no capabilities, no privilege escalation (so the other image tests cannot pass on a laxer runtime)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    tmp.chmod(0o777)
+    script = ("grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; id -u; id -G; "
+              "touch /opt/mmsearch/x 2>/dev/null || echo root-is-read-only; "
+              "touch /var/cache/mmsearch/x 2>/dev/null || echo cache-is-read-only; "
+              "touch /tmp/x && echo tmp-is-writable")
+    spec = ContainerSpec(name="security", image=images["services"], command=["sh", "-c", script], user=10001,
+                         group=10001, groups=(10002,), read_only=True, mounts=[Mount(tmp, "/tmp")])
+    code, output = run_to_end(engine, spec, tmp_path / "logs", timeout=60)
+    assert code == 0, output
+    lines = output.split()
+    assert "CapEff:\t0000000000000000" in output and "NoNewPrivs:\t1" in output, output
+    assert lines[4:7] == ["10001", "10001", "10002"], output
+    assert {"root-is-read-only", "cache-is-read-only", "tmp-is-writable"} <= set(lines), output
+    assert (tmp / "x").stat().st_uid == 10001

@@ -227,6 +227,30 @@ def _start_docker(spec: ContainerSpec, log: Path) -> Running:
                    lambda: subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60))
 
 
+def in_root(root: Path, path: str) -> Path:
+    """``path`` inside the container root ``root``, its symlinks resolved against ``root`` (never the host's:
+    Debian's /var/run -> /run must not lead a mount to the host's /run)."""
+    remaining = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while remaining:
+        part = remaining.pop(0)
+        if part == "..":
+            resolved = resolved[:-1]
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if candidate.is_symlink():
+            hops += 1
+            assert hops < 40, f"too many symlinks resolving {path} in {root}"
+            link = os.readlink(candidate)
+            if link.startswith("/"):
+                resolved = []
+            remaining = [p for p in link.split("/") if p not in ("", ".")] + remaining
+            continue
+        resolved.append(part)
+    return root.joinpath(*resolved)
+
+
 def _tool(engine: str) -> str:
     return "buildah" if engine == "buildah" or shutil.which("buildah") else "podman"
 
@@ -255,25 +279,22 @@ def _start_chroot(engine: str, spec: ContainerSpec, log: Path) -> Running:
         env = dict(e.split("=", 1) for e in config.get("Env") or [])
         env.update(spec.env)
         workdir = spec.workdir or config.get("WorkingDir") or "/"
-        script = ["set -e", f"R={shlex.quote(str(root))}", 'mount --bind "$R" "$R"',
-                  'mount -t proc proc "$R/proc"', 'mount --rbind /dev "$R/dev"']
-        for path in ("proc", "dev"):
-            (root / path).mkdir(exist_ok=True)
-        for host_file in ("/etc/hosts", "/etc/resolv.conf"):
-            if Path(host_file).exists():
-                (root / host_file[1:]).touch(exist_ok=True)
-                script.append(f'mount --bind {host_file} "$R{host_file}"')
-                script.append(f'mount -o remount,bind,ro "$R{host_file}"')
-        for m in spec.mounts:
-            target = root / m.target.lstrip("/")
-            if m.host.is_dir():
+        script = ["set -e", f"R={shlex.quote(str(root))}", 'mount --bind "$R" "$R"']
+        binds = [(Path("proc"), in_root(root, "/proc"), False), (Path("/dev"), in_root(root, "/dev"), False)]
+        binds += [(Path(f), in_root(root, f), True) for f in ("/etc/hosts", "/etc/resolv.conf") if Path(f).exists()]
+        binds += [(m.host, in_root(root, m.target), m.read_only) for m in spec.mounts]
+        for host, target, read_only in binds:
+            if host == Path("proc") or host.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.touch(exist_ok=True)
-            script.append(f'mount --bind {shlex.quote(str(m.host))} "$R"{shlex.quote(m.target)}')
-            if m.read_only:
-                script.append(f'mount -o remount,bind,ro "$R"{shlex.quote(m.target)}')
+            if host == Path("proc"):
+                script.append(f"mount -t proc proc {shlex.quote(str(target))}")
+                continue
+            script.append(f"mount --rbind {shlex.quote(str(host))} {shlex.quote(str(target))}")
+            if read_only:
+                script.append(f"mount -o remount,bind,ro {shlex.quote(str(target))}")
         if spec.read_only:
             script.append('mount -o remount,bind,ro "$R"')
         groups = ",".join(str(g) for g in dict.fromkeys([gid, *spec.groups]))
