@@ -16,21 +16,20 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 RUN python -m venv /opt/mmsearch
 COPY docker/constraints.txt docker/constraints.txt
-COPY docker/slim_venv.sh docker/slim_venv.sh
-COPY docker/onnxruntime_for.sh docker/onnxruntime_for.sh
+COPY docker/pip_install.sh docker/slim_venv.sh docker/onnxruntime_for.sh docker/
 COPY pyproject.toml README.md ./
 COPY mmsearch mmsearch
 COPY services services
 COPY jobs jobs
 COPY operator operator
 
-# pip's cache is a build cache mount: it never reaches an image (and only /opt/mmsearch
-# leaves these stages). onnxruntime and onnxruntime-gpu install the same module:
+# The wheels come from a wheelhouse in a build cache mount (docker/pip_install.sh): it
+# never reaches an image (and only /opt/mmsearch leaves these stages). onnxruntime and onnxruntime-gpu install the same module:
 # docker/onnxruntime_for.sh keeps the one DEVICE asks for.
 FROM build AS build-jobs
 ARG DEVICE=gpu
-RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
-    /opt/mmsearch/bin/pip install ".[jobs]" \
+RUN --mount=type=cache,id=mmsearch-wheels,target=/wheels,sharing=locked \
+    sh docker/pip_install.sh /opt/mmsearch jobs \
  && sh docker/onnxruntime_for.sh "$DEVICE" /opt/mmsearch \
  && sh docker/slim_venv.sh /opt/mmsearch
 
@@ -39,8 +38,8 @@ ARG DEVICE=gpu
 # Optional: an extra index with CPU-only torch wheels (PyPI's Linux torch is the CUDA
 # build, which export does not need). pip reads it from the environment.
 ARG PIP_EXTRA_INDEX_URL=""
-RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
-    /opt/mmsearch/bin/pip install ".[export]" \
+RUN --mount=type=cache,id=mmsearch-wheels,target=/wheels,sharing=locked \
+    sh docker/pip_install.sh /opt/mmsearch export \
  && sh docker/onnxruntime_for.sh "$DEVICE" /opt/mmsearch \
  && sh docker/slim_venv.sh /opt/mmsearch
 

@@ -11,7 +11,7 @@ case "$device" in
   cpu) ;;
   gpu)
     "$venv/bin/python" -m pip uninstall --yes --quiet onnxruntime
-    "$venv/bin/python" -m pip install --quiet "onnxruntime-gpu[cuda,cudnn]"
+    "$venv/bin/python" -m pip install --no-cache-dir --quiet "onnxruntime-gpu[cuda,cudnn]"
     ;;
   *) echo "DEVICE must be cpu or gpu, not '$device' (docker build --build-arg DEVICE=cpu|gpu)" >&2; exit 2 ;;
 esac
