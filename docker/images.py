@@ -262,11 +262,29 @@ def build_argv(engine: Engine, image: Image, ref: str, python_image: str | None)
     if engine.name == "docker":
         return ["docker", "build", *flags, str(ROOT)]
     # chroot isolation: no OCI runtime needed; the host's CA bundle lets pip reach the index as the host does.
-    extra = ["--isolation", "chroot", "--network", "host", "--layers=false"]
+    extra = ["--isolation", "chroot", "--network", "host", "--layers"]
     if CA_BUNDLE.exists():
         extra += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
     verb = "bud" if engine.name == "buildah" else "build"
     return [*engine.cli(), verb, *extra, *flags, str(ROOT)]
+
+
+def _stream(argv: list[str], env: dict[str, str], log_path: Path, name: str) -> tuple[int, list[str]]:
+    """Run a build, its output shown as it comes (prefixed with the image name and the seconds since
+    the start) and kept in ``log_path``; (exit code, output lines)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start, lines = time.monotonic(), []
+    with open(log_path, "w") as log_file:
+        log_file.write(f"$ {shlex.join(argv)}\n")
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **env}, errors="replace")
+        for line in proc.stdout:  # type: ignore[union-attr]
+            line = line.rstrip("\n")
+            lines.append(line)
+            stamped = f"{time.monotonic() - start:7.1f}s {line}"
+            log_file.write(stamped + "\n")
+            print(f"[{name}] {stamped}", file=sys.stderr, flush=True)
+        return proc.wait(), lines
 
 
 def version() -> str:
@@ -300,13 +318,14 @@ def build(engine: Engine, names: list[str], *, repo: str, tag: str | None, pytho
         else:
             log(f"{name}: building {ref} ({image.dockerfile} --target {image.target}"
                 f"{''.join(f' --build-arg {k}={v}' for k, v in image.build_args.items())}) with {engine.name}")
-            result = run(build_argv(engine, image, ref, base), capture=True, env=env, check=False)
-            if result.returncode != 0:
-                output = (result.stdout + result.stderr).strip().splitlines()
+            code, output = _stream(build_argv(engine, image, ref, base), env, CACHE / "logs" / f"{name}.log", name)
+            if code != 0:
                 step = next((line for line in reversed(output) if "STEP" in line or "ERROR" in line
                              or line.startswith("error")), output[-1] if output else "")
                 raise ImagesError(f"building image {name} ({image.dockerfile} --target {image.target}) failed: "
-                                  f"{step}\n--- last lines of the build ---\n" + "\n".join(output[-40:]))
+                                  f"{step}\n--- last lines of the build (all of it: "
+                                  f"{(CACHE / 'logs' / f'{name}.log').relative_to(ROOT)}) ---\n"
+                                  + "\n".join(output[-40:]))
         seconds = time.monotonic() - start
         size = engine.inspect(ref)["size"]
         log(f"{name}: {ref} {'reused' if reused else f'built in {seconds:.0f} s'}, {size / 1e6:.0f} MB")

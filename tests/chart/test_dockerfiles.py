@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import typer
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -208,13 +209,35 @@ def test_constraints_pin_every_dependency_within_pyproject(group):
     assert pins["onnxruntime-gpu"] == pins["onnxruntime"]
 
 
+def _images_module():
+    """docker/images.py (not a package: loaded from its path)."""
+    if "docker_images" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("docker_images", ROOT / "docker" / "images.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["docker_images"] = module  # dataclasses resolve the module by name
+        spec.loader.exec_module(module)
+    return sys.modules["docker_images"]
+
+
+def test_every_image_the_chart_and_the_examples_run_is_one_make_images_builds():
+    from tests.chart.charttools import containers, manifests, workloads
+
+    catalogue = _images_module().IMAGES.values()
+    online = {i.repository for i in catalogue if i.dockerfile == "docker/Dockerfile"}
+    jobs = {i.repository for i in catalogue if i.dockerfile == "docker/jobs.Dockerfile"}
+    named = [(c["image"], online) for m in workloads(manifests("default")) for c in containers(m)
+             if not c["image"].startswith("nvcr.io/")]  # Triton's image is NVIDIA's
+    named += [(yaml.safe_load(p.read_text())["spec"]["image"], jobs)  # IndexJobs run `mmsearch job <stage>`
+              for p in sorted((ROOT / "operator" / "examples").glob("*.yaml"))]
+    for image, expected in named:
+        repository = image.split("@")[0].rsplit(":", 1)[0].rsplit("/", 1)[-1]
+        assert repository in expected, f"{image} is not one of the images `make images` builds for it {sorted(expected)}"
+
+
 def test_make_images_builds_every_target():
     """`make images` runs docker/images.py, whose catalogue builds every final target (the job target twice:
     DEVICE=gpu and DEVICE=cpu)."""
-    spec = importlib.util.spec_from_file_location("docker_images", ROOT / "docker" / "images.py")
-    images = importlib.util.module_from_spec(spec)
-    sys.modules["docker_images"] = images  # dataclasses resolve the module by name
-    spec.loader.exec_module(images)
+    images = _images_module()
     targets = {"services", "operator", "jobs", "jobs-export"}
     defined = {a.split(" AS ")[-1].strip() for d in DOCKERFILES for kw, a in instructions(d) if kw == "FROM" and " AS " in a}
     assert targets <= defined

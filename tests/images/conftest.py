@@ -6,6 +6,10 @@ an image built from the same Dockerfile, sources and base is reused, anything el
 rebuilt. The GPU job runner and the export runner (CUDA wheels, several GB) are built
 only with ``MMSEARCH_BUILD_GPU_IMAGES=1``.
 
+The build starts in the background as soon as collection finishes and the image
+tests run last, so on a 2-core CI machine the builds overlap the rest of the suite
+(only what is left of them when these tests start adds to its time).
+
 Skips: only where no engine can run here (no engine installed, or not root for the
 chroot runs of the buildah/podman store). ``make test`` sets
 ``MMSEARCH_IMAGE_TESTS=required``, which turns those skips into failures: in CI a
@@ -21,18 +25,49 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.containers import ROOT, ContainerError, ContainerSpec, Mount, build_images, engine_name, run_to_end
+from tests.support.containers import (ROOT, ContainerError, ContainerSpec, ImageBuild, Mount, engine_name,
+                                      run_to_end)
 
 REPO = "localhost/mmsearch-test"
 CPU_IMAGES = ("services", "operator", "jobs-cpu")
 GPU_IMAGES = ("jobs", "jobs-export")
 REPORT = ROOT / "tests" / "artifacts" / "images.json"
+BUILD_DIR = ROOT / ".cache" / "images" / "tests"  # the build's log and records (an ignored folder)
+HERE = Path(__file__).parent
 FACTS_SCRIPT = Path(__file__).with_name("image_facts.py")
 _report: dict[str, dict] = {}  # image name -> build record and facts, for the terminal summary
 
 
 def image_names() -> tuple[str, ...]:
     return CPU_IMAGES + (GPU_IMAGES if os.environ.get("MMSEARCH_BUILD_GPU_IMAGES") == "1" else ())
+
+
+_build: list[ImageBuild] = []  # the background build, once started
+
+
+def _is_image_test(item) -> bool:
+    return HERE in Path(str(item.fspath)).parents
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Image tests last (stable order otherwise), and their build started now, in the background."""
+    mine = [i for i in items if _is_image_test(i)]
+    if not mine:
+        return
+    items[:] = [i for i in items if not _is_image_test(i)] + mine
+    if config.option.collectonly:
+        return
+    try:
+        name = engine_name()
+    except ContainerError:
+        return  # the engine fixture skips or fails with the reason
+    if name == "docker" or os.geteuid() == 0:
+        _build.append(ImageBuild(list(image_names()), REPO, BUILD_DIR))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for build in _build:
+        build.cancel()
 
 
 def _cannot_run(reason: str) -> None:
@@ -63,10 +98,12 @@ def image_name(request) -> str:
 
 
 @pytest.fixture(scope="session")
-def images(engine, tmp_path_factory) -> dict[str, str]:
+def images(engine) -> dict[str, str]:
     """Image name (docker/images.py's) -> reference of the image built from this checkout."""
+    if not _build:
+        _build.append(ImageBuild(list(image_names()), REPO, BUILD_DIR))
     try:
-        records = build_images(list(image_names()), REPO, tmp_path_factory.mktemp("images") / "build.json")
+        records = _build[0].result()
     except ContainerError as exc:
         pytest.fail(f"building the images failed:\n{exc}", pytrace=False)
     for record in records:

@@ -1,7 +1,7 @@
 """Build images with docker/images.py and run them the way the kubelet runs a pod's container.
 
-:func:`build_images` runs ``docker/images.py build`` (the one way images are
-built, also behind ``make images``). :class:`ContainerSpec` is what a pod
+:class:`ImageBuild` runs ``docker/images.py build`` (the one way images are
+built, also behind ``make images``) in the background. :class:`ContainerSpec` is what a pod
 manifest says about one container: command/args (Kubernetes semantics: command
 replaces the image's ENTRYPOINT, args its CMD), environment, user and groups,
 a read-only root file system, and volume mounts. :func:`start` runs it:
@@ -58,12 +58,41 @@ def engine_name() -> str:
     return result.stdout.strip()
 
 
-def build_images(names: list[str], repo: str, report: Path) -> list[dict]:
-    """``docker/images.py build --content-tag`` (an image built from the same inputs is reused)."""
-    result = images_py("build", *names, "--repo", repo, "--content-tag", "--json", str(report))
-    if result.returncode != 0:
-        raise ContainerError(result.stderr.strip()[-6000:])
-    return json.loads(report.read_text())
+class ImageBuild:
+    """``docker/images.py build --content-tag NAMES`` running in the background (started early, so the
+    builds overlap other tests); an image built from the same inputs is reused. Output in ``workdir``."""
+
+    def __init__(self, names: list[str], repo: str, workdir: Path):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.names, self.report, self.log = names, workdir / "build.json", workdir / "build.log"
+        self.report.unlink(missing_ok=True)
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, str(IMAGES_PY), "build", *names, "--repo", repo,
+                                          "--content-tag", "--json", str(self.report)], cwd=ROOT, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def result(self, timeout: float = 3600) -> list[dict]:
+        """The build records; ContainerError with images.py's error (it names the failing step)."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            raise ContainerError(f"building {self.names} took more than {timeout:.0f} s; log: {self.log}") from None
+        text = self.log.read_text(errors="replace")
+        if code != 0:
+            start = text.rfind("\nerror: ")
+            raise ContainerError((text[start + 1:] if start >= 0 else text[-6000:]).strip()[-8000:])
+        return json.loads(self.report.read_text())
+
+    def cancel(self) -> None:
+        if self.proc.poll() is None:
+            with _suppress():
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with _suppress():
+                    os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 @dataclass(frozen=True)
