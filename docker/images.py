@@ -124,6 +124,16 @@ class Engine:
         return run(self.cli("buildah") + ["inspect", "--type", "image", ref], capture=True,
                    check=False).returncode == 0
 
+    def remove_other_tags(self, ref: str) -> list[str]:
+        """Remove the images of ``ref``'s repository with another tag (older content tags); their refs."""
+        repository, tag = ref.rsplit(":", 1)
+        tool = self.cli(self.store) if self.store != "podman" or shutil.which("podman") else self.cli("buildah")
+        listed = run(tool + ["images", "--format", "{{.Tag}}", repository], capture=True, check=False).stdout
+        old = [f"{repository}:{t}" for t in listed.split() if t not in (tag, "<none>")]
+        if old:
+            run(tool + ["rmi", *old], capture=True, check=False)
+        return old
+
     def inspect(self, ref: str) -> dict:
         """The image's config (Entrypoint, Cmd, Env, User, WorkingDir) and its size in bytes."""
         if self.store == "podman" and not shutil.which("podman"):
@@ -327,6 +337,9 @@ def build(engine: Engine, names: list[str], *, repo: str, tag: str | None, pytho
                                   f"{(CACHE / 'logs' / f'{name}.log').relative_to(ROOT)}) ---\n"
                                   + "\n".join(output[-40:]))
         seconds = time.monotonic() - start
+        if tag is None:
+            for old in engine.remove_other_tags(ref):
+                log(f"{name}: removed {old} (built from older inputs)")
         size = engine.inspect(ref)["size"]
         log(f"{name}: {ref} {'reused' if reused else f'built in {seconds:.0f} s'}, {size / 1e6:.0f} MB")
         records.append({"name": name, "ref": ref, "seconds": round(seconds, 1), "size": size, "reused": reused,
@@ -359,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     build_parser = sub.choices["build"]
     build_parser.add_argument("--python-image", default=os.environ.get("PYTHON_IMAGE") or None)
     build_parser.add_argument("--content-tag", action="store_true",
-                              help="tag VERSION-<hash of the build inputs> and reuse an image with that tag")
+                              help="tag VERSION-<hash of the build inputs>, reuse an image with that tag, "
+                                   "remove the repository's other tags")
     build_parser.add_argument("--json", type=Path, help="write the build records (refs, seconds, sizes) here")
     args = parser.parse_args(argv)
     try:
