@@ -25,8 +25,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.containers import (ROOT, ContainerError, ContainerSpec, ImageBuild, Mount, engine_name,
-                                      run_to_end)
+from tests.support.containers import (
+    ROOT,
+    ContainerError,
+    ContainerSpec,
+    ImageBuild,
+    Mount,
+    engine_name,
+    run_to_end,
+)
 
 REPO = "localhost/mmsearch-test"
 CPU_IMAGES = ("services", "operator", "jobs-cpu")

@@ -45,8 +45,14 @@ from mmsearch.core import artifacts
 from mmsearch.dev.processes import free_port
 from tests.chart import charttools
 from tests.operator.cluster import NAMESPACE, emulated_cluster
-from tests.operator.helpers import job_complete, job_failed, job_running
-from tests.support.containers import ContainerError, Mount, Running, run_to_end, start, wait_until
+from tests.support.containers import (
+    ContainerError,
+    Mount,
+    Running,
+    run_to_end,
+    start,
+    wait_until,
+)
 from tests.support.pods import PodContainer, Replacements, container_spec, probe_passes
 
 pytestmark = [pytest.mark.images, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -158,10 +164,9 @@ async def _run_job(cluster, job: dict[str, Any], *, engine: str, image_for, work
     (container,) = pod["containers"]
     stage = job["metadata"]["labels"]["mmsearch.io/stage"]
     secrets = await _secrets_of(cluster, container)
-    completions = int(job["spec"].get("completions") or 1)
     indexed = job["spec"].get("completionMode") == "Indexed"
-    done: list[str] = []
-    for index in range(completions):
+
+    async def run_pod(index: int) -> tuple[int, str]:
         spec = container_spec(pod, container, image=image_for(container["image"]), workdir=workdir / f"{stage}-{index}",
                               namespace=NAMESPACE, replace=Replacements({}), secrets=lambda n, k: secrets[(n, k)],
                               claims={v["persistentVolumeClaim"]["claimName"]: data for v in pod["volumes"]
@@ -169,14 +174,9 @@ async def _run_job(cluster, job: dict[str, Any], *, engine: str, image_for, work
                               extra_env={"JOB_COMPLETION_INDEX": str(index)} if indexed else None)
         code, output = await asyncio.to_thread(run_to_end, engine, spec.spec, workdir / "logs", STAGE_TIMEOUT)
         logs[f"{stage}[{index}]"] = output
-        if code != 0:
-            last = output.strip().splitlines()[-1] if output.strip() else f"exit code {code}"
-            await cluster.set_job_status(job, job_failed, reason="BackoffLimitExceeded", message=last)
-            return
-        done.append(str(index))
-        if index + 1 < completions:
-            await cluster.set_job_status(job, job_running, completed_indexes=",".join(done))
-    await cluster.set_job_status(job, job_complete)
+        return code, output
+
+    await cluster.complete_job(job, run_pod)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,13 @@ import tomllib
 
 import pytest
 
-from tests.support.containers import ROOT, ContainerSpec, Mount, image_config, run_to_end
+from tests.support.containers import (
+    ROOT,
+    ContainerSpec,
+    Mount,
+    image_config,
+    run_to_end,
+)
 
 pytestmark = [pytest.mark.images, pytest.mark.slow, pytest.mark.timeout(2400)]
 

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from tests.operator.cluster import emulated_cluster, running_operator
-from tests.operator.helpers import job_complete, job_failed, job_running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 NAME, SCENE = "stdlib-e2e", "stdlib_e2e"
@@ -54,20 +53,13 @@ async def _execute(cluster, job: dict[str, Any]) -> None:
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][:2] == ["mmsearch", "job"]
     env = await _container_env(cluster, container)
-    completions = int(job["spec"].get("completions") or 1)
-    done: list[str] = []
-    for index in range(completions):
+
+    async def run_pod(index: int) -> tuple[int, str]:
         if job["spec"].get("completionMode") == "Indexed":
             env["JOB_COMPLETION_INDEX"] = str(index)
-        code, output = await _run_pod(container["command"] + container["args"], env)
-        if code != 0:
-            last = output.splitlines()[-1] if output else f"exit code {code}"
-            await cluster.set_job_status(job, job_failed, reason="BackoffLimitExceeded", message=last)
-            return
-        done.append(str(index))
-        if index + 1 < completions:
-            await cluster.set_job_status(job, job_running, completed_indexes=",".join(done))
-    await cluster.set_job_status(job, job_complete)
+        return await _run_pod(container["command"] + container["args"], env)
+
+    await cluster.complete_job(job, run_pod)
 
 
 async def _next_job_or_outcome(cluster, seen: set[str], name: str):

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import re
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mmsearch.dev.processes import free_port
 from tests.support.containers import ContainerSpec, Mount
