@@ -5,16 +5,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test venv venv-demo system-deps lint-imports proto bench images lint-chart clean
+.PHONY: demo test test-images venv venv-demo system-deps lint-imports proto bench base-image images push-images lint-chart clean
 
 ## demo: build the demo index (first run) and start preprocess, serving and web on localhost
 demo: venv-demo
 	$(VENV)/bin/mmsearch demo
 
 ## test: install everything (apt packages included), check the import contract, run the whole test suite
+## (the image tests included: here they must run, MMSEARCH_IMAGE_TESTS=required turns their skips into failures)
 test: venv system-deps lint-imports
-	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@set +e; MMSEARCH_IMAGE_TESTS=required $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+## test-images: only the image tests (tests/images: build the images, run them as the chart does)
+test-images: venv system-deps
+	MMSEARCH_IMAGE_TESTS=required $(PY) -m pytest tests/images $(PYTEST_ARGS)
 
 # pip -qq: errors only (a fresh install prints nothing but what went wrong).
 $(VENV)/bin/python:
@@ -37,11 +42,15 @@ lint-imports: venv
 venv-demo: $(VENV)/.demo-installed
 venv: $(VENV)/.test-installed
 
-## system-deps: Debian packages the tests need (headless Chromium and its driver)
+## system-deps: Debian packages the tests need (headless Chromium and its driver; buildah, podman and
+## debootstrap to build and run the images without a Docker engine)
+SYSTEM_COMMANDS := chromium chromedriver buildah podman debootstrap
+SYSTEM_PACKAGES := chromium chromium-driver buildah podman debootstrap
 system-deps:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	@missing=; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
 	fi
 
 ## proto: regenerate the gRPC stubs in mmsearch/v1 from proto/
@@ -52,15 +61,20 @@ proto: venv
 bench: venv
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
-## images: build the container images (docker/): services (preprocess, serving, web, operator) and the job runners
+## base-image: the local Debian bookworm base (debootstrap + podman import), reused while it exists
+## images: build every image (docker/images.py) with docker, podman or buildah (CONTAINER_ENGINE to choose):
+##   services, operator, jobs-cpu, and the large ones (jobs: onnxruntime-gpu + CUDA, jobs-export: torch)
+## push-images: push them to IMAGE_REPO
 IMAGE_REPO ?= ghcr.io/mmsearch
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-CONTAINER_ENGINE ?= docker
+IMAGES ?=
+export IMAGE_REPO IMAGE_TAG CONTAINER_ENGINE PYTHON_IMAGE STORAGE_DRIVER DEBIAN_MIRROR
+base-image:
+	$(PYTHON) docker/images.py base
 images:
-	$(CONTAINER_ENGINE) build -f docker/Dockerfile --target services -t $(IMAGE_REPO)/mmsearch:$(IMAGE_TAG) .
-	$(CONTAINER_ENGINE) build -f docker/Dockerfile --target operator -t $(IMAGE_REPO)/mmsearch-operator:$(IMAGE_TAG) .
-	$(CONTAINER_ENGINE) build -f docker/jobs.Dockerfile --target jobs -t $(IMAGE_REPO)/mmsearch-jobs:$(IMAGE_TAG) .
-	$(CONTAINER_ENGINE) build -f docker/jobs.Dockerfile --target jobs-export -t $(IMAGE_REPO)/mmsearch-jobs-export:$(IMAGE_TAG) .
+	$(PYTHON) docker/images.py build $(IMAGES)
+push-images:
+	$(PYTHON) docker/images.py push $(IMAGES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache data

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import logging
 import re
@@ -114,6 +115,9 @@ def connect(uri: str, *, token: str = "", timeout: float = 10.0):
                                    "and be at most 36 characters (e.g. ./data/milvus.db)")
         if not path.parent.is_dir():
             raise MilvusStoreError(f"--milvus-uri {uri}: folder {path.parent} does not exist")
+        if importlib.util.find_spec("milvus_lite") is None:
+            raise MilvusStoreError(f"--milvus-uri {uri}: Milvus Lite is not installed here (the services image "
+                                   "leaves it out); use a Milvus server URI such as http://milvus:19530")
     # Job output stays one clear line: pymilvus logs every failed RPC (and the UNIMPLEMENTED
     # alias probes on Lite) at ERROR, and milvus-lite warns about pkg_resources on import.
     for name in ("pymilvus", "pymilvus.milvus_client"):

