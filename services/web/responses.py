@@ -46,9 +46,11 @@ def error_body(status: int, code: str, message: str, parameter: str | None = Non
     return {"error": error}
 
 
-# Statuses whose details are for the caller (what to fix in the request); every other one is the
-# back end's problem, and its details (stages, stores, addresses) stay in the web service's log.
-CALLER_ERRORS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.NOT_FOUND})
+# Statuses whose details are for the caller (what to fix in the request; PERMISSION_DENIED: a feedback
+# token forged, altered or expired); every other one is the back end's problem, and its details
+# (stages, stores, addresses) stay in the web service's log.
+CALLER_ERRORS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.NOT_FOUND,
+                           grpc.StatusCode.PERMISSION_DENIED})
 
 
 def caller_error(code: grpc.StatusCode, details: str = "") -> bool:

@@ -55,7 +55,7 @@ def test_serving_refusals_keep_their_meaning(web, page_json):
     token = page_json["feedback_token"]
     forged = token[:-1] + ("A" if token[-1] != "A" else "B")
     error = assert_error(post(web, {"feedback_token": forged, "item_id": page_json["items"][0]["id"],
-                                    "event": "click"}), 403, None, "forged or altered")
+                                    "event": "click"}), 403, "feedback_token", "forged or altered")
     assert error["code"] == "permission_denied"
     assert_error(post(web, {"feedback_token": token, "item_id": 9, "event": "click"}), 400, "item_id",
                  "was not on the page")
