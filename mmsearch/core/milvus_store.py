@@ -16,7 +16,8 @@ Decisions:
   So mmsearch keeps a small registry collection, ``mmsearch_registry``
   (VARCHAR key, VARCHAR JSON value, a 2-d dummy vector because Milvus requires
   one), with ``alias:<scene>`` -> ``{"collection": ...}`` rows and
-  ``collection:<name>`` -> ``{"complete": true, "count": n}`` rows. A one-row
+  ``collection:<name>`` -> ``{"complete": true, "count": n, "generation": g}`` rows
+  (``g`` grows when documents change in place: :func:`bump_generation`). A one-row
   upsert is the atomic alias switch. On a Milvus server the native alias is set
   as well (for tools like Attu); the registry stays the source of truth, so
   :func:`resolve_collection` behaves the same on both engines. Online code must
@@ -292,12 +293,34 @@ def count(client, name: str) -> int:
 
 
 def mark_complete(client, name: str, n: int) -> None:
-    registry_put(client, f"collection:{name}", {"complete": True, "count": n, "at": time.time()})
+    """Mark ``name`` complete with ``n`` entities (keeping its documents' generation, see below)."""
+    mark = registry_get(client, f"collection:{name}") or {}
+    registry_put(client, f"collection:{name}", {"complete": True, "count": n, "at": time.time(),
+                                                 "generation": int(mark.get("generation", 0))})
 
 
 def is_complete(client, name: str) -> bool:
     mark = registry_get(client, f"collection:{name}")
     return bool(mark and mark.get("complete"))
+
+
+def bump_generation(client, name: str) -> int:
+    """Record that documents of collection ``name`` changed in place; returns the new generation.
+
+    The generation is a counter in the collection's registry row that only ever grows (a rerun
+    of push-milvus keeps it). Serving keys its summary cache on (concrete collection, generation),
+    so a stage that changes the documents of a live collection in place (incremental sync:
+    upserted or deleted documents, in MongoDB and Milvus) calls this once when its writes are
+    done; serving's route watcher reads the new generation on its next round and stops serving
+    what it cached before. A full rebuild needs no bump: it is a new collection.
+    """
+    mark = registry_get(client, f"collection:{name}")
+    if mark is None:
+        raise MilvusStoreError(f"collection {name} has no registry record: push it with "
+                               "`mmsearch job push-milvus` first")
+    generation = int(mark.get("generation", 0)) + 1
+    registry_put(client, f"collection:{name}", {**mark, "generation": generation, "changed_at": time.time()})
+    return generation
 
 
 # --- aliases ------------------------------------------------------------------------------------
@@ -347,13 +370,16 @@ def resolve_collection(client, name: str) -> str:
 
 def read_manifest(client, collection_or_alias: str) -> dict:
     """The export manifest of the model that built the collection (alias resolved), plus
-    ``collection`` (the concrete name to search), ``scene``, ``version``, ``index`` and ``complete``."""
+    ``collection`` (the concrete name to search), ``scene``, ``version``, ``index``, ``complete``
+    and ``generation`` (of its documents, see :func:`bump_generation`)."""
     name = resolve_collection(client, collection_or_alias)
     info = read_info(client, name)
     if info is None:
         raise MilvusStoreError(f"collection {name} records no model manifest (not built by `mmsearch job push-milvus`)")
+    mark = registry_get(client, f"collection:{name}") or {}
     return {**info.manifest, "collection": name, "scene": info.scene, "version": info.version,
-            "index": info.index, "complete": is_complete(client, name)}
+            "index": info.index, "complete": bool(mark.get("complete")),
+            "generation": int(mark.get("generation", 0))}
 
 
 def scene_collections(client, scene: str) -> list[dict]:

@@ -1,26 +1,32 @@
 """Activation: a validated experiment config becomes the immutable :class:`Active` that serves.
 
 :func:`activate` checks every arm of every scene against the backends and
-refuses the config (raises) unless each arm's preprocess model is loaded by
-the preprocess service, its encoder loads, and its encoder is a tower of the
-export that built its collection (:func:`check_consistency`). The encoder's
+refuses the config (raises) unless each arm's preprocess model is ready (its
+tokenizer loaded in serving for text with ``preprocess: inline``; loaded by
+the preprocess service for images and for ``preprocess: service``), its
+encoder loads, and its encoder is a tower of the export that built its
+collection (:func:`check_consistency`). The preprocess service is asked only
+when some arm uses it: a config whose arms all tokenize inline activates (and
+serves, see :mod:`services.serving.health`) without it. The encoder's
 manifest is read from ``MMSEARCH_MODEL_REPOSITORY`` for either backend, so
 an arm on Triton needs that setting to name the repository Triton loads.
 
 An :class:`Active` is never changed: a request holds the one it started
 with; a reload or an alias move swaps in a new one (``routes`` is a frozen
 mapping from the config's collection names to the concrete collections
-searched, see :mod:`services.serving.routes`).
+searched, see :mod:`services.serving.routes`; ``generations`` the generation of
+each one's documents, which keys the summary cache, see
+:mod:`services.serving.summary_cache`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from mmsearch.core.model_repository import ModelManifest
 from services.serving.backends import Backends
-from services.serving.experiments import Experiments, Scene
+from services.serving.experiments import ArmSpec, Experiments, Scene, TowerSpec
 
 
 class ActivationError(ValueError):
@@ -70,28 +76,51 @@ class Active:
     encoders: Mapping[tuple[str, str], Any]   # (backend, model) -> encoder with .infer(inputs)
     routes: Mapping[str, str]                 # config collection name -> concrete collection searched
     users: Mapping[str, frozenset[str]]       # config collection name -> encoder models querying it
+    generations: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # name -> documents' generation
+    preprocess_service: bool = True           # whether some arm sends queries to the preprocess service
 
     @property
     def scenes(self) -> Mapping[str, Scene]:
         return self.experiments.scenes
 
-    def with_routes(self, routes: Mapping[str, str]) -> "Active":
-        return replace(self, routes=MappingProxyType(dict(routes)))
+    def with_routes(self, routes: Mapping[str, str], generations: Mapping[str, int] | None = None) -> "Active":
+        return replace(self, routes=MappingProxyType(dict(routes)),
+                       generations=MappingProxyType(dict(self.generations if generations is None else generations)))
+
+    def version(self, collection: str) -> tuple[str, int]:
+        """(concrete collection, generation) of the documents behind config collection name ``collection``."""
+        return self.routes.get(collection, collection), self.generations.get(collection, 0)
+
+
+def uses_service(spec: ArmSpec, kind: str) -> bool:
+    """Whether the arm's ``kind`` ("text" | "image") queries go to the preprocess service. Pure."""
+    return kind == "image" or spec.preprocess == "service"
+
+
+def towers(spec: ArmSpec) -> tuple[tuple[str, TowerSpec | None], ...]:
+    return ("text", spec.query.text), ("image", spec.query.image)
 
 
 async def activate(experiments: Experiments, backends: Backends, timeout: float) -> Active:
     """Load encoders and check every arm against its dependencies; raise to refuse the config."""
-    models = await backends.preprocess.models(timeout)
+    specs = experiments.arm_specs()
+    service = any(uses_service(spec, kind) for _, _, spec in specs for kind, tower in towers(spec) if tower)
+    models = await backends.preprocess.models(timeout) if service else set()
     encoders: dict[tuple[str, str], Any] = {}
     collections: dict[str, dict] = {}
     checked: set[tuple[str, str]] = set()
     users: dict[str, set[str]] = {}
-    for scene, label, spec in experiments.arm_specs():
+    for scene, label, spec in specs:
         where = f"scene {scene!r} arm {label}"
-        for tower in (spec.query.text, spec.query.image):
+        for kind, tower in towers(spec):
             if tower is None:
                 continue
-            if tower.preprocess not in models:
+            if not uses_service(spec, kind):
+                try:
+                    await backends.inline.prepare(tower.preprocess)
+                except Exception as exc:
+                    raise ActivationError(f"{where}: preprocess: inline: {exc}") from None
+            elif tower.preprocess not in models:
                 raise ActivationError(f"{where}: preprocess model {tower.preprocess!r} is not loaded by the "
                                       f"preprocess service (it has {sorted(models)})")
             try:
@@ -112,5 +141,7 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
                 raise ConsistencyError(f"{where}: {exc}") from None
             checked.add((tower.model, collection))
     routes = {name: m.get("collection", name) for name, m in collections.items()}
+    generations = {name: int(m.get("generation", 0)) for name, m in collections.items()}
     return Active(experiments, MappingProxyType(encoders), MappingProxyType(routes),
-                  MappingProxyType({k: frozenset(v) for k, v in users.items()}))
+                  MappingProxyType({k: frozenset(v) for k, v in users.items()}), MappingProxyType(generations),
+                  preprocess_service=service)

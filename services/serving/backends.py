@@ -1,8 +1,9 @@
 """The bundle of backends serving talks to, built once per process and injected everywhere.
 
-:class:`Backends` holds the preprocess client (behind its query batcher),
-the encoder pool, the Milvus matcher, the summary store and the model
-repository's manifests. :func:`connect` builds the real ones from settings;
+:class:`Backends` holds the preprocess client (behind its query batcher), the
+inline tokenizers (text queries of arms with ``preprocess: inline``), the
+encoder pool, the Milvus matcher, the summary store (behind its cache) and
+the model repository's manifests. :func:`connect` builds the real ones from settings;
 tests build a :class:`Backends` of small fakes with the same methods, so
 activation, the stages and the route watcher run without sockets.
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Hashable, Protocol, Sequence
 
 import numpy as np
 
@@ -43,7 +44,9 @@ class Matcher(Protocol):
 
 class SummaryLookup(Protocol):
     async def lookup(self, database: str, collection: str, ids: Sequence[int], fields: Sequence[str] | None,
-                     timeout: float) -> tuple[list[dict | None], int]: ...
+                     timeout: float, *, version: Hashable = None) -> tuple[list[dict | None], int]: ...
+    # ``version``: which version of the documents (the concrete collection and its generation); a
+    # cache keys on it (services.serving.summary_cache), the store itself ignores it.
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -77,10 +80,12 @@ class Backends:
     summary: SummaryLookup
     manifests: Any  # async (model) -> ModelManifest
     load: Load = field(default_factory=Load)
+    inline: Any = None  # QueryPreprocessor with .prepare(model): text queries of preprocess: inline arms
 
     async def close(self) -> None:
-        for part in (self.encoders, self.preprocess, self.summary, self.matcher):
-            await part.close()
+        for part in (self.encoders, self.preprocess, self.inline, self.summary, self.matcher):
+            if part is not None:
+                await part.close()
 
 
 def connect(settings: ServingSettings) -> Backends:
@@ -88,8 +93,10 @@ def connect(settings: ServingSettings) -> Backends:
     from services.preprocess.client import PreprocessClient
     from services.serving.encoders import EncoderPool
     from services.serving.matcher import MilvusMatcher
+    from services.serving.inline import InlinePreprocessor
     from services.serving.preprocessor import Preprocessor
     from services.serving.summary import SummaryStore
+    from services.serving.summary_cache import SummaryCache
 
     timeout = settings.dependency_timeout_ms / 1000
     repository = ModelRepository(settings.model_repository)
@@ -100,7 +107,9 @@ def connect(settings: ServingSettings) -> Backends:
         encoders=EncoderPool(settings, repository.folder, load.alone),
         matcher=MilvusMatcher(settings.milvus_uri, token=settings.milvus_token, connect_timeout_s=timeout,
                               batch_max_size=settings.match_batch_max_size, in_flight=settings.match_in_flight),
-        summary=SummaryStore(settings.mongo_uri, server_selection_timeout_s=timeout),
+        summary=SummaryCache(SummaryStore(settings.mongo_uri, server_selection_timeout_s=timeout),
+                             settings.summary_cache_documents),
         manifests=Manifests(repository),
         load=load,
+        inline=InlinePreprocessor(repository.folder),
     )

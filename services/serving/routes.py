@@ -6,7 +6,10 @@ target must pass the consistency check for every encoder that queries it
 (:func:`services.serving.activation.check_consistency`). It returns a new
 :class:`Active` with the moved routes (the config's own Active is never
 changed), or None when nothing moved. A target built by another model is
-refused: logged, and the old collection keeps serving.
+refused: logged, and the old collection keeps serving. The same round reads
+each collection's documents generation (bumped by a stage that changes
+documents in place): a new generation is a new Active too, so the summary
+cache stops serving what it holds for the old one.
 
 :class:`RouteWatcher` runs it every ``interval`` seconds and swaps the
 result into the config store with a compare-and-swap, so a config reload in
@@ -26,11 +29,15 @@ log = logging.getLogger(__name__)
 
 async def follow(active: Active, backends: Backends) -> Active | None:
     """The Active with moved routes, or None (see module doc). Raises when Milvus does not answer."""
-    routes = dict(active.routes)
+    routes, generations = dict(active.routes), dict(active.generations)
     for name, current in active.routes.items():
         manifest = await backends.matcher.manifest(name)
         target = manifest.get("collection", name)
         if target == current:
+            generation = int(manifest.get("generation", 0))
+            if generation != active.generations.get(name, 0):  # documents changed in place (sync)
+                log.info("documents of collection %s changed (generation %d)", target, generation)
+                generations[name] = generation
             continue
         try:
             for model in sorted(active.users.get(name, ())):
@@ -39,8 +46,10 @@ async def follow(active: Active, backends: Backends) -> Active | None:
             log.error("not following %s -> %s: %s", name, target, exc)
             continue
         log.info("collection %s now resolves to %s", name, target)
-        routes[name] = target
-    return active.with_routes(routes) if routes != dict(active.routes) else None
+        routes[name], generations[name] = target, int(manifest.get("generation", 0))
+    if routes == dict(active.routes) and generations == dict(active.generations):
+        return None
+    return active.with_routes(routes, generations)
 
 
 class RouteWatcher:

@@ -5,13 +5,18 @@ become INVALID_ARGUMENT naming the field); :class:`Searcher` runs the stages
 through a :class:`~services.serving.stages.StageRunner` against injected
 :class:`~services.serving.backends.Backends`.
 
-Concurrent requests share backend calls: text queries one Tokenize call per
-preprocess model, then one inference call per encoder, then one Milvus
-search per collection and search shape; a lone request is sent at once.
-Image queries go one PreprocessImages call each, and the summary stays one
-``$in`` lookup per request (the page's ids): merging pages measured slower
-on the embedded store, whose ``$in`` cost grows with the square of the ids
-(10 ids 0.9 ms, 80 ids 13 ms).
+Text queries are tokenized in serving (``preprocess: inline``, the default:
+:mod:`services.serving.inline`) or by the preprocess service (``preprocess:
+service``); image queries always go to the service.
+Concurrent requests share backend calls: text queries for the service one
+Tokenize call per preprocess model, then one inference call per encoder, then
+one Milvus search per collection and search shape; a lone request is sent at
+once. Image queries go one PreprocessImages call each, and the summary stays
+one ``$in`` lookup per request (the page's ids not in serving's summary cache,
+keyed by the collection version and generation the page came from:
+:mod:`services.serving.summary_cache`): merging pages measured slower on the
+embedded store, whose ``$in`` cost grows with the square of the ids (10 ids
+0.9 ms, 80 ids 13 ms).
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import grpc
 
 from mmsearch.v1 import retrieval_pb2
 from services.serving import bucketing, metrics
-from services.serving.activation import Active
+from services.serving.activation import Active, uses_service
 from services.serving.backends import Backends
 from services.serving.errors import Mismatch, StageError
 from services.serving.experiments import ArmSpec, Scene, TowerSpec, arm_label
@@ -33,6 +38,7 @@ from services.serving.stages import STAGE_WEIGHTS, StageRunner
 from services.serving.summary import plain
 
 Code = grpc.StatusCode
+STAGES = tuple(STAGE_WEIGHTS)
 
 
 @dataclass(frozen=True)
@@ -114,13 +120,18 @@ class Searcher:
         top_k = query.top_k or spec.match.top_k
         rank = spec.diversify if request.diversify else spec.rank
         ranker = rank.ranker
-        run = StageRunner(deadline_s, tuple(STAGE_WEIGHTS), scene=query.scene.name, arm=arm.label, down=self.down,
-                          dependencies={"preprocess": "preprocess", "match": "milvus", "summary": "mongo",
-                                        "embed": encoder_dependency(tower.model, spec.encoder_backend)})
         b = self.backends
+        service = uses_service(spec, query.kind)
+        dependencies = {"match": "milvus", "summary": "mongo",
+                        "embed": encoder_dependency(tower.model, spec.encoder_backend)}
+        if service:
+            dependencies["preprocess"] = "preprocess"
+        run = StageRunner(deadline_s, STAGES, scene=query.scene.name, arm=arm.label, down=self.down,
+                          dependencies=dependencies)
 
         if query.kind == "text":
-            inputs = await run.io("preprocess", lambda t: b.preprocess.text(tower.preprocess, request.text, t))
+            preprocessor = b.preprocess if service else b.inline
+            inputs = await run.io("preprocess", lambda t: preprocessor.text(tower.preprocess, request.text, t))
         else:
             inputs = await run.io("preprocess", lambda t: b.preprocess.image(tower.preprocess, request.image, t))
         encoder = active.encoders[(spec.encoder_backend, tower.model)]
@@ -141,7 +152,9 @@ class Searcher:
         page = run.compute("rank", ranked)
         ids = [int(matches.ids[i]) for i, _ in page]
         s = spec.summary
-        docs, missing = await run.io("summary", lambda t: b.summary.lookup(s.database, s.collection, ids, s.fields, t))
+        version = active.version(spec.match.collection)
+        docs, missing = await run.io("summary", lambda t: b.summary.lookup(s.database, s.collection, ids, s.fields, t,
+                                                                           version=version))
         return self._response(query.scene, arm, run, page, matches, docs, missing)
 
     @staticmethod

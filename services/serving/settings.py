@@ -70,5 +70,9 @@ class ServingSettings(GrpcSettings, RequestLimits):
     match_batch_max_size: int = Field(
         64, ge=1, le=4096, description="Most concurrent queries combined into one Milvus search (1: no batching).")
     match_in_flight: int = Field(2, ge=1, le=64, description="Concurrent Milvus searches per collection and search shape.")
+    summary_cache_documents: int = Field(
+        20_000, ge=0, le=10_000_000,
+        description="Summary documents kept in serving's LRU per process, keyed by collection version and "
+                    "generation (exact: see services/serving/summary_cache.py); 0 turns the cache off.")
     config_poll_seconds: float = Field(1.0, gt=0, description="How often the experiment file is checked for changes.")
     health_interval_seconds: float = Field(1.0, gt=0, description="How often dependencies are probed for health.")

@@ -49,16 +49,17 @@ async def test_activation_resolves_routes_and_keeps_them_frozen():
         active.routes[SCENE] = "docs_2"  # type: ignore[index]
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"preprocess_models": set()}, "preprocess model 'm' is not loaded"),
-    ({"missing_encoders": {"m"}}, "encoder 'm' (embedded): no ONNX model"),
-    ({"models": {"m": manifest("m", sha="other")}}, "sha256"),
-    ({"collections": {SCENE: collection_manifest("x", "docs_1")}}, "does not match collection"),
+@pytest.mark.parametrize("kwargs, preprocess, words", [
+    ({"preprocess_models": set()}, "service", "preprocess model 'm' is not loaded"),
+    ({"inline_models": set()}, None, "preprocess: inline: no tokenizer.json for 'm'"),
+    ({"missing_encoders": {"m"}}, None, "encoder 'm' (embedded): no ONNX model"),
+    ({"models": {"m": manifest("m", sha="other")}}, None, "sha256"),
+    ({"collections": {SCENE: collection_manifest("x", "docs_1")}}, None, "does not match collection"),
 ])
-async def test_activation_refuses_an_arm_naming_it(kwargs, words):
+async def test_activation_refuses_an_arm_naming_it(kwargs, preprocess, words):
     b, _ = backends(**kwargs)
     with pytest.raises(ActivationError, match=re.escape(words)) as caught:
-        await activate(experiments(), b, timeout=1.0)
+        await activate(experiments(preprocess=preprocess), b, timeout=1.0)
     assert f"scene '{SCENE}' arm ranking=" in str(caught.value)
 
 

@@ -39,15 +39,27 @@ class Calls:
 
 
 class FakePreprocess:
+    """The preprocess service's client, or (``inline``) serving's own tokenizers (``prepare`` refuses
+    the models in ``models`` it was not given)."""
+
     def __init__(self, calls: Calls, models: set[str]):
         self.calls, self._models = calls, models
+        self.asked: list[str] = []  # the models queries were preprocessed for
+        self.prepared: list[str] = []
+
+    async def prepare(self, model: str) -> None:
+        if model not in self._models:
+            raise FileNotFoundError(f"no tokenizer.json for {model!r}")
+        self.prepared.append(model)
 
     async def text(self, model: str, text: str, timeout: float) -> dict:
         self.calls("preprocess", timeout)
+        self.asked.append(model)
         return {"input_ids": np.array([[101, 7, 102]]), "attention_mask": np.ones((1, 3), np.int64)}
 
     async def image(self, model: str, image: bytes, timeout: float) -> dict:
         self.calls("preprocess", timeout)
+        self.asked.append(model)
         return {"pixel_values": np.zeros((1, 3, 8, 8), np.float32)}
 
     async def models(self, timeout: float) -> set[str]:
@@ -112,9 +124,11 @@ class FakeMatcher:
 class FakeSummary:
     def __init__(self, calls: Calls):
         self.calls = calls
+        self.versions: list = []  # the version each lookup named
 
-    async def lookup(self, database, collection, ids, fields, timeout):
+    async def lookup(self, database, collection, ids, fields, timeout, *, version=None):
         self.calls("summary", timeout)
+        self.versions.append(version)
         return [{"_id": i, "question": f"doc {i}"} for i in ids], 0
 
     async def ping(self) -> None:
@@ -125,8 +139,10 @@ class FakeSummary:
 
 
 def fake_backends(*, models: dict[str, ModelManifest], collections: dict[str, dict],
-                  preprocess_models: set[str] | None = None, missing_encoders: set[str] = frozenset()):
-    """(Backends of fakes, their shared :class:`Calls`)."""
+                  preprocess_models: set[str] | None = None, missing_encoders: set[str] = frozenset(),
+                  inline_models: set[str] | None = None):
+    """(Backends of fakes, their shared :class:`Calls`); ``preprocess_models`` are the models the
+    preprocess service has, ``inline_models`` those serving can tokenize itself (default: all)."""
     calls = Calls()
 
     async def manifests(model: str) -> ModelManifest:
@@ -134,5 +150,6 @@ def fake_backends(*, models: dict[str, ModelManifest], collections: dict[str, di
 
     backends = Backends(preprocess=FakePreprocess(calls, set(models) if preprocess_models is None else preprocess_models),
                         encoders=FakeEncoders(calls, missing_encoders), matcher=FakeMatcher(calls, collections),
-                        summary=FakeSummary(calls), manifests=manifests)
+                        summary=FakeSummary(calls), manifests=manifests,
+                        inline=FakePreprocess(calls, set(models) if inline_models is None else inline_models))
     return backends, calls

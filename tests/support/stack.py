@@ -27,9 +27,10 @@ from tests.support.processes import wait_serving
 
 
 def t2t_config(scene: str, *, model: str = "minilm", collection: str | None = None, backend: str = "embedded",
-               weights: tuple[float, float] = (50, 50)) -> dict:
-    """A T2T experiment config: one ranking layer, control (score order) vs threshold arm."""
-    return {"scenes": {scene: {
+               weights: tuple[float, float] = (50, 50), preprocess: str | None = None) -> dict:
+    """A T2T experiment config: one ranking layer, control (score order) vs threshold arm; ``preprocess``
+    (inline | service) sets where text is tokenized (None: the arm default, inline)."""
+    config = {"scenes": {scene: {
         "modality": "text",
         "defaults": {
             "query": {"text": {"model": model}},
@@ -45,6 +46,9 @@ def t2t_config(scene: str, *, model: str = "minilm", collection: str | None = No
              "overrides": {"rank": {"name": "score_threshold", "params": {"min_score": 0.1}}}},
         ]}],
     }}}
+    if preprocess is not None:
+        config["scenes"][scene]["defaults"]["preprocess"] = preprocess
+    return config
 
 
 def t2i_config(scene: str, *, text_model: str = "tiny-clip", image_model: str = "tiny-clip-image",
