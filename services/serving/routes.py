@@ -33,17 +33,18 @@ async def follow(active: Active, backends: Backends) -> Active | None:
     for name, current in active.routes.items():
         manifest = await backends.matcher.manifest(name)
         target = manifest.get("collection", name)
+        if target != current:
+            try:
+                for model in sorted(active.users.get(name, ())):
+                    check_consistency(model, await backends.manifests(model), name, manifest)
+            except ConsistencyError as exc:
+                log.error("not following %s -> %s: %s", name, target, exc)
+                manifest, target = await backends.matcher.manifest(current), current  # still served
         if target == current:
             generation = int(manifest.get("generation", 0))
             if generation != active.generations.get(name, 0):  # documents changed in place (sync)
                 log.info("documents of collection %s changed (generation %d)", target, generation)
                 generations[name] = generation
-            continue
-        try:
-            for model in sorted(active.users.get(name, ())):
-                check_consistency(model, await backends.manifests(model), name, manifest)
-        except ConsistencyError as exc:
-            log.error("not following %s -> %s: %s", name, target, exc)
             continue
         log.info("collection %s now resolves to %s", name, target)
         routes[name], generations[name] = target, int(manifest.get("generation", 0))

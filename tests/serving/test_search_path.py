@@ -127,6 +127,12 @@ async def test_the_summary_lookup_names_the_concrete_collection_and_its_generati
     assert moved.version(SCENE) == ("docs_2", 0)
     await searcher.search(request(), moved, 1.0)
     assert b.summary.versions[-1] == ("docs_2", 0)
+    # The alias moves to a version built by another model (refused): the served one's generation is still read.
+    b.matcher.collections[SCENE] = collection_manifest("m", "docs_3", sha="other-model")
+    assert await follow(moved, b) is None
+    b.matcher.generations["docs_2"] = 1
+    still = await follow(moved, b)
+    assert dict(still.routes) == {SCENE: "docs_2"} and still.version(SCENE) == ("docs_2", 1)
 
 
 def counter(name: str, collection: str) -> float:

@@ -98,6 +98,8 @@ class FakeMatcher:
     def __init__(self, calls: Calls, collections: dict[str, dict]):
         self.calls, self.collections = calls, collections  # name or alias -> collection_manifest
         self.searched: list[str] = []
+        self.generations: dict[str, int] = {}  # concrete collection -> generation (see manifest)
+        self._concrete: set[str] = set()
 
     async def search(self, collection: str, vector, limit: int, *, metric: str, params: dict, with_vectors: bool,
                      timeout: float) -> Matches:
@@ -109,9 +111,17 @@ class FakeMatcher:
         return Matches(ids, np.linspace(0.9, 0.5, n).astype(np.float32), vectors)
 
     async def manifest(self, collection: str) -> dict:
+        """The manifest behind a name in ``collections``; a concrete name one of them resolved to
+        (as seen so far) answers with its own name and its ``generations`` entry."""
         if "routes" in self.calls.fail:
             raise self.calls.fail["routes"]
-        return dict(self.collections[collection])
+        if collection in self.collections:
+            found = dict(self.collections[collection])
+            self._concrete.add(found.get("collection", collection))
+            return found
+        if collection not in self._concrete:
+            raise KeyError(collection)
+        return {"collection": collection, "generation": self.generations.get(collection, 0)}
 
     async def ping(self, timeout: float) -> None:
         if "match" in self.calls.fail:
