@@ -18,6 +18,10 @@ Decisions:
   slows sharply beyond ~1000 (5,000-row batches were 30x slower in an earlier
   measurement), so 1000: the best measured, and the fewest round trips among
   the best. A Milvus server has its own optimum; ``--batch-size`` sets it.
+- Index: ``--index-type auto`` (the default) picks FLAT or IVF_FLAT by the
+  number of vectors (``mmsearch.core.milvus_store.auto_index``; measured with
+  bench/scale.py); any explicit type overrides it. The collection records the
+  index it got (and, for auto, why, and the search params serving uses).
 - The final count (``count(*)`` with strong consistency) must equal the number
   of vectors; then the collection is marked complete, which ``publish`` requires.
 """
@@ -37,7 +41,7 @@ from mmsearch.core.model_repository import ModelManifest, ModelRepository
 
 
 def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManifest,
-                 batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, *, index_type: str = "FLAT",
+                 batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, *, index_type: str = "auto",
                  metric: str = "IP", index_params: dict | None = None, batch_size: int = 1000,
                  token: str = "", timeout: float = 10.0, progress: Progress | None = None) -> dict:
     """Upsert ``total`` vectors (given as (ids, vectors) chunks of any size) into ``scene_version``."""
@@ -46,7 +50,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
     if total < 1:
         raise JobError("no vectors to push: run `mmsearch job encode` first")
     name = milvus_store.collection_name(scene, version)
-    index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params)
+    index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params, rows=total)
     dimension = manifest.dimension
     info = milvus_store.CollectionRecord.new(manifest.record(), scene, version, index)
     with milvus_store.session(milvus_uri, f"on collection {name}", token=token, timeout=timeout) as client:
@@ -74,7 +78,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
 
 
 def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, repository: str, model: str, *,
-                index_type: str = "FLAT", metric: str = "IP", index_params: dict | None = None,
+                index_type: str = "auto", metric: str = "IP", index_params: dict | None = None,
                 batch_size: int = 1000, token: str = "", timeout: float = 10.0,
                 progress: Progress | None = None) -> dict:
     """Push the vectors that encode wrote under ``workdir`` (checked against ``model``'s manifest)."""
@@ -112,7 +116,8 @@ def push_milvus_command(
     version: str = typer.Option(..., envvar="MMSEARCH_VERSION"),
     repository: str = typer.Option(..., envvar="MMSEARCH_REPOSITORY", help="Model repository (path or s3://)."),
     model: str = typer.Option(..., envvar="MMSEARCH_MODEL", help="The exported model (tower) that built the vectors."),
-    index_type: str = typer.Option("FLAT", envvar="MMSEARCH_INDEX_TYPE", help="FLAT | IVF_FLAT | AUTOINDEX (Lite); HNSW... (server)."),
+    index_type: str = typer.Option("auto", envvar="MMSEARCH_INDEX_TYPE",
+                                   help="auto (FLAT or IVF_FLAT by size) | FLAT | IVF_FLAT | AUTOINDEX (Lite); HNSW... (server)."),
     metric: str = typer.Option("IP", envvar="MMSEARCH_METRIC", help="IP | COSINE | L2."),
     index_params: str = typer.Option(None, envvar="MMSEARCH_INDEX_PARAMS", help="JSON index build params."),
     batch_size: int = typer.Option(1000, envvar="MMSEARCH_BATCH_SIZE"),

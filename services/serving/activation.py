@@ -77,15 +77,20 @@ class Active:
     routes: Mapping[str, str]                 # config collection name -> concrete collection searched
     users: Mapping[str, frozenset[str]]       # config collection name -> encoder models querying it
     generations: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # name -> documents' generation
+    search_params: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))  # name -> the
+    # search params its index recorded (push-milvus --index-type auto), for arms that set no match params
     preprocess_service: bool = True           # whether some arm sends queries to the preprocess service
 
     @property
     def scenes(self) -> Mapping[str, Scene]:
         return self.experiments.scenes
 
-    def with_routes(self, routes: Mapping[str, str], generations: Mapping[str, int] | None = None) -> "Active":
+    def with_routes(self, routes: Mapping[str, str], generations: Mapping[str, int] | None = None,
+                    search_params: Mapping[str, Mapping[str, Any]] | None = None) -> "Active":
         return replace(self, routes=MappingProxyType(dict(routes)),
-                       generations=MappingProxyType(dict(self.generations if generations is None else generations)))
+                       generations=MappingProxyType(dict(self.generations if generations is None else generations)),
+                       search_params=MappingProxyType(dict(self.search_params if search_params is None
+                                                           else search_params)))
 
     def version(self, collection: str) -> tuple[str, int]:
         """(concrete collection, generation) of the documents behind config collection name ``collection``."""
@@ -144,4 +149,10 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
     generations = {name: int(m.get("generation", 0)) for name, m in collections.items()}
     return Active(experiments, MappingProxyType(encoders), MappingProxyType(routes),
                   MappingProxyType({k: frozenset(v) for k, v in users.items()}), MappingProxyType(generations),
+                  MappingProxyType({name: recorded_search_params(m) for name, m in collections.items()}),
                   preprocess_service=service)
+
+
+def recorded_search_params(collection_manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The search params a collection's index recorded (empty when it recorded none). Pure."""
+    return dict((collection_manifest.get("index") or {}).get("search_params") or {})

@@ -100,7 +100,8 @@ class MatchSpec(_Strict):
     top_k: int = Field(10, ge=1, le=16384, description="Page size when the request's top_k is 0.")
     candidates: int = Field(50, ge=1, le=16384, description="Pool fetched for rankers that re-rank (MMR).")
     metric: Literal["IP", "COSINE", "L2"] = "IP"
-    params: dict[str, Any] = Field(default_factory=dict, description="Index search params, e.g. {nprobe: 16}.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Index search params, e.g. {nprobe: 16}; "
+                                   "empty: those the collection's index recorded (push-milvus --index-type auto).")
 
 
 class RankSpec(_Strict):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.serving.activation import Active, ConsistencyError, check_consistency
+from services.serving.activation import Active, ConsistencyError, check_consistency, recorded_search_params
 from services.serving.backends import Backends
 from services.serving.experiments import ConfigStore
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 async def follow(active: Active, backends: Backends) -> Active | None:
     """The Active with moved routes, or None (see module doc). Raises when Milvus does not answer."""
-    routes, generations = dict(active.routes), dict(active.generations)
+    routes, generations, search_params = dict(active.routes), dict(active.generations), dict(active.search_params)
     for name, current in active.routes.items():
         manifest = await backends.matcher.manifest(name)
         target = manifest.get("collection", name)
@@ -48,9 +48,10 @@ async def follow(active: Active, backends: Backends) -> Active | None:
             continue
         log.info("collection %s now resolves to %s", name, target)
         routes[name], generations[name] = target, int(manifest.get("generation", 0))
+        search_params[name] = recorded_search_params(manifest)
     if routes == dict(active.routes) and generations == dict(active.generations):
         return None
-    return active.with_routes(routes, generations)
+    return active.with_routes(routes, generations, search_params)
 
 
 class RouteWatcher:

@@ -138,8 +138,9 @@ class Searcher:
         vector = (await run.io("embed", lambda t: encoder.infer(inputs)))[0]
         limit = max(top_k, spec.match.candidates) if ranker.needs_pool else top_k
         collection = active.routes.get(spec.match.collection, spec.match.collection)
+        params = spec.match.params or active.search_params.get(spec.match.collection, {})
         matches = await run.io("match", lambda t: b.matcher.search(
-            collection, vector, limit, metric=spec.match.metric, params=spec.match.params,
+            collection, vector, limit, metric=spec.match.metric, params=params,
             with_vectors=ranker.needs_vectors, timeout=t))
 
         def ranked():

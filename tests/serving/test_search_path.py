@@ -226,3 +226,26 @@ def test_the_arm_setting_is_validated_naming_its_path():
     config = t2t_config(SCENE, model="m", preprocess="remote")
     with pytest.raises(ConfigError, match=r"preprocess: Input should be 'inline' or 'service'"):
         parse_config(yaml.safe_dump(config))
+
+
+async def test_an_arm_without_match_params_searches_with_those_its_collection_recorded():
+    recorded = {**collection_manifest("m", "docs_1"), "index": {"type": "IVF_FLAT", "search_params": {"nprobe": 16}}}
+    b, _ = backends(collections={SCENE: recorded})
+    searched = []
+    search = b.matcher.search
+
+    async def recording(collection, vector, limit, *, params, **kw):
+        searched.append(params)
+        return await search(collection, vector, limit, params=params, **kw)
+
+    b.matcher.search = recording
+    active = await activate(experiments(), b, timeout=1.0)
+    await Searcher(b, SETTINGS, down={}).search(request(), active, 1.0)
+    config = t2t_config(SCENE, model="m")
+    config["scenes"][SCENE]["defaults"]["match"]["params"] = {"nprobe": 64}
+    own = await activate(parse_config(yaml.safe_dump(config)), b, timeout=1.0)
+    await Searcher(b, SETTINGS, down={}).search(request(), own, 1.0)
+    b.matcher.collections[SCENE] = {**collection_manifest("m", "docs_2"), "index": {"search_params": {"nprobe": 8}}}
+    moved = await follow(active, b)
+    await Searcher(b, SETTINGS, down={}).search(request(), moved, 1.0)
+    assert searched == [{"nprobe": 16}, {"nprobe": 64}, {"nprobe": 8}]

@@ -51,3 +51,43 @@ def others_busy(own_pids: Iterable[int], seconds: float = 2.0) -> Busy:
     elapsed = time.monotonic() - start
     used = machine_busy_seconds() - start_machine - (sum(map(process_seconds, pids)) - start_own)
     return Busy(max(0.0, used / elapsed), os.getloadavg()[0])
+
+
+def wait_quiet(own_pids: Iterable[int] = (), *, threshold: float = 0.3, patience: float = 120.0,
+               window: float = 2.0) -> Busy:
+    """Wait (up to ``patience`` seconds) for a window in which others use at most ``threshold`` cores;
+    returns the last measurement (still busy when the wait ran out: the caller says so)."""
+    deadline = time.monotonic() + patience
+    while True:
+        busy = others_busy(own_pids, window)
+        if busy.others <= threshold or time.monotonic() >= deadline:
+            return busy
+
+
+class Parts:
+    """Timed parts of a benchmark and whether the machine was quiet before each (see :func:`wait_quiet`).
+
+    ``before(name)`` waits for a quiet window and prints what it found; ``ratio(label, a, b, value)``
+    prints the ratio of two parts, or refuses it when either started on a busy machine.
+    """
+
+    def __init__(self, threshold: float = 0.3, patience: float = 120.0, own_pids: Iterable[int] = ()):
+        self.threshold, self.patience, self.own = threshold, patience, list(own_pids)
+        self.busy: dict[str, Busy] = {}
+
+    def before(self, name: str) -> None:
+        busy = self.busy[name] = wait_quiet(self.own, threshold=self.threshold, patience=self.patience)
+        flag = f"  BUSY (> {self.threshold:.2f})" if busy.others > self.threshold else ""
+        print(f"  [{name}] before: {busy.describe()}{flag}", flush=True)
+
+    def is_busy(self, *names: str) -> list[str]:
+        return [n for n in names if n in self.busy and self.busy[n].others > self.threshold]
+
+    def ratio(self, label: str, value: float, *parts: str, target: str = "") -> float | None:
+        busy = self.is_busy(*parts)
+        if busy:
+            print(f"{label}: REFUSED, the machine was busy before {', '.join(busy)} "
+                  f"({'; '.join(self.busy[n].describe() for n in busy)})")
+            return None
+        print(f"{label} = {value:.2f}x" + (f"  (target {target})" if target else ""))
+        return value
