@@ -52,6 +52,10 @@ class ServingSettings(GrpcSettings, RequestLimits):
                     "other session runs every call, so the cores stay with the concurrent work. Measured on 2 "
                     "cores (bench/search.py): the embed stage of a lone MiniLM query takes 2.7-3.1 ms with 0 "
                     "against 4.5-4.9 ms with 1, and QPS at concurrency 32 stays the same within the noise.")
+    onnx_lone_query_on_loop: bool = Field(
+        True, description="Run the inference of a query encoded while no other search is in flight on the event "
+                          "loop's thread, not on the encoder's thread: no thread hand-off and back for a lone "
+                          "query (see services/serving/encoders.py OnnxEncoder for the trade-off).")
     onnx_allow_spinning: bool = Field(
         True, description="Let idle onnxruntime intra-op threads spin-wait (onnxruntime's default; only matters "
                           "with more than one intra-op thread): lower latency at low load, CPU taken from the "
