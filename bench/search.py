@@ -30,11 +30,12 @@ floor+hops. Also prints the CPU milliseconds each process spends per query at
 concurrency 32 (from /proc), the QPS ceiling that implies on this machine, and
 two bounds that say how far the targets can be met here at all: floor+hops /
 floor (the hops of the service path alone, with no serving in between) and
-ceiling / naive QPS. The machine is shared: before each round the bench idles
-2 s and prints how many cores other processes used meanwhile
-(tests/support/machine.py) with the load average; a round where they used
-more than ``--busy`` cores is flagged BUSY and the ratios say so. At the end:
-the summary cache's hit ratio (from serving's /metrics).
+ceiling / naive QPS. The machine is shared: before each round the bench waits
+(up to ``--patience`` s) for a 2 s window in which other processes use at most
+``--busy`` cores (tests/support/machine.py) and prints what it found; a round
+that started busy is flagged BUSY, and the ratios are printed over every round
+and over the quiet rounds alone. At the end: the summary cache's hit ratio
+(from serving's /metrics).
 
 Run: ``.venv/bin/python bench/search.py [--queries 200] [--rounds 3] [--triton] [--modules csv,json,...]``.
 """
@@ -220,7 +221,7 @@ def main() -> None:
 
     from mmsearch.dev.mongo import start_mongo
     from mmsearch.dev.processes import free_port
-    from tests.support.machine import others_busy, process_seconds
+    from tests.support.machine import process_seconds, wait_quiet
     from tests.support.stack import MilvusServer, t2t_config, write_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -234,6 +235,7 @@ def main() -> None:
                         help="also measure serving with the encoder on a real tritonserver (MMSEARCH_TRITON_ADDRESS)")
     parser.add_argument("--busy", type=float, default=0.3,
                         help="flag a round before which other processes used more than this many cores")
+    parser.add_argument("--patience", type=float, default=120.0, help="seconds to wait for a quiet machine per round")
     args = parser.parse_args()
 
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="mmsearch-bench-"))
@@ -301,8 +303,9 @@ def main() -> None:
         processes = {"serving": procs[1].pid, "preprocess": procs[0].pid, "milvus": milvus.process.pid,
                      "mongo": mongo.process.pid, "client (this)": os.getpid()}
         for r in range(args.rounds):  # interleaved rounds: a noisy spell hits every measurement alike
-            busy.append(others_busy([*processes.values(), *(p.pid for p in procs),
-                                     *([triton.process.pid] if triton else [])]))
+            busy.append(wait_quiet([*processes.values(), *(p.pid for p in procs),
+                                    *([triton.process.pid] if triton else [])], threshold=args.busy,
+                                   patience=args.patience))
             print(f"round {r + 1}/{args.rounds}: {busy[-1].describe()}", flush=True)
             rounds.append({"floor": floor(repo, milvus.uri, collection, n),
                            "floor+hops": floor_with_hops(repo, milvus.uri, collection, mongo.uri, scene,
@@ -330,6 +333,10 @@ def main() -> None:
         milvus.stop()
         mongo.stop()
     report(rounds, cpu, [b.others for b in busy], args.busy)
+    quiet = [i for i, b in enumerate(busy) if b.others <= args.busy]
+    if 0 < len(quiet) < len(rounds):
+        print(f"\n--- the quiet rounds alone ({', '.join(str(i + 1) for i in quiet)}) ---")
+        report([rounds[i] for i in quiet], [cpu[i] for i in quiet], [busy[i].others for i in quiet], args.busy)
     hits, misses = cache
     print(f"summary cache: {hits:.0f} hits, {misses:.0f} misses"
           + (f" ({hits / (hits + misses):.1%} of documents from the cache)" if hits + misses else ""))
