@@ -4,9 +4,9 @@ with ``preprocess: inline`` (the default for text).
 It loads the same ``tokenizer.json`` (and ``tokenizer_config.json``) that the
 preprocess service loads, from the tower's folder in the model repository
 (``MMSEARCH_MODEL_REPOSITORY/<preprocess model>``), with the same function
-(:func:`mmsearch.core.tokenizers.load_tokenizer`) and encodes with the same
-method, so the ids are identical by construction (tests/preprocess checks it
-on the parity set). Tokenizing one query takes about 25 us here, against
+(:func:`mmsearch.core.tokenizers.load_tokenizer`): the same pipeline, so the
+ids are identical (``encode_one``, the single-text form of the service's
+``encode``; tests/preprocess checks it against the service on the parity set). Tokenizing one query takes about 25 us here, against
 0.6-0.8 ms for a Tokenize round trip to the service (and the service's CPU),
 so it runs on the event loop: no thread hop, no batching, no dependency.
 
@@ -62,7 +62,7 @@ class InlinePreprocessor:
         if tokenizer is None:
             await self.prepare(model)
             tokenizer = self._tokenizers[model]
-        ids, mask = tokenizer.encode([text])
+        ids, mask = tokenizer.encode_one(text)
         return {"input_ids": ids, "attention_mask": mask}
 
     async def image(self, model: str, image: bytes, timeout: float) -> dict[str, np.ndarray]:
