@@ -21,7 +21,7 @@ import pytest
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.jobs import run_job
-from tests.support.stack import MilvusServer, start_stack, t2t_config, write_config
+from tests.support.stack import MilvusServer, retrieval_stub, start_stack, t2t_config, write_config
 from mmsearch.dev.processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -77,9 +77,8 @@ def inline_stack(fault_stack, stdlib_index, service_loop, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inline_stub(inline_stack):
-    channel = grpc.insecure_channel(inline_stack.address)
-    yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
-    channel.close()
+    with retrieval_stub(inline_stack.address) as stub:
+        yield stub
 
 
 def search(stub, text: str = "read and write CSV files"):

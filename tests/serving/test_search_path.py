@@ -3,38 +3,25 @@
 cache keyed by collection version and generation (hits, misses, bound, invalidation, faults)."""
 from __future__ import annotations
 
-import grpc
 import pytest
 import yaml
 from prometheus_client import REGISTRY
 
 from mmsearch.v1 import retrieval_pb2
 from services.serving.activation import activate
-from services.serving.errors import StageError, Unavailable
+from services.serving.errors import Unavailable
 from services.serving.experiments import parse_config
 from services.serving.health import probe
 from services.serving.routes import follow
 from services.serving.search import Searcher
 from services.serving.settings import ServingSettings
 from services.serving.summary_cache import SummaryCache
-from tests.support.fakes import Calls, FakeSummary, collection_manifest, fake_backends, manifest
+from tests.support.fakes import (SCENE, Calls, FakeSummary, collection_manifest, fake_backends, manifest,
+                                 docs_backends as backends, docs_experiments as experiments,
+                                 docs_request as request)
 from tests.support.stack import t2i_config, t2t_config
 
-SCENE = "docs"
 SETTINGS = ServingSettings()
-
-
-def experiments(**overrides):
-    return parse_config(yaml.safe_dump(t2t_config(SCENE, model="m", **overrides)))
-
-
-def backends(**kwargs):
-    defaults = dict(models={"m": manifest("m")}, collections={SCENE: collection_manifest("m", "docs_1")})
-    return fake_backends(**{**defaults, **kwargs})
-
-
-def request(**fields) -> retrieval_pb2.SearchRequest:
-    return retrieval_pb2.SearchRequest(scene=SCENE, text="read a csv file", **fields)
 
 
 def service_down(b) -> None:
@@ -99,15 +86,6 @@ async def test_health_probes_the_preprocess_service_only_for_a_config_that_uses_
     service = await activate(experiments(preprocess="service"), b2, timeout=1.0)
     service_down(b2)
     assert "does not answer" in (await probe(b2, service, timeout=0.5))["preprocess"]
-
-
-async def test_an_inline_preprocess_failure_names_the_stage_and_never_blames_the_service():
-    b, calls = backends()
-    active = await activate(experiments(), b, timeout=1.0)
-    calls.fail["preprocess"] = TimeoutError()
-    with pytest.raises(StageError) as caught:
-        await Searcher(b, SETTINGS, down={"preprocess": "connection refused"}).search(request(), active, 1.0)
-    assert caught.value.stage == "preprocess" and caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 async def test_the_summary_lookup_names_the_concrete_collection_and_its_generation():

@@ -11,29 +11,16 @@ import yaml
 from mmsearch.v1 import retrieval_pb2
 from services.serving.activation import ActivationError, ConsistencyError, activate
 from services.serving.errors import BadInput, Mismatch, StageError, Unavailable
-from services.serving.experiments import ConfigStore, parse_config
+from services.serving.experiments import ConfigStore
 from services.serving.routes import RouteWatcher, follow
 from services.serving.search import Searcher
 from services.serving.settings import ServingSettings
-from tests.support.fakes import collection_manifest, fake_backends, manifest
+from tests.support.fakes import (SCENE, collection_manifest, docs_backends as backends,
+                                 docs_experiments as experiments, docs_request as request, manifest)
 from tests.support.stack import t2t_config
 
 Code = grpc.StatusCode
-SCENE = "docs"
 SETTINGS = ServingSettings()
-
-
-def experiments(**overrides):
-    return parse_config(yaml.safe_dump(t2t_config(SCENE, model="m", **overrides)))
-
-
-def backends(**kwargs):
-    defaults = dict(models={"m": manifest("m")}, collections={SCENE: collection_manifest("m", "docs_1")})
-    return fake_backends(**{**defaults, **kwargs})
-
-
-def request(**fields) -> retrieval_pb2.SearchRequest:
-    return retrieval_pb2.SearchRequest(scene=SCENE, text="read a csv file", **fields)
 
 
 async def active_and_searcher(**kwargs):
@@ -92,13 +79,18 @@ async def test_each_stage_failure_maps_to_a_status_naming_it(stage, exc, code):
     assert str(caught.value).startswith(f"{stage}: ")
 
 
-async def test_a_timeout_against_a_dependency_seen_down_is_unavailable():
+@pytest.mark.parametrize("stage, down, code, words", [
+    ("match", "milvus", Code.UNAVAILABLE, "milvus is down: connection refused"),
+    # inline tokenization depends on no service: a preprocess service seen down is never blamed
+    ("preprocess", "preprocess", Code.DEADLINE_EXCEEDED, "share of the deadline"),
+])
+async def test_a_timeout_against_a_dependency_seen_down_is_unavailable(stage, down, code, words):
     b, calls = backends()
     active = await activate(experiments(), b, timeout=1.0)
-    calls.fail["match"] = TimeoutError()
+    calls.fail[stage] = TimeoutError()
     with pytest.raises(StageError) as caught:
-        await Searcher(b, SETTINGS, down={"milvus": "connection refused"}).search(request(), active, 1.0)
-    assert caught.value.code == Code.UNAVAILABLE and "milvus is down: connection refused" in caught.value.message
+        await Searcher(b, SETTINGS, down={down: "connection refused"}).search(request(), active, 1.0)
+    assert caught.value.stage == stage and caught.value.code == code and words in caught.value.message
 
 
 async def test_bad_requests_are_invalid_argument_before_any_stage():

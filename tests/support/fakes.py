@@ -163,3 +163,29 @@ def fake_backends(*, models: dict[str, ModelManifest], collections: dict[str, di
                         summary=FakeSummary(calls), manifests=manifests,
                         inline=FakePreprocess(calls, set(models) if inline_models is None else inline_models))
     return backends, calls
+
+
+# One small scene for the unit tests of serving's parts: scene "docs", model "m", collection docs -> docs_1.
+SCENE = "docs"
+
+
+def docs_experiments(**overrides):
+    """The parsed T2T config of scene ``docs`` with model ``m`` (``overrides``: t2t_config's keywords)."""
+    import yaml
+
+    from services.serving.experiments import parse_config
+    from tests.support.stack import t2t_config
+
+    return parse_config(yaml.safe_dump(t2t_config(SCENE, model="m", **overrides)))
+
+
+def docs_backends(**kwargs):
+    """:func:`fake_backends` for scene ``docs`` (model ``m``, alias ``docs`` -> ``docs_1``), overridable."""
+    defaults = dict(models={"m": manifest("m")}, collections={SCENE: collection_manifest("m", "docs_1")})
+    return fake_backends(**{**defaults, **kwargs})
+
+
+def docs_request(**fields):
+    from mmsearch.v1 import retrieval_pb2
+
+    return retrieval_pb2.SearchRequest(scene=SCENE, text="read a csv file", **fields)

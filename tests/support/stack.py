@@ -11,6 +11,7 @@ as a TCP server (:class:`MilvusServer`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -183,3 +184,17 @@ def start_stack(loop: ServiceLoop, *, models: dict[str, str], experiments: Path,
     stack.start_serving()
     stack.wait_serving()
     return stack
+
+
+@contextlib.contextmanager
+def retrieval_stub(address: str):
+    """A RetrievalService stub on a fresh channel to ``address``, closed at the end."""
+    import grpc
+
+    from mmsearch.v1 import retrieval_pb2_grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    finally:
+        channel.close()
