@@ -131,15 +131,15 @@ def measure(label: str, size: int, dim: int, chunks, q: np.ndarray, workdir: Pat
         flag = " BUSY" if busy.others > busy_threshold else ""
         print(f"\n{label}; exact numpy top-10 of {len(q)} queries in {exact_s:.1f} s; {busy.describe()}{flag}",
               flush=True)
-        client = milvus_store.connect(milvus.uri)
-        try:
-            for index_type, builds in (("FLAT", [({}, [None])]), ("IVF_FLAT", [({"nlist": n}, nprobes) for n in nlists])):
-                started = time.perf_counter()
-                pushed = push_vectors(milvus.uri, "scale", f"{size}_{index_type.lower()}", manifest, chunks(), size,
-                                      index_type=index_type, index_params=builds[0][0] or None)
-                push_s = time.perf_counter() - started
-                collection = pushed["collection"]
-                print(f"  push into {index_type}: {size / push_s:,.0f} rows/s ({push_s:.0f} s)", flush=True)
+        for index_type, builds in (("FLAT", [({}, [None])]), ("IVF_FLAT", [({"nlist": n}, nprobes) for n in nlists])):
+            started = time.perf_counter()
+            pushed = push_vectors(milvus.uri, "scale", f"{size}_{index_type.lower()}", manifest, chunks(), size,
+                                  index_type=index_type, index_params=builds[0][0] or None)
+            push_s = time.perf_counter() - started
+            collection = pushed["collection"]
+            print(f"  push into {index_type}: {size / push_s:,.0f} rows/s ({push_s:.0f} s)", flush=True)
+            client = milvus_store.connect(milvus.uri)  # after the push: closing its client closes every one
+            try:
                 for build_params, sweep in builds:
                     build_s = rebuild(client, collection, index_type, build_params)
                     mem = memory(milvus.process.pid)
@@ -152,8 +152,8 @@ def measure(label: str, size: int, dim: int, chunks, q: np.ndarray, workdir: Pat
                               f"{figures['recall']:.3f}  RSS {mem['VmRSS']:7.0f} MiB (peak {mem['VmHWM']:.0f})",
                               flush=True)
                 milvus_store.drop_collection(client, collection)  # one collection in memory at a time
-        finally:
-            client.close()
+            finally:
+                client.close()
     finally:
         milvus.stop()
         shutil.rmtree(folder, ignore_errors=True)
