@@ -124,9 +124,9 @@ def test_auto_index_picks_by_size_and_an_explicit_type_overrides_it():
 def test_push_picks_the_index_by_size_and_records_it_with_its_search_params(tmp_path, lite, monkeypatch):
     manifest = write_manifest(tmp_path, "m", 8)
     ids, vecs = vectors(500, 8)
-    assert push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 500), 500)["index"] == "FLAT"
+    assert push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 500), 500, corpus_of(ids))["index"] == "FLAT"
     monkeypatch.setitem(milvus_store.AUTO_INDEX, "ivf_from_rows", 400)
-    assert push_vectors(lite, "docs", "2", manifest, chunks(ids, vecs, 500), 500)["index"] == "IVF_FLAT"
+    assert push_vectors(lite, "docs", "2", manifest, chunks(ids, vecs, 500), 500, corpus_of(ids))["index"] == "IVF_FLAT"
     client = milvus_store.connect(lite)
     try:
         small, large = (milvus_store.read_manifest(client, f"docs_{v}")["index"] for v in ("1", "2"))
