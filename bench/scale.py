@@ -109,6 +109,7 @@ def rebuild(client, collection: str, index_type: str, params: dict) -> float:
 def measure(label: str, size: int, dim: int, chunks, q: np.ndarray, workdir: Path, nlists: list[int],
             nprobes: list[int], busy_threshold: float) -> list[dict]:
     """Push, build, search one data set: a row per (index, nlist, nprobe) (see module doc)."""
+    from jobs.corpus import Corpus
     from jobs.push_milvus import push_vectors
     from mmsearch.core import milvus_store
     from mmsearch.core.model_repository import ModelManifest
@@ -122,6 +123,8 @@ def measure(label: str, size: int, dim: int, chunks, q: np.ndarray, workdir: Pat
     milvus = MilvusServer(folder / "milvus.db")
     milvus.start()
     rows: list[dict] = []
+    # push-milvus writes each row's corpus record hash: one minimal record per id (ids are 0..size-1)
+    corpus = Corpus([{"id": i} for i in range(size)], f"synthetic-{size}")
     try:
         started = time.perf_counter()
         truth = exact_top(chunks, q)
@@ -133,7 +136,7 @@ def measure(label: str, size: int, dim: int, chunks, q: np.ndarray, workdir: Pat
         for index_type, builds in (("FLAT", [({}, [None])]), ("IVF_FLAT", [({"nlist": n}, nprobes) for n in nlists])):
             started = time.perf_counter()
             pushed = push_vectors(milvus.uri, "scale", f"{size}_{index_type.lower()}", manifest, chunks(), size,
-                                  index_type=index_type, index_params=builds[0][0] or None)
+                                  corpus, index_type=index_type, index_params=builds[0][0] or None)
             push_s = time.perf_counter() - started
             collection = pushed["collection"]
             print(f"  push into {index_type}: {size / push_s:,.0f} rows/s ({push_s:.0f} s)", flush=True)
