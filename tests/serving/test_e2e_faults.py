@@ -7,7 +7,7 @@ storage, and the preprocess service; each can be stopped and started again on
 the same port. The index is the stdlib index's vectors pushed by the real
 ``push-milvus``/``push-mongo``/``publish`` jobs. That serving sends text to the
 preprocess service (``preprocess: service``) and caches no summary, so each
-fault reaches the stage it breaks; a second serving (``inline_stack``) on the
+fault reaches the stage it breaks; a second serving (fixture ``inline``) on the
 same stores runs the defaults (inline tokenization, summary cache) and shows
 what they change: a preprocess service down does not touch its text queries,
 and a page it has cached is served while the summary store is down.
@@ -65,22 +65,20 @@ def stub(fault_stack):
 
 
 @pytest.fixture(scope="module")
-def inline_stack(fault_stack, stdlib_index, service_loop, tmp_path_factory):
-    """A serving with the defaults (inline tokenization, summary cache, embedded encoder) on the same stores."""
+def inline(fault_stack, stdlib_index, service_loop, tmp_path_factory):
+    """(stack, stub) of a serving with the defaults (inline tokenization, summary cache, embedded encoder)
+    on the same stores."""
     repo = str(stdlib_index.repository)
     experiments = tmp_path_factory.mktemp("inline") / "experiments.yaml"
     write_config(experiments, t2t_config(SCENE, model=stdlib_index.model))
     stack = start_stack(service_loop, models={stdlib_index.model: f"{repo}/{stdlib_index.model}"},
                         experiments=experiments, milvus_uri=fault_stack.extra["milvus"].uri,
                         mongo_uri=fault_stack.extra["mongo"].uri, model_repository=repo)
-    yield stack
-    stack.close()
-
-
-@pytest.fixture(scope="module")
-def inline_stub(inline_stack):
-    with retrieval_stub(inline_stack.address) as stub:
-        yield stub
+    try:
+        with retrieval_stub(stack.address) as stub:
+            yield stack, stub
+    finally:
+        stack.close()
 
 
 def search(stub, text: str = "read and write CSV files"):
@@ -273,7 +271,8 @@ def health(address: str) -> int:
         return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
 
 
-def test_inline_text_queries_need_no_preprocess_service(inline_stub, inline_stack):
+def test_inline_text_queries_need_no_preprocess_service(inline):
+    inline_stack, inline_stub = inline
     expected = [i.id for i in search(inline_stub).items]
     inline_stack.stop_preprocess()
     try:
@@ -285,7 +284,8 @@ def test_inline_text_queries_need_no_preprocess_service(inline_stub, inline_stac
         inline_stack.start_preprocess()
 
 
-def test_a_cached_page_is_served_while_the_summary_store_is_down(inline_stub, fault_stack):
+def test_a_cached_page_is_served_while_the_summary_store_is_down(inline, fault_stack):
+    inline_stub = inline[1]
     cached = search(inline_stub)
     fault_stack.extra["mongo"].stop()
     try:
