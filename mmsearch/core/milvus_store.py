@@ -42,9 +42,11 @@ Decisions:
 - The state row is read, changed and written back (:func:`update_state`): the
   stages that write it for one collection run one after another (the operator
   runs one stage at a time), never concurrently.
-- Index: FLAT by default; Milvus Lite accepts only FLAT, IVF_FLAT and AUTOINDEX,
-  so HNSW (or anything else) on a Lite URI is refused with a message saying so
-  rather than silently swapped for another index.
+- Index: ``auto`` by default (:func:`auto_index`: FLAT for small collections,
+  IVF_FLAT from :data:`AUTO_INDEX` rows on, measured with bench/scale.py); an
+  explicit type overrides it. Milvus Lite accepts only FLAT, IVF_FLAT and
+  AUTOINDEX, so HNSW (or anything else) on a Lite URI is refused with a
+  message saying so rather than silently swapped for another index.
 - One process at a time may open a Milvus Lite file (it holds a file lock); a
   second one is refused with a clear error.
 """
@@ -75,6 +77,12 @@ HISTORY = 10  # previous targets an alias row remembers (for --rollback)
 LITE_INDEXES = ("FLAT", "IVF_FLAT", "AUTOINDEX")
 METRICS = ("IP", "COSINE", "L2")
 DEFAULT_INDEX_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 128}}
+# What ``--index-type auto`` (push-milvus's default) builds, from bench/scale.py on Milvus Lite 2.5.1
+# (512-d unit vectors, 2 cores; the README has the table): FLAT below ``ivf_from_rows``, IVF_FLAT
+# from there. Milvus Lite builds its own IVF index (128 lists, 16 probed) whatever nlist/nprobe say;
+# these params are what a Milvus server is given, the same shape, and the search params are recorded
+# in the collection's index so serving searches with them when an arm sets no match params.
+AUTO_INDEX = {"ivf_from_rows": 100_000, "params": {"nlist": 128}, "search_params": {"nprobe": 16}}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VERSION = re.compile(r"^[A-Za-z0-9_]+$")
 _SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
@@ -306,14 +314,30 @@ def has_hashes(client, name: str) -> bool:
     return HASH_FIELD in _fields(client, name)
 
 
-def validate_index(uri: str, index_type: str, metric: str, params: dict | None) -> dict:
-    """The index spec ``{type, metric, params}``; MilvusStoreError for what the engine refuses."""
+def auto_index(rows: int) -> dict:
+    """The index ``--index-type auto`` picks for a collection of ``rows`` vectors (see :data:`AUTO_INDEX`). Pure."""
+    if rows >= AUTO_INDEX["ivf_from_rows"]:
+        return {"type": "IVF_FLAT", "params": dict(AUTO_INDEX["params"]),
+                "search_params": dict(AUTO_INDEX["search_params"]), "chosen": f"auto: {rows} rows"}
+    return {"type": "FLAT", "params": {}, "chosen": f"auto: {rows} rows"}
+
+
+def validate_index(uri: str, index_type: str, metric: str, params: dict | None, rows: int | None = None) -> dict:
+    """The index spec ``{type, metric, params[, search_params, chosen]}``; MilvusStoreError for what the
+    engine refuses. ``index_type`` ``auto`` picks by ``rows`` (:func:`auto_index`); ``params`` given
+    with it replace the picked index's build params."""
     index_type, metric = index_type.upper(), metric.upper()
     if metric not in METRICS:
         raise MilvusStoreError(f"--metric {metric}: use one of {', '.join(METRICS)} (IP for normalised vectors)")
+    if index_type == "AUTO":
+        if rows is None:
+            raise MilvusStoreError("--index-type auto needs the number of vectors; give an index type")
+        picked = auto_index(rows)
+        return {**picked, "metric": metric, "params": dict(params) if params else picked["params"]}
     if is_lite(uri) and index_type not in LITE_INDEXES:
         raise MilvusStoreError(f"--index-type {index_type}: Milvus Lite ({uri}) supports only "
-                               f"{', '.join(LITE_INDEXES)}; use FLAT here, or a Milvus server URI for {index_type}")
+                               f"{', '.join(LITE_INDEXES)} (or auto); use FLAT here, or a Milvus server URI for "
+                               f"{index_type}")
     return {"type": index_type, "metric": metric,
             "params": dict(params) if params else dict(DEFAULT_INDEX_PARAMS.get(index_type, {}))}
 

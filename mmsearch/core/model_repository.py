@@ -10,7 +10,8 @@ Layout (Triton's model repository, plus the files our services read)::
 
 ``REPO`` is a local folder, ``file://`` or ``s3://bucket/prefix``. An export
 of model ``NAME`` has a text tower ``NAME`` and, for CLIP, an image tower
-``NAME-image``: :func:`tower_name` is the only place that spelling lives.
+``NAME-image``: :func:`tower_name` is the only place that spelling lives (and
+:func:`int8_name` of ``TOWER-int8``, the int8 copy ``export --int8`` writes).
 Export writes through :meth:`ModelRepository.publish`; encode, push-milvus,
 preprocess and serving read through :meth:`ModelRepository.manifest` and
 :meth:`ModelRepository.folder`, so every reader finds the ONNX file of the
@@ -35,7 +36,7 @@ TOKENIZER_FILE = "tokenizer.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 KINDS = ("text", "image")
 # What a Milvus collection records of the manifest of the model that built it.
-RECORD_KEYS = ("name", "tower", "family", "source", "dimension", "metric", "onnx_sha256", "towers")
+RECORD_KEYS = ("name", "tower", "family", "source", "dimension", "metric", "onnx_sha256", "towers", "quantization")
 
 
 class ManifestError(MmsearchError):
@@ -47,6 +48,11 @@ def tower_name(model: str, kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"tower kind {kind!r}: expected one of {', '.join(KINDS)}")
     return model if kind == "text" else f"{model}-image"
+
+
+def int8_name(tower: str) -> str:
+    """The repository name of the int8 copy of tower ``tower`` (``export --int8``): ``TOWER-int8``."""
+    return f"{tower}-int8"
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class ModelManifest:
     image_size: int | None = None
     parity: Mapping[str, Any] = field(default_factory=dict)
     towers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # kind -> {name, onnx_sha256}
+    quantization: Mapping[str, Any] | None = None  # an int8 copy (export --int8): how it was quantized
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = MANIFEST) -> "ModelManifest":

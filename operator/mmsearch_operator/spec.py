@@ -59,7 +59,7 @@ DEFAULTS: dict[tuple[str, ...], Any] = {
     ("encode", "batchSize"): 64,
     ("encode", "shards"): 1,
     ("encode", "textField"): "question",
-    ("milvus", "indexType"): "FLAT",
+    ("milvus", "indexType"): "auto",
     ("milvus", "metric"): "IP",
     ("milvus", "batchSize"): 1000,
     ("milvus", "tokenSecret", "key"): "token",

@@ -1,13 +1,17 @@
 """Activation: a validated experiment config becomes the immutable :class:`Active` that serves.
 
 :func:`activate` checks every arm of every scene against the backends and
-refuses the config (raises) unless each arm's preprocess model is loaded by
-the preprocess service, its encoder loads, its encoder is a tower of the
-export that built its collection (:func:`check_consistency`), and its
-collection holds the scene's declared fields and, for a ``bm25`` or
-``hybrid`` retriever, the BM25 text (:func:`check_layout`). ``needs``
-records those layout requirements per collection name, so a publish that
-moves the name to a version without them is not followed. The encoder's
+refuses the config (raises) unless each arm's preprocess model is ready (its
+tokenizer loaded in serving for text with ``preprocess: inline``; loaded by
+the preprocess service for images and for ``preprocess: service``), its
+encoder loads, its encoder is a tower of the export that built its
+collection (:func:`check_consistency`), and its collection holds the scene's
+declared fields and, for a ``bm25`` or ``hybrid`` retriever, the BM25 text
+(:func:`check_layout`). ``needs`` records those layout requirements per
+collection name, so a publish that moves the name to a version without them
+is not followed. The preprocess service is asked only when some arm uses it:
+a config whose arms all tokenize inline activates (and serves, see
+:mod:`services.serving.health`) without it. The encoder's
 manifest is read from ``MMSEARCH_MODEL_REPOSITORY`` for either backend, so
 an arm on Triton needs that setting to name the repository Triton loads.
 
@@ -15,7 +19,10 @@ An :class:`Active` is never changed: a request holds the one it started
 with; a reload or an alias move swaps in a new one (``routes`` is a frozen
 mapping from the config's collection names to the concrete collections
 searched, see :mod:`services.serving.routes`; ``records`` what each one's
-state says: documents, sync generation, the evaluation it was published on).
+state says: documents, sync generation (which keys the summary cache with the
+concrete collection, :meth:`Active.version`; see
+:mod:`services.serving.summary_cache`), the index (its recorded search params,
+:meth:`Active.search_params`), the evaluation it was published on).
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from typing import Any, Mapping
 from mmsearch.core.fields import CollectionLayout, FieldError, FieldSpec
 from mmsearch.core.model_repository import ModelManifest
 from services.serving.backends import Backends
-from services.serving.experiments import Experiments, Scene
+from services.serving.experiments import ArmSpec, Experiments, Scene, TowerSpec
 
 
 class ActivationError(ValueError):
@@ -114,6 +121,7 @@ class Active:
     users: Mapping[str, frozenset[str]]       # config collection name -> encoder models querying it
     records: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))  # name -> record
     needs: Mapping[str, Needs] = field(default_factory=lambda: MappingProxyType({}))  # name -> layout it must hold
+    preprocess_service: bool = True           # whether some arm sends queries to the preprocess service
 
     @property
     def scenes(self) -> Mapping[str, Scene]:
@@ -123,24 +131,51 @@ class Active:
         return replace(self, routes=MappingProxyType(dict(routes)),
                        records=MappingProxyType(dict(self.records if records is None else records)))
 
+    def version(self, collection: str) -> tuple[str, int]:
+        """(concrete collection, generation) of the documents behind config collection name ``collection``:
+        what the summary cache keys on (a sync bumps the generation, a publish moves the route)."""
+        return (self.routes.get(collection, collection),
+                int((self.records.get(collection) or {}).get("generation") or 0))
+
+    def search_params(self, collection: str) -> dict[str, Any]:
+        """The search params the index of ``collection``'s served version recorded (push-milvus
+        ``--index-type auto``), for arms that set no match params; empty when it recorded none."""
+        return dict(((self.records.get(collection) or {}).get("index") or {}).get("search_params") or {})
+
+
+def uses_service(spec: ArmSpec, kind: str) -> bool:
+    """Whether the arm's ``kind`` ("text" | "image") queries go to the preprocess service. Pure."""
+    return kind == "image" or spec.preprocess == "service"
+
+
+def towers(spec: ArmSpec) -> tuple[tuple[str, TowerSpec | None], ...]:
+    return ("text", spec.query.text), ("image", spec.query.image)
+
 
 async def activate(experiments: Experiments, backends: Backends, timeout: float) -> Active:
     """Load encoders and check every arm against its dependencies; raise to refuse the config."""
-    models = await backends.preprocess.models(timeout)
+    specs = experiments.arm_specs()
+    service = any(uses_service(spec, kind) for _, _, spec in specs for kind, tower in towers(spec) if tower)
+    models = await backends.preprocess.models(timeout) if service else set()
     encoders: dict[tuple[str, str], Any] = {}
     collections: dict[str, dict] = {}
     checked: set[tuple[str, str]] = set()
     users: dict[str, set[str]] = {}
     needs: dict[str, Needs] = {}
-    for scene, label, spec in experiments.arm_specs():
+    for scene, label, spec in specs:
         where = f"scene {scene!r} arm {label}"
         collection = spec.match.collection
         needs[collection] = needs.get(collection, Needs()).union(experiments.scenes[scene].fields,
                                                                  spec.match.retriever != "dense")
-        for tower in (spec.query.text, spec.query.image):
+        for kind, tower in towers(spec):
             if tower is None:
                 continue
-            if tower.preprocess not in models:
+            if not uses_service(spec, kind):
+                try:
+                    await backends.inline.prepare(tower.preprocess)
+                except Exception as exc:
+                    raise ActivationError(f"{where}: preprocess: inline: {exc}") from None
+            elif tower.preprocess not in models:
                 raise ActivationError(f"{where}: preprocess model {tower.preprocess!r} is not loaded by the "
                                       f"preprocess service (it has {sorted(models)})")
             try:
@@ -167,10 +202,11 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
     routes = {name: m.get("collection", name) for name, m in collections.items()}
     return Active(experiments, MappingProxyType(encoders), MappingProxyType(routes),
                   MappingProxyType({k: frozenset(v) for k, v in users.items()}),
-                  MappingProxyType({name: record(m) for name, m in collections.items()}), MappingProxyType(needs))
+                  MappingProxyType({name: record(m) for name, m in collections.items()}), MappingProxyType(needs),
+                  preprocess_service=service)
 
 
-RECORD_FIELDS = ("collection", "version", "count", "generation", "changed", "evaluation", "published")
+RECORD_FIELDS = ("collection", "version", "count", "generation", "changed", "evaluation", "published", "index")
 
 
 def record(manifest: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -1,10 +1,11 @@
 """The bundle of backends serving talks to, built once per process and injected everywhere.
 
 :class:`Backends` holds the preprocess client (behind its query batcher),
-the encoder pool, the Milvus matcher, the summary store, the model
-repository's manifests and the A/B event store (impressions and feedback,
-:mod:`services.serving.events`; :class:`NoEvents`, which keeps nothing,
-unless given). :func:`connect` builds the real ones from settings;
+the inline tokenizers (text queries of arms with ``preprocess: inline``), the
+encoder pool, the Milvus matcher, the summary store (behind its cache), the
+model repository's manifests and the A/B event store (impressions and
+feedback, :mod:`services.serving.events`; :class:`NoEvents`, which keeps
+nothing, unless given). :func:`connect` builds the real ones from settings;
 tests build a :class:`Backends` of small fakes with the same methods, so
 activation, the stages and the route watcher run without sockets.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Hashable, Protocol, Sequence
 
 import numpy as np
 
@@ -55,7 +56,9 @@ class Matcher(Protocol):
 
 class SummaryLookup(Protocol):
     async def lookup(self, database: str, collection: str, ids: Sequence[int], fields: Sequence[str] | None,
-                     timeout: float) -> tuple[list[dict | None], int]: ...
+                     timeout: float, *, version: Hashable = None) -> tuple[list[dict | None], int]: ...
+    # ``version``: which version of the documents (the concrete collection and its generation); a
+    # cache keys on it (services.serving.summary_cache), the store itself ignores it.
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -117,11 +120,13 @@ class Backends:
     manifests: Any  # async (model) -> ModelManifest
     load: Load = field(default_factory=Load)
     events: EventStore = field(default_factory=NoEvents)
+    inline: Any = None  # QueryPreprocessor with .prepare(model): text queries of preprocess: inline arms
 
     async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Close every part at once, all within ``timeout`` (a part that hangs is left: stopping never
         waits on it; asyncio.wait, unlike wait_for, does not wait for a cancellation either)."""
-        parts = (self.events, self.encoders, self.preprocess, self.summary, self.matcher)
+        parts = [part for part in (self.events, self.encoders, self.preprocess, self.inline, self.summary,
+                                   self.matcher) if part is not None]
         closing = {asyncio.ensure_future(part.close()): part for part in parts}
         done, _ = await asyncio.wait(closing, timeout=timeout)
         for task, part in closing.items():
@@ -138,8 +143,10 @@ def connect(settings: ServingSettings) -> Backends:
     from services.serving.encoders import EncoderPool
     from services.serving.events import MongoEvents
     from services.serving.matcher import MilvusMatcher
+    from services.serving.inline import InlinePreprocessor
     from services.serving.preprocessor import Preprocessor
     from services.serving.summary import SummaryStore
+    from services.serving.summary_cache import SummaryCache
 
     timeout = settings.dependency_timeout_ms / 1000
     repository = ModelRepository(settings.model_repository)
@@ -150,10 +157,12 @@ def connect(settings: ServingSettings) -> Backends:
         encoders=EncoderPool(settings, repository.folder, load.alone),
         matcher=MilvusMatcher(settings.milvus_uri, token=settings.milvus_token, connect_timeout_s=timeout,
                               batch_max_size=settings.match_batch_max_size, in_flight=settings.match_in_flight),
-        summary=SummaryStore(settings.mongo_uri, server_selection_timeout_s=timeout),
+        summary=SummaryCache(SummaryStore(settings.mongo_uri, server_selection_timeout_s=timeout),
+                             settings.summary_cache_documents),
         manifests=Manifests(repository),
         load=load,
         events=(MongoEvents(settings.events_uri, settings.events_database, ttl_days=settings.events_ttl_days,
                             buffer=settings.impression_buffer, flush_s=settings.impression_flush_ms / 1000,
                             timeout_s=timeout) if settings.impressions else NoEvents()),
+        inline=InlinePreprocessor(repository.folder),
     )

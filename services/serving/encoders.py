@@ -56,13 +56,15 @@ class OnnxEncoder:
 
     def __init__(self, folder: ModelFolder, *, intra_op_threads: int = 1, concurrency: int = 1,
                  allow_spinning: bool = True, single_query_threads: int | None = None,
-                 alone: Callable[[], bool] = lambda: True):
+                 alone: Callable[[], bool] = lambda: True, lone_on_loop: bool = False):
         """``single_query_threads`` (None: same as ``intra_op_threads``; 0: one per core) runs a call
         of batch size 1 on a second session with that many threads when ``alone()`` says no other
         query is in flight: a lone query at low load, where spare cores cut its latency. Any other
         call (merged batches, or a batch of one while other queries are under way) runs on the
         ``intra_op_threads`` session, which leaves the other cores to the concurrent work and gives
-        more throughput."""
+        more throughput. ``lone_on_loop`` runs that lone call on the calling (event loop) thread
+        instead of this encoder's threads: no hand-off to a thread and back (the loop has nothing
+        else to do meanwhile; a request that arrives during the call waits for it)."""
         self.name = folder.manifest.name
         path = folder.onnx_path
         self._session = onnx.session(path, intra_op_threads=intra_op_threads, spinning=allow_spinning)
@@ -72,6 +74,7 @@ class OnnxEncoder:
         self._inputs = onnx.input_types(self._session)
         self._output = self._session.get_outputs()[0].name
         self._alone = alone
+        self._lone_on_loop = lone_on_loop
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"onnx-{self.name}")
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -87,6 +90,8 @@ class OnnxEncoder:
             raise Mismatch(f"onnxruntime, model {self.name!r}: {type(exc).__name__}: {exc}") from None
 
     async def infer(self, inputs: Inputs) -> np.ndarray:
+        if self._lone_on_loop and self._alone() and next(iter(inputs.values())).shape[0] == 1:
+            return self._run(inputs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, inputs)
 
     async def ready(self) -> bool:
@@ -213,7 +218,7 @@ class EncoderPool:
                 encoder = await asyncio.to_thread(
                     OnnxEncoder, folder, intra_op_threads=s.onnx_intra_op_threads, concurrency=s.batch_in_flight,
                     allow_spinning=s.onnx_allow_spinning, single_query_threads=s.onnx_single_query_threads,
-                    alone=self._alone)
+                    alone=self._alone, lone_on_loop=s.onnx_lone_query_on_loop)
             batcher = MicroBatcher(encoder.infer, max_size=s.batch_max_size, max_wait_s=s.batch_max_wait_ms / 1000,
                                    in_flight=s.batch_in_flight, on_batch=metrics.BATCH_SIZE.labels("embed", model).observe)
             self._encoders[key] = BatchedEncoder(encoder, batcher, backend)

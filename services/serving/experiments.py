@@ -9,6 +9,7 @@ Schema (MetaSpore's scene -> ordered layers -> experiments, in our own terms)::
           query:
             text: {model: minilm}                 # preprocess model = encoder model unless
             # image: {model: x-image, preprocess_model: ...}   # preprocess_model is given
+          preprocess: inline                      # text queries: inline (tokenized in serving) | service
           encoder_backend: embedded               # embedded (onnxruntime) | triton
           match: {collection: stdlib, top_k: 10, candidates: 50, metric: IP, params: {},
                   retriever: dense,                  # dense | bm25 | hybrid (both, fused)
@@ -146,7 +147,8 @@ class MatchSpec(_Strict):
                             description="Pool fetched for rankers that re-rank (MMR), by each retriever of a hybrid "
                                         "search, and counted by facets.")
     metric: Literal["IP", "COSINE", "L2"] = "IP"
-    params: dict[str, Any] = Field(default_factory=dict, description="Index search params, e.g. {nprobe: 16}.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Index search params, e.g. {nprobe: 16}; "
+                                   "empty: those the collection's index recorded (push-milvus --index-type auto).")
     retriever: Literal["dense", "bm25", "hybrid"] = Field(
         "dense", description="dense (vectors), bm25 (full text), hybrid (both, fused); text queries only: "
                              "image and more-like-this queries run dense.")
@@ -185,6 +187,10 @@ class ArmSpec(_Strict):
     """Everything one request's pipeline does (the merged result)."""
 
     query: QuerySpec
+    preprocess: Literal["inline", "service"] = Field(
+        "inline", description="Where text queries are tokenized: inline (in serving, with the tokenizer.json of "
+                              "REPO/<preprocess model> the preprocess service loads too: the same ids, no hop) or "
+                              "service (the preprocess service, batched). Image queries always go to the service.")
     encoder_backend: Literal["embedded", "triton"] = "embedded"
     match: MatchSpec
     rank: RankSpec = RankSpec(name="score_order")

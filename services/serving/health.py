@@ -2,7 +2,12 @@
 
 :func:`probe` asks each dependency once (preprocess lists its models, Milvus
 and MongoDB ping, every active encoder reports ready) and returns the
-problems by dependency name; it changes nothing. :class:`Health` keeps the
+problems by dependency name; it changes nothing. The preprocess service is a
+dependency only of a config with an arm that sends it queries (image
+queries, or ``preprocess: service``): when the active config tokenizes every
+query inline, it is not probed, so serving is SERVING without it (and its
+health says nothing about it); before any config is active it is probed
+(the config to come may need it; health is NOT_SERVING then anyway). :class:`Health` keeps the
 last result: the stage runner reads ``down`` to tell a timeout against a
 dependency that is down (UNAVAILABLE, with the probe's finding) from a slow
 one (DEADLINE_EXCEEDED).
@@ -35,9 +40,9 @@ async def probe(backends: Backends, active: Active | None, timeout: float) -> di
         except Exception as exc:
             problems[name] = str(exc) or type(exc).__name__
 
-    checks = [check("preprocess", backends.preprocess.models(timeout)),
-              check("milvus", backends.matcher.ping(timeout)),
-              check("mongo", backends.summary.ping())]
+    checks = [check("milvus", backends.matcher.ping(timeout)), check("mongo", backends.summary.ping())]
+    if active is None or active.preprocess_service:
+        checks.append(check("preprocess", backends.preprocess.models(timeout)))
     if active is not None:
         checks += [check(encoder_dependency(model, backend), encoder.ready())
                    for (backend, model), encoder in active.encoders.items()]

@@ -15,9 +15,13 @@ canary fails is retried on the next round, the old collection serving
 meanwhile.
 
 It returns a new :class:`Active` with the moved routes and the fresh records
-(documents, sync generation, evaluation: :func:`services.serving.activation.record`;
+(documents, sync generation, evaluation, index: :func:`services.serving.activation.record`;
 a sync or a gated publish changes them without moving the route), or None
-when nothing changed. The config's own Active is never changed.
+when nothing changed. The config's own Active is never changed. When the
+target is refused, the record of the collection still served is re-read, so
+a sync of it is seen even while the alias points elsewhere: a new sync
+generation is a new Active, and the summary cache (keyed by collection and
+generation) stops serving what it holds for the old one.
 
 :class:`RouteWatcher` runs it every ``interval`` seconds and swaps the
 result into the config store with a compare-and-swap, so a config reload in
@@ -43,20 +47,10 @@ async def follow(active: Active, backends: Backends) -> Active | None:
     for name, current in active.routes.items():
         manifest = await backends.matcher.manifest(name)
         target = manifest.get("collection", name)
+        if target != current and not await followable(active, backends, name, target, manifest):
+            manifest, target = await backends.matcher.manifest(current), current  # still served
         if target == current:
             records[name] = record(manifest)
-            continue
-        try:
-            for model in sorted(active.users.get(name, ())):
-                check_consistency(model, await backends.manifests(model), name, manifest)
-            check_layout(target, manifest, active.needs.get(name, Needs()))
-        except ConsistencyError as exc:
-            log.error("not following %s -> %s: %s", name, target, exc)
-            continue
-        try:
-            await backends.matcher.warm(target, manifest)
-        except Exception as exc:  # not loaded yet, or it does not answer: the old one keeps serving
-            log.warning("not following %s -> %s yet: the canary query failed: %s", name, target, exc)
             continue
         log.info("collection %s now resolves to %s (loaded, canary answered)", name, target)
         routes[name] = target
@@ -64,6 +58,24 @@ async def follow(active: Active, backends: Backends) -> Active | None:
     if routes == dict(active.routes) and records == dict(active.records):
         return None
     return active.with_routes(routes, records)
+
+
+async def followable(active: Active, backends: Backends, name: str, target: str, manifest: dict) -> bool:
+    """Whether collection name ``name`` may move to ``target``: its encoders and layout check out and
+    it answers a canary query (logged when not)."""
+    try:
+        for model in sorted(active.users.get(name, ())):
+            check_consistency(model, await backends.manifests(model), name, manifest)
+        check_layout(target, manifest, active.needs.get(name, Needs()))
+    except ConsistencyError as exc:
+        log.error("not following %s -> %s: %s", name, target, exc)
+        return False
+    try:
+        await backends.matcher.warm(target, manifest)
+    except Exception as exc:  # not loaded yet, or it does not answer: the old one keeps serving
+        log.warning("not following %s -> %s yet: the canary query failed: %s", name, target, exc)
+        return False
+    return True
 
 
 class RouteWatcher:

@@ -24,21 +24,28 @@ every retriever. Pages slice one ranked list (:mod:`services.serving.pages`).
 Facets count the values of keyword/bool fields over the first
 ``match.candidates`` matches after filters (:func:`count_facets`).
 
-Concurrent requests share backend calls: text queries one Tokenize call per
-preprocess model, then one inference call per encoder, then one Milvus
-search per collection and search shape (unfiltered searches only); a lone
-request is sent at once. Image queries go one PreprocessImages call each,
-and the summary stays one ``$in`` lookup per request (the page's ids):
-merging pages measured slower on the embedded store, whose ``$in`` cost
-grows with the square of the ids (10 ids 0.9 ms, 80 ids 13 ms).
+Text queries are tokenized in serving (``preprocess: inline``, the default:
+:mod:`services.serving.inline`) or by the preprocess service (``preprocess:
+service``); image queries always go to the service. Concurrent requests share
+backend calls: text queries for the service one Tokenize call per preprocess
+model, then one inference call per encoder, then one Milvus search per
+collection and search shape (unfiltered searches only); a lone request is
+sent at once. Image queries go one PreprocessImages call each, and the
+summary stays one ``$in`` lookup per request (the page's ids not in
+serving's summary cache, keyed by the collection version and sync generation
+the page came from: :mod:`services.serving.summary_cache`): merging pages
+measured slower on the embedded store, whose ``$in`` cost grows with the
+square of the ids (10 ids 0.9 ms, 80 ids 13 ms). A dense search without
+match params uses those the collection's index recorded (push-milvus
+``--index-type auto``).
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -48,7 +55,7 @@ from mmsearch.core.fields import FACET_TYPES
 from mmsearch.core.milvus_store import documents_collection
 from mmsearch.v1 import retrieval_pb2
 from services.serving import bucketing, metrics, pages
-from services.serving.activation import Active
+from services.serving.activation import Active, uses_service
 from services.serving.backends import Backends
 from services.serving.errors import Mismatch, StageError
 from services.serving.experiments import ArmSpec, RankSpec, Scene, TowerSpec, arm_label
@@ -151,6 +158,8 @@ class SearchPlan:
     stages: tuple[str, ...]         # the I/O stages that will run (the deadline split)
     page: pages.PagePlan
     digest: str                     # what a page token of this search is bound to
+    version: tuple[str, int] = ("", 0)  # (collection, sync generation): what the summary cache keys on
+    search_params: Mapping[str, Any] = field(default_factory=dict)  # the dense search's index params
 
 
 def plan_search(query: Query, request: retrieval_pb2.SearchRequest, arm: Arm, active: Active,
@@ -185,7 +194,8 @@ def plan_search(query: Query, request: retrieval_pb2.SearchRequest, arm: Arm, ac
         stages = ("preprocess", "embed", "match", "summary")
     else:
         stages = ("match", "summary")
-    return SearchPlan(collection, retrievers, rank, stages, page, digest)
+    return SearchPlan(collection, retrievers, rank, stages, page, digest, active.version(spec.match.collection),
+                      dict(spec.match.params) or active.search_params(spec.match.collection))
 
 
 def count_facets(matches: Matches, names: Sequence[str], counted: int) -> list[retrieval_pb2.Facet]:
@@ -224,10 +234,12 @@ class Searcher:
         plan = plan_search(query, request, arm, active, self.settings)
         spec, page, ranker = arm.spec, plan.page, plan.rank.ranker
         tower: TowerSpec | None = spec.query.image if query.kind == "image" else spec.query.text
-        embed_dependency = encoder_dependency(tower.model, spec.encoder_backend) if tower else ""
+        dependencies = {"fetch": "milvus", "match": "milvus", "summary": "mongo",
+                        "embed": encoder_dependency(tower.model, spec.encoder_backend) if tower else ""}
+        if uses_service(spec, query.kind):  # inline tokenization depends on no service
+            dependencies["preprocess"] = "preprocess"
         run = StageRunner(deadline_s, plan.stages, scene=query.scene.name, arm=arm.label, down=self.down,
-                          dependencies={"fetch": "milvus", "preprocess": "preprocess", "match": "milvus",
-                                        "summary": "mongo", "embed": embed_dependency})
+                          dependencies=dependencies)
         b = self.backends
 
         ahead = None  # a hybrid text query's BM25 search: it needs no vector, so it runs while the query is embedded
@@ -260,7 +272,8 @@ class Searcher:
         ids = [int(ranked_from.ids[i]) for i, _ in chosen]
         s = spec.summary
         documents = documents_collection(s.collection, plan.collection)
-        docs, missing = await run.io("summary", lambda t: b.summary.lookup(s.database, documents, ids, s.fields, t))
+        docs, missing = await run.io("summary", lambda t: b.summary.lookup(s.database, documents, ids, s.fields, t,
+                                                                           version=plan.version))
         response = self._response(query.scene, arm, run, chosen, ranked_from, docs, missing)
         response.offset, response.collection = page.offset, plan.collection
         if len(order) > end and end < self.settings.max_page_depth:
@@ -280,7 +293,8 @@ class Searcher:
         if "dense" not in plan.retrievers or tower is None:
             return None
         if query.kind == "text":
-            inputs = await run.io("preprocess", lambda t: b.preprocess.text(tower.preprocess, request.text, t))
+            preprocessor = b.preprocess if uses_service(spec, "text") else b.inline
+            inputs = await run.io("preprocess", lambda t: preprocessor.text(tower.preprocess, request.text, t))
         else:
             inputs = await run.io("preprocess", lambda t: b.preprocess.image(tower.preprocess, request.image, t))
         encoder = active.encoders[(spec.encoder_backend, tower.model)]
@@ -300,7 +314,7 @@ class Searcher:
         for name in plan.retrievers:
             if name == "dense":
                 calls.append((name, spec.match.metric, self.backends.matcher.search(
-                    plan.collection, vector, plan.page.fetch, metric=spec.match.metric, params=spec.match.params,
+                    plan.collection, vector, plan.page.fetch, metric=spec.match.metric, params=plan.search_params,
                     with_vectors=plan.rank.ranker.needs_vectors, timeout=timeout, expression=query.expression,
                     output_fields=query.facets)))
             else:

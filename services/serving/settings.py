@@ -60,6 +60,10 @@ class ServingSettings(GrpcSettings, RequestLimits):
                     "other session runs every call, so the cores stay with the concurrent work. Measured on 2 "
                     "cores (bench/search.py): the embed stage of a lone MiniLM query takes 2.7-3.1 ms with 0 "
                     "against 4.5-4.9 ms with 1, and QPS at concurrency 32 stays the same within the noise.")
+    onnx_lone_query_on_loop: bool = Field(
+        True, description="Run the inference of a query encoded while no other search is in flight on the event "
+                          "loop's thread, not on the encoder's thread: no thread hand-off and back for a lone "
+                          "query (see services/serving/encoders.py OnnxEncoder for the trade-off).")
     onnx_allow_spinning: bool = Field(
         True, description="Let idle onnxruntime intra-op threads spin-wait (onnxruntime's default; only matters "
                           "with more than one intra-op thread): lower latency at low load, CPU taken from the "
@@ -86,6 +90,10 @@ class ServingSettings(GrpcSettings, RequestLimits):
         "", description="HMAC key of page tokens. Tokens are checked in full on use (collection, arm, query, "
                         "depth), so the built-in key only detects corruption; set a secret (the same on every "
                         "replica) to make them unforgeable.")
+    summary_cache_documents: int = Field(
+        20_000, ge=0, le=10_000_000,
+        description="Summary documents kept in serving's LRU per process, keyed by collection version and "
+                    "generation (exact: see services/serving/summary_cache.py); 0 turns the cache off.")
     config_poll_seconds: float = Field(1.0, gt=0, description="How often the experiment file is checked for changes.")
     health_interval_seconds: float = Field(1.0, gt=0, description="How often dependencies are probed for health.")
     impressions: bool = Field(

@@ -35,7 +35,7 @@ import asyncio
 import logging
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import pymongo
 from pymongo import AsyncMongoClient
@@ -136,8 +136,8 @@ class SummaryStore:
                                            f"past its {task.timeout:.1f}s timeout")  # type: ignore[attr-defined]
 
     async def lookup(self, database: str, collection: str, ids: Sequence[int], fields: Sequence[str] | None,
-                     timeout: float) -> tuple[list[dict[str, Any] | None], int]:
-        """(documents in ``ids`` order with None for missing, missing count)."""
+                     timeout: float, *, version: Hashable = None) -> tuple[list[dict[str, Any] | None], int]:
+        """(documents in ``ids`` order with None for missing, missing count); ``version`` is for caches."""
         if not len(ids):
             return [], 0
         projection = {name: 1 for name in fields} if fields is not None else None

@@ -53,7 +53,7 @@ def test_push_records_the_manifest_and_keeps_the_last_partial_batch(tmp_path, li
         assert {k: recorded[k] for k in ("name", "onnx_sha256", "dimension", "metric", "towers")} == \
             {k: manifest.to_dict()[k] for k in ("name", "onnx_sha256", "dimension", "metric", "towers")}
         assert recorded["collection"] == "docs_1" and recorded["complete"] is True
-        assert recorded["index"] == {"type": "FLAT", "metric": "IP", "params": {}}
+        assert recorded["index"] == {"type": "FLAT", "metric": "IP", "params": {}, "chosen": "auto: 2345 rows"}
         hit = client.search("docs_1", data=[vecs[42].tolist()], limit=1, search_params={"metric_type": "IP"})[0][0]
         assert hit["id"] == ids[42] and hit["distance"] == pytest.approx(1.0, abs=1e-5)
     finally:
@@ -105,6 +105,37 @@ def test_ivf_flat_on_lite(tmp_path, lite):
     summary = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 500), 500, corpus_of(ids),
                            index_type="ivf_flat", index_params={"nlist": 16})
     assert summary["index"] == "IVF_FLAT" and summary["entities"] == 500
+
+
+def test_auto_index_picks_by_size_and_an_explicit_type_overrides_it():
+    threshold = milvus_store.AUTO_INDEX["ivf_from_rows"]
+    small = milvus_store.validate_index("x.db", "auto", "IP", None, rows=threshold - 1)
+    large = milvus_store.validate_index("x.db", "auto", "ip", None, rows=threshold)
+    assert (small["type"], small["params"]) == ("FLAT", {})
+    assert large["type"] == "IVF_FLAT" and large["metric"] == "IP"
+    assert large["params"] == milvus_store.AUTO_INDEX["params"]
+    assert large["search_params"] == milvus_store.AUTO_INDEX["search_params"]
+    assert milvus_store.validate_index("x.db", "auto", "IP", {"nlist": 64}, rows=threshold)["params"] == {"nlist": 64}
+    assert milvus_store.validate_index("x.db", "flat", "IP", None, rows=10 * threshold)["type"] == "FLAT"
+    with pytest.raises(MmsearchError, match="--index-type auto needs the number of vectors"):
+        milvus_store.validate_index("x.db", "auto", "IP", None)
+
+
+def test_push_picks_the_index_by_size_and_records_it_with_its_search_params(tmp_path, lite, monkeypatch):
+    manifest = write_manifest(tmp_path, "m", 8)
+    ids, vecs = vectors(500, 8)
+    assert push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 500), 500, corpus_of(ids))["index"] == "FLAT"
+    monkeypatch.setitem(milvus_store.AUTO_INDEX, "ivf_from_rows", 400)
+    assert push_vectors(lite, "docs", "2", manifest, chunks(ids, vecs, 500), 500, corpus_of(ids))["index"] == "IVF_FLAT"
+    client = milvus_store.connect(lite)
+    try:
+        small, large = (milvus_store.read_manifest(client, f"docs_{v}")["index"] for v in ("1", "2"))
+        described = client.describe_index("docs_2", "vector")
+    finally:
+        milvus_store.close(client, lite)
+    assert small == {"type": "FLAT", "params": {}, "chosen": "auto: 500 rows", "metric": "IP"}
+    assert large["type"] == "IVF_FLAT" and large["search_params"] == {"nprobe": 16} and large["chosen"] == "auto: 500 rows"
+    assert described["index_type"] == "IVF_FLAT" and described["nlist"] == "128"
 
 
 def test_sigkill_half_way_then_rerun_is_exact(tmp_path, lite):

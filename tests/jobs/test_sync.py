@@ -4,7 +4,8 @@ Milvus is the Lite engine on TCP (the job processes and the in-process serving s
 summaries live per version (``<scene>_<version>``, serving's ``summary.collection: "{collection}"``).
 Checked: exact counts in Milvus and MongoDB, the changed documents found by their new text, the
 removed ones never returned, no failed request during the sync, the change record serving reads
-(generation, changed ids); a SIGKILL half-way then a rerun ends in the state of one clean run; a
+(generation, changed ids), and serving's summary cache, holding the changed documents before the
+sync, serves their new summaries after it; a SIGKILL half-way then a rerun ends in the state of one clean run; a
 second run changes nothing; another model or text field is refused.
 """
 from __future__ import annotations
@@ -95,6 +96,13 @@ def search(stub, text: str, top_k: int = 5):
 def test_sync_while_serving_gives_exact_counts_new_texts_and_no_removed_ids(synced):
     s = synced
     texts = [r["answer"] for r in s["original"][20:60]]
+    with grpc.insecure_channel(s["stack"].address) as channel:  # the documents to change, in serving's cache
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        before = {r["id"]: r["answer"] for r in s["original"][10:20]}
+        for doc_id, text in before.items():
+            for _ in range(2):  # the second answer comes from the summary cache
+                found = {item.id: item.summary["answer"] for item in search(stub, text, top_k=5)}
+                assert found.get(doc_id) == text, (doc_id, found)
     with SearchLoad(s["stack"].address, text_requests(SCENE, texts), concurrency=3) as load:
         load.wait_for(20)
         result = run_job(*sync_args(s))
@@ -119,8 +127,11 @@ def test_sync_while_serving_gives_exact_counts_new_texts_and_no_removed_ids(sync
     with grpc.insecure_channel(s["stack"].address) as channel:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
         for record in s["changed"] + s["added"]:
-            top = search(stub, record["answer"], top_k=1)[0]
+            top = search(stub, record["answer"], top_k=1)[0]  # the changed ones were cached before: never stale
             assert top.id == record["id"] and top.summary["answer"] == record["answer"]
+        for record in s["changed"]:  # found by their old text too (if at all), with the new summary
+            assert all(item.summary["answer"] != before[record["id"]]
+                       for item in search(stub, before[record["id"]], top_k=20) if item.id == record["id"])
         for record in s["removed"]:
             assert removed.isdisjoint(item.id for item in search(stub, record["answer"], top_k=20))
     assert all(removed.isdisjoint(sample.ids) for sample in load.phase(done))

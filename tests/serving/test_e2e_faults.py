@@ -5,7 +5,12 @@ The stack here is the cluster shape: encoder on a real ``tritonserver``
 server (the Milvus Lite engine listening on TCP), a secantusd with on-disk
 storage, and the preprocess service; each can be stopped and started again on
 the same port. The index is the stdlib index's vectors pushed by the real
-``push-milvus``/``push-mongo``/``publish`` jobs.
+``push-milvus``/``push-mongo``/``publish`` jobs. That serving sends text to the
+preprocess service (``preprocess: service``) and caches no summary, so each
+fault reaches the stage it breaks; a second serving (fixture ``inline``) on the
+same stores runs the defaults (inline tokenization, summary cache) and shows
+what they change: a preprocess service down does not touch its text queries,
+and a page it has cached is served while the summary store is down.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import pytest
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.jobs import run_job
-from tests.support.stack import MilvusServer, start_stack, t2t_config, write_config
+from tests.support.stack import MilvusServer, retrieval_stub, start_stack, t2t_config, write_config
 from mmsearch.dev.processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -41,10 +46,10 @@ def fault_stack(stdlib_index, triton_minilm, service_loop, tmp_path_factory):
     run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "1")
     run_job("push-mongo", "--workdir", str(stdlib_index.workdir), "--mongo-uri", mongo.uri, "--collection", SCENE)
     experiments = tmp / "experiments.yaml"
-    write_config(experiments, t2t_config(SCENE, model=stdlib_index.model, backend="triton"))
+    write_config(experiments, t2t_config(SCENE, model=stdlib_index.model, backend="triton", preprocess="service"))
     stack = start_stack(service_loop, models={stdlib_index.model: f"{repo}/{stdlib_index.model}"},
                         experiments=experiments, milvus_uri=milvus.uri, mongo_uri=mongo.uri,
-                        model_repository=repo, triton_address=triton_minilm.address)
+                        model_repository=repo, triton_address=triton_minilm.address, summary_cache_documents=0)
     stack.extra.update(milvus=milvus, mongo=mongo, mongo_dir=tmp / "mongo", mongo_port=mongo_port, triton=triton_minilm)
     yield stack
     stack.close()
@@ -59,13 +64,30 @@ def stub(fault_stack):
     channel.close()
 
 
-def search(stub):
-    return stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text="read and write CSV files"), timeout=5)
+@pytest.fixture(scope="module")
+def inline(fault_stack, stdlib_index, service_loop, tmp_path_factory):
+    """(stack, stub) of a serving with the defaults (inline tokenization, summary cache, embedded encoder)
+    on the same stores."""
+    repo = str(stdlib_index.repository)
+    experiments = tmp_path_factory.mktemp("inline") / "experiments.yaml"
+    write_config(experiments, t2t_config(SCENE, model=stdlib_index.model))
+    stack = start_stack(service_loop, models={stdlib_index.model: f"{repo}/{stdlib_index.model}"},
+                        experiments=experiments, milvus_uri=fault_stack.extra["milvus"].uri,
+                        mongo_uri=fault_stack.extra["mongo"].uri, model_repository=repo)
+    try:
+        with retrieval_stub(stack.address) as stub:
+            yield stack, stub
+    finally:
+        stack.close()
 
 
-def expect_unavailable(stub, stage: str) -> None:
+def search(stub, text: str = "read and write CSV files"):
+    return stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text=text), timeout=5)
+
+
+def expect_unavailable(stub, stage: str, text: str = "read and write CSV files") -> None:
     with pytest.raises(grpc.RpcError) as err:
-        search(stub)
+        search(stub, text)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
     assert err.value.details().startswith(f"{stage}:"), err.value.details()
 
@@ -208,6 +230,7 @@ def test_sigterm_stops_serving_within_its_grace_after_store_crashes(fault_stack,
         "MMSEARCH_MONGO_URI": fault_stack.extra["mongo"].uri,
         "MMSEARCH_MODEL_REPOSITORY": str(stdlib_index.repository),
         "MMSEARCH_GRACE_SECONDS": str(grace), "MMSEARCH_HEALTH_INTERVAL_SECONDS": "0.2",
+        "MMSEARCH_SUMMARY_CACHE_DOCUMENTS": "0",  # every search reaches the store, as in fault_stack
     })
     try:
         wait_serving(serving.target, 60)
@@ -239,3 +262,36 @@ def test_sigterm_stops_serving_within_its_grace_after_store_crashes(fault_stack,
         serving.stop()
         if fault_stack.extra["mongo"].process.poll() is not None:
             _restart(fault_stack, "mongo")
+
+
+def health(address: str) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+def test_inline_text_queries_need_no_preprocess_service(inline):
+    inline_stack, inline_stub = inline
+    expected = [i.id for i in search(inline_stub).items]
+    inline_stack.stop_preprocess()
+    try:
+        time.sleep(1.0)  # five health rounds: the service is not a dependency of this config
+        assert [i.id for i in search(inline_stub).items] == expected
+        assert health(inline_stack.address) == 1  # SERVING
+        assert "preprocess" not in inline_stack.serving.health.down
+    finally:
+        inline_stack.start_preprocess()
+
+
+def test_a_cached_page_is_served_while_the_summary_store_is_down(inline, fault_stack):
+    inline_stub = inline[1]
+    cached = search(inline_stub)
+    fault_stack.extra["mongo"].stop()
+    try:
+        again = search(inline_stub)
+        assert [(i.id, dict(i.summary)) for i in again.items] == [(i.id, dict(i.summary)) for i in cached.items]
+        expect_unavailable(inline_stub, "summary", text="open a TCP socket and listen")  # a page not cached
+    finally:
+        _restart(fault_stack, "mongo")
+    assert eventually_ok(inline_stub).items

@@ -44,3 +44,24 @@ async def test_a_lone_query_uses_the_single_query_session_only_while_nothing_els
         assert ran == [encoder._single, encoder._session]
     finally:
         await encoder.close()
+
+
+async def test_a_lone_query_runs_on_the_calling_thread_when_asked_and_gives_the_same_vector(minilm_repo):
+    import threading
+
+    busy = {"others": 0}
+    folder = ModelRepository(minilm_repo).folder("minilm")
+    encoder = OnnxEncoder(folder, intra_op_threads=1, single_query_threads=0, alone=lambda: busy["others"] == 0,
+                          lone_on_loop=True)
+    threads = []
+    real = encoder._run
+    encoder._run = lambda inputs: threads.append(threading.current_thread().name) or real(inputs)
+    try:
+        ids, mask = load_tokenizer(minilm_repo / "minilm").encode(TEXTS[:1])
+        on_loop = await encoder.infer({"input_ids": ids, "attention_mask": mask})
+        busy["others"] = 2
+        on_thread = await encoder.infer({"input_ids": ids, "attention_mask": mask})
+        assert threads[0] == threading.current_thread().name and threads[1].startswith("onnx-minilm")
+        assert np.allclose(on_loop, on_thread, atol=1e-5)
+    finally:
+        await encoder.close()

@@ -11,30 +11,17 @@ import yaml
 from mmsearch.v1 import retrieval_pb2
 from services.serving.activation import ActivationError, activate
 from services.serving.errors import BadInput, Mismatch, StageError, Unavailable
-from services.serving.experiments import ConfigStore, parse_config
+from services.serving.experiments import ConfigStore
 from services.serving.routes import RouteWatcher, follow
 from services.serving.search import Searcher
 from services.serving.service import scene_message
 from services.serving.settings import ServingSettings
-from tests.support.fakes import collection_manifest, fake_backends, manifest
+from tests.support.fakes import (SCENE, collection_manifest, docs_backends as backends,
+                                 docs_experiments as experiments, docs_request as request, manifest)
 from tests.support.stack import t2t_config
 
 Code = grpc.StatusCode
-SCENE = "docs"
 SETTINGS = ServingSettings()
-
-
-def experiments(**overrides):
-    return parse_config(yaml.safe_dump(t2t_config(SCENE, model="m", **overrides)))
-
-
-def backends(**kwargs):
-    defaults = dict(models={"m": manifest("m")}, collections={SCENE: collection_manifest("m", "docs_1")})
-    return fake_backends(**{**defaults, **kwargs})
-
-
-def request(**fields) -> retrieval_pb2.SearchRequest:
-    return retrieval_pb2.SearchRequest(scene=SCENE, text="read a csv file", **fields)
 
 
 async def active_and_searcher(**kwargs):
@@ -50,16 +37,17 @@ async def test_activation_resolves_routes_and_keeps_them_frozen():
         active.routes[SCENE] = "docs_2"  # type: ignore[index]
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"preprocess_models": set()}, "preprocess model 'm' is not loaded"),
-    ({"missing_encoders": {"m"}}, "encoder 'm' (embedded): no ONNX model"),
-    ({"models": {"m": manifest("m", sha="other")}}, "sha256"),
-    ({"collections": {SCENE: collection_manifest("x", "docs_1")}}, "does not match collection"),
+@pytest.mark.parametrize("kwargs, preprocess, words", [
+    ({"preprocess_models": set()}, "service", "preprocess model 'm' is not loaded"),
+    ({"inline_models": set()}, None, "preprocess: inline: no tokenizer.json for 'm'"),
+    ({"missing_encoders": {"m"}}, None, "encoder 'm' (embedded): no ONNX model"),
+    ({"models": {"m": manifest("m", sha="other")}}, None, "sha256"),
+    ({"collections": {SCENE: collection_manifest("x", "docs_1")}}, None, "does not match collection"),
 ])
-async def test_activation_refuses_an_arm_naming_it(kwargs, words):
+async def test_activation_refuses_an_arm_naming_it(kwargs, preprocess, words):
     b, _ = backends(**kwargs)
     with pytest.raises(ActivationError, match=re.escape(words)) as caught:
-        await activate(experiments(), b, timeout=1.0)
+        await activate(experiments(preprocess=preprocess), b, timeout=1.0)
     assert f"scene '{SCENE}' arm ranking=" in str(caught.value)
 
 
@@ -92,13 +80,18 @@ async def test_each_stage_failure_maps_to_a_status_naming_it(stage, exc, code):
     assert str(caught.value).startswith(f"{stage}: ")
 
 
-async def test_a_timeout_against_a_dependency_seen_down_is_unavailable():
+@pytest.mark.parametrize("stage, down, code, words", [
+    ("match", "milvus", Code.UNAVAILABLE, "milvus is down: connection refused"),
+    # inline tokenization depends on no service: a preprocess service seen down is never blamed
+    ("preprocess", "preprocess", Code.DEADLINE_EXCEEDED, "share of the deadline"),
+])
+async def test_a_timeout_against_a_dependency_seen_down_is_unavailable(stage, down, code, words):
     b, calls = backends()
     active = await activate(experiments(), b, timeout=1.0)
-    calls.fail["match"] = TimeoutError()
+    calls.fail[stage] = TimeoutError()
     with pytest.raises(StageError) as caught:
-        await Searcher(b, SETTINGS, down={"milvus": "connection refused"}).search(request(), active, 1.0)
-    assert caught.value.code == Code.UNAVAILABLE and "milvus is down: connection refused" in caught.value.message
+        await Searcher(b, SETTINGS, down={down: "connection refused"}).search(request(), active, 1.0)
+    assert caught.value.stage == stage and caught.value.code == code and words in caught.value.message
 
 
 async def test_bad_requests_are_invalid_argument_before_any_stage():

@@ -7,6 +7,8 @@
   same model: new searches hit B, and no request fails under concurrent load
   across the move. A version C built by another model is refused (logged) and
   B keeps serving.
+- Summary documents are cached per collection version; documents changed in
+  place are served once the collection's sync generation moves.
 
 Milvus is the Lite engine listening on TCP, so the job processes and the
 in-process serving reach the same collections.
@@ -120,3 +122,43 @@ def test_serving_follows_a_publish_without_a_failed_request_and_refuses_another_
     assert stack.serving.store.current.routes[SCENE] == f"{SCENE}_b"
     assert stack.serving.routes.problem == ""
     assert f"not following {SCENE} -> {SCENE}_c" in caplog.text and "does not match" in caplog.text
+
+
+def test_summaries_are_cached_per_version_and_a_generation_bump_serves_documents_changed_in_place(versions):
+    """The summary cache serves a document as it was until its collection's generation moves (the state
+    write that ends an in-place ``sync``, see jobs/sync.py; tests/jobs/test_sync.py runs the real sync); then
+    the new text."""
+    import pymongo
+
+    from mmsearch.core import milvus_store
+
+    stack, milvus, _ = versions
+    query = "parse a JSON document"
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+
+        def first() -> tuple[int, str]:
+            item = stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text=query, top_k=5), timeout=10).items[0]
+            return item.id, item.summary["question"]
+
+        doc_id, question = first()
+        concrete = stack.serving.store.current.routes[SCENE]
+        generation = stack.serving.store.current.version(SCENE)[1]
+        docs = pymongo.MongoClient(stack.serving_settings.mongo_uri)["mmsearch"][SCENE]
+        docs.update_one({"_id": doc_id}, {"$set": {"question": "changed in place"}})
+        try:
+            assert first() == (doc_id, question)  # the same version: served from the cache
+            client = milvus_store.connect(milvus.uri)
+            try:
+                milvus_store.update_state(client, concrete, generation=generation + 1)
+                assert milvus_store.read_manifest(client, concrete)["generation"] == generation + 1
+            finally:
+                client.close()
+            deadline = time.monotonic() + 20
+            while first()[1] != "changed in place" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert first() == (doc_id, "changed in place")
+            assert stack.serving.store.current.version(SCENE) == (concrete, generation + 1)
+            assert stack.serving.store.current.routes[SCENE] == concrete
+        finally:
+            docs.update_one({"_id": doc_id}, {"$set": {"question": question}})

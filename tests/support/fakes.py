@@ -41,15 +41,27 @@ class Calls:
 
 
 class FakePreprocess:
+    """The preprocess service's client, or (``inline``) serving's own tokenizers (``prepare`` refuses
+    the models in ``models`` it was not given)."""
+
     def __init__(self, calls: Calls, models: set[str]):
         self.calls, self._models = calls, models
+        self.asked: list[str] = []  # the models queries were preprocessed for
+        self.prepared: list[str] = []
+
+    async def prepare(self, model: str) -> None:
+        if model not in self._models:
+            raise FileNotFoundError(f"no tokenizer.json for {model!r}")
+        self.prepared.append(model)
 
     async def text(self, model: str, text: str, timeout: float) -> dict:
         self.calls("preprocess", timeout)
+        self.asked.append(model)
         return {"input_ids": np.array([[101, 7, 102]]), "attention_mask": np.ones((1, 3), np.int64)}
 
     async def image(self, model: str, image: bytes, timeout: float) -> dict:
         self.calls("preprocess", timeout)
+        self.asked.append(model)
         return {"pixel_values": np.zeros((1, 3, 8, 8), np.float32)}
 
     async def models(self, timeout: float) -> set[str]:
@@ -94,6 +106,8 @@ class FakeMatcher:
         self.searched: list[str] = []
         self.warmed: list[str] = []
         self.requests: list[tuple[str, str, int, str]] = []  # (retriever, collection, limit, expression)
+        self.generations: dict[str, int] = {}  # concrete collection -> generation (see manifest)
+        self._concrete: dict[str, dict] = {}  # concrete name -> the manifest last read through a name
 
     def _hits(self, ids: np.ndarray, scores: np.ndarray, with_vectors: bool, output_fields) -> Matches:
         vectors = np.eye(self.size + 1, DIM, dtype=np.float32)[ids] if with_vectors else None
@@ -125,9 +139,18 @@ class FakeMatcher:
         return np.eye(self.size + 1, DIM, dtype=np.float32)[item]
 
     async def manifest(self, collection: str) -> dict:
+        """The manifest behind a name in ``collections``; a concrete name one of them resolved to
+        (as seen so far) answers with that manifest and its ``generations`` entry."""
         if "routes" in self.calls.fail:
             raise self.calls.fail["routes"]
-        return dict(self.collections[collection])
+        if collection in self.collections:
+            found = dict(self.collections[collection])
+            self._concrete[found.get("collection", collection)] = found
+            return found
+        if collection not in self._concrete:
+            raise KeyError(collection)
+        seen = self._concrete[collection]
+        return {**seen, **({"generation": self.generations[collection]} if collection in self.generations else {})}
 
     async def warm(self, collection: str, manifest: dict) -> None:
         if "warm" in self.calls.fail:
@@ -145,9 +168,11 @@ class FakeMatcher:
 class FakeSummary:
     def __init__(self, calls: Calls):
         self.calls = calls
+        self.versions: list = []  # the version each lookup named
 
-    async def lookup(self, database, collection, ids, fields, timeout):
+    async def lookup(self, database, collection, ids, fields, timeout, *, version=None):
         self.calls("summary", timeout)
+        self.versions.append(version)
         return [{"_id": i, "question": f"doc {i}"} for i in ids], 0
 
     async def ping(self) -> None:
@@ -189,8 +214,10 @@ class FakeEvents:
 
 def fake_backends(*, models: dict[str, ModelManifest], collections: dict[str, dict],
                   preprocess_models: set[str] | None = None, missing_encoders: set[str] = frozenset(),
-                  items: int = 5):
-    """(Backends of fakes, their shared :class:`Calls`); the matcher serves ``items`` items."""
+                  items: int = 5, inline_models: set[str] | None = None):
+    """(Backends of fakes, their shared :class:`Calls`); the matcher serves ``items`` items;
+    ``preprocess_models`` are the models the preprocess service has, ``inline_models`` those serving
+    can tokenize itself (default: all)."""
     calls = Calls()
 
     async def manifests(model: str) -> ModelManifest:
@@ -198,5 +225,32 @@ def fake_backends(*, models: dict[str, ModelManifest], collections: dict[str, di
 
     backends = Backends(preprocess=FakePreprocess(calls, set(models) if preprocess_models is None else preprocess_models),
                         encoders=FakeEncoders(calls, missing_encoders), matcher=FakeMatcher(calls, collections, items),
-                        summary=FakeSummary(calls), manifests=manifests, events=FakeEvents())
+                        summary=FakeSummary(calls), manifests=manifests, events=FakeEvents(),
+                        inline=FakePreprocess(calls, set(models) if inline_models is None else inline_models))
     return backends, calls
+
+
+# One small scene for the unit tests of serving's parts: scene "docs", model "m", collection docs -> docs_1.
+SCENE = "docs"
+
+
+def docs_experiments(**overrides):
+    """The parsed T2T config of scene ``docs`` with model ``m`` (``overrides``: t2t_config's keywords)."""
+    import yaml
+
+    from services.serving.experiments import parse_config
+    from tests.support.stack import t2t_config
+
+    return parse_config(yaml.safe_dump(t2t_config(SCENE, model="m", **overrides)))
+
+
+def docs_backends(**kwargs):
+    """:func:`fake_backends` for scene ``docs`` (model ``m``, alias ``docs`` -> ``docs_1``), overridable."""
+    defaults = dict(models={"m": manifest("m")}, collections={SCENE: collection_manifest("m", "docs_1")})
+    return fake_backends(**{**defaults, **kwargs})
+
+
+def docs_request(**fields):
+    from mmsearch.v1 import retrieval_pb2
+
+    return retrieval_pb2.SearchRequest(scene=SCENE, text="read a csv file", **fields)

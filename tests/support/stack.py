@@ -27,10 +27,12 @@ from tests.support.processes import stop_process, wait_listening, wait_serving
 
 
 def t2t_config(scene: str, *, model: str = "minilm", collection: str | None = None, backend: str = "embedded",
-               weights: tuple[float, float] = (50, 50), fields: tuple[str, ...] = ()) -> dict:
+               weights: tuple[float, float] = (50, 50), fields: tuple[str, ...] = (),
+               preprocess: str | None = None) -> dict:
     """A T2T experiment config: one ranking layer, control (score order) vs threshold arm; ``fields``
-    (``name:type``) declares filterable fields."""
-    return {"scenes": {scene: {
+    (``name:type``) declares filterable fields; ``preprocess`` (inline | service) sets where text is
+    tokenized (None: the arm default, inline)."""
+    config = {"scenes": {scene: {
         "modality": "text",
         **({"fields": [dict(zip(("name", "type"), f.split(":"))) for f in fields]} if fields else {}),
         "defaults": {
@@ -47,6 +49,9 @@ def t2t_config(scene: str, *, model: str = "minilm", collection: str | None = No
              "overrides": {"rank": {"name": "score_threshold", "params": {"min_score": 0.1}}}},
         ]}],
     }}}
+    if preprocess is not None:
+        config["scenes"][scene]["defaults"]["preprocess"] = preprocess
+    return config
 
 
 def ab_config(scene: str, *, model: str, collection: str, aa_layers: int = 3) -> dict:
@@ -206,3 +211,4 @@ def start_stack(loop: ServiceLoop, *, models: dict[str, str], experiments: Path,
     stack.start_serving()
     stack.wait_serving()
     return stack
+
