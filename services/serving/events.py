@@ -1,6 +1,8 @@
 """The A/B event store: impressions recorded off the request path, feedback written on it.
 
-:class:`MongoEvents` (pymongo's ``AsyncMongoClient``; the documents are
+:class:`MongoEvents` (pymongo's ``AsyncMongoClient`` through
+:class:`~services.serving.mongo.ShieldedMongo`, as the summary store: no call is
+cancelled by its caller, a jammed client is rebuilt; the documents are
 :mod:`mmsearch.core.events`'):
 
 - :meth:`~MongoEvents.record` puts an impression into a bounded buffer and
@@ -42,13 +44,13 @@ import asyncio
 import logging
 from typing import Any
 
-import pymongo
-from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from mmsearch.core import events as schema
 from services.serving import metrics
 from services.serving.errors import Mismatch, Unavailable
+from services.serving.mongo import ShieldedMongo
 from mmsearch.core.redact import redact
 
 log = logging.getLogger(__name__)
@@ -67,9 +69,8 @@ class MongoEvents:
                  flush_s: float = 0.5, timeout_s: float = 1.0):
         self.uri, self.timeout_s, self.batch_max, self.ttl_days = uri, timeout_s, batch_max, ttl_days
         self.flush_s = flush_s
-        self._client: AsyncMongoClient = AsyncMongoClient(
-            uri, serverSelectionTimeoutMS=int(timeout_s * 1000), connectTimeoutMS=int(timeout_s * 1000), tz_aware=True)
-        self._db = self._client[database]
+        self._database = database
+        self._mongo = ShieldedMongo(uri, "event store", timeout_s=timeout_s)
         self._queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=buffer)
         self._held: list[dict] = []  # the batch being written (kept while the store cannot take it)
         self._indexed = False
@@ -94,14 +95,16 @@ class MongoEvents:
         return batch
 
     async def _write(self, batch: list[dict]) -> None:
-        with pymongo.timeout(self.timeout_s):
-            if not self._indexed:
-                await self._ensure_indexes()
-            try:
-                await self._db[schema.IMPRESSIONS].insert_many(batch, ordered=False)
-            except BulkWriteError as exc:
-                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                    raise
+        await self._mongo.call(lambda client: self._insert_impressions(client[self._database], batch), self.timeout_s)
+
+    async def _insert_impressions(self, db: AsyncDatabase, batch: list[dict]) -> None:
+        if not self._indexed:
+            await self._ensure_indexes(db)
+        try:
+            await db[schema.IMPRESSIONS].insert_many(batch, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
 
     async def run(self) -> None:
         """Drain the buffer forever (cancel to stop); see the module doc."""
@@ -137,17 +140,17 @@ class MongoEvents:
                 self.problem = ""
             backoff = BACKOFF_S[0]
 
-    async def _ensure_indexes(self) -> None:
+    async def _ensure_indexes(self, db: AsyncDatabase) -> None:
         ttl = self.ttl_days * 86400
         for name in (schema.IMPRESSIONS, schema.FEEDBACK):
-            collection = self._db[name]
+            collection = db[name]
             try:
                 await collection.create_index(schema.TIME_FIELD, expireAfterSeconds=ttl)
             except OperationFailure as exc:
                 if exc.code not in INDEX_CONFLICTS:
                     raise
-                await self._db.command({"collMod": name, "index": {"keyPattern": {schema.TIME_FIELD: 1},
-                                                                   "expireAfterSeconds": ttl}})
+                await db.command({"collMod": name, "index": {"keyPattern": {schema.TIME_FIELD: 1},
+                                                              "expireAfterSeconds": ttl}})
                 log.info("event TTL changed", extra={"collection": name, "ttl_days": self.ttl_days})
         self._indexed = True
 
@@ -155,10 +158,7 @@ class MongoEvents:
     async def feedback(self, doc: dict, timeout: float) -> bool:
         """Insert one feedback event; True when it was already there (a duplicate)."""
         try:
-            with pymongo.timeout(timeout):
-                if not self._indexed:
-                    await self._ensure_indexes()
-                await self._db[schema.FEEDBACK].insert_one(doc)
+            await self._mongo.call(lambda client: self._insert_feedback(client[self._database], doc), timeout)
         except DuplicateKeyError:
             return True
         except PyMongoError as exc:
@@ -166,6 +166,11 @@ class MongoEvents:
                 raise Unavailable(f"the event store at {redact(self.uri)} is unreachable: {exc}") from None
             raise Mismatch(f"the event store refused the feedback: {exc}") from None
         return False
+
+    async def _insert_feedback(self, db: AsyncDatabase, doc: dict) -> None:
+        if not self._indexed:
+            await self._ensure_indexes(db)
+        await db[schema.FEEDBACK].insert_one(doc)
 
     async def close(self) -> None:
         """Write what is held and buffered (bounded by the timeout), then close the client."""
@@ -180,11 +185,11 @@ class MongoEvents:
             except Exception:  # noqa: BLE001
                 log.warning("%d impressions were not stored at shutdown", len(pending))
                 metrics.IMPRESSIONS_DROPPED.labels("shutdown").inc(len(pending))
-        await self._client.close()
+        await self._mongo.close()
 
 
 def transient(exc: BaseException) -> bool:
     """Whether retrying a failed write may succeed: the store unreachable or slow (not a refusal)."""
-    if isinstance(exc, (ConnectionFailure, TimeoutError)):
+    if isinstance(exc, (ConnectionFailure, TimeoutError, Unavailable)):  # Unavailable: the client was rebuilt
         return True
     return isinstance(exc, PyMongoError) and exc.timeout and not isinstance(exc, BulkWriteError)

@@ -1,4 +1,5 @@
-"""The summary store client against a real secantusd that crashes: it never jams.
+"""Serving's MongoDB-wire clients (the summary store, the event store's feedback) against a real
+secantusd that crashes: they never jam.
 
 Issue 13: with searches running, ``kill -9`` of the store then a restart on the same port and data
 left serving jammed for good in 2 of 3 trials. The cause: the stage's ``asyncio.timeout`` and the
@@ -19,6 +20,7 @@ import pytest
 from mmsearch.dev.mongo import start_mongo
 from mmsearch.dev.processes import free_port
 from services.serving.errors import StageError
+from services.serving.events import MongoEvents
 from services.serving.stages import StageRunner
 from services.serving.summary import SummaryStore
 
@@ -27,11 +29,23 @@ pytestmark = pytest.mark.slow
 ROUNDS, CONCURRENCY = 25, 8
 
 
-async def search_summary(store: SummaryStore, deadline: float) -> str:
-    """One summary stage under a deadline, cancelled from outside at that deadline too."""
+def lookup(store: SummaryStore):
+    return lambda t: store.lookup("mmsearch", "docs", [1, 2], None, t)
+
+
+def feedback(store: MongoEvents):
+    return lambda t: store.feedback({"_id": f"fb-{random.random()}", "event": "click"}, t)
+
+
+STORES = {"summary": (lambda uri: SummaryStore(uri, server_selection_timeout_s=1.0), lookup),
+          "feedback": (lambda uri: MongoEvents(uri, "events", ttl_days=1, buffer=10, timeout_s=1.0), feedback)}
+
+
+async def under_deadline(call, deadline: float) -> str:
+    """One stage running ``call(timeout)`` under a deadline, cancelled from outside at that deadline too."""
     async def stage():
         run = StageRunner(deadline, ("summary",), scene="s", arm="a", dependencies={}, down={})
-        await run.io("summary", lambda t: store.lookup("mmsearch", "docs", [1, 2], None, t))
+        await run.io("summary", call)
 
     task = asyncio.create_task(stage())
     asyncio.get_running_loop().call_later(deadline, task.cancel)
@@ -47,22 +61,25 @@ async def search_summary(store: SummaryStore, deadline: float) -> str:
         return exc.code.name
 
 
-async def test_crashed_store_never_jams_the_client(tmp_path):
+@pytest.mark.parametrize("kind", STORES)
+async def test_crashed_store_never_jams_the_client(tmp_path, kind):
     port = free_port()
     mongo = start_mongo(tmp_path / "data", port=port, timeout=60)
-    store = SummaryStore(mongo.uri, server_selection_timeout_s=1.0)
+    make, calls = STORES[kind]
+    store = make(mongo.uri)
+    call = calls(store)
     try:
-        assert await search_summary(store, 2.0) == "OK"
+        assert await under_deadline(call, 2.0) == "OK"
         mongo.kill()
         random.seed(13)
         outcomes = []
         for _ in range(ROUNDS):
-            outcomes += await asyncio.gather(*(search_summary(store, random.uniform(0.2, 1.2))
+            outcomes += await asyncio.gather(*(under_deadline(call, random.uniform(0.2, 1.2))
                                                for _ in range(CONCURRENCY)))
         assert "OK" not in outcomes and set(outcomes) <= {"CANCELLED", "UNAVAILABLE", "DEADLINE_EXCEEDED"}, outcomes
         mongo = start_mongo(tmp_path / "data", port=port, timeout=60)
         deadline = time.monotonic() + 15
-        while (outcome := await search_summary(store, 2.0)) != "OK":
+        while (outcome := await under_deadline(call, 2.0)) != "OK":
             assert time.monotonic() < deadline, f"the client never recovered after the restart: {outcome}"
             await asyncio.sleep(0.1)
     finally:

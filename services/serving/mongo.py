@@ -1,0 +1,128 @@
+"""One MongoDB-wire client whose calls are never cancelled by their callers, and rebuilt when it jams.
+
+Serving's stores (:mod:`~services.serving.summary`'s summary documents,
+:mod:`~services.serving.events`' impressions and feedback) talk to the store
+through :class:`ShieldedMongo`. Why (issue 13: serving jammed for good after
+the store restarted under load):
+
+- pymongo's coroutines are never cancelled. On Python 3.11 pymongo waits for
+  the topology in ``asyncio.wait_for(condition.wait(), ...)``; a cancellation
+  that lands while that wait_for is handling its own timeout (a stage timeout
+  and the RPC's own cancellation at the client's deadline arrive together)
+  leaves the topology lock acquired for good: every later server selection
+  (and ``close()``) then waits forever, and the next one to try raises
+  ``RuntimeError: Lock is not acquired``. So every call runs in a task of its
+  own, bounded by ``pymongo.timeout`` (which bounds server selection, the
+  round trip and the query), and the caller waits for it through
+  ``asyncio.shield``: a caller that gives up leaves the task to end at its own
+  timeout.
+- A client that breaks anyway is rebuilt: an unexpected exception (not a
+  ``PyMongoError``) from pymongo, or a call that outlives its timeout by
+  :data:`STUCK_AFTER_S` (seen by :meth:`ShieldedMongo.check_stuck`, which the
+  health probe and each new call run), replaces the client with a fresh one;
+  the old one is closed in the background, never awaited on the request path.
+  Serving thus recovers by itself once the store is back.
+- ``close()`` is bounded too (:data:`CLOSE_TIMEOUT_S`): stopping serving never
+  waits on a broken client.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import pymongo
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from mmsearch.core.redact import redact
+from services.serving.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+STUCK_AFTER_S = 2.0    # a call this long past its own pymongo.timeout: the client is jammed
+CLOSE_TIMEOUT_S = 2.0  # the longest wait for a client to close
+
+
+class ShieldedMongo:
+    """See the module doc. ``what`` names the store in logs and errors ("summary store")."""
+
+    def __init__(self, uri: str, what: str, *, timeout_s: float):
+        self.shown = redact(uri)
+        self._uri, self._what, self._timeout = uri, what, timeout_s
+        self._client: AsyncMongoClient = self._new_client()
+        self._tasks: set[asyncio.Task] = set()  # calls under way (each ends at its own timeout)
+        self.rebuilt = 0  # how many times a broken client was replaced
+
+    def _new_client(self) -> AsyncMongoClient:
+        ms = int(self._timeout * 1000)
+        return AsyncMongoClient(self._uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, tz_aware=True)
+
+    def _rebuild(self, broken: AsyncMongoClient, why: str) -> None:
+        """Replace ``broken`` (if it is still the current client) and close it in the background."""
+        if broken is not self._client:
+            return
+        log.warning("rebuilding the %s client", self._what, extra={"store": self.shown, "reason": why})
+        self._client = self._new_client()
+        self.rebuilt += 1
+        self._spawn(self._close(broken))
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that gave up never sees it
+
+    async def call(self, op: Callable[[AsyncMongoClient], Awaitable[Any]], timeout: float) -> Any:
+        """``op(client)`` in a task of its own under ``pymongo.timeout(timeout)``; never cancelled by our
+        caller. Raises what pymongo raises (``PyMongoError``), or :class:`Unavailable` when pymongo's
+        own state broke (the client is rebuilt)."""
+        self.check_stuck()
+        client = self._client
+
+        async def run():
+            with pymongo.timeout(timeout):
+                return await op(client)
+
+        task = self._spawn(run())
+        task.started, task.timeout, task.client = time.monotonic(), timeout, client  # type: ignore[attr-defined]
+        try:
+            return await asyncio.shield(task)
+        except (PyMongoError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # pymongo's internal state broke: never again on this client
+            self._rebuild(client, f"{type(exc).__name__}: {exc}")
+            raise Unavailable(f"the {self._what} at {self.shown} failed ({type(exc).__name__}: {exc}); "
+                              "its client was rebuilt") from None
+
+    def check_stuck(self) -> None:
+        """Rebuild the client if a call has outlived its timeout by :data:`STUCK_AFTER_S`."""
+        now = time.monotonic()
+        for task in list(self._tasks):
+            started = getattr(task, "started", None)
+            if started is not None and now - started > task.timeout + STUCK_AFTER_S:  # type: ignore[attr-defined]
+                self._rebuild(task.client, f"a call has been waiting {now - started:.1f}s "  # type: ignore[attr-defined]
+                                           f"past its {task.timeout:.1f}s timeout")  # type: ignore[attr-defined]
+
+    async def _close(self, client: AsyncMongoClient) -> None:
+        """Close ``client`` within CLOSE_TIMEOUT_S (asyncio.wait: a close stuck on a broken lock is left)."""
+        closing = asyncio.ensure_future(client.close())
+        done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_S)
+        if not done or closing.exception() is not None:
+            log.warning("the %s client did not close cleanly", self._what,
+                        extra={"error": repr(closing.exception()) if done else "timed out"})
+
+    async def close(self) -> None:
+        """Close the client and let the calls under way end (never cancelled), within CLOSE_TIMEOUT_S."""
+        calls = set(self._tasks)
+        closing = asyncio.ensure_future(self._client.close())
+        done, _ = await asyncio.wait({closing, *calls}, timeout=CLOSE_TIMEOUT_S)
+        if closing not in done or closing.exception() is not None:
+            log.warning("the %s client did not close cleanly", self._what,
+                        extra={"error": repr(closing.exception()) if closing in done else "timed out"})
