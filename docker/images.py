@@ -367,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(verb, help=f"{verb} images (default: all)")
         p.add_argument("names", nargs="*", help=f"any of {', '.join(IMAGES)}")
         p.add_argument("--repo", default=os.environ.get("IMAGE_REPO") or "ghcr.io/mmsearch")
-        p.add_argument("--tag", default=os.environ.get("IMAGE_TAG") or None,
-                       help="default: the version of pyproject.toml (build --content-tag: version-<input hash>)")
+        p.add_argument("--tag", help="default: IMAGE_TAG, else the version of pyproject.toml "
+                                     "(build --content-tag: version-<input hash>, IMAGE_TAG ignored)")
     build_parser = sub.choices["build"]
     build_parser.add_argument("--python-image", default=os.environ.get("PYTHON_IMAGE") or None)
     build_parser.add_argument("--content-tag", action="store_true",
@@ -389,11 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ImagesError(f"unknown image {', '.join(unknown)}: use any of {', '.join(IMAGES)}")
         if args.command == "push":
-            push(engine, names, repo=args.repo, tag=args.tag or version())
+            push(engine, names, repo=args.repo, tag=args.tag or os.environ.get("IMAGE_TAG") or version())
             return 0
-        if args.content_tag and args.tag:
-            raise ImagesError("--content-tag and --tag/IMAGE_TAG exclude each other")
-        records = build(engine, names, repo=args.repo, tag=None if args.content_tag else args.tag or version(),
+        if args.content_tag and args.tag:  # (IMAGE_TAG, which make exports to every recipe, is ignored there)
+            raise ImagesError("--content-tag and --tag exclude each other: drop one")
+        tag = args.tag or os.environ.get("IMAGE_TAG") or version()
+        records = build(engine, names, repo=args.repo, tag=None if args.content_tag else tag,
                         python_image=args.python_image, reuse=args.content_tag)
         if args.json:
             args.json.write_text(json.dumps(records, indent=1))

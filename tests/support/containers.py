@@ -66,10 +66,12 @@ class ImageBuild:
         workdir.mkdir(parents=True, exist_ok=True)
         self.names, self.report, self.log = names, workdir / "build.json", workdir / "build.log"
         self.report.unlink(missing_ok=True)
+        # IMAGE_TAG set as make sets it for every recipe (`make test` runs these tests): --content-tag ignores it
+        env = {**os.environ, "IMAGE_TAG": os.environ.get("IMAGE_TAG") or "0.0.0-make"}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, str(IMAGES_PY), "build", *names, "--repo", repo,
                                           "--content-tag", "--json", str(self.report)], cwd=ROOT, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     def result(self, timeout: float = 3600) -> list[dict]:
         """The build records; ContainerError with images.py's error (it names the failing step)."""
