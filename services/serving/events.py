@@ -51,6 +51,7 @@ from mmsearch.core import events as schema
 from services.serving import metrics
 from services.serving.errors import Mismatch, Unavailable
 from services.serving.mongo import ShieldedMongo
+from mmsearch.core.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +95,11 @@ class MongoEvents:
         return batch
 
     async def _write(self, batch: list[dict]) -> None:
-        self._mongo.check_stuck()  # off the request path: the drain notices a jammed client
-        await self._mongo.call(lambda client: self._insert_impressions(client, batch), self.timeout_s)
+        await self._mongo.call(lambda client: self._insert_impressions(client[self._database], batch), self.timeout_s)
 
-    async def _database_ready(self, client) -> AsyncDatabase:
-        """The events database of ``client``, its indexes made (once)."""
-        db = client[self._database]
+    async def _insert_impressions(self, db: AsyncDatabase, batch: list[dict]) -> None:
         if not self._indexed:
             await self._ensure_indexes(db)
-        return db
-
-    async def _insert_impressions(self, client, batch: list[dict]) -> None:
-        db = await self._database_ready(client)
         try:
             await db[schema.IMPRESSIONS].insert_many(batch, ordered=False)
         except BulkWriteError as exc:
@@ -134,7 +128,7 @@ class MongoEvents:
                     continue
                 if not self.problem:
                     log.warning("the event store at %s does not take impressions (%s); they wait in the buffer",
-                                self._mongo.shown, problem)
+                                redact(self.uri), problem)
                 self.problem = problem
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_S[1])
@@ -142,7 +136,7 @@ class MongoEvents:
             metrics.IMPRESSIONS_STORED.inc(len(self._held))
             self._held = []
             if self.problem:
-                log.info("impressions are recorded again", extra={"store": self._mongo.shown})
+                log.info("impressions are recorded again", extra={"store": redact(self.uri)})
                 self.problem = ""
             backoff = BACKOFF_S[0]
 
@@ -163,19 +157,20 @@ class MongoEvents:
     # ---- feedback (on the request path, within its deadline) --------------------------------------
     async def feedback(self, doc: dict, timeout: float) -> bool:
         """Insert one feedback event; True when it was already there (a duplicate)."""
-        self._mongo.check_stuck()
         try:
-            await self._mongo.call(lambda client: self._insert_feedback(client, doc), timeout)
+            await self._mongo.call(lambda client: self._insert_feedback(client[self._database], doc), timeout)
         except DuplicateKeyError:
             return True
         except PyMongoError as exc:
             if isinstance(exc, ConnectionFailure) or exc.timeout:
-                raise Unavailable(f"the event store at {self._mongo.shown} is unreachable: {exc}") from None
+                raise Unavailable(f"the event store at {redact(self.uri)} is unreachable: {exc}") from None
             raise Mismatch(f"the event store refused the feedback: {exc}") from None
         return False
 
-    async def _insert_feedback(self, client, doc: dict) -> None:
-        await (await self._database_ready(client))[schema.FEEDBACK].insert_one(doc)
+    async def _insert_feedback(self, db: AsyncDatabase, doc: dict) -> None:
+        if not self._indexed:
+            await self._ensure_indexes(db)
+        await db[schema.FEEDBACK].insert_one(doc)
 
     async def close(self) -> None:
         """Write what is held and buffered (bounded by the timeout), then close the client."""
