@@ -4,7 +4,7 @@ Builds (random weights, nothing downloaded; cached under ``--workdir``):
 - CLIP ViT-B/32 from transformers' ``CLIPConfig`` defaults (tests/fixtures/models.py ``build_clip``);
 - the multilingual text tower at its real size: the distilbert-base-multilingual-cased
   config + mean pooling + Dense 768->512 (``build_multilingual``),
-and exports both with the real export stage (``jobs.export.export_model``: parity gate included),
+and exports both with the real export stage (``mmsearch.jobs.export.export_model``: parity gate included),
 the CLIP image tower also as an int8 copy (``--int8``: static QDQ, its own gate at min cosine 0.99
 against fp32). Then measures, in ``--rounds`` interleaved rounds (medians printed):
 - image tower: images/s over generated 224x224 images (preprocessed once, not timed), batch 1 and
@@ -76,7 +76,7 @@ def p50_ms(run, queries: list[str], n: int) -> float:
 
 def build(workdir: Path) -> tuple[Path, Path, Path]:
     """(CLIP source, multilingual source, repository), built and exported once per workdir."""
-    from jobs.export import export_model
+    from mmsearch.jobs.export import export_model
     from tests.fixtures.models import build_clip, build_multilingual
 
     sources, repo = workdir / "sources", workdir / "repository"

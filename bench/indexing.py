@@ -8,7 +8,7 @@ module/class/function of the installed standard library), in the same run:
   sentence-transformers' PyTorch ``encode`` on the same texts, same batch size;
 - int8 document towers (target: >= 1.5x PyTorch fp32 with min cosine >= 0.99
   and no labelled query lost): first what ``export --int8`` says of this model
-  (its gate), then both onnxruntime methods built with ``jobs.quantize``
+  (its gate), then both onnxruntime methods built with ``mmsearch.jobs.quantize``
   (dynamic per-channel, what export offers, and static QDQ calibrated on 64
   other texts): min cosine against the fp32 model on the export gate's 256
   texts, and docs/s of a bare onnxruntime session over the corpus sorted by
@@ -74,10 +74,10 @@ def main() -> None:
     import shutil
     from contextlib import redirect_stdout
 
-    from jobs.encode import encode
-    from jobs.errors import JobError
-    from jobs.export import export_model
-    from jobs.prepare import prepare
+    from mmsearch.jobs.encode import encode
+    from mmsearch.jobs.errors import JobError
+    from mmsearch.jobs.export import export_model
+    from mmsearch.jobs.prepare import prepare
     from tests.support.machine import Parts
 
     tmp = Path(tempfile.mkdtemp(prefix="mmsearch-bench-"))
@@ -151,7 +151,7 @@ def int8_methods(repo: str, records: list[dict], field: str, batch_size: int, tm
     Returns {label: document vectors in ``records`` order}."""
     import numpy as np
 
-    from jobs import parity, quantize
+    from mmsearch.jobs import parity, quantize
     from mmsearch.core import onnx
     from mmsearch.core.model_repository import ModelRepository
     from mmsearch.core.tokenizers import load_tokenizer
@@ -202,8 +202,8 @@ def retrieval_quality(repo: str, records: list[dict], vectors: dict, k: int = 10
     vectors (fp32 query tower, exact inner product)."""
     import numpy as np
 
-    from jobs import parity
-    from jobs.evaluate import judge, parse_query_set, resolve_labels
+    from mmsearch.jobs import parity
+    from mmsearch.jobs.evaluate import judge, parse_query_set, resolve_labels
     from mmsearch.core import onnx
     from mmsearch.core.model_repository import ModelRepository
 
@@ -232,13 +232,13 @@ def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
     import pymongo
 
     from mmsearch.core import milvus_store
-    from jobs.encode import read_vectors
-    from jobs.push_milvus import push_vectors
+    from mmsearch.jobs.encode import read_vectors
+    from mmsearch.jobs.push_milvus import push_vectors
     from mmsearch.core.model_repository import ModelRepository
-    from jobs.push_mongo import push_mongo
+    from mmsearch.jobs.push_mongo import push_mongo
     from mmsearch.dev.mongo import start_mongo
 
-    from jobs.corpus import Corpus
+    from mmsearch.jobs.corpus import Corpus
 
     manifest = ModelRepository(repo).manifest("minilm")
     _, chunks = read_vectors(str(workdir))
@@ -292,12 +292,12 @@ def lifecycle_benchmarks(workdir: Path, repo: str, tmp: Path, field: str, device
     import shutil
     from contextlib import redirect_stdout
 
-    from jobs.encode import encode
-    from jobs.evaluate import evaluate
-    from jobs.publish import publish
-    from jobs.push_milvus import push_milvus
-    from jobs.push_mongo import push_mongo
-    from jobs.sync import sync
+    from mmsearch.jobs.encode import encode
+    from mmsearch.jobs.evaluate import evaluate
+    from mmsearch.jobs.publish import publish
+    from mmsearch.jobs.push_milvus import push_milvus
+    from mmsearch.jobs.push_mongo import push_mongo
+    from mmsearch.jobs.sync import sync
     from mmsearch.dev.mongo import start_mongo
 
     records = [json.loads(line) for line in (workdir / "corpus.jsonl").read_text().splitlines()]

@@ -5,7 +5,7 @@ vectors, noise of the centre's scale: each vector's cosine to its centre is abou
 real embeddings; ``--noise`` changes it), and held-out queries from the same mixture, and computes
 the exact top 10 of every query with numpy (inner product). Then, with the Milvus Lite engine
 (milvus-lite 2.5.1) as a process whose memory it reads:
-- pushes the vectors with the real stage (``jobs.push_milvus.push_vectors``: 1,000-row upserts,
+- pushes the vectors with the real stage (``mmsearch.jobs.push_milvus.push_vectors``: 1,000-row upserts,
   count check) into a FLAT collection, then (after dropping it) into an IVF_FLAT one: push rows/s;
 - for FLAT and each IVF_FLAT ``nlist``: rebuilds the index on the pushed collection (release,
   drop_index, create_index, load): build seconds; then single-query p50 and recall@10 against the
@@ -109,8 +109,8 @@ def rebuild(client, collection: str, index_type: str, params: dict) -> float:
 def measure(label: str, size: int, dim: int, chunks, q: np.ndarray, workdir: Path, nlists: list[int],
             nprobes: list[int], busy_threshold: float) -> list[dict]:
     """Push, build, search one data set: a row per (index, nlist, nprobe) (see module doc)."""
-    from jobs.corpus import Corpus
-    from jobs.push_milvus import push_vectors
+    from mmsearch.jobs.corpus import Corpus
+    from mmsearch.jobs.push_milvus import push_vectors
     from mmsearch.core import milvus_store
     from mmsearch.core.model_repository import ModelManifest
     from tests.support.machine import wait_quiet
@@ -166,8 +166,8 @@ def real_embeddings(n: int, n_queries: int, repository: str, workdir: Path):
     """(chunks, queries): all-MiniLM-L6-v2 on ``n`` distinct stdlib source lines; queries: the lines after them."""
     import sysconfig
 
-    from jobs import parity
-    from jobs.export import export_model
+    from mmsearch.jobs import parity
+    from mmsearch.jobs.export import export_model
     from mmsearch.core import onnx
     from mmsearch.core.model_repository import ModelRepository
     from tests.fixtures.models import MINILM_SOURCE

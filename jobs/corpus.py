@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from jobs.errors import JobError
+from mmsearch.jobs.errors import JobError
 from mmsearch.core import artifacts
 
 CORPUS_FILE = "corpus.jsonl"

@@ -24,7 +24,7 @@ Decisions:
   longest text of a batch; texts are sorted by length within a chunk to cut
   padding); an image tower fetches each record's ``url`` (http(s)://, file://
   or a path) and preprocesses it like ``CLIPImageProcessor`` from the exported
-  ``preprocessor_config.json``. Both use ``services.preprocess``, the code the
+  ``preprocessor_config.json``. Both use ``mmsearch.services.preprocess``, the code the
   online path uses, so offline and online inputs are identical.
 - onnxruntime with the CUDA execution provider when available (``--device
   auto``), else CPU; ``--threads`` sets intra-op threads (0: ORT's default).
@@ -44,10 +44,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import typer
 
-from jobs.app import job_app
-from jobs.corpus import corpus_uri, ensure_workdir, read_corpus
-from jobs.errors import JobError, exit_on_error
-from jobs.progress import Progress
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.corpus import corpus_uri, ensure_workdir, read_corpus
+from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.progress import Progress
 from mmsearch.core import artifacts, onnx
 from mmsearch.core.model_repository import ModelFolder, ModelManifest, ModelRepository
 

@@ -55,11 +55,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import typer
 
-from jobs.app import job_app
-from jobs.corpus import read_corpus
-from jobs.encode import fetch
-from jobs.errors import JobError, exit_on_error
-from jobs.progress import emit
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.corpus import read_corpus
+from mmsearch.jobs.encode import fetch
+from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.progress import emit
 from mmsearch.core import artifacts, milvus_store
 from mmsearch.core.model_repository import ModelRepository
 from mmsearch.core.query_tower import QueryTower

@@ -44,8 +44,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from jobs import ab_stats
-from jobs.errors import JobError
+from mmsearch.jobs import ab_stats
+from mmsearch.jobs.errors import JobError
 from mmsearch.core import events as schema
 
 TEST_NAME = "two-sided two-proportion z-test (pooled variance) on CTR per impression, Bonferroni over the layer's arms"
@@ -344,7 +344,7 @@ def report(*, scene: str, mongo_uri: str, database: str, since: str | None, alph
     """Read the events and render the report; :class:`JobError` on bad flags or an unreachable store."""
     import pymongo
 
-    from jobs.push_mongo import connect, redact
+    from mmsearch.jobs.push_mongo import connect, redact
 
     for flag, value in (("--alpha", alpha), ("--power", power), ("--mde", mde)):
         if not 0 < value < 1:

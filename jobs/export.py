@@ -13,7 +13,7 @@ Layout written under ``--repository`` (a local folder or ``s3://bucket/prefix``)
 Decisions:
 - Every tower is exported with ``torch.onnx.export(opset 17, dynamo=False)``,
   dynamic batch (and sequence) axes, pooling and L2 normalisation inside the
-  graph (see ``jobs.towers``).
+  graph (see ``mmsearch.jobs.towers``).
 - BERT-like graphs are fused with ``onnxruntime.transformers.optimizer``
   (opt_level 0, so the file stays portable between CPU and GPU); the fused
   graph is kept only when it passes the parity gate, else the plain export is
@@ -23,7 +23,7 @@ Decisions:
   minimum cosine is below 0.9999 the export fails and nothing is published.
 - ``--int8`` (never the default) also writes an int8 copy of the tower that
   encodes documents, beside the fp32 one (``model_repository.int8_name``):
-  dynamic quantization (``jobs.quantize.dynamic``: int8 per-channel MatMul/Gemm
+  dynamic quantization (``mmsearch.jobs.quantize.dynamic``: int8 per-channel MatMul/Gemm
   weights, activations quantized per batch at run time; the measured choice
   over static QDQ, see that module). It has its own gate, against the same
   PyTorch reference on the same inputs: min cosine >= 0.99
@@ -50,10 +50,10 @@ from pathlib import Path
 
 import typer
 
-from jobs.app import job_app
-from jobs.errors import JobError, exit_on_error
-from jobs.parity import INT8_MIN_COSINE, MIN_COSINE, N_INPUTS
-from jobs.progress import emit
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.parity import INT8_MIN_COSINE, MIN_COSINE, N_INPUTS
+from mmsearch.jobs.progress import emit
 from mmsearch.core import artifacts, onnx
 from mmsearch.core.model_repository import MANIFEST, ModelManifest, ModelRepository, int8_name, tower_name
 
@@ -122,7 +122,7 @@ class Gate:
     def __init__(self, tower, folder: Path, n_inputs: int):
         import numpy as np
 
-        from jobs import parity
+        from mmsearch.jobs import parity
 
         self.tower, self.folder = tower, folder
         if tower.kind == "text":
@@ -134,7 +134,7 @@ class Gate:
         self.want = parity.batched(tower.reference, self.items)
 
     def figures(self, path: Path) -> dict:
-        from jobs import parity
+        from mmsearch.jobs import parity
 
         return parity.compare(parity.batched(self._runner(path), self.items), self.want)
 
@@ -162,7 +162,7 @@ def quantize_tower(gate: Gate, fp32_folder: Path, out: Path, model_version: int)
     """Stage the int8 copy of a gated fp32 tower folder at ``out``: (parity figures, quantization record)."""
     import shutil
 
-    from jobs import quantize
+    from mmsearch.jobs import quantize
 
     shutil.copytree(fp32_folder, out, ignore=shutil.ignore_patterns("*.onnx", CONFIG_FILES))
     onnx_path = out / str(model_version) / "model.onnx"
@@ -177,7 +177,7 @@ CONFIG_FILES = "config.pbtxt"
 
 
 def _config(name: str, tower, max_batch_size: int, queue_delay_us: int, instance_count: int, instance_kind: str) -> str:
-    from jobs.triton_config import Tensor, build_config
+    from mmsearch.jobs.triton_config import Tensor, build_config
 
     if tower.kind == "text":
         inputs = [Tensor("input_ids", "int64", (-1,)), Tensor("attention_mask", "int64", (-1,))]
@@ -195,7 +195,7 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
                  int8: bool = False) -> dict[str, ModelManifest]:
     """Export, gate and publish every tower of ``model`` (and, with ``int8``, the int8 copy of its
     document tower); returns {published name: manifest}."""
-    from jobs.towers import FAMILIES, build_towers, detect_family
+    from mmsearch.jobs.towers import FAMILIES, build_towers, detect_family
 
     if not name or "/" in name or name.startswith("."):
         raise JobError(f"--name {name!r}: a model name without '/' and not starting with '.'")

@@ -5,7 +5,7 @@ character to far beyond the model's max length (truncation), English, code,
 numbers, punctuation, accents, Chinese, emoji, empty strings; batches mix
 lengths so padding and the attention mask matter. Images vary in size,
 aspect ratio, mode and content. The ONNX side tokenizes/preprocesses with the
-exported files and the same code serving uses (``services.preprocess``), so
+exported files and the same code serving uses (``mmsearch.services.preprocess``), so
 the gate also covers the exported tokenizer.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 MIN_COSINE = 0.9999
-INT8_MIN_COSINE = 0.99  # an int8 copy against the fp32 reference (jobs.quantize)
+INT8_MIN_COSINE = 0.99  # an int8 copy against the fp32 reference (mmsearch.jobs.quantize)
 N_INPUTS = 256
 
 _WORDS = (

@@ -19,7 +19,7 @@ One JSON object per line, each with a stable integer ``id``:
   with an error naming both lines (which one is right is for the owner of the
   data to say, never for prepare to guess). Keys are compared as text, so
   ``"qid": 1`` and ``"qid": "1"`` are the same key (and the same id).
-- ``stdlib``: the built-in demo corpus (see :mod:`jobs.stdlib_corpus`): the
+- ``stdlib``: the built-in demo corpus (see :mod:`mmsearch.jobs.stdlib_corpus`): the
   qualified name as the question, the docstring's first paragraph as the answer,
   the top-level module as the category. ``--source`` optionally restricts it to
   a comma-separated list of modules (e.g. ``csv,json,os.path``).
@@ -46,10 +46,10 @@ from urllib.parse import quote
 
 import typer
 
-from jobs.app import job_app
-from jobs.corpus import corpus_uri, ensure_workdir
-from jobs.errors import JobError, exit_on_error
-from jobs.progress import Progress
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.corpus import corpus_uri, ensure_workdir
+from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.progress import Progress
 from mmsearch.core import artifacts
 
 ID_BITS = 53
@@ -165,7 +165,7 @@ def qa_records(lines: Iterable[str], *, source: str, question_field: str, answer
 # --- stdlib -------------------------------------------------------------------------------------
 
 def stdlib_records(modules: str | None) -> Iterator[tuple[str, dict, str]]:
-    from jobs import stdlib_corpus
+    from mmsearch.jobs import stdlib_corpus
 
     roots = [m.strip() for m in modules.split(",") if m.strip()] if modules else None
     try:

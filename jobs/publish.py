@@ -41,9 +41,9 @@ import typer
 from mmsearch.core import artifacts, milvus_store
 from mmsearch.core.quality import Thresholds, shortfalls
 from mmsearch.core.redact import redact
-from jobs.app import job_app
-from jobs.errors import JobError, exit_on_error
-from jobs.progress import emit
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.progress import emit
 
 
 def versions_to_drop(collections: list[dict], published: str, keep: int) -> list[str]:

@@ -45,10 +45,10 @@ import numpy as np
 import typer
 
 from mmsearch.core import artifacts, milvus_store
-from jobs.app import job_app
-from jobs.corpus import Corpus, corpus_uri, document_hash, read_corpus
-from jobs.errors import JobError, exit_on_error
-from jobs.progress import Progress
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.corpus import Corpus, corpus_uri, document_hash, read_corpus
+from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.progress import Progress
 from mmsearch.core.fields import TEXT_FIELD, CollectionLayout, FieldError, parse_fields, parse_lexical
 from mmsearch.core.model_repository import ModelManifest, ModelRepository
 
@@ -139,7 +139,7 @@ def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, reposit
                 progress: Progress | None = None, fields: str | None = None, bm25_fields: str | None = None,
                 bm25_analyzer: str = "english") -> dict:
     """Push the vectors that encode wrote under ``workdir`` (checked against ``model``'s manifest)."""
-    from jobs.encode import VECTORS, read_meta, read_vectors
+    from mmsearch.jobs.encode import VECTORS, read_meta, read_vectors
 
     layout = read_layout(fields, bm25_fields, bm25_analyzer)
     manifest = ModelRepository(repository).manifest(model)

@@ -24,10 +24,10 @@ from typing import Iterable, Iterator
 
 import typer
 
-from jobs.app import job_app
-from jobs.errors import JobError, exit_on_error
-from jobs.corpus import read_corpus
-from jobs.progress import Progress
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.corpus import read_corpus
+from mmsearch.jobs.progress import Progress
 from mmsearch.core.redact import redact
 
 

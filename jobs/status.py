@@ -11,8 +11,8 @@ import json
 
 import typer
 
-from jobs.app import job_app
-from jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.core import milvus_store
 
 

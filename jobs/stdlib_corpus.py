@@ -243,7 +243,7 @@ def collect_isolated(roots: Iterable[str] | None = None, timeout: float = 600.0)
     import json
     import subprocess
 
-    args = [sys.executable, "-m", "jobs.stdlib_corpus", *(roots or [])]
+    args = [sys.executable, "-m", "mmsearch.jobs.stdlib_corpus", *(roots or [])]
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     if result.returncode == 2:
         raise ValueError(result.stderr.strip())

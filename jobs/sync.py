@@ -2,7 +2,7 @@
 
 Sync compares ``<workdir>/corpus.jsonl`` with what the collection holds, by
 id and by the content hash recorded in every row (``content_sha256``, see
-:func:`jobs.push_milvus.milvus_row`): new and changed documents are encoded and
+:func:`mmsearch.jobs.push_milvus.milvus_row`): new and changed documents are encoded and
 upserted into Milvus and MongoDB, documents gone from the corpus are deleted
 from both, and the corpus fingerprint is recorded in the collection's state.
 The target is the version the scene's alias points at (``--version`` names
@@ -31,7 +31,7 @@ Decisions:
   :data:`MAX_RECORDED_IDS` are recorded as null, meaning "assume every id
   changed"). A sync that finds nothing to change leaves the generation alone.
   :func:`mmsearch.core.milvus_store.read_manifest` returns both.
-- Rows are built like push-milvus builds them (:func:`jobs.push_milvus.milvus_row`),
+- Rows are built like push-milvus builds them (:func:`mmsearch.jobs.push_milvus.milvus_row`),
   with the layout the collection records (its filterable fields and BM25 text):
   a new or changed record that lacks a declared number or bool field is
   refused, naming it, before anything is written.
@@ -49,13 +49,13 @@ from dataclasses import dataclass
 
 import typer
 
-from jobs.app import job_app
-from jobs.corpus import document_hash, read_corpus
-from jobs.encode import ImageInputs, TextInputs, encode_records, load_encoder
-from jobs.errors import JobError, exit_on_error
-from jobs.progress import Progress
-from jobs.push_milvus import milvus_row, milvus_rows
-from jobs.push_mongo import batched, connect as mongo_connect, redact, write_batch
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.corpus import document_hash, read_corpus
+from mmsearch.jobs.encode import ImageInputs, TextInputs, encode_records, load_encoder
+from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.progress import Progress
+from mmsearch.jobs.push_milvus import milvus_row, milvus_rows
+from mmsearch.jobs.push_mongo import batched, connect as mongo_connect, redact, write_batch
 from mmsearch.core import milvus_store
 from mmsearch.core.fields import CollectionLayout
 from mmsearch.core.model_repository import ModelRepository

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jobs.errors import JobError
+from mmsearch.jobs.errors import JobError
 
 FAMILIES = ("clip", "sentence-transformers")
 _ST_HEAD_MODULES = {"Pooling", "Dense", "Normalize", "LayerNorm", "Dropout"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs.cli import job_app
+from mmsearch.jobs.cli import job_app
 from mmsearch.core import events
 
 app = typer.Typer(help="mmsearch: multimodal semantic retrieval.", no_args_is_help=True, add_completion=False)
@@ -23,7 +23,7 @@ app.add_typer(experiments_app, name="experiments")
 @serve_app.command("preprocess")
 def serve_preprocess() -> None:
     """The gRPC PreprocessService (tokenizers and image preprocessing)."""
-    from services.preprocess.main import main
+    from mmsearch.services.preprocess.main import main
 
     main()
 
@@ -31,7 +31,7 @@ def serve_preprocess() -> None:
 @serve_app.command("serving")
 def serve_serving() -> None:
     """The gRPC RetrievalService (A/B arms, embed, match, rank, summary)."""
-    from services.serving.main import main
+    from mmsearch.services.serving.main import main
 
     main()
 
@@ -39,7 +39,7 @@ def serve_serving() -> None:
 @serve_app.command("web")
 def serve_web() -> None:
     """The web page and JSON API (a gRPC client of serving)."""
-    from services.web.main import main
+    from mmsearch.services.web.main import main
 
     main()
 
@@ -63,8 +63,8 @@ def experiments_report(
     timeout: float = typer.Option(10.0, help="Seconds to wait for MongoDB."),
 ) -> None:
     """Impressions, clicks, CTR and MRR per layer and arm, each arm against its layer's default."""
-    from jobs.errors import exit_on_error
-    from jobs.experiment_report import report
+    from mmsearch.jobs.errors import exit_on_error
+    from mmsearch.jobs.experiment_report import report
 
     with exit_on_error():
         typer.echo(report(scene=scene, mongo_uri=mongo_uri, database=events_database, since=since, alpha=alpha,
@@ -78,7 +78,7 @@ def operator_run(
                                   help="Watch one namespace (default: all namespaces)."),
 ) -> None:
     """Run the IndexJob operator (kopf)."""
-    from mmsearch_operator.main import main
+    from mmsearch.operator.main import main
 
     main(namespace)
 

@@ -1,8 +1,8 @@
 """The A/B event documents: impressions and feedback, as serving writes them and the report reads them.
 
 One schema, defined here because two sides share it: serving
-(:mod:`services.serving.events`) writes the documents, ``mmsearch experiments
-report`` (:mod:`jobs.experiment_report`) reads them. Both live in one MongoDB
+(:mod:`mmsearch.services.serving.backends.event_store`) writes the documents, ``mmsearch experiments
+report`` (:mod:`mmsearch.jobs.experiment_report`) reads them. Both live in one MongoDB
 database (``MMSEARCH_EVENTS_DATABASE``, default :data:`DEFAULT_DATABASE`),
 collections :data:`IMPRESSIONS` and :data:`FEEDBACK`, each with a TTL index on
 ``at`` (``MMSEARCH_EVENTS_TTL_DAYS``).

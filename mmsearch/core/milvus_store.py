@@ -7,13 +7,13 @@ Milvus server. Both go through pymilvus ``MilvusClient``.
 Decisions:
 - A collection ``<scene>_<version>`` has ``id`` INT64 primary key,
   ``vector`` FLOAT_VECTOR[dim] and ``content_sha256`` VARCHAR: the hash of the
-  corpus record the row was built from (``jobs.corpus.document_hash``), so
+  corpus record the row was built from (``mmsearch.jobs.corpus.document_hash``), so
   ``sync`` can tell new, changed and removed documents from what a version
   holds; plus what its layout declares (:mod:`mmsearch.core.fields`): one
   scalar field per filterable field (with an INVERTED index) and, with BM25,
   ``text`` (VARCHAR, analyzer on) feeding ``sparse`` (SPARSE_FLOAT_VECTOR,
   Milvus's built-in BM25 function, SPARSE_INVERTED_INDEX). Every row is built
-  by one function (``jobs.push_milvus.milvus_row``).
+  by one function (``mmsearch.jobs.push_milvus.milvus_row``).
 - The collection record (:class:`CollectionRecord`: scene, version,
   created_at, index, the manifest of the model that built the vectors, and
   ``fields``/``lexical``, the layout) is written twice at creation: JSON
@@ -417,7 +417,7 @@ def rebatch(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int) -> Iter
 
 
 def upsert_rows(client, name: str, rows: list[dict]) -> None:
-    """Upsert ``rows`` (each built by ``jobs.push_milvus.milvus_row``) into ``name``."""
+    """Upsert ``rows`` (each built by ``mmsearch.jobs.push_milvus.milvus_row``) into ``name``."""
     if rows:
         client.upsert(name, rows)
 
@@ -488,7 +488,7 @@ def search_request(data, limit: int, *, metric: str, params: Mapping | None, wit
     """The keyword arguments of a ``search`` for every query of ``data``: the rows of vectors [n, d] on
     ``anns_field`` ``vector``, or texts on the BM25 ``sparse`` field. The field is always named: a
     collection with a BM25 field has two vector fields. ``expression`` is a compiled filter (serving's
-    :mod:`services.serving.filters`), ``output_fields`` the scalar fields to return."""
+    :mod:`mmsearch.services.serving.pipeline.filters`), ``output_fields`` the scalar fields to return."""
     if isinstance(data, np.ndarray) and data.dtype != object:
         data = np.asarray(data, dtype=np.float32).tolist()
     return {"data": list(data), "limit": int(limit), "anns_field": anns_field,

@@ -1,8 +1,8 @@
 """The demo's index build: each job stage's own function, in order, in a spawned child process.
 
 Decisions:
-- The steps call the stage functions (``jobs.prepare.prepare``,
-  ``jobs.export.export_model`` ...) with the plan's keyword arguments: the
+- The steps call the stage functions (``mmsearch.jobs.prepare.prepare``,
+  ``mmsearch.jobs.export.export_model`` ...) with the plan's keyword arguments: the
   same code and the same argument names as the ``mmsearch job`` commands,
   without going through their command lines. ``evaluate`` runs before
   ``publish`` when the plan has a labelled query set, and its figures are
@@ -32,13 +32,13 @@ from mmsearch.dev.processes import say
 
 def stage_functions() -> dict[str, Callable[..., Any]]:
     """Stage name -> the function its ``mmsearch job`` command runs (imported in the build's child)."""
-    from jobs.encode import encode
-    from jobs.evaluate import evaluate
-    from jobs.export import export_model
-    from jobs.prepare import prepare
-    from jobs.publish import publish
-    from jobs.push_milvus import push_milvus
-    from jobs.push_mongo import push_mongo
+    from mmsearch.jobs.encode import encode
+    from mmsearch.jobs.evaluate import evaluate
+    from mmsearch.jobs.export import export_model
+    from mmsearch.jobs.prepare import prepare
+    from mmsearch.jobs.publish import publish
+    from mmsearch.jobs.push_milvus import push_milvus
+    from mmsearch.jobs.push_mongo import push_mongo
 
     return {"prepare": prepare, "export": export_model, "encode": encode, "push-milvus": push_milvus,
             "push-mongo": push_mongo, "evaluate": evaluate, "publish": publish}
@@ -46,8 +46,8 @@ def stage_functions() -> dict[str, Callable[..., Any]]:
 
 def run_build(p: DemoPlan) -> None:
     """Every stage of ``p.build`` in order (the spawned child's target)."""
-    from jobs.evaluate import summary_line
-    from jobs.progress import Progress
+    from mmsearch.jobs.evaluate import summary_line
+    from mmsearch.jobs.progress import Progress
     from mmsearch.core.errors import MmsearchError
     from mmsearch.core.model_repository import ModelRepository
 

@@ -58,7 +58,7 @@ def running(p: DemoPlan, startup_timeout: float) -> Iterator[Supervisor]:
 
 def say_figures(p: DemoPlan) -> None:
     """The figures the index was published on (the report evaluate wrote), when it has them."""
-    from jobs.evaluate import summary_line
+    from mmsearch.jobs.evaluate import summary_line
 
     report = next((Path(s.params["report"]) for s in p.build if s.stage == "publish" and "report" in s.params), None)
     if report is not None and report.is_file():

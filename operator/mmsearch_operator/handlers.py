@@ -9,7 +9,7 @@ Every trigger runs the same level-triggered :func:`reconcile_indexjob`:
 - a timer on unfinished IndexJobs, a safety net for a missed watch event.
 
 While an evaluate stage runs, the pods of its Job are read too: the figures
-are in their termination message (see :mod:`mmsearch_operator.status`).
+are in their termination message (see :mod:`mmsearch.operator.status`).
 
 Calls for one IndexJob are serialised by a lock, and each reads the object
 fresh from the API rather than trusting the triggering event's body. The
@@ -25,10 +25,10 @@ from typing import Any
 
 import kopf
 
-from mmsearch_operator import status as machine
-from mmsearch_operator.kube import KubeClient
-from mmsearch_operator.manifests import LABEL_INDEXJOB, MANAGED_BY
-from mmsearch_operator.spec import GROUP, PLURAL, VERSION
+from mmsearch.operator import status as machine
+from mmsearch.operator.kube import KubeClient
+from mmsearch.operator.manifests import LABEL_INDEXJOB, MANAGED_BY
+from mmsearch.operator.spec import GROUP, PLURAL, VERSION
 
 ANNOTATION_PREFIX = "mmsearch.io"  # kopf's own bookkeeping annotations: mmsearch.io/last-handled-configuration
 

@@ -16,8 +16,8 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
-from mmsearch_operator.manifests import LABEL_INDEXJOB, LABEL_STAGE
-from mmsearch_operator.spec import GROUP, PLURAL, VERSION
+from mmsearch.operator.manifests import LABEL_INDEXJOB, LABEL_STAGE
+from mmsearch.operator.spec import GROUP, PLURAL, VERSION
 
 
 class KubeError(RuntimeError):

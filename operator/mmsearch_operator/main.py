@@ -13,7 +13,7 @@ import kopf
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from mmsearch_operator.handlers import build_memo, build_registry
+from mmsearch.operator.handlers import build_memo, build_registry
 from mmsearch.core.logs import setup_logging
 from mmsearch.core.settings import BaseConfig, load_settings
 

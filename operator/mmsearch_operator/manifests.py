@@ -31,8 +31,8 @@ import json
 from typing import Any
 
 from mmsearch.core.milvus_store import documents_collection
-from mmsearch_operator.plan import run_workdir
-from mmsearch_operator.spec import API_VERSION, KIND, document_model, mongo_collection
+from mmsearch.operator.plan import run_workdir
+from mmsearch.operator.spec import API_VERSION, KIND, document_model, mongo_collection
 
 MANAGED_BY = "mmsearch-operator"
 LABEL_INDEXJOB = "mmsearch.io/indexjob"
@@ -137,7 +137,7 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
 
 
 def report_uri(workdir: str, collection: str) -> str:
-    """Where ``mmsearch job evaluate`` writes its report for ``collection`` (``jobs.evaluate.report_uri``)."""
+    """Where ``mmsearch job evaluate`` writes its report for ``collection`` (``mmsearch.jobs.evaluate.report_uri``)."""
     return f"{workdir.rstrip('/')}/evaluation/{collection}.json"
 
 

@@ -31,7 +31,7 @@ import hashlib
 import json
 from typing import Any
 
-from mmsearch_operator.spec import STAGES, UPSTREAM, mongo_collection
+from mmsearch.operator.spec import STAGES, UPSTREAM, mongo_collection
 
 MAX_NAME = 40  # IndexJob names: Job names (<name>-push-milvus-<8 hex>) must fit 63 characters.
 

@@ -10,7 +10,7 @@ operator restart at any point.
 Per stage, status keeps: state (Pending, Running, Succeeded, Failed,
 Skipped), the Job's name, the generation it was launched at, start and end
 times, progress (done/total; an encode's completed shards), retries, a
-message, and the stage fingerprint (:mod:`mmsearch_operator.plan`).
+message, and the stage fingerprint (:mod:`mmsearch.operator.plan`).
 
 - A new generation keeps every Succeeded/Running stage whose fingerprint did
   not change, resets the others to Pending (deleting a superseded Job that is
@@ -45,10 +45,10 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from mmsearch.core.quality import Thresholds, shortfalls
-from mmsearch_operator import plan
-from mmsearch_operator.manifests import build_job
-from mmsearch_operator.spec import mode_stages, skipped_stages, with_defaults
-from mmsearch_operator.validate import validate
+from mmsearch.operator import plan
+from mmsearch.operator.manifests import build_job
+from mmsearch.operator.spec import mode_stages, skipped_stages, with_defaults
+from mmsearch.operator.validate import validate
 
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
 DONE = (SUCCEEDED, SKIPPED)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mmsearch_operator.plan import MAX_NAME
-from mmsearch_operator.spec import FIELDS, mode_stages, skipped_stages
+from mmsearch.operator.plan import MAX_NAME
+from mmsearch.operator.spec import FIELDS, mode_stages, skipped_stages
 
 _REQUIRED = (
     ("scene",), ("modality",), ("image",), ("workdir",), ("source", "kind"),

@@ -11,11 +11,11 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from mmsearch.core.logs import setup_logging
-from services.runtime.server import RunningServer, run_until_signal, start_server
+from mmsearch.services.runtime.server import RunningServer, run_until_signal, start_server
 from mmsearch.core.settings import load_settings
-from services.preprocess.models import ModelLoadError, load_models
-from services.preprocess.service import PreprocessServicer, check_response_fits, register
-from services.preprocess.settings import PreprocessSettings
+from mmsearch.services.preprocess.models import ModelLoadError, load_models
+from mmsearch.services.preprocess.service import PreprocessServicer, check_response_fits, register
+from mmsearch.services.preprocess.settings import PreprocessSettings
 
 log = logging.getLogger(__name__)
 

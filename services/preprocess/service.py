@@ -23,8 +23,8 @@ from mmsearch.v1 import preprocess_pb2, preprocess_pb2_grpc, tensor_pb2
 from mmsearch.core.codec import dtype_name, to_tensor
 from mmsearch.core.errors import clipped, shown
 from mmsearch.core.images import ImageInputError, decode
-from services.preprocess.models import PreprocessModel
-from services.preprocess.settings import PreprocessSettings
+from mmsearch.services.preprocess.models import PreprocessModel
+from mmsearch.services.preprocess.settings import PreprocessSettings
 
 SERVICE_NAME = preprocess_pb2.DESCRIPTOR.services_by_name["PreprocessService"].full_name
 TOKEN_DTYPES = {tensor_pb2.DTYPE_UNSPECIFIED: np.int64, tensor_pb2.DTYPE_INT64: np.int64,
@@ -175,7 +175,7 @@ class PreprocessServicer(preprocess_pb2_grpc.PreprocessServiceServicer):
 
 
 def register(servicer: PreprocessServicer):
-    """A ``services.runtime.server`` registrar for the preprocess service."""
+    """A ``mmsearch.services.runtime.server`` registrar for the preprocess service."""
 
     def add(server: grpc.aio.Server) -> list[str]:
         preprocess_pb2_grpc.add_PreprocessServiceServicer_to_server(servicer, server)

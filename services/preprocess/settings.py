@@ -13,7 +13,7 @@ import os
 from pydantic import Field, field_validator
 
 from mmsearch.core.limits import RequestLimits
-from services.runtime.settings import GrpcSettings
+from mmsearch.services.runtime.settings import GrpcSettings
 
 
 class PreprocessSettings(GrpcSettings, RequestLimits):

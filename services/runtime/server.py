@@ -21,8 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mmsearch.core.channels import message_options
-from services.runtime.metrics import MetricsEndpoint, MetricsInterceptor
-from services.runtime.settings import GrpcSettings
+from mmsearch.services.runtime.metrics import MetricsEndpoint, MetricsInterceptor
+from mmsearch.services.runtime.settings import GrpcSettings
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 Every backend (preprocess client, encoders, matcher, summary store) turns
 its library's failures into one of three kinds, so the stage runner maps
-them to a gRPC status in one place (:mod:`services.serving.stages`):
+them to a gRPC status in one place (:func:`status_for`, used by the stage runner of
+:mod:`mmsearch.services.serving.pipeline.stages` and by the Feedback call):
 
 - :class:`Unavailable`: the dependency cannot be reached -> ``UNAVAILABLE``;
 - :class:`BadInput`: the caller's query was refused -> ``INVALID_ARGUMENT``;
@@ -46,3 +47,26 @@ class StageError(Exception):
     def __init__(self, stage: str, code: grpc.StatusCode, message: str):
         super().__init__(f"{stage}: {message}")
         self.stage, self.code, self.message = stage, code, message
+
+
+Code = grpc.StatusCode
+
+
+def status_for(stage: str, exc: BaseException, budget_s: float, down: str | None = None) -> StageError:
+    """The StageError for a stage that raised ``exc`` (see module doc). Pure."""
+    if isinstance(exc, StageError):
+        return exc
+    if isinstance(exc, Unavailable):
+        return StageError(stage, Code.UNAVAILABLE, str(exc))
+    if isinstance(exc, BadInput):
+        return StageError(stage, Code.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, Mismatch):
+        return StageError(stage, Code.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, NotFound):
+        return StageError(stage, Code.NOT_FOUND, str(exc))
+    if isinstance(exc, TimeoutError):
+        if down:
+            return StageError(stage, Code.UNAVAILABLE, down)
+        return StageError(stage, Code.DEADLINE_EXCEEDED,
+                          f"no answer within its {budget_s * 1000:.0f} ms share of the deadline")
+    return StageError(stage, Code.UNAVAILABLE, f"unexpected {type(exc).__name__} from the backend: {exc}")

@@ -18,15 +18,11 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from services.serving.activation import Active
-from services.serving.backends import Backends
+from mmsearch.services.serving.pipeline.activation import Active
+from mmsearch.services.serving.backends.bundle import Backends
+from mmsearch.services.serving.backends.encoders import encoder_dependency
 
 log = logging.getLogger(__name__)
-
-
-def encoder_dependency(model: str, backend: str) -> str:
-    """The name the probe reports an encoder under."""
-    return f"encoder {model} ({backend})"
 
 
 async def probe(backends: Backends, active: Active | None, timeout: float) -> dict[str, str]:

@@ -3,11 +3,11 @@
 The port is bound first with health NOT_SERVING. Four background loops then
 run for the life of the process: the config watcher (loads the experiment
 file, reloads it on change, retries a refused activation), the route watcher
-(follows alias moves, see :mod:`services.serving.routes`), the health
+(follows alias moves, see :mod:`mmsearch.services.serving.pipeline.routes`), the health
 loop (probes preprocess, encoders, Milvus and MongoDB; SERVING only while a
 config is active and every dependency answers, so it recovers by itself) and
 the impression drain (buffered impressions into the event store, see
-:mod:`services.serving.events`; the event store is not a health dependency:
+:mod:`mmsearch.services.serving.backends.event_store`; the event store is not a health dependency:
 searches go on while it is down).
 """
 from __future__ import annotations
@@ -18,18 +18,18 @@ from dataclasses import dataclass
 
 from mmsearch.core.logs import setup_logging
 from mmsearch.core.settings import load_settings
-from services.runtime.server import RunningServer, run_until_signal, start_server
-from services.serving import metrics
-from services.serving.activation import Active, activate
-from services.serving.backends import Backends, connect
-from services.serving.experiments import ConfigStore
-from services.serving.feedback import FeedbackHandler, Impressions
-from services.serving.health import Health, probe
-from services.serving.routes import RouteWatcher
-from services.serving.search import Searcher
-from services.serving.service import RetrievalServicer, register
-from services.serving.settings import ServingSettings
-from services.serving.tokens import Signer
+from mmsearch.services.runtime.server import RunningServer, run_until_signal, start_server
+from mmsearch.services.serving import metrics
+from mmsearch.services.serving.pipeline.activation import Active, activate
+from mmsearch.services.serving.backends.bundle import Backends, connect
+from mmsearch.services.serving.config.experiments import ConfigStore
+from mmsearch.services.serving.outcomes.feedback import FeedbackHandler, Impressions
+from mmsearch.services.serving.health import Health, probe
+from mmsearch.services.serving.pipeline.routes import RouteWatcher
+from mmsearch.services.serving.pipeline.search import Searcher
+from mmsearch.services.serving.service import RetrievalServicer, register
+from mmsearch.services.serving.config.settings import ServingSettings
+from mmsearch.services.serving.outcomes.tokens import Signer
 
 log = logging.getLogger(__name__)
 

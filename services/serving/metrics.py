@@ -1,4 +1,4 @@
-"""Serving's Prometheus metrics (the gRPC-level ones live in services.runtime.metrics)."""
+"""Serving's Prometheus metrics (the gRPC-level ones live in mmsearch.services.runtime.metrics)."""
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram

@@ -15,12 +15,12 @@ from mmsearch.core.errors import clipped
 from mmsearch.core.fields import FACET_TYPES
 from mmsearch.core.redact import redact
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.serving import metrics
-from services.serving.activation import Active
-from services.serving.errors import StageError
-from services.serving.experiments import ConfigStore, Scene
-from services.serving.feedback import FeedbackHandler
-from services.serving.search import Searcher
+from mmsearch.services.serving import metrics
+from mmsearch.services.serving.pipeline.activation import Active
+from mmsearch.services.serving.errors import StageError
+from mmsearch.services.serving.config.experiments import ConfigStore, Scene
+from mmsearch.services.serving.outcomes.feedback import FeedbackHandler
+from mmsearch.services.serving.pipeline.search import Searcher
 
 log = logging.getLogger(__name__)
 

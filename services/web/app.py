@@ -3,7 +3,7 @@
 Routes:
 - ``GET /`` the page (static/index.html; its JS and CSS under ``/static/``);
 - ``GET /api/search?scene=&q=&k=&user=&diversify=&filter=&facet=&page_token=`` a text search
-  (filters, facets and pages: :mod:`services.web.params`);
+  (filters, facets and pages: :mod:`mmsearch.services.web.params`);
 - ``GET /api/similar?scene=&id=&...`` more like the stored item ``id`` (same parameters, no ``q``);
 - ``POST /api/search`` multipart form (``scene``, ``k``, ``user``, ``filter``..., file ``image``) an image search;
 - ``GET /api/scenes`` the scenes serving has loaded;
@@ -14,8 +14,8 @@ Routes:
 - ``GET /metrics`` Prometheus;
 - ``GET /images/...`` only when ``MMSEARCH_IMAGES_DIR`` is set (thumbnails of a local image corpus).
 
-Handlers are thin: parameters are validated by :mod:`services.web.params`,
-shapes come from :mod:`services.web.responses`. Every ``/api`` error is JSON
+Handlers are thin: parameters are validated by :mod:`mmsearch.services.web.params`,
+shapes come from :mod:`mmsearch.services.web.responses`. Every ``/api`` error is JSON
 ``{"error": {"status", "code", "message", "parameter"?, "request_id"}}``.
 
 Decisions (issue 13, a hostile probe):
@@ -49,15 +49,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from services.web.client import ServingClient
-from services.web.files import image_handler
-from services.web.metrics import HTTP_LATENCY, HTTP_REQUESTS, UPSTREAM_LATENCY
-from services.web.params import BadParameter, SearchQuery, TooLarge, parse_feedback, parse_search
-from services.web.ratelimit import RateLimiter, client_address
-from services.web.responses import (blamed_parameter, caller_error, error_body, feedback_json, http_status, scenes_json,
+from mmsearch.services.web.client import ServingClient
+from mmsearch.services.web.files import image_handler
+from mmsearch.services.web.metrics import HTTP_LATENCY, HTTP_REQUESTS, UPSTREAM_LATENCY
+from mmsearch.services.web.params import BadParameter, SearchQuery, TooLarge, parse_feedback, parse_search
+from mmsearch.services.web.ratelimit import RateLimiter, client_address
+from mmsearch.services.web.responses import (blamed_parameter, caller_error, error_body, feedback_json, http_status, scenes_json,
                                     search_json,
                                     upstream_message)
-from services.web.settings import WebSettings
+from mmsearch.services.web.settings import WebSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,11 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 
 FORM_FIELDS = ("scene", "k", "user", "diversify", "filter", "facet", "page_token")
-"""The text fields of the search form (besides the ``image`` file; :func:`services.web.params.parse_search`)."""
+"""The text fields of the search form (besides the ``image`` file; :func:`mmsearch.services.web.params.parse_search`)."""
 REPEATED_FORM_FIELDS = ("filter", "facet")
 MAX_FORM_PARTS = 32
 """Most parts one multipart form may have: the image, the single fields and up to
-:data:`services.web.params.MAX_FILTERS` (16) filters still leave room for ten facets."""
+:data:`mmsearch.services.web.params.MAX_FILTERS` (16) filters still leave room for ten facets."""
 MAX_FIELD_BYTES = 64 * 1024
 """Largest text field of a multipart form (the query text is at most MMSEARCH_MAX_QUERY_CHARS characters)."""
 

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mmsearch.core.channels import channel_options
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.web.params import FeedbackEvent, SearchQuery
+from mmsearch.services.web.params import FeedbackEvent, SearchQuery
 
 RETRIEVAL_SERVICE = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
 OPS = {"eq": retrieval_pb2.Filter.EQ, "in": retrieval_pb2.Filter.IN, "not": retrieval_pb2.Filter.NOT,

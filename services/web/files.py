@@ -10,7 +10,7 @@ same-origin under ``script-src 'self'``):
   image type; anything else (HTML, JS, SVG, text) as
   ``application/octet-stream`` with ``Content-Disposition: attachment``, so
   a browser downloads it and never renders or runs it. ``nosniff`` comes with
-  every response (the security headers of :mod:`services.web.app`).
+  every response (the security headers of :mod:`mmsearch.services.web.app`).
 """
 from __future__ import annotations
 

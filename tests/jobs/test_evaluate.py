@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from jobs.corpus import CORPUS_FILE, Corpus
-from jobs.errors import JobError
-from jobs.evaluate import Label, evaluate, judge, summarise, worse_queries
-from jobs.push_milvus import push_vectors
+from mmsearch.jobs.corpus import CORPUS_FILE, Corpus
+from mmsearch.jobs.errors import JobError
+from mmsearch.jobs.evaluate import Label, evaluate, judge, summarise, worse_queries
+from mmsearch.jobs.push_milvus import push_vectors
 from mmsearch.core.model_repository import ModelRepository
 from mmsearch.core.query_tower import QueryTower
 from tests.jobs.milvus_data import corpus_bytes

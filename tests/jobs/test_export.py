@@ -15,9 +15,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from typer.testing import CliRunner
 
-from jobs import parity
-from jobs.app import job_app
-from jobs.export import export_model
+from mmsearch.jobs import parity
+from mmsearch.jobs.app import job_app
+from mmsearch.jobs.export import export_model
 from mmsearch.core.model_repository import ModelRepository
 from mmsearch.core import artifacts
 
@@ -25,7 +25,7 @@ TEXTS = ["how do I read a csv file", "一只猫在沙发上", "", "a " * 400, "s
 
 
 def run_cli(*args: str):
-    import jobs.cli  # noqa: F401  (registers the stages)
+    import mmsearch.jobs.cli  # noqa: F401  (registers the stages)
 
     return CliRunner().invoke(job_app, list(args))
 
@@ -122,7 +122,7 @@ def test_tiny_clip_text_and_image_towers(tiny_clip_repo, tiny_clip_source):
 
 def test_broken_export_is_refused_and_publishes_nothing(tiny_multilingual_source, tmp_path, monkeypatch):
     """A tower that ignores the attention mask (a real export bug) fails the gate; the old version stays."""
-    from jobs import towers
+    from mmsearch.jobs import towers
 
     repo = tmp_path / "repo"
     (repo / "m").mkdir(parents=True)
@@ -142,10 +142,10 @@ def test_broken_export_is_refused_and_publishes_nothing(tiny_multilingual_source
 def test_int8_copy_of_the_document_tower_is_gated_and_queried_by_the_fp32_tower(tiny_multilingual_source, tmp_path):
     import onnx
 
-    from jobs.encode import encode, read_vectors
-    from jobs.prepare import prepare
+    from mmsearch.jobs.encode import encode, read_vectors
+    from mmsearch.jobs.prepare import prepare
     from mmsearch.core import milvus_store
-    from services.serving.activation import check_consistency
+    from mmsearch.services.serving.pipeline.activation import check_consistency
 
     repo = tmp_path / "repo"
     result = run_cli("export", "--model", str(tiny_multilingual_source), "--name", "m", "--repository", str(repo),

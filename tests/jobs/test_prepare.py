@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.errors import JobError
-from jobs.corpus import read_corpus
-from jobs.prepare import ID_BITS, prepare, stable_id
+from mmsearch.jobs.errors import JobError
+from mmsearch.jobs.corpus import read_corpus
+from mmsearch.jobs.prepare import ID_BITS, prepare, stable_id
 
 MMSEARCH = [sys.executable, "-m", "mmsearch.cli"]
 

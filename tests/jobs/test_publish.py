@@ -11,8 +11,8 @@ import pytest
 
 from mmsearch.core import milvus_store
 from mmsearch.core.errors import MmsearchError
-from jobs.publish import publish, versions_to_drop
-from jobs.push_milvus import push_vectors
+from mmsearch.jobs.publish import publish, versions_to_drop
+from mmsearch.jobs.push_milvus import push_vectors
 from tests.jobs.milvus_data import corpus_of, vectors, write_manifest
 
 
@@ -118,7 +118,7 @@ def test_status_names_what_is_live_and_refuses_an_unknown_scene(tmp_path):
     manifest = write_manifest(tmp_path, "m", 8)
     push(lite, manifest, "docs", "1")
     publish(lite, "docs", "1")
-    from jobs.status import scene_status
+    from mmsearch.jobs.status import scene_status
 
     status = scene_status(lite, "docs")
     assert status["live"]["collection"] == "docs_1" and status["live"]["documents"] == 20

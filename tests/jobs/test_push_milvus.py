@@ -14,7 +14,7 @@ import pytest
 
 from mmsearch.core import milvus_store
 from mmsearch.core.errors import MmsearchError
-from jobs.push_milvus import push_vectors
+from mmsearch.jobs.push_milvus import push_vectors
 from mmsearch.dev.processes import free_port
 from tests.support.jobs import run_job
 from tests.jobs.milvus_data import corpus_of, vectors, write_manifest, write_vectors

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from jobs.corpus import document_hash
-from jobs.push_milvus import milvus_row, push_milvus, read_layout
+from mmsearch.jobs.corpus import document_hash
+from mmsearch.jobs.push_milvus import milvus_row, push_milvus, read_layout
 from mmsearch.core import milvus_store
 from mmsearch.core.errors import MmsearchError
 from tests.jobs.milvus_data import vectors, write_manifest, write_vectors

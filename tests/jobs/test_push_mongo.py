@@ -14,8 +14,8 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from jobs.errors import JobError
-from jobs.push_mongo import push_mongo
+from mmsearch.jobs.errors import JobError
+from mmsearch.jobs.push_mongo import push_mongo
 from tests.support.jobs import run_job
 
 

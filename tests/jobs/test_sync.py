@@ -22,7 +22,7 @@ import numpy as np
 import pymongo
 import pytest
 
-from jobs.prepare import stable_id
+from mmsearch.jobs.prepare import stable_id
 from mmsearch.core import milvus_store
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions, write_corpus

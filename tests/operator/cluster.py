@@ -15,7 +15,7 @@ import attrs
 import kmock
 import kopf
 
-from mmsearch_operator.main import OperatorSettings, run
+from mmsearch.operator.main import OperatorSettings, run
 from mmsearch.dev.processes import free_port
 from tests.operator.helpers import apply_defaults, crd_schema, job_complete, job_failed, job_running, schema_errors
 

@@ -9,8 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mmsearch_operator import spec as ij_spec
-from mmsearch_operator.status import reconcile
+from mmsearch.operator import spec as ij_spec
+from mmsearch.operator.status import reconcile
 from tests.operator.helpers import EXAMPLES, K8S_VERSION, apply_defaults, crd_schema, indexjob, load_crd, \
     schema_errors
 

@@ -145,7 +145,7 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
     target = next(r for r in records if "json.dumps" in r["question"] or "dumps" in r["question"])
 
     from mmsearch.core import milvus_store
-    from jobs.encode import TextInputs, load_encoder
+    from mmsearch.jobs.encode import TextInputs, load_encoder
 
     encoder = load_encoder(str(minilm_repo), "minilm", device="cpu")
     ids, mask = TextInputs(encoder, "question").tokenizer.encode([target["question"]])

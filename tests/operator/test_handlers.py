@@ -8,7 +8,7 @@ import pytest
 
 import json
 
-from mmsearch_operator.spec import MODES
+from mmsearch.operator.spec import MODES
 from mmsearch.dev.processes import free_port
 from tests.operator.cluster import emulated_cluster, running_operator
 from tests.operator.helpers import K8S_VERSION, finished_pod, indexjob, job_complete, job_failed, job_running, \

@@ -7,9 +7,9 @@ import itertools
 import kubernetes_validate
 import pytest
 
-from mmsearch_operator import plan
-from mmsearch_operator.manifests import build_job, stage_args
-from mmsearch_operator.spec import STAGES, with_defaults
+from mmsearch.operator import plan
+from mmsearch.operator.manifests import build_job, stage_args
+from mmsearch.operator.spec import STAGES, with_defaults
 from tests.operator.helpers import K8S_VERSION, indexjob
 
 OPTIONS = {
@@ -203,7 +203,7 @@ def test_every_jobs_command_line_parses_with_the_real_job_cli(combo, monkeypatch
     stage's flags, with the environment the pod gets (secrets stand in as placeholders)."""
     import typer.main
 
-    from jobs.cli import job_app
+    from mmsearch.jobs.cli import job_app
 
     group = typer.main.get_command(job_app)
     for stage, _, job in _jobs(_variant(*combo)):

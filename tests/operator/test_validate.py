@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmsearch_operator.spec import with_defaults
-from mmsearch_operator.validate import validate
+from mmsearch.operator.spec import with_defaults
+from mmsearch.operator.validate import validate
 from tests.operator.helpers import indexjob
 
 

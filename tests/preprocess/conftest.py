@@ -6,8 +6,8 @@ import pytest
 
 from mmsearch.core.channels import message_options
 from mmsearch.v1 import preprocess_pb2_grpc
-from services.preprocess.main import start
-from services.preprocess.settings import PreprocessSettings
+from mmsearch.services.preprocess.main import start
+from mmsearch.services.preprocess.settings import PreprocessSettings
 from tests.preprocess import model_folders
 from tests.preprocess.samples import IMAGE_CONFIGS
 

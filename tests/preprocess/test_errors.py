@@ -10,8 +10,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mmsearch.v1 import preprocess_pb2, tensor_pb2
-from services.preprocess.models import ModelLoadError, load_model
-from services.preprocess.settings import PreprocessSettings
+from mmsearch.services.preprocess.models import ModelLoadError, load_model
+from mmsearch.services.preprocess.settings import PreprocessSettings
 from mmsearch.core.settings import SettingsError, load_settings
 from tests.preprocess.samples import encoded
 

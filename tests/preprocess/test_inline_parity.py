@@ -13,9 +13,9 @@ import pytest
 from mmsearch.core.codec import from_tensor
 from mmsearch.core.model_repository import ModelFolder
 from mmsearch.v1 import preprocess_pb2
-from services.serving.errors import Mismatch
-from services.serving.inline import InlinePreprocessor
-from services.serving.preprocessor import token_rows
+from mmsearch.services.serving.errors import Mismatch
+from mmsearch.services.serving.backends.inline import InlinePreprocessor
+from mmsearch.services.serving.backends.preprocessor import token_rows
 from tests.preprocess.samples import varied_texts
 
 BATCH = 50

@@ -1,1 +1,1 @@
-"""Tests of services.runtime (the gRPC server factory every service uses)."""
+"""Tests of mmsearch.services.runtime (the gRPC server factory every service uses)."""

@@ -11,8 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from services.runtime.server import start_server
-from services.runtime.settings import GrpcSettings
+from mmsearch.services.runtime.server import start_server
+from mmsearch.services.runtime.settings import GrpcSettings
 from tests.support.processes import start_service, wait_serving
 from tests.preprocess import model_folders
 

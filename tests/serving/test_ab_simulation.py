@@ -31,7 +31,7 @@ import pytest
 
 from mmsearch.core import events as schema
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.serving import metrics
+from mmsearch.services.serving import metrics
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,8 @@ import asyncio
 
 import numpy as np
 
-from services.serving.batching import MicroBatcher, pad_and_stack
-from services.serving.errors import Unavailable
+from mmsearch.services.serving.backends.batching import MicroBatcher, pad_and_stack
+from mmsearch.services.serving.errors import Unavailable
 
 
 def test_pad_and_stack_pads_to_longest():

@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from services.serving import bucketing
+from mmsearch.services.serving.config import bucketing
 
 
 def test_10k_users_split_within_2_points_of_weights():

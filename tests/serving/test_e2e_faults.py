@@ -217,7 +217,7 @@ def test_sigterm_stops_serving_within_its_grace_after_store_crashes(fault_stack,
     """A real ``mmsearch serve serving``: the store crashes and restarts under load, crashes again,
     and SIGTERM arrives while searches wait on it: the process still exits within its grace
     period (issue 13: after the store restarted, SIGTERM no longer stopped serving)."""
-    from services.runtime.server import EXIT_SLACK_S
+    from mmsearch.services.runtime.server import EXIT_SLACK_S
     from tests.support.load import SearchLoad
     from tests.support.processes import start_service, wait_serving
 

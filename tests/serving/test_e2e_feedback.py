@@ -13,8 +13,8 @@ import pytest
 
 from mmsearch.core import events as schema
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.serving import metrics
-from services.serving.tokens import Signer
+from mmsearch.services.serving import metrics
+from mmsearch.services.serving.outcomes.tokens import Signer
 
 pytestmark = pytest.mark.slow
 Code = grpc.StatusCode

@@ -37,7 +37,7 @@ def t2i_config(text_model: str = "tiny-clip") -> dict:
 @pytest.fixture(scope="module")
 def image_site(tmp_path_factory):
     """Generated PNGs (varied sizes and modes) served over http on 127.0.0.1 (port 0)."""
-    from jobs import parity
+    from mmsearch.jobs import parity
 
     folder = write_images(tmp_path_factory.mktemp("t2i-images"), parity.varied_images(N_IMAGES, seed=11))
     with serve_folder(folder) as base_url:
@@ -78,7 +78,7 @@ def corpus(t2i_stack) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """(ids, vectors) as the encode job wrote them, and image name -> id from corpus.jsonl."""
     import json
 
-    from jobs.encode import read_vectors
+    from mmsearch.jobs.encode import read_vectors
 
     _, chunks = read_vectors(str(t2i_stack.extra["work"]))
     ids, vectors = zip(*chunks)

@@ -11,9 +11,9 @@ import pytest
 
 from mmsearch.core import events as schema
 from mmsearch.dev.processes import free_port
-from services.serving import metrics
-from services.serving.errors import Unavailable
-from services.serving.events import MongoEvents
+from mmsearch.services.serving import metrics
+from mmsearch.services.serving.errors import Unavailable
+from mmsearch.services.serving.backends.event_store import MongoEvents
 
 NOW = dt.datetime(2025, 1, 17, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.serving.experiments import ConfigError, ConfigStore, load_config, merge, parse_config
+from mmsearch.services.serving.config.experiments import ConfigError, ConfigStore, load_config, merge, parse_config
 
 EXAMPLE = Path(__file__).parents[2] / "services" / "serving" / "examples" / "experiments.yaml"
 

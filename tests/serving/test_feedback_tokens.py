@@ -12,13 +12,13 @@ import yaml
 
 from mmsearch.core import events as schema
 from mmsearch.v1 import retrieval_pb2
-from services.serving.activation import activate
-from services.serving.errors import StageError, Unavailable
-from services.serving.experiments import parse_config
-from services.serving.feedback import FeedbackHandler, Impressions, validate_feedback, via
-from services.serving.search import Searcher
-from services.serving.settings import ServingSettings
-from services.serving.tokens import Signer, TokenError
+from mmsearch.services.serving.pipeline.activation import activate
+from mmsearch.services.serving.errors import StageError, Unavailable
+from mmsearch.services.serving.config.experiments import parse_config
+from mmsearch.services.serving.outcomes.feedback import FeedbackHandler, Impressions, validate_feedback, via
+from mmsearch.services.serving.pipeline.search import Searcher
+from mmsearch.services.serving.config.settings import ServingSettings
+from mmsearch.services.serving.outcomes.tokens import Signer, TokenError
 from tests.support.fakes import FakeEvents, collection_manifest, fake_backends, manifest
 from tests.support.stack import t2t_config
 

@@ -6,10 +6,10 @@ import pytest
 
 from mmsearch.core.fields import parse_fields
 from mmsearch.v1 import retrieval_pb2
-from services.serving import pages
-from services.serving.filters import FilterError, expression, literal, read_filters
-from services.serving.fusion import fuse, single
-from services.serving.matcher import Matches
+from mmsearch.services.serving.pipeline import pages
+from mmsearch.services.serving.pipeline.filters import FilterError, expression, literal, read_filters
+from mmsearch.services.serving.pipeline.fusion import fuse, single
+from mmsearch.services.serving.backends.matcher import Matches
 
 Filter, Value = retrieval_pb2.Filter, retrieval_pb2.FilterValue
 FIELDS = {f.name: f for f in parse_fields("category:keyword,width:number,public:bool")}

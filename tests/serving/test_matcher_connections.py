@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.serving.matcher import MilvusMatcher
+from mmsearch.services.serving.backends.matcher import MilvusMatcher
 
 pytestmark = pytest.mark.slow
 

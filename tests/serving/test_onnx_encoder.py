@@ -3,7 +3,7 @@ import numpy as np
 
 from mmsearch.core.tokenizers import load_tokenizer
 from mmsearch.core.model_repository import ModelRepository
-from services.serving.encoders import OnnxEncoder
+from mmsearch.services.serving.backends.encoders import OnnxEncoder
 
 TEXTS = ["read and write CSV files", "parse a JSON document into Python objects", "join two paths"]
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from mmsearch.core.model_repository import ModelManifest
-from services.serving.activation import ConsistencyError, check_consistency
-from services.serving.errors import BadInput, Mismatch, StageError, Unavailable
-from services.serving.preprocessor import token_rows
-from services.serving.stages import stage_budget, status_for
-from services.serving.summary import order_documents, plain
+from mmsearch.services.serving.pipeline.activation import ConsistencyError, check_consistency
+from mmsearch.services.serving.errors import BadInput, Mismatch, StageError, Unavailable
+from mmsearch.services.serving.backends.preprocessor import token_rows
+from mmsearch.services.serving.pipeline.stages import stage_budget, status_for
+from mmsearch.services.serving.backends.summary import order_documents, plain
 
 Code = grpc.StatusCode
 

@@ -6,12 +6,12 @@ import pytest
 import yaml
 
 from mmsearch.v1 import retrieval_pb2
-from services.serving.activation import LayoutError, activate
-from services.serving.errors import StageError
-from services.serving.experiments import parse_config
-from services.serving.routes import follow
-from services.serving.search import Searcher
-from services.serving.settings import ServingSettings
+from mmsearch.services.serving.pipeline.activation import LayoutError, activate
+from mmsearch.services.serving.errors import StageError
+from mmsearch.services.serving.config.experiments import parse_config
+from mmsearch.services.serving.pipeline.routes import follow
+from mmsearch.services.serving.pipeline.search import Searcher
+from mmsearch.services.serving.config.settings import ServingSettings
 from tests.support.fakes import collection_manifest, fake_backends, manifest
 from tests.support.stack import t2t_config
 
@@ -167,7 +167,7 @@ async def test_a_publish_to_a_version_without_the_fields_is_not_followed():
 
 
 async def test_a_hybrid_query_whose_embed_fails_stops_its_bm25_search():
-    from services.serving.errors import Unavailable
+    from mmsearch.services.serving.errors import Unavailable
 
     active, s, b, calls = await searcher()
     calls.fail["embed"] = Unavailable("the encoder is down")

@@ -8,14 +8,14 @@ import yaml
 from prometheus_client import REGISTRY
 
 from mmsearch.v1 import retrieval_pb2
-from services.serving.activation import activate
-from services.serving.errors import Unavailable
-from services.serving.experiments import parse_config
-from services.serving.health import probe
-from services.serving.routes import follow
-from services.serving.search import Searcher
-from services.serving.settings import ServingSettings
-from services.serving.summary_cache import SummaryCache
+from mmsearch.services.serving.pipeline.activation import activate
+from mmsearch.services.serving.errors import Unavailable
+from mmsearch.services.serving.config.experiments import parse_config
+from mmsearch.services.serving.health import probe
+from mmsearch.services.serving.pipeline.routes import follow
+from mmsearch.services.serving.pipeline.search import Searcher
+from mmsearch.services.serving.config.settings import ServingSettings
+from mmsearch.services.serving.backends.summary_cache import SummaryCache
 from tests.support.fakes import (SCENE, Calls, FakeSummary, collection_manifest, fake_backends, manifest,
                                  docs_backends as backends, docs_experiments as experiments,
                                  docs_request as request)
@@ -199,7 +199,7 @@ async def test_a_zero_size_cache_passes_every_lookup_through():
 
 
 def test_the_arm_setting_is_validated_naming_its_path():
-    from services.serving.experiments import ConfigError
+    from mmsearch.services.serving.config.experiments import ConfigError
 
     config = t2t_config(SCENE, model="m", preprocess="remote")
     with pytest.raises(ConfigError, match=r"preprocess: Input should be 'inline' or 'service'"):

@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 from mmsearch.v1 import retrieval_pb2
-from services.serving.activation import ActivationError, activate
-from services.serving.errors import BadInput, Mismatch, StageError, Unavailable
-from services.serving.experiments import ConfigStore
-from services.serving.routes import RouteWatcher, follow
-from services.serving.search import Searcher
-from services.serving.service import scene_message
-from services.serving.settings import ServingSettings
+from mmsearch.services.serving.pipeline.activation import ActivationError, activate
+from mmsearch.services.serving.errors import BadInput, Mismatch, StageError, Unavailable
+from mmsearch.services.serving.config.experiments import ConfigStore
+from mmsearch.services.serving.pipeline.routes import RouteWatcher, follow
+from mmsearch.services.serving.pipeline.search import Searcher
+from mmsearch.services.serving.service import scene_message
+from mmsearch.services.serving.config.settings import ServingSettings
 from tests.support.fakes import (SCENE, collection_manifest, docs_backends as backends,
                                  docs_experiments as experiments, docs_request as request, manifest)
 from tests.support.stack import t2t_config

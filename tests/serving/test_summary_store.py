@@ -19,10 +19,10 @@ import pytest
 
 from mmsearch.dev.mongo import start_mongo
 from mmsearch.dev.processes import free_port
-from services.serving.errors import StageError
-from services.serving.events import MongoEvents
-from services.serving.stages import StageRunner
-from services.serving.summary import SummaryStore
+from mmsearch.services.serving.errors import StageError
+from mmsearch.services.serving.backends.event_store import MongoEvents
+from mmsearch.services.serving.pipeline.stages import StageRunner
+from mmsearch.services.serving.backends.summary import SummaryStore
 
 pytestmark = pytest.mark.slow
 

@@ -44,7 +44,7 @@ def index(workdir, modules: str, model: str, repo, milvus_uri: str, version: str
 
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory, tiny_multilingual_source, service_loop):
-    from jobs.export import export_model
+    from mmsearch.jobs.export import export_model
     from tests.fixtures.models import build_tiny_multilingual
 
     tmp = tmp_path_factory.mktemp("versions")
@@ -110,7 +110,7 @@ def test_serving_follows_a_publish_without_a_failed_request_and_refuses_another_
         mark = len(served)
         time.sleep(0.5)
         # Another model's version: published, but serving refuses to follow it.
-        with caplog.at_level(logging.ERROR, logger="services.serving.routes"):
+        with caplog.at_level(logging.ERROR, logger="mmsearch.services.serving.pipeline.routes"):
             run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "c", "--keep", "3")
             time.sleep(2.0)  # ten route-watcher rounds
     finally:

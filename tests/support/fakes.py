@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mmsearch.core.model_repository import ModelManifest
-from services.serving.backends import Backends
-from services.serving.errors import NotFound
-from services.serving.matcher import Matches
+from mmsearch.services.serving.backends.bundle import Backends
+from mmsearch.services.serving.errors import NotFound
+from mmsearch.services.serving.backends.matcher import Matches
 
 DIM = 4
 
@@ -238,7 +238,7 @@ def docs_experiments(**overrides):
     """The parsed T2T config of scene ``docs`` with model ``m`` (``overrides``: t2t_config's keywords)."""
     import yaml
 
-    from services.serving.experiments import parse_config
+    from mmsearch.services.serving.config.experiments import parse_config
     from tests.support.stack import t2t_config
 
     return parse_config(yaml.safe_dump(t2t_config(SCENE, model="m", **overrides)))

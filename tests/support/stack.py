@@ -163,8 +163,8 @@ class Stack:
         return f"127.0.0.1:{self.serving.port}"
 
     def start_preprocess(self) -> None:
-        from services.preprocess.main import start
-        from services.preprocess.settings import PreprocessSettings
+        from mmsearch.services.preprocess.main import start
+        from mmsearch.services.preprocess.settings import PreprocessSettings
 
         settings = PreprocessSettings(host="127.0.0.1", port=self.preprocess_port, metrics_port=0,
                                       models=self.models, log_json=False)
@@ -176,7 +176,7 @@ class Stack:
         self.preprocess = None
 
     def start_serving(self) -> None:
-        from services.serving.main import start
+        from mmsearch.services.serving.main import start
 
         self.serving_settings = self.serving_settings.model_copy(
             update={"preprocess_address": f"127.0.0.1:{self.preprocess_port}"})
@@ -200,7 +200,7 @@ class Stack:
 def start_stack(loop: ServiceLoop, *, models: dict[str, str], experiments: Path, milvus_uri: str, mongo_uri: str,
                 model_repository: str, triton_address: str = "", port: int = 0, **overrides) -> Stack:
     """Start preprocess then serving (on ``port``, 0: a free one); returns once serving is SERVING."""
-    from services.serving.settings import ServingSettings
+    from mmsearch.services.serving.config.settings import ServingSettings
 
     settings = ServingSettings(host="127.0.0.1", port=port, metrics_port=0, experiments=experiments,
                                milvus_uri=milvus_uri, mongo_uri=mongo_uri, model_repository=model_repository,

@@ -14,8 +14,8 @@ import threading
 import requests
 from PIL import Image
 
-from services.web.main import RunningWeb, start_web
-from services.web.settings import WebSettings
+from mmsearch.services.web.main import RunningWeb, start_web
+from mmsearch.services.web.settings import WebSettings
 
 
 class WebThread:

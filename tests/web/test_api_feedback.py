@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from services.web.ratelimit import RateLimiter, client_address
+from mmsearch.services.web.ratelimit import RateLimiter, client_address
 from tests.support.web import TIMEOUT, WebThread, assert_error, get, web_settings
 
 

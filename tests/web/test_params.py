@@ -4,8 +4,8 @@ import pytest
 from google.protobuf import struct_pb2
 
 from mmsearch.v1 import retrieval_pb2
-from services.web.params import BadParameter, TooLarge, parse_search
-from services.web.responses import blamed_parameter, http_status, scenes_json, search_json
+from mmsearch.services.web.params import BadParameter, TooLarge, parse_search
+from mmsearch.services.web.responses import blamed_parameter, http_status, scenes_json, search_json
 
 LIMITS = {"max_top_k": 50, "max_query_chars": 20}
 
@@ -115,8 +115,8 @@ def test_blamed_parameter(details, parameter):
 def test_filters_facets_pages_and_similar():
     from multidict import MultiDict
 
-    from services.web.client import search_request
-    from services.web.params import FilterParam
+    from mmsearch.services.web.client import search_request
+    from mmsearch.services.web.params import FilterParam
 
     params = MultiDict([("scene", "t2t"), ("q", "read"), ("filter", "category:json"), ("filter", "category:csv"),
                         ("filter", "category!:os"), ("filter", "width:800.."), ("filter", "name:a:b"),

@@ -391,7 +391,7 @@ scenes:
 {{- end -}}
 
 {{/*
-A/B outcomes in serving (services/serving/settings.py): impressions on or off, the
+A/B outcomes in serving (services/serving/config/settings.py): impressions on or off, the
 feedback key (and user-id salt) from a Secret, the token and event TTLs, the database.
 */}}
 {{- define "mmsearch.feedbackServingEnv" -}}

@@ -70,7 +70,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmsearch.core.fields import FieldSpec
-from services.serving import fusion, rankers
+from mmsearch.services.serving.config import choices
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ name + docstring; 100 labelled queries, chosen on the 50 ``tune`` ones, judged o
 
 
 class FusionSpec(_Strict):
-    """How a ``hybrid`` retriever fuses the dense and BM25 lists (:mod:`services.serving.fusion`); default
+    """How a ``hybrid`` retriever fuses the dense and BM25 lists (:mod:`mmsearch.services.serving.pipeline.fusion`); default
     :data:`TUNED_FUSION`."""
 
     name: str = TUNED_FUSION["name"]
@@ -123,10 +123,7 @@ class FusionSpec(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> "FusionSpec":
-        try:
-            fusion.get(self.name).params(self.given)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
+        choices.checked("fusion", choices.FUSIONS, self.name, self.given)
         return self
 
     @property
@@ -137,7 +134,7 @@ class FusionSpec(_Strict):
 
     @property
     def checked_params(self) -> dict[str, Any]:
-        return fusion.get(self.name).params(self.given)
+        return choices.checked("fusion", choices.FUSIONS, self.name, self.given)
 
 
 class MatchSpec(_Strict):
@@ -161,19 +158,12 @@ class RankSpec(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> "RankSpec":
-        try:
-            rankers.get(self.name).params(self.params)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
+        choices.checked("ranker", choices.RANKERS, self.name, self.params)
         return self
 
     @property
-    def ranker(self) -> rankers.Ranker:
-        return rankers.get(self.name)
-
-    @property
     def checked_params(self) -> dict[str, Any]:
-        return self.ranker.params(self.params)
+        return choices.checked("ranker", choices.RANKERS, self.name, self.params)
 
 
 class SummarySpec(_Strict):

@@ -1,7 +1,7 @@
 """A bounded LRU of summary documents in front of the summary store, per versioned collection.
 
-:class:`SummaryCache` wraps any :class:`~services.serving.backends.SummaryLookup`
-(the MongoDB-wire :class:`~services.serving.summary.SummaryStore` in serving)
+:class:`SummaryCache` wraps any :class:`~mmsearch.services.serving.backends.bundle.SummaryLookup`
+(the MongoDB-wire :class:`~mmsearch.services.serving.backends.summary.SummaryStore` in serving)
 with the same ``lookup``; a lookup asks the store only for the ids it does not
 hold (one ``$in`` of the misses, none when every id is cached).
 
@@ -11,9 +11,9 @@ alias resolves to) and that collection's *generation*, a counter kept in its
 state (``generation`` of :func:`mmsearch.core.milvus_store.read_manifest`). A
 full rebuild is a new collection; ``mmsearch job sync``, the one stage that
 changes documents of a live collection in place, bumps the generation when its
-writes are done (:mod:`jobs.sync`: a sync that changed nothing leaves it);
+writes are done (:mod:`mmsearch.jobs.sync`: a sync that changed nothing leaves it);
 serving's route watcher reads it with the alias on each round
-(:mod:`services.serving.routes`, every ``MMSEARCH_HEALTH_INTERVAL_SECONDS``),
+(:mod:`mmsearch.services.serving.pipeline.routes`, every ``MMSEARCH_HEALTH_INTERVAL_SECONDS``),
 and from then on every key is new, so nothing cached before the change is
 served again (entries of old versions age out of the LRU). Between the write
 and the watcher's next round a page may still show a document as it was (at

@@ -11,17 +11,17 @@ declared fields and, for a ``bm25`` or ``hybrid`` retriever, the BM25 text
 collection name, so a publish that moves the name to a version without them
 is not followed. The preprocess service is asked only when some arm uses it:
 a config whose arms all tokenize inline activates (and serves, see
-:mod:`services.serving.health`) without it. The encoder's
+:mod:`mmsearch.services.serving.health`) without it. The encoder's
 manifest is read from ``MMSEARCH_MODEL_REPOSITORY`` for either backend, so
 an arm on Triton needs that setting to name the repository Triton loads.
 
 An :class:`Active` is never changed: a request holds the one it started
 with; a reload or an alias move swaps in a new one (``routes`` is a frozen
 mapping from the config's collection names to the concrete collections
-searched, see :mod:`services.serving.routes`; ``records`` what each one's
+searched, see :mod:`mmsearch.services.serving.pipeline.routes`; ``records`` what each one's
 state says: documents, sync generation (which keys the summary cache with the
 concrete collection, :meth:`Active.version`; see
-:mod:`services.serving.summary_cache`), the index (its recorded search params,
+:mod:`mmsearch.services.serving.backends.summary_cache`), the index (its recorded search params,
 :meth:`Active.search_params`), the evaluation it was published on).
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any, Mapping
 
 from mmsearch.core.fields import CollectionLayout, FieldError, FieldSpec
 from mmsearch.core.model_repository import ModelManifest
-from services.serving.backends import Backends
-from services.serving.experiments import ArmSpec, Experiments, Scene, TowerSpec
+from mmsearch.services.serving.backends.bundle import Backends
+from mmsearch.services.serving.config.experiments import ArmSpec, Experiments, Scene, TowerSpec
 
 
 class ActivationError(ValueError):

@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
-from services.serving.errors import BadInput
+from mmsearch.services.serving.errors import BadInput
 
 Inputs = Mapping[str, np.ndarray]
 

@@ -1,4 +1,4 @@
-"""Rankers: small pure functions registered by name.
+"""Rankers: small pure functions, chosen by name.
 
 A ranker takes the matcher's candidates (ids, retrieval scores, optionally
 their vectors and the query vector), a page size ``k`` and its parameters, and
@@ -7,7 +7,7 @@ first. ``needs_vectors`` tells the matcher to return the candidates' vectors;
 ``needs_pool`` tells it to fetch the arm's ``candidates`` (a pool larger than
 ``k``) instead of just ``k``.
 
-Registered: ``score_order`` (the matcher's order), ``score_threshold``
+The rankers: ``score_order`` (the matcher's order), ``score_threshold``
 (drops candidates under ``min_score``), ``mmr`` (maximal marginal relevance on
 the candidates' vectors; ``lambda`` in [0, 1], 1 = pure relevance).
 """
@@ -33,35 +33,9 @@ Ranked = list[tuple[int, float]]
 
 @dataclass(frozen=True)
 class Ranker:
-    name: str
     fn: Callable[[Candidates, int, Mapping[str, Any]], Ranked]
-    params: Callable[[Mapping[str, Any]], dict[str, Any]]  # validates params, raises ValueError
     needs_vectors: bool = False
     needs_pool: bool = False
-
-
-RANKERS: dict[str, Ranker] = {}
-
-
-def register(ranker: Ranker) -> Ranker:
-    RANKERS[ranker.name] = ranker
-    return ranker
-
-
-def get(name: str) -> Ranker:
-    try:
-        return RANKERS[name]
-    except KeyError:
-        raise KeyError(f"unknown ranker {name!r}; registered: {sorted(RANKERS)}") from None
-
-
-def _no_params(name: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
-    def check(params: Mapping[str, Any]) -> dict[str, Any]:
-        if params:
-            raise ValueError(f"ranker {name!r} takes no parameters (got {sorted(params)})")
-        return {}
-
-    return check
 
 
 def score_order(c: Candidates, k: int, params: Mapping[str, Any]) -> Ranked:
@@ -70,29 +44,9 @@ def score_order(c: Candidates, k: int, params: Mapping[str, Any]) -> Ranked:
     return [(int(i), float(c.scores[i])) for i in order]
 
 
-def _threshold_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    extra = set(params) - {"min_score"}
-    if extra or "min_score" not in params:
-        raise ValueError(f"ranker 'score_threshold' takes exactly min_score (a number); got {sorted(params)}")
-    value = params["min_score"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"score_threshold.min_score must be a number, got {value!r}")
-    return {"min_score": float(value)}
-
-
 def score_threshold(c: Candidates, k: int, params: Mapping[str, Any]) -> Ranked:
     """Score order, keeping only candidates whose retrieval score is >= ``min_score``."""
     return [(i, s) for i, s in score_order(c, len(c.ids), {}) if s >= params["min_score"]][:k]
-
-
-def _mmr_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    extra = set(params) - {"lambda"}
-    if extra:
-        raise ValueError(f"ranker 'mmr' takes only lambda; got unknown {sorted(extra)}")
-    value = params.get("lambda", 0.7)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"mmr.lambda must be a number in [0, 1], got {value!r}")
-    return {"lambda": float(value)}
 
 
 def mmr(c: Candidates, k: int, params: Mapping[str, Any]) -> Ranked:
@@ -125,6 +79,10 @@ def mmr(c: Candidates, k: int, params: Mapping[str, Any]) -> Ranked:
     return out
 
 
-register(Ranker("score_order", score_order, _no_params("score_order")))
-register(Ranker("score_threshold", score_threshold, _threshold_params))
-register(Ranker("mmr", mmr, _mmr_params, needs_vectors=True, needs_pool=True))
+RANKERS: dict[str, Ranker] = {
+    "score_order": Ranker(score_order),
+    "score_threshold": Ranker(score_threshold),
+    "mmr": Ranker(mmr, needs_vectors=True, needs_pool=True),
+}
+"""Ranker name -> its function; the names and their parameters are configuration
+(:data:`mmsearch.services.serving.config.choices.RANKERS`)."""

@@ -7,7 +7,7 @@ and counted. Errors are serving's backend errors: ``Unavailable`` when the
 store cannot be reached, ``TimeoutError`` when the lookup overruns its share,
 ``Mismatch`` when the store refuses it.
 
-Every call goes through :class:`~services.serving.mongo.ShieldedMongo` (never
+Every call goes through :class:`~mmsearch.services.serving.backends.shielded_mongo.ShieldedMongo` (never
 cancelled by its caller, a jammed client rebuilt, ``close()`` bounded: issue 13).
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, Hashable, Sequence
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from mmsearch.core.redact import redact
-from services.serving.errors import Mismatch, Unavailable
-from services.serving.mongo import ShieldedMongo
+from mmsearch.services.serving.errors import Mismatch, Unavailable
+from mmsearch.services.serving.backends.shielded_mongo import ShieldedMongo
 
 
 def order_documents(ids: Sequence[int], docs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any] | None], int]:

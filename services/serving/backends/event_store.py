@@ -1,7 +1,7 @@
 """The A/B event store: impressions recorded off the request path, feedback written on it.
 
 :class:`MongoEvents` (pymongo's ``AsyncMongoClient`` through
-:class:`~services.serving.mongo.ShieldedMongo`, as the summary store: no call is
+:class:`~mmsearch.services.serving.backends.shielded_mongo.ShieldedMongo`, as the summary store: no call is
 cancelled by its caller, a jammed client is rebuilt; the documents are
 :mod:`mmsearch.core.events`'):
 
@@ -36,7 +36,7 @@ cancelled by its caller, a jammed client is rebuilt; the documents are
 - :meth:`~MongoEvents.close` writes what is still buffered (bounded by the
   dependency timeout) before closing the client.
 
-:class:`services.serving.backends.NoEvents` is the store when ``MMSEARCH_IMPRESSIONS=false``.
+:class:`mmsearch.services.serving.backends.bundle.NoEvents` is the store when ``MMSEARCH_IMPRESSIONS=false``.
 """
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from mmsearch.core import events as schema
-from services.serving import metrics
-from services.serving.errors import Mismatch, Unavailable
-from services.serving.mongo import ShieldedMongo
+from mmsearch.services.serving import metrics
+from mmsearch.services.serving.errors import Mismatch, Unavailable
+from mmsearch.services.serving.backends.shielded_mongo import ShieldedMongo
 from mmsearch.core.redact import redact
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ Decisions:
   onnxruntime intra-op threads.
 - Impressions and feedback (A/B outcomes): every response is an impression
   with a feedback token signed by ``MMSEARCH_FEEDBACK_KEY`` (see
-  :mod:`services.serving.tokens`); impressions and feedback go to
+  :mod:`mmsearch.services.serving.outcomes.tokens`); impressions and feedback go to
   ``MMSEARCH_EVENTS_DATABASE`` on ``MMSEARCH_EVENTS_MONGO_URI`` (default: the
   summary store's URI), kept ``MMSEARCH_EVENTS_TTL_DAYS`` days. A token accepts
   feedback for ``MMSEARCH_FEEDBACK_TTL_SECONDS``, which must not outlive
@@ -25,7 +25,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from mmsearch.core import events
 from mmsearch.core.limits import RequestLimits
-from services.runtime.settings import GrpcSettings
+from mmsearch.services.runtime.settings import GrpcSettings
 
 EXAMPLE_EXPERIMENTS = Path(__file__).parent / "examples" / "experiments.yaml"
 
@@ -63,7 +63,7 @@ class ServingSettings(GrpcSettings, RequestLimits):
     onnx_lone_query_on_loop: bool = Field(
         True, description="Run the inference of a query encoded while no other search is in flight on the event "
                           "loop's thread, not on the encoder's thread: no thread hand-off and back for a lone "
-                          "query (see services/serving/encoders.py OnnxEncoder for the trade-off).")
+                          "query (see services/serving/backends/encoders.py OnnxEncoder for the trade-off).")
     onnx_allow_spinning: bool = Field(
         True, description="Let idle onnxruntime intra-op threads spin-wait (onnxruntime's default; only matters "
                           "with more than one intra-op thread): lower latency at low load, CPU taken from the "
@@ -93,7 +93,7 @@ class ServingSettings(GrpcSettings, RequestLimits):
     summary_cache_documents: int = Field(
         20_000, ge=0, le=10_000_000,
         description="Summary documents kept in serving's LRU per process, keyed by collection version and "
-                    "generation (exact: see services/serving/summary_cache.py); 0 turns the cache off.")
+                    "generation (exact: see services/serving/backends/summary_cache.py); 0 turns the cache off.")
     config_poll_seconds: float = Field(1.0, gt=0, description="How often the experiment file is checked for changes.")
     health_interval_seconds: float = Field(1.0, gt=0, description="How often dependencies are probed for health.")
     impressions: bool = Field(

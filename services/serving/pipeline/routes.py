@@ -3,8 +3,8 @@
 :func:`follow` re-reads the manifest behind each collection name the active
 config searches; when a name now resolves to another collection, the new
 target must pass the consistency check for every encoder that queries it
-(:func:`services.serving.activation.check_consistency`) and hold the fields
-the config needs (:func:`services.serving.activation.check_layout`), and then
+(:func:`mmsearch.services.serving.pipeline.activation.check_consistency`) and hold the fields
+the config needs (:func:`mmsearch.services.serving.pipeline.activation.check_layout`), and then
 be warmed: the matcher loads it and answers a canary query on it (a search
 with a unit vector of the collection's dimension and metric, through the same
 client and batcher path requests take). Only then does the route move, so the
@@ -15,7 +15,7 @@ canary fails is retried on the next round, the old collection serving
 meanwhile.
 
 It returns a new :class:`Active` with the moved routes and the fresh records
-(documents, sync generation, evaluation, index: :func:`services.serving.activation.record`;
+(documents, sync generation, evaluation, index: :func:`mmsearch.services.serving.pipeline.activation.record`;
 a sync or a gated publish changes them without moving the route), or None
 when nothing changed. The config's own Active is never changed. When the
 target is refused, the record of the collection still served is re-read, so
@@ -32,9 +32,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.serving.activation import Active, ConsistencyError, Needs, check_consistency, check_layout, record
-from services.serving.backends import Backends
-from services.serving.experiments import ConfigStore
+from mmsearch.services.serving.pipeline.activation import Active, ConsistencyError, Needs, check_consistency, check_layout, record
+from mmsearch.services.serving.backends.bundle import Backends
+from mmsearch.services.serving.config.experiments import ConfigStore
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """The stage runner: one owner for the deadline budget, per-stage timing, metrics and error mapping.
 
-A search is a short sequence of stages (see :mod:`services.serving.search`).
+A search is a short sequence of stages (see :mod:`mmsearch.services.serving.pipeline.search`).
 Stages that wait on a dependency run through :meth:`StageRunner.io`; stages
 that only compute (rank) through :meth:`StageRunner.compute`. Both record
 the stage's time in the response's timings and in the stage histogram, and
-turn every failure into a :class:`~services.serving.errors.StageError`
+turn every failure into a :class:`~mmsearch.services.serving.errors.StageError`
 naming the stage.
 
 Decisions:
@@ -32,8 +32,8 @@ from typing import Awaitable, Callable, Mapping, TypeVar
 import grpc
 
 from mmsearch.v1 import retrieval_pb2
-from services.serving import metrics
-from services.serving.errors import BadInput, Mismatch, NotFound, StageError, Unavailable
+from mmsearch.services.serving import metrics
+from mmsearch.services.serving.errors import StageError, Unavailable, status_for
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +47,6 @@ def stage_budget(remaining_s: float, stage: str, stages_left: tuple[str, ...]) -
     """This stage's share of the remaining deadline (see module doc). Pure."""
     total = sum(STAGE_WEIGHTS[s] for s in stages_left)
     return max(0.0, remaining_s) * STAGE_WEIGHTS[stage] / total if total else max(0.0, remaining_s)
-
-
-def status_for(stage: str, exc: BaseException, budget_s: float, down: str | None = None) -> StageError:
-    """The StageError for a stage that raised ``exc`` (see module doc). Pure."""
-    if isinstance(exc, StageError):
-        return exc
-    if isinstance(exc, Unavailable):
-        return StageError(stage, Code.UNAVAILABLE, str(exc))
-    if isinstance(exc, BadInput):
-        return StageError(stage, Code.INVALID_ARGUMENT, str(exc))
-    if isinstance(exc, Mismatch):
-        return StageError(stage, Code.FAILED_PRECONDITION, str(exc))
-    if isinstance(exc, NotFound):
-        return StageError(stage, Code.NOT_FOUND, str(exc))
-    if isinstance(exc, TimeoutError):
-        if down:
-            return StageError(stage, Code.UNAVAILABLE, down)
-        return StageError(stage, Code.DEADLINE_EXCEEDED,
-                          f"no answer within its {budget_s * 1000:.0f} ms share of the deadline")
-    return StageError(stage, Code.UNAVAILABLE, f"unexpected {type(exc).__name__} from the backend: {exc}")
 
 
 class StageRunner:

@@ -1,7 +1,7 @@
 """Impressions out, feedback in: what a search response adds, and the Feedback call.
 
 :class:`Impressions` turns one search response into an impression: an id, a
-feedback token (:mod:`services.serving.tokens`) and a document handed to the
+feedback token (:mod:`mmsearch.services.serving.outcomes.tokens`) and a document handed to the
 event store's buffer (never awaited). :class:`FeedbackHandler` runs one
 ``Feedback`` call: :func:`validate_feedback` (pure: the request's fields),
 then the token (signature, age, the item on the page), then one insert into
@@ -26,10 +26,9 @@ import grpc
 
 from mmsearch.core import events as schema
 from mmsearch.v1 import retrieval_pb2
-from services.serving import metrics
-from services.serving.errors import StageError
-from services.serving.stages import status_for
-from services.serving.tokens import Signer, TokenError
+from mmsearch.services.serving import metrics
+from mmsearch.services.serving.errors import StageError, status_for
+from mmsearch.services.serving.outcomes.tokens import Signer, TokenError
 
 Code = grpc.StatusCode
 MAX_DWELL_SECONDS = 86400.0

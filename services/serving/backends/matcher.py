@@ -8,7 +8,7 @@ more than the search). Manifest reads and health pings, which reuse the
 offline jobs' blocking helpers, keep the blocking client on a thread of
 their own. Concurrent searches of the same shape (collection, limit, metric,
 params, whether vectors are wanted) are combined by a
-:class:`services.serving.batching.MicroBatcher` into one Milvus search with
+:class:`mmsearch.services.serving.backends.batching.MicroBatcher` into one Milvus search with
 several query vectors: one round trip and one pass of pymilvus's per-call
 Python work for the lot. A lone search is sent at once. Both clients are
 created lazily and re-created after a failure to connect, so serving starts
@@ -37,9 +37,9 @@ import numpy as np
 from mmsearch.core.fields import SPARSE_FIELD
 from mmsearch.core.milvus_store import Found, Matches, matches, search_request, short_error
 from mmsearch.core.redact import redact
-from services.serving.batching import MicroBatcher
-from services.serving.errors import Mismatch, NotFound, Unavailable
-from services.serving.metrics import BATCH_SIZE
+from mmsearch.services.serving.backends.batching import MicroBatcher
+from mmsearch.services.serving.errors import Mismatch, NotFound, Unavailable
+from mmsearch.services.serving.metrics import BATCH_SIZE
 
 __all__ = ["Found", "Matches", "MilvusMatcher"]
 
@@ -194,7 +194,7 @@ class MilvusMatcher:
                      params: Mapping[str, Any] | None = None, with_vectors: bool = False,
                      timeout: float = 1.0, expression: str = "", output_fields: Sequence[str] = ()) -> Matches:
         """The ``limit`` best matches of one query ``vector`` [d] that satisfy ``expression`` (a compiled
-        filter, :mod:`services.serving.filters`), with ``output_fields`` (batched with concurrent searches)."""
+        filter, :mod:`mmsearch.services.serving.pipeline.filters`), with ``output_fields`` (batched with concurrent searches)."""
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         return await self._one(collection, query, "vector", limit, metric, params or {}, with_vectors, output_fields,
                                expression, timeout)

@@ -4,13 +4,13 @@
 the inline tokenizers (text queries of arms with ``preprocess: inline``), the
 encoder pool, the Milvus matcher, the summary store (behind its cache), the
 model repository's manifests and the A/B event store (impressions and
-feedback, :mod:`services.serving.events`; :class:`NoEvents`, which keeps
+feedback, :mod:`mmsearch.services.serving.backends.event_store`; :class:`NoEvents`, which keeps
 nothing, unless given). :func:`connect` builds the real ones from settings;
 tests build a :class:`Backends` of small fakes with the same methods, so
 activation, the stages and the route watcher run without sockets.
 
 :class:`Load` counts the searches under way: the embedded encoder asks it
-whether a query runs alone (see :class:`services.serving.encoders.OnnxEncoder`).
+whether a query runs alone (see :class:`mmsearch.services.serving.backends.encoders.OnnxEncoder`).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from typing import Any, Hashable, Protocol, Sequence
 import numpy as np
 
 from mmsearch.core.model_repository import ModelManifest, ModelRepository
-from services.serving.errors import Mismatch
-from services.serving.settings import ServingSettings
+from mmsearch.services.serving.errors import Mismatch
+from mmsearch.services.serving.config.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 3.0
@@ -58,7 +58,7 @@ class SummaryLookup(Protocol):
     async def lookup(self, database: str, collection: str, ids: Sequence[int], fields: Sequence[str] | None,
                      timeout: float, *, version: Hashable = None) -> tuple[list[dict | None], int]: ...
     # ``version``: which version of the documents (the concrete collection and its generation); a
-    # cache keys on it (services.serving.summary_cache), the store itself ignores it.
+    # cache keys on it (mmsearch.services.serving.backends.summary_cache), the store itself ignores it.
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -139,14 +139,14 @@ class Backends:
 
 def connect(settings: ServingSettings) -> Backends:
     """The real backends (clients connect lazily: serving starts while its dependencies are down)."""
-    from services.preprocess.client import PreprocessClient
-    from services.serving.encoders import EncoderPool
-    from services.serving.events import MongoEvents
-    from services.serving.matcher import MilvusMatcher
-    from services.serving.inline import InlinePreprocessor
-    from services.serving.preprocessor import Preprocessor
-    from services.serving.summary import SummaryStore
-    from services.serving.summary_cache import SummaryCache
+    from mmsearch.services.preprocess.client import PreprocessClient
+    from mmsearch.services.serving.backends.encoders import EncoderPool
+    from mmsearch.services.serving.backends.event_store import MongoEvents
+    from mmsearch.services.serving.backends.matcher import MilvusMatcher
+    from mmsearch.services.serving.backends.inline import InlinePreprocessor
+    from mmsearch.services.serving.backends.preprocessor import Preprocessor
+    from mmsearch.services.serving.backends.summary import SummaryStore
+    from mmsearch.services.serving.backends.summary_cache import SummaryCache
 
     timeout = settings.dependency_timeout_ms / 1000
     repository = ModelRepository(settings.model_repository)

@@ -1,10 +1,10 @@
-"""The match stage's retrievers and how their lists are fused (pure functions, registered by name).
+"""The match stage's retrievers and how their lists are fused (pure functions, chosen by name).
 
 An arm's ``match.retriever`` is ``dense`` (vector similarity), ``bm25``
 (Milvus's built-in full-text BM25 on the collection's text field) or
 ``hybrid`` (both, fused). Image and more-like-this queries have no text, so
 they always run dense alone. :func:`single` orders one retriever's list;
-:func:`fuse` merges several with a registered fusion:
+:func:`fuse` merges several with a fusion of :data:`FUSIONS`:
 
 - ``rrf`` (params ``k``, default 60): reciprocal rank fusion,
   ``score = sum over retrievers of 1 / (k + rank)`` with 1-based ranks;
@@ -35,12 +35,11 @@ disjoint.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from services.serving.matcher import Found, Matches
+from mmsearch.services.serving.backends.matcher import Found, Matches
 
 RETRIEVERS: dict[str, tuple[str, ...]] = {"dense": ("dense",), "bm25": ("bm25",), "hybrid": ("dense", "bm25")}
 
@@ -58,39 +57,6 @@ def single(name: str, matches: Matches) -> Matches:
     return Matches(out.ids, out.scores, out.vectors, out.fields, found)
 
 
-@dataclass(frozen=True)
-class Fusion:
-    name: str
-    # (per-retriever (rank, score) of each id, {retriever: metric}, params) -> fused score per id
-    fn: Callable[[dict[int, dict[str, tuple[int, float]]], Mapping[str, str], Mapping[str, Any]], dict[int, float]]
-    params: Callable[[Mapping[str, Any]], dict[str, Any]]  # validates, raises ValueError
-
-
-FUSIONS: dict[str, Fusion] = {}
-
-
-def register(fusion: Fusion) -> Fusion:
-    FUSIONS[fusion.name] = fusion
-    return fusion
-
-
-def get(name: str) -> Fusion:
-    try:
-        return FUSIONS[name]
-    except KeyError:
-        raise KeyError(f"unknown fusion {name!r}; registered: {sorted(FUSIONS)}") from None
-
-
-def _rrf_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    extra = set(params) - {"k"}
-    if extra:
-        raise ValueError(f"fusion 'rrf' takes only k; got unknown {sorted(extra)}")
-    k = params.get("k", 60)
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < 16384:
-        raise ValueError(f"rrf.k must be a number in (0, 16384), got {k!r}")
-    return {"k": float(k)}
-
-
 def rrf(ranks: dict[int, dict[str, tuple[int, float]]], metrics: Mapping[str, str],
         params: Mapping[str, Any]) -> dict[int, float]:
     k = params["k"]
@@ -103,22 +69,6 @@ NORMS: dict[str, Callable[[float], float]] = {
     "L2": lambda d: 1.0 - 2.0 * math.atan(d) / math.pi,
     "BM25": lambda s: 2.0 * math.atan(s) / math.pi,
 }
-
-
-def _weighted_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    extra = set(params) - {"weights", "norm"}
-    if extra:
-        raise ValueError(f"fusion 'weighted' takes weights and norm; got unknown {sorted(extra)}")
-    weights = params.get("weights")
-    if not isinstance(weights, Mapping) or set(weights) != {"dense", "bm25"}:
-        raise ValueError(f"weighted.weights must map dense and bm25 to numbers in [0, 1], got {weights!r}")
-    for name, w in weights.items():
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
-            raise ValueError(f"weighted.weights.{name} must be a number in [0, 1], got {w!r}")
-    norm = params.get("norm", "atan")
-    if norm not in ("atan", "minmax"):
-        raise ValueError(f"weighted.norm must be atan or minmax, got {norm!r}")
-    return {"weights": {k: float(v) for k, v in weights.items()}, "norm": norm}
 
 
 def weighted(ranks: dict[int, dict[str, tuple[int, float]]], metrics: Mapping[str, str],
@@ -138,8 +88,10 @@ def weighted(ranks: dict[int, dict[str, tuple[int, float]]], metrics: Mapping[st
     return {i: sum(w[name] * norms[name](score) for name, (_, score) in by.items()) for i, by in ranks.items()}
 
 
-register(Fusion("rrf", rrf, _rrf_params))
-register(Fusion("weighted", weighted, _weighted_params))
+Fuser = Callable[[dict[int, dict[str, tuple[int, float]]], Mapping[str, str], Mapping[str, Any]], dict[int, float]]
+FUSIONS: dict[str, Fuser] = {"rrf": rrf, "weighted": weighted}
+"""Fusion name -> (per-retriever (rank, score) of each id, {retriever: metric}, params) -> fused score per id;
+the names and their parameters are configuration (:data:`mmsearch.services.serving.config.choices.FUSIONS`)."""
 
 
 def fuse(lists: Sequence[tuple[str, str, Matches]], fusion: str, params: Mapping[str, Any], limit: int) -> Matches:
@@ -152,7 +104,7 @@ def fuse(lists: Sequence[tuple[str, str, Matches]], fusion: str, params: Mapping
         for position, (i, score) in enumerate(zip(mine.ids.tolist(), mine.scores.tolist())):
             ranks.setdefault(i, {})[name] = (position + 1, float(score))
             where.setdefault(i, (mine, position))
-    scores = get(fusion).fn(ranks, {name: metric for name, metric, _ in lists}, params)
+    scores = FUSIONS[fusion](ranks, {name: metric for name, metric, _ in lists}, params)
     best = sorted(scores, key=lambda i: (-scores[i], i))[:limit]
     ids = np.asarray(best, dtype=np.int64)
     fused = np.asarray([scores[i] for i in best], dtype=np.float32)

@@ -1,7 +1,7 @@
 """One MongoDB-wire client whose calls are never cancelled by their callers, and rebuilt when it jams.
 
-Serving's stores (:mod:`~services.serving.summary`'s summary documents,
-:mod:`~services.serving.events`' impressions and feedback) talk to the store
+Serving's stores (:mod:`~mmsearch.services.serving.backends.summary`'s summary documents,
+:mod:`~mmsearch.services.serving.backends.event_store`' impressions and feedback) talk to the store
 through :class:`ShieldedMongo`. Why (issue 13: serving jammed for good after
 the store restarted under load):
 
@@ -37,7 +37,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from mmsearch.core.redact import redact
-from services.serving.errors import Unavailable
+from mmsearch.services.serving.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Queries to model inputs through the preprocess service (:class:`PreprocessClient`).
 
 Concurrent text queries for one model share one Tokenize call (a
-:class:`~services.serving.batching.MicroBatcher`); each gets its own row,
+:class:`~mmsearch.services.serving.backends.batching.MicroBatcher`); each gets its own row,
 cut to its own tokens (trailing padding dropped, so the encoder's batcher
 re-pads only to the longest of the queries it merges). When the service
 refuses one text of a merged batch, each text is sent on its own, so only
@@ -19,10 +19,10 @@ import grpc
 import numpy as np
 
 from mmsearch.core.codec import TensorError
-from services.preprocess.client import PreprocessClient
-from services.serving import metrics
-from services.serving.batching import MicroBatcher
-from services.serving.errors import BadInput, Mismatch, Unavailable
+from mmsearch.services.preprocess.client import PreprocessClient
+from mmsearch.services.serving import metrics
+from mmsearch.services.serving.backends.batching import MicroBatcher
+from mmsearch.services.serving.errors import BadInput, Mismatch, Unavailable
 
 Code = grpc.StatusCode
 

@@ -1,4 +1,4 @@
-"""Text queries tokenized inside serving: the :class:`~services.serving.backends.QueryPreprocessor` of arms
+"""Text queries tokenized inside serving: the :class:`~mmsearch.services.serving.backends.bundle.QueryPreprocessor` of arms
 with ``preprocess: inline`` (the default for text).
 
 It loads the same ``tokenizer.json`` (and ``tokenizer_config.json``) that the
@@ -29,7 +29,7 @@ import numpy as np
 
 from mmsearch.core.model_repository import ModelFolder
 from mmsearch.core.tokenizers import TextTokenizer, TokenizerLoadError, load_tokenizer
-from services.serving.errors import Mismatch
+from mmsearch.services.serving.errors import Mismatch
 
 
 class InlinePreprocessor:

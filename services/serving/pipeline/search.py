@@ -3,12 +3,12 @@
 :func:`validate_request`, :func:`choose_arm` and :func:`plan_search` are
 pure (caller mistakes become INVALID_ARGUMENT naming the field, a page token
 of another index version FAILED_PRECONDITION); :class:`Searcher` runs the
-stages through a :class:`~services.serving.stages.StageRunner` against
-injected :class:`~services.serving.backends.Backends`.
+stages through a :class:`~mmsearch.services.serving.pipeline.stages.StageRunner` against
+injected :class:`~mmsearch.services.serving.backends.bundle.Backends`.
 
 A query is a text, an image, or a stored item (``similar_to``: more like
 this). The stages a search runs follow from the query and the arm's
-retriever (:mod:`services.serving.fusion`):
+retriever (:mod:`mmsearch.services.serving.pipeline.fusion`):
 
 - text, ``dense``: preprocess, embed, match, rank, summary;
 - text, ``bm25``: match (full text on the raw query), rank, summary;
@@ -19,13 +19,13 @@ retriever (:mod:`services.serving.fusion`):
 - ``similar_to``: fetch (the item's stored vector), match (dense, the item
   itself excluded), rank, summary.
 
-Filters are compiled once (:mod:`services.serving.filters`) and applied by
-every retriever. Pages slice one ranked list (:mod:`services.serving.pages`).
+Filters are compiled once (:mod:`mmsearch.services.serving.pipeline.filters`) and applied by
+every retriever. Pages slice one ranked list (:mod:`mmsearch.services.serving.pipeline.pages`).
 Facets count the values of keyword/bool fields over the first
 ``match.candidates`` matches after filters (:func:`count_facets`).
 
 Text queries are tokenized in serving (``preprocess: inline``, the default:
-:mod:`services.serving.inline`) or by the preprocess service (``preprocess:
+:mod:`mmsearch.services.serving.backends.inline`) or by the preprocess service (``preprocess:
 service``); image queries always go to the service. Concurrent requests share
 backend calls: text queries for the service one Tokenize call per preprocess
 model, then one inference call per encoder, then one Milvus search per
@@ -33,7 +33,7 @@ collection and search shape (unfiltered searches only); a lone request is
 sent at once. Image queries go one PreprocessImages call each, and the
 summary stays one ``$in`` lookup per request (the page's ids not in
 serving's summary cache, keyed by the collection version and sync generation
-the page came from: :mod:`services.serving.summary_cache`): merging pages
+the page came from: :mod:`mmsearch.services.serving.backends.summary_cache`): merging pages
 measured slower on the embedded store, whose ``$in`` cost grows with the
 square of the ids (10 ids 0.9 ms, 80 ids 13 ms). A dense search without
 match params uses those the collection's index recorded (push-milvus
@@ -54,20 +54,22 @@ from mmsearch.core.errors import shown
 from mmsearch.core.fields import FACET_TYPES
 from mmsearch.core.milvus_store import documents_collection
 from mmsearch.v1 import retrieval_pb2
-from services.serving import bucketing, metrics, pages
-from services.serving.activation import Active, uses_service
-from services.serving.backends import Backends
-from services.serving.errors import Mismatch, StageError
-from services.serving.experiments import ArmSpec, RankSpec, Scene, TowerSpec, arm_label
-from services.serving.feedback import Impressions
-from services.serving.filters import Condition, FilterError, expression, read_filters
-from services.serving.fusion import RETRIEVERS, fuse, single
-from services.serving.health import encoder_dependency
-from services.serving.matcher import Matches
-from services.serving.rankers import Candidates
-from services.serving.settings import ServingSettings
-from services.serving.stages import StageRunner
-from services.serving.summary import plain
+from mmsearch.services.serving import metrics
+from mmsearch.services.serving.config import bucketing
+from mmsearch.services.serving.pipeline import pages
+from mmsearch.services.serving.pipeline.activation import Active, uses_service
+from mmsearch.services.serving.backends.bundle import Backends
+from mmsearch.services.serving.errors import Mismatch, StageError
+from mmsearch.services.serving.config.experiments import ArmSpec, RankSpec, Scene, TowerSpec, arm_label
+from mmsearch.services.serving.outcomes.feedback import Impressions
+from mmsearch.services.serving.pipeline.filters import Condition, FilterError, expression, read_filters
+from mmsearch.services.serving.pipeline.fusion import RETRIEVERS, fuse, single
+from mmsearch.services.serving.backends.encoders import encoder_dependency
+from mmsearch.services.serving.backends.matcher import Matches
+from mmsearch.services.serving.pipeline.rankers import RANKERS, Candidates
+from mmsearch.services.serving.config.settings import ServingSettings
+from mmsearch.services.serving.pipeline.stages import StageRunner
+from mmsearch.services.serving.backends.summary import plain
 
 Code = grpc.StatusCode
 FACET_VALUES = 20  # most values listed per facet field
@@ -185,7 +187,7 @@ def plan_search(query: Query, request: retrieval_pb2.SearchRequest, arm: Arm, ac
             code = Code.FAILED_PRECONDITION if exc.code == "stale" else Code.INVALID_ARGUMENT
             raise StageError("request", code, str(exc)) from None
     page = pages.plan(offset=token.offset if token else 0, size=query.page_size or query.top_k or spec.match.top_k,
-                      pool=token.pool if token else 0, pooled=rank.ranker.needs_pool or len(retrievers) > 1,
+                      pool=token.pool if token else 0, pooled=RANKERS[rank.name].needs_pool or len(retrievers) > 1,
                       candidates=spec.match.candidates, facets=bool(query.facets),
                       exclude_one=query.kind == SIMILAR, max_depth=settings.max_page_depth)
     if query.kind == SIMILAR:
@@ -232,7 +234,7 @@ class Searcher:
         query = validate_request(request, active, self.settings)
         arm = choose_arm(query.scene, request.user_id, request.force_arms)
         plan = plan_search(query, request, arm, active, self.settings)
-        spec, page, ranker = arm.spec, plan.page, plan.rank.ranker
+        spec, page, ranker = arm.spec, plan.page, RANKERS[plan.rank.name]
         tower: TowerSpec | None = spec.query.image if query.kind == "image" else spec.query.text
         dependencies = {"fetch": "milvus", "match": "milvus", "summary": "mongo",
                         "embed": encoder_dependency(tower.model, spec.encoder_backend) if tower else ""}
@@ -303,7 +305,7 @@ class Searcher:
     async def _bm25(self, query: Query, request: retrieval_pb2.SearchRequest, plan: SearchPlan,
                     timeout: float) -> Matches:
         return await self.backends.matcher.text_search(
-            plan.collection, request.text, plan.page.fetch, with_vectors=plan.rank.ranker.needs_vectors,
+            plan.collection, request.text, plan.page.fetch, with_vectors=RANKERS[plan.rank.name].needs_vectors,
             timeout=timeout, expression=query.expression, output_fields=query.facets)
 
     async def _match(self, query: Query, request: retrieval_pb2.SearchRequest, plan: SearchPlan, spec: ArmSpec,
@@ -315,7 +317,7 @@ class Searcher:
             if name == "dense":
                 calls.append((name, spec.match.metric, self.backends.matcher.search(
                     plan.collection, vector, plan.page.fetch, metric=spec.match.metric, params=plan.search_params,
-                    with_vectors=plan.rank.ranker.needs_vectors, timeout=timeout, expression=query.expression,
+                    with_vectors=RANKERS[plan.rank.name].needs_vectors, timeout=timeout, expression=query.expression,
                     output_fields=query.facets)))
             else:
                 calls.append((name, "BM25", ahead if ahead is not None else self._bm25(query, request, plan, timeout)))

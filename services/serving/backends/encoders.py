@@ -14,7 +14,7 @@ Two real implementations of :class:`Encoder`:
   Triton's model metadata.
 
 :class:`EncoderPool` creates each (backend, model) encoder once, for every
-config version, with a :class:`~services.serving.batching.MicroBatcher` in
+config version, with a :class:`~mmsearch.services.serving.backends.batching.MicroBatcher` in
 front so concurrent requests share one inference call. Failures are
 serving's backend errors: Unavailable (Triton down), BadInput (inputs that do
 not fit the model), Mismatch (onnxruntime refusing the inputs: a deployment
@@ -32,9 +32,9 @@ import numpy as np
 from mmsearch.core import onnx
 from mmsearch.core.channels import channel_options
 from mmsearch.core.model_repository import ModelFolder
-from services.serving import metrics
-from services.serving.batching import Inputs, MicroBatcher
-from services.serving.errors import BadInput, Mismatch, Unavailable
+from mmsearch.services.serving import metrics
+from mmsearch.services.serving.backends.batching import Inputs, MicroBatcher
+from mmsearch.services.serving.errors import BadInput, Mismatch, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -228,3 +228,8 @@ class EncoderPool:
         for encoder in self._encoders.values():
             await encoder.close()
         self._encoders.clear()
+
+
+def encoder_dependency(model: str, backend: str) -> str:
+    """The name the probe reports an encoder under."""
+    return f"encoder {model} ({backend})"

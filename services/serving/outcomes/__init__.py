@@ -1,0 +1,1 @@
+"""A/B outcomes: impressions issued with signed feedback tokens, and the Feedback call."""

@@ -1,0 +1,1 @@
+"""The search pipeline: activation and routes (which config serves), the stage runner, retrieval, fusion, ranking, filters and pages."""
