@@ -22,7 +22,7 @@ from mmsearch.services.runtime.server import RunningServer, run_until_signal, st
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.pipeline.activation import Active, activate
 from mmsearch.services.serving.backends.bundle import Backends, connect
-from mmsearch.services.serving.config.experiments import ConfigStore
+from mmsearch.services.serving.config.store import ConfigStore
 from mmsearch.services.serving.outcomes.feedback import FeedbackHandler, Impressions
 from mmsearch.services.serving.health import Health, probe
 from mmsearch.services.serving.pipeline.routes import RouteWatcher

@@ -18,7 +18,8 @@ from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.pipeline.activation import Active
 from mmsearch.services.serving.errors import StageError
-from mmsearch.services.serving.config.experiments import ConfigStore, Scene
+from mmsearch.services.serving.config.experiments import Scene
+from mmsearch.services.serving.config.store import ConfigStore
 from mmsearch.services.serving.outcomes.feedback import FeedbackHandler
 from mmsearch.services.serving.pipeline.search import Searcher
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsearch.services.serving.config.experiments import ConfigError, ConfigStore, load_config, merge, parse_config
+from mmsearch.services.serving.config.experiments import ConfigError, load_config, merge, parse_config
+from mmsearch.services.serving.config.store import ConfigStore
 
 EXAMPLE = Path(__file__).parents[2] / "services" / "serving" / "examples" / "experiments.yaml"
 

@@ -11,7 +11,7 @@ import yaml
 from mmsearch.v1 import retrieval_pb2
 from mmsearch.services.serving.pipeline.activation import ActivationError, activate
 from mmsearch.services.serving.errors import BadInput, Mismatch, StageError, Unavailable
-from mmsearch.services.serving.config.experiments import ConfigStore
+from mmsearch.services.serving.config.store import ConfigStore
 from mmsearch.services.serving.pipeline.routes import RouteWatcher, follow
 from mmsearch.services.serving.pipeline.search import Searcher
 from mmsearch.services.serving.service import scene_message

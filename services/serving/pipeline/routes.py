@@ -34,7 +34,7 @@ import logging
 
 from mmsearch.services.serving.pipeline.activation import Active, ConsistencyError, Needs, check_consistency, check_layout, record
 from mmsearch.services.serving.backends.bundle import Backends
-from mmsearch.services.serving.config.experiments import ConfigStore
+from mmsearch.services.serving.config.store import ConfigStore
 
 log = logging.getLogger(__name__)
 
