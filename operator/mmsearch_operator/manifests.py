@@ -6,6 +6,10 @@ variable). Decisions:
 - Plain settings are flags, so ``kubectl describe job`` shows what runs;
   secrets are environment variables from ``secretKeyRef`` (the MongoDB URI,
   the Milvus token, AWS credentials), never copied into the Job.
+- The collection's layout is typed spec, not ``spec.env``: ``spec.milvus.fields``
+  becomes push-milvus's ``--fields`` (its JSON form, so a corpus key may hold
+  ``,`` or ``:``) and ``spec.milvus.bm25`` its ``--bm25-fields`` and
+  ``--bm25-analyzer``; sync reads the layout from the collection record.
 - A sharded encode (``spec.encode.shards`` N > 1) is an Indexed Job with N
   completions; each pod passes ``--shard auto/N`` (encode reads the
   ``JOB_COMPLETION_INDEX`` variable the Job controller sets in every pod of an
@@ -30,7 +34,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mmsearch.core.milvus_store import documents_collection
+from mmsearch.core.milvus.names import documents_collection
 from mmsearch.operator.plan import run_workdir
 from mmsearch.operator.spec import API_VERSION, KIND, document_model, mongo_collection
 
@@ -105,6 +109,11 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
                 "--metric", milvus["metric"], "--batch-size", str(milvus["batchSize"])]
         if milvus.get("indexParams"):
             args += ["--index-params", json.dumps(milvus["indexParams"], sort_keys=True)]
+        if milvus.get("fields"):  # the JSON form: a corpus key may hold ',' or ':'
+            args += ["--fields", json.dumps(milvus["fields"], sort_keys=True)]
+        if milvus.get("bm25"):
+            args += ["--bm25-fields", ",".join(milvus["bm25"]["fields"]),
+                     "--bm25-analyzer", milvus["bm25"].get("analyzer") or "english"]
         return args
     if stage == "push-mongo":
         mongo = spec["mongo"]

@@ -54,7 +54,9 @@ def stage_inputs(spec: dict[str, Any]) -> dict[str, Any]:
         | {"s3": (spec.get("s3") or {}).get("endpointUrl")},
         "encode": _pick(spec, "encode", "batchSize", "shards", "textField") | {"modality": spec.get("modality")},
         "push-milvus": _pick(spec, "milvus", "uri", "indexType", "metric", "indexParams", "batchSize")
-        | {"scene": spec.get("scene")},
+        | {"scene": spec.get("scene")}
+        # the layout: only when set, so specs without one keep their fingerprints
+        | {k: v for k, v in _pick(spec, "milvus", "fields", "bm25").items() if v},
         "push-mongo": _pick(spec, "mongo", "uri", "uriSecret", "database", "batchSize")
         | {"collection": mongo_collection(spec)},
         "evaluate": {"scene": spec.get("scene"), "milvus": (spec.get("milvus") or {}).get("uri")}

@@ -11,7 +11,10 @@ these messages, each naming the field's path and what to do:
   silently mean 1 shard; kubectl's default ``--validate=strict`` refuses
   them at apply time, other clients may not): see :data:`spec.FIELDS`;
 - relations across objects (``publish.enabled: false`` with the other five
-  stages in skipStages: nothing would run), the object's name length.
+  stages in skipStages: nothing would run), the object's name length;
+- ``spec.milvus.fields`` and ``spec.milvus.bm25`` as push-milvus will read
+  them (:mod:`mmsearch.core.fields`): a name declared twice, a reserved name,
+  a key in an item that is not one of name, type, source.
 The required fields and the CEL rules are checked again too, so that an
 object the API server did not validate (an older CRD, an emulator) fails with
 a message instead of running wrong or crashing the operator.
@@ -21,6 +24,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import ValidationError
+
+from mmsearch.core.fields import ANALYZERS, FieldSpec
 from mmsearch.operator.plan import MAX_NAME
 from mmsearch.operator.spec import FIELDS, mode_stages, skipped_stages
 
@@ -77,6 +83,35 @@ def _check_location(field: str, value: str, spec: dict[str, Any]) -> list[str]:
     return []
 
 
+def _check_layout(milvus: dict[str, Any]) -> list[str]:
+    """spec.milvus.fields and spec.milvus.bm25 as push-milvus's --fields and --bm25-fields will read them."""
+    problems, names = [], []
+    fields = milvus.get("fields") or []
+    for i, item in enumerate(fields if isinstance(fields, list) else [fields]):
+        try:
+            names.append(FieldSpec.model_validate(item).name)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = "".join(f".{p}" for p in err["loc"])
+            problems.append(f"spec.milvus.fields[{i}]{where}: {err['msg'].removeprefix('Value error, ')}")
+    problems += [f"spec.milvus.fields: {n!r} is declared twice: each field once" for n in sorted(set(names))
+                 if names.count(n) > 1]
+    bm25 = milvus.get("bm25")
+    if bm25 is None:
+        return problems
+    keys = bm25.get("fields") if isinstance(bm25, dict) else None
+    if not isinstance(keys, list) or not keys:
+        problems.append("spec.milvus.bm25.fields: list the corpus keys whose text is indexed for BM25, "
+                        "e.g. [question, answer] (or leave spec.milvus.bm25 out)")
+    else:
+        problems += [f"spec.milvus.bm25.fields[{i}]: {key!r} is not a corpus key (a non-empty name without "
+                     "commas or surrounding spaces)" for i, key in enumerate(keys)
+                     if not isinstance(key, str) or not key.strip() or "," in key or key != key.strip()]
+    if isinstance(bm25, dict) and bm25.get("analyzer", "english") not in ANALYZERS:
+        problems.append(f"spec.milvus.bm25.analyzer: {bm25['analyzer']!r} is not one of {', '.join(ANALYZERS)}")
+    return problems
+
+
 def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     """Problems with a (defaulted) spec, one message per problem; empty when it is runnable."""
     problems: list[str] = [
@@ -113,6 +148,7 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     if isinstance(mongo.get("uri"), str) and _PASSWORD_IN_URI.match(mongo["uri"]):
         problems.append("spec.mongo.uri: holds a password: put the whole URI in a Secret and name it in "
                         "mongo.uriSecret (an IndexJob is readable by anyone who can list them)")
+    problems += _check_layout(spec["milvus"])
     encode = spec.get("encode") or {}
     if isinstance(encode.get("parallelism"), int) and encode["parallelism"] > int(encode.get("shards") or 1):
         problems.append(f"spec.encode.parallelism: {encode['parallelism']} is more than encode.shards "

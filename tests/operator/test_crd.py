@@ -120,6 +120,17 @@ _DELETE = object()
     ("spec.s3", {"endpointUrl": "minio:9000"}, "'minio:9000' does not match"),
     ("spec.skipStages", ["prepare", "export", "encode", "push-milvus", "push-mongo", "publish"],
      "skipStages lists every stage"),
+    # the collection's layout (push-milvus --fields / --bm25-fields)
+    ("spec.milvus.fields", [{"name": "1st", "type": "keyword"}], "'1st' does not match"),
+    ("spec.milvus.fields", [{"name": "genre", "type": "text"}], "'text' is not one of"),
+    ("spec.milvus.fields", [{"name": "genre"}], "'type' is a required property"),
+    ("spec.milvus.fields", [{"name": "genre", "type": "keyword", "source": ""}], "should be non-empty"),
+    ("spec.milvus.fields", [{"name": "text", "type": "keyword"}], "the collection's own fields"),
+    ("spec.milvus.bm25", {"analyzer": "english"}, "'fields' is a required property"),
+    ("spec.milvus.bm25", {"fields": []}, "should be non-empty"),
+    ("spec.milvus.bm25", {"fields": ["question,answer"]}, "does not match"),
+    ("spec.milvus.bm25", {"fields": [" question"]}, "does not match"),
+    ("spec.milvus.bm25", {"fields": ["question"], "analyzer": "french"}, "is not one of"),
 ])
 
 def test_malformed_indexjobs_are_refused_by_the_schema(path, value, needle):
@@ -133,6 +144,9 @@ def test_malformed_indexjobs_are_refused_by_the_schema(path, value, needle):
     ("spec.mongo", {"uri": "mongodb+srv://reader@cluster.example/?authSource=admin"}),
     ("spec.s3", {"endpointUrl": "http://minio.storage:9000"}),
     ("spec.env", [{"name": "HF_HUB_OFFLINE", "value": "1"}]),
+    ("spec.milvus.fields", [{"name": "category", "type": "keyword"}, {"name": "_year", "type": "number",
+                                                                      "source": "meta:year"}]),
+    ("spec.milvus.bm25", {"fields": ["question", "answer text"], "analyzer": "standard"}),
 ])
 def test_valid_values_near_the_new_rules_pass(path, value):
     assert schema_errors(_mutate(indexjob(), path, value)) == []

@@ -54,6 +54,9 @@ def _variant(modality, shards, mongo, storage, extras):
         if modality == "text":
             spec["source"] = {"kind": "qa", "uri": "s3://data/qa.jsonl",
                               "fields": {"question": "title", "answer": "body", "id": "qid"}}
+            spec["milvus"] |= {"fields": [{"name": "category", "type": "keyword"},
+                                          {"name": "year", "type": "number", "source": "meta:year, first"}],
+                               "bm25": {"fields": ["question", "answer"]}}
     return indexjob(**spec)
 
 
@@ -163,6 +166,12 @@ def test_stage_flags_follow_the_job_cli_contract():
     assert stage_args("prepare", text, w, None)[4:] == [
         "--source", "s3://data/qa.jsonl", "--question-field", "title", "--answer-field", "body", "--id-field", "qid"]
     assert stage_args("encode", text, w, None)[-2:] == ["--text-field", "question"]
+    assert stage_args("push-milvus", text, w, "v1_x")[-6:] == [
+        "--fields", '[{"name": "category", "type": "keyword"}, {"name": "year", "source": "meta:year, first", '
+                    '"type": "number"}]',
+        "--bm25-fields", "question,answer", "--bm25-analyzer", "english"]
+    assert "--fields" not in stage_args("push-milvus", plain, w, "v1_x")
+    assert "--bm25-fields" not in stage_args("push-milvus", plain, w, "v1_x")
     with pytest.raises(ValueError, match="needs the collection version"):
         stage_args("publish", text, w, None)
 
@@ -183,6 +192,10 @@ def test_names_workdir_and_version_are_deterministic():
     ({"milvus": {"uri": "http://milvus:19530", "indexType": "HNSW"}}, {"push-milvus", "evaluate", "publish"}),
     ({"mongo": {"uriSecret": {"name": "mongo", "key": "uri"}, "collection": "other"}},
      {"push-mongo", "evaluate", "publish", "sync"}),
+    ({"milvus": {"uri": "http://milvus:19530", "bm25": {"fields": ["question"]}}}, {"push-milvus", "evaluate", "publish"}),
+    ({"milvus": {"uri": "http://milvus:19530", "fields": [{"name": "c", "type": "bool"}]}},
+     {"push-milvus", "evaluate", "publish"}),
+    ({"milvus": {"uri": "http://milvus:19530", "fields": []}}, set()),
     ({"publish": {"keep": 5}}, {"publish"}),
     ({"model": {"source": "other/model", "name": "minilm", "repository": "s3://mmsearch/models"}}, set(plan.STAGES)),
     ({"encode": {"batchSize": 8}}, {"prepare", "encode", "push-milvus", "push-mongo", "evaluate", "publish", "sync"}),
@@ -204,6 +217,7 @@ def test_every_jobs_command_line_parses_with_the_real_job_cli(combo, monkeypatch
     import typer.main
 
     from mmsearch.jobs.cli import job_app
+    from mmsearch.jobs.push_milvus import read_layout
 
     group = typer.main.get_command(job_app)
     for stage, _, job in _jobs(_variant(*combo)):
@@ -218,3 +232,8 @@ def test_every_jobs_command_line_parses_with_the_real_job_cli(combo, monkeypatch
             assert ctx.params["workdir"] == args[args.index("--workdir") + 1]
         if stage in ("push-mongo", "sync"):
             assert ctx.params["mongo_uri"] in ("mongodb://mongo:27017", "from-a-secret")
+        if stage == "push-milvus" and combo[0] == "text":  # the layout push-milvus builds from the flags
+            layout = read_layout(ctx.params["fields"], ctx.params["bm25_fields"], ctx.params["bm25_analyzer"])
+            assert [(f.name, f.type, f.key) for f in layout.fields] == [
+                ("category", "keyword", "category"), ("year", "number", "meta:year, first")]
+            assert layout.lexical.sources == ("question", "answer") and layout.lexical.analyzer == "english"

@@ -45,6 +45,19 @@ def test_a_valid_spec_has_no_problems():
     ("demo", {"mongo": {"uri": "mongodb://root:hunter2@mongo:27017"}}, "spec.mongo.uri: holds a password"),
     ("demo", {"skipStages": ["prepare", "export", "encode", "push-milvus", "push-mongo"], "publish": {"enabled": False}},
      "spec.skipStages: every stage is skipped"),
+    # the layout as push-milvus reads it; duplicates are what the CRD's list-map keys refuse at apply time
+    ("demo", {"milvus": {"uri": "http://m", "fields": [{"name": "a", "type": "keyword"}, {"name": "a", "type": "bool"}]}},
+     "spec.milvus.fields: 'a' is declared twice"),
+    ("demo", {"milvus": {"uri": "http://m", "fields": [{"name": "id", "type": "keyword"}]}},
+     "spec.milvus.fields[0].name: field name 'id' is reserved"),
+    ("demo", {"milvus": {"uri": "http://m", "fields": [{"name": "a", "type": "keyword", "sorce": "b"}]}},
+     "spec.milvus.fields[0].sorce: Extra inputs are not permitted"),
+    ("demo", {"milvus": {"uri": "http://m", "fields": [{"name": "a", "type": "date"}]}}, "spec.milvus.fields[0].type: "),
+    ("demo", {"milvus": {"uri": "http://m", "bm25": {"fields": []}}}, "spec.milvus.bm25.fields: list the corpus keys"),
+    ("demo", {"milvus": {"uri": "http://m", "bm25": {"fields": ["a,b"]}}}, "spec.milvus.bm25.fields[0]: 'a,b'"),
+    ("demo", {"milvus": {"uri": "http://m", "bm25": {"fields": ["a"], "analyzer": "klingon"}}},
+     "spec.milvus.bm25.analyzer: 'klingon' is not one of english, standard"),
+    ("demo", {"milvus": {"uri": "http://m", "bm25": {"field": ["a"]}}}, "spec.milvus.bm25.field: unknown field"),
 ])
 def test_problems_name_the_field(name, spec, needle):
     problems = _problems(name, **spec)
@@ -61,6 +74,12 @@ def test_open_maps_and_free_lists_take_any_keys():
                              "resources": {"limits": {"nvidia.com/gpu": 1}}},
                      milvus={"uri": "http://m:19530", "indexParams": {"M": 16}},
                      env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]) == []
+
+
+def test_a_layout_push_milvus_accepts_has_no_problems():
+    assert _problems(milvus={"uri": "http://m", "fields": [{"name": "category", "type": "keyword"},
+                                                           {"name": "year", "type": "number", "source": "y"}],
+                             "bm25": {"fields": ["question", "answer"]}}) == []
 
 
 def test_skipping_push_mongo_needs_no_mongo_target():
