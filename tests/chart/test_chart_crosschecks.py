@@ -295,6 +295,16 @@ def test_databases_external_by_default_and_from_subcharts_when_enabled():
     assert full["MMSEARCH_MILVUS_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "milvus-creds", "key": "milvus-token"}
 
 
+def test_page_depth_is_a_value_and_the_page_token_key_comes_from_a_secret():
+    default = ct.env_of(ct.pod_spec(ct.deployment(ct.manifests("default"), "serving"))["containers"][0])
+    assert default["MMSEARCH_MAX_PAGE_DEPTH"] == {"name": "MMSEARCH_MAX_PAGE_DEPTH", "value": "1000"}
+    assert "MMSEARCH_PAGE_TOKEN_SECRET" not in default, "no Secret named: serving's built-in key"
+    full = ct.env_of(ct.pod_spec(ct.deployment(ct.manifests("full"), "serving"))["containers"][0])
+    assert full["MMSEARCH_MAX_PAGE_DEPTH"]["value"] == "5000"
+    assert full["MMSEARCH_PAGE_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "paging-key",
+                                                                               "key": "page-token-key"}
+
+
 @pytest.mark.parametrize("value_set", SETS)
 def test_no_secret_is_rendered_and_no_credential_is_a_literal(value_set):
     items = ct.manifests(value_set)

@@ -166,6 +166,12 @@ def test_indexjob_examples_validate_against_the_crd_schema():
         ({"serving": {"env": [{"name": "MMSEARCH_X", "value": 5}]}}, "/serving/env/0/value"),
         ({"feedback": {"tokenTtlSeconds": 5}}, "/feedback/tokenTtlSeconds"),
         ({"feedback": {"existingSecret": "Not_A_Name"}}, "/feedback/existingSecret"),
+        ({"serving": {"paging": {"maxDepth": 0}}}, "/serving/paging/maxDepth"),
+        ({"serving": {"paging": {"maxDepth": 20000}}}, "/serving/paging/maxDepth"),
+        ({"serving": {"paging": {"existingSecret": "Not_A_Name"}}}, "/serving/paging/existingSecret"),
+        ({"serving": {"paging": {"tokenKey": ""}}}, "/serving/paging/tokenKey"),
+        # the page-token key is never a value: only a Secret's name and key
+        ({"serving": {"paging": {"tokenSecret": "0123456789abcdef"}}}, "additional properties 'tokenSecret' not allowed"),
         # Issue 13: credentials never as values; names and tags the API server or a registry would refuse.
         ({"externalMilvus": {"uri": "http://root:secret@milvus:19530"}}, "/externalMilvus/uri"),
         ({"fullnameOverride": "1search"}, "/fullnameOverride"),

@@ -424,6 +424,23 @@ feedback key (and user-id salt) from a Secret, the token and event TTLs, the dat
 {{- end }}
 {{- end -}}
 
+{{/*
+Paging in serving (services/serving/config/settings.py): the page depth, and the page-token
+key from a Secret (never a value: a key in values.yaml would sit in the release's history).
+*/}}
+{{- define "mmsearch.pagingEnv" -}}
+{{- $p := .Values.serving.paging -}}
+- name: MMSEARCH_MAX_PAGE_DEPTH
+  value: {{ $p.maxDepth | quote }}
+{{- if $p.existingSecret }}
+- name: MMSEARCH_PAGE_TOKEN_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $p.existingSecret }}
+      key: {{ $p.tokenKey }}
+{{- end }}
+{{- end -}}
+
 {{/* The feedback endpoint's rate limit in web (services/web/settings.py). */}}
 {{- define "mmsearch.feedbackWebEnv" -}}
 {{- $f := .Values.feedback -}}
