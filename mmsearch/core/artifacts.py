@@ -6,8 +6,11 @@ variables). ``materialize`` gives a local path for reading either kind.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -128,6 +131,35 @@ def _s3_call(uri: str, fn, *args, **kwargs):
                             "(check MMSEARCH_S3_ENDPOINT_URL and AWS_* credentials)") from None
 
 
+# What to do about a local file-system error, by errno (the message names the path at fault).
+_OS_HINTS = {
+    errno.EACCES: "check the permissions of that folder (the stage and service pods run as uid 10001)",
+    errno.EPERM: "check the permissions of that folder (the stage and service pods run as uid 10001)",
+    errno.EROFS: "that file system is read-only: use a path on a writable volume, or an s3:// URI",
+    errno.ENOSPC: "the disk is full: free space or use a larger volume",
+    errno.EDQUOT: "the disk quota is used up: free space or use a larger volume",
+    errno.ENOTDIR: "a file stands where a folder is needed: remove it or choose another path",
+    errno.EEXIST: "a file stands where a folder is needed: remove it or choose another path",
+    errno.ENOENT: "it does not exist: check the path (and that the step writing it ran)",
+}
+
+
+@contextlib.contextmanager
+def _local_io(action: str):
+    """Turn an OSError of local file work into an ArtifactError: ``cannot <action>``, the error, the
+    path at fault and what to do about it."""
+    try:
+        yield
+    except shutil.Error as exc:  # copytree: one (source, target, why) per file it could not copy
+        source, _, why = exc.args[0][0]
+        raise ArtifactError(f"cannot {action}: cannot copy {source} ({why}); a broken link or an unreadable "
+                            "file in the source: fix or remove it") from None
+    except OSError as exc:
+        hint = _OS_HINTS.get(exc.errno, "check that path and its folder")
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ArtifactError(f"cannot {action}: {exc.strerror or exc}{where}; {hint}") from None
+
+
 def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``uri`` atomically (parent folders are created locally)."""
     text = str(uri)
@@ -137,15 +169,13 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
         return
     path = local_path(text)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with _local_io(f"write {path}"):  # a parent that is a file, no permission, a full disk
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:  # a parent that is a file, no permission, a full disk
-        raise ArtifactError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def read_bytes(uri: str | os.PathLike) -> bytes:
@@ -262,20 +292,22 @@ def upload_tree(local_dir: str | os.PathLike, uri: str | os.PathLike, *, last: t
     (each atomically); use :func:`publish_tree` when the folder must appear whole.
     """
     root = Path(local_dir)
-    rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    rels = [r for r in rels if r not in last] + [r for r in rels if r in last]
-    for rel in rels:
-        target = join(uri, rel)
-        if is_s3(str(uri)):
-            upload_file(root / rel, target, part_size=part_size)
-        else:
-            dest = local_path(target)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-            import shutil
-
-            shutil.copyfile(root / rel, tmp)
-            os.replace(tmp, dest)
+    if not root.is_dir():
+        raise ArtifactError(f"cannot upload {root} to {uri}: {root} is not a folder; "
+                            f"{_OS_HINTS[errno.ENOENT]}")
+    with _local_io(f"upload {root} to {uri}"):
+        rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        rels = [r for r in rels if r not in last] + [r for r in rels if r in last]
+        for rel in rels:
+            target = join(uri, rel)
+            if is_s3(str(uri)):
+                upload_file(root / rel, target, part_size=part_size)
+            else:
+                dest = local_path(target)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+                shutil.copyfile(root / rel, tmp)
+                os.replace(tmp, dest)
     return rels
 
 
@@ -287,7 +319,6 @@ def publish_tree(local_dir: str | os.PathLike, uri: str | os.PathLike, *, marker
     ``marker`` first, upload everything else, delete keys the new tree lacks,
     upload ``marker`` last — a folder whose marker is missing is incomplete.
     """
-    import shutil
     import uuid
 
     text = str(uri)
@@ -299,12 +330,24 @@ def publish_tree(local_dir: str | os.PathLike, uri: str | os.PathLike, *, marker
                 delete(join(text, rel))
         return
     dest = local_path(text)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:8]
     staging = dest.with_name(f".{dest.name}.staging-{token}")
-    shutil.copytree(local_dir, staging)
     old = dest.with_name(f".{dest.name}.old-{token}")
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(staging, dest)
+    if not Path(local_dir).is_dir():
+        raise ArtifactError(f"cannot publish {local_dir} to {dest}: {local_dir} is not a folder; "
+                            f"{_OS_HINTS[errno.ENOENT]}")
+    try:
+        with _local_io(f"publish {local_dir} to {dest}"):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(local_dir, staging)
+            if dest.exists():
+                os.replace(dest, old)
+            try:
+                os.replace(staging, dest)
+            except OSError:
+                if old.exists():
+                    os.replace(old, dest)  # readers keep the old folder
+                raise
+    finally:  # a half-copied staging folder never stays behind (the old folder is back or replaced)
+        shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)

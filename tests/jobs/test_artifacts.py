@@ -98,3 +98,42 @@ def test_s3_unreachable_endpoint_is_clear(monkeypatch, unused_port):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(ArtifactError, match="cannot reach S3"):
         artifacts.write_bytes("s3://bucket/x", b"1")
+
+
+# Local file-system failures are ArtifactErrors naming the path and what to do, never a raw OSError.
+
+def test_publishing_where_a_file_stands_in_the_way_names_it(tmp_path):
+    _tree(tmp_path / "v1", b"one")
+    (tmp_path / "repo").write_bytes(b"a file, not a folder")
+    with pytest.raises(ArtifactError) as err:
+        artifacts.publish_tree(tmp_path / "v1", tmp_path / "repo" / "m")
+    message = str(err.value)
+    assert f"cannot publish {tmp_path / 'v1'} to {tmp_path / 'repo' / 'm'}" in message
+    assert str(tmp_path / "repo") in message and "a file stands where a folder is needed" in message
+
+
+def test_uploading_into_a_file_in_the_way_names_it(tmp_path):
+    _tree(tmp_path / "v1", b"one")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").write_bytes(b"in the way of sub/dir/x.bin")
+    with pytest.raises(ArtifactError, match=r"cannot upload .*: .*\(.*out/sub.*\); a file stands where a folder"):
+        artifacts.upload_tree(tmp_path / "v1", tmp_path / "out")
+
+
+@pytest.mark.parametrize("call", [artifacts.upload_tree, artifacts.publish_tree], ids=["upload", "publish"])
+def test_a_missing_source_folder_is_named(tmp_path, call):
+    with pytest.raises(ArtifactError, match=r"is not a folder; it does not exist: check the path"):
+        call(tmp_path / "never-written", tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_failed_publish_keeps_the_old_folder_and_leaves_no_staging(tmp_path):
+    _tree(tmp_path / "v1", b"one")
+    dest = tmp_path / "repo" / "m"
+    artifacts.publish_tree(tmp_path / "v1", dest)
+    _tree(tmp_path / "v2", b"two")
+    (tmp_path / "v2" / "dangling").symlink_to(tmp_path / "nowhere")  # copying it fails half-way
+    with pytest.raises(ArtifactError, match=f"cannot publish {tmp_path / 'v2'} to {dest}: cannot copy .*dangling"):
+        artifacts.publish_tree(tmp_path / "v2", dest)
+    assert artifacts.read_bytes(artifacts.join(dest, "1/model.onnx")) == b"one"
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["m"]
