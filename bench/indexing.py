@@ -74,6 +74,7 @@ def main() -> None:
     import shutil
     from contextlib import redirect_stdout
 
+    from mmsearch.jobs.corpus import read_corpus
     from mmsearch.jobs.encode import encode
     from mmsearch.jobs.errors import JobError
     from mmsearch.jobs.export import export_model
@@ -96,7 +97,7 @@ def main() -> None:
     workdir = tmp / "work"
     with redirect_stdout(io.StringIO()):
         prepare(str(workdir), "stdlib")
-    records = [json.loads(line) for line in (workdir / "corpus.jsonl").read_text().splitlines()]
+    records = read_corpus(str(workdir)).records
     if args.limit:
         records = records[:args.limit]
         (workdir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -238,14 +239,14 @@ def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
     from mmsearch.jobs.push_mongo import push_mongo
     from mmsearch.dev.mongo import start_mongo
 
-    from mmsearch.jobs.corpus import Corpus
+    from mmsearch.jobs.corpus import Corpus, read_corpus
 
     manifest = ModelRepository(repo).manifest("minilm")
     _, chunks = read_vectors(str(workdir))
     ids, vectors = (np.concatenate(parts) for parts in zip(*chunks))
     ids = np.concatenate([ids + k * 2**50 for k in range(scale)])
     vectors = np.tile(vectors, (scale, 1))
-    corpus = [json.loads(line) for line in (workdir / "corpus.jsonl").read_text().splitlines()]
+    corpus = read_corpus(str(workdir)).records
     records = [{**r, "id": r["id"] + k * 2**50} for k in range(scale) for r in corpus]
     n = len(ids)
     print(f"push: {n} vectors ({scale}x the corpus, {vectors.shape[1]}-d), Milvus Lite 2.5.1 + secantusd, 2 cores")
@@ -292,6 +293,7 @@ def lifecycle_benchmarks(workdir: Path, repo: str, tmp: Path, field: str, device
     import shutil
     from contextlib import redirect_stdout
 
+    from mmsearch.jobs.corpus import read_corpus
     from mmsearch.jobs.encode import encode
     from mmsearch.jobs.evaluate import evaluate
     from mmsearch.jobs.publish import publish
@@ -300,7 +302,7 @@ def lifecycle_benchmarks(workdir: Path, repo: str, tmp: Path, field: str, device
     from mmsearch.jobs.sync import sync
     from mmsearch.dev.mongo import start_mongo
 
-    records = [json.loads(line) for line in (workdir / "corpus.jsonl").read_text().splitlines()]
+    records = read_corpus(str(workdir)).records
     changed = max(1, len(records) // 100)
     uri = str(tmp / "lifecycle.db")
     with start_mongo(":memory:") as mongo, redirect_stdout(io.StringIO()):

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 
 from mmsearch.jobs.errors import JobError
+from mmsearch.jobs.jsonl import json_objects
 from mmsearch.core import artifacts
 
 CORPUS_FILE = "corpus.jsonl"
@@ -68,14 +69,8 @@ def read_corpus(workdir: str) -> Corpus:
             raise  # S3 unreachable, no such bucket: its own clear message
         raise JobError(f"no corpus at {uri}: run `mmsearch job prepare --workdir {workdir}` first") from None
     records = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise JobError(f"{uri} line {number}: not valid JSON ({exc}); re-run prepare") from None
-        if not isinstance(record, dict) or not isinstance(record.get("id"), int) or isinstance(record["id"], bool):
+    for number, record in json_objects(data, uri, fix="re-run prepare"):
+        if not isinstance(record.get("id"), int) or isinstance(record["id"], bool):
             raise JobError(f"{uri} line {number}: a record needs an integer 'id'; re-run prepare")
         records.append(record)
     return Corpus(records, hashlib.sha256(data).hexdigest())

@@ -59,6 +59,7 @@ from mmsearch.jobs.app import job_app
 from mmsearch.jobs.corpus import read_corpus
 from mmsearch.jobs.encode import fetch
 from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.jsonl import json_objects
 from mmsearch.jobs.progress import emit
 from mmsearch.core import artifacts, milvus_store
 from mmsearch.core.model_repository import ModelRepository
@@ -95,16 +96,8 @@ def _values(value: Any) -> list:
 def parse_query_set(data: bytes, source: str) -> list[dict]:
     """The query set's objects (checked: a query, labels); JobError naming the line otherwise."""
     out = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, row in json_objects(data, source):
         where = f"{source} line {number}"
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise JobError(f"{where}: not valid JSON ({exc})") from None
-        if not isinstance(row, dict):
-            raise JobError(f"{where}: expected a JSON object")
         kinds = [k for k in ("query", "image") if k in row]
         if len(kinds) != 1 or not isinstance(row[kinds[0]], str) or not row[kinds[0]].strip():
             raise JobError(f"{where}: give exactly one of 'query' (a text) or 'image' (a file), non-empty")

@@ -49,6 +49,7 @@ import typer
 from mmsearch.jobs.app import job_app
 from mmsearch.jobs.corpus import corpus_uri, ensure_workdir
 from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.jsonl import json_objects
 from mmsearch.jobs.progress import Progress
 from mmsearch.core import artifacts
 
@@ -136,16 +137,8 @@ def image_records(folder: Path, base_url: str | None, stats: Stats,
 def qa_records(lines: Iterable[str], *, source: str, question_field: str, answer_field: str,
                category_field: str, id_field: str) -> Iterator[tuple[str, dict, str]]:
     """(key, {question, answer, category}, "SOURCE line N") per non-blank line; JobError naming the line if malformed."""
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, row in json_objects(lines, source):
         where = f"{source} line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise JobError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
-        if not isinstance(row, dict):
-            raise JobError(f"{where}: expected a JSON object, got {type(row).__name__}")
         for flag, field in (("--question-field", question_field), ("--answer-field", answer_field)):
             if field not in row or row[field] is None:
                 raise JobError(f"{where}: no field {field!r} (set {flag} to the field that holds it)")

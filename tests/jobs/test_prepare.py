@@ -152,7 +152,7 @@ def test_read_corpus_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("body, expected", [
-    ('{"qid": "1", "title": "t", "answer": "a"}\n{"qid": "2", "title": "t2", "answer": \n', "line 2: malformed JSON"),
+    ('{"qid": "1", "title": "t", "answer": "a"}\n{"qid": "2", "title": "t2", "answer": \n', "line 2: not valid JSON"),
     ('{"qid": "1", "title": "t", "answer": "a"}\n\n["a list"]\n', "line 3: expected a JSON object, got list"),
     ('{"qid": "1", "answer": "a"}\n', "line 1: no field 'title' (set --question-field"),
     ('{"title": "t", "answer": "a"}\n', "line 1: no id field 'qid'"),
@@ -170,7 +170,7 @@ def test_bad_qa_files_fail_naming_the_line(tmp_path, body, expected):
     (["--source-kind", "images", "--source", "/no/such/folder"], "error: --source /no/such/folder:"),
     (["--source-kind", "images"], "error: --source is required for --source-kind images"),
     (["--source-kind", "stdlib", "--source", "csv,notamodule"], "'notamodule' is not a public standard-library module"),
-    (["--source-kind", "qa", "--source", "BAD"], "malformed JSON"),
+    (["--source-kind", "qa", "--source", "BAD"], "not valid JSON"),
     (["--source-kind", "images", "--source", "EMPTY"], "error: empty corpus"),
 ])
 def test_cli_bad_input_exits_non_zero_with_one_line(tmp_path, args, expected):
