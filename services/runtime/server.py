@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import threading
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable
 
@@ -23,6 +20,9 @@ from grpc_reflection.v1alpha import reflection
 from mmsearch.core.channels import message_options
 from mmsearch.services.runtime.metrics import MetricsEndpoint, MetricsInterceptor
 from mmsearch.services.runtime.settings import GrpcSettings
+from mmsearch.services.runtime.shutdown import EXIT_SLACK_S, signalled, stop_within
+
+__all__ = ["EXIT_SLACK_S", "RunningServer", "run_until_signal", "start_server"]
 
 log = logging.getLogger(__name__)
 
@@ -94,40 +94,12 @@ async def start_server(
     return running
 
 
-EXIT_SLACK_S = 5.0
-"""Time past the grace period that stopping may take (closing clients) before the process exits anyway."""
-
-
-def _exit_now(grace: float) -> None:
-    log.error("did not stop within the grace period; exiting now", extra={"grace_seconds": grace})
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(1)
-
-
 async def run_until_signal(running: RunningServer, grace: float) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully (NOT_SERVING first).
-
-    Stopping is bounded: in-flight calls get ``grace`` seconds, closing the
-    clients what is left of ``grace + EXIT_SLACK_S``; a watchdog thread exits
-    the process at that bound whatever still runs (a client library stuck on a
-    lock, an executor thread, the event loop's own teardown), so SIGTERM always
-    stops the process in time.
-    """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    """Serve until SIGTERM or SIGINT (or the server ends), then stop gracefully (NOT_SERVING first):
+    in-flight calls get ``grace`` seconds, and stopping is bounded (:func:`shutdown.stop_within`)."""
     waiter = asyncio.create_task(running.server.wait_for_termination())
-    stopper = asyncio.create_task(stop.wait())
+    stopper = asyncio.create_task(signalled())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    log.info("shutting down", extra={"grace_seconds": grace})
-    watchdog = threading.Timer(grace + EXIT_SLACK_S, _exit_now, args=(grace,))
-    watchdog.daemon = True
-    watchdog.start()
-    stopping = asyncio.ensure_future(running.stop(grace))
-    done, _ = await asyncio.wait({stopping}, timeout=grace + EXIT_SLACK_S)
-    if not done:
-        _exit_now(grace)
+    await stop_within(running.stop(grace), grace)
     for task in (waiter, stopper):
         task.cancel()

@@ -1,19 +1,21 @@
 """``mmsearch serve web``: the page and JSON API on ``MMSEARCH_HOST:MMSEARCH_PORT`` (default 8080).
 
 On SIGTERM/SIGINT the listener closes, in-flight requests get
-``MMSEARCH_GRACE_SECONDS`` to finish, then the gRPC channel closes.
+``MMSEARCH_GRACE_SECONDS`` to finish, then the gRPC channel closes; the process
+exits within the grace period and a few seconds whatever hangs (a client that
+never finishes its request, a stuck call: :mod:`mmsearch.services.runtime.shutdown`).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from mmsearch.core.logs import setup_logging
 from mmsearch.core.settings import load_settings
+from mmsearch.services.runtime.shutdown import signalled, stop_within
 from mmsearch.services.web.app import create_app
 from mmsearch.services.web.settings import WebSettings
 
@@ -47,13 +49,8 @@ async def start_web(settings: WebSettings) -> RunningWeb:
 
 async def serve(settings: WebSettings) -> None:
     running = await start_web(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
-    await running.stop()
+    await signalled()
+    await stop_within(running.stop(), settings.grace_seconds)
 
 
 def main() -> None:
