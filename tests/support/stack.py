@@ -12,6 +12,7 @@ as a TCP server (:class:`MilvusServer`).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -120,9 +121,10 @@ class MilvusServer:
     """The Milvus Lite engine (milvus-lite 2.5.1's binary) as a TCP server on a fixed port."""
 
     def __init__(self, db: Path):
-        import milvus_lite
-
-        self.lib = Path(milvus_lite.__file__).parent / "lib"
+        # Only the package's folder (its engine binary), so milvus_lite is found, not imported: its
+        # __init__ imports pkg_resources (for its version string), which setuptools warns about.
+        (package,) = importlib.util.find_spec("milvus_lite").submodule_search_locations
+        self.lib = Path(package) / "lib"
         self.db, self.port, self.process = db, free_port(), None
 
     @property
