@@ -99,7 +99,7 @@ def main() -> None:
     from transformers import AutoTokenizer, CLIPModel
 
     from mmsearch.core import onnx
-    from mmsearch.core.images import ImageProcessor
+    from mmsearch.core.image_preprocessing import ImageProcessor
     from mmsearch.core.model_repository import ModelRepository
     from mmsearch.core.tokenizers import load_tokenizer
     from tests.support.machine import Parts

@@ -35,7 +35,7 @@ from PIL import Image  # noqa: E402
 
 from mmsearch.core.channels import message_options  # noqa: E402
 from mmsearch.v1 import preprocess_pb2, preprocess_pb2_grpc  # noqa: E402
-from mmsearch.core.images import ImageProcessor, decode  # noqa: E402
+from mmsearch.core.image_preprocessing import ImageProcessor, decode  # noqa: E402
 from tests.support.processes import start_service, wait_serving  # noqa: E402
 from tests.preprocess import model_folders  # noqa: E402
 from tests.preprocess.samples import encoded, varied_texts  # noqa: E402

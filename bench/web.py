@@ -31,7 +31,7 @@ import grpc  # noqa: E402
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc  # noqa: E402
 from mmsearch.dev.demo import running  # noqa: E402
-from mmsearch.dev.plan import DemoSettings, default_model, plan, resolve_ports  # noqa: E402
+from mmsearch.dev.demo_plan import DemoSettings, default_model, plan, resolve_ports  # noqa: E402
 
 MODULES = "json,csv,os,re,collections,itertools,functools,pathlib,asyncio,datetime,subprocess,logging"
 QUERIES = [

@@ -213,13 +213,13 @@ class TextInputs:
 
 class ImageInputs:
     def __init__(self, encoder: Encoder, workers: int = 8):
-        from mmsearch.core.images import ImageProcessor
+        from mmsearch.core.image_preprocessing import ImageProcessor
 
         self.processor = ImageProcessor.from_folder(encoder.folder.path)
         self.pool = ThreadPoolExecutor(max_workers=workers)
 
     def _load(self, record: dict):
-        from mmsearch.core.images import decode
+        from mmsearch.core.image_preprocessing import decode
 
         url = record.get("url")
         if not isinstance(url, str):

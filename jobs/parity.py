@@ -99,6 +99,6 @@ def onnx_text_runner(session, tokenizer_folder: Path) -> Callable[[Sequence[str]
 
 def pixel_values(folder: Path, images: Sequence) -> np.ndarray:
     """[n, 3, H, W] float32 with the exported preprocessor_config.json (the serving implementation)."""
-    from mmsearch.core.images import ImageProcessor
+    from mmsearch.core.image_preprocessing import ImageProcessor
 
     return ImageProcessor.from_folder(folder).process(images)

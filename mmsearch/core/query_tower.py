@@ -3,7 +3,7 @@
 Serving turns a text query into a vector in two hops: the preprocess service
 tokenizes it with the ``tokenizer.json`` exported beside the model
 (:func:`mmsearch.core.tokenizers.load_tokenizer`, one text, no padding) or
-decodes and preprocesses an image (:class:`mmsearch.core.images.ImageProcessor`),
+decodes and preprocesses an image (:class:`mmsearch.core.image_preprocessing.ImageProcessor`),
 and the encoder runs the tower's ``model.onnx`` on those inputs cast to the
 dtypes the session declares (:func:`mmsearch.core.onnx.feed`). :class:`QueryTower`
 runs the same code in one process for offline callers (``mmsearch job
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmsearch.core import onnx
-from mmsearch.core.images import ImageProcessor, decode
+from mmsearch.core.image_preprocessing import ImageProcessor, decode
 from mmsearch.core.limits import RequestLimits
 from mmsearch.core.model_repository import ModelFolder
 from mmsearch.core.tokenizers import TextTokenizer, load_tokenizer

@@ -26,7 +26,7 @@ import time
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
-from mmsearch.dev.plan import DemoPlan
+from mmsearch.dev.demo_plan import DemoPlan
 from mmsearch.dev.processes import say
 
 

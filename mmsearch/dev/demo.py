@@ -1,6 +1,6 @@
 """``mmsearch demo``: build a demo index once, then run preprocess, serving and web on localhost.
 
-:func:`main` runs a plan (:mod:`mmsearch.dev.plan`): the embedded
+:func:`main` runs a plan (:mod:`mmsearch.dev.demo_plan`): the embedded
 MongoDB-wire server (:mod:`mmsearch.dev.mongo`), the index build on first run
 (:mod:`mmsearch.dev.build`), the services as subprocesses under a
 :class:`~mmsearch.dev.processes.Supervisor`, readiness waits, and an ordered
@@ -20,7 +20,7 @@ import yaml
 
 from mmsearch.core.settings import load_settings
 from mmsearch.dev.build import build_index
-from mmsearch.dev.plan import DemoPlan, DemoSettings, default_model, index_is_built, plan, resolve_ports
+from mmsearch.dev.demo_plan import DemoPlan, DemoSettings, default_model, index_is_built, plan, resolve_ports
 from mmsearch.dev.processes import Supervisor, say, tail
 
 

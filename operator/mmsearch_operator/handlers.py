@@ -1,4 +1,4 @@
-"""Thin kopf handlers: read the IndexJob and its Jobs, call :func:`status.reconcile`, apply the decision.
+"""Thin kopf handlers: read the IndexJob and its Jobs, call :func:`reconciler.reconcile`, apply the decision.
 
 Every trigger runs the same level-triggered :func:`reconcile_indexjob`:
 - IndexJob created, resumed (operator start) or its spec/metadata updated
@@ -9,7 +9,7 @@ Every trigger runs the same level-triggered :func:`reconcile_indexjob`:
 - a timer on unfinished IndexJobs, a safety net for a missed watch event.
 
 While an evaluate stage runs, the pods of its Job are read too: the figures
-are in their termination message (see :mod:`mmsearch.operator.status`).
+are in their termination message (see :mod:`mmsearch.operator.reconciler`).
 
 Calls for one IndexJob are serialised by a lock, and each reads the object
 fresh from the API rather than trusting the triggering event's body. The
@@ -25,7 +25,7 @@ from typing import Any
 
 import kopf
 
-from mmsearch.operator import status as machine
+from mmsearch.operator import reconciler as machine
 from mmsearch.operator.kube import KubeClient
 from mmsearch.operator.manifests import LABEL_INDEXJOB, MANAGED_BY
 from mmsearch.operator.spec import GROUP, PLURAL, VERSION

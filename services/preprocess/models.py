@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from mmsearch.core.artifacts import ArtifactError, materialize
-from mmsearch.core.images import ImageConfigError, ImageProcessor
+from mmsearch.core.image_preprocessing import ImageConfigError, ImageProcessor
 from mmsearch.core.model_repository import PREPROCESSOR_FILE, TOKENIZER_FILE, ModelFolder
 from mmsearch.core.tokenizers import TextTokenizer, TokenizerLoadError, load_tokenizer
 

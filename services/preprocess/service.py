@@ -22,7 +22,7 @@ import numpy as np
 from mmsearch.v1 import preprocess_pb2, preprocess_pb2_grpc, tensor_pb2
 from mmsearch.core.codec import dtype_name, to_tensor
 from mmsearch.core.errors import clipped, shown
-from mmsearch.core.images import ImageInputError, decode
+from mmsearch.core.image_preprocessing import ImageInputError, decode
 from mmsearch.services.preprocess.models import PreprocessModel
 from mmsearch.services.preprocess.settings import PreprocessSettings
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mmsearch.core.settings import SettingsError, load_settings
-from mmsearch.dev.plan import DemoSettings, Ports, index_is_built, model_name_for, plan
+from mmsearch.dev.demo_plan import DemoSettings, Ports, index_is_built, model_name_for, plan
 from mmsearch.services.preprocess.settings import PreprocessSettings
 from mmsearch.services.serving.config.experiments import parse_config
 from mmsearch.services.serving.config.settings import ServingSettings

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mmsearch.operator import spec as ij_spec
-from mmsearch.operator.status import reconcile
+from mmsearch.operator.reconciler import reconcile
 from tests.operator.helpers import EXAMPLES, K8S_VERSION, apply_defaults, crd_schema, indexjob, load_crd, \
     schema_errors
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import pytest
 
 from mmsearch.operator.spec import MODES
-from mmsearch.operator.status import Decision, count_indexes, reconcile, status_patch
+from mmsearch.operator.reconciler import Decision, count_indexes, reconcile, status_patch
 import json
 
 from tests.operator.helpers import finished_pod, indexjob, job_complete, job_failed, job_running, summary

@@ -120,7 +120,7 @@ def test_resize_output_is_bounded_before_resizing():
     """The resize step's output is checked against the pixel limit before it runs (issue 13)."""
     from PIL import Image
 
-    from mmsearch.core.images import ImageConfig, ImageInputError, ImageProcessor
+    from mmsearch.core.image_preprocessing import ImageConfig, ImageInputError, ImageProcessor
 
     processor = ImageProcessor(ImageConfig.from_dict({"size": {"shortest_edge": 224}}))
     image = Image.new("RGB", (10, 400))  # aspect 40: allowed; resized to 224 x 8960

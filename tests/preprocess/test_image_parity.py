@@ -10,7 +10,7 @@ from transformers import CLIPImageProcessor
 
 from mmsearch.v1 import preprocess_pb2, tensor_pb2
 from mmsearch.core.codec import from_tensor
-from mmsearch.core.images import ImageProcessor, decode
+from mmsearch.core.image_preprocessing import ImageProcessor, decode
 from tests.preprocess.samples import IMAGE_CONFIGS, MODES, SIZES, encoded
 
 
