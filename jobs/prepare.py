@@ -19,7 +19,7 @@ One JSON object per line, each with a stable integer ``id``:
   with an error naming both lines (which one is right is for the owner of the
   data to say, never for prepare to guess). Keys are compared as text, so
   ``"qid": 1`` and ``"qid": "1"`` are the same key (and the same id).
-- ``stdlib``: the built-in demo corpus (see :mod:`mmsearch.jobs.stdlib_corpus`): the
+- ``stdlib``: the built-in demo corpus (see :mod:`mmsearch.jobs.sources.stdlib`): the
   qualified name as the question, the docstring's first paragraph as the answer,
   the top-level module as the category. ``--source`` optionally restricts it to
   a comma-separated list of modules (e.g. ``csv,json,os.path``).
@@ -158,11 +158,11 @@ def qa_records(lines: Iterable[str], *, source: str, question_field: str, answer
 # --- stdlib -------------------------------------------------------------------------------------
 
 def stdlib_records(modules: str | None) -> Iterator[tuple[str, dict, str]]:
-    from mmsearch.jobs import stdlib_corpus
+    from mmsearch.jobs.sources import stdlib
 
     roots = [m.strip() for m in modules.split(",") if m.strip()] if modules else None
     try:
-        docs = stdlib_corpus.collect_isolated(roots)
+        docs = stdlib.collect_isolated(roots)
     except ValueError as exc:
         raise JobError(f"--source {modules!r}: {exc}") from None
     for doc in docs:

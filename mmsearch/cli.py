@@ -64,7 +64,7 @@ def experiments_report(
 ) -> None:
     """Impressions, clicks, CTR and MRR per layer and arm, each arm against its layer's default."""
     from mmsearch.jobs.errors import exit_on_error
-    from mmsearch.jobs.experiment_report import report
+    from mmsearch.reports.experiment_report import report
 
     with exit_on_error():
         typer.echo(report(scene=scene, mongo_uri=mongo_uri, database=events_database, since=since, alpha=alpha,

@@ -2,7 +2,7 @@
 
 One schema, defined here because two sides share it: serving
 (:mod:`mmsearch.services.serving.backends.event_store`) writes the documents, ``mmsearch experiments
-report`` (:mod:`mmsearch.jobs.experiment_report`) reads them. Both live in one MongoDB
+report`` (:mod:`mmsearch.reports.experiment_report`) reads them. Both live in one MongoDB
 database (``MMSEARCH_EVENTS_DATABASE``, default :data:`DEFAULT_DATABASE`),
 collections :data:`IMPRESSIONS` and :data:`FEEDBACK`, each with a TTL index on
 ``at`` (``MMSEARCH_EVENTS_TTL_DAYS``).

@@ -13,9 +13,9 @@ Decisions:
 - The index is reused when ``data/demo/<scene>/index.json`` records the same
   fingerprint (corpus, model, scene); anything else rebuilds from scratch.
 - Before publishing, the index is measured on a labelled query set
-  (``mmsearch job evaluate``): for the stdlib corpus the bundled
-  ``stdlib_queries.jsonl`` (55 natural-language queries and their accepted
-  answers), for your own corpus the one ``MMSEARCH_DEMO_QUERIES`` names (none:
+  (``mmsearch job evaluate``): for the stdlib corpus the bundled one
+  (:data:`mmsearch.jobs.sources.stdlib.QUERIES`: natural-language queries and
+  their accepted answers, every one of them), for your own corpus the one ``MMSEARCH_DEMO_QUERIES`` names (none:
   no evaluation). Publish gets the report, so serving's ListScenes shows the
   figures, and refuses the index below ``MMSEARCH_DEMO_MIN_RECALL`` (0: never).
   Evaluate measures the dense (vector) search of the index.
@@ -26,8 +26,8 @@ Decisions:
   scene ``folder``, ``width`` and ``height``. The same field declarations go to
   push-milvus and into the scene's ``fields``. Text scenes get a
   ``retrieval`` layer (hybrid vs dense, 50/50); the stdlib scene's default arm
-  is hybrid because it measured better on the labelled stdlib queries
-  (bench/relevance.py: held-out MRR@10 0.531 vs 0.481, hit@10 equal), a Q&A
+  is hybrid because it measured better on the held-out half of the labelled
+  stdlib queries (bench/relevance.py; figures in docs/benchmarks.md), a Q&A
   corpus's is dense (not measured there).
 """
 from __future__ import annotations
@@ -45,10 +45,10 @@ from pydantic_settings import SettingsConfigDict
 from mmsearch.core.model_repository import tower_name
 from mmsearch.core.settings import BaseConfig
 from mmsearch.dev.processes import ServiceProcess, free_port
+from mmsearch.jobs.sources.stdlib import QUERIES as STDLIB_QUERIES
 
 SourceKind = Literal["stdlib", "qa", "images"]
 LAYOUT = 4  # bump when the demo builds its index differently: old indexes are rebuilt
-STDLIB_QUERIES = Path(__file__).with_name("stdlib_queries.jsonl")
 # Per source kind: the filterable fields (push-milvus --fields and the scene's fields) and the BM25 sources.
 LAYOUTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "stdlib": ((("category", "keyword"),), "question,answer"),
@@ -237,7 +237,7 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
     encode = {"workdir": str(workdir), "repository": str(repository), "model": document_tower}
     if kind == "stdlib":
         # A stdlib "question" is a bare qualified name; its docstring summary carries the meaning
-        # a natural-language query matches (measured: hit@3 23/25 vs 22/25 on the names).
+        # a natural-language query matches (it measured better than the names).
         encode["text_field"] = "answer"
     queries = settings.queries or (str(STDLIB_QUERIES) if kind == "stdlib" else "")
     publish: dict[str, Any] = {"milvus_uri": milvus_uri, "scene": scene, "version": version}

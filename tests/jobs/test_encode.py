@@ -49,7 +49,7 @@ def all_vectors(workdir) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def stdlib_records() -> list[dict]:
-    from mmsearch.jobs.stdlib_corpus import collect
+    from mmsearch.jobs.sources.stdlib import collect
 
     return [{"question": d.name, "answer": d.summary, "category": d.top} for d in collect(STDLIB_MODULES)]
 

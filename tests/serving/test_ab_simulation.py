@@ -12,7 +12,7 @@ followed by a dwell event.
 Power: 5,000 users x 3 searches = 15,000 impressions, ~7,500 per arm; the pooled z-test at level 0.05
 then detects 10% -> 12% with power ~0.98 (one search per user would give ~0.62). The A/A layers are three
 experiments with equal CTRs in the same run; that the test's false-positive rate stays at its level over
-many seeds is checked on the report's own pipeline in tests/jobs/test_experiment_report.py (hundreds of
+many seeds is checked on the report's own pipeline in tests/reports/test_experiment_report.py (hundreds of
 seeds, which real searches cannot afford).
 """
 from __future__ import annotations

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 SCENE = "gated"
 MODULES = ("json", "csv", "random", "shutil", "base64", "uuid", "hashlib", "gzip", "tempfile", "subprocess", "time",
            "re", "glob", "os.path", "secrets", "math")
-DEMO_QUERIES = Path(__file__).resolve().parents[2] / "mmsearch" / "dev" / "stdlib_queries.jsonl"
+DEMO_QUERIES = Path(__file__).resolve().parents[2] / "jobs" / "sources" / "stdlib_queries.jsonl"
 
 
 def module_of(name: str) -> str:

@@ -44,7 +44,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from mmsearch.jobs import ab_stats
+from mmsearch.reports import ab_stats
 from mmsearch.jobs.errors import JobError
 from mmsearch.core import events as schema
 

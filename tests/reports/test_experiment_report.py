@@ -14,9 +14,9 @@ import numpy as np
 import pymongo
 import pytest
 
-from mmsearch.jobs import ab_stats
+from mmsearch.reports import ab_stats
 from mmsearch.jobs.errors import JobError
-from mmsearch.jobs.experiment_report import build_report, count, parse_since, render_json, render_markdown
+from mmsearch.reports.experiment_report import build_report, count, parse_since, render_json, render_markdown
 from mmsearch.core import events as schema
 from mmsearch.dev.processes import free_port
 

@@ -1,0 +1,1 @@
+"""Tests of mmsearch.reports: the A/B experiment report and its statistics."""
