@@ -55,7 +55,7 @@ from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.parity import INT8_MIN_COSINE, MIN_COSINE, N_INPUTS
 from mmsearch.jobs.progress import emit
 from mmsearch.core import artifacts, onnx
-from mmsearch.core.model_repository import MANIFEST, ModelManifest, ModelRepository, int8_name, tower_name
+from mmsearch.core.model_repository import CONFIG, MANIFEST, ModelManifest, ModelRepository, int8_name, tower_name
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +164,13 @@ def quantize_tower(gate: Gate, fp32_folder: Path, out: Path, model_version: int)
 
     from mmsearch.jobs import quantize
 
-    shutil.copytree(fp32_folder, out, ignore=shutil.ignore_patterns("*.onnx", CONFIG_FILES))
+    shutil.copytree(fp32_folder, out, ignore=shutil.ignore_patterns("*.onnx", CONFIG))
     onnx_path = out / str(model_version) / "model.onnx"
     record = quantize.dynamic(fp32_folder / str(model_version) / "model.onnx", onnx_path)
     if not record["quantized_ops"]:
         raise JobError(f"int8: the quantizer found no MatMul/Gemm to quantize in {fp32_folder.name}; "
                        "nothing published (export without --int8)")
     return gate.figures(onnx_path), record
-
-
-CONFIG_FILES = "config.pbtxt"
 
 
 def _config(name: str, tower, max_batch_size: int, queue_delay_us: int, instance_count: int, instance_kind: str) -> str:
@@ -235,7 +232,7 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
             if not figures["min_cosine"] >= MIN_COSINE:
                 raise JobError(f"parity gate failed for {tname}: min cosine {figures['min_cosine']:.6f} < {MIN_COSINE} "
                                f"over {figures['n']} inputs (max abs diff {figures['max_abs_diff']:.3g}); nothing published")
-            (out / "config.pbtxt").write_text(_config(tname, tower, max_batch_size, max_queue_delay_us,
+            (out / CONFIG).write_text(_config(tname, tower, max_batch_size, max_queue_delay_us,
                                                       instance_count, instance_kind))
             manifests[tname] = {
                 "name": tname, "tower": tower.kind, "family": family, "source": model,
@@ -262,7 +259,7 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
                                "published (export without --int8)")
             staged[qname] = Path(tmp) / qname
             tower = next(t for t in towers if t.kind == document_kind)
-            (staged[qname] / "config.pbtxt").write_text(_config(qname, tower, max_batch_size, max_queue_delay_us,
+            (staged[qname] / CONFIG).write_text(_config(qname, tower, max_batch_size, max_queue_delay_us,
                                                                 instance_count, instance_kind))
             sha = artifacts.file_sha256(staged[qname] / str(model_version) / "model.onnx")
             final[qname] = ModelManifest.from_dict({

@@ -37,7 +37,6 @@ DEFAULT_DATABASE = "mmsearch_events"
 IMPRESSIONS = "impressions"
 FEEDBACK = "feedback"
 EVENTS = ("click", "dwell", "skip")
-VIA = ("bucket", "forced", "default")
 TIME_FIELD = "at"
 
 

@@ -136,11 +136,6 @@ def skipped_stages(spec: dict[str, Any]) -> set[str]:
     return skipped
 
 
-def query_model(spec: dict[str, Any]) -> str:
-    """The tower that encodes the evaluation's text queries: the model's text tower ``NAME``."""
-    return spec["model"]["name"]
-
-
 def document_model(spec: dict[str, Any]) -> str:
     """The tower that encodes documents: ``NAME-image`` for image corpora, ``NAME`` for text."""
     return tower_name(spec["model"]["name"], "image" if spec["modality"] == "image" else "text")

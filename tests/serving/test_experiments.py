@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsearch.services.serving.config.experiments import ConfigError, load_config, merge, parse_config
+from mmsearch.services.serving.config.experiments import ConfigError, merge, parse_config
 from mmsearch.services.serving.config.store import ConfigStore
 
 EXAMPLE = Path(__file__).parents[2] / "services" / "serving" / "examples" / "experiments.yaml"
@@ -39,7 +39,7 @@ def _text(cfg=BASE) -> str:
 
 
 def test_example_config_is_valid():
-    experiments = load_config(EXAMPLE)
+    experiments = parse_config(EXAMPLE.read_bytes(), str(EXAMPLE))  # what ConfigStore does with the file
     assert set(experiments.scenes) == {"t2t", "t2i"}
     assert experiments.scenes["t2i"].image_query and not experiments.scenes["t2t"].image_query
 

@@ -56,7 +56,6 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
@@ -372,12 +371,3 @@ def parse_config(text: str | bytes, source: str = "<config>") -> Experiments:
         return resolve(definition)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-
-
-def load_config(path: str | Path) -> Experiments:
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the experiment config {path}: {exc.strerror or exc}") from None
-    return parse_config(data, str(path))
