@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test test-images venv venv-demo system-deps lint-imports proto bench base-image images push-images lint-chart clean
+.PHONY: demo docs test test-images venv venv-demo system-deps lint-imports proto bench base-image images push-images lint-chart clean
 
 ## demo: build the demo index (first run) and start preprocess, serving and web on localhost
 demo: venv-demo
@@ -78,3 +78,7 @@ push-images:
 
 clean:
 	rm -rf $(VENV) .pytest_cache data
+
+## docs: regenerate docs/configuration.md (every MMSEARCH_* variable) from the settings classes and job options
+docs: venv
+	$(PY) -m mmsearch.dev.configuration_doc

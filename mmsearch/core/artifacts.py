@@ -3,6 +3,8 @@
 The embedded default is a local folder; on a cluster, S3 or MinIO (set
 ``MMSEARCH_S3_ENDPOINT_URL`` for MinIO, credentials from the standard AWS
 variables). ``materialize`` gives a local path for reading either kind.
+Both variables are :class:`ArtifactSettings`, read by every process that reads
+or writes artifacts (preprocess, serving, the jobs).
 """
 from __future__ import annotations
 
@@ -15,6 +17,21 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mmsearch.core.errors import MmsearchError
+from mmsearch.core.settings import BaseConfig, load_settings, setting
+
+
+class ArtifactSettings(BaseConfig):
+    """Where S3 artifacts come from and where their local copies are kept."""
+
+    s3_endpoint_url: str = setting("", description="S3 endpoint (MinIO, moto); empty: the default AWS endpoint. "
+                                                   "Credentials come from the standard AWS_* variables.")
+    cache_dir: Path = setting(default_factory=lambda: Path.home() / ".cache" / "mmsearch", shown_default="~/.cache/mmsearch",
+                              description="Folder of the local copies of S3 artifacts.")
+
+
+def artifact_settings() -> ArtifactSettings:
+    """The artifact settings from the environment now (tests and processes may change it between calls)."""
+    return load_settings(ArtifactSettings)
 
 
 class ArtifactError(MmsearchError, ValueError):
@@ -49,11 +66,11 @@ def s3_client():
     from botocore.config import Config
 
     config = Config(connect_timeout=10, read_timeout=120, retries={"max_attempts": 3, "mode": "standard"})
-    return boto3.client("s3", endpoint_url=os.environ.get("MMSEARCH_S3_ENDPOINT_URL") or None, config=config)
+    return boto3.client("s3", endpoint_url=artifact_settings().s3_endpoint_url or None, config=config)
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("MMSEARCH_CACHE_DIR", Path.home() / ".cache" / "mmsearch"))
+    return artifact_settings().cache_dir
 
 
 def materialize(uri: str | os.PathLike, cache_dir: Path | None = None) -> Path:
@@ -126,7 +143,7 @@ def _s3_call(uri: str, fn, *args, **kwargs):
             raise ArtifactError(f"S3 bucket does not exist: {uri} (create it or fix the URI)") from None
         raise ArtifactError(f"S3 error on {uri}: {err.get('Code')} {err.get('Message') or ''}".strip()) from None
     except BotoCoreError as exc:
-        endpoint = os.environ.get("MMSEARCH_S3_ENDPOINT_URL") or "the default AWS endpoint"
+        endpoint = artifact_settings().s3_endpoint_url or "the default AWS endpoint"
         raise ArtifactError(f"cannot reach S3 for {uri} at {endpoint}: {exc} "
                             "(check MMSEARCH_S3_ENDPOINT_URL and AWS_* credentials)") from None
 

@@ -1,8 +1,8 @@
 """``mmsearch operator``: run the IndexJob operator (kopf) until SIGTERM.
 
 Settings (environment, ``MMSEARCH_OPERATOR_`` prefix): the namespace to
-watch comes from the CLI (``--namespace`` / ``MMSEARCH_OPERATOR_NAMESPACE``;
-unset = all namespaces, cluster-wide). One replica: kopf runs standalone (no
+watch comes from ``--namespace``, else ``MMSEARCH_OPERATOR_NAMESPACE``
+(unset = all namespaces, cluster-wide). One replica: kopf runs standalone (no
 peering objects), so the Deployment must not scale it beyond 1.
 """
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 
 import kopf
-from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from mmsearch.operator.handlers import build_memo, build_registry
 from mmsearch.core.logs import setup_logging
-from mmsearch.core.settings import BaseConfig, load_settings
+from mmsearch.core.settings import BaseConfig, load_settings, setting
 
 
 class OperatorSettings(BaseConfig):
@@ -23,11 +22,14 @@ class OperatorSettings(BaseConfig):
 
     model_config = SettingsConfigDict(env_prefix="MMSEARCH_OPERATOR_", extra="ignore", case_sensitive=False)
 
-    liveness_host: str = Field("0.0.0.0", description="Address of the liveness endpoint.")
-    liveness_port: int = Field(8080, ge=1, le=65535, description="Port of http://HOST:PORT/healthz.")
-    resync_seconds: float = Field(60.0, gt=0, description="Re-check unfinished IndexJobs this often.")
-    log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
-    log_json: bool = Field(True, description="JSON log lines (false: human-readable).")
+    namespace: str = setting("", description="The namespace to watch (`mmsearch operator --namespace` wins); "
+                                             "empty: all namespaces, cluster-wide.")
+    liveness_host: str = setting("0.0.0.0", description="Address of the liveness endpoint.")
+    liveness_port: int = setting(8080, ge=1, le=65535, description="Port of http://HOST:PORT/healthz.")
+    resync_seconds: float = setting(60.0, gt=0, unit="seconds", advanced=True, description="Re-check unfinished IndexJobs this often.")
+    log_level: str = setting("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$",
+                             description="debug, info, warning, error or critical.")
+    log_json: bool = setting(True, description="JSON log lines (false: human-readable).")
 
 
 def liveness_endpoint(settings: OperatorSettings) -> str:
@@ -56,4 +58,4 @@ def main(namespace: str | None) -> None:
     """Entry point of ``mmsearch operator``: watch ``namespace`` (None: all namespaces)."""
     settings = load_settings(OperatorSettings)
     setup_logging(settings.log_level, settings.log_json)
-    asyncio.run(run(namespace or None, settings))
+    asyncio.run(run(namespace or settings.namespace or None, settings))

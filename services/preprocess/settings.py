@@ -10,26 +10,35 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from mmsearch.core.limits import RequestLimits
+from mmsearch.core.settings import setting
 from mmsearch.services.runtime.settings import GrpcSettings
 
 
-class PreprocessSettings(GrpcSettings, RequestLimits):
-    """What the preprocess service reads; limits (shared with serving and web) bound the work one request can cause."""
+class PreprocessLimits(RequestLimits):
+    """The request limits (shared with serving and web) and the batch a request may carry."""
 
-    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    models: dict[str, str] = Field(
+    batch_size: int = setting(64, ge=1, le=4096, unit="items", description="Most texts or images in one request.")
+
+
+class PreprocessSettings(GrpcSettings):
+    """What the preprocess service reads; ``limits`` bound the work one request can cause."""
+
+    port: int = setting(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    limits: PreprocessLimits = setting(default_factory=PreprocessLimits)
+    models: dict[str, str] = setting(
         ..., description='Model registry, JSON: {"minilm": "s3://models/minilm", "clip-image": "/repo/clip-image"}.'
     )
-    max_batch_size: int = Field(64, ge=1, le=4096, description="Most texts or images in one request.")
-    max_message_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024,
-        description="gRPC max message size; a full batch of float32 224x224 images is 38.5 MB, so larger than the default.",
+    max_message_bytes: int = setting(
+        64 * 1024 * 1024, ge=1024, unit="bytes", advanced=True,
+        description="gRPC max message size; larger than the other services' because a full batch of float32 "
+                    "224x224 images must fit.",
     )
-    image_threads: int = Field(
-        default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, le=64,
+    image_threads: int = setting(
+        default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, le=64, advanced=True,
+        shown_default="min(4, CPU cores)", unit="threads",
         description="Threads decoding and resizing the images of a batch (Pillow releases the GIL).",
     )
 

@@ -185,7 +185,7 @@ async def _search(request: web.Request, query: SearchQuery) -> web.Response:
 async def _get(request: web.Request, similar: bool) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     try:
-        query = parse_search(request.query, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars,
+        query = parse_search(request.query, max_top_k=settings.limits.top_k, max_query_chars=settings.limits.query_chars,
                              similar=similar)
     except BadParameter as exc:
         return json_error(400, "bad_parameter", exc.message, exc.parameter, request_id(request))
@@ -275,14 +275,14 @@ async def search_post(request: web.Request) -> web.Response:
             "image",
         )
     try:
-        fields, image = await _read_form(request, settings.max_image_bytes)
+        fields, image = await _read_form(request, settings.limits.image_bytes)
         params = MultiDict([*fields.items(), *request.query.items()])  # a form field wins over the URL's
-        query = parse_search(params, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars,
-                             image=image, max_image_bytes=settings.max_image_bytes)
+        query = parse_search(params, max_top_k=settings.limits.top_k, max_query_chars=settings.limits.query_chars,
+                             image=image, max_image_bytes=settings.limits.image_bytes)
     except BadParameter as exc:
         status, code = (413, "too_large") if isinstance(exc, TooLarge) else (400, "bad_parameter")
         response = json_error(status, code, exc.message, exc.parameter, request_id(request))
-        return await _refused_upload(request, response, form_limit(settings.max_image_bytes))
+        return await _refused_upload(request, response, form_limit(settings.limits.image_bytes))
     return await _search(request, query)
 
 
@@ -293,25 +293,25 @@ def max_token_chars(max_top_k: int) -> int:
 
 async def feedback(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
-    client = client_address(request.remote, request.headers, settings.client_ip_header)
+    client = client_address(request.remote, request.headers, settings.feedback.client_ip_header)
     allowed, wait = request.app[LIMITER_KEY].allow(client)
     if not allowed:
         response = json_error(429, "rate_limited", f"too many feedback events from {client}: at most "
-                              f"{settings.feedback_rate_per_second:g}/s (burst {settings.feedback_burst}); "
+                              f"{settings.feedback.rate_per_second:g}/s (burst {settings.feedback.burst}); "
                               f"retry in {wait:.1f} s")
         response.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
         return response
     if request.content_type not in FEEDBACK_TYPES:
         return json_error(415, "unsupported_media_type", f"POST /api/feedback takes a JSON body "
                           f"(application/json or text/plain; got {request.content_type!r})", "body")
-    limit = max_token_chars(settings.max_top_k) + 1024
+    limit = max_token_chars(settings.limits.top_k) + 1024
     body = bytearray()
     while chunk := await request.content.read(64 * 1024):
         body.extend(chunk)
         if len(body) > limit:
             return json_error(413, "too_large", f"the feedback body is larger than {limit} bytes", "body")
     try:
-        event = parse_feedback(bytes(body), max_token_chars(settings.max_top_k))
+        event = parse_feedback(bytes(body), max_token_chars(settings.limits.top_k))
     except BadParameter as exc:
         return json_error(400, "bad_parameter", exc.message, exc.parameter)
     try:
@@ -355,9 +355,9 @@ async def page(request: web.Request) -> web.FileResponse:
 
 def create_app(settings: WebSettings) -> web.Application:
     """The application; its gRPC channel to serving opens on startup and closes on cleanup."""
-    app = web.Application(middlewares=[observe], client_max_size=settings.max_image_bytes + 64 * 1024)
+    app = web.Application(middlewares=[observe], client_max_size=settings.limits.image_bytes + 64 * 1024)
     app[SETTINGS_KEY] = settings
-    app[LIMITER_KEY] = RateLimiter(settings.feedback_rate_per_second, settings.feedback_burst)
+    app[LIMITER_KEY] = RateLimiter(settings.feedback.rate_per_second, settings.feedback.burst)
 
     async def serving_channel(app: web.Application):
         app[CLIENT_KEY] = ServingClient(settings.serving_address, settings.request_timeout_seconds,

@@ -3,38 +3,48 @@
 The web service is HTTP, so ``port`` is the page/API port (default 8080) and
 ``/metrics`` is served on that same port: one port per pod to expose and
 scrape (no separate metrics server, unlike the gRPC services). The request
-limits are :class:`mmsearch.core.limits.RequestLimits`, the same fields
-serving reads, so the API refuses exactly what serving would.
+limits (``limits``) are :class:`mmsearch.core.limits.RequestLimits`, the same
+fields serving reads, so the API refuses exactly what serving would.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-
 from mmsearch.core.limits import RequestLimits
+from mmsearch.core.settings import Group, setting
 from mmsearch.services.runtime.settings import ProcessSettings
 
 
-class WebSettings(ProcessSettings, RequestLimits):
+class FeedbackLimits(Group):
+    """How much feedback one client may send (``MMSEARCH_FEEDBACK_*``)."""
+
+    env_prefix = "FEEDBACK_"
+
+    rate_per_second: float = setting(
+        2.0, gt=0, le=10_000, unit="events per second",
+        description="Feedback events (POST /api/feedback) one client may send per second, sustained; beyond: "
+                    "429 with Retry-After.")
+    burst: int = setting(30, ge=1, le=100_000, unit="events", description="Feedback events one client may send at once.")
+    client_ip_header: str = setting(
+        "", env="CLIENT_IP_HEADER",
+        description="Header whose last entry is the client address for rate limiting (e.g. X-Forwarded-For "
+                    "behind an ingress that sets it); empty: the peer address.")
+
+
+class WebSettings(ProcessSettings):
     """``MMSEARCH_PORT``, ``MMSEARCH_SERVING_ADDRESS``, ``MMSEARCH_REQUEST_TIMEOUT_SECONDS`` ..."""
 
-    port: int = Field(8080, ge=0, le=65535, description="HTTP port of the page and JSON API; 0 picks a free one.")
-    serving_address: str = Field(
+    port: int = setting(8080, ge=0, le=65535, description="HTTP port of the page and JSON API; 0 picks a free one.")
+    serving_address: str = setting(
         "127.0.0.1:50052", min_length=1, description="host:port of the serving gRPC RetrievalService."
     )
-    request_timeout_seconds: float = Field(
-        5.0, gt=0, le=300, description="Deadline of each gRPC call to serving (search, scenes, health)."
+    request_timeout_seconds: float = setting(
+        5.0, gt=0, le=300, unit="seconds", description="Deadline of each gRPC call to serving (search, scenes, health)."
     )
-    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="gRPC max message size of calls to serving.")
-    feedback_rate_per_second: float = Field(
-        2.0, gt=0, le=10_000, description="Feedback events (POST /api/feedback) one client may send per second, "
-                                          "sustained; beyond: 429 with Retry-After.")
-    feedback_burst: int = Field(30, ge=1, le=100_000, description="Feedback events one client may send at once.")
-    client_ip_header: str = Field(
-        "", description="Header whose last entry is the client address for rate limiting (e.g. X-Forwarded-For "
-                        "behind an ingress that sets it); empty: the peer address.")
-    images_dir: Path | None = Field(
+    max_message_bytes: int = setting(32 * 1024 * 1024, ge=1024, unit="bytes", advanced=True, description="gRPC max message size of calls to serving.")
+    limits: RequestLimits = setting(default_factory=RequestLimits)
+    feedback: FeedbackLimits = setting(default_factory=FeedbackLimits)
+    images_dir: Path | None = setting(
         None,
         description="Optional folder served at /images/ (thumbnails of an image corpus prepared with "
         "--base-url http://<web>/images/). Unset: no /images/ route.",

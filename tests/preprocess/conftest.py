@@ -13,8 +13,8 @@ from tests.preprocess.samples import IMAGE_CONFIGS
 
 # Folder name -> how it is built. The image configs cover CLIP's default, a small odd crop, a crop
 # larger than the resized image (zero padding) and a fixed-size resize without crop.
-LIMITS = {"max_batch_size": 64, "max_query_chars": 8192, "max_image_bytes": 2_000_000,
-          "max_image_pixels": 4_000_000, "image_threads": 2}
+LIMITS = {"limits": {"batch_size": 64, "query_chars": 8192, "image_bytes": 2_000_000, "image_pixels": 4_000_000},
+          "image_threads": 2}
 
 
 @pytest.fixture(scope="session")

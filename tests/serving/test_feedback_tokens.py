@@ -110,11 +110,11 @@ def test_settings_refuse_a_short_key_without_echoing_it_and_a_token_outliving_it
     from mmsearch.core.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError) as err:
-        load_settings(ServingSettings, feedback_key="hunter2")
+        load_settings(ServingSettings, feedback={"key": "hunter2"})
     assert "MMSEARCH_FEEDBACK_KEY" in str(err.value) and "at least 16" in str(err.value)
     assert "hunter2" not in str(err.value)
     with pytest.raises(SettingsError, match="MMSEARCH_FEEDBACK_TTL_SECONDS.*outlive"):
-        load_settings(ServingSettings, events_ttl_days=1, feedback_ttl_seconds=2 * 86400)
+        load_settings(ServingSettings, events={"ttl_days": 1}, feedback={"ttl_seconds": 2 * 86400})
 
 
 @pytest.mark.parametrize("fields, words", [

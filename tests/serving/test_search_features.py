@@ -19,7 +19,7 @@ Code = grpc.StatusCode
 SCENE = "docs"
 LAYOUT = {"fields": [{"name": "category", "type": "keyword"}, {"name": "size", "type": "number"}],
           "lexical": {"sources": ["question", "answer"], "analyzer": "english"}}
-SETTINGS = ServingSettings(max_page_depth=40)
+SETTINGS = ServingSettings(limits={"page_depth": 40})
 Filter, Value = retrieval_pb2.Filter, retrieval_pb2.FilterValue
 
 

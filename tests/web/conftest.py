@@ -47,7 +47,7 @@ def stack_scene(stdlib_index) -> StackScene:
 @pytest.fixture(scope="session")
 def web(serving_address) -> Iterator[WebThread]:
     """The web service in front of the real serving of ``search_stack``."""
-    with WebThread(web_settings(serving_address, max_image_bytes=64 * 1024)) as server:
+    with WebThread(web_settings(serving_address, limits={"image_bytes": 64 * 1024})) as server:
         yield server
 
 
@@ -100,7 +100,7 @@ def two_scenes(stdlib_index, tiny_clip_repo, service_loop, tmp_path_factory) -> 
     models = link_models(root / "repo", stdlib_index.repository / stdlib_index.model, tiny_clip_repo / "tiny-clip",
                          tiny_clip_repo / "tiny-clip-image")
     serving_port = free_port()
-    settings = web_settings(f"127.0.0.1:{serving_port}", max_image_bytes=64 * 1024, images_dir=folder)
+    settings = web_settings(f"127.0.0.1:{serving_port}", limits={"image_bytes": 64 * 1024}, images_dir=folder)
     with WebThread(settings) as web:
         t2t, version = stdlib_index.scene, stdlib_index.version
         run_job("push-milvus", "--workdir", str(stdlib_index.workdir), "--milvus-uri", str(milvus), "--scene", t2t,

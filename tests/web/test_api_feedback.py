@@ -68,8 +68,8 @@ def test_serving_refusals_keep_their_meaning(web, page_json):
 
 
 def test_each_client_is_rate_limited_on_its_own(serving_address, page_json):
-    settings = web_settings(serving_address, feedback_burst=3, feedback_rate_per_second=0.01,
-                            client_ip_header="X-Forwarded-For")
+    settings = web_settings(serving_address, feedback={"burst": 3, "rate_per_second": 0.01,
+                                                             "client_ip_header": "X-Forwarded-For"})
     click = {"feedback_token": page_json["feedback_token"], "item_id": page_json["items"][0]["id"], "event": "click"}
     with WebThread(settings) as limited:
         a = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}

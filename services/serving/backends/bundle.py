@@ -27,6 +27,8 @@ from mmsearch.services.serving.config.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 3.0
+IMPRESSION_BUFFER = 10_000
+"""Impressions waiting for the event store at most; beyond, new ones are dropped and counted."""
 
 
 class QueryPreprocessor(Protocol):
@@ -148,21 +150,21 @@ def connect(settings: ServingSettings) -> Backends:
     from mmsearch.services.serving.backends.summary import SummaryStore
     from mmsearch.services.serving.backends.summary_cache import SummaryCache
 
-    timeout = settings.dependency_timeout_ms / 1000
+    timeout = settings.timing.dependency_timeout_seconds
     repository = ModelRepository(settings.model_repository)
     load = Load()
     return Backends(
         preprocess=Preprocessor(PreprocessClient(settings.preprocess_address, max_message_bytes=settings.max_message_bytes),
-                                batch_max_size=settings.batch_max_size),
+                                batch_max_size=settings.batching.max_size),
         encoders=EncoderPool(settings, repository.folder, load.alone),
         matcher=MilvusMatcher(settings.milvus_uri, token=settings.milvus_token, connect_timeout_s=timeout,
-                              batch_max_size=settings.match_batch_max_size, in_flight=settings.match_in_flight),
+                              batch_max_size=settings.match.batch_max_size, in_flight=settings.match.in_flight),
         summary=SummaryCache(SummaryStore(settings.mongo_uri, server_selection_timeout_s=timeout),
                              settings.summary_cache_documents),
         manifests=Manifests(repository),
         load=load,
-        events=(MongoEvents(settings.events_uri, settings.events_database, ttl_days=settings.events_ttl_days,
-                            buffer=settings.impression_buffer, flush_s=settings.impression_flush_ms / 1000,
-                            timeout_s=timeout) if settings.impressions else NoEvents()),
+        events=(MongoEvents(settings.events_uri, settings.events.database, ttl_days=settings.events.ttl_days,
+                            buffer=IMPRESSION_BUFFER, flush_s=settings.events.flush_seconds,
+                            timeout_s=timeout) if settings.events.impressions else NoEvents()),
         inline=InlinePreprocessor(repository.folder),
     )

@@ -209,18 +209,17 @@ class EncoderPool:
             if backend == "triton":
                 if not s.triton_address:
                     raise Mismatch(f"encoder {model!r} uses backend triton but MMSEARCH_TRITON_ADDRESS is empty")
-                encoder: Encoder = TritonEncoder(s.triton_address, model, timeout_s=s.encoder_timeout_ms / 1000)
+                encoder: Encoder = TritonEncoder(s.triton_address, model, timeout_s=s.timing.encoder_timeout_seconds)
                 if not await encoder.ready():
                     await encoder.close()
                     raise Unavailable(f"Triton at {s.triton_address} does not have model {model!r} ready")
             else:
                 folder = await asyncio.to_thread(self._folder, model)
                 encoder = await asyncio.to_thread(
-                    OnnxEncoder, folder, intra_op_threads=s.onnx_intra_op_threads, concurrency=s.batch_in_flight,
-                    allow_spinning=s.onnx_allow_spinning, single_query_threads=s.onnx_single_query_threads,
-                    alone=self._alone, lone_on_loop=s.onnx_lone_query_on_loop)
-            batcher = MicroBatcher(encoder.infer, max_size=s.batch_max_size, max_wait_s=s.batch_max_wait_ms / 1000,
-                                   in_flight=s.batch_in_flight, on_batch=metrics.BATCH_SIZE.labels("embed", model).observe)
+                    OnnxEncoder, folder, intra_op_threads=s.onnx.intra_op_threads, concurrency=s.batching.in_flight,
+                    single_query_threads=s.onnx.single_query_threads, alone=self._alone, lone_on_loop=True)
+            batcher = MicroBatcher(encoder.infer, max_size=s.batching.max_size, max_wait_s=s.batching.max_wait_seconds,
+                                   in_flight=s.batching.in_flight, on_batch=metrics.BATCH_SIZE.labels("embed", model).observe)
             self._encoders[key] = BatchedEncoder(encoder, batcher, backend)
         return self._encoders[key]
 
