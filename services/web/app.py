@@ -18,7 +18,7 @@ Handlers are thin: parameters are validated by :mod:`mmsearch.services.web.param
 shapes come from :mod:`mmsearch.services.web.responses`. Every ``/api`` error is JSON
 ``{"error": {"status", "code", "message", "parameter"?, "request_id"}}``.
 
-Decisions (issue 13, a hostile probe):
+Decisions (from a hostile probe):
 - Every response carries the security headers and an ``X-Request-Id``; a 405
   keeps its ``Allow`` header, on ``/api`` (JSON) and elsewhere.
 - Errors a client can fix (400, 404, 413, 415) say what to fix. Errors of the

@@ -1,6 +1,6 @@
 """``GET /images/<path>``: a local image folder served safely (pure checks + one thin handler).
 
-Decisions (issue 13: the folder's ``.html``, ``.js`` and ``.git/config`` were
+Decisions (the folder's ``.html``, ``.js`` and ``.git/config`` were once
 served as they were, so an HTML + JS pair dropped into the folder ran
 same-origin under ``script-src 'self'``):
 - Never a dotfile or a file under a dot-folder (``.git/``, ``.env``): 404.

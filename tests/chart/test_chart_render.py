@@ -172,7 +172,7 @@ def test_indexjob_examples_validate_against_the_crd_schema():
         ({"serving": {"paging": {"tokenKey": ""}}}, "/serving/paging/tokenKey"),
         # the page-token key is never a value: only a Secret's name and key
         ({"serving": {"paging": {"tokenSecret": "0123456789abcdef"}}}, "additional properties 'tokenSecret' not allowed"),
-        # Issue 13: credentials never as values; names and tags the API server or a registry would refuse.
+        # Credentials never as values; names and tags the API server or a registry would refuse.
         ({"externalMilvus": {"uri": "http://root:secret@milvus:19530"}}, "/externalMilvus/uri"),
         ({"fullnameOverride": "1search"}, "/fullnameOverride"),
         ({"nameOverride": "Search"}, "/nameOverride"),
@@ -214,7 +214,7 @@ def test_schema_rejects_bad_values_with_a_message(values, message):
                                                             "defaults": {"query": {"text": {"model": "clip"}}}}}}}},
             'query.text.model is "clip", not one of modelRepository.models',
         ),
-        # Issue 13: each of these rendered invalid manifests (or silently kept a default) before.
+        # Each of these once rendered invalid manifests (or silently kept a default).
         ({"serving": {"port": 9090}}, "serving.port and serving.metricsPort are both 9090"),
         ({"preprocess": {"metricsPort": 50051}}, "preprocess.port and preprocess.metricsPort are both 50051"),
         ({"ingress": {"enabled": True, "hosts": []}}, "ingress.enabled is true but ingress.hosts is empty"),

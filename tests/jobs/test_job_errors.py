@@ -1,5 +1,5 @@
 """How a job fails, as a real ``mmsearch job`` process: one ``error:`` line, exit 1, no traceback,
-no credentials (issue 13: a --workdir that is a file printed a traceback; a Milvus URI's password
+no credentials (once, a --workdir that is a file printed a traceback, and a Milvus URI's password
 was printed in the error)."""
 from __future__ import annotations
 

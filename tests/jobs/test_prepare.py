@@ -86,7 +86,7 @@ def test_qa_fields_ids_and_duplicates(tmp_path):
     ({"qid": 1, "title": "a?", "answer": "one"}, {"qid": "1", "title": "b?", "answer": "two"}),
 ])
 def test_qa_conflicting_duplicates_fail_naming_both_lines(tmp_path, first, second):
-    """Issue 13: a repeated key with other content was dropped silently (exit 0); 1 and "1" collapsed."""
+    """A repeated key with other content was once dropped silently (exit 0); 1 and "1" collapsed."""
     source = write_jsonl(tmp_path / "qa.jsonl", [first, {"qid": "other", "title": "x", "answer": "y"}, second])
     with pytest.raises(JobError) as err:
         prepare(str(tmp_path / "w"), "qa", str(source))

@@ -212,8 +212,8 @@ def test_cli_bad_input_exits_non_zero_with_one_line(cli_inputs, case, expected):
 
 
 def test_vectors_of_an_earlier_corpus_are_refused(cli_inputs):
-    """Issue 13: prepare again in the same workdir (a smaller corpus), skip encode, push: the old
-    vectors went in. Their recorded corpus fingerprint must match the corpus, or push refuses."""
+    """Prepare again in the same workdir (a smaller corpus), skip encode, push: the old vectors
+    once went in. Their recorded corpus fingerprint must match the corpus, or push refuses."""
     tmp = cli_inputs
     run_job("prepare", "--workdir", str(tmp / "work"), "--source-kind", "stdlib", "--source", "csv")
     result = subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", "push-milvus", "--workdir", str(tmp / "work"),

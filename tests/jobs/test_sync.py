@@ -118,7 +118,7 @@ def test_sync_while_serving_gives_exact_counts_new_texts_and_no_removed_ids(sync
     assert state["count"] == len(s["corpus"]) and state["generation"] == 1 and "pending" not in state
     assert sorted(state["changed"]["deleted"]) == sorted(r["id"] for r in s["removed"])
     assert sorted(state["changed"]["upserted"]) == sorted(r["id"] for r in s["added"] + s["changed"])
-    # serving reads the change (issue 16's caches key on it) without moving the route
+    # serving reads the change (the summary caches key on it) without moving the route
     deadline = time.monotonic() + 20
     while s["stack"].serving.store.current.records[SCENE].get("generation") != 1 and time.monotonic() < deadline:
         time.sleep(0.1)

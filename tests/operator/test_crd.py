@@ -109,7 +109,7 @@ _DELETE = object()
     ("spec.evaluation", {"minRecall": 0.5}, "'queries' is a required property"),
     ("spec.evaluation", {"queries": "s3://b/q.jsonl", "minRecall": 1.5}, "greater than the maximum"),
     ("spec", _DELETE, "'spec' is a required property"),
-    # Issue 13: each of these passed the CRD before.
+    # Each of these once passed the CRD.
     ("spec.encode", {"shards": 2, "parallelism": 4}, "encode.parallelism must not be more than encode.shards"),
     ("spec.mongo", {"uri": "mongodb://root:hunter2@mongo:27017"}, "mongo.uri must not hold a password"),
     ("spec.mongo", {"uri": "http://mongo:27017"}, "does not match"),

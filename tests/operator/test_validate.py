@@ -36,7 +36,7 @@ def test_a_valid_spec_has_no_problems():
     ("demo", {"mongo": {"uri": "mongodb://m", "uriSecret": {"name": "s"}}}, "spec.mongo: set exactly one"),
     ("demo", {"milvus": None}, "spec.milvus.uri is required"),
     ("demo", {"scene": ""}, "spec.scene is required"),
-    # Issue 13: the API server prunes unknown fields, so a typo ran with the default; an object the
+    # The API server prunes unknown fields, so a typo ran with the default; an object the
     # API server did not check must not run wrong either.
     ("demo", {"encode": {"shard": 4}}, "spec.encode.shard: unknown field"),
     ("demo", {"mongo": {"uriSecret": {"name": "m"}, "colection": "x"}}, "spec.mongo.colection: unknown field"),

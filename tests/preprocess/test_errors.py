@@ -48,7 +48,7 @@ CASES = [
     (IMAGES, dict(model="small-image", images=[bomb_png(60000, 60000)]), "images[0] is too large to decode safely"),
     (IMAGES, dict(model="small-image", images=[encoded("RGB", 8, 8)], dtype=tensor_pb2.DTYPE_INT64),
      "dtype DTYPE_INT64"),
-    # Issue 13: echoed values stay short (a 20,000-character model name made the status too large to
+    # Echoed values stay short (a 20,000-character model name made the status too large to
     # send: RESOURCE_EXHAUSTED), and extreme aspect ratios are refused before the resize explodes.
     (TOKENIZE, dict(model="m" * 20_000, texts=["a"]), "(20000 characters) is unknown"),
     (IMAGES, dict(model="x" * 20_000, images=[b"x"]), "(20000 characters) is unknown"),
@@ -117,7 +117,7 @@ def test_settings_read_the_registry(monkeypatch):
 
 
 def test_resize_output_is_bounded_before_resizing():
-    """The resize step's output is checked against the pixel limit before it runs (issue 13)."""
+    """The resize step's output is checked against the pixel limit before it runs."""
     from PIL import Image
 
     from mmsearch.core.image_preprocessing import ImageConfig, ImageInputError, ImageProcessor

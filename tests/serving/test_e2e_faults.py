@@ -193,7 +193,7 @@ def _bad_errors(errors) -> list:
 def test_crash_and_restart_under_load_recovers_every_time(fault_stack, dependency):
     """kill -9 (or stop) a dependency while 8 clients search, restart it on the same port and data:
     serving answers UNAVAILABLE/DEADLINE_EXCEEDED naming the stage meanwhile, and recovers by itself
-    every time (issue 13: once the summary store restarted, serving jammed for good)."""
+    every time (once, after the summary store restarted, serving jammed for good)."""
     from tests.support.load import SearchLoad
 
     request = retrieval_pb2.SearchRequest(scene=SCENE, text="read and write CSV files")
@@ -216,7 +216,7 @@ def test_crash_and_restart_under_load_recovers_every_time(fault_stack, dependenc
 def test_sigterm_stops_serving_within_its_grace_after_store_crashes(fault_stack, stdlib_index):
     """A real ``mmsearch serve serving``: the store crashes and restarts under load, crashes again,
     and SIGTERM arrives while searches wait on it: the process still exits within its grace
-    period (issue 13: after the store restarted, SIGTERM no longer stopped serving)."""
+    period (once, after the store restarted, SIGTERM no longer stopped serving)."""
     from mmsearch.services.runtime.server import EXIT_SLACK_S
     from tests.support.load import SearchLoad
     from tests.support.processes import start_service, wait_serving

@@ -1,7 +1,7 @@
 """Serving's MongoDB-wire clients (the summary store, the event store's feedback) against a real
 secantusd that crashes: they never jam.
 
-Issue 13: with searches running, ``kill -9`` of the store then a restart on the same port and data
+Once, with searches running, ``kill -9`` of the store then a restart on the same port and data
 left serving jammed for good in 2 of 3 trials. The cause: the stage's ``asyncio.timeout`` and the
 RPC's own cancellation at the client's deadline cancel pymongo while its Python 3.11
 ``wait_for(condition.wait())`` handles its own timeout, which leaves the topology lock held; every

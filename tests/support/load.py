@@ -16,7 +16,7 @@ name, details, the ids found), so a test can:
 The requests carry no deadline of their own: serving's default deadline
 applies, so every DEADLINE_EXCEEDED comes from serving (naming a stage). The
 channel's ``client_timeout`` is only a backstop: a call that hits it means
-serving did not answer within its deadline at all (the jam of issue 13).
+serving did not answer within its deadline at all (a jam: tests/serving/test_summary_store.py).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fuzzing the public entry points of a real stack with hypothesis (issue 13): random query strings,
+"""Fuzzing the public entry points of a real stack with hypothesis: random query strings,
 parameters, image bytes and multipart bodies against the web API, and random SearchRequests
 against serving's gRPC, for a bounded number of examples each.
 

@@ -1,4 +1,4 @@
-"""The web service against a hostile client (issue 13): unbounded and malformed multipart bodies,
+"""The web service against a hostile client: unbounded and malformed multipart bodies,
 files in the image folder that are not images, error bodies that leaked the back end's topology,
 and security headers missing from non-API errors.
 
@@ -36,12 +36,12 @@ def form(*parts: tuple[str, bytes], boundary: str = "XyZ", end: bool = True) -> 
      MULTIPART, "nested multipart"),
 ])
 def test_malformed_multipart_is_400_naming_the_body(web_down, body, content_type, words):
-    """Issue 13: these gave 500."""
+    """These once gave 500."""
     assert_error(post(web_down, body, content_type), 400, "body", words)
 
 
 def test_too_many_form_parts_are_refused_before_reading_them(web_down):
-    """Issue 13: 140,000 tiny fields (8 MB) took 22.7 s to get a 400 and stalled /healthz."""
+    """140,000 tiny fields (8 MB) once took many seconds to get a 400 and stalled /healthz."""
     body = form(*[(f"f{i}", b"x") for i in range(140_000)])
     health: list[int] = []
     probe = threading.Thread(target=lambda: health.append(get(web_down, "/healthz").status_code))
@@ -62,7 +62,7 @@ def test_oversize_fields_and_bodies_are_413(web_down):
 
 
 def test_back_end_failures_say_nothing_about_the_topology(web_down):
-    """Issue 13: error bodies named serving's address to anonymous clients."""
+    """Error bodies once named serving's address to anonymous clients."""
     for path, params in (("/api/search", {"scene": "t2t", "q": "json"}), ("/api/scenes", {})):
         response = get(web_down, path, **params)
         error = assert_error(response, 503, None, "search is temporarily unavailable; try again shortly")
@@ -74,7 +74,7 @@ def test_back_end_failures_say_nothing_about_the_topology(web_down):
 
 
 def test_non_api_errors_carry_the_security_headers_and_405_its_allow(web_down):
-    """Issue 12: a 404/405 outside /api had no CSP or nosniff; the API's 405 lost its Allow header."""
+    """A 404/405 outside /api once had no CSP or nosniff; the API's 405 lost its Allow header."""
     for response in (get(web_down, "/no/such/page"), requests.post(web_down.url + "/", timeout=TIMEOUT),
                      requests.delete(web_down.url + "/api/search", timeout=TIMEOUT)):
         assert response.status_code in (404, 405), response.status_code
@@ -107,7 +107,7 @@ def image_folder(tmp_path):
 
 
 def test_image_folder_serves_images_only_never_dotfiles(image_folder):
-    """Issue 10: /images/ served .html, .js and .git/config (200) from the image folder."""
+    """/images/ once served .html, .js and .git/config (200) from the image folder."""
     with WebThread(web_settings("127.0.0.1:1", images_dir=image_folder)) as server:
         for name in ("cat.png", "sub/dog.jpg"):
             response = get(server, f"/images/{name}")

@@ -2,7 +2,7 @@
 
 Serving's stores (:mod:`~mmsearch.services.serving.backends.summary`'s summary documents,
 :mod:`~mmsearch.services.serving.backends.event_store`' impressions and feedback) talk to the store
-through :class:`ShieldedMongo`. Why (issue 13: serving jammed for good after
+through :class:`ShieldedMongo`. Why (serving once jammed for good after
 the store restarted under load):
 
 - pymongo's coroutines are never cancelled. On Python 3.11 pymongo waits for

@@ -8,7 +8,7 @@ store cannot be reached, ``TimeoutError`` when the lookup overruns its share,
 ``Mismatch`` when the store refuses it.
 
 Every call goes through :class:`~mmsearch.services.serving.backends.shielded_mongo.ShieldedMongo` (never
-cancelled by its caller, a jammed client rebuilt, ``close()`` bounded: issue 13).
+cancelled by its caller, a jammed client rebuilt, ``close()`` bounded).
 """
 from __future__ import annotations
 
