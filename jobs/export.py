@@ -28,7 +28,7 @@ Decisions:
   over static QDQ, see that module). It has its own gate, against the same
   PyTorch reference on the same inputs: min cosine >= 0.99
   (``INT8_MIN_COSINE``) or the export fails like a broken one and nothing is
-  published (the real all-MiniLM-L6-v2 is refused: 0.974). Its manifest records the
+  published (the real all-MiniLM-L6-v2 is refused). Its manifest records the
   quantization and lists the export's towers plus itself (key ``document``),
   so a collection encoded by it is queried by the fp32 query tower. Encode it
   with ``mmsearch job encode --model <document tower>-int8``.
@@ -51,6 +51,7 @@ from pathlib import Path
 import typer
 
 from mmsearch.jobs.app import job_app
+from mmsearch.jobs.options import ModelRepositoryUri, deprecated
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.parity import INT8_MIN_COSINE, MIN_COSINE, N_INPUTS
 from mmsearch.jobs.progress import emit
@@ -292,13 +293,24 @@ class _Probe:
 
 @job_app.command("export")
 def export_command(
-    model: str = typer.Option(..., envvar="MMSEARCH_MODEL", help="Hugging Face model id or local model folder."),
+    repository: ModelRepositoryUri,
+    model: str = typer.Option(..., "--source-model", "--model", envvar=["MMSEARCH_SOURCE_MODEL", "MMSEARCH_MODEL"],
+                              callback=deprecated("MMSEARCH_MODEL", "MMSEARCH_SOURCE_MODEL"),
+                              help="Hugging Face model id or local model folder to export."),
     name: str = typer.Option(..., envvar="MMSEARCH_NAME", help="Model name in the repository (CLIP: also NAME-image)."),
-    repository: str = typer.Option(..., envvar="MMSEARCH_REPOSITORY", help="Model repository: a path, file:// or s3://bucket/prefix."),
     model_version: int = typer.Option(1, envvar="MMSEARCH_MODEL_VERSION", help="Triton version folder."),
     family: str = typer.Option("auto", envvar="MMSEARCH_FAMILY", help="auto | clip | sentence-transformers."),
-    max_batch_size: int = typer.Option(64, envvar="MMSEARCH_MAX_BATCH_SIZE", help="Triton max_batch_size."),
-    max_queue_delay_us: int = typer.Option(100, envvar="MMSEARCH_MAX_QUEUE_DELAY_US", help="Triton dynamic batching queue delay."),
+    max_batch_size: int = typer.Option(
+        64, "--triton-max-batch-size", "--max-batch-size", min=1,
+        envvar=["MMSEARCH_TRITON_MAX_BATCH_SIZE", "MMSEARCH_MAX_BATCH_SIZE"],
+        callback=deprecated("MMSEARCH_MAX_BATCH_SIZE", "MMSEARCH_TRITON_MAX_BATCH_SIZE"),
+        help="Triton's max_batch_size in config.pbtxt."),
+    queue_delay_seconds: float = typer.Option(
+        0.0001, "--triton-queue-delay-seconds", min=0,
+        envvar=["MMSEARCH_TRITON_QUEUE_DELAY_SECONDS", "MMSEARCH_MAX_QUEUE_DELAY_US"],
+        callback=deprecated("MMSEARCH_MAX_QUEUE_DELAY_US", "MMSEARCH_TRITON_QUEUE_DELAY_SECONDS",
+                            lambda us: us / 1_000_000, note="in seconds"),
+        help="Seconds Triton's dynamic batcher waits for more requests (max_queue_delay_microseconds)."),
     instance_count: int = typer.Option(1, envvar="MMSEARCH_INSTANCE_COUNT", help="Triton model instances."),
     instance_kind: str = typer.Option("auto", envvar="MMSEARCH_INSTANCE_KIND", help="auto | cpu | gpu."),
     parity_inputs: int = typer.Option(N_INPUTS, envvar="MMSEARCH_PARITY_INPUTS", help=f"Parity gate inputs (>= {N_INPUTS})."),
@@ -309,7 +321,7 @@ def export_command(
     """Export a model's towers to ONNX (parity-gated) as a Triton model repository."""
     with exit_on_error():
         manifests = export_model(model, name, repository, model_version=model_version, family=family,
-                                 max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+                                 max_batch_size=max_batch_size, max_queue_delay_us=round(queue_delay_seconds * 1_000_000),
                                  instance_count=instance_count, instance_kind=instance_kind,
                                  parity_inputs=parity_inputs, int8=int8)
         emit("export", "done", repository=repository,

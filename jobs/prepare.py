@@ -47,6 +47,7 @@ from urllib.parse import quote
 import typer
 
 from mmsearch.jobs.app import job_app
+from mmsearch.jobs.options import Workdir
 from mmsearch.jobs.corpus import corpus_uri, ensure_workdir
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.jsonl import json_objects
@@ -221,7 +222,7 @@ def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = No
 
 @job_app.command("prepare")
 def prepare_command(
-    workdir: str = typer.Option(..., envvar="MMSEARCH_WORKDIR", help="Stage folder: a path, file:// or s3://bucket/prefix."),
+    workdir: Workdir,
     source_kind: SourceKind = typer.Option(..., envvar="MMSEARCH_SOURCE_KIND", help="images | qa | stdlib."),
     source: str = typer.Option(None, envvar="MMSEARCH_SOURCE",
                                help="images: the folder; qa: the JSONL file; stdlib: optional comma-separated modules."),

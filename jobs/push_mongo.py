@@ -7,8 +7,8 @@ Decisions:
   earlier or crashed run) are then replaced with ``ReplaceOne(upsert=True)``
   keyed by ``_id``. The result is that of upserting everything (a rerun after
   SIGKILL mid-batch ends with no duplicate, no lost and no stale document) at
-  insert speed on a fresh collection: bulk upserts measured 6.5x slower than
-  inserts on secantusd (2.5k vs 16k docs/s).
+  insert speed on a fresh collection: bulk upserts measured several times
+  slower than inserts on secantusd (bench/indexing.py).
 - The count check reads every ``_id`` of the collection once (one scan: a
   ``$in`` count over thousands of ids is quadratic on secantusd) and counts the
   corpus ids among them; it must equal the number of corpus records. Documents
@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 import typer
 
 from mmsearch.jobs.app import job_app
+from mmsearch.jobs.options import BatchSize, Collection, Database, MongoUri, TIMEOUT, Timeout, Workdir
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.corpus import read_corpus
 from mmsearch.jobs.progress import Progress
@@ -113,12 +114,12 @@ def push_mongo(workdir: str, mongo_uri: str, collection: str, *, database: str =
 
 @job_app.command("push-mongo")
 def push_mongo_command(
-    workdir: str = typer.Option(..., envvar="MMSEARCH_WORKDIR", help="Stage folder holding corpus.jsonl."),
-    mongo_uri: str = typer.Option(..., envvar="MMSEARCH_MONGO_URI", help="mongodb://host:port"),
-    database: str = typer.Option("mmsearch", envvar="MMSEARCH_DATABASE"),
-    collection: str = typer.Option(..., envvar="MMSEARCH_COLLECTION"),
-    batch_size: int = typer.Option(1000, envvar="MMSEARCH_BATCH_SIZE"),
-    timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for the server."),
+    workdir: Workdir,
+    mongo_uri: MongoUri,
+    collection: Collection,
+    database: Database = "mmsearch",
+    batch_size: BatchSize = 1000,
+    timeout: Timeout = TIMEOUT,
 ) -> None:
     """Upsert the corpus into MongoDB (documents keyed by id) and check the count."""
     with exit_on_error(), Progress("push-mongo") as progress:

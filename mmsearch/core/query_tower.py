@@ -35,12 +35,12 @@ class QueryTower:
     limits: RequestLimits
 
     @classmethod
-    def load(cls, folder: ModelFolder, *, intra_op_threads: int = 0) -> "QueryTower":
-        """``folder``'s tower; the image limits are serving's (``MMSEARCH_MAX_IMAGE_BYTES`` ...)."""
+    def load(cls, folder: ModelFolder, *, intra_op_threads: int = 0, limits: RequestLimits | None = None) -> "QueryTower":
+        """``folder``'s tower; image queries are bounded by ``limits`` (default: the request limits' defaults)."""
         session = onnx.session(folder.onnx_path, intra_op_threads=intra_op_threads)
         tokenizer = load_tokenizer(folder.path) if folder.has_tokenizer else None
         images = ImageProcessor.from_folder(folder.path) if folder.has_image_processor else None
-        return cls(folder, session, tokenizer, images, RequestLimits())
+        return cls(folder, session, tokenizer, images, limits or RequestLimits())
 
     @property
     def name(self) -> str:
@@ -61,5 +61,5 @@ class QueryTower:
         """The vector [d] of one encoded image query (JPEG, PNG, ...)."""
         if self.images is None:
             raise ValueError(f"model {self.name!r} has no image processor: it cannot encode an image query")
-        image = decode(data, 0, self.limits.max_image_bytes, self.limits.max_image_pixels)
+        image = decode(data, 0, self.limits.image_bytes, self.limits.image_pixels)
         return self._run({"pixel_values": self.images.process([image])})[0]

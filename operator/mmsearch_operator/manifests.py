@@ -1,7 +1,7 @@
 """Build one stage's ``batch/v1`` Job from an IndexJob (a pure function).
 
 The container runs ``mmsearch job <stage> <flags>`` exactly as the job CLI
-documents it (docs/CONTRACTS: every flag is also an ``MMSEARCH_<FLAG>``
+documents it (docs/configuration.md: every flag is also an ``MMSEARCH_<FLAG>``
 variable). Decisions:
 - Plain settings are flags, so ``kubectl describe job`` shows what runs;
   secrets are environment variables from ``secretKeyRef`` (the MongoDB URI,
@@ -90,12 +90,12 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
                 args += [flag, source["fields"][field]]
         return args
     if stage == "export":
-        return ["--model", model["source"], "--name", model["name"], "--repository", model["repository"],
+        return ["--source-model", model["source"], "--name", model["name"], "--model-repository", model["repository"],
                 "--model-version", str(model["version"]), "--family", model["family"],
-                "--max-batch-size", str(model["maxBatchSize"])]
+                "--triton-max-batch-size", str(model["maxBatchSize"])]
     if stage == "encode":
         enc = spec["encode"]
-        args = ["--workdir", workdir, "--repository", model["repository"], "--model", document_model(spec),
+        args = ["--workdir", workdir, "--model-repository", model["repository"], "--model", document_model(spec),
                 "--batch-size", str(enc["batchSize"])]
         if spec["modality"] == "text":
             args += ["--text-field", enc["textField"]]
@@ -104,7 +104,7 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
         return args
     if stage == "push-milvus":
         args = ["--workdir", workdir, "--milvus-uri", milvus["uri"], "--scene", spec["scene"],
-                "--version", _need(version, stage), "--repository", model["repository"],
+                "--version", _need(version, stage), "--model-repository", model["repository"],
                 "--model", document_model(spec), "--index-type", milvus["indexType"],
                 "--metric", milvus["metric"], "--batch-size", str(milvus["batchSize"])]
         if milvus.get("indexParams"):
@@ -125,7 +125,7 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
     if stage == "evaluate":
         evaluation = spec["evaluation"]
         return ["--milvus-uri", milvus["uri"], "--collection", f"{spec['scene']}_{_need(version, stage)}",
-                "--compare", spec["scene"], "--queries", evaluation["queries"], "--repository", model["repository"],
+                "--compare", spec["scene"], "--queries", evaluation["queries"], "--model-repository", model["repository"],
                 "--workdir", workdir, "--k", str(evaluation["k"]), "--summary-file", TERMINATION_LOG]
     if stage == "publish":
         args = ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--version", _need(version, stage),
@@ -139,7 +139,7 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
         return args
     if stage == "sync":
         return ["--workdir", workdir, "--milvus-uri", milvus["uri"], "--scene", spec["scene"],
-                "--repository", model["repository"], "--model", document_model(spec),
+                "--model-repository", model["repository"], "--model", document_model(spec),
                 "--collection", mongo_collection(spec), "--database", spec["mongo"]["database"],
                 "--batch-size", str(spec["encode"]["batchSize"])]
     raise ValueError(f"unknown stage {stage!r}")

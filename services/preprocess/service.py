@@ -71,11 +71,11 @@ def tokenize(models: dict[str, PreprocessModel], request: preprocess_pb2.Tokeniz
     model = find_model(models, request.model, "text")
     dtype = output_dtype(request.dtype, TOKEN_DTYPES, "input_ids/attention_mask")
     texts = list(request.texts)
-    check_batch(texts, "texts", settings.max_batch_size)
+    check_batch(texts, "texts", settings.limits.batch_size)
     for index, text in enumerate(texts):
-        if len(text) > settings.max_query_chars:
+        if len(text) > settings.limits.query_chars:
             raise RequestError(
-                f"texts[{index}] has {len(text)} characters, over the limit of {settings.max_query_chars} "
+                f"texts[{index}] has {len(text)} characters, over the limit of {settings.limits.query_chars} "
                 "(MMSEARCH_MAX_QUERY_CHARS): shorten it"
             )
     ids, mask = model.tokenizer.encode(texts)  # type: ignore[union-attr]
@@ -90,14 +90,14 @@ async def preprocess_images(models: dict[str, PreprocessModel], request: preproc
     model = find_model(models, request.model, "image")
     dtype = output_dtype(request.dtype, PIXEL_DTYPES, "pixel_values")
     images = list(request.images)
-    check_batch(images, "images", settings.max_batch_size)
+    check_batch(images, "images", settings.limits.batch_size)
     processor = model.images
     out = np.empty((len(images), 3, *processor.output_size), dtype=np.float32)  # type: ignore[union-attr]
 
     def one(index: int) -> None:
-        image = decode(images[index], index, settings.max_image_bytes, settings.max_image_pixels,
-                       settings.max_image_aspect_ratio)
-        processor.process_into(image, out[index], max_pixels=settings.max_image_pixels,  # type: ignore[union-attr]
+        image = decode(images[index], index, settings.limits.image_bytes, settings.limits.image_pixels,
+                       settings.limits.image_aspect_ratio)
+        processor.process_into(image, out[index], max_pixels=settings.limits.image_pixels,  # type: ignore[union-attr]
                                field=f"images[{index}]")
 
     loop = asyncio.get_running_loop()
@@ -120,10 +120,10 @@ def check_response_fits(settings: PreprocessSettings, models: dict[str, Preproce
         if model.images is None:
             continue
         height, width = model.images.output_size
-        needed = settings.max_batch_size * 3 * height * width * 4 + 1024
+        needed = settings.limits.batch_size * 3 * height * width * 4 + 1024
         if needed > settings.max_message_bytes:
             raise ValueError(
-                f"model {model.name!r}: a batch of {settings.max_batch_size} images of {height}x{width} needs "
+                f"model {model.name!r}: a batch of {settings.limits.batch_size} images of {height}x{width} needs "
                 f"{needed} bytes, over MMSEARCH_MAX_MESSAGE_BYTES={settings.max_message_bytes}: raise it or lower "
                 "MMSEARCH_MAX_BATCH_SIZE"
             )

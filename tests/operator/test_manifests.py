@@ -137,26 +137,26 @@ def test_stage_flags_follow_the_job_cli_contract():
         "--workdir", w, "--source-kind", "images", "--source", "s3://img/photos/",
         "--base-url", "https://cdn.example.com/"]
     assert stage_args("export", spec, w, None) == [
-        "--model", "openai/clip-vit-base-patch32", "--name", "clip", "--repository", "s3://mmsearch/models",
-        "--model-version", "1", "--family", "clip", "--max-batch-size", "64"]
+        "--source-model", "openai/clip-vit-base-patch32", "--name", "clip", "--model-repository", "s3://mmsearch/models",
+        "--model-version", "1", "--family", "clip", "--triton-max-batch-size", "64"]
     assert stage_args("encode", spec, w, None) == [
-        "--workdir", w, "--repository", "s3://mmsearch/models", "--model", "clip-image", "--batch-size", "256"]
+        "--workdir", w, "--model-repository", "s3://mmsearch/models", "--model", "clip-image", "--batch-size", "256"]
     assert stage_args("push-milvus", spec, w, "v1_x") == [
         "--workdir", w, "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--version", "v1_x",
-        "--repository", "s3://mmsearch/models", "--model", "clip-image", "--index-type", "HNSW",
+        "--model-repository", "s3://mmsearch/models", "--model", "clip-image", "--index-type", "HNSW",
         "--metric", "COSINE", "--batch-size", "1000", "--index-params", '{"M": 16, "efConstruction": 200}']
     assert stage_args("push-mongo", spec, w, "v1_x") == [
         "--workdir", w, "--database", "mmsearch", "--collection", "stdlib_v1_x", "--batch-size", "1000"]
     assert stage_args("evaluate", spec, w, "v1_x") == [
         "--milvus-uri", "http://milvus:19530", "--collection", "stdlib_v1_x", "--compare", "stdlib",
-        "--queries", "s3://mmsearch/queries.jsonl", "--repository", "s3://mmsearch/models", "--workdir", w,
+        "--queries", "s3://mmsearch/queries.jsonl", "--model-repository", "s3://mmsearch/models", "--workdir", w,
         "--k", "5", "--summary-file", "/dev/termination-log"]
     assert stage_args("publish", spec, w, "v1_x") == [
         "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--version", "v1_x", "--keep", "2",
         "--report", f"{w}/evaluation/stdlib_v1_x.json", "--min-recall", "0.8", "--max-regression", "0.02",
         "--max-p99-ms", "50", "--force"]
     assert stage_args("sync", spec, w, None) == [
-        "--workdir", w, "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--repository",
+        "--workdir", w, "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--model-repository",
         "s3://mmsearch/models", "--model", "clip-image", "--collection", "{collection}", "--database", "mmsearch",
         "--batch-size", "256"]
     plain = with_defaults(_variant("text", 1, "uri", "s3", False)["spec"])

@@ -113,7 +113,7 @@ def test_settings_read_the_registry(monkeypatch):
     monkeypatch.setenv("MMSEARCH_MAX_QUERY_CHARS", "100")
     settings = load_settings(PreprocessSettings)
     assert settings.models == {"minilm": "s3://models/minilm", "clip-image": "/repo/clip-image"}
-    assert (settings.max_query_chars, settings.port) == (100, 50051)
+    assert (settings.limits.query_chars, settings.port) == (100, 50051)
 
 
 def test_resize_output_is_bounded_before_resizing():
