@@ -7,17 +7,12 @@ Decisions:
   collection, are refused (see :mod:`mmsearch.core.milvus_store`).
 - Writes are ``upsert`` batches keyed by ``id`` (the last partial batch
   included), so a rerun after a crash (SIGKILL mid-batch) ends with exactly one
-  entity per id. A rerun re-upserts everything: simpler than diffing, and at
-  Milvus Lite's ~10k rows/s fast enough for the corpora it is meant for.
-- Batch size: 1000 by default. Measured on Milvus Lite 2.5.1 (2 shared cores,
-  384-d, FLAT/IP, rows/s): a bare loop over 20k rows gave insert 15.5k @500,
-  11.1k @1000, 8.7k @2000 and upsert 10.5k @500, 10.8k @1000, 7.9k @2000; the
-  whole stage (bench/indexing.py, 22.5k stdlib vectors, Lite start-up and count
-  check included) 5.6k @500, 5.5k @1000, 5.4k @2000 next to 10.5k for raw
-  inserts. Upsert (needed for crash safety) peaks at 500-1000 and the engine
-  slows sharply beyond ~1000 (5,000-row batches were 30x slower in an earlier
-  measurement), so 1000: the best measured, and the fewest round trips among
-  the best. A Milvus server has its own optimum; ``--batch-size`` sets it.
+  entity per id. A rerun re-upserts everything: simpler than diffing, and on
+  Milvus Lite fast enough for the corpora it is meant for.
+- Batch size: 1000 by default. Measured on Milvus Lite (a bare insert and
+  upsert loop, and the whole stage in bench/indexing.py): upsert (needed for
+  crash safety) peaks at 500-1000 rows a batch and the engine slows sharply
+  beyond that, so 1000: among the best, with the fewest round trips. A Milvus server has its own optimum; ``--batch-size`` sets it.
 - The vectors must belong to the corpus the workdir holds now: encode records
   the corpus's SHA-256 beside them, and a corpus prepared again since (smaller,
   or changed) is refused naming both fingerprints, instead of pushing the old

@@ -11,12 +11,12 @@
   quantizer then silently skips every MatMul after them; so the model goes
   through onnxruntime's symbolic shape inference first (``quant_pre_process``).
 
-Measured (figures of a run: bench/clip.py, bench/indexing.py, 256 parity
-inputs, min cosine against the fp32 model): CLIP ViT-B/32 image tower (random
-weights) dynamic 0.99983, static 0.99970, dynamic the faster (it leaves the
-attention score products in float); the real all-MiniLM-L6-v2 dynamic 0.9741,
-static 0.8212 — both below the 0.99 gate, which refuses them (short inputs
-lose most: the empty text and one-word texts). Hence dynamic for export.
+Measured (bench/clip.py, bench/indexing.py: min cosine against the fp32
+model on the parity inputs; figures in docs/benchmarks.md): on the CLIP
+ViT-B/32 image tower both pass the gate and dynamic is the faster (it leaves
+the attention score products in float); on the real all-MiniLM-L6-v2 both
+fall below the 0.99 gate, which refuses them, static by far the more (short
+inputs lose most: the empty text and one-word texts). Hence dynamic for export.
 Graphs with untyped tensors are quantized with ``DefaultTensorType`` float.
 :func:`quantized_ops` counts the integer ops of a result, so a copy that
 quantized nothing is never published as int8.

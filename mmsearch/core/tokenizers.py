@@ -94,7 +94,7 @@ class TextTokenizer:
 
     def encode_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """``encode([text])`` without the batch machinery: the Rust library's batch call hands even one
-        text to its thread pool (about 150 us under load against 25 us for this one; the same ids)."""
+        text to its thread pool, which costs more under load than this call (bench/search.py); the same ids."""
         encoding = self.tokenizer.encode(text, add_special_tokens=True)
         return (np.array([encoding.ids], dtype=np.int64), np.array([encoding.attention_mask], dtype=np.int64))
 

@@ -13,8 +13,8 @@ cancelled by its caller, a jammed client is rebuilt; the documents are
   the buffer in batches of up to ``batch_max`` with unordered ``insert_many``,
   waiting ``flush_s`` (``MMSEARCH_IMPRESSION_FLUSH_MS``) after the first
   impression of a batch unless the batch is full already: at low load one
-  write per interval instead of one per search (a write per search measured
-  +30% p50 at concurrency 1 against the embedded store on 2 cores), under load
+  write per interval instead of one per search (a write per search measured a
+  worse p50 at concurrency 1 against the embedded store), under load
   back-to-back full batches. A batch the store cannot take now (unreachable,
   or slower than ``MMSEARCH_DEPENDENCY_TIMEOUT_MS``) is kept and retried with
   a back-off (0.1 s doubling to 5 s) while new impressions wait in the
@@ -29,7 +29,7 @@ cancelled by its caller, a jammed client is rebuilt; the documents are
   ``True`` (duplicate), the store down raises ``Unavailable``.
 - One index per collection besides ``_id``: the TTL index on ``at``
   (``MMSEARCH_EVENTS_TTL_DAYS``), which also serves the report's time range;
-  a ``(scene, at)`` index measured 25-35% more store CPU per impression on the
+  a ``(scene, at)`` index measured markedly more store CPU per impression on the
   embedded store for a report that reads a scene's impressions whole anyway.
   It is made before the first write and retried until it is; a changed TTL is
   applied to the existing index with ``collMod``.

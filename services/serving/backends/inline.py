@@ -6,8 +6,8 @@ preprocess service loads, from the tower's folder in the model repository
 (``MMSEARCH_MODEL_REPOSITORY/<preprocess model>``), with the same function
 (:func:`mmsearch.core.tokenizers.load_tokenizer`): the same pipeline, so the
 ids are identical (``encode_one``, the single-text form of the service's
-``encode``; tests/preprocess checks it against the service on the parity set). Tokenizing one query takes about 25 us here, against
-0.6-0.8 ms for a Tokenize round trip to the service (and the service's CPU),
+``encode``; tests/preprocess checks it against the service on the parity set). Tokenizing one query here
+costs a small fraction of a Tokenize round trip to the service (and none of the service's CPU; bench/search.py),
 so it runs on the event loop: no thread hop, no batching, no dependency.
 
 Decisions:

@@ -1,9 +1,8 @@
 """Vector matching on Milvus (a Milvus Lite file or a Milvus server URI).
 
 Searches go through pymilvus's ``AsyncMilvusClient`` (grpc.aio on the
-event loop): measured on 2 cores against Milvus Lite's engine, one search
-took 1.5 ms that way against 4.0 ms for the blocking client called through a
-thread pool (the thread hand-off and the blocking gRPC call's polling cost
+event loop): measured against Milvus Lite's engine, one search takes well
+under half the time of the blocking client called through a thread pool (the thread hand-off and the blocking gRPC call's polling cost
 more than the search). Manifest reads and health pings, which reuse the
 offline jobs' blocking helpers, keep the blocking client on a thread of
 their own. Concurrent searches of the same shape (collection, limit, metric,
