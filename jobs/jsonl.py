@@ -1,9 +1,10 @@
-"""JSON Lines, read one way: the corpus, a Q&A source and a labelled query set are all one object a line.
+"""JSON read one way: the corpus, a Q&A source and a labelled query set are one object a line; a flag may be one object.
 
 :func:`json_objects` skips blank lines, numbers lines from 1 as an editor does,
 and raises :class:`JobError` naming the source and the line of one that is not
-a JSON object, with what to do about it (``fix``). What a line must hold
-beyond being an object is each reader's to check.
+a JSON object, with what to do about it (``fix``); :func:`json_object` is one
+such object (a line, or a flag's value such as ``--index-params``). What an
+object must hold beyond being one is each reader's to check.
 """
 from __future__ import annotations
 
@@ -24,12 +25,16 @@ def json_objects(lines: Iterable[str] | str | bytes, source: str, *,
     if isinstance(lines, str):
         lines = lines.splitlines()
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise JobError(f"{source} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); {fix}") from None
-        if not isinstance(row, dict):
-            raise JobError(f"{source} line {number}: expected a JSON object, got {type(row).__name__}; {fix}")
-        yield number, row
+        if line.strip():
+            yield number, json_object(line, f"{source} line {number}", fix=fix)
+
+
+def json_object(text: str, where: str, *, fix: str) -> dict:
+    """``text`` as one JSON object; :class:`JobError` naming ``where`` and what to do (``fix``) otherwise."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JobError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); {fix}") from None
+    if not isinstance(value, dict):
+        raise JobError(f"{where}: expected a JSON object, got {type(value).__name__}; {fix}")
+    return value

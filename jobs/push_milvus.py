@@ -33,7 +33,6 @@ Decisions:
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -43,6 +42,7 @@ from mmsearch.core import artifacts, milvus_store
 from mmsearch.jobs.app import job_app
 from mmsearch.jobs.corpus import Corpus, corpus_uri, document_hash, read_corpus
 from mmsearch.jobs.errors import JobError, exit_on_error
+from mmsearch.jobs.jsonl import json_object
 from mmsearch.jobs.progress import Progress
 from mmsearch.core.fields import TEXT_FIELD, CollectionLayout, FieldError, parse_fields, parse_lexical
 from mmsearch.core.model_repository import ModelManifest, ModelRepository
@@ -158,13 +158,7 @@ def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, reposit
 def parse_index_params(text: str | None) -> dict | None:
     if not text:
         return None
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise JobError(f"--index-params {text!r}: not JSON ({exc.msg}); e.g. '{{\"M\": 16, \"efConstruction\": 200}}'") from None
-    if not isinstance(params, dict):
-        raise JobError(f"--index-params {text!r}: expected a JSON object")
-    return params
+    return json_object(text, f"--index-params {text!r}", fix="e.g. '{\"M\": 16, \"efConstruction\": 200}'")
 
 
 @job_app.command("push-milvus")

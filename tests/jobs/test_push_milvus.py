@@ -189,7 +189,7 @@ def cli_inputs(tmp_path):
     ("no-vectors", "error: "),
     ("unreachable", "error: cannot reach Milvus at http://127.0.0.1:"),
     ("hnsw-on-lite", "error: --index-type HNSW: Milvus Lite"),
-    ("bad-index-params", "error: --index-params '{oops': not JSON"),
+    ("bad-index-params", "error: --index-params '{oops': not valid JSON"),
     ("missing-folder", "error: --milvus-uri "),
 ])
 def test_cli_bad_input_exits_non_zero_with_one_line(cli_inputs, case, expected):
