@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
+
+# A test hook: called with (stage, documents done) after every update, that is after each batch a stage
+# has finished (tests stop a job at a known point with it, not at a time). None in production.
+after_update: Callable[[str, int], None] | None = None
 
 
 def emit(stage: str, event: str, stream: TextIO | None = None, **fields: Any) -> None:
@@ -47,11 +51,13 @@ class Progress:
         self.done += n
         if self._bar is not None:
             self._bar.update(n)
-            return
-        now = time.monotonic()
-        if now - self._last >= self.interval or (self.total is not None and self.done >= self.total):
-            self._last = now
-            emit(self.stage, "progress", self.stream, done=self.done, total=self.total)
+        else:
+            now = time.monotonic()
+            if now - self._last >= self.interval or (self.total is not None and self.done >= self.total):
+                self._last = now
+                emit(self.stage, "progress", self.stream, done=self.done, total=self.total)
+        if after_update is not None:
+            after_update(self.stage, self.done)
 
     def finish(self, **summary: Any) -> None:
         self.close()

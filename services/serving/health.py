@@ -50,3 +50,4 @@ async def probe(backends: Backends, active: Active | None, timeout: float) -> di
 class Health:
     down: dict[str, str] = field(default_factory=dict)  # from the last probe
     serving: bool | None = None
+    rounds: int = 0  # probe rounds done (tests wait for more rounds instead of sleeping)

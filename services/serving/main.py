@@ -53,6 +53,7 @@ async def health_loop(running: RunningServer, backends: Backends, store: ConfigS
                 health.serving = healthy
         except Exception:
             log.exception("health probe failed")
+        health.rounds += 1
         await asyncio.sleep(interval)
 
 
@@ -82,25 +83,26 @@ async def start(settings: ServingSettings, backends: Backends | None = None) -> 
     Used by ``main`` and by tests.
     """
     backends = backends or connect(settings)
-    timeout = settings.dependency_timeout_ms / 1000
+    timeout = settings.timing.dependency_timeout_seconds
     store: ConfigStore[Active] = ConfigStore(
         settings.experiments, lambda experiments: activate(experiments, backends, timeout),
-        settings.config_poll_seconds, on_result=lambda result: metrics.CONFIG_LOADS.labels(result).inc(),
+        settings.timing.config_poll_seconds, on_result=lambda result: metrics.CONFIG_LOADS.labels(result).inc(),
     )
     health = Health()
-    enabled = settings.impressions and backends.events.enabled
-    signer = Signer.from_settings(settings.feedback_key.get_secret_value(), settings.user_hash_salt.get_secret_value(),
-                                  settings.feedback_ttl_seconds, warn=enabled)
+    enabled = settings.events.impressions and backends.events.enabled
+    signer = Signer.from_settings(settings.feedback.key.get_secret_value(),
+                                  settings.feedback.user_hash_salt.get_secret_value(),
+                                  settings.feedback.ttl_seconds, warn=enabled)
     impressions = Impressions(signer, backends.events.record) if enabled else None
     servicer = RetrievalServicer(Searcher(backends, settings, health.down, impressions), store,
-                                 settings.default_deadline_ms / 1000, FeedbackHandler(signer, backends.events, enabled))
+                                 settings.timing.default_deadline_seconds, FeedbackHandler(signer, backends.events, enabled))
     running = await start_server(settings, register(servicer), serving=False)
     await store.check()
-    routes = RouteWatcher(store, backends, settings.health_interval_seconds)
+    routes = RouteWatcher(store, backends, settings.timing.health_interval_seconds)
     tasks = [asyncio.create_task(store.run(), name="config-watcher"),
              asyncio.create_task(routes.run(), name="route-watcher"),
              asyncio.create_task(health_loop(running, backends, store, health, timeout,
-                                             settings.health_interval_seconds), name="health"),
+                                             settings.timing.health_interval_seconds), name="health"),
              asyncio.create_task(backends.events.run(), name="impressions")]
 
     async def stop() -> None:

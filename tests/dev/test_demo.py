@@ -13,43 +13,45 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.support.loops import eventually
+from tests.support.processes import Lines
+
 pytestmark = pytest.mark.slow
 STARTUP_S = 240
 
 
-def start_demo(data_dir: Path) -> subprocess.Popen:
+def start_demo(data_dir: Path) -> tuple[subprocess.Popen, Lines]:
     env = {**os.environ, "MMSEARCH_DEMO_DATA_DIR": str(data_dir), "MMSEARCH_DEMO_SOURCE": "json,csv",
            "MMSEARCH_DEMO_WEB_PORT": "0", "MMSEARCH_DEMO_SERVING_PORT": "0", "MMSEARCH_DEMO_PREPROCESS_PORT": "0",
            "MMSEARCH_DEMO_STARTUP_TIMEOUT_SECONDS": "120", "MMSEARCH_DEMO_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "demo"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "demo"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    return proc, Lines(proc.stdout)
 
 
-def read_until_ready(proc: subprocess.Popen) -> tuple[str, list[str]]:
-    """The page URL from the 'ready: open URL' line, and every line before it."""
-    lines: list[str] = []
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError("the demo exited before it was ready:\n" + "".join(lines[-40:]))
-        lines.append(line)
-        match = re.search(r"ready: open (http://\S+)", line)
-        if match:
-            return match.group(1), lines
-    raise AssertionError("the demo was not ready in time:\n" + "".join(lines[-40:]))
+def read_until_ready(log: Lines) -> tuple[str, list[str]]:
+    """The page URL from the 'ready: open URL' line, and the lines read so far."""
+    def ready() -> str | None:
+        ended = log.closed
+        for line in list(log.lines):
+            if match := re.search(r"ready: open (http://\S+)", line):
+                return match.group(1)
+        assert not ended, "the demo exited before it was ready:\n" + "\n".join(log.lines[-40:])
+        return None
+    return eventually(ready, "the demo's 'ready: open URL' line", timeout=STARTUP_S, interval=0.2), list(log.lines)
 
 
-def stop_demo(proc: subprocess.Popen) -> str:
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    return out
+def stop_demo(proc: subprocess.Popen, log: Lines) -> str:
+    """SIGTERM (when still running), then everything it printed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    return log.text(60)
 
 
 def pids(lines: list[str]) -> list[int]:
@@ -72,10 +74,10 @@ def seeded_data_dir(tmp_path, request) -> Path:
 
 
 def test_demo_builds_starts_answers_and_stops(seeded_data_dir):
-    proc = start_demo(seeded_data_dir)
+    proc, log = start_demo(seeded_data_dir)
     try:
-        url, lines = read_until_ready(proc)
-        text = "".join(lines)
+        url, lines = read_until_ready(log)
+        text = "\n".join(lines)
         assert "building the demo index for scene t2t" in text
         for stage in ("prepare", "encode", "push-milvus", "push-mongo", "publish"):
             assert f"running mmsearch job {stage} " in text
@@ -88,19 +90,19 @@ def test_demo_builds_starts_answers_and_stops(seeded_data_dir):
         started = pids(lines)
         assert len(started) == 3
     finally:
-        out = stop_demo(proc) if proc.poll() is None else proc.stdout.read()
+        out = stop_demo(proc, log)
     assert proc.returncode == 0, out
     for name in ("web", "serving", "preprocess"):
         assert re.search(rf"stopped {name} \(exit code 0\)", out), out
     assert not [pid for pid in started if alive(pid)]
 
-    again = start_demo(seeded_data_dir)  # second run: the index is reused, not rebuilt
+    again, log = start_demo(seeded_data_dir)  # second run: the index is reused, not rebuilt
     try:
-        url, lines = read_until_ready(again)
-        assert "reusing the demo index" in "".join(lines)
+        url, lines = read_until_ready(log)
+        assert "reusing the demo index" in "\n".join(lines)
         assert requests.get(url + "api/search", params={"scene": "t2t", "q": "csv reader"}, timeout=30).ok
     finally:
-        out = stop_demo(again) if again.poll() is None else again.stdout.read()
+        out = stop_demo(again, log)
     assert again.returncode == 0, out
 
 
@@ -117,8 +119,9 @@ def test_image_demo_on_a_folder_builds_and_finds_an_uploaded_image(tmp_path, tin
            "MMSEARCH_DEMO_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "demo"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    log = Lines(proc.stdout)
     try:
-        url, _ = read_until_ready(proc)
+        url, _ = read_until_ready(log)
         name = sorted(p.name for p in folder.iterdir())[3]
         response = requests.post(url + "api/search", params={"scene": "t2i", "k": "3"},
                                  files={"image": (name, (folder / name).read_bytes(), "image/png")}, timeout=30)
@@ -127,5 +130,5 @@ def test_image_demo_on_a_folder_builds_and_finds_an_uploaded_image(tmp_path, tin
         assert top["name"] == name
         assert requests.get(top["url"], timeout=10).content == (folder / name).read_bytes()  # the thumbnail
     finally:
-        out = stop_demo(proc) if proc.poll() is None else proc.stdout.read()
+        out = stop_demo(proc, log)
     assert proc.returncode == 0, out

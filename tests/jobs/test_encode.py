@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from mmsearch.jobs import parity
 from mmsearch.jobs.app import job_app
 from mmsearch.jobs.encode import TextInputs, encode, load_encoder, parse_shard, read_vectors
 from mmsearch.jobs.errors import JobError
+from tests.support.jobs import job_killed_after
 
 STDLIB_MODULES = ("csv", "json", "shutil", "re", "hashlib", "datetime", "sqlite3", "gzip", "zipfile", "base64",
                   "socket", "random", "uuid", "tempfile", "argparse")
@@ -120,19 +120,12 @@ def test_sigkill_half_way_then_rerun_gives_exact_ids(minilm_repo, tmp_path):
     write_corpus(tmp_path, [{"id": 7 * i + 3, "question": f"document number {i} about topic {i % 17}"} for i in range(n)])
     args = [sys.executable, "-m", "mmsearch.cli", "job", "encode", "--workdir", str(tmp_path), "--repository",
             str(minilm_repo), "--model", "minilm", "--chunk-size", "100", "--batch-size", "16", "--threads", "1"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while len(list((tmp_path / "vectors").glob("chunk-*.npz"))) < 2:
-            assert proc.poll() is None, f"encode ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-            assert time.monotonic() < deadline, "no chunk written within 120 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
+    # chunks of 100 in batches of 16: the first update past 200 documents (216) is the third chunk's first
+    # batch, so the first two chunks are written and the third is not
+    killed = job_killed_after(201, *args[4:])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     finished = len(list((tmp_path / "vectors").glob("chunk-*.npz")))
-    assert 2 <= finished < n // 100, "the kill must land half-way"
+    assert finished == 2
     with pytest.raises(JobError, match="chunks missing"):
         read_vectors(str(tmp_path))
     rerun = subprocess.run(args[:-2], capture_output=True, text=True, timeout=300)

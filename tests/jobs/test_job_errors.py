@@ -3,18 +3,12 @@ no credentials (once, a --workdir that is a file printed a traceback, and a Milv
 was printed in the error)."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
 from mmsearch.dev.processes import free_port
-
-
-def job(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", *args], capture_output=True, text=True,
-                          timeout=120, env=os.environ.copy())
+from tests.support.jobs import job
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -3,11 +3,9 @@ SIGKILL half-way + rerun, bad input."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 
 from mmsearch.jobs.errors import JobError
 from mmsearch.jobs.push_mongo import push_mongo
-from tests.support.jobs import run_job
+from tests.support.jobs import job_killed_after, run_job
 
 
 def write_corpus(workdir: Path, n: int, start: int = 0) -> list[dict]:
@@ -63,16 +61,9 @@ def test_sigkill_half_way_then_rerun_is_exact(tmp_path, mongo_server, collection
     records = write_corpus(tmp_path, 8000)
     args = ["push-mongo", "--workdir", str(tmp_path), "--mongo-uri", mongo_server,
             "--collection", collection.name, "--batch-size", "250"]
-    proc = subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "job", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and collection.count_documents({}) < 2000:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
-    half = collection.count_documents({})
-    assert 0 < half < len(records), "the kill did not land half-way"
+    killed = job_killed_after(2000, *args)  # after the 8th of 32 batches
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert collection.count_documents({}) == 8 * 250
     done = json.loads(run_job(*args).stdout.strip().splitlines()[-1])
     assert done["documents"] == len(records)
     assert collection.count_documents({}) == len(records)

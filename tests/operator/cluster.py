@@ -18,6 +18,7 @@ import kopf
 from mmsearch.operator.main import OperatorSettings, run
 from mmsearch.dev.processes import free_port
 from tests.operator.helpers import apply_defaults, crd_schema, job_complete, job_failed, job_running, schema_errors
+from tests.support.loops import eventually_async
 
 NAMESPACE = "search"
 IJ = "/apis/mmsearch.io/v1alpha1/namespaces/{ns}/indexjobs"
@@ -154,15 +155,7 @@ class Cluster:
     # --- waiting ------------------------------------------------------------------------------
     async def wait_for(self, what: str, probe: Callable[[], Any]) -> Any:
         """Poll ``probe`` (async) until it returns something truthy; fail after WAIT seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT
-        last = None
-        while loop.time() < deadline:
-            last = await probe()
-            if last:
-                return last
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+        return await eventually_async(probe, what, timeout=WAIT, interval=0.1)
 
     async def wait_job(self, stage: str, *, exclude: set[str] = frozenset()) -> dict[str, Any]:
         async def probe():

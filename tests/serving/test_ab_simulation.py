@@ -26,12 +26,13 @@ import sys
 import time
 
 import grpc
-import pymongo
 import pytest
+from pymongo import AsyncMongoClient
 
 from mmsearch.core import events as schema
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from mmsearch.services.serving import metrics
+from tests.support.loops import eventually_async
+from tests.support.metrics import sample
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +53,8 @@ def reciprocal_rank_mean(n: int) -> float:
     return sum(1 / r ** 2 for r in range(1, n + 1)) / harmonic
 
 
-def counter(metric, *labels) -> float:
-    return metric.labels(*labels)._value.get()
+def clicks(scene: str, arm: str) -> float:
+    return sample("mmsearch_serving_feedback_total", scene=scene, layer="ranking", arm=arm, event="click")
 
 
 async def simulate(address: str, scene: str) -> dict:
@@ -104,16 +105,16 @@ def _draw(weights: list[float], u: float) -> int:
     return len(weights)
 
 
-def wait_stored(uri: str, database: str, scene: str, expected: int, timeout: float = 120) -> int:
-    """Impressions are written by a background drain: wait until all of them are in the store."""
-    with pymongo.MongoClient(uri) as client:
+async def wait_stored(uri: str, database: str, scene: str, expected: int, timeout: float = 120) -> int:
+    """Impressions are written by a background drain: wait until all of them are in the store (read with
+    the async client: this runs on the test's event loop)."""
+    async with AsyncMongoClient(uri) as client:
         collection = client[database][schema.IMPRESSIONS]
-        deadline = time.monotonic() + timeout
-        while True:
-            stored = collection.count_documents({"scene": scene})
-            if stored >= expected or time.monotonic() > deadline:
-                return stored
-            time.sleep(0.5)
+
+        async def all_stored() -> bool:
+            return await collection.count_documents({"scene": scene}) >= expected
+        await eventually_async(all_stored, f"{expected} impressions of {scene} stored", timeout=timeout, interval=0.5)
+        return await collection.count_documents({"scene": scene})
 
 
 def inside(value: float, interval: list[float]) -> bool:
@@ -122,12 +123,12 @@ def inside(value: float, interval: list[float]) -> bool:
 
 async def test_simulated_experiment_finds_the_better_arm_and_no_winner_between_equal_arms(feedback_stack):
     fs = feedback_stack
-    before = {arm: counter(metrics.FEEDBACK, fs.scene, "ranking", arm, "click") for arm in TRUE_CTR}
+    before = {arm: clicks(fs.scene, arm) for arm in TRUE_CTR}
     started = time.perf_counter()
     truth = await simulate(fs.address, fs.scene)
     searched_s = time.perf_counter() - started
     total = USERS * SEARCHES_PER_USER
-    assert wait_stored(fs.events_uri, fs.database, fs.scene, total) == total
+    assert await wait_stored(fs.events_uri, fs.database, fs.scene, total) == total
     result = subprocess.run(
         [sys.executable, "-m", "mmsearch.cli", "experiments", "report", "--scene", fs.scene, "--format", "json",
          "--mongo-uri", fs.events_uri, "--events-database", fs.database, "--mde", "0.01"],
@@ -164,5 +165,5 @@ async def test_simulated_experiment_finds_the_better_arm_and_no_winner_between_e
 
     # The live counters agree with the report: one count per recorded click, per arm.
     for arm in TRUE_CTR:
-        assert counter(metrics.FEEDBACK, fs.scene, "ranking", arm, "click") - before[arm] == ranking[arm]["clicks"]
+        assert clicks(fs.scene, arm) - before[arm] == ranking[arm]["clicks"]
     assert math.isfinite(ranking["threshold"]["vs_default"]["z"])

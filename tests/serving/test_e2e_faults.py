@@ -23,7 +23,9 @@ import pytest
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.jobs import run_job
-from tests.support.stack import MilvusServer, retrieval_stub, start_stack, t2t_config, write_config
+from tests.support.loops import eventually
+from tests.support.stack import MilvusServer, retrieval_stub, start_stack, stub_of, t2t_config, write_config
+from tests.support.stack import search as search_scene
 from mmsearch.dev.processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -57,11 +59,7 @@ def fault_stack(stdlib_index, triton_minilm, service_loop, tmp_path_factory):
     stack.extra["mongo"].stop()
 
 
-@pytest.fixture(scope="module")
-def stub(fault_stack):
-    channel = grpc.insecure_channel(fault_stack.address)
-    yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
-    channel.close()
+stub = stub_of("fault_stack")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +80,7 @@ def inline(fault_stack, stdlib_index, service_loop, tmp_path_factory):
 
 
 def search(stub, text: str = "read and write CSV files"):
-    return stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text=text), timeout=5)
+    return search_scene(stub, SCENE, text=text, timeout=5)
 
 
 def expect_unavailable(stub, stage: str, text: str = "read and write CSV files") -> None:
@@ -93,14 +91,8 @@ def expect_unavailable(stub, stage: str, text: str = "read and write CSV files")
 
 
 def eventually_ok(stub, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return search(stub)
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    return eventually(lambda: search(stub), "a search answered", timeout=timeout, interval=0.2,
+                      retry=(grpc.RpcError,))
 
 
 def test_triton_path_gives_the_embedded_results(stub, stdlib_stack, stdlib_index):
@@ -276,7 +268,7 @@ def test_inline_text_queries_need_no_preprocess_service(inline):
     expected = [i.id for i in search(inline_stub).items]
     inline_stack.stop_preprocess()
     try:
-        time.sleep(1.0)  # five health rounds: the service is not a dependency of this config
+        inline_stack.health_rounds(2)  # the service is not a dependency of this config
         assert [i.id for i in search(inline_stub).items] == expected
         assert health(inline_stack.address) == 1  # SERVING
         assert "preprocess" not in inline_stack.serving.health.down

@@ -12,20 +12,21 @@ import pymongo
 import pytest
 
 from mmsearch.core import events as schema
-from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from mmsearch.services.serving import metrics
+from mmsearch.v1 import retrieval_pb2
 from mmsearch.services.serving.outcomes.tokens import Signer
+from tests.support.events import stored
+from tests.support.loops import eventually
+from tests.support.metrics import sample
+from tests.support.stack import search as search_scene
+from tests.support.stack import stub_of
 
 pytestmark = pytest.mark.slow
 Code = grpc.StatusCode
 CLICK = retrieval_pb2.FEEDBACK_EVENT_CLICK
+FEEDBACK_RESULTS = "mmsearch_serving_feedback_results_total"
+DROPPED = "mmsearch_serving_impressions_dropped_total"
 
-
-@pytest.fixture(scope="module")
-def stub(feedback_stack):
-    channel = grpc.insecure_channel(feedback_stack.address)
-    yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
-    channel.close()
+stub = stub_of("feedback_stack")
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,7 @@ def events(feedback_stack):
 
 
 def search(stub, scene: str, user: str = "alice@example.com", **kwargs) -> retrieval_pb2.SearchResponse:
-    return stub.Search(retrieval_pb2.SearchRequest(scene=scene, text="read and write CSV files", user_id=user,
-                                                   **kwargs), timeout=10)
+    return search_scene(stub, scene, text="read and write CSV files", user_id=user, timeout=10, **kwargs)
 
 
 def feedback(stub, token: str, item: int, event=CLICK, **kwargs) -> retrieval_pb2.FeedbackResponse:
@@ -51,19 +51,10 @@ def refused(stub, token: str, item: int, **kwargs) -> grpc.RpcError:
     return err.value
 
 
-def stored(collection, query: dict, timeout: float = 30.0) -> dict:
-    """The document the background drain writes (waits for it)."""
-    deadline = time.monotonic() + timeout
-    while (doc := collection.find_one(query)) is None:
-        assert time.monotonic() < deadline, f"nothing matching {query} was stored"
-        time.sleep(0.1)
-    return doc
-
-
 def test_a_search_is_stored_as_an_impression_with_a_hashed_user(stub, feedback_stack, events):
     response = search(stub, feedback_stack.scene, force_arms={"aa1": "b"})
     assert response.impression_id and response.feedback_token.startswith("v1.")
-    doc = stored(events[schema.IMPRESSIONS], {"_id": response.impression_id})
+    doc = stored(events[schema.IMPRESSIONS], {"_id": response.impression_id})[0]
     assert doc["scene"] == feedback_stack.scene and doc["arm"] == response.arm
     assert [i["id"] for i in doc["items"]] == [item.id for item in response.items]
     assert {a["layer"]: a["via"] for a in doc["assignments"]} == {"ranking": "bucket", "aa1": "forced",
@@ -71,7 +62,7 @@ def test_a_search_is_stored_as_an_impression_with_a_hashed_user(stub, feedback_s
     assert {a["layer"]: a["default"] for a in doc["assignments"]}["ranking"] == "control"
     assert "alice" not in json.dumps(doc, default=str) and len(doc["user"]) == 32
     anonymous = search(stub, feedback_stack.scene, user="")
-    assert stored(events[schema.IMPRESSIONS], {"_id": anonymous.impression_id})["user"] is None
+    assert stored(events[schema.IMPRESSIONS], {"_id": anonymous.impression_id})[0]["user"] is None
 
 
 def test_a_click_is_recorded_once_however_often_it_is_sent(stub, feedback_stack, events):
@@ -93,7 +84,7 @@ def test_forged_altered_expired_and_off_page_feedback_is_refused_naming_why(stub
     response = search(stub, feedback_stack.scene)
     token, item = response.feedback_token, response.items[0].id
     head, claims, ids, mac = token.split(".")
-    before = metrics.FEEDBACK_RESULTS.labels("forged")._value.get()
+    before = sample(FEEDBACK_RESULTS, result="forged")
 
     altered = ".".join([head, claims, ids, ("A" if mac[0] != "A" else "B") + mac[1:]])
     error = refused(stub, altered, item)
@@ -102,7 +93,7 @@ def test_forged_altered_expired_and_off_page_feedback_is_refused_naming_why(stub
                                                          [(a.layer, a.arm) for a in response.assignments],
                                                          [i.id for i in response.items], int(time.time() * 1000))
     assert refused(stub, other_key, item).code() == Code.PERMISSION_DENIED
-    assert metrics.FEEDBACK_RESULTS.labels("forged")._value.get() - before == 2
+    assert sample(FEEDBACK_RESULTS, result="forged") - before == 2
 
     expired = Signer(feedback_stack.key.encode(), feedback_stack.ttl_s).sign(
         response.impression_id, feedback_stack.scene, [(a.layer, a.arm) for a in response.assignments],
@@ -121,7 +112,7 @@ def test_forged_altered_expired_and_off_page_feedback_is_refused_naming_why(stub
 def test_event_store_down_searches_go_on_feedback_is_unavailable_and_both_recover(stub, feedback_stack, events):
     """Impressions made during the outage wait in the buffer (dropped and counted only once it is full, see
     test_event_store.py) and are stored when the store is back; Feedback answers UNAVAILABLE meanwhile."""
-    full_before = metrics.IMPRESSIONS_DROPPED.labels("buffer_full")._value.get()
+    full_before = sample(DROPPED, reason="buffer_full")
     held = search(stub, feedback_stack.scene)
     feedback_stack.stop_events()
     try:
@@ -131,16 +122,15 @@ def test_event_store_down_searches_go_on_feedback_is_unavailable_and_both_recove
         assert error.code() == Code.UNAVAILABLE and "event store" in error.details(), error.details()
     finally:
         feedback_stack.start_events()
-    deadline = time.monotonic() + 30
-    while True:  # pymongo reconnects by itself: no restart of serving
+    def recorded() -> bool:  # pymongo reconnects by itself: no restart of serving
         try:
-            assert not feedback(stub, held.feedback_token, held.items[0].id).duplicate
-            break
+            return not feedback(stub, held.feedback_token, held.items[0].id).duplicate
         except grpc.RpcError as exc:
-            assert exc.code() == Code.UNAVAILABLE and time.monotonic() < deadline, exc.details()
-            time.sleep(0.2)
+            assert exc.code() == Code.UNAVAILABLE, exc.details()
+            raise
+    assert eventually(recorded, "feedback recorded again", interval=0.2, retry=(grpc.RpcError,))
     for response in responses:  # nothing made during the outage is lost
-        assert stored(events[schema.IMPRESSIONS], {"_id": response.impression_id})["scene"] == feedback_stack.scene
+        assert stored(events[schema.IMPRESSIONS], {"_id": response.impression_id})[0]["scene"] == feedback_stack.scene
     after = search(stub, feedback_stack.scene, user="after")
-    assert stored(events[schema.IMPRESSIONS], {"_id": after.impression_id})["scene"] == feedback_stack.scene
-    assert metrics.IMPRESSIONS_DROPPED.labels("buffer_full")._value.get() == full_before
+    assert stored(events[schema.IMPRESSIONS], {"_id": after.impression_id})[0]["scene"] == feedback_stack.scene
+    assert sample(DROPPED, reason="buffer_full") == full_before

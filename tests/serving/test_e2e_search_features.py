@@ -10,7 +10,6 @@ layers force each ranker and each retriever.
 from __future__ import annotations
 
 import functools
-import time
 
 import grpc
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from mmsearch.v1 import retrieval_pb2
 from tests.fixtures.servers import STDLIB_INDEX_LAYOUT
 from tests.support.jobs import run_job
-from tests.support.stack import MilvusServer, Stack, retrieval_stub, t2t_config, write_config
+from tests.support.stack import MilvusServer, Stack, stub_of, t2t_config, write_config
 from tests.support.stack import search as search_scene
 
 pytestmark = pytest.mark.slow
@@ -67,10 +66,7 @@ def features(stdlib_index, stdlib_stack, tmp_path_factory):
     milvus.stop()
 
 
-@pytest.fixture(scope="module")
-def stub(features):
-    with retrieval_stub(features.address) as stub:
-        yield stub
+stub = stub_of("features")
 
 
 search = functools.partial(search_scene, scene=SCENE)  # search(stub, text=..., filters=...)
@@ -217,9 +213,7 @@ def test_a_publish_between_pages_fails_the_next_page(stub, features):
     first = search(stub, text="regular expressions", page_size=10)
     assert first.collection == f"{SCENE}_a" and first.next_page_token
     run_job("publish", "--milvus-uri", features.extra["milvus"].uri, "--scene", SCENE, "--version", "b", "--keep", "3")
-    deadline = time.monotonic() + 30
-    while features.serving.store.current.routes[SCENE] != f"{SCENE}_b" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    features.wait_route(SCENE, f"{SCENE}_b")
     error = refused(stub, text="regular expressions", page_size=10, page_token=first.next_page_token)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert f"the index changed since the first page (it was served by {SCENE}_a" in error.details()

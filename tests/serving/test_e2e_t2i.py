@@ -11,17 +11,17 @@ query, the very image (its own vector, similarity 1).
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
-from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+from mmsearch.v1 import retrieval_pb2
 from mmsearch.dev.folders import serve_folder
 from tests.support.images import build_image_index, link_models, write_images
-from tests.support.stack import start_stack, write_config
+from tests.support.loops import eventually
+from tests.support.stack import start_stack, stub_of, write_config
 from tests.support.stack import t2i_config as scene_config
 
 pytestmark = pytest.mark.slow
@@ -66,11 +66,7 @@ def t2i_stack(image_site, tiny_clip_repo, minilm_repo, mongo_server, service_loo
     stack.close()
 
 
-@pytest.fixture(scope="module")
-def stub(t2i_stack):
-    channel = grpc.insecure_channel(t2i_stack.address)
-    yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
-    channel.close()
+stub = stub_of("t2i_stack")
 
 
 @pytest.fixture(scope="module")
@@ -153,17 +149,11 @@ def test_encoder_not_matching_the_collection_is_refused_and_old_config_serves(st
     good = store.digest
     write_config(path, t2i_config(text_model="minilm"))
     try:
-        deadline = time.monotonic() + 30
-        while "cannot activate" not in store.last_error and time.monotonic() < deadline:
-            time.sleep(0.05)
-        error = store.last_error
+        error = eventually(lambda: "cannot activate" in store.last_error and store.last_error, "the config refused")
         assert "encoder 'minilm' does not match collection 't2i'" in error, error
         assert "tiny-clip (text)" in error and "tiny-clip-image (image)" in error
         assert store.digest == good
         assert stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text="stripes"), timeout=10).items
     finally:
         write_config(path, t2i_config())
-        deadline = time.monotonic() + 30
-        while store.last_error and time.monotonic() < deadline:
-            time.sleep(0.05)
-    assert store.last_error == ""
+        eventually(lambda: store.last_error == "", "the good config active again")

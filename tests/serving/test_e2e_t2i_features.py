@@ -14,7 +14,7 @@ from mmsearch.dev.folders import serve_folder
 from mmsearch.v1 import retrieval_pb2
 from tests.support.images import IMAGE_LAYOUT, build_image_index, distinct_images, link_models, near_duplicates, \
     write_images
-from tests.support.stack import retrieval_stub, start_stack, t2i_config, write_config
+from tests.support.stack import start_stack, stub_of, t2i_config, write_config
 from tests.support.stack import search as search_scene
 
 pytestmark = pytest.mark.slow
@@ -50,10 +50,7 @@ def stack(tiny_clip_repo, mongo_server, service_loop, tmp_path_factory):
     running.close()
 
 
-@pytest.fixture(scope="module")
-def stub(stack):
-    with retrieval_stub(stack.address) as stub:
-        yield stub
+stub = stub_of("stack")
 
 
 search = functools.partial(search_scene, scene=SCENE)  # search(stub, text=..., filters=...)

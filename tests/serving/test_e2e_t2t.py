@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import grpc
 import pytest
 import yaml
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
-from tests.support.stack import t2t_config, write_config
+from tests.support.loops import eventually
+from tests.support.stack import stub_of, t2t_config, write_config
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def stub(search_stack):
-    channel = grpc.insecure_channel(search_stack)
-    yield retrieval_pb2_grpc.RetrievalServiceStub(channel)
-    channel.close()
+stub = stub_of("search_stack")
 
 
 def test_t2t_finds_the_csv_module(stub, stdlib_index):
@@ -101,18 +97,19 @@ def test_reload_shifts_traffic_without_a_failed_request_and_bad_config_is_refuse
     threads = [threading.Thread(target=load) for _ in range(3)]
     try:
         write_config(path, t2t_config(scene, model=stdlib_index.model, weights=(100, 0)))
-        _wait(lambda: stdlib_stack.serving.store.current.scenes[scene].layers[0].weights == (100, 0))
+        eventually(lambda: stdlib_stack.serving.store.current.scenes[scene].layers[0].weights == (100, 0),
+                   "the reweighted config active")
         for t in threads:
             t.start()
-        _wait(lambda: len(seen) >= 10)
+        eventually(lambda: len(seen) >= 10, "10 searches answered")
         assert set(seen) == {"ranking=control"}
         write_config(path, t2t_config(scene, model=stdlib_index.model, weights=(0, 100)))
-        _wait(lambda: seen[-5:] == ["ranking=threshold"] * 5)
+        eventually(lambda: seen[-5:] == ["ranking=threshold"] * 5, "five searches in a row on the threshold arm")
         good = stdlib_stack.serving.store.digest
         write_config(path, "scenes: {" + scene + ": {modality: text, defaults: {}}}")
-        _wait(lambda: stdlib_stack.serving.store.last_error != "")
+        eventually(lambda: stdlib_stack.serving.store.last_error != "", "the broken config refused")
         count = len(seen)
-        _wait(lambda: len(seen) >= count + 5)
+        eventually(lambda: len(seen) >= count + 5, "five more searches answered")
         assert seen[-1] == "ranking=threshold" and stdlib_stack.serving.store.digest == good
         assert "query" in stdlib_stack.serving.store.last_error  # names what is missing
     finally:
@@ -121,18 +118,9 @@ def test_reload_shifts_traffic_without_a_failed_request_and_bad_config_is_refuse
             if t.is_alive():
                 t.join(10)
         write_config(path, original)
-        _wait(lambda: stdlib_stack.serving.store.last_error == "")
+        eventually(lambda: stdlib_stack.serving.store.last_error == "", "the original config active again")
         channel.close()
     assert not failures, failures[:3]
-
-
-def _wait(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_concurrent_queries_each_get_their_own_results(stub, stdlib_index):

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -22,8 +19,9 @@ import pytest
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions, write_corpus
-from tests.support.jobs import run_job
+from tests.support.jobs import job, run_job
 from tests.support.load import SearchLoad, text_requests
+from tests.support.loops import eventually
 
 pytestmark = pytest.mark.slow
 SCENE = "gated"
@@ -72,23 +70,11 @@ def lifecycle(tmp_path_factory, minilm_repo, service_loop):
         stack.close()
 
 
-def job(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", *args], capture_output=True, text=True,
-                          timeout=300)
-
-
 def evaluate(s, version: str) -> dict:
     result = run_job("evaluate", "--milvus-uri", s["milvus"].uri, "--collection", f"{SCENE}_{version}",
                      "--compare", SCENE, "--queries", str(s["tmp"] / "queries.jsonl"), "--repository", str(s["repo"]),
                      "--workdir", str(s["tmp"] / version))
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def wait_route(stack, target: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while stack.serving.store.current.routes[SCENE] != target and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert stack.serving.store.current.routes[SCENE] == target
 
 
 def switch_under_load(s, load: SearchLoad, command: list[str], target: str) -> dict[str, float]:
@@ -102,7 +88,7 @@ def switch_under_load(s, load: SearchLoad, command: list[str], target: str) -> d
     load.wait_for(control_end + 100)
     start = load.mark()
     run_job(*command)
-    wait_route(s["stack"], target)
+    s["stack"].wait_route(SCENE, target)
     during = load.mark()
     load.wait_for(during + 100)
     end = load.mark()
@@ -135,7 +121,7 @@ def test_the_gate_refuses_a_corrupted_candidate_force_publishes_it_and_rollback_
     assert refused.returncode == 1 and len(lines) == 1, refused.stderr
     assert lines[0].startswith("error: quality gate: recall@10 ") and "--min-recall" in lines[0]
     assert f"regression {bad['regression']:.4f} against {SCENE}_good" in lines[0] and "--max-regression 0.05" in lines[0]
-    time.sleep(1.0)  # five route-watcher rounds: nothing moved
+    s["stack"].route_rounds(2)  # nothing moved
     assert s["stack"].serving.store.current.routes[SCENE] == f"{SCENE}_good"
     assert scene(s["stack"].address).collection == f"{SCENE}_good"
 
@@ -146,10 +132,8 @@ def test_the_gate_refuses_a_corrupted_candidate_force_publishes_it_and_rollback_
         assert status["live"]["collection"] == f"{SCENE}_bad" and status["live"]["published"]["forced"] is True
         assert status["live"]["evaluation"]["recall"] == pytest.approx(bad["recall"])
         assert status["rollback_to"] == [f"{SCENE}_good"]
-        deadline = time.monotonic() + 10
-        while not scene(s["stack"].address).evaluation.forced and time.monotonic() < deadline:
-            time.sleep(0.1)
-        live = scene(s["stack"].address)
+        live = eventually(lambda: (x := scene(s["stack"].address)).evaluation.forced and x,
+                          "ListScenes saying forced", timeout=10, interval=0.1)
         assert (live.collection, live.version, live.evaluation.forced) == (f"{SCENE}_bad", "bad", True)
         assert live.evaluation.recall == pytest.approx(bad["recall"]) and live.documents == len(s["records"])
         rolled = switch_under_load(s, load, ["publish", "--milvus-uri", milvus, "--scene", SCENE, "--rollback"],

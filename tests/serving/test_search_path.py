@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY
 
 from mmsearch.v1 import retrieval_pb2
 from mmsearch.services.serving.pipeline.activation import activate
@@ -19,6 +18,7 @@ from mmsearch.services.serving.backends.summary_cache import SummaryCache
 from tests.support.fakes import (SCENE, Calls, FakeSummary, collection_manifest, fake_backends, manifest,
                                  docs_backends as backends, docs_experiments as experiments,
                                  docs_request as request)
+from tests.support.metrics import sample
 from tests.support.stack import t2i_config, t2t_config
 
 SETTINGS = ServingSettings()
@@ -114,7 +114,7 @@ async def test_the_summary_lookup_names_the_concrete_collection_and_its_generati
 
 
 def counter(name: str, collection: str) -> float:
-    return REGISTRY.get_sample_value(name, {"collection": collection}) or 0.0
+    return sample(name, collection=collection)
 
 
 async def test_cache_asks_the_store_only_for_what_it_does_not_hold():

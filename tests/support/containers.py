@@ -31,11 +31,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.loops import NotReached, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES_PY = ROOT / "docker" / "images.py"
@@ -200,18 +201,17 @@ class _suppress:
 
 def wait_until(running: Running, what: str, probe: Callable[[], bool], timeout: float) -> None:
     """Poll ``probe`` until it is true; ContainerError naming ``what`` if the container exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def ready() -> bool:
         if running.exited() is not None:
             raise ContainerError(f"{what}: {running.describe()}")
         try:
-            if probe():
-                return
+            return bool(probe())
         except Exception:  # noqa: BLE001 - not answering yet is the normal case
-            pass
-        if time.monotonic() > deadline:
-            raise ContainerError(f"{what}: not within {timeout:.0f} s; {running.describe()}")
-        time.sleep(0.3)
+            return False
+    try:
+        eventually(ready, what, timeout=timeout, interval=0.3)
+    except NotReached:
+        raise ContainerError(f"{what}: not within {timeout:.0f} s; {running.describe()}") from None
 
 
 def run_to_end(engine: str, spec: ContainerSpec, workdir: Path, timeout: float = 300) -> tuple[int, str]:

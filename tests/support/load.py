@@ -29,6 +29,7 @@ import grpc
 import numpy as np
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+from tests.support.loops import NotReached, eventually
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,7 @@ class SearchLoad:
 
     def wait_for(self, count: int, timeout: float = 60.0) -> None:
         """Block until at least ``count`` samples exist."""
-        deadline = time.monotonic() + timeout
-        while self.mark() < count and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: self.mark() >= count, f"{count} searches answered", timeout=timeout)
 
     def phase(self, start: int, end: int | None = None) -> list[Sample]:
         with self._lock:
@@ -125,18 +124,17 @@ class SearchLoad:
             return [s for s in self.samples if s.at >= start]
 
     def _wait(self, done, timeout: float, what: str) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if done():
-                return time.monotonic()
-            time.sleep(0.05)
-        with self._lock:
-            last = self.samples[-5:]
-        raise AssertionError(f"{what} within {timeout:.0f}s; last outcomes: {last}")
+        try:
+            eventually(done, what, timeout=timeout)
+        except NotReached as exc:
+            with self._lock:
+                last = self.samples[-5:]
+            raise AssertionError(f"{exc}; last outcomes: {last}") from None
+        return time.monotonic()
 
     def wait_failure(self, start: float, timeout: float = 30.0) -> float:
         """Block until some search that ended after ``start`` failed."""
-        return self._wait(lambda: any(s.code != "OK" for s in self.since(start)), timeout, "no search failed")
+        return self._wait(lambda: any(s.code != "OK" for s in self.since(start)), timeout, "a search failing")
 
     def wait_recovered(self, start: float, timeout: float = 30.0) -> float:
         """Block until, after ``start``, ``2 * concurrency`` searches in a row succeeded."""
@@ -148,4 +146,4 @@ class SearchLoad:
                 run += 1
             return run >= 2 * self.concurrency
 
-        return self._wait(done, timeout, "searches did not all succeed again")
+        return self._wait(done, timeout, "searches all succeeding again")

@@ -12,12 +12,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.loops import eventually
 
 MMSEARCH = str(Path(sys.executable).with_name("mmsearch"))
 
@@ -80,16 +81,34 @@ def start_service(name: str, env: dict[str, str], timeout: float = 60) -> Servic
     return service
 
 
+class Lines:
+    """The lines of a process's stream, read by a daemon thread as they come: a test polls ``lines`` with
+    :func:`~tests.support.loops.eventually` (a blocking ``readline`` cannot time out)."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self.closed = False  # the stream ended (the process closed it or exited)
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+        self.closed = True
+
+    def text(self, timeout: float = 10) -> str:
+        """Everything read, once the stream has ended (waits up to ``timeout`` for that)."""
+        self._thread.join(timeout)
+        return "\n".join(self.lines)
+
+
 def wait_listening(process: subprocess.Popen, port: int, what: str, timeout: float = 60) -> None:
     """Block until something listens on 127.0.0.1:``port``; AssertionError if ``process`` exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         assert process.poll() is None, f"{what} exited with {process.returncode}"
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} did not listen on port {port} within {timeout}s")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    eventually(listening, f"{what} listening on port {port}", timeout=timeout, interval=0.1)
 
 
 def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
@@ -104,17 +123,9 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
 
 
 def wait_serving(target: str, timeout: float = 60) -> None:
-    """Poll grpc.health.v1 until the server answers SERVING."""
-    deadline = time.monotonic() + timeout
+    """Poll grpc.health.v1 until the server answers SERVING (:class:`NotReached`, a TimeoutError, if not)."""
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{target} did not report SERVING within {timeout}s")
-            time.sleep(0.1)
+        eventually(lambda: stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                   == health_pb2.HealthCheckResponse.SERVING, f"{target} reporting SERVING", timeout=timeout,
+                   interval=0.1, retry=(grpc.RpcError,))

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import yaml
 
 from mmsearch.dev.processes import free_port
-from tests.support.loops import ServiceLoop
+from tests.support.loops import ServiceLoop, eventually, rounds_pass
 from tests.support.processes import stop_process, wait_listening, wait_serving
 
 
@@ -97,11 +97,24 @@ def retrieval_stub(address: str) -> Iterator:
         channel.close()
 
 
-def search(stub, scene: str, **fields):
+def stub_of(stack_fixture: str):
+    """A module-scoped fixture ``stub``: a RetrievalService stub on the serving of the fixture named
+    ``stack_fixture`` (a :class:`Stack`, or an address); in a test module: ``stub = stub_of("fault_stack")``."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def stub(request):
+        stack = request.getfixturevalue(stack_fixture)
+        with retrieval_stub(getattr(stack, "address", stack)) as stub_:
+            yield stub_
+    return stub
+
+
+def search(stub, scene: str, *, timeout: float = 20, **fields):
     """One Search of ``scene`` with these SearchRequest fields."""
     from mmsearch.v1 import retrieval_pb2
 
-    return stub.Search(retrieval_pb2.SearchRequest(scene=scene, **fields), timeout=20)
+    return stub.Search(retrieval_pb2.SearchRequest(scene=scene, **fields), timeout=timeout)
 
 
 def write_config(path: Path, config: dict) -> None:
@@ -184,6 +197,19 @@ class Stack:
             update={"preprocess_address": f"127.0.0.1:{self.preprocess_port}"})
         self.serving = self.loop.call(start(self.serving_settings))
 
+    def wait_route(self, scene: str, target: str, timeout: float = 30.0) -> None:
+        """Block until serving routes ``scene`` to collection ``target`` (its route watcher followed)."""
+        eventually(lambda: self.serving.store.current.routes[scene] == target,
+                   f"serving routing {scene} to {target}", timeout=timeout)
+
+    def route_rounds(self, n: int = 2) -> None:
+        """Block until the route watcher has looked ``n`` more times: a move it would follow has shown."""
+        rounds_pass(lambda: self.serving.routes.rounds, "route watcher", n)
+
+    def health_rounds(self, n: int = 2) -> None:
+        """Block until the health loop has probed ``n`` more times: what it finds now has shown."""
+        rounds_pass(lambda: self.serving.health.rounds, "health loop", n)
+
     def wait_serving(self, timeout: float = 60.0) -> None:
         """Block until health is SERVING (config active, dependencies answer)."""
         try:
@@ -206,8 +232,8 @@ def start_stack(loop: ServiceLoop, *, models: dict[str, str], experiments: Path,
 
     settings = ServingSettings(host="127.0.0.1", port=port, metrics_port=0, experiments=experiments,
                                milvus_uri=milvus_uri, mongo_uri=mongo_uri, model_repository=model_repository,
-                               triton_address=triton_address, log_json=False, config_poll_seconds=0.2,
-                               health_interval_seconds=0.2, **overrides)
+                               triton_address=triton_address, log_json=False,
+                               **{"timing": {"config_poll_seconds": 0.2, "health_interval_seconds": 0.2}, **overrides})
     stack = Stack(loop, models, settings)
     stack.start_preprocess()
     stack.start_serving()

@@ -3,13 +3,13 @@ sends exactly one feedback event (a second click on it sends none), stored once;
 from __future__ import annotations
 
 import json
-import time
 from urllib.parse import urlencode
 
 import pymongo
 import pytest
 
 from mmsearch.core import events as schema
+from tests.support.events import stored
 from tests.web.pages import WAIT_MS, results, type_query, wait_for_summary
 
 pytestmark = pytest.mark.browser
@@ -17,14 +17,6 @@ pytestmark = pytest.mark.browser
 
 def is_feedback(request) -> bool:
     return request.url.endswith("/api/feedback")
-
-
-def stored(collection, query: dict, n: int, timeout: float = 30.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while len(docs := list(collection.find(query))) < n:
-        assert time.monotonic() < deadline, f"{len(docs)} of {n} feedback documents matching {query} arrived"
-        time.sleep(0.1)
-    return docs
 
 
 def test_a_click_sends_one_event_that_reaches_the_store_and_moving_on_sends_its_dwell(page, web, stack_scene,
@@ -43,7 +35,7 @@ def test_a_click_sends_one_event_that_reaches_the_store_and_moving_on_sends_its_
     second.click()  # the same result again: nothing more is sent
     assert json.loads(clicked.value.post_data)["event"] == "click"
     feedback = pymongo.MongoClient(stdlib_index.mongo_uri)[schema.DEFAULT_DATABASE][schema.FEEDBACK]
-    [doc] = stored(feedback, {"impression": impression["impression_id"]}, 1)
+    [doc] = stored(feedback, {"impression": impression["impression_id"]}, n=1)
     assert (doc["event"], doc["item"], doc["rank"]) == ("click", impression["items"][1]["id"], 2)
     assert beacons[0]["event"] == "click" and beacons[0]["feedback_token"] == impression["feedback_token"]
 
@@ -52,7 +44,7 @@ def test_a_click_sends_one_event_that_reaches_the_store_and_moving_on_sends_its_
     # Beacons leave in order: had the second click sent one, it would be this request.
     assert json.loads(moved.value.post_data)["event"] == "dwell"
     wait_for_summary(page, "join two path components")
-    docs = stored(feedback, {"impression": impression["impression_id"]}, 2)
+    docs = stored(feedback, {"impression": impression["impression_id"]}, n=2)
     dwell = next(d for d in docs if d["event"] == "dwell")
     assert dwell["item"] == impression["items"][1]["id"] and dwell["dwell_seconds"] > 0
     assert sorted(d["event"] for d in docs) == ["click", "dwell"]

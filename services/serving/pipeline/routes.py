@@ -82,6 +82,7 @@ class RouteWatcher:
     def __init__(self, store: ConfigStore[Active], backends: Backends, interval: float):
         self.store, self.backends, self.interval = store, backends, interval
         self.problem = ""  # the last failure to read the routes ("" while Milvus answers)
+        self.rounds = 0  # rounds done (tests wait for more rounds instead of sleeping)
 
     async def check(self) -> bool:
         """One round; True when a change (a moved route, a fresh record) went live."""
@@ -100,3 +101,4 @@ class RouteWatcher:
         while True:
             await asyncio.sleep(self.interval)
             await self.check()
+            self.rounds += 1
