@@ -388,12 +388,12 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in names if n not in IMAGES]
         if unknown:
             raise ImagesError(f"unknown image {', '.join(unknown)}: use any of {', '.join(IMAGES)}")
+        tag = args.tag or os.environ.get("IMAGE_TAG") or version()
         if args.command == "push":
-            push(engine, names, repo=args.repo, tag=args.tag or os.environ.get("IMAGE_TAG") or version())
+            push(engine, names, repo=args.repo, tag=tag)
             return 0
         if args.content_tag and args.tag:  # (IMAGE_TAG, which make exports to every recipe, is ignored there)
             raise ImagesError("--content-tag and --tag exclude each other: drop one")
-        tag = args.tag or os.environ.get("IMAGE_TAG") or version()
         records = build(engine, names, repo=args.repo, tag=None if args.content_tag else tag,
                         python_image=args.python_image, reuse=args.content_tag)
         if args.json:

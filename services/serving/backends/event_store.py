@@ -11,12 +11,12 @@ cancelled by its caller, a jammed client is rebuilt; the documents are
   {reason="buffer_full"}``).
 - :meth:`~MongoEvents.run` (a background task of the serving process) drains
   the buffer in batches of up to ``batch_max`` with unordered ``insert_many``,
-  waiting ``flush_s`` (``MMSEARCH_IMPRESSION_FLUSH_MS``) after the first
+  waiting ``flush_s`` (``MMSEARCH_IMPRESSION_FLUSH_SECONDS``) after the first
   impression of a batch unless the batch is full already: at low load one
   write per interval instead of one per search (a write per search measured a
   worse p50 at concurrency 1 against the embedded store), under load
   back-to-back full batches. A batch the store cannot take now (unreachable,
-  or slower than ``MMSEARCH_DEPENDENCY_TIMEOUT_MS``) is kept and retried with
+  or slower than ``MMSEARCH_DEPENDENCY_TIMEOUT_SECONDS``) is kept and retried with
   a back-off (0.1 s doubling to 5 s) while new impressions wait in the
   buffer, so an outage shorter than the buffer loses nothing and a longer one
   drops the newest impressions, counted as ``buffer_full``; pymongo
@@ -51,7 +51,6 @@ from mmsearch.core import events as schema
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.errors import Mismatch, Unavailable
 from mmsearch.services.serving.backends.shielded_mongo import ShieldedMongo
-from mmsearch.core.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +94,18 @@ class MongoEvents:
         return batch
 
     async def _write(self, batch: list[dict]) -> None:
-        await self._mongo.call(lambda client: self._insert_impressions(client[self._database], batch), self.timeout_s)
+        self._mongo.check_stuck()  # off the request path: the drain notices a jammed client
+        await self._mongo.call(lambda client: self._insert_impressions(client, batch), self.timeout_s)
 
-    async def _insert_impressions(self, db: AsyncDatabase, batch: list[dict]) -> None:
+    async def _database_ready(self, client) -> AsyncDatabase:
+        """The events database of ``client``, its indexes made (once)."""
+        db = client[self._database]
         if not self._indexed:
             await self._ensure_indexes(db)
+        return db
+
+    async def _insert_impressions(self, client, batch: list[dict]) -> None:
+        db = await self._database_ready(client)
         try:
             await db[schema.IMPRESSIONS].insert_many(batch, ordered=False)
         except BulkWriteError as exc:
@@ -128,7 +134,7 @@ class MongoEvents:
                     continue
                 if not self.problem:
                     log.warning("the event store at %s does not take impressions (%s); they wait in the buffer",
-                                redact(self.uri), problem)
+                                self._mongo.shown, problem)
                 self.problem = problem
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_S[1])
@@ -136,7 +142,7 @@ class MongoEvents:
             metrics.IMPRESSIONS_STORED.inc(len(self._held))
             self._held = []
             if self.problem:
-                log.info("impressions are recorded again", extra={"store": redact(self.uri)})
+                log.info("impressions are recorded again", extra={"store": self._mongo.shown})
                 self.problem = ""
             backoff = BACKOFF_S[0]
 
@@ -157,20 +163,19 @@ class MongoEvents:
     # ---- feedback (on the request path, within its deadline) --------------------------------------
     async def feedback(self, doc: dict, timeout: float) -> bool:
         """Insert one feedback event; True when it was already there (a duplicate)."""
+        self._mongo.check_stuck()
         try:
-            await self._mongo.call(lambda client: self._insert_feedback(client[self._database], doc), timeout)
+            await self._mongo.call(lambda client: self._insert_feedback(client, doc), timeout)
         except DuplicateKeyError:
             return True
         except PyMongoError as exc:
             if isinstance(exc, ConnectionFailure) or exc.timeout:
-                raise Unavailable(f"the event store at {redact(self.uri)} is unreachable: {exc}") from None
+                raise Unavailable(f"the event store at {self._mongo.shown} is unreachable: {exc}") from None
             raise Mismatch(f"the event store refused the feedback: {exc}") from None
         return False
 
-    async def _insert_feedback(self, db: AsyncDatabase, doc: dict) -> None:
-        if not self._indexed:
-            await self._ensure_indexes(db)
-        await db[schema.FEEDBACK].insert_one(doc)
+    async def _insert_feedback(self, client, doc: dict) -> None:
+        await (await self._database_ready(client))[schema.FEEDBACK].insert_one(doc)
 
     async def close(self) -> None:
         """Write what is held and buffered (bounded by the timeout), then close the client."""

@@ -19,7 +19,8 @@ the store restarted under load):
 - A client that breaks anyway is rebuilt: an unexpected exception (not a
   ``PyMongoError``) from pymongo, or a call that outlives its timeout by
   :data:`STUCK_AFTER_S` (seen by :meth:`ShieldedMongo.check_stuck`, which the
-  health probe and each new call run), replaces the client with a fresh one;
+  summary store's health ping and the event store's writes run, not every
+  summary lookup on the search path), replaces the client with a fresh one;
   the old one is closed in the background, never awaited on the request path.
   Serving thus recovers by itself once the store is back.
 - ``close()`` is bounded too (:data:`CLOSE_TIMEOUT_S`): stopping serving never
@@ -83,7 +84,6 @@ class ShieldedMongo:
         """``op(client)`` in a task of its own under ``pymongo.timeout(timeout)``; never cancelled by our
         caller. Raises what pymongo raises (``PyMongoError``), or :class:`Unavailable` when pymongo's
         own state broke (the client is rebuilt)."""
-        self.check_stuck()
         client = self._client
 
         async def run():
