@@ -26,12 +26,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -qq --upgrade pip
 
-$(VENV)/.demo-installed: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -qq -e '.[dev]'
+# -c docker/constraints.txt: the versions the images pin (docker/freeze_constraints.py reproduces them).
+$(VENV)/.demo-installed: pyproject.toml docker/constraints.txt | $(VENV)/bin/python
+	$(PIP) install -qq -c docker/constraints.txt -e '.[dev]'
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -qq -e '.[test]'
+$(VENV)/.test-installed: pyproject.toml docker/constraints.txt | $(VENV)/bin/python
+	$(PIP) install -qq -c docker/constraints.txt -e '.[test]'
 	touch $@ $(VENV)/.demo-installed
 
 ## lint-imports: the import contract of pyproject.toml (core imports nothing above it; services, jobs and

@@ -2,10 +2,18 @@
 
 The pins are the versions installed in the project's virtual environment (the
 versions the test suite ran against), for the closure of the runtime
-dependencies and of the `export` extra. The images install with
+dependencies and of the role extras. The images install with
 ``pip install -c docker/constraints.txt``, so an image build resolves the same
-versions every time. Run after changing dependencies:
+versions every time.
 
+Reproducible: the output depends only on the versions installed, and ``make
+venv`` installs the environment with these same constraints, so running the
+script in any environment ``make venv`` built prints the committed file
+(tests/chart/test_dockerfiles.py checks it). To take new versions, or after
+changing dependencies in pyproject.toml, install without the constraints and
+freeze again:
+
+    .venv/bin/pip install -U -e '.[test]'
     .venv/bin/python docker/freeze_constraints.py > docker/constraints.txt
 """
 from __future__ import annotations
@@ -17,7 +25,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = "mmsearch"
-EXTRAS = ("services", "jobs", "export", "operator")
+EXTRAS = ("engine", "services", "jobs", "export", "operator")  # a self-reference (mmsearch[engine]) is not followed
 # Installed in the GPU job images in place of `onnxruntime`: the same minor release or the one
 # before (the GPU wheels reach PyPI later: onnxruntime 1.32.0 had no onnxruntime-gpu 1.32.0).
 GPU_TWINS = {"onnxruntime": "onnxruntime-gpu"}

@@ -2,20 +2,56 @@
 
 Entry points only: each command imports what it runs when it runs, so
 ``mmsearch serve web`` never loads the jobs, and no service loads torch.
-(``job`` registers the stage commands, whose modules keep their heavy
-imports inside their functions.)
+``job`` is loaded when it is asked for (its stages import numpy, onnxruntime,
+pymilvus ...), so ``mmsearch operator`` starts with the operator's extra alone;
+where the jobs' extra is not installed, ``mmsearch job`` says so.
 """
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
 
-from mmsearch.jobs.cli import job_app
 from mmsearch.core import events
 
-app = typer.Typer(help="mmsearch: multimodal semantic retrieval.", no_args_is_help=True, add_completion=False)
+JOB_HELP = "Offline indexing stages (run by the IndexJob operator as Kubernetes Jobs)."
+
+
+def _job_group():
+    """``mmsearch job``: the stages' group, or, without the jobs' dependencies, a command saying what to install."""
+    try:
+        from mmsearch.jobs.cli import job_app
+    except ModuleNotFoundError as exc:
+        missing = exc.name
+        unavailable = typer.Typer(add_completion=False)
+
+        @unavailable.command("job", help=JOB_HELP,
+                             context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        def job() -> None:
+            typer.echo(f"mmsearch job needs the jobs' dependencies (module {missing!r} is not installed here): "
+                       "pip install 'mmsearch[jobs]', or run the jobs image", err=True)
+            raise typer.Exit(2)
+        command = typer.main.get_command(unavailable)
+    else:
+        command = typer.main.get_command(job_app)
+        command.params = [p for p in command.params if p.name not in ("install_completion", "show_completion")]
+    command.name = "job"
+    return command
+
+
+class _Root(TyperGroup):
+    """The root group, with ``job`` loaded only when it is named (or listed by --help)."""
+
+    def list_commands(self, ctx):
+        return [*super().list_commands(ctx), "job"]
+
+    def get_command(self, ctx, cmd_name):
+        return _job_group() if cmd_name == "job" else super().get_command(ctx, cmd_name)
+
+
+app = typer.Typer(cls=_Root, help="mmsearch: multimodal semantic retrieval.", no_args_is_help=True,
+                  add_completion=False)
 serve_app = typer.Typer(help="Run an online service (settings from MMSEARCH_* variables).", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
-app.add_typer(job_app, name="job")
 experiments_app = typer.Typer(help="A/B experiments: what each arm does for users.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
 

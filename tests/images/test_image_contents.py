@@ -33,6 +33,14 @@ def _names(requirements: list[str]) -> set[str]:
 TEST_ONLY = _names(PYPROJECT["project"]["optional-dependencies"]["test"]
                    + PYPROJECT["project"]["optional-dependencies"]["dev"]) | {"pytest"}
 TORCH = {"torch", "transformers", "sentence-transformers"}
+# The search engine's stack (the `engine` extra and what pymilvus pulls): never in the operator's image.
+ENGINE = {"numpy", "onnxruntime", "pymilvus", "milvus-lite", "pandas", "tokenizers", "pillow", "boto3", "grpcio",
+          "protobuf"}
+
+
+def test_the_operator_image_carries_none_of_the_engine(image_facts):
+    installed = set(image_facts("operator")["distributions"])
+    assert not installed & ENGINE, f"the operator image contains {sorted(installed & ENGINE)}, which it never imports"
 
 
 def test_the_image_runs_as_a_non_root_user(image_name, images, engine, image_facts):
