@@ -233,7 +233,7 @@ def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
     import numpy as np
     import pymongo
 
-    from mmsearch.core import milvus_store
+    from mmsearch.core.milvus.connection import close, connect
     from mmsearch.jobs.encode import read_vectors
     from mmsearch.jobs.push_milvus import push_vectors
     from mmsearch.core.model_repository import ModelRepository
@@ -253,13 +253,13 @@ def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:
     print(f"push: {n} vectors ({scale}x the corpus, {vectors.shape[1]}-d), Milvus Lite 2.5.1 + secantusd, 2 cores")
 
     uri = str(tmp / "bench.db")
-    client = milvus_store.connect(uri)
+    client = connect(uri)
     client.create_collection("raw", dimension=vectors.shape[1], metric_type="IP", auto_id=False, id_type="int")
     started = time.perf_counter()
     for start in range(0, n, 1000):
         client.insert("raw", [{"id": int(i), "vector": v} for i, v in zip(ids[start:start + 1000], vectors[start:start + 1000])])
     raw_rate = n / (time.perf_counter() - started)
-    milvus_store.close(client, uri)
+    close(client, uri)
     print(f"milvus baseline (raw insert, batch 1000): {raw_rate:8.0f} docs/s")
     for batch in (500, 1000, 2000):
         started = time.perf_counter()

@@ -11,7 +11,7 @@ the exact top 10 of every query with numpy (inner product). Then, with the Milvu
   drop_index, create_index, load): build seconds; then single-query p50 and recall@10 against the
   exact answer for each ``nprobe`` of the sweep; and the engine's resident memory (VmRSS) and peak
   (VmHWM) after the build.
-Prints one table per size and the pick for the embedded default (``mmsearch.core.milvus_store``
+Prints one table per size and the pick for the embedded default (``mmsearch.core.milvus.schema``
 ``AUTO_INDEX``). The machine is shared: before each size the bench waits for a quiet window and
 prints what it found (tests/support/machine.py); latencies measured on a busy machine are flagged.
 
@@ -111,7 +111,8 @@ def measure(label: str, size: int, dim: int, chunks, q: np.ndarray, workdir: Pat
     """Push, build, search one data set: a row per (index, nlist, nprobe) (see module doc)."""
     from mmsearch.jobs.corpus import Corpus
     from mmsearch.jobs.push_milvus import push_vectors
-    from mmsearch.core import milvus_store
+    from mmsearch.core.milvus.connection import connect
+    from mmsearch.core.milvus.rows import drop_collection
     from mmsearch.core.model_repository import ModelManifest
     from tests.support.machine import wait_quiet
     from tests.support.stack import MilvusServer
@@ -140,7 +141,7 @@ def measure(label: str, size: int, dim: int, chunks, q: np.ndarray, workdir: Pat
             push_s = time.perf_counter() - started
             collection = pushed["collection"]
             print(f"  push into {index_type}: {size / push_s:,.0f} rows/s ({push_s:.0f} s)", flush=True)
-            client = milvus_store.connect(milvus.uri)  # after the push: closing its client closes every one
+            client = connect(milvus.uri)  # after the push: closing its client closes every one
             try:
                 for build_params, sweep in builds:
                     build_s = rebuild(client, collection, index_type, build_params)
@@ -153,7 +154,7 @@ def measure(label: str, size: int, dim: int, chunks, q: np.ndarray, workdir: Pat
                               f"build {build_s:6.1f} s  p50 {figures['p50_ms']:7.2f} ms  recall@10 "
                               f"{figures['recall']:.3f}  RSS {mem['VmRSS']:7.0f} MiB (peak {mem['VmHWM']:.0f})",
                               flush=True)
-                milvus_store.drop_collection(client, collection)  # one collection in memory at a time
+                drop_collection(client, collection)  # one collection in memory at a time
             finally:
                 client.close()
     finally:
@@ -240,7 +241,7 @@ def main() -> None:
 
 
 def report(tables: dict[str, list[dict]]) -> None:
-    from mmsearch.core.milvus_store import AUTO_INDEX
+    from mmsearch.core.milvus.schema import AUTO_INDEX
 
     print("\n| vectors | index | nlist | nprobe | push rows/s | build s | p50 ms | recall@10 | RSS MiB | peak MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -250,7 +251,7 @@ def report(tables: dict[str, list[dict]]) -> None:
                   f"{r['build_s']:.1f} | "
                   f"{r['p50_ms']:.2f}{' (busy)' if r['busy'] else ''} | {r['recall']:.3f} | {r['VmRSS']:.0f} | "
                   f"{r['VmHWM']:.0f} |")
-    print(f"\nembedded default (mmsearch.core.milvus_store.AUTO_INDEX): {AUTO_INDEX}")
+    print(f"\nembedded default (mmsearch.core.milvus.schema.AUTO_INDEX): {AUTO_INDEX}")
     for size, rows in tables.items():
         ok = [r for r in rows if r["recall"] >= 0.95]
         best = min(ok, key=lambda r: r["p50_ms"]) if ok else None

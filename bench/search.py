@@ -361,7 +361,9 @@ def main() -> None:
         corpus = sum(1 for _ in open(work / "corpus.jsonl"))
         print(f"index: {corpus} stdlib documents, built in {time.perf_counter() - t:.0f} s")
 
-        from mmsearch.core.milvus_store import connect, read_manifest
+        from mmsearch.core.milvus.connection import connect
+        from mmsearch.core.milvus.record import read_manifest
+
         client = connect(milvus.uri)
         collection = read_manifest(client, scene)["collection"]
         client.close()

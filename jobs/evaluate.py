@@ -25,7 +25,7 @@ Decisions:
 - The query goes through the code serving runs: the tower's exported
   tokenizer or image processor and ``model.onnx`` (:class:`mmsearch.core.query_tower.QueryTower`,
   one query at a time), then the Milvus search serving sends
-  (:func:`mmsearch.core.milvus_store.search`: same request, same metric).
+  (:func:`mmsearch.core.milvus.search.search`: same request, same metric).
   The tower is the one the collection records (its export's text tower for
   text queries, its image tower for images) unless ``--model`` names one.
   Latency is measured per query (encode + search, after one warm-up query);
@@ -61,7 +61,11 @@ from mmsearch.jobs.encode import fetch
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.jsonl import json_objects
 from mmsearch.jobs.progress import emit
-from mmsearch.core import artifacts, milvus_store
+from mmsearch.core import artifacts
+from mmsearch.core.milvus.connection import MilvusStoreError, ensure_loaded, session
+from mmsearch.core.milvus.record import read_manifest
+from mmsearch.core.milvus.registry import resolve_collection
+from mmsearch.core.milvus.search import search
 from mmsearch.core.model_repository import ModelRepository
 from mmsearch.core.query_tower import QueryTower
 
@@ -226,9 +230,9 @@ def _towers(manifest: dict, model: str | None) -> dict[str, str]:
 def run_queries(client, name: str, queries: Sequence[LabelledQuery], repository: ModelRepository, k: int, *,
                 model: str | None = None, threads: int = 0) -> Run:
     """Every query against collection (or alias) ``name``, one at a time."""
-    manifest = milvus_store.read_manifest(client, name)
+    manifest = read_manifest(client, name)
     collection = manifest["collection"]
-    milvus_store.ensure_loaded(client, collection)
+    ensure_loaded(client, collection)
     run = Run(collection, _towers(manifest, model))
     loaded: dict[str, QueryTower] = {}
     metric = (manifest.get("index") or {}).get("metric") or manifest.get("metric") or "IP"
@@ -249,7 +253,7 @@ def run_queries(client, name: str, queries: Sequence[LabelledQuery], repository:
     def answer(query: LabelledQuery) -> list[int]:
         encoder = tower(query.kind)
         vector = encoder.text(query.text) if query.kind == "text" else encoder.image(query.image)
-        return milvus_store.search(client, collection, vector[None, :], limit, metric=metric)[0].ids.tolist()
+        return search(client, collection, vector[None, :], limit, metric=metric)[0].ids.tolist()
 
     if queries:
         answer(queries[0])  # warm-up: loads the towers and the collection's first search
@@ -266,9 +270,9 @@ def run_queries(client, name: str, queries: Sequence[LabelledQuery], repository:
 
 def _names_anything(client, name: str) -> bool:
     try:
-        milvus_store.resolve_collection(client, name)
+        resolve_collection(client, name)
         return True
-    except milvus_store.MilvusStoreError:
+    except MilvusStoreError:
         return False
 
 
@@ -363,7 +367,7 @@ def evaluate(milvus_uri: str, collection: str, queries: str, repository: str, wo
     records = read_corpus(workdir).records if needs_corpus else None
     labelled = resolve_labels(rows, records, queries)
     repo = ModelRepository(repository)
-    with milvus_store.session(milvus_uri, f"while evaluating {collection}", token=token, timeout=timeout) as client:
+    with session(milvus_uri, f"while evaluating {collection}", token=token, timeout=timeout) as client:
         run = run_queries(client, collection, labelled, repo, k, model=model, threads=threads)
         baseline = None
         if compare and not _names_anything(client, compare):

@@ -6,7 +6,7 @@ Decisions:
   was marked complete) can be published: readers never see a half-built index.
 - The switch is one step: one registry row upsert (the alias on Milvus Lite,
   which has no native aliases) plus the native ``create_alias``/``alter_alias``
-  on a Milvus server; see :mod:`mmsearch.core.milvus_store`.
+  on a Milvus server; see :mod:`mmsearch.core.milvus`.
 - "The last N versions" are the scene's N most recently pushed collections
   (by the push time recorded in each collection); the one now published is
   always kept too (after a rollback to an older version that makes N + 1);
@@ -38,7 +38,13 @@ import time
 
 import typer
 
-from mmsearch.core import artifacts, milvus_store
+from mmsearch.core import artifacts
+from mmsearch.core.milvus.connection import session
+from mmsearch.core.milvus.names import collection_name
+from mmsearch.core.milvus.record import is_complete, scene_collections
+from mmsearch.core.milvus.registry import alias_history, resolve_alias, rollback_choice
+from mmsearch.core.milvus.registry_writes import set_alias, update_state
+from mmsearch.core.milvus.rows import drop_collection
 from mmsearch.core.quality import Thresholds, shortfalls
 from mmsearch.core.redact import redact
 from mmsearch.jobs.app import job_app
@@ -69,14 +75,14 @@ def read_report(uri: str, collection: str) -> dict:
 
 def _prune(client, scene: str, published: str, keep: int) -> list[str]:
     dropped = []
-    for old in versions_to_drop(milvus_store.scene_collections(client, scene), published, keep):
+    for old in versions_to_drop(scene_collections(client, scene), published, keep):
         try:
             if client.list_aliases(old).get("aliases"):
                 print(f"warning: keeping {old}: a native alias still points at it", file=sys.stderr)
                 continue
         except Exception:
             pass  # Milvus Lite: no native aliases to check
-        milvus_store.drop_collection(client, old)
+        drop_collection(client, old)
         dropped.append(old)
     return dropped
 
@@ -98,15 +104,15 @@ def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: in
     if thresholds.any() and not report:
         raise JobError("--min-recall, --max-regression and --max-p99-ms need --report (the JSON that "
                        "`mmsearch job evaluate` wrote for this collection)")
-    name = milvus_store.collection_name(scene, version)
+    name = collection_name(scene, version)
     summary = read_report(report, name) if report else None
-    with milvus_store.session(milvus_uri, f"while publishing {name}", token=token, timeout=timeout) as client:
+    with session(milvus_uri, f"while publishing {name}", token=token, timeout=timeout) as client:
         if not client.has_collection(name):
             raise JobError(f"collection {name} does not exist in {redact(milvus_uri)}: run push-milvus "
                            f"--scene {scene} --version {version} first")
-        if not milvus_store.is_complete(client, name):
+        if not is_complete(client, name):
             raise JobError(f"collection {name} is not complete (push-milvus did not finish); re-run push-milvus")
-        current = milvus_store.alias_target(client, scene)
+        current = resolve_alias(client, scene)
         missed = shortfalls(summary, thresholds, published=current) if summary else []
         if missed and not force:
             raise JobError(f"quality gate: {'; '.join(missed)}; {name} not published "
@@ -115,9 +121,8 @@ def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: in
             print(f"warning: --force: publishing {name} although {'; '.join(missed)}", file=sys.stderr, flush=True)
         decision = {"at": time.time(), "forced": bool(missed), "shortfalls": missed,
                     "thresholds": thresholds.to_dict(), "previous": current}
-        milvus_store.update_state(client, name, published=decision,
-                                  **({"evaluation": summary} if summary else {}))
-        previous = milvus_store.set_alias(client, scene, name)
+        update_state(client, name, published=decision, **({"evaluation": summary} if summary else {}))
+        previous = set_alias(client, scene, name)
         dropped = _prune(client, scene, name, keep)
     return {"alias": scene, "collection": name, "previous": previous, "dropped": dropped, "forced": bool(missed),
             **({"recall": summary["recall"], "k": summary["k"]} if summary else {})}
@@ -125,18 +130,18 @@ def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: in
 
 def roll_back(milvus_uri: str, scene: str, *, token: str = "", timeout: float = 10.0) -> dict:
     """Point ``scene`` back at the previous kept version (see the module doc)."""
-    with milvus_store.session(milvus_uri, f"while rolling back {scene}", token=token, timeout=timeout) as client:
-        current = milvus_store.alias_target(client, scene)
+    with session(milvus_uri, f"while rolling back {scene}", token=token, timeout=timeout) as client:
+        current = resolve_alias(client, scene)
         if current is None:
             raise JobError(f"scene {scene} has no published version to roll back from")
-        history = milvus_store.alias_history(client, scene)
-        target, rest = milvus_store.rollback_choice(
-            history, lambda c: c != current and client.has_collection(c) and milvus_store.is_complete(client, c))
+        history = alias_history(client, scene)
+        target, rest = rollback_choice(
+            history, lambda c: c != current and client.has_collection(c) and is_complete(client, c))
         if target is None:
             raise JobError(f"cannot roll back scene {scene}: no previous version is kept (it was published before: "
                            f"{', '.join(history) or 'none'}; dropped ones cannot come back); publish a --version")
-        milvus_store.update_state(client, target, published={"at": time.time(), "forced": False, "rollback_from": current})
-        milvus_store.set_alias(client, scene, target, history=rest)
+        update_state(client, target, published={"at": time.time(), "forced": False, "rollback_from": current})
+        set_alias(client, scene, target, history=rest)
     return {"alias": scene, "collection": target, "previous": current, "dropped": [], "rollback": True}
 
 

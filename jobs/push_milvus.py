@@ -4,7 +4,7 @@ Decisions:
 - The collection records the manifest of the exported model that built the
   vectors (``REPO/NAME/manifest.json``: name, onnx_sha256, dimension, metric,
   towers); vectors whose dimension differs from it, or from an existing
-  collection, are refused (see :mod:`mmsearch.core.milvus_store`).
+  collection, are refused (see :mod:`mmsearch.core.milvus`).
 - Writes are ``upsert`` batches keyed by ``id`` (the last partial batch
   included), so a rerun after a crash (SIGKILL mid-batch) ends with exactly one
   entity per id. A rerun re-upserts everything: simpler than diffing, and on
@@ -18,7 +18,7 @@ Decisions:
   or changed) is refused naming both fingerprints, instead of pushing the old
   vectors (stale documents that summaries no longer back).
 - Index: ``--index-type auto`` (the default) picks FLAT or IVF_FLAT by the
-  number of vectors (``mmsearch.core.milvus_store.auto_index``; measured with
+  number of vectors (``mmsearch.core.milvus.schema.auto_index``; measured with
   bench/scale.py); any explicit type overrides it. The collection records the
   index it got (and, for auto, why, and the search params serving uses).
 - The final count (``count(*)`` with strong consistency) must equal the number
@@ -38,21 +38,26 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import typer
 
-from mmsearch.core import artifacts, milvus_store
+from mmsearch.core import artifacts
+from mmsearch.core.milvus.connection import session
+from mmsearch.core.milvus.names import HASH_FIELD, collection_name
+from mmsearch.core.milvus.record import CollectionRecord
+from mmsearch.core.milvus.rows import count, mark_complete, rebatch, upsert_rows
+from mmsearch.core.milvus.schema import ensure_collection, validate_index
 from mmsearch.jobs.app import job_app
 from mmsearch.jobs.corpus import Corpus, corpus_uri, document_hash, read_corpus
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.jsonl import json_object
 from mmsearch.jobs.progress import Progress
 from mmsearch.core.fields import TEXT_FIELD, CollectionLayout, FieldError, parse_fields, parse_lexical
-from mmsearch.core.model_repository import ModelManifest, ModelRepository
+from mmsearch.core.model_repository import ModelManifest, ModelRepository, model_mismatch
 
 
 def milvus_row(record: dict, vector: np.ndarray, layout: CollectionLayout) -> dict:
     """The Milvus row of one corpus ``record`` (its ``id``) and its ``vector``: the record's content hash,
     every field the layout declares, typed, and the BM25 text. The one place a row is built (see module doc)."""
     row: dict[str, Any] = {"id": int(record["id"]), "vector": vector,
-                           milvus_store.HASH_FIELD: document_hash(record)}
+                           HASH_FIELD: document_hash(record)}
     try:
         for spec in layout.fields:
             row[spec.name] = spec.value(record)
@@ -88,31 +93,31 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
         raise JobError(f"--batch-size {batch_size}: must be at least 1")
     if total < 1:
         raise JobError("no vectors to push: run `mmsearch job encode` first")
-    name = milvus_store.collection_name(scene, version)
-    index = milvus_store.validate_index(milvus_uri, index_type, metric, index_params, rows=total)
+    name = collection_name(scene, version)
+    index = validate_index(milvus_uri, index_type, metric, index_params, rows=total)
     dimension = manifest.dimension
-    info = milvus_store.CollectionRecord.new(manifest.record(), scene, version, index, layout)
+    info = CollectionRecord.new(manifest.record(), scene, version, index, layout)
     records = corpus.by_id()
-    with milvus_store.session(milvus_uri, f"on collection {name}", token=token, timeout=timeout) as client:
-        created = milvus_store.ensure_collection(client, name, dimension=dimension, index=index, info=info)
+    with session(milvus_uri, f"on collection {name}", token=token, timeout=timeout) as client:
+        created = ensure_collection(client, name, dimension=dimension, index=index, info=info)
         if progress is not None:
             progress.total = total
         pushed = 0
-        for ids, vectors in milvus_store.rebatch(batches, batch_size):
+        for ids, vectors in rebatch(batches, batch_size):
             if vectors.ndim != 2 or vectors.shape[1] != dimension:
                 raise JobError(f"dimension mismatch: the vectors are {vectors.shape[-1]}-d, model "
                                f"{manifest.name!r} and collection {name} are {dimension}-d; re-run encode")
-            milvus_store.upsert_rows(client, name, milvus_rows(records, ids, vectors, layout, name))
+            upsert_rows(client, name, milvus_rows(records, ids, vectors, layout, name))
             pushed += len(ids)
             if progress is not None:
                 progress.update(len(ids))
         if pushed != total:
             raise JobError(f"read {pushed} vectors, expected {total}: the encoded shards are incomplete; re-run encode")
-        found = milvus_store.count(client, name)
+        found = count(client, name)
         if found != total:
             raise JobError(f"count check failed: collection {name} holds {found} entities, expected {total}"
                            + ("; it holds vectors of another corpus: use a new --version" if found > total else ""))
-        milvus_store.mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_field=text_field)
+        mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_field=text_field)
     return {"collection": name, "entities": found, "dimension": dimension, "created": created,
             "index": index["type"], "metric": index["metric"], "model": manifest.name,
             "fields": [f.name for f in layout.fields], "bm25": list(layout.lexical.sources) if layout.lexical else []}
@@ -145,10 +150,11 @@ def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, reposit
                        f"({meta.get('corpus_records')} records, sha256 {str(meta.get('corpus_sha256'))[:12]}) than "
                        f"{corpus_uri(workdir)} holds now ({len(corpus.records)} records, sha256 "
                        f"{corpus.sha256[:12]}): delete that vectors folder and re-run `mmsearch job encode`")
-    if meta.get("onnx_sha256") != manifest.onnx_sha256:
-        raise JobError(f"the vectors in {workdir} were encoded with model {meta.get('model')!r} "
-                       f"(onnx {str(meta.get('onnx_sha256'))[:12]}), not --model {model!r} "
-                       f"(onnx {manifest.onnx_sha256[:12]}); pass the model that encoded them")
+    other_model = model_mismatch({"name": meta.get("model"), "onnx_sha256": meta.get("onnx_sha256")},
+                                 manifest.record())
+    if other_model:
+        raise JobError(f"the vectors in {workdir} were encoded with {other_model} (--model); "
+                       "pass the --model that encoded them")
     total, batches = read_vectors(workdir)
     return push_vectors(milvus_uri, scene, version, manifest, batches, total, corpus, index_type=index_type,
                         metric=metric, index_params=index_params, batch_size=batch_size, token=token,

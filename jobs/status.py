@@ -13,12 +13,15 @@ import typer
 
 from mmsearch.jobs.app import job_app
 from mmsearch.jobs.errors import JobError, exit_on_error
-from mmsearch.core import milvus_store
+from mmsearch.core.milvus.connection import session
+from mmsearch.core.milvus.names import collection_name
+from mmsearch.core.milvus.record import read_info, scene_collections
+from mmsearch.core.milvus.registry import alias_history, read_state, resolve_alias
 
 
 def _version(client, name: str) -> dict:
-    state = milvus_store.read_state(client, name)
-    record = milvus_store.read_info(client, name)
+    state = read_state(client, name)
+    record = read_info(client, name)
     return {"collection": name, "version": record.version if record else None,
             "model": record.manifest.get("name") if record else None,
             "complete": bool(state.get("complete")), "documents": state.get("count"),
@@ -27,15 +30,15 @@ def _version(client, name: str) -> dict:
 
 
 def scene_status(milvus_uri: str, scene: str, *, token: str = "", timeout: float = 10.0) -> dict:
-    milvus_store.collection_name(scene, "1")  # checks the scene name
-    with milvus_store.session(milvus_uri, f"while reading scene {scene}", token=token, timeout=timeout) as client:
-        live = milvus_store.alias_target(client, scene)
-        versions = [c["name"] for c in milvus_store.scene_collections(client, scene)]
+    collection_name(scene, "1")  # checks the scene name
+    with session(milvus_uri, f"while reading scene {scene}", token=token, timeout=timeout) as client:
+        live = resolve_alias(client, scene)
+        versions = [c["name"] for c in scene_collections(client, scene)]
         if live is None and not versions:
             raise JobError(f"scene {scene} has no collections in {milvus_uri}")
         kept = set(versions)
         return {"alias": scene, "live": _version(client, live) if live else None,
-                "rollback_to": [c for c in milvus_store.alias_history(client, scene) if c in kept],
+                "rollback_to": [c for c in alias_history(client, scene) if c in kept],
                 "versions": [_version(client, name) for name in versions]}
 
 

@@ -30,7 +30,7 @@ Decisions:
   (``pending`` of a run that died is folded in; id lists longer than
   :data:`MAX_RECORDED_IDS` are recorded as null, meaning "assume every id
   changed"). A sync that finds nothing to change leaves the generation alone.
-  :func:`mmsearch.core.milvus_store.read_manifest` returns both.
+  :func:`mmsearch.core.milvus.record.read_manifest` returns both.
 - Rows are built like push-milvus builds them (:func:`mmsearch.jobs.push_milvus.milvus_row`),
   with the layout the collection records (its filterable fields and BM25 text):
   a new or changed record that lacks a declared number or bool field is
@@ -56,9 +56,14 @@ from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.progress import Progress
 from mmsearch.jobs.push_milvus import milvus_row, milvus_rows
 from mmsearch.jobs.push_mongo import batched, connect as mongo_connect, redact, write_batch
-from mmsearch.core import milvus_store
+from mmsearch.core.milvus.connection import ensure_loaded, session
+from mmsearch.core.milvus.names import collection_name, documents_collection
+from mmsearch.core.milvus.record import has_hashes, read_info
+from mmsearch.core.milvus.registry import read_state, resolve_alias
+from mmsearch.core.milvus.registry_writes import update_state
+from mmsearch.core.milvus.rows import count, delete_ids, mark_complete, read_hashes, upsert_rows
 from mmsearch.core.fields import CollectionLayout
-from mmsearch.core.model_repository import ModelRepository
+from mmsearch.core.model_repository import ModelManifest, ModelRepository, model_mismatch
 
 MAX_RECORDED_IDS = 2000
 
@@ -89,42 +94,37 @@ def merged(*lists: list[int] | None) -> list[int] | None:
     return ids if len(ids) <= MAX_RECORDED_IDS else None
 
 
-def _check_model(record: milvus_store.CollectionRecord, name: str, scene: str, model: str, manifest) -> None:
-    built = record.manifest
-    if built.get("onnx_sha256") != manifest.onnx_sha256:
-        raise JobError(f"the live version {name} of scene {scene} was built by model {built.get('name')!r} (onnx "
-                       f"{str(built.get('onnx_sha256'))[:12]}), not --model {model!r} (onnx "
-                       f"{manifest.onnx_sha256[:12]}): sync cannot mix two models' vectors; do a full rebuild "
-                       "(encode, push-milvus and push-mongo into a new --version, then publish)")
-
-
 def _target(client, milvus_uri: str, scene: str, version: str | None) -> str:
     """The collection to sync: ``scene_version``, or the one the scene's alias points at."""
     if version:
-        name = milvus_store.collection_name(scene, version)
+        name = collection_name(scene, version)
         if not client.has_collection(name):
             raise JobError(f"collection {name} does not exist in {milvus_uri}")
         return name
-    milvus_store.collection_name(scene, "1")  # checks the scene name
-    name = milvus_store.alias_target(client, scene)
+    collection_name(scene, "1")  # checks the scene name
+    name = resolve_alias(client, scene)
     if not name:
         raise JobError(f"scene {scene} has no published version to sync: build one (prepare, encode, "
                        "push-milvus, push-mongo, publish) first")
     return name
 
 
-def _check_target(client, name: str, scene: str, model: str, manifest,
+def _check_target(client, name: str, scene: str, manifest: ModelManifest,
                   text_field: str | None) -> tuple[str | None, CollectionLayout]:
     """Refuse what sync cannot update (see the module doc); the text field to encode (None: images) and
     the collection's layout (the fields and BM25 text every row it writes carries)."""
-    record = milvus_store.read_info(client, name)
+    record = read_info(client, name)
     if record is None:
         raise JobError(f"collection {name} was not made by mmsearch; sync cannot update it")
-    _check_model(record, name, scene, model, manifest)
-    if not milvus_store.has_hashes(client, name):
+    other_model = model_mismatch(record.manifest, manifest.record())
+    if other_model:
+        raise JobError(f"the live version {name} of scene {scene} was built by {other_model} (--model): sync "
+                       "cannot mix two models' vectors; pass the --model that built it, or do a full rebuild "
+                       "(encode, push-milvus and push-mongo into a new --version, then publish)")
+    if not has_hashes(client, name):
         raise JobError(f"collection {name} was pushed before rows carried content hashes: sync cannot tell "
                        "what changed; rebuild it into a new --version once")
-    built = milvus_store.read_state(client, name).get("text_field")
+    built = read_state(client, name).get("text_field")
     if text_field and built and text_field != built:
         raise JobError(f"--text-field {text_field!r}: collection {name} encoded field {built!r}; "
                        "sync must encode the same field (omit --text-field), or rebuild")
@@ -141,14 +141,14 @@ def _apply(client, name: str, target, plan: SyncPlan, records: dict[int, dict], 
             encoder, inputs = encode_with()
         ids, vectors, bad = encode_records(encoder, inputs, batch, batch_size)
         write_batch(target, [{"_id": r["id"], **r} for r in batch])
-        milvus_store.upsert_rows(client, name, milvus_rows(records, ids, vectors, layout, where))
-        milvus_store.delete_ids(client, name, bad)  # unreadable now: a row of its old file would be stale
+        upsert_rows(client, name, milvus_rows(records, ids, vectors, layout, where))
+        delete_ids(client, name, bad)  # unreadable now: a row of its old file would be stale
         failed.extend(bad)
         if progress is not None:
             progress.update(len(batch))
     for batch in batched(plan.removed, batch_size):
         target.delete_many({"_id": {"$in": batch}})
-        milvus_store.delete_ids(client, name, batch)
+        delete_ids(client, name, batch)
         if progress is not None:
             progress.update(len(batch))
     return failed
@@ -173,13 +173,13 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
         encoder = load_encoder(repository, model, device=device, threads=threads)
         return encoder, TextInputs(encoder, field) if encoder.tower == "text" else ImageInputs(encoder)
 
-    with milvus_store.session(milvus_uri, f"while syncing scene {scene}", token=token, timeout=timeout) as client:
+    with session(milvus_uri, f"while syncing scene {scene}", token=token, timeout=timeout) as client:
         name = _target(client, milvus_uri, scene, version)
-        field, layout = _check_target(client, name, scene, model, manifest, text_field)
-        state = milvus_store.read_state(client, name)
-        milvus_store.ensure_loaded(client, name)
-        plan = plan_sync({r["id"]: document_hash(r) for r in corpus.records}, milvus_store.read_hashes(client, name))
-        documents = milvus_store.documents_collection(collection, name)
+        field, layout = _check_target(client, name, scene, manifest, text_field)
+        state = read_state(client, name)
+        ensure_loaded(client, name)
+        plan = plan_sync({r["id"]: document_hash(r) for r in corpus.records}, read_hashes(client, name))
+        documents = documents_collection(collection, name)
         for i in plan.upserts:  # a record without a field the collection declares: refused before any write
             milvus_row(records[i], [], layout)
         pending = state.get("pending")
@@ -187,7 +187,7 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
             before = pending or {"upserted": [], "deleted": []}
             pending = {"upserted": merged(before["upserted"], plan.upserts),
                        "deleted": merged(before["deleted"], plan.removed)}
-            milvus_store.update_state(client, name, pending=pending)
+            update_state(client, name, pending=pending)
         if progress is not None:
             progress.total = len(plan.upserts) + len(plan.removed)
         mongo = mongo_connect(mongo_uri, timeout)
@@ -205,7 +205,7 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
         if missing or stale:
             raise JobError(f"count check failed: {database}.{documents} lacks {missing} corpus documents and still "
                            f"holds {stale} removed ones; re-run sync")
-        found = milvus_store.count(client, name)
+        found = count(client, name)
         if found != len(records) - len(failed):
             raise JobError(f"count check failed: collection {name} holds {found} entities, expected "
                            f"{len(records) - len(failed)}; re-run sync")
@@ -215,7 +215,7 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
             generation += 1
             changes = {"generation": generation, "pending": None,
                        "changed": {"generation": generation, "at": time.time(), **pending}}
-        milvus_store.mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_field=field, **changes)
+        mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_field=field, **changes)
     return {"collection": name, "documents": f"{database}.{documents}", "new": len(plan.new),
             "changed": len(plan.changed), "removed": len(plan.removed), "failed": len(failed),
             "failed_ids": failed[:20], "entities": found, "generation": generation}

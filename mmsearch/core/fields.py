@@ -6,7 +6,7 @@ and in requests, its ``type`` and the corpus key push-milvus reads it from
 (``source``, default the name). A :class:`LexicalSpec` names the corpus keys
 whose text push-milvus concatenates into the collection's BM25 field.
 :class:`CollectionLayout` is both together; it is recorded in the collection
-record (:mod:`mmsearch.core.milvus_store`) and declared in the serving
+record (:mod:`mmsearch.core.milvus.record`) and declared in the serving
 experiment config, which activation checks against that record.
 
 Decisions:

@@ -113,6 +113,33 @@ class ModelManifest:
         return f"{self.model_version}/{ONNX_FILE}"
 
 
+def model_mismatch(built: Mapping[str, Any], model: Mapping[str, Any], *, any_tower: bool = False) -> str | None:
+    """Were these vectors built by ``model``? None when they were; otherwise what built them, a phrase
+    that reads after "built by" (each caller adds what to do): ``model 'a' (onnx 0123456789ab), not 'b'
+    (onnx ...)``.
+
+    ``built`` is what a collection (or encode's output) records of the model that made its vectors and
+    ``model`` the model at hand, both shaped like :meth:`ModelManifest.record` (``name``, ``onnx_sha256``,
+    ``towers``). They match when the model.onnx is the same, byte for byte (the same ``onnx_sha256``; a
+    missing hash never matches). With ``any_tower`` ``model`` may be any tower of the export that built
+    them, found by name in ``built``'s ``towers`` (a query tower: CLIP's text tower searches what its image
+    tower encoded); a record without ``towers`` names its one tower. Pure."""
+    if any_tower:
+        towers = dict(built.get("towers") or {})
+        if not towers and built.get("name"):
+            towers = {built.get("tower", "?"): built}
+        entry = next((t for t in towers.values() if t.get("name") == model.get("name")), None)
+        if entry is None:
+            listed = ", ".join(f"{t.get('name')} ({kind})" for kind, t in towers.items()) or "an unrecorded model"
+            return f"the export with towers {listed}, not {model.get('name')!r}"
+        built = entry
+    mine, theirs = model.get("onnx_sha256"), built.get("onnx_sha256")
+    if mine and mine == theirs:
+        return None
+    return (f"model {built.get('name')!r} (onnx {str(theirs)[:12]}), "
+            f"not {model.get('name')!r} (onnx {str(mine)[:12]})")
+
+
 def read_manifest_file(path: Path) -> ModelManifest:
     try:
         raw = json.loads(path.read_text())

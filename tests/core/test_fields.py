@@ -5,7 +5,7 @@ import pytest
 
 from mmsearch.core.fields import CollectionLayout, FieldError, FieldSpec, LexicalSpec, identifier_words, parse_fields, \
     parse_lexical
-from mmsearch.core.milvus_store import CollectionRecord
+from mmsearch.core.milvus.record import CollectionRecord
 
 
 def test_compact_and_json_declarations_mean_the_same():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mmsearch.core.model_repository import ManifestError, ModelManifest, ModelRepository, tower_name
+from mmsearch.core.model_repository import ManifestError, ModelManifest, ModelRepository, model_mismatch, tower_name
 
 RAW = {"name": "clip", "tower": "text", "dimension": 16, "onnx_sha256": "abc", "model_version": 3,
        "family": "clip", "inputs": ["input_ids", "attention_mask"], "max_length": 77, "unknown_key": 1,
@@ -31,6 +31,27 @@ def test_manifest_round_trip_and_record():
     assert ModelManifest.from_dict(manifest.to_dict()) == manifest
     assert set(manifest.record()) == {"name", "tower", "family", "source", "dimension", "metric", "onnx_sha256",
                                       "towers"}
+
+
+def test_built_by_this_model_means_the_same_model_onnx():
+    built = {"name": "m", "onnx_sha256": "a" * 64}
+    assert model_mismatch(built, {"name": "m", "onnx_sha256": "a" * 64}) is None
+    assert model_mismatch(built, {"name": "m2", "onnx_sha256": "b" * 64}) == \
+        f"model 'm' (onnx {'a' * 12}), not 'm2' (onnx {'b' * 12})"
+    assert model_mismatch({"name": "m"}, {"name": "m"}) is not None  # no recorded hash never matches
+
+
+def test_a_query_tower_of_the_export_that_built_the_vectors_matches():
+    clip = {"name": "clip-image", "tower": "image", "onnx_sha256": "img",
+            "towers": {"text": {"name": "clip", "onnx_sha256": "txt"}, "image": {"name": "clip-image", "onnx_sha256": "img"}}}
+    assert model_mismatch(clip, {"name": "clip", "onnx_sha256": "txt"}, any_tower=True) is None
+    assert model_mismatch(clip, {"name": "clip", "onnx_sha256": "txt"}) is not None  # not the document tower
+    assert model_mismatch(clip, {"name": "minilm", "onnx_sha256": "x"}, any_tower=True) == \
+        "the export with towers clip (text), clip-image (image), not 'minilm'"
+    assert model_mismatch(clip, {"name": "clip", "onnx_sha256": "y"}, any_tower=True) == \
+        "model 'clip' (onnx txt), not 'clip' (onnx y)"
+    legacy = {"name": "minilm", "tower": "text", "onnx_sha256": "s"}  # recorded before towers were
+    assert model_mismatch(legacy, {"name": "minilm", "onnx_sha256": "s"}, any_tower=True) is None
 
 
 @pytest.mark.parametrize("raw, words", [

@@ -344,7 +344,7 @@ def test_the_helm_test_hook_passes_against_serving(chart, engine, image_for, ser
 def test_the_services_image_refuses_a_milvus_lite_file_with_a_clear_message(engine, images, tmp_path):
     from tests.support.containers import ContainerSpec
 
-    script = "from mmsearch.core import milvus_store\nmilvus_store.connect('/tmp/milvus.db')"
+    script = "from mmsearch.core.milvus.connection import connect\nconnect('/tmp/milvus.db')"
     spec = ContainerSpec(name="lite-check", image=images["services"], command=["python", "-c", script])
     code, output = run_to_end(engine, spec, tmp_path, timeout=120)
     assert code != 0 and "Milvus Lite is not installed here" in output and "http://milvus:19530" in output, output

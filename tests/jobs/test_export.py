@@ -144,7 +144,7 @@ def test_int8_copy_of_the_document_tower_is_gated_and_queried_by_the_fp32_tower(
 
     from mmsearch.jobs.encode import encode, read_vectors
     from mmsearch.jobs.prepare import prepare
-    from mmsearch.core import milvus_store
+    from mmsearch.core.milvus.record import CollectionRecord
     from mmsearch.services.serving.pipeline.activation import check_consistency
 
     repo = tmp_path / "repo"
@@ -175,7 +175,7 @@ def test_int8_copy_of_the_document_tower_is_gated_and_queried_by_the_fp32_tower(
     exact = onnx_text(repo / "m", [r["answer"] for r in records])
     cosines = np.sum(np.stack([by_id[r["id"]] for r in records]) * exact, axis=1)
     assert len(records) > 20 and cosines.min() >= 0.99
-    record = milvus_store.CollectionRecord.new(int8.record(), "docs", "1", {}).manifest
+    record = CollectionRecord.new(int8.record(), "docs", "1", {}).manifest
     assert record["quantization"]["method"] == "dynamic"
     check_consistency("m", fp32, "docs", record)  # serving's check: the fp32 query tower fits the collection
 

@@ -9,7 +9,10 @@ import numpy as np
 import pymongo
 import pytest
 
-from mmsearch.core import milvus_store
+from mmsearch.core.milvus.connection import connect
+from mmsearch.core.milvus.record import read_manifest
+from mmsearch.core.milvus.registry import resolve_collection
+from mmsearch.core.milvus.rows import count
 
 QUERIES = [
     ("read and write CSV files", "csv"),
@@ -40,9 +43,9 @@ def encode_query(stdlib_index):
 
 @pytest.fixture(scope="module")
 def milvus(stdlib_index):
-    client = milvus_store.connect(str(stdlib_index.milvus_uri))
+    client = connect(str(stdlib_index.milvus_uri))
     yield client
-    client.close()  # not milvus_store.close: other in-process users (the serving stack) share the engine
+    client.close()  # not close: other in-process users (the serving stack) share the engine
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +58,14 @@ def documents(stdlib_index):
 def test_counts_agree_across_corpus_milvus_and_mongo(stdlib_index, milvus, documents):
     corpus = [json.loads(line) for line in (stdlib_index.workdir / "corpus.jsonl").read_text().splitlines()]
     assert 200 <= len(corpus) == stdlib_index.documents
-    assert milvus_store.count(milvus, stdlib_index.milvus_collection) == len(corpus)
+    assert count(milvus, stdlib_index.milvus_collection) == len(corpus)
     assert documents.count_documents({}) == len(corpus)
     assert {"csv", "json", "os.path", "re", "sqlite3"} <= {r["question"] for r in corpus}
 
 
 def test_alias_and_manifest(stdlib_index, milvus):
-    assert milvus_store.resolve_collection(milvus, stdlib_index.scene) == stdlib_index.milvus_collection
-    manifest = milvus_store.read_manifest(milvus, stdlib_index.scene)
+    assert resolve_collection(milvus, stdlib_index.scene) == stdlib_index.milvus_collection
+    manifest = read_manifest(milvus, stdlib_index.scene)
     exported = json.loads((stdlib_index.repository / stdlib_index.model / "manifest.json").read_text())
     assert manifest["onnx_sha256"] == exported["onnx_sha256"] and manifest["dimension"] == 384
     assert manifest["name"] == stdlib_index.model and manifest["collection"] == stdlib_index.milvus_collection
@@ -71,7 +74,7 @@ def test_alias_and_manifest(stdlib_index, milvus):
 
 @pytest.mark.parametrize("query, category", QUERIES)
 def test_encoded_queries_find_the_expected_module(stdlib_index, milvus, documents, encode_query, query, category):
-    collection = milvus_store.resolve_collection(milvus, stdlib_index.scene)
+    collection = resolve_collection(milvus, stdlib_index.scene)
     hits = milvus.search(collection, data=[encode_query(query).tolist()], limit=3, anns_field="vector",
                          search_params={"metric_type": "IP"})[0]
     found = {d["_id"]: d for d in documents.find({"_id": {"$in": [h["id"] for h in hits]}})}
@@ -82,7 +85,7 @@ def test_encoded_queries_find_the_expected_module(stdlib_index, milvus, document
 
 
 def test_json_parsing_query_finds_json_loads(stdlib_index, milvus, documents, encode_query):
-    collection = milvus_store.resolve_collection(milvus, stdlib_index.scene)
+    collection = resolve_collection(milvus, stdlib_index.scene)
     hits = milvus.search(collection, data=[encode_query("parse a JSON document into Python objects").tolist()],
                          limit=5, anns_field="vector", search_params={"metric_type": "IP"})[0]
     questions = [documents.find_one({"_id": h["id"]})["question"] for h in hits]

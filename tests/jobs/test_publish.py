@@ -9,7 +9,10 @@ import sys
 
 import pytest
 
-from mmsearch.core import milvus_store
+from mmsearch.core.milvus.connection import close, connect
+from mmsearch.core.milvus.names import REGISTRY
+from mmsearch.core.milvus.record import read_manifest
+from mmsearch.core.milvus.registry import alias_history, read_state, resolve_alias, resolve_collection, rollback_choice
 from mmsearch.core.errors import MmsearchError
 from mmsearch.jobs.publish import publish, versions_to_drop
 from mmsearch.jobs.push_milvus import push_vectors
@@ -41,16 +44,16 @@ def test_alias_switch_prune_and_scene_isolation(tmp_path):
     second = publish(lite, "docs", "3", keep=2)
     assert second["previous"] == "docs_1" and second["dropped"] == ["docs_1"]
 
-    client = milvus_store.connect(lite)
+    client = connect(lite)
     try:
-        assert sorted(client.list_collections()) == ["docs_2", "docs_3", "docs_b_1", milvus_store.REGISTRY]
-        assert milvus_store.resolve_collection(client, "docs") == "docs_3"
-        assert milvus_store.read_manifest(client, "docs")["collection"] == "docs_3"
-        assert milvus_store.resolve_collection(client, "docs_2") == "docs_2"  # a plain collection name
+        assert sorted(client.list_collections()) == ["docs_2", "docs_3", "docs_b_1", REGISTRY]
+        assert resolve_collection(client, "docs") == "docs_3"
+        assert read_manifest(client, "docs")["collection"] == "docs_3"
+        assert resolve_collection(client, "docs_2") == "docs_2"  # a plain collection name
         with pytest.raises(MmsearchError, match="no collection or alias named 'nothing'"):
-            milvus_store.resolve_collection(client, "nothing")
+            resolve_collection(client, "nothing")
     finally:
-        milvus_store.close(client, lite)
+        close(client, lite)
 
     third = publish(lite, "docs", "2", keep=1)  # roll back: the newest (docs_3) and the published stay
     assert third["previous"] == "docs_3" and third["dropped"] == []
@@ -67,13 +70,13 @@ def test_rollback_goes_back_through_the_kept_versions_and_stops_at_the_first_dro
         publish(lite, "docs", version, keep=2)  # publishing 3 drops docs_1
     back = publish(lite, "docs", rollback=True)
     assert (back["collection"], back["previous"], back["rollback"]) == ("docs_2", "docs_3", True)
-    client = milvus_store.connect(lite)
+    client = connect(lite)
     try:
-        assert milvus_store.alias_target(client, "docs") == "docs_2"
-        assert milvus_store.alias_history(client, "docs") == ["docs_1"]  # docs_2 left the history
-        assert milvus_store.read_state(client, "docs_2")["published"]["rollback_from"] == "docs_3"
+        assert resolve_alias(client, "docs") == "docs_2"
+        assert alias_history(client, "docs") == ["docs_1"]  # docs_2 left the history
+        assert read_state(client, "docs_2")["published"]["rollback_from"] == "docs_3"
     finally:
-        milvus_store.close(client, lite)
+        close(client, lite)
     with pytest.raises(MmsearchError, match="cannot roll back scene docs: no previous version is kept .*docs_1"):
         publish(lite, "docs", rollback=True)
     with pytest.raises(MmsearchError, match="scene nothing has no published version to roll back from"):
@@ -82,8 +85,8 @@ def test_rollback_goes_back_through_the_kept_versions_and_stops_at_the_first_dro
 
 def test_rollback_choice_is_pure():
     kept = {"b", "d"}.__contains__
-    assert milvus_store.rollback_choice(["a", "b", "c", "d"], kept) == ("b", ["c", "d"])
-    assert milvus_store.rollback_choice(["a", "c"], kept) == (None, [])
+    assert rollback_choice(["a", "b", "c", "d"], kept) == ("b", ["c", "d"])
+    assert rollback_choice(["a", "c"], kept) == (None, [])
 
 
 def test_an_incomplete_or_missing_collection_is_not_published(tmp_path):

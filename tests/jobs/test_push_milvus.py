@@ -12,7 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from mmsearch.core import milvus_store
+from mmsearch.core.milvus.connection import close, connect
+from mmsearch.core.milvus.record import is_complete, read_manifest
+from mmsearch.core.milvus.rows import count
+from mmsearch.core.milvus.schema import AUTO_INDEX, validate_index
 from mmsearch.core.errors import MmsearchError
 from mmsearch.jobs.push_milvus import push_vectors
 from mmsearch.dev.processes import free_port
@@ -43,13 +46,13 @@ def test_push_records_the_manifest_and_keeps_the_last_partial_batch(tmp_path, li
     summary = push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 700), len(ids), corpus_of(ids),
                            batch_size=1000)
     assert summary["collection"] == "docs_1" and summary["entities"] == 2345 and summary["created"] is True
-    client = milvus_store.connect(lite)
+    client = connect(lite)
     try:
-        assert milvus_store.count(client, "docs_1") == 2345 and all_present(client, "docs_1", ids)
+        assert count(client, "docs_1") == 2345 and all_present(client, "docs_1", ids)
         described = client.describe_collection("docs_1")
         fields = {f["name"]: f for f in described["fields"]}
         assert fields["id"]["is_primary"] and fields["vector"]["params"]["dim"] == 16
-        recorded = milvus_store.read_manifest(client, "docs_1")
+        recorded = read_manifest(client, "docs_1")
         assert {k: recorded[k] for k in ("name", "onnx_sha256", "dimension", "metric", "towers")} == \
             {k: manifest.to_dict()[k] for k in ("name", "onnx_sha256", "dimension", "metric", "towers")}
         assert recorded["collection"] == "docs_1" and recorded["complete"] is True
@@ -57,7 +60,7 @@ def test_push_records_the_manifest_and_keeps_the_last_partial_batch(tmp_path, li
         hit = client.search("docs_1", data=[vecs[42].tolist()], limit=1, search_params={"metric_type": "IP"})[0][0]
         assert hit["id"] == ids[42] and hit["distance"] == pytest.approx(1.0, abs=1e-5)
     finally:
-        milvus_store.close(client, lite)
+        close(client, lite)
 
 
 def test_rerun_is_idempotent_and_refuses_another_model_or_dimension(tmp_path, lite):
@@ -108,31 +111,31 @@ def test_ivf_flat_on_lite(tmp_path, lite):
 
 
 def test_auto_index_picks_by_size_and_an_explicit_type_overrides_it():
-    threshold = milvus_store.AUTO_INDEX["ivf_from_rows"]
-    small = milvus_store.validate_index("x.db", "auto", "IP", None, rows=threshold - 1)
-    large = milvus_store.validate_index("x.db", "auto", "ip", None, rows=threshold)
+    threshold = AUTO_INDEX["ivf_from_rows"]
+    small = validate_index("x.db", "auto", "IP", None, rows=threshold - 1)
+    large = validate_index("x.db", "auto", "ip", None, rows=threshold)
     assert (small["type"], small["params"]) == ("FLAT", {})
     assert large["type"] == "IVF_FLAT" and large["metric"] == "IP"
-    assert large["params"] == milvus_store.AUTO_INDEX["params"]
-    assert large["search_params"] == milvus_store.AUTO_INDEX["search_params"]
-    assert milvus_store.validate_index("x.db", "auto", "IP", {"nlist": 64}, rows=threshold)["params"] == {"nlist": 64}
-    assert milvus_store.validate_index("x.db", "flat", "IP", None, rows=10 * threshold)["type"] == "FLAT"
+    assert large["params"] == AUTO_INDEX["params"]
+    assert large["search_params"] == AUTO_INDEX["search_params"]
+    assert validate_index("x.db", "auto", "IP", {"nlist": 64}, rows=threshold)["params"] == {"nlist": 64}
+    assert validate_index("x.db", "flat", "IP", None, rows=10 * threshold)["type"] == "FLAT"
     with pytest.raises(MmsearchError, match="--index-type auto needs the number of vectors"):
-        milvus_store.validate_index("x.db", "auto", "IP", None)
+        validate_index("x.db", "auto", "IP", None)
 
 
 def test_push_picks_the_index_by_size_and_records_it_with_its_search_params(tmp_path, lite, monkeypatch):
     manifest = write_manifest(tmp_path, "m", 8)
     ids, vecs = vectors(500, 8)
     assert push_vectors(lite, "docs", "1", manifest, chunks(ids, vecs, 500), 500, corpus_of(ids))["index"] == "FLAT"
-    monkeypatch.setitem(milvus_store.AUTO_INDEX, "ivf_from_rows", 400)
+    monkeypatch.setitem(AUTO_INDEX, "ivf_from_rows", 400)
     assert push_vectors(lite, "docs", "2", manifest, chunks(ids, vecs, 500), 500, corpus_of(ids))["index"] == "IVF_FLAT"
-    client = milvus_store.connect(lite)
+    client = connect(lite)
     try:
-        small, large = (milvus_store.read_manifest(client, f"docs_{v}")["index"] for v in ("1", "2"))
+        small, large = (read_manifest(client, f"docs_{v}")["index"] for v in ("1", "2"))
         described = client.describe_index("docs_2", "vector")
     finally:
-        milvus_store.close(client, lite)
+        close(client, lite)
     assert small == {"type": "FLAT", "params": {}, "chosen": "auto: 500 rows", "metric": "IP"}
     assert large["type"] == "IVF_FLAT" and large["search_params"] == {"nprobe": 16} and large["chosen"] == "auto: 500 rows"
     assert described["index_type"] == "IVF_FLAT" and described["nlist"] == "128"
@@ -157,21 +160,21 @@ def test_sigkill_half_way_then_rerun_is_exact(tmp_path, lite):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     assert proc.returncode == -signal.SIGKILL and 0 < done < len(ids), (done, proc.stderr.read())
-    client = milvus_store.connect(lite)
+    client = connect(lite)
     try:
-        half = milvus_store.count(client, "big_1")
-        assert 0 < half < len(ids) and not milvus_store.is_complete(client, "big_1")
+        half = count(client, "big_1")
+        assert 0 < half < len(ids) and not is_complete(client, "big_1")
     finally:
-        milvus_store.close(client, lite)
+        close(client, lite)
     summary = json.loads(run_job(*args).stdout.strip().splitlines()[-1])
     assert summary["entities"] == len(ids) and summary["created"] is False
-    client = milvus_store.connect(lite)
+    client = connect(lite)
     try:
-        assert milvus_store.count(client, "big_1") == len(ids)  # no duplicates
+        assert count(client, "big_1") == len(ids)  # no duplicates
         assert all_present(client, "big_1", ids)                 # no missing ids
-        assert milvus_store.is_complete(client, "big_1")
+        assert is_complete(client, "big_1")
     finally:
-        milvus_store.close(client, lite)
+        close(client, lite)
 
 
 @pytest.fixture()

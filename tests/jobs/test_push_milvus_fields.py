@@ -10,7 +10,8 @@ import pytest
 
 from mmsearch.jobs.corpus import document_hash
 from mmsearch.jobs.push_milvus import milvus_row, push_milvus, read_layout
-from mmsearch.core import milvus_store
+from mmsearch.core.milvus.connection import close, connect
+from mmsearch.core.milvus.record import read_manifest
 from mmsearch.core.errors import MmsearchError
 from tests.jobs.milvus_data import vectors, write_manifest, write_vectors
 
@@ -43,13 +44,13 @@ def test_fields_and_bm25_are_written_indexed_and_recorded(work):
     tmp_path, records = work
     summary = push(tmp_path, fields="category:keyword,size:number", bm25_fields="question,answer")
     assert summary["entities"] == 3 and summary["fields"] == ["category", "size"] and summary["bm25"] == ["question", "answer"]
-    client = milvus_store.connect(str(tmp_path / "milvus.db"))
+    client = connect(str(tmp_path / "milvus.db"))
     try:
         described = {f["name"]: f for f in client.describe_collection("docs_1")["fields"]}
         assert set(described) == {"id", "vector", "content_sha256", "category", "size", "text", "sparse"}
         assert {name: client.describe_index("docs_1", name)["index_type"] for name in ("category", "size")} == \
             {"category": "INVERTED", "size": "INVERTED"}
-        recorded = milvus_store.read_manifest(client, "docs_1")["layout"]
+        recorded = read_manifest(client, "docs_1")["layout"]
         assert recorded == {"fields": [{"name": "category", "type": "keyword"}, {"name": "size", "type": "number"}],
                             "lexical": {"sources": ["question", "answer"], "analyzer": "english"}}
         rows = client.query("docs_1", filter="size >= 2", output_fields=["category", "text"])
@@ -59,7 +60,7 @@ def test_fields_and_bm25_are_written_indexed_and_recorded(work):
                              search_params={"metric_type": "BM25"})[0]
         assert hits[0]["id"] == records[0]["id"]  # stemmed: "dictionaries" meets "dictionaries", "reader" the name
     finally:
-        milvus_store.close(client, str(tmp_path / "milvus.db"))
+        close(client, str(tmp_path / "milvus.db"))
 
 
 def test_a_rerun_with_another_layout_is_refused(work):

@@ -23,7 +23,9 @@ import pymongo
 import pytest
 
 from mmsearch.jobs.prepare import stable_id
-from mmsearch.core import milvus_store
+from mmsearch.core.milvus.connection import connect
+from mmsearch.core.milvus.registry import read_state
+from mmsearch.core.milvus.rows import read_hashes
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions, write_corpus
 from tests.support.jobs import run_job
@@ -77,12 +79,12 @@ def sync_args(s, *extra: str) -> list[str]:
 
 def state_of(s, name: str) -> tuple[dict, dict, dict]:
     """({id: hash}, {id: vector}, {id: document}) of collection ``name`` and its summaries."""
-    client = milvus_store.connect(s["milvus"].uri)
+    client = connect(s["milvus"].uri)
     try:
-        hashes = milvus_store.read_hashes(client, name)
+        hashes = read_hashes(client, name)
         rows = client.query(name, filter="id >= 0", output_fields=["vector"], limit=16384)
         vectors = {int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
-        record = milvus_store.read_state(client, name)
+        record = read_state(client, name)
     finally:
         client.close()
     docs = {d["_id"]: d for d in pymongo.MongoClient(s["mongo"].uri).mmsearch[name].find()}

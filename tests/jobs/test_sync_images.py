@@ -9,7 +9,8 @@ import numpy as np
 import pymongo
 import pytest
 
-from mmsearch.core import milvus_store
+from mmsearch.core.milvus.connection import close, connect
+from mmsearch.core.milvus.rows import count
 from mmsearch.core.model_repository import ModelRepository
 from mmsearch.core.query_tower import QueryTower
 from tests.support.images import IMAGE_MODEL, distinct_images, write_images
@@ -44,12 +45,12 @@ def test_a_changed_image_file_is_re_encoded_and_image_queries_are_evaluated(tmp_
     records = {r["name"]: r for r in read_records(tmp_path / "w2")}
     tower = QueryTower.load(ModelRepository(repo).folder(IMAGE_MODEL))
     expected = tower.image((folder / "red-square.png").read_bytes())
-    client = milvus_store.connect(milvus)
+    client = connect(milvus)
     try:
-        assert milvus_store.count(client, f"{SCENE}_1") == len(records) == 11
+        assert count(client, f"{SCENE}_1") == len(records) == 11
         (row,) = client.get(f"{SCENE}_1", ids=[records["red-square.png"]["id"]], output_fields=["vector"])
     finally:
-        milvus_store.close(client, milvus)
+        close(client, milvus)
     vector = np.asarray(row["vector"], dtype=np.float32)
     assert float(vector @ expected / np.linalg.norm(vector) / np.linalg.norm(expected)) > 0.999
     docs = pymongo.MongoClient(mongo_server).mmsearch["photos_1"]

@@ -144,19 +144,21 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
     records = [json.loads(line) for line in Path(workdir, "corpus.jsonl").read_text().splitlines() if line.strip()]
     target = next(r for r in records if "json.dumps" in r["question"] or "dumps" in r["question"])
 
-    from mmsearch.core import milvus_store
+    from mmsearch.core.milvus.connection import close, connect
+    from mmsearch.core.milvus.registry import read_state, resolve_alias, resolve_collection
+    from mmsearch.core.milvus.rows import count
     from mmsearch.jobs.encode import TextInputs, load_encoder
 
     encoder = load_encoder(str(minilm_repo), "minilm", device="cpu")
     ids, mask = TextInputs(encoder, "question").tokenizer.encode([target["question"]])
     vector = encoder.run({"input_ids": ids, "attention_mask": mask})[0].tolist()
-    client = milvus_store.connect(str(milvus))
+    client = connect(str(milvus))
     try:
-        assert milvus_store.alias_target(client, SCENE) == f"{SCENE}_{version}"
-        collection = milvus_store.resolve_collection(client, SCENE)
+        assert resolve_alias(client, SCENE) == f"{SCENE}_{version}"
+        collection = resolve_collection(client, SCENE)
         hits = client.search(collection_name=collection, data=[vector], limit=3, output_fields=["id"])[0]
     finally:
-        milvus_store.close(client, str(milvus))
+        close(client, str(milvus))
     assert hits[0]["id"] == target["id"]
 
     import pymongo
@@ -164,11 +166,11 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
     with pymongo.MongoClient(mongo_server, serverSelectionTimeoutMS=10000) as mongo:
         doc = mongo["mmsearch"][SCENE].find_one({"_id": target["id"]})
     assert doc is not None and doc["question"] == target["question"]
-    client = milvus_store.connect(str(milvus))
+    client = connect(str(milvus))
     try:
-        recorded = milvus_store.read_state(client, f"{SCENE}_{version}")
+        recorded = read_state(client, f"{SCENE}_{version}")
     finally:
-        milvus_store.close(client, str(milvus))
+        close(client, str(milvus))
     assert recorded["evaluation"]["recall"] == status["evaluation"]["recall"]  # publish kept the report's figures
 
     # The same IndexJob, incremental, on a larger source: prepare and sync the live version in place.
@@ -183,13 +185,13 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
         workdir = next(j for j in await cluster.jobs() if j["metadata"]["labels"]["mmsearch.io/stage"] == "sync")[
             "spec"]["template"]["spec"]["containers"][0]["args"][1]
     records = [json.loads(line) for line in Path(workdir, "corpus.jsonl").read_text().splitlines() if line.strip()]
-    client = milvus_store.connect(str(milvus))
+    client = connect(str(milvus))
     try:
-        assert milvus_store.alias_target(client, SCENE) == f"{SCENE}_{version}"  # in place: same version
-        assert milvus_store.count(client, f"{SCENE}_{version}") == len(records)
-        assert milvus_store.read_state(client, f"{SCENE}_{version}")["generation"] == 1
+        assert resolve_alias(client, SCENE) == f"{SCENE}_{version}"  # in place: same version
+        assert count(client, f"{SCENE}_{version}") == len(records)
+        assert read_state(client, f"{SCENE}_{version}")["generation"] == 1
     finally:
-        milvus_store.close(client, str(milvus))
+        close(client, str(milvus))
 
 
 async def test_an_indexjob_with_model_version_2_is_served_by_the_embedded_encoder(

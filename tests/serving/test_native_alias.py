@@ -13,7 +13,8 @@ import time
 import grpc
 import pytest
 
-from mmsearch.core import milvus_store
+from mmsearch.core.milvus.connection import connect
+from mmsearch.core.milvus.registry import resolve_collection
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions
 from tests.support.jobs import run_job
@@ -38,7 +39,7 @@ def native(tmp_path_factory, minilm_repo, service_loop):
 
 
 def native_target(uri: str) -> str:
-    client = milvus_store.connect(uri)
+    client = connect(uri)
     try:
         return client.describe_alias(SCENE)["collection_name"]
     finally:
@@ -75,10 +76,10 @@ def test_publish_and_rollback_move_the_native_alias_and_serving_follows(native):
     follows(stack, f"{SCENE}_a", "csv")
 
     # Another tool moves the native alias: it is the truth on this engine, serving follows it.
-    client = milvus_store.connect(milvus.uri)
+    client = connect(milvus.uri)
     try:
         client.alter_alias(f"{SCENE}_b", SCENE)
-        assert milvus_store.resolve_collection(client, SCENE) == f"{SCENE}_b"
+        assert resolve_collection(client, SCENE) == f"{SCENE}_b"
     finally:
         client.close()
     follows(stack, f"{SCENE}_b", "json")

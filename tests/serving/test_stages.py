@@ -41,7 +41,7 @@ async def test_activation_resolves_routes_and_keeps_them_frozen():
     ({"preprocess_models": set()}, "service", "preprocess model 'm' is not loaded"),
     ({"inline_models": set()}, None, "preprocess: inline: no tokenizer.json for 'm'"),
     ({"missing_encoders": {"m"}}, None, "encoder 'm' (embedded): no ONNX model"),
-    ({"models": {"m": manifest("m", sha="other")}}, None, "sha256"),
+    ({"models": {"m": manifest("m", sha="other")}}, None, "not 'm' (onnx other)"),
     ({"collections": {SCENE: collection_manifest("x", "docs_1")}}, None, "does not match collection"),
 ])
 async def test_activation_refuses_an_arm_naming_it(kwargs, preprocess, words):

@@ -130,7 +130,9 @@ def test_summaries_are_cached_per_version_and_a_generation_bump_serves_documents
     the new text."""
     import pymongo
 
-    from mmsearch.core import milvus_store
+    from mmsearch.core.milvus.connection import connect
+    from mmsearch.core.milvus.record import read_manifest
+    from mmsearch.core.milvus.registry_writes import update_state
 
     stack, milvus, _ = versions
     query = "parse a JSON document"
@@ -148,10 +150,10 @@ def test_summaries_are_cached_per_version_and_a_generation_bump_serves_documents
         docs.update_one({"_id": doc_id}, {"$set": {"question": "changed in place"}})
         try:
             assert first() == (doc_id, question)  # the same version: served from the cache
-            client = milvus_store.connect(milvus.uri)
+            client = connect(milvus.uri)
             try:
-                milvus_store.update_state(client, concrete, generation=generation + 1)
-                assert milvus_store.read_manifest(client, concrete)["generation"] == generation + 1
+                update_state(client, concrete, generation=generation + 1)
+                assert read_manifest(client, concrete)["generation"] == generation + 1
             finally:
                 client.close()
             deadline = time.monotonic() + 20

@@ -34,7 +34,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mmsearch.core.fields import SPARSE_FIELD
-from mmsearch.core.milvus_store import Found, Matches, matches, search_request, short_error
+from mmsearch.core.milvus.connection import ensure_loaded, short_error
+from mmsearch.core.milvus.record import read_manifest
+from mmsearch.core.milvus.search import Found, Matches, matches, search_request
 from mmsearch.core.redact import redact
 from mmsearch.services.serving.backends.batching import MicroBatcher
 from mmsearch.services.serving.errors import Mismatch, NotFound, Unavailable
@@ -222,8 +224,6 @@ class MilvusMatcher:
         return np.asarray(rows[0]["vector"], dtype=np.float32)
 
     def _manifest(self, collection: str) -> dict:
-        from mmsearch.core.milvus_store import read_manifest
-
         self._call("list_collections", timeout=self._connect_timeout_s)  # fail fast: read_manifest retries
         client = self._get_client()
         try:
@@ -238,8 +238,6 @@ class MilvusMatcher:
         return await asyncio.get_running_loop().run_in_executor(self._admin, self._manifest, collection)
 
     def _load(self, collection: str) -> None:
-        from mmsearch.core.milvus_store import ensure_loaded
-
         self._call("list_collections", timeout=self._connect_timeout_s)  # fail fast when Milvus is down
         try:
             ensure_loaded(self._get_client(), collection)

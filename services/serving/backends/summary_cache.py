@@ -8,7 +8,7 @@ hold (one ``$in`` of the misses, none when every id is cached).
 Why it is exact: a lookup names the ``version`` of the documents it wants: the
 concrete Milvus collection the page came from (``<scene>_<version>``, what an
 alias resolves to) and that collection's *generation*, a counter kept in its
-state (``generation`` of :func:`mmsearch.core.milvus_store.read_manifest`). A
+state (``generation`` of :func:`mmsearch.core.milvus.record.read_manifest`). A
 full rebuild is a new collection; ``mmsearch job sync``, the one stage that
 changes documents of a live collection in place, bumps the generation when its
 writes are done (:mod:`mmsearch.jobs.sync`: a sync that changed nothing leaves it);

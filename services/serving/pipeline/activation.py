@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from mmsearch.core.fields import CollectionLayout, FieldError, FieldSpec
-from mmsearch.core.model_repository import ModelManifest
+from mmsearch.core.model_repository import ModelManifest, model_mismatch
 from mmsearch.services.serving.backends.bundle import Backends
 from mmsearch.services.serving.config.experiments import ArmSpec, Experiments, Scene, TowerSpec
 
@@ -48,26 +48,16 @@ def check_consistency(encoder: str, encoder_manifest: ModelManifest, collection:
                       collection_manifest: Mapping[str, Any]) -> None:
     """Raise :class:`ConsistencyError` unless ``encoder``'s model.onnx is a tower of the export that built ``collection``.
 
-    The collection records the manifest of the document tower that encoded it;
-    its ``towers`` lists every tower of that export with its ``onnx_sha256``.
-    The query encoder must be one of them, byte for byte, with the same dimension. Pure.
+    The collection records the manifest of the document tower that encoded it; the query encoder
+    must be one of the towers of that export, byte for byte
+    (:func:`mmsearch.core.model_repository.model_mismatch`), with the same dimension. Pure.
     """
-    towers = dict(collection_manifest.get("towers") or {})
-    if not towers and collection_manifest.get("name"):
-        towers = {collection_manifest.get("tower", "?"): {
-            "name": collection_manifest["name"], "onnx_sha256": collection_manifest.get("onnx_sha256")}}
-    built_by = ", ".join(f"{t.get('name')} ({kind})" for kind, t in towers.items()) or "an unrecorded model"
-    entry = next((t for t in towers.values() if t.get("name") == encoder), None)
-    if entry is None:
+    other_model = model_mismatch(collection_manifest, {"name": encoder, "onnx_sha256": encoder_manifest.onnx_sha256},
+                                 any_tower=True)
+    if other_model:
         raise ConsistencyError(
-            f"encoder {encoder!r} does not match collection {collection!r}: the collection was built by the "
-            f"export with towers {built_by}; use one of them or re-index with {encoder!r}"
-        )
-    mine, theirs = encoder_manifest.onnx_sha256, entry.get("onnx_sha256")
-    if not mine or mine != theirs:
-        raise ConsistencyError(
-            f"encoder {encoder!r} does not match collection {collection!r}: its model.onnx has sha256 "
-            f"{str(mine)[:12]}… but the collection was built with {str(theirs)[:12]}…; re-export or re-index"
+            f"encoder {encoder!r} does not match collection {collection!r}: the collection was built by "
+            f"{other_model}; use a tower of that export, or re-index with {encoder!r}"
         )
     dim_b = collection_manifest.get("dimension")
     if dim_b and encoder_manifest.dimension != int(dim_b):

@@ -52,7 +52,7 @@ import numpy as np
 
 from mmsearch.core.errors import shown
 from mmsearch.core.fields import FACET_TYPES
-from mmsearch.core.milvus_store import documents_collection
+from mmsearch.core.milvus.names import documents_collection
 from mmsearch.v1 import retrieval_pb2
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.config import bucketing

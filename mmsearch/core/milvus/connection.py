@@ -1,0 +1,105 @@
+"""Opening and closing a Milvus client, and the one-line errors every other module raises.
+
+A file path is Milvus Lite, ``http(s)://``, ``tcp://``, ``grpc://`` or ``unix:``
+a Milvus server (:func:`is_lite`). One process at a time may open a Milvus
+Lite file (it holds a file lock); a second one is refused with a clear error.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+from mmsearch.core.errors import MmsearchError
+from mmsearch.core.redact import redact
+
+_SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
+
+
+class MilvusStoreError(MmsearchError):
+    """A Milvus collection/alias problem the caller can fix; or Milvus is unreachable."""
+
+
+def is_lite(uri: str) -> bool:
+    """True when ``uri`` names a Milvus Lite file rather than a server."""
+    return not str(uri).startswith(_SERVER_SCHEMES)
+
+
+def connect(uri: str, *, token: str = "", timeout: float = 10.0):
+    """A ``MilvusClient`` for ``uri``; MilvusStoreError with one clear line when it cannot open."""
+    from pymilvus import MilvusClient
+
+    if is_lite(uri):
+        path = Path(uri)
+        if not re.match(r"^[a-zA-Z0-9.\-_]+$", path.name) or len(path.name) > 36:
+            raise MilvusStoreError(f"--milvus-uri {uri}: a Milvus Lite file name must match [a-zA-Z0-9.-_]+ "
+                                   "and be at most 36 characters (e.g. ./data/milvus.db)")
+        if not path.parent.is_dir():
+            raise MilvusStoreError(f"--milvus-uri {uri}: folder {path.parent} does not exist")
+        if importlib.util.find_spec("milvus_lite") is None:
+            raise MilvusStoreError(f"--milvus-uri {uri}: Milvus Lite is not installed here (the services image "
+                                   "leaves it out); use a Milvus server URI such as http://milvus:19530")
+    # Job output stays one clear line: pymilvus logs every failed RPC (and the UNIMPLEMENTED
+    # alias probes on Lite) at ERROR, and milvus-lite warns about pkg_resources on import.
+    for name in ("pymilvus", "pymilvus.milvus_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+            return MilvusClient(uri=str(uri), token=token, timeout=timeout)
+    except Exception as exc:
+        if is_lite(uri):
+            raise MilvusStoreError(f"cannot open Milvus Lite database {uri} (is another process using it? "
+                                   f"only one may open a Lite file at a time): {short_error(exc)}") from None
+        raise MilvusStoreError(f"cannot reach Milvus at {redact(uri)}: {short_error(exc)}") from None
+
+
+def close(client, uri: str) -> None:
+    """Close ``client``; for Milvus Lite also stop the engine so another process can open the file
+    (pymilvus otherwise keeps it, and its file lock, until this process exits). The engine is
+    shared by every client of this process on that file: use it where this client is the only one
+    (the job stages), plain ``client.close()`` elsewhere."""
+    client.close()
+    if is_lite(uri):
+        from milvus_lite.server_manager import server_manager_instance
+
+        if str(Path(uri).absolute().resolve()) in server_manager_instance._servers:
+            server_manager_instance.release_server(uri)
+
+
+@contextlib.contextmanager
+def session(uri: str, doing: str, *, token: str = "", timeout: float = 10.0) -> Iterator:
+    """A client for ``uri``, released at the end (the Lite file too). A pymilvus failure inside
+    (a server going away, a refused request) becomes one MilvusStoreError line: Milvus at URI failed DOING."""
+    client = connect(uri, token=token, timeout=timeout)
+    try:
+        yield client
+    except MmsearchError:
+        raise
+    except Exception as exc:
+        raise MilvusStoreError(f"Milvus at {redact(uri)} failed {doing}: {short_error(exc)}") from None
+    finally:
+        close(client, uri)
+
+
+def short_error(exc: BaseException) -> str:
+    """One line of at most 300 characters describing ``exc`` (pymilvus exceptions: their message),
+    with any credentials in quoted URIs redacted."""
+    text = redact(" ".join(str(getattr(exc, "message", None) or exc).split()))
+    return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
+
+
+def unimplemented(exc: BaseException) -> bool:
+    """Whether ``exc`` is the engine's UNIMPLEMENTED answer (Milvus Lite 2.5 to every alias call)."""
+    return "UNIMPLEMENTED" in str(exc).upper()
+
+
+def ensure_loaded(client, name: str) -> None:
+    """Load ``name`` unless it is loaded (searches and queries need a loaded collection)."""
+    state = client.get_load_state(name).get("state")
+    if "Loaded" not in str(state):
+        client.load_collection(name)
