@@ -301,7 +301,7 @@ def export_command(
     model_version: int = typer.Option(1, envvar="MMSEARCH_MODEL_VERSION", help="Triton version folder."),
     family: str = typer.Option("auto", envvar="MMSEARCH_FAMILY", help="auto | clip | sentence-transformers."),
     max_batch_size: int = typer.Option(
-        64, "--triton-max-batch-size", "--max-batch-size", min=1,
+        64, "--triton-max-batch-size", "--max-batch-size",
         envvar=["MMSEARCH_TRITON_MAX_BATCH_SIZE", "MMSEARCH_MAX_BATCH_SIZE"],
         callback=deprecated("MMSEARCH_MAX_BATCH_SIZE", "MMSEARCH_TRITON_MAX_BATCH_SIZE"),
         help="Triton's max_batch_size in config.pbtxt."),

@@ -35,7 +35,7 @@ def build_config(name: str, inputs: list[Tensor], outputs: list[Tensor], *, max_
                  max_queue_delay_us: int = 100, instance_count: int = 1, instance_kind: str = "auto") -> str:
     """The text of ``config.pbtxt`` for an ONNX model served by Triton's onnxruntime backend."""
     if max_batch_size < 1:
-        raise ValueError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+        raise ValueError(f"--triton-max-batch-size must be >= 1, got {max_batch_size}")
     if instance_count < 1:
         raise ValueError(f"--instance-count must be >= 1, got {instance_count}")
     if instance_kind not in KINDS:

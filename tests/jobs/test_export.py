@@ -214,7 +214,7 @@ def test_export_to_s3_reads_back_byte_identical(tiny_clip_source, s3_server, tmp
     (["--model", "/no/such/folder"], "error: --model /no/such/folder: folder not found"),
     (["--model", "no-such-org/no-such-model"], "error: --model 'no-such-org/no-such-model': not a local folder and not available"),
     (["--family", "bert"], "error: --family 'bert'"),
-    (["--max-batch-size", "0"], "error: --max-batch-size must be >= 1"),
+    (["--max-batch-size", "0"], "error: --triton-max-batch-size must be >= 1"),
     (["--parity-inputs", "10"], "error: --parity-inputs must be >= 256"),
     (["--instance-kind", "tpu"], "error: --instance-kind 'tpu'"),
 ])
