@@ -350,11 +350,11 @@ def main() -> None:
     try:
         t = time.perf_counter()
         if not (repo / "minilm" / "manifest.json").exists():
-            job("export", "--model", model_dir, "--name", "minilm", "--repository", str(repo))
+            job("export", "--source-model", model_dir, "--name", "minilm", "--model-repository", str(repo))
         job("prepare", "--workdir", str(work), "--source-kind", "stdlib", *(["--source", args.modules] if args.modules else []))
-        job("encode", "--workdir", str(work), "--repository", str(repo), "--model", "minilm")
+        job("encode", "--workdir", str(work), "--model-repository", str(repo), "--model", "minilm")
         job("push-milvus", "--workdir", str(work), "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1",
-            "--repository", str(repo), "--model", "minilm", "--fields", "category:keyword",
+            "--model-repository", str(repo), "--model", "minilm", "--fields", "category:keyword",
             "--bm25-fields", "question,answer")
         job("publish", "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1")
         job("push-mongo", "--workdir", str(work), "--mongo-uri", mongo.uri, "--collection", scene)

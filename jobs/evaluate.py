@@ -56,6 +56,9 @@ import numpy as np
 import typer
 
 from mmsearch.jobs.app import job_app
+from mmsearch.jobs.options import (
+    MilvusToken, MilvusUri, Model, ModelRepositoryUri, OnnxThreads, TIMEOUT, Timeout, Workdir,
+)
 from mmsearch.jobs.corpus import read_corpus
 from mmsearch.jobs.encode import fetch
 from mmsearch.jobs.errors import JobError, exit_on_error
@@ -388,19 +391,18 @@ def evaluate(milvus_uri: str, collection: str, queries: str, repository: str, wo
 
 @job_app.command("evaluate")
 def evaluate_command(
-    milvus_uri: str = typer.Option(..., envvar="MMSEARCH_MILVUS_URI", help="A Milvus Lite file or http(s)://host:port."),
-    collection: str = typer.Option(..., envvar="MMSEARCH_COLLECTION", help="The collection (or alias) to measure."),
+    milvus_uri: MilvusUri,
+    repository: ModelRepositoryUri,
+    workdir: Workdir,
     queries: str = typer.Option(..., envvar="MMSEARCH_QUERIES", help="The labelled query set (JSONL, path or s3://)."),
-    repository: str = typer.Option(..., envvar="MMSEARCH_REPOSITORY", help="Model repository holding the query towers."),
-    workdir: str = typer.Option(..., envvar="MMSEARCH_WORKDIR",
-                                help="Stage folder: its corpus.jsonl resolves field labels; the report goes to evaluation/."),
+    collection: str = typer.Option(..., envvar="MMSEARCH_COLLECTION", help="The Milvus collection (or alias) to measure."),
     compare: str = typer.Option(None, envvar="MMSEARCH_COMPARE", help="Another collection or alias (the published one)."),
     k: int = typer.Option(10, envvar="MMSEARCH_K", help="Depth of recall@k, MRR and the no-hit share."),
-    model: str = typer.Option(None, envvar="MMSEARCH_MODEL", help="Query tower (default: the collection's own)."),
-    threads: int = typer.Option(0, envvar="MMSEARCH_THREADS", help="onnxruntime intra-op threads (0: default)."),
+    model: Model = None,
+    threads: OnnxThreads = 0,
     summary_file: str = typer.Option(None, envvar="MMSEARCH_SUMMARY_FILE", help="Also write the summary JSON here."),
-    milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
-    timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a Milvus server."),
+    milvus_token: MilvusToken = "",
+    timeout: Timeout = TIMEOUT,
 ) -> None:
     """Measure recall@k, MRR, nDCG@10, no-hit share and latency on a labelled query set; write the report."""
     with exit_on_error():

@@ -48,6 +48,7 @@ from mmsearch.core.milvus.rows import drop_collection
 from mmsearch.core.quality import Thresholds, shortfalls
 from mmsearch.core.redact import redact
 from mmsearch.jobs.app import job_app
+from mmsearch.jobs.options import MilvusToken, MilvusUri, Scene, TIMEOUT, Timeout, Version
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.progress import emit
 
@@ -147,9 +148,9 @@ def roll_back(milvus_uri: str, scene: str, *, token: str = "", timeout: float = 
 
 @job_app.command("publish")
 def publish_command(
-    milvus_uri: str = typer.Option(..., envvar="MMSEARCH_MILVUS_URI", help="A Milvus Lite file or http(s)://host:port."),
-    scene: str = typer.Option(..., envvar="MMSEARCH_SCENE"),
-    version: str = typer.Option(None, envvar="MMSEARCH_VERSION", help="The version to publish (not with --rollback)."),
+    milvus_uri: MilvusUri,
+    scene: Scene,
+    version: Version = None,
     keep: int = typer.Option(2, envvar="MMSEARCH_KEEP", help="Versions of the scene to keep, the published one included."),
     report: str = typer.Option(None, envvar="MMSEARCH_REPORT", help="The report `mmsearch job evaluate` wrote."),
     min_recall: float = typer.Option(None, envvar="MMSEARCH_MIN_RECALL", help="Refuse below this recall@k."),
@@ -158,8 +159,8 @@ def publish_command(
     max_p99_ms: float = typer.Option(None, envvar="MMSEARCH_MAX_P99_MS", help="Refuse above this query p99 (ms)."),
     force: bool = typer.Option(False, "--force", envvar="MMSEARCH_FORCE", help="Publish even when the gate refuses."),
     rollback: bool = typer.Option(False, "--rollback", help="Point the alias back at the previous kept version."),
-    milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
-    timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a Milvus server."),
+    milvus_token: MilvusToken = "",
+    timeout: Timeout = TIMEOUT,
 ) -> None:
     """Point alias <scene> at <scene>_<version> in one step (gated on --report); drop versions beyond --keep."""
     with exit_on_error():

@@ -45,6 +45,9 @@ from mmsearch.core.milvus.record import CollectionRecord
 from mmsearch.core.milvus.rows import count, mark_complete, rebatch, upsert_rows
 from mmsearch.core.milvus.schema import ensure_collection, validate_index
 from mmsearch.jobs.app import job_app
+from mmsearch.jobs.options import (
+    BatchSize, MilvusToken, MilvusUri, Model, ModelRepositoryUri, Scene, TIMEOUT, Timeout, Version, Workdir,
+)
 from mmsearch.jobs.corpus import Corpus, corpus_uri, document_hash, read_corpus
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.jsonl import json_object
@@ -169,19 +172,19 @@ def parse_index_params(text: str | None) -> dict | None:
 
 @job_app.command("push-milvus")
 def push_milvus_command(
-    workdir: str = typer.Option(..., envvar="MMSEARCH_WORKDIR", help="Stage folder holding the encoded vectors."),
-    milvus_uri: str = typer.Option(..., envvar="MMSEARCH_MILVUS_URI", help="A Milvus Lite file or http(s)://host:port."),
-    scene: str = typer.Option(..., envvar="MMSEARCH_SCENE"),
-    version: str = typer.Option(..., envvar="MMSEARCH_VERSION"),
-    repository: str = typer.Option(..., envvar="MMSEARCH_REPOSITORY", help="Model repository (path or s3://)."),
-    model: str = typer.Option(..., envvar="MMSEARCH_MODEL", help="The exported model (tower) that built the vectors."),
+    workdir: Workdir,
+    milvus_uri: MilvusUri,
+    scene: Scene,
+    version: Version,
+    repository: ModelRepositoryUri,
+    model: Model,
     index_type: str = typer.Option("auto", envvar="MMSEARCH_INDEX_TYPE",
                                    help="auto (FLAT or IVF_FLAT by size) | FLAT | IVF_FLAT | AUTOINDEX (Lite); HNSW... (server)."),
     metric: str = typer.Option("IP", envvar="MMSEARCH_METRIC", help="IP | COSINE | L2."),
     index_params: str = typer.Option(None, envvar="MMSEARCH_INDEX_PARAMS", help="JSON index build params."),
-    batch_size: int = typer.Option(1000, envvar="MMSEARCH_BATCH_SIZE"),
-    milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
-    timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a Milvus server."),
+    batch_size: BatchSize = 1000,
+    milvus_token: MilvusToken = "",
+    timeout: Timeout = TIMEOUT,
     fields: str = typer.Option(None, envvar="MMSEARCH_FIELDS",
                                help="Filterable fields: name:type[:corpus key],... (type keyword | number | bool), "
                                     "e.g. category:keyword; or a JSON list of {name, type, source}."),

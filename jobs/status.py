@@ -12,6 +12,7 @@ import json
 import typer
 
 from mmsearch.jobs.app import job_app
+from mmsearch.jobs.options import MilvusToken, MilvusUri, Scene, TIMEOUT, Timeout
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.core.milvus.connection import session
 from mmsearch.core.milvus.names import collection_name
@@ -44,10 +45,10 @@ def scene_status(milvus_uri: str, scene: str, *, token: str = "", timeout: float
 
 @job_app.command("status")
 def status_command(
-    milvus_uri: str = typer.Option(..., envvar="MMSEARCH_MILVUS_URI", help="A Milvus Lite file or http(s)://host:port."),
-    scene: str = typer.Option(..., envvar="MMSEARCH_SCENE"),
-    milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
-    timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a Milvus server."),
+    milvus_uri: MilvusUri,
+    scene: Scene,
+    milvus_token: MilvusToken = "",
+    timeout: Timeout = TIMEOUT,
 ) -> None:
     """Print what scene <scene> serves (collection, documents, evaluation figures) and its kept versions."""
     with exit_on_error():

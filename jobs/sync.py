@@ -50,6 +50,10 @@ from dataclasses import dataclass
 import typer
 
 from mmsearch.jobs.app import job_app
+from mmsearch.jobs.options import (
+    BatchSize, Collection, Database, Device, MilvusToken, MilvusUri, Model, ModelRepositoryUri, MongoUri,
+    OnnxThreads, Scene, TIMEOUT, TextField, Timeout, Version, Workdir,
+)
 from mmsearch.jobs.corpus import document_hash, read_corpus
 from mmsearch.jobs.encode import ImageInputs, TextInputs, encode_records, load_encoder
 from mmsearch.jobs.errors import JobError, exit_on_error
@@ -223,24 +227,21 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
 
 @job_app.command("sync")
 def sync_command(
-    workdir: str = typer.Option(..., envvar="MMSEARCH_WORKDIR", help="Stage folder holding the new corpus.jsonl."),
-    milvus_uri: str = typer.Option(..., envvar="MMSEARCH_MILVUS_URI", help="A Milvus Lite file or http(s)://host:port."),
-    mongo_uri: str = typer.Option(..., envvar="MMSEARCH_MONGO_URI", help="mongodb://host:port"),
-    scene: str = typer.Option(..., envvar="MMSEARCH_SCENE", help="The scene whose published version is synced."),
-    repository: str = typer.Option(..., envvar="MMSEARCH_REPOSITORY", help="Model repository (path or s3://)."),
-    model: str = typer.Option(..., envvar="MMSEARCH_MODEL", help="The document tower that built the collection."),
-    version: str = typer.Option(None, envvar="MMSEARCH_VERSION", help="Sync <scene>_<version> instead of the live one."),
-    collection: str = typer.Option(..., envvar="MMSEARCH_COLLECTION",
-                                   help="MongoDB collection of the summaries; {collection} stands for the synced "
-                                        "Milvus collection's name (versioned summaries)."),
-    database: str = typer.Option("mmsearch", envvar="MMSEARCH_DATABASE"),
-    text_field: str = typer.Option(None, envvar="MMSEARCH_TEXT_FIELD",
-                                   help="Corpus field to encode (default: the one the collection was built from)."),
-    batch_size: int = typer.Option(256, envvar="MMSEARCH_BATCH_SIZE", help="Documents per encode and write batch."),
-    device: str = typer.Option("auto", envvar="MMSEARCH_DEVICE", help="auto (CUDA if available) | cpu | cuda."),
-    threads: int = typer.Option(0, envvar="MMSEARCH_THREADS", help="onnxruntime intra-op threads (0: default)."),
-    milvus_token: str = typer.Option("", envvar="MMSEARCH_MILVUS_TOKEN", help="Milvus server token (user:password)."),
-    timeout: float = typer.Option(10.0, envvar="MMSEARCH_TIMEOUT", help="Seconds to wait for a server."),
+    workdir: Workdir,
+    milvus_uri: MilvusUri,
+    mongo_uri: MongoUri,
+    scene: Scene,
+    repository: ModelRepositoryUri,
+    model: Model,
+    collection: Collection,
+    version: Version = None,
+    database: Database = "mmsearch",
+    text_field: TextField = None,
+    batch_size: BatchSize = 256,
+    device: Device = "auto",
+    threads: OnnxThreads = 0,
+    milvus_token: MilvusToken = "",
+    timeout: Timeout = TIMEOUT,
 ) -> None:
     """Update the published version in place: encode and upsert new and changed documents, delete removed ones."""
     with exit_on_error(), Progress("sync", interval=0.5) as progress:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
+from mmsearch.jobs.options import EventsDatabase, EventsMongoUri
 from mmsearch.core import events
 
 JOB_HELP = "Offline indexing stages (run by the IndexJob operator as Kubernetes Jobs)."
@@ -86,11 +87,8 @@ def experiments_report(
     since: str = typer.Option(None, help="Only impressions since then: 7d, 12h, 30m, or an ISO date/time "
                                          "(default: all that are stored)."),
     output_format: str = typer.Option("markdown", "--format", help="markdown or json."),
-    mongo_uri: str = typer.Option("mongodb://127.0.0.1:27017", envvar=["MMSEARCH_EVENTS_MONGO_URI", "MMSEARCH_MONGO_URI"],
-                                  help="MongoDB holding serving's events (serving's MMSEARCH_EVENTS_MONGO_URI, "
-                                       "else MMSEARCH_MONGO_URI)."),
-    events_database: str = typer.Option(events.DEFAULT_DATABASE, envvar="MMSEARCH_EVENTS_DATABASE",
-                                        help="Database of the impressions and feedback collections."),
+    mongo_uri: EventsMongoUri = "mongodb://127.0.0.1:27017",
+    events_database: EventsDatabase = events.DEFAULT_DATABASE,
     alpha: float = typer.Option(0.05, help="Significance level of the test (split over a layer's arms)."),
     power: float = typer.Option(0.8, help="Power the sample size is computed for."),
     mde: float = typer.Option(0.01, help="Minimum detectable effect: an absolute CTR change (0.01 = 1 point)."),
@@ -110,8 +108,8 @@ def experiments_report(
 
 @app.command("operator")
 def operator_run(
-    namespace: str = typer.Option(None, envvar="MMSEARCH_OPERATOR_NAMESPACE",
-                                  help="Watch one namespace (default: all namespaces)."),
+    namespace: str = typer.Option(None, help="Watch one namespace (default: MMSEARCH_OPERATOR_NAMESPACE, else "
+                                             "all namespaces)."),
 ) -> None:
     """Run the IndexJob operator (kopf)."""
     from mmsearch.operator.main import main

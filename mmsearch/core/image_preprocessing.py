@@ -34,8 +34,8 @@ from mmsearch.core.model_repository import PREPROCESSOR_FILE
 # transformers' defaults for a CLIP image processor (OPENAI_CLIP_MEAN / OPENAI_CLIP_STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-MAX_ASPECT_RATIO = 50.0          # RequestLimits.max_image_aspect_ratio's default
-MAX_RESIZE_PIXELS = 40_000_000   # RequestLimits.max_image_pixels' default: the bound on a resize's output
+MAX_ASPECT_RATIO = 50.0          # RequestLimits.image_aspect_ratio's default
+MAX_RESIZE_PIXELS = 40_000_000   # RequestLimits.image_pixels' default: the bound on a resize's output
 
 
 class ImageConfigError(ValueError):

@@ -39,11 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from mmsearch.core.model_repository import tower_name
-from mmsearch.core.settings import BaseConfig
+from mmsearch.core.settings import BaseConfig, setting
 from mmsearch.dev.processes import ServiceProcess, free_port
 from mmsearch.jobs.sources.stdlib import QUERIES as STDLIB_QUERIES
 
@@ -62,24 +61,26 @@ class DemoSettings(BaseConfig):
 
     model_config = SettingsConfigDict(env_prefix="MMSEARCH_DEMO_", extra="ignore", case_sensitive=False)
 
-    data_dir: Path = Field(Path("data"), description="Where the demo keeps its index, config and logs.")
-    host: str = Field("127.0.0.1", description="Address every demo process binds to.")
-    web_port: int = Field(8080, ge=0, le=65535, description="Port of the page; 0 picks a free one.")
-    serving_port: int = Field(50052, ge=0, le=65535)
-    preprocess_port: int = Field(50051, ge=0, le=65535)
-    mongo_port: int = Field(0, ge=0, le=65535, description="Port of the embedded document store; 0: a free one.")
-    source_kind: SourceKind = Field("stdlib", description="stdlib (built in), qa (a JSONL file) or images (a folder).")
-    source: str = Field("", description="The Q&A JSONL file or image folder; for stdlib, optional "
+    data_dir: Path = setting(Path("data"), description="Where the demo keeps its index, config and logs.")
+    host: str = setting("127.0.0.1", description="Address every demo process binds to.")
+    web_port: int = setting(8080, ge=0, le=65535, description="Port of the page; 0 picks a free one.")
+    serving_port: int = setting(50052, ge=0, le=65535, advanced=True, description="Port of serving; 0 picks a free one.")
+    preprocess_port: int = setting(50051, ge=0, le=65535, advanced=True,
+                                   description="Port of preprocess; 0 picks a free one.")
+    mongo_port: int = setting(0, ge=0, le=65535, advanced=True, description="Port of the embedded document store; 0: a free one.")
+    source_kind: SourceKind = setting("stdlib", description="stdlib (built in), qa (a JSONL file) or images (a folder).")
+    source: str = setting("", description="The Q&A JSONL file or image folder; for stdlib, optional "
                         "comma-separated modules (e.g. csv,json) for a small corpus.")
-    model: str = Field("", description="Hugging Face id or local folder; default: the bundled all-MiniLM-L6-v2.")
-    model_name: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$", description="Name in the model repository.")
-    scene: str = Field("", pattern=r"^[A-Za-z0-9_-]*$", description="Scene name; default t2t (t2i for images).")
-    queries: str = Field("", description="A labelled query set (JSONL, see `mmsearch job evaluate`) the index is "
+    model: str = setting("", description="Hugging Face id or local folder; default: the bundled all-MiniLM-L6-v2.")
+    model_name: str = setting("", pattern=r"^[A-Za-z0-9_.-]*$", description="Name in the model repository.")
+    scene: str = setting("", pattern=r"^[A-Za-z0-9_-]*$", description="Scene name; default t2t (t2i for images).")
+    queries: str = setting("", description="A labelled query set (JSONL, see `mmsearch job evaluate`) the index is "
                          "measured on before it is published; default: the bundled one for the stdlib corpus.")
-    min_recall: float = Field(0.0, ge=0, le=1, description="Refuse to publish an index whose recall@10 on the "
+    min_recall: float = setting(0.0, ge=0, le=1, description="Refuse to publish an index whose recall@10 on the "
                               "query set is below this (0: report the figures only).")
-    startup_timeout_seconds: float = Field(300.0, gt=0, description="Bound on each service's start-up.")
-    log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+    startup_timeout_seconds: float = setting(300.0, gt=0, unit="seconds", advanced=True, description="Bound on each service's start-up.")
+    log_level: str = setting("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$",
+                             description="Log level of the demo and its services.")
 
 
 @dataclass(frozen=True)

@@ -102,23 +102,23 @@ def validate_request(request: retrieval_pb2.SearchRequest, active: Active, setti
     if kind == "text":
         if not request.text.strip():
             raise _bad("text is empty; give a query text")
-        if len(request.text) > settings.max_query_chars:
-            raise _bad(f"text has {len(request.text)} characters; at most {settings.max_query_chars}")
+        if len(request.text) > settings.limits.query_chars:
+            raise _bad(f"text has {len(request.text)} characters; at most {settings.limits.query_chars}")
         if scene.default_arm.query.text is None:
             raise _bad(f"scene {scene.name!r} does not accept text queries")
     elif kind == "image":
         if not request.image:
             raise _bad("image is empty; give encoded image bytes (JPEG, PNG, ...)")
-        if len(request.image) > settings.max_image_bytes:
-            raise _bad(f"image has {len(request.image)} bytes; at most {settings.max_image_bytes}")
+        if len(request.image) > settings.limits.image_bytes:
+            raise _bad(f"image has {len(request.image)} bytes; at most {settings.limits.image_bytes}")
         if not scene.image_query:
             raise _bad(f"scene {scene.name!r} does not accept image queries")
     elif request.similar_to < 0:
         raise _bad(f"similar_to {request.similar_to} is not an item id (ids are non-negative)")
-    if request.top_k < 0 or request.top_k > settings.max_top_k:
-        raise _bad(f"top_k {request.top_k} is out of range: give 1..{settings.max_top_k}, or 0 for the arm's default")
-    if request.page_size < 0 or request.page_size > settings.max_top_k:
-        raise _bad(f"page_size {request.page_size} is out of range: give 1..{settings.max_top_k}, or 0 for top_k")
+    if request.top_k < 0 or request.top_k > settings.limits.top_k:
+        raise _bad(f"top_k {request.top_k} is out of range: give 1..{settings.limits.top_k}, or 0 for the arm's default")
+    if request.page_size < 0 or request.page_size > settings.limits.top_k:
+        raise _bad(f"page_size {request.page_size} is out of range: give 1..{settings.limits.top_k}, or 0 for top_k")
     try:
         conditions = read_filters(request.filters, scene.fields)
     except FilterError as exc:
@@ -182,14 +182,14 @@ def plan_search(query: Query, request: retrieval_pb2.SearchRequest, arm: Arm, ac
     if request.page_token:
         try:
             token = pages.decode(request.page_token, settings.page_token_secret)
-            pages.check(token, query=digest, collection=collection, arm=arm.label, max_depth=settings.max_page_depth)
+            pages.check(token, query=digest, collection=collection, arm=arm.label, max_depth=settings.limits.page_depth)
         except pages.PageTokenError as exc:
             code = Code.FAILED_PRECONDITION if exc.code == "stale" else Code.INVALID_ARGUMENT
             raise StageError("request", code, str(exc)) from None
     page = pages.plan(offset=token.offset if token else 0, size=query.page_size or query.top_k or spec.match.top_k,
                       pool=token.pool if token else 0, pooled=RANKERS[rank.name].needs_pool or len(retrievers) > 1,
                       candidates=spec.match.candidates, facets=bool(query.facets),
-                      exclude_one=query.kind == SIMILAR, max_depth=settings.max_page_depth)
+                      exclude_one=query.kind == SIMILAR, max_depth=settings.limits.page_depth)
     if query.kind == SIMILAR:
         stages: tuple[str, ...] = ("fetch", "match", "summary")
     elif "dense" in retrievers:
@@ -278,7 +278,7 @@ class Searcher:
                                                                            version=plan.version))
         response = self._response(query.scene, arm, run, chosen, ranked_from, docs, missing)
         response.offset, response.collection = page.offset, plan.collection
-        if len(order) > end and end < self.settings.max_page_depth:
+        if len(order) > end and end < self.settings.limits.page_depth:
             token = pages.PageToken(end, plan.collection, arm.label, page.pool, plan.digest)
             response.next_page_token = pages.encode(token, self.settings.page_token_secret)
         if query.facets:
