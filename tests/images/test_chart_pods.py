@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from tests.support.containers import (
     start,
     wait_until,
 )
+from tests.support.loops import eventually
 from tests.support.pods import PodContainer, Replacements, container_spec, probe_passes
 
 pytestmark = [pytest.mark.images, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -262,14 +262,8 @@ def milvus_server(index_run) -> str:
     port = free_port()
     server = Server(str(index_run.milvus_file), address=f"127.0.0.1:{port}")
     assert server.init() and server.start(), f"Milvus Lite did not start on {index_run.milvus_file}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "Milvus Lite's gRPC port did not open within 60 s"
-            time.sleep(0.2)
+    eventually(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+               "Milvus Lite's gRPC port open", timeout=60, interval=0.2, retry=(OSError,))
     yield f"http://127.0.0.1:{port}"
     server.stop()
 

@@ -3,11 +3,9 @@ refusals (dimension, model, index), and the CLI's one-line errors."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from mmsearch.core.milvus.schema import AUTO_INDEX, validate_index
 from mmsearch.core.errors import MmsearchError
 from mmsearch.jobs.push_milvus import push_vectors
 from mmsearch.dev.processes import free_port
-from tests.support.jobs import run_job
+from tests.support.jobs import job_killed_after, run_job
 from tests.jobs.milvus_data import corpus_of, vectors, write_manifest, write_vectors
 
 
@@ -147,19 +145,8 @@ def test_sigkill_half_way_then_rerun_is_exact(tmp_path, lite):
     write_vectors(tmp_path / "work", manifest, ids, vecs)
     args = ["push-milvus", "--workdir", str(tmp_path / "work"), "--milvus-uri", lite, "--scene", "big",
             "--version", "1", "--repository", str(tmp_path / "repo"), "--model", "m", "--batch-size", "500"]
-    proc = subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "job", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    done = 0
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and done < 5000:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        event = json.loads(line)
-        done = event.get("done", 0) if event["event"] == "progress" else len(ids)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL and 0 < done < len(ids), (done, proc.stderr.read())
+    killed = job_killed_after(5000, *args)  # after the 10th of 120 batches
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     client = connect(lite)
     try:
         half = count(client, "big_1")

@@ -11,11 +11,9 @@ second run changes nothing; another model or text field is refused.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import grpc
 import numpy as np
@@ -28,7 +26,8 @@ from mmsearch.core.milvus.registry import read_state
 from mmsearch.core.milvus.rows import read_hashes
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions, write_corpus
-from tests.support.jobs import run_job
+from tests.support.jobs import job_killed_after, run_job
+from tests.support.loops import eventually
 from tests.support.load import SearchLoad, text_requests
 
 pytestmark = pytest.mark.slow
@@ -121,10 +120,8 @@ def test_sync_while_serving_gives_exact_counts_new_texts_and_no_removed_ids(sync
     assert sorted(state["changed"]["deleted"]) == sorted(r["id"] for r in s["removed"])
     assert sorted(state["changed"]["upserted"]) == sorted(r["id"] for r in s["added"] + s["changed"])
     # serving reads the change (the summary caches key on it) without moving the route
-    deadline = time.monotonic() + 20
-    while s["stack"].serving.store.current.records[SCENE].get("generation") != 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert s["stack"].serving.store.current.records[SCENE]["generation"] == 1
+    eventually(lambda: s["stack"].serving.store.current.records[SCENE].get("generation") == 1,
+               "serving reading sync generation 1", timeout=20)
     removed = {r["id"] for r in s["removed"]}
     with grpc.insecure_channel(s["stack"].address) as channel:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
@@ -148,19 +145,9 @@ def test_sigkill_half_way_then_rerun_gives_the_state_of_a_clean_run(synced):
         run_job(*sync_args(s))
         clean = state_of(s, f"{SCENE}_1")
     args = sync_args(s, "--version", "2", "--batch-size", "2")
-    proc = subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "job", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    done, total = 0, 40
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not done:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        event = json.loads(line)
-        done = event.get("done", 0) if event["event"] == "progress" else total
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL and 0 < done < total, (done, proc.stderr.read())
+    total = 40
+    killed = job_killed_after(1, *args)  # after the first batch of 2
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     half = state_of(s, f"{SCENE}_2")
     assert half[0] != clean[0] and half[2]["_state"].get("pending")  # killed with work left
     summary = json.loads(run_job(*args).stdout.strip().splitlines()[-1])

@@ -105,44 +105,23 @@ def test_triton_path_gives_the_embedded_results(stub, stdlib_stack, stdlib_index
     assert "csv" in [i.summary["category"] for i in via_triton.items[:3]]
 
 
-def test_preprocess_down_then_back(stub, fault_stack):
-    fault_stack.stop_preprocess()
+# dependency -> (stop it, the stage whose failure names it); started again by _restart below
+_STOPS = {
+    "preprocess": (lambda stack: stack.stop_preprocess(), "preprocess"),
+    "triton": (lambda stack: stack.extra["triton"].stop(), "embed"),
+    "milvus": (lambda stack: stack.extra["milvus"].stop(), "match"),
+    "mongo": (lambda stack: stack.extra["mongo"].stop(), "summary"),
+}
+
+
+@pytest.mark.parametrize("dependency", list(_STOPS))
+def test_a_dependency_down_then_back(stub, fault_stack, dependency):
+    stop, stage = _STOPS[dependency]
+    stop(fault_stack)
     try:
-        expect_unavailable(stub, "preprocess")
+        expect_unavailable(stub, stage)
     finally:
-        fault_stack.start_preprocess()
-    assert eventually_ok(stub).items
-
-
-def test_encoder_down_then_back(stub, fault_stack):
-    triton = fault_stack.extra["triton"]
-    triton.stop()
-    try:
-        expect_unavailable(stub, "embed")
-    finally:
-        triton.start()
-    assert eventually_ok(stub).items
-
-
-def test_milvus_down_then_back(stub, fault_stack):
-    milvus = fault_stack.extra["milvus"]
-    milvus.stop()
-    try:
-        expect_unavailable(stub, "match")
-    finally:
-        milvus.start()
-    assert eventually_ok(stub).items
-
-
-def test_summary_store_down_then_back(stub, fault_stack):
-    from mmsearch.dev.mongo import start_mongo
-
-    fault_stack.extra["mongo"].stop()
-    try:
-        expect_unavailable(stub, "summary")
-    finally:
-        fault_stack.extra["mongo"] = start_mongo(fault_stack.extra["mongo_dir"], port=fault_stack.extra["mongo_port"],
-                                                 timeout=60)
+        _restart(fault_stack, dependency)
     assert eventually_ok(stub).items
 
 

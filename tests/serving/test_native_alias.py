@@ -8,7 +8,6 @@ because on an engine with aliases the native alias is the truth; pruning keeps w
 from __future__ import annotations
 
 import json
-import time
 
 import grpc
 import pytest
@@ -54,10 +53,7 @@ def served(stack) -> set[str]:
 
 
 def follows(stack, target: str, category: str) -> None:
-    deadline = time.monotonic() + 30
-    while stack.serving.store.current.routes[SCENE] != target and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert stack.serving.store.current.routes[SCENE] == target
+    stack.wait_route(SCENE, target)
     assert served(stack) == {category}
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import grpc
 import pytest
@@ -26,6 +25,7 @@ from mmsearch.core.model_repository import ModelRepository
 from mmsearch.dev.mongo import start_mongo
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from tests.support.jobs import run_job
+from tests.support.loops import eventually
 from tests.support.stack import MilvusServer, start_stack, t2t_config, write_config
 
 pytestmark = pytest.mark.slow
@@ -101,18 +101,16 @@ def test_serving_follows_a_publish_without_a_failed_request_and_refuses_another_
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.5)
+        eventually(lambda: len(served) >= 8, "searches answered before the publish")
         run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "b", "--keep", "3")
-        deadline = time.monotonic() + 20
-        while stack.serving.store.current.routes[SCENE] != f"{SCENE}_b" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert stack.serving.store.current.routes[SCENE] == f"{SCENE}_b"
+        stack.wait_route(SCENE, f"{SCENE}_b", timeout=20)
         mark = len(served)
-        time.sleep(0.5)
+        eventually(lambda: len(served) >= mark + 8, "searches answered after the route moved")
         # Another model's version: published, but serving refuses to follow it.
         with caplog.at_level(logging.ERROR, logger="mmsearch.services.serving.pipeline.routes"):
             run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "c", "--keep", "3")
-            time.sleep(2.0)  # ten route-watcher rounds
+            eventually(lambda: f"not following {SCENE} -> {SCENE}_c" in caplog.text, "the refusal logged")
+            stack.route_rounds(2)  # and it stays refused
     finally:
         stop.set()
         for thread in threads:
@@ -156,10 +154,8 @@ def test_summaries_are_cached_per_version_and_a_generation_bump_serves_documents
                 assert read_manifest(client, concrete)["generation"] == generation + 1
             finally:
                 client.close()
-            deadline = time.monotonic() + 20
-            while first()[1] != "changed in place" and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert first() == (doc_id, "changed in place")
+            eventually(lambda: first() == (doc_id, "changed in place"), "the document changed in place served",
+                       timeout=20, interval=0.1)
             assert stack.serving.store.current.version(SCENE) == (concrete, generation + 1)
             assert stack.serving.store.current.routes[SCENE] == concrete
         finally:
