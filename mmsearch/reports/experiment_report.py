@@ -83,27 +83,29 @@ def parse_controls(values: Iterable[str]) -> dict[str, str]:
 
 
 @dataclass
-class ArmCounts:
-    impressions: int = 0
-    clicked: int = 0          # impressions with at least one click
+class Engagement:
+    """Clicks, dwell times and skips: of one impression (:class:`PageOutcome`) or summed over an arm."""
+
     clicks: int = 0
-    rr_sum: float = 0.0       # sum over impressions of 1/rank of the first click (0 without one)
-    rr_sq: float = 0.0
     dwell_sum: float = 0.0
     dwells: int = 0
     skips: int = 0
 
 
 @dataclass
-class PageOutcome:
+class ArmCounts(Engagement):
+    impressions: int = 0
+    clicked: int = 0          # impressions with at least one click
+    rr_sum: float = 0.0       # sum over impressions of 1/rank of the first click (0 without one)
+    rr_sq: float = 0.0
+
+
+@dataclass
+class PageOutcome(Engagement):
     """What came back for one impression."""
 
     first_click_at: Any = None
     first_click_rank: int = 0
-    clicks: int = 0
-    dwell_sum: float = 0.0
-    dwells: int = 0
-    skips: int = 0
 
 
 @dataclass

@@ -27,34 +27,20 @@ def _number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
-def _threshold_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    extra = set(params) - {"min_score"}
-    if extra or "min_score" not in params:
-        raise ValueError(f"ranker 'score_threshold' takes exactly min_score (a number); got {sorted(params)}")
-    value = params["min_score"]
-    if not _number(value):
-        raise ValueError(f"score_threshold.min_score must be a number, got {value!r}")
-    return {"min_score": float(value)}
+def _one_number(kind: str, name: str, key: str, *, default: float | None = None,
+                inside: Callable[[float], bool] = lambda value: True, bounds: str = "") -> Validator:
+    """The validator of a choice that takes one number ``key``: required when it has no ``default``,
+    refused unless ``inside`` (``bounds`` says the range in the message)."""
+    def check(params: Mapping[str, Any]) -> dict[str, Any]:
+        if set(params) - {key} or (default is None and key not in params):
+            wanted = "exactly" if default is None else "only"
+            raise ValueError(f"{kind} {name!r} takes {wanted} {key} (a number); got {sorted(params)}")
+        value = params.get(key, default)
+        if not _number(value) or not inside(value):
+            raise ValueError(f"{name}.{key} must be a number{bounds}, got {value!r}")
+        return {key: float(value)}
 
-
-def _mmr_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    extra = set(params) - {"lambda"}
-    if extra:
-        raise ValueError(f"ranker 'mmr' takes only lambda; got unknown {sorted(extra)}")
-    value = params.get("lambda", 0.7)
-    if not _number(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"mmr.lambda must be a number in [0, 1], got {value!r}")
-    return {"lambda": float(value)}
-
-
-def _rrf_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    extra = set(params) - {"k"}
-    if extra:
-        raise ValueError(f"fusion 'rrf' takes only k; got unknown {sorted(extra)}")
-    k = params.get("k", 60)
-    if not _number(k) or not 0 < k < 16384:
-        raise ValueError(f"rrf.k must be a number in (0, 16384), got {k!r}")
-    return {"k": float(k)}
+    return check
 
 
 def _weighted_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,12 +61,15 @@ def _weighted_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 RANKERS: dict[str, Validator] = {
     "score_order": _no_params("score_order"),
-    "score_threshold": _threshold_params,
-    "mmr": _mmr_params,
+    "score_threshold": _one_number("ranker", "score_threshold", "min_score"),
+    "mmr": _one_number("ranker", "mmr", "lambda", default=0.7, inside=lambda v: 0.0 <= v <= 1.0, bounds=" in [0, 1]"),
 }
 """Ranker name -> its parameters' validator."""
 
-FUSIONS: dict[str, Validator] = {"rrf": _rrf_params, "weighted": _weighted_params}
+FUSIONS: dict[str, Validator] = {
+    "rrf": _one_number("fusion", "rrf", "k", default=60, inside=lambda k: 0 < k < 16384, bounds=" in (0, 16384)"),
+    "weighted": _weighted_params,
+}
 """Fusion name -> its parameters' validator."""
 
 

@@ -56,7 +56,7 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -105,27 +105,41 @@ ranked better than dense alone and than RRF, which found fewer answers than dens
 docs/benchmarks.md)."""
 
 
-class FusionSpec(_Strict):
+class _Choice(_Strict):
+    """A thing chosen by name with its parameters, checked against a table of :mod:`choices` at load."""
+
+    KIND: ClassVar[str]
+    TABLE: ClassVar[Mapping[str, choices.Validator]]
+    name: str
+    params: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _known(self):
+        self.checked_params  # raises ValueError naming the name or parameter at fault
+        return self
+
+    @property
+    def given(self) -> dict[str, Any]:
+        return self.params or {}
+
+    @property
+    def checked_params(self) -> dict[str, Any]:
+        return choices.checked(self.KIND, self.TABLE, self.name, self.given)
+
+
+class FusionSpec(_Choice):
     """How a ``hybrid`` retriever fuses the dense and BM25 lists (:mod:`mmsearch.services.serving.pipeline.fusion`); default
     :data:`TUNED_FUSION`."""
 
+    KIND, TABLE = "fusion", choices.FUSIONS
     name: str = TUNED_FUSION["name"]
     params: dict[str, Any] | None = Field(None, description="Default: the tuned weights for weighted, k=60 for rrf.")
-
-    @model_validator(mode="after")
-    def _known(self) -> "FusionSpec":
-        choices.checked("fusion", choices.FUSIONS, self.name, self.given)
-        return self
 
     @property
     def given(self) -> dict[str, Any]:
         if self.params is not None:
             return self.params
         return copy.deepcopy(TUNED_FUSION["params"]) if self.name == TUNED_FUSION["name"] else {}
-
-    @property
-    def checked_params(self) -> dict[str, Any]:
-        return choices.checked("fusion", choices.FUSIONS, self.name, self.given)
 
 
 class MatchSpec(_Strict):
@@ -143,18 +157,9 @@ class MatchSpec(_Strict):
     fusion: FusionSpec = FusionSpec()
 
 
-class RankSpec(_Strict):
-    name: str
+class RankSpec(_Choice):
+    KIND, TABLE = "ranker", choices.RANKERS
     params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _known(self) -> "RankSpec":
-        choices.checked("ranker", choices.RANKERS, self.name, self.params)
-        return self
-
-    @property
-    def checked_params(self) -> dict[str, Any]:
-        return choices.checked("ranker", choices.RANKERS, self.name, self.params)
 
 
 class SummarySpec(_Strict):
