@@ -29,3 +29,5 @@ class RequestLimits(Group):
                     "to the model's size multiplies the long one, so a thin image would become a huge resize; "
                     "CLIP's centre crop keeps only the middle of such an image anyway.")
     top_k: int = setting(100, ge=1, le=10_000, unit="results", description="Largest number of results one search may ask for.")
+    user_id_chars: int = setting(128, ge=1, le=4096, unit="characters",
+                                 description="Longest user id (the A/B bucketing key) a search may carry.")

@@ -2,7 +2,8 @@
 
 ``start_server`` binds a ``grpc.aio`` server (port 0 picks a free port) with:
 the standard ``grpc.health.v1`` health service, server reflection (unless
-``MMSEARCH_REFLECTION=false``), the
+``MMSEARCH_REFLECTION=false``), the request guard (a malformed request is
+INVALID_ARGUMENT, never library text: :mod:`mmsearch.services.runtime.guard`), the
 Prometheus interceptor and a ``/metrics`` endpoint. ``run_until_signal``
 serves until SIGTERM/SIGINT, then reports NOT_SERVING and stops gracefully.
 """
@@ -18,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mmsearch.core.channels import message_options
+from mmsearch.services.runtime.guard import RequestGuard
 from mmsearch.services.runtime.metrics import MetricsEndpoint, MetricsInterceptor
 from mmsearch.services.runtime.settings import GrpcSettings
 from mmsearch.services.runtime.shutdown import EXIT_SLACK_S, signalled, stop_within
@@ -71,7 +73,8 @@ async def start_server(
 ) -> RunningServer:
     """Build, bind and start a server; health is SERVING at once unless ``serving=False``."""
     options = [*message_options(settings.max_message_bytes), ("grpc.so_reuseport", 0)]
-    server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=options)
+    # The metrics interceptor wraps the guard's handler: it counts what the guard answers too.
+    server = grpc.aio.server(interceptors=[MetricsInterceptor(), RequestGuard()], options=options)
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

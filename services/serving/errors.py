@@ -14,7 +14,8 @@ them to a gRPC status in one place (:func:`status_for`, used by the stage runner
 
 A ``TimeoutError`` is a stage over its share of the deadline. Anything else
 a client library raises is unexpected; the runner still answers
-``UNAVAILABLE`` naming the stage, never ``UNKNOWN``.
+``UNAVAILABLE`` naming the stage and the exception's type, never ``UNKNOWN``
+and never the library's text (logged instead).
 """
 from __future__ import annotations
 
@@ -69,4 +70,5 @@ def status_for(stage: str, exc: BaseException, budget_s: float, down: str | None
             return StageError(stage, Code.UNAVAILABLE, down)
         return StageError(stage, Code.DEADLINE_EXCEEDED,
                           f"no answer within its {budget_s * 1000:.0f} ms share of the deadline")
-    return StageError(stage, Code.UNAVAILABLE, f"unexpected {type(exc).__name__} from the backend: {exc}")
+    # The exception's text is the library's (internal locations, reprs): the log has it, the caller does not.
+    return StageError(stage, Code.UNAVAILABLE, f"unexpected {type(exc).__name__} from the backend; see serving's log")

@@ -42,7 +42,9 @@ async def probe(backends: Backends, active: Active | None, timeout: float) -> di
     if active is not None:
         checks += [check(encoder_dependency(model, backend), encoder.ready())
                    for (backend, model), encoder in active.encoders.items()]
-    await asyncio.gather(*checks)
+    # The event store is no dependency (searches go on without it), but its probe lets feedback fail at once
+    # while it is down (ShieldedMongo.down).
+    await asyncio.gather(*checks, backends.events.ping(timeout))
     return problems
 
 

@@ -103,3 +103,29 @@ def test_sigterm_stops_serve_preprocess_gracefully(tmp_path):
         code = service.stop(timeout=15)
     assert code == 0, "\n".join(service.lines[-20:])
     assert "shutting down" in service.messages()
+
+
+async def test_a_malformed_request_is_invalid_argument_naming_the_message_type(server, channel):
+    """grpcio's default is UNKNOWN with the protobuf exception's repr; every service answers this instead."""
+    raw = channel.unary_unary(f"/{HEALTH}/Check")  # no serializer: the bytes go as they are
+    before = await asyncio.to_thread(scrape, server.metrics_port)
+    for garbage in (b"\xff\xff\xff\xff\x0f", b"\x0a\x05ab", b"\x08"):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await raw(garbage, timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == (f"/{HEALTH}/Check: the request is not a valid grpc.health.v1.HealthCheckRequest "
+                                        "message; send a serialized grpc.health.v1.HealthCheckRequest (see the "
+                                        "service's .proto)")
+        assert "<class" not in info.value.details() and "DecodeError" not in info.value.details()
+    assert (await raw(b"", timeout=5)) is not None  # the empty message is a valid (default) request
+    after = await asyncio.to_thread(scrape, server.metrics_port)
+    assert counter(after, "Check", "INVALID_ARGUMENT") == counter(before, "Check", "INVALID_ARGUMENT") + 3
+
+
+async def test_a_grpc_error_is_described_by_its_details_not_its_debug_string(channel):
+    from mmsearch.core.milvus.connection import short_error
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert "debug_error_string" in str(info.value)
+    assert short_error(info.value) == "NOT_FOUND"  # no details: its code

@@ -68,34 +68,36 @@ def test_bad_filters_name_the_filter_and_field(f, words):
     assert words in str(caught.value)
 
 
-SECRET = "s3cret"
+KEY = pages.signing_key("s3cret")
 
 
 def token(**kw) -> pages.PageToken:
     return pages.PageToken(**{"offset": 10, "collection": "docs_1", "arm": "ranking=control", "pool": 0,
-                              "query": "abc", **kw})
+                              "query": "abc", "user": "u", **kw})
 
 
 def test_a_token_round_trips_and_a_changed_one_is_refused():
-    text_ = pages.encode(token(), SECRET)
-    assert pages.decode(text_, SECRET) == token()
+    text_ = pages.encode(token(), KEY)
+    assert pages.decode(text_, KEY) == token()
     payload, mac = text_.split(".")
     for bad in (text_[:-3], "x" + text_[1:], f"{payload}.{mac[::-1]}", "", "garbage", "a.b.c"):
         with pytest.raises(pages.PageTokenError) as caught:
-            pages.decode(bad, SECRET)
+            pages.decode(bad, KEY)
         assert caught.value.code == "invalid" and "not a token this service issued" in str(caught.value)
     with pytest.raises(pages.PageTokenError):
-        pages.decode(text_, "another secret")
+        pages.decode(text_, pages.signing_key("another secret"))
 
 
 def test_a_token_continues_only_its_query_index_and_arm():
-    pages.check(token(), query="abc", collection="docs_1", arm="ranking=control", max_depth=100)
+    pages.check(token(), query="abc", user="u", collection="docs_1", arm="ranking=control", max_depth=100)
     cases = [({"query": "xyz"}, "invalid", "belongs to another search"),
+             ({"user": "v"}, "invalid", "issued to another user: send the same user"),
              ({"collection": "docs_2"}, "stale", "the index changed since the first page (it was served by docs_1"),
              ({"arm": "ranking=mmr"}, "stale", "the experiment changed"),
              ({"max_depth": 10}, "invalid", "results stop at 10 (MMSEARCH_MAX_PAGE_DEPTH)")]
     for change, code, words in cases:
-        args = {"query": "abc", "collection": "docs_1", "arm": "ranking=control", "max_depth": 100, **change}
+        args = {"query": "abc", "user": "u", "collection": "docs_1", "arm": "ranking=control", "max_depth": 100,
+                **change}
         with pytest.raises(pages.PageTokenError) as caught:
             pages.check(token(), **args)
         assert caught.value.code == code and words in str(caught.value)

@@ -1,11 +1,15 @@
 """Filters, facets, pages, more like this and retrievers through the Searcher, on fake backends (no sockets)."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
 import grpc
 import pytest
 import yaml
 
 from mmsearch.v1 import retrieval_pb2
+from mmsearch.services.serving.pipeline import pages
 from mmsearch.services.serving.pipeline.activation import LayoutError, activate
 from mmsearch.services.serving.errors import StageError
 from mmsearch.services.serving.config.experiments import parse_config
@@ -176,3 +180,60 @@ async def test_a_hybrid_query_whose_embed_fails_stops_its_bm25_search():
     calls.fail = {"match": Unavailable("milvus is down")}
     error = await failure(s, active, request(force_arms={"retrieval": "hybrid"}))
     assert error.code == Code.UNAVAILABLE and error.stage == "match" and "milvus is down" in error.message
+
+
+async def test_without_a_configured_secret_no_other_process_can_mint_a_page_token():
+    active, s, _, _ = await searcher()
+    first = await s.search(request(page_size=5, diversify=True), active, deadline_s=2.0)
+    assert (await s.search(request(page_size=5, diversify=True, page_token=first.next_page_token), active,
+                           deadline_s=2.0)).items  # its own tokens continue
+    other = Searcher(s.backends, ServingSettings(limits={"page_depth": 40}), down={})  # another replica, no secret
+    error = await failure(other, active, request(page_size=5, diversify=True, page_token=first.next_page_token))
+    assert error.code == Code.INVALID_ARGUMENT and "not a token this service issued" in error.message
+    # The empty secret is not a key: a token signed with it is refused like any forgery.
+    empty_secret_key = hashlib.sha256(b"mmsearch page token\x00").digest()
+    forged = pages.encode(pages.decode(first.next_page_token, s.page_key), empty_secret_key)
+    error = await failure(s, active, request(page_size=5, diversify=True, page_token=forged))
+    assert error.code == Code.INVALID_ARGUMENT and "not a token this service issued" in error.message
+
+
+def signed_like(s: Searcher, token: str, **changes) -> str:
+    """``token`` with some values changed, signed with ``s``'s own key: what a forger with the key could send."""
+    return pages.encode(dataclasses.replace(pages.decode(token, s.page_key), **changes), s.page_key)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"pool": 16384}, "page_token carries a pool of 16384 candidates"),
+    ({"pool": 1}, "page_token carries a pool of 1 candidates"),
+    ({"offset": 10**9}, "page_token points past the deepest page"),
+    ({"offset": 35}, "at offset 35, which this search never makes"),  # past the pool of 30
+])
+async def test_a_validly_signed_token_out_of_bounds_is_refused_before_any_store(changes, words):
+    active, s, b, calls = await searcher()
+    first = await s.search(request(page_size=5, diversify=True), active, deadline_s=2.0)
+    sent = list(b.matcher.requests)
+    error = await failure(s, active, request(page_size=5, diversify=True,
+                                             page_token=signed_like(s, first.next_page_token, **changes)))
+    assert error.code == Code.INVALID_ARGUMENT and error.stage == "request" and words in error.message
+    assert error.message.startswith("page_token ") and "server" not in error.message
+    assert b.matcher.requests == sent  # nothing reached the index
+
+
+async def test_a_token_sent_with_another_user_says_send_the_same_user():
+    active, s, _, _ = await searcher()
+    first = await s.search(request(page_size=5, user_id="alice"), active, deadline_s=2.0)
+    for user in ("bob", ""):
+        error = await failure(s, active, request(page_size=5, user_id=user, page_token=first.next_page_token))
+        assert error.code == Code.INVALID_ARGUMENT and "send the same user" in error.message
+        assert "experiment changed" not in error.message
+
+
+async def test_an_over_long_user_id_and_a_nul_only_text_are_invalid_argument():
+    active, s, _, calls = await searcher()
+    limit = SETTINGS.limits.user_id_chars
+    assert (await s.search(request(user_id="u" * limit), active, deadline_s=2.0)).items
+    error = await failure(s, active, request(user_id="u" * (1 << 20)))
+    assert error.code == Code.INVALID_ARGUMENT and f"user_id has {1 << 20} characters; at most {limit}" in error.message
+    for text in ("\x00", "\x00" * 50, " \x00 \x00 "):
+        error = await failure(s, active, request(text=text))
+        assert error.code == Code.INVALID_ARGUMENT and error.message.startswith("text is empty")

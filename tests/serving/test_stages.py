@@ -10,7 +10,7 @@ import yaml
 
 from mmsearch.v1 import retrieval_pb2
 from mmsearch.services.serving.pipeline.activation import ActivationError, activate
-from mmsearch.services.serving.errors import BadInput, Mismatch, StageError, Unavailable
+from mmsearch.services.serving.errors import BadInput, Mismatch, StageError, Unavailable, status_for
 from mmsearch.services.serving.config.store import ConfigStore
 from mmsearch.services.serving.pipeline.routes import RouteWatcher, follow
 from mmsearch.services.serving.pipeline.search import Searcher
@@ -166,3 +166,11 @@ async def test_route_watcher_swaps_only_the_config_it_read(tmp_path):
     assert not store.replace(first, first)  # a stale swap (the config moved on) is refused
     calls.fail["routes"] = Unavailable("milvus down")
     assert not await watcher.check() and watcher.problem == "milvus down"
+
+
+def test_an_unexpected_library_error_reaches_the_caller_without_its_text():
+    """Library text (reprs, internal locations) goes to the log; the caller gets the stage and the type."""
+    error = status_for("match", ValueError("cannot reshape array of size 0 into shape (0,newaxis) at /usr/lib/x.py"),
+                       1.0)
+    assert error.code == grpc.StatusCode.UNAVAILABLE and error.stage == "match"
+    assert error.message == "unexpected ValueError from the backend; see serving's log"

@@ -208,6 +208,9 @@ class FakeEvents:
     async def run(self) -> None:
         pass
 
+    async def ping(self, timeout: float) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 

@@ -87,9 +87,15 @@ def session(uri: str, doing: str, *, token: str = "", timeout: float = 10.0) -> 
 
 
 def short_error(exc: BaseException) -> str:
-    """One line of at most 300 characters describing ``exc`` (pymilvus exceptions: their message),
-    with any credentials in quoted URIs redacted."""
-    text = redact(" ".join(str(getattr(exc, "message", None) or exc).split()))
+    """One line of at most 300 characters describing ``exc`` (pymilvus exceptions: their message; gRPC
+    errors: their details, never the debug string of internal locations), with any credentials in quoted
+    URIs redacted."""
+    details, code = getattr(exc, "details", None), getattr(exc, "code", None)
+    if callable(details) and callable(code):  # a gRPC error: never its debug string of internal locations
+        said = details() or getattr(code(), "name", type(exc).__name__)
+    else:
+        said = getattr(exc, "message", None) or exc
+    text = redact(" ".join(str(said).split()))
     return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
 
 

@@ -50,8 +50,9 @@ def matches(results, with_vectors: bool, output_fields: Sequence[str] = ()) -> l
         ids = np.fromiter((h["id"] for h in hits), dtype=np.int64, count=len(hits))
         scores = np.fromiter((h["distance"] for h in hits), dtype=np.float32, count=len(hits))
         found = None
-        if with_vectors:
-            found = np.asarray([h["entity"]["vector"] for h in hits], dtype=np.float32).reshape(len(hits), -1)
+        if with_vectors:  # no hit: a [0, 0] array (the dimension is unknown, and reshape(0, -1) is refused)
+            rows = [h["entity"]["vector"] for h in hits]
+            found = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1) if rows else np.zeros((0, 0), np.float32)
         values = {name: [h["entity"].get(name) for h in hits] for name in output_fields}
         out.append(Matches(ids, scores, found, values))
     return out

@@ -71,6 +71,7 @@ class EventStore(Protocol):
     def record(self, doc: dict) -> bool: ...  # buffer an impression; never blocks (False: dropped)
     async def feedback(self, doc: dict, timeout: float) -> bool: ...  # True: a duplicate
     async def run(self) -> None: ...  # drain the buffer (a background task)
+    async def ping(self, timeout: float) -> None: ...  # probe the store (never raises; no health dependency)
     async def close(self) -> None: ...
 
 
@@ -87,6 +88,9 @@ class NoEvents:
 
     async def run(self) -> None:
         await asyncio.Event().wait()
+
+    async def ping(self, timeout: float) -> None:
+        pass
 
     async def close(self) -> None:
         pass

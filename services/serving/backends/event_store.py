@@ -95,7 +95,7 @@ class MongoEvents:
 
     async def _write(self, batch: list[dict]) -> None:
         self._mongo.check_stuck()  # off the request path: the drain notices a jammed client
-        await self._mongo.call(lambda client: self._insert_impressions(client, batch), self.timeout_s)
+        await self._mongo.call(lambda client: self._insert_impressions(client, batch), self.timeout_s, probe=True)
 
     async def _database_ready(self, client) -> AsyncDatabase:
         """The events database of ``client``, its indexes made (once)."""
@@ -159,6 +159,14 @@ class MongoEvents:
                                                               "expireAfterSeconds": ttl}})
                 log.info("event TTL changed", extra={"collection": name, "ttl_days": self.ttl_days})
         self._indexed = True
+
+    async def ping(self, timeout: float) -> None:
+        """Probe the store (the health loop's every round; it is no health dependency): while it does not
+        answer, feedback is refused at once (UNAVAILABLE) instead of waiting out its deadline. Never raises."""
+        try:
+            await self._mongo.call(lambda client: client.admin.command("ping"), timeout, probe=True)
+        except Exception:  # noqa: BLE001 - the finding is kept by the client (ShieldedMongo.down)
+            pass
 
     # ---- feedback (on the request path, within its deadline) --------------------------------------
     async def feedback(self, doc: dict, timeout: float) -> bool:

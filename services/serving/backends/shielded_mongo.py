@@ -25,6 +25,12 @@ the store restarted under load):
   Serving thus recovers by itself once the store is back.
 - ``close()`` is bounded too (:data:`CLOSE_TIMEOUT_S`): stopping serving never
   waits on a broken client.
+- Fail fast while the store is down: pymongo answers a refused connection only
+  at the end of server selection, i.e. after the caller's whole timeout. A
+  probe call (``probe=True``: the health loop's pings, the impression drain's
+  writes) that fails marks the store ``down``; until a call succeeds again,
+  every other call raises :class:`Unavailable` at once instead of waiting out
+  its deadline (the probes go on, so the store is seen back within one round).
 """
 from __future__ import annotations
 
@@ -55,6 +61,7 @@ class ShieldedMongo:
         self._client: AsyncMongoClient = self._new_client()
         self._tasks: set[asyncio.Task] = set()  # calls under way (each ends at its own timeout)
         self.rebuilt = 0  # how many times a broken client was replaced
+        self.down = ""    # why the last probe failed; "" while the store answers
 
     def _new_client(self) -> AsyncMongoClient:
         ms = int(self._timeout * 1000)
@@ -80,10 +87,26 @@ class ShieldedMongo:
         if not task.cancelled():
             task.exception()  # retrieved: a caller that gave up never sees it
 
-    async def call(self, op: Callable[[AsyncMongoClient], Awaitable[Any]], timeout: float) -> Any:
+    async def call(self, op: Callable[[AsyncMongoClient], Awaitable[Any]], timeout: float, *,
+                   probe: bool = False) -> Any:
         """``op(client)`` in a task of its own under ``pymongo.timeout(timeout)``; never cancelled by our
         caller. Raises what pymongo raises (``PyMongoError``), or :class:`Unavailable` when pymongo's
-        own state broke (the client is rebuilt)."""
+        own state broke (the client is rebuilt) or, unless ``probe``, at once while the store is down."""
+        if self.down and not probe:
+            raise Unavailable(f"the {self._what} at {self.shown} is down ({self.down}); answering at once until "
+                              "a probe reaches it again")
+        try:
+            result = await self._call(op, timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if probe:
+                self.down = short(exc)
+            raise
+        self.down = ""
+        return result
+
+    async def _call(self, op: Callable[[AsyncMongoClient], Awaitable[Any]], timeout: float) -> Any:
         client = self._client
 
         async def run():
@@ -98,7 +121,7 @@ class ShieldedMongo:
             raise
         except Exception as exc:  # pymongo's internal state broke: never again on this client
             self._rebuild(client, f"{type(exc).__name__}: {exc}")
-            raise Unavailable(f"the {self._what} at {self.shown} failed ({type(exc).__name__}: {exc}); "
+            raise Unavailable(f"the {self._what} at {self.shown} failed ({type(exc).__name__}); "
                               "its client was rebuilt") from None
 
     def check_stuck(self) -> None:
@@ -126,3 +149,9 @@ class ShieldedMongo:
         if closing not in done or closing.exception() is not None:
             log.warning("the %s client did not close cleanly", self._what,
                         extra={"error": repr(closing.exception()) if closing in done else "timed out"})
+
+
+def short(exc: BaseException) -> str:
+    """pymongo's message without its topology dump, credentials redacted (one line, at most 300 characters)."""
+    text = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0]
+    return redact(" ".join(text.split())[:300]) or type(exc).__name__

@@ -19,7 +19,7 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from mmsearch.core.redact import redact
 from mmsearch.services.serving.errors import Mismatch, Unavailable
-from mmsearch.services.serving.backends.shielded_mongo import ShieldedMongo
+from mmsearch.services.serving.backends.shielded_mongo import ShieldedMongo, short as _short
 
 
 def order_documents(ids: Sequence[int], docs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any] | None], int]:
@@ -76,16 +76,10 @@ class SummaryStore:
         self._mongo.check_stuck()
         timeout = self._timeout if timeout is None else timeout
         try:
-            await self._mongo.call(lambda client: client.admin.command("ping"), timeout)
+            await self._mongo.call(lambda client: client.admin.command("ping"), timeout, probe=True)
         except PyMongoError as exc:
             raise Unavailable(f"the store at {self._shown} is unreachable: {_short(exc)}") from None
 
     async def close(self) -> None:
         """Close the client (bounded; see :meth:`ShieldedMongo.close`)."""
         await self._mongo.close()
-
-
-def _short(exc: BaseException) -> str:
-    """pymongo's message without its topology dump, credentials redacted."""
-    text = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0]
-    return redact(" ".join(text.split())[:300])

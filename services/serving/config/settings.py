@@ -170,9 +170,9 @@ class ServingSettings(GrpcSettings):
         description="Model repository (REPO of REPO/NAME/1/model.onnx + manifest.json); Triton serves the same REPO.",
     )
     page_token_secret: str = setting(
-        "", description="HMAC key of page tokens. Tokens are checked in full on use (collection, arm, query, "
-                        "depth), so the built-in key only detects corruption; set a secret (the same on every "
-                        "replica) to make them unforgeable.")
+        "", description="HMAC key of page tokens, the same on every replica; empty: a random key per process "
+                        "(logged as a warning), so a next page must come back to the replica that served the "
+                        "first. Tokens are also checked in full on use (collection, arm, query, user, depth, pool).")
     summary_cache_documents: int = setting(
         20_000, ge=0, le=10_000_000, unit="documents",
         description="Summary documents kept in serving's LRU per process, keyed by collection version and "

@@ -72,12 +72,30 @@ class Claims:
                              f"(its items are {shown}); send the id of an item that page showed") from None
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """``data`` as base64url without padding: the one text form of every part of a token. Pure."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def unb64(text: str) -> bytes:
+    """The bytes of ``text`` in its one canonical :func:`b64` form; ValueError for anything else (padding,
+    other characters, changed unused bits: texts that decode to the same bytes are still altered tokens). Pure."""
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64url") from None
+    if b64(data) != text:
+        raise ValueError("not in canonical base64url")
+    return data
+
+
+def process_key(configured: str, *, setting: str, consequence: str, warn: bool = True) -> bytes:
+    """The key ``configured`` (UTF-8), or when it is empty a random key of this process, logged as a warning
+    that names ``setting`` and says the ``consequence``."""
+    if configured:
+        return configured.encode("utf-8")
+    (log.warning if warn else log.debug)(f"{setting} is not set: {consequence}")
+    return secrets.token_bytes(32)
 
 
 class Signer:
@@ -93,14 +111,9 @@ class Signer:
     @classmethod
     def from_settings(cls, key: str, salt: str, ttl_s: float, *, warn: bool = True) -> "Signer":
         """The signer of ``MMSEARCH_FEEDBACK_KEY`` (a random key, with a warning, when it is empty)."""
-        if not key:
-            (log.warning if warn else log.debug)(
-                "MMSEARCH_FEEDBACK_KEY is not set: feedback tokens are signed with a random key of this process, "
-                "so tokens die with it and other serving replicas refuse them as forged; set it from a Secret "
-                "(the chart's feedback.existingSecret)")
-            raw = secrets.token_bytes(32)
-        else:
-            raw = key.encode("utf-8")
+        raw = process_key(key, setting="MMSEARCH_FEEDBACK_KEY", warn=warn, consequence=(
+            "feedback tokens are signed with a random key of this process, so tokens die with it and other "
+            "serving replicas refuse them as forged; set it from a Secret (the chart's feedback.existingSecret)"))
         return cls(raw, ttl_s, salt.encode("utf-8") if salt else None)
 
     def _mac(self, signed: str) -> bytes:
@@ -110,8 +123,8 @@ class Signer:
              item_ids: Sequence[int], issued_ms: int) -> str:
         claims = _COMPACT.encode({"i": impression_id, "s": scene, "a": assignments, "t": issued_ms})
         ids = struct.pack(f"<{len(item_ids)}q", *item_ids)
-        signed = f"{VERSION}.{_b64(claims.encode('ascii'))}.{_b64(ids)}"
-        return f"{signed}.{_b64(self._mac(signed))}"
+        signed = f"{VERSION}.{b64(claims.encode('ascii'))}.{b64(ids)}"
+        return f"{signed}.{b64(self._mac(signed))}"
 
     def verify(self, token: str, now_ms: int) -> Claims:
         """The token's claims, or :class:`TokenError` saying why it is refused (see module doc)."""
@@ -130,13 +143,13 @@ class Signer:
         signed = ".".join(parts[:3])
         # Compared as text, in its one canonical encoding: a changed padding bit of the last
         # base64 character decodes to the same bytes, but is still an altered token.
-        if not hmac.compare_digest(parts[3], _b64(self._mac(signed))):
+        if not hmac.compare_digest(parts[3], b64(self._mac(signed))):
             raise TokenError(grpc.StatusCode.PERMISSION_DENIED, "forged",
                              "feedback_token signature does not match: the token was forged or altered, or "
                              "signed with another MMSEARCH_FEEDBACK_KEY (all serving replicas must share one)")
         try:
-            claims = json.loads(_unb64(parts[1]))
-            raw = _unb64(parts[2])
+            claims = json.loads(unb64(parts[1]))
+            raw = unb64(parts[2])
             ids = struct.unpack(f"<{len(raw) // 8}q", raw[: len(raw) // 8 * 8])
             assignments = tuple((str(layer), str(arm)) for layer, arm in claims["a"])
             result = Claims(str(claims["i"]), str(claims["s"]), assignments, tuple(ids), int(claims["t"]))

@@ -2,11 +2,16 @@
 
 A search's results are one list; a page is a slice of it. The token a page
 returns for the next one carries the next offset, the concrete collection
-that served the first page, the arm, the candidate pool and a digest of the
-query, under an HMAC (``MMSEARCH_PAGE_TOKEN_SECRET``). Serving checks all of
-it: a token it did not issue, or one sent with another query, is
-INVALID_ARGUMENT; one whose collection is no longer the one the name routes
-to (a publish moved the alias) or whose arm changed (a config reload) is
+that served the first page, the arm, the candidate pool, a digest of the
+query and one of the user, under an HMAC (``MMSEARCH_PAGE_TOKEN_SECRET``;
+unset, a random key of the process, with a warning: no token can be forged
+out of the box). Serving checks all of it before anything reaches a store: a
+token it did not issue (decoded strictly: one canonical text per token), one
+sent with another query or user, or one carrying a value outside this
+search's own bounds (an offset past ``MMSEARCH_MAX_PAGE_DEPTH``, a pool other
+than the arm's candidates could make) is INVALID_ARGUMENT naming
+``page_token``; one whose collection is no longer the one the name routes to
+(a publish moved the alias) or whose arm changed (a config reload) is
 FAILED_PRECONDITION, so a result list never mixes two index versions.
 
 Stable, disjoint pages (no item twice, none skipped) with every ranker:
@@ -31,16 +36,17 @@ The token is bound to the query, not the page size: a client may change
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
 
-TOKEN_VERSION = 1
+from mmsearch.services.serving.outcomes.tokens import b64, process_key, unb64
+
+TOKEN_VERSION = 2
 MAC_BYTES = 16
+MAX_TOKEN_CHARS = 1024  # a token is about 200 characters; anything longer is not one
 
 
 class PageTokenError(ValueError):
@@ -59,43 +65,53 @@ class PageToken:
     arm: str           # the arm label of the first page
     pool: int          # candidates fetched per page for pooled searches; 0: prefix fetches
     query: str         # digest of what defines the result list (:func:`query_digest`)
+    user: str = ""     # digest of the user id of the first page (:func:`query_digest`)
 
 
-def _key(secret: str) -> bytes:
-    return hashlib.sha256(b"mmsearch page token\x00" + secret.encode("utf-8")).digest()
+def signing_key(secret: str, *, warn: bool = True) -> bytes:
+    """The HMAC key of ``MMSEARCH_PAGE_TOKEN_SECRET``; unset, a random key of this process (a warning)."""
+    raw = process_key(secret, setting="MMSEARCH_PAGE_TOKEN_SECRET", warn=warn, consequence=(
+        "page tokens are signed with a random key of this process, so a next page must come back to this "
+        "replica (others refuse its tokens, and none survives a restart); set it from a Secret, the same on "
+        "every replica"))
+    return hashlib.sha256(b"mmsearch page token\x00" + raw).digest()
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+def _mac(key: bytes, payload: bytes) -> str:
+    return b64(hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES])
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def encode(token: PageToken, key: bytes) -> str:
+    """The opaque text of ``token`` (URL-safe), signed with ``key`` (:func:`signing_key`). Pure."""
+    payload = json.dumps([TOKEN_VERSION, token.offset, token.collection, token.arm, token.pool, token.query,
+                          token.user], separators=(",", ":")).encode("utf-8")
+    return f"{b64(payload)}.{_mac(key, payload)}"
 
 
-def encode(token: PageToken, secret: str) -> str:
-    """The opaque text of ``token`` (URL-safe). Pure."""
-    payload = json.dumps([TOKEN_VERSION, token.offset, token.collection, token.arm, token.pool, token.query],
-                         separators=(",", ":")).encode("utf-8")
-    mac = hmac.new(_key(secret), payload, hashlib.sha256).digest()[:MAC_BYTES]
-    return f"{_b64(payload)}.{_b64(mac)}"
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def decode(text: str, secret: str) -> PageToken:
-    """The token in ``text``; PageTokenError (``invalid``) unless this service issued it unchanged. Pure."""
+def decode(text: str, key: bytes) -> PageToken:
+    """The token in ``text``; PageTokenError (``invalid``) unless this service issued it unchanged: the MAC is
+    checked on the one canonical text of the payload before anything in it is read. Pure."""
     invalid = PageTokenError("invalid", "page_token is not a token this service issued (cut, changed or from "
-                                        "another deployment); search again without page_token")
-    try:
-        body, _, mac = text.partition(".")
-        payload = _unb64(body)
-        if not hmac.compare_digest(_unb64(mac), hmac.new(_key(secret), payload, hashlib.sha256).digest()[:MAC_BYTES]):
-            raise invalid
-        version, offset, collection, arm, pool, query = json.loads(payload)
-    except (ValueError, TypeError, binascii.Error):
-        raise invalid from None
-    if version != TOKEN_VERSION or not all(isinstance(v, int) and v >= 0 for v in (offset, pool)):
+                                        "another deployment or serving replica); search again without page_token")
+    if not isinstance(text, str) or len(text) > MAX_TOKEN_CHARS or not text.isascii() or text.count(".") != 1:
         raise invalid
-    return PageToken(offset, str(collection), str(arm), pool, str(query))
+    body, _, mac = text.partition(".")
+    try:
+        payload = unb64(body)
+        if not hmac.compare_digest(mac, _mac(key, payload)):
+            raise invalid
+        version, offset, collection, arm, pool, query, user = json.loads(payload)
+    except (ValueError, TypeError):
+        raise invalid from None
+    if version != TOKEN_VERSION or not (_count(offset) and _count(pool)):
+        raise invalid
+    if not all(isinstance(v, str) for v in (collection, arm, query, user)):
+        raise invalid
+    return PageToken(offset, collection, arm, pool, query, user)
 
 
 def query_digest(*parts: Any) -> str:
@@ -103,11 +119,17 @@ def query_digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:24]
 
 
-def check(token: PageToken, *, query: str, collection: str, arm: str, max_depth: int) -> None:
-    """Raise PageTokenError unless ``token`` continues this query on this collection and arm. Pure."""
+def check(token: PageToken, *, query: str, user: str, collection: str, arm: str, max_depth: int,
+          pool: tuple[int, int] = (0, 0)) -> None:
+    """Raise PageTokenError unless ``token`` continues this query of this user on this collection and arm,
+    within this search's bounds: ``pool`` is the (least, most) pool a pooled search makes ((0, 0) for
+    prefix fetches; :func:`pool_bounds`), ``max_depth`` the deepest result. Pure."""
     if token.query != query:
         raise PageTokenError("invalid", "page_token belongs to another search: send the scene, query, filters, "
                                         "diversify and user of its first page (or no page_token)")
+    if token.user != user:
+        raise PageTokenError("invalid", "page_token was issued to another user: send the same user as for its "
+                                        "first page (or no page_token)")
     if token.collection != collection:
         raise PageTokenError("stale", f"page_token: the index changed since the first page (it was served by "
                                       f"{token.collection}, the scene now searches {collection}); search again "
@@ -118,6 +140,18 @@ def check(token: PageToken, *, query: str, collection: str, arm: str, max_depth:
     if token.offset >= max_depth:
         raise PageTokenError("invalid", f"page_token points past the deepest page: results stop at "
                                         f"{max_depth} (MMSEARCH_MAX_PAGE_DEPTH)")
+    least, most = pool
+    if not least <= token.pool <= most or (most and token.offset >= token.pool):
+        raise PageTokenError("invalid", f"page_token carries a pool of {token.pool} candidates at offset "
+                                        f"{token.offset}, which this search never makes (its pool is "
+                                        f"{least}..{most}): it was not issued for this search; search again "
+                                        "without page_token")
+
+
+def pool_bounds(*, pooled: bool, candidates: int, max_size: int) -> tuple[int, int]:
+    """The (least, most) pool a first page makes (:func:`plan`: ``max(candidates, size)`` for a size up to
+    ``max_size``); (0, 0) for prefix fetches. Pure."""
+    return (candidates, max(candidates, max_size)) if pooled else (0, 0)
 
 
 @dataclass(frozen=True)

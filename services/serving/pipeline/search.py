@@ -99,9 +99,12 @@ def validate_request(request: retrieval_pb2.SearchRequest, active: Active, setti
     kind = request.WhichOneof("query")
     if kind is None:
         raise _bad("give a query: text, image or similar_to")
+    if len(request.user_id) > settings.limits.user_id_chars:
+        raise _bad(f"user_id has {len(request.user_id)} characters; at most {settings.limits.user_id_chars} "
+                   "(MMSEARCH_MAX_USER_ID_CHARS)")
     if kind == "text":
-        if not request.text.strip():
-            raise _bad("text is empty; give a query text")
+        if not request.text.replace("\x00", "").strip():
+            raise _bad("text is empty (only spaces or NUL characters); give a query text")
         if len(request.text) > settings.limits.query_chars:
             raise _bad(f"text has {len(request.text)} characters; at most {settings.limits.query_chars}")
         if scene.default_arm.query.text is None:
@@ -160,13 +163,15 @@ class SearchPlan:
     stages: tuple[str, ...]         # the I/O stages that will run (the deadline split)
     page: pages.PagePlan
     digest: str                     # what a page token of this search is bound to
+    user: str                       # and the user it is bound to (a digest)
     version: tuple[str, int] = ("", 0)  # (collection, sync generation): what the summary cache keys on
     search_params: Mapping[str, Any] = field(default_factory=dict)  # the dense search's index params
 
 
 def plan_search(query: Query, request: retrieval_pb2.SearchRequest, arm: Arm, active: Active,
-                settings: ServingSettings) -> SearchPlan:
-    """Which collection, retrievers, stages and page this search runs (page token checked). Pure."""
+                settings: ServingSettings, page_key: bytes) -> SearchPlan:
+    """Which collection, retrievers, stages and page this search runs (page token checked against
+    ``page_key`` and this search's bounds before anything is fetched). Pure."""
     spec = arm.spec
     collection = active.routes.get(spec.match.collection, spec.match.collection)
     retrievers = RETRIEVERS[spec.match.retriever] if query.kind == "text" else ("dense",)
@@ -178,25 +183,30 @@ def plan_search(query: Query, request: retrieval_pb2.SearchRequest, arm: Arm, ac
     else:
         what = request.similar_to
     digest = pages.query_digest(query.scene.name, query.kind, what, query.expression, request.diversify)
+    user = pages.query_digest(request.user_id)
+    pooled = RANKERS[rank.name].needs_pool or len(retrievers) > 1
+    depth = settings.limits.page_depth
     token = None
     if request.page_token:
         try:
-            token = pages.decode(request.page_token, settings.page_token_secret)
-            pages.check(token, query=digest, collection=collection, arm=arm.label, max_depth=settings.limits.page_depth)
+            token = pages.decode(request.page_token, page_key)
+            bounds = pages.pool_bounds(pooled=pooled, candidates=spec.match.candidates,
+                                       max_size=min(max(settings.limits.top_k, spec.match.top_k), depth))
+            pages.check(token, query=digest, user=user, collection=collection, arm=arm.label, max_depth=depth,
+                        pool=bounds)
         except pages.PageTokenError as exc:
             code = Code.FAILED_PRECONDITION if exc.code == "stale" else Code.INVALID_ARGUMENT
             raise StageError("request", code, str(exc)) from None
     page = pages.plan(offset=token.offset if token else 0, size=query.page_size or query.top_k or spec.match.top_k,
-                      pool=token.pool if token else 0, pooled=RANKERS[rank.name].needs_pool or len(retrievers) > 1,
-                      candidates=spec.match.candidates, facets=bool(query.facets),
-                      exclude_one=query.kind == SIMILAR, max_depth=settings.limits.page_depth)
+                      pool=token.pool if token else 0, pooled=pooled, candidates=spec.match.candidates,
+                      facets=bool(query.facets), exclude_one=query.kind == SIMILAR, max_depth=depth)
     if query.kind == SIMILAR:
         stages: tuple[str, ...] = ("fetch", "match", "summary")
     elif "dense" in retrievers:
         stages = ("preprocess", "embed", "match", "summary")
     else:
         stages = ("match", "summary")
-    return SearchPlan(collection, retrievers, rank, stages, page, digest, active.version(spec.match.collection),
+    return SearchPlan(collection, retrievers, rank, stages, page, digest, user, active.version(spec.match.collection),
                       dict(spec.match.params) or active.search_params(spec.match.collection))
 
 
@@ -219,6 +229,7 @@ class Searcher:
                  impressions: Impressions | None = None):
         self.backends, self.settings, self.down = backends, settings, down
         self.impressions = impressions  # None: responses are not impressions (no id, no token)
+        self.page_key = pages.signing_key(settings.page_token_secret)
 
     async def search(self, request: retrieval_pb2.SearchRequest, active: Active,
                      deadline_s: float) -> retrieval_pb2.SearchResponse:
@@ -233,7 +244,7 @@ class Searcher:
                       deadline_s: float) -> retrieval_pb2.SearchResponse:
         query = validate_request(request, active, self.settings)
         arm = choose_arm(query.scene, request.user_id, request.force_arms)
-        plan = plan_search(query, request, arm, active, self.settings)
+        plan = plan_search(query, request, arm, active, self.settings, self.page_key)
         spec, page, ranker = arm.spec, plan.page, RANKERS[plan.rank.name]
         tower: TowerSpec | None = spec.query.image if query.kind == "image" else spec.query.text
         dependencies = {"fetch": "milvus", "match": "milvus", "summary": "mongo",
@@ -279,8 +290,8 @@ class Searcher:
         response = self._response(query.scene, arm, run, chosen, ranked_from, docs, missing)
         response.offset, response.collection = page.offset, plan.collection
         if len(order) > end and end < self.settings.limits.page_depth:
-            token = pages.PageToken(end, plan.collection, arm.label, page.pool, plan.digest)
-            response.next_page_token = pages.encode(token, self.settings.page_token_secret)
+            token = pages.PageToken(end, plan.collection, arm.label, page.pool, plan.digest, plan.user)
+            response.next_page_token = pages.encode(token, self.page_key)
         if query.facets:
             response.facets.extend(count_facets(matches, query.facets, page.facet_pool))
         return self._impression(request, query, arm, response)
