@@ -1,4 +1,4 @@
-"""The aiohttp application: the search page, the JSON API, health and metrics.
+"""The aiohttp application: the search page, the JSON API and health (Prometheus: its own port, main.py).
 
 Routes:
 - ``GET /`` the page (static/index.html; its JS and CSS under ``/static/``);
@@ -11,7 +11,6 @@ Routes:
   ``navigator.sendBeacon``, so ``text/plain`` bodies are JSON too), rate-limited per client: a click, dwell
   or skip on a result, forwarded to serving's ``Feedback``;
 - ``GET /healthz`` the process is up; ``GET /readyz`` serving answers its gRPC health check;
-- ``GET /metrics`` Prometheus;
 - ``GET /images/...`` only when ``MMSEARCH_IMAGES_DIR`` is set (thumbnails of a local image corpus).
 
 Handlers are thin: parameters are validated by :mod:`mmsearch.services.web.params`,
@@ -47,16 +46,14 @@ import grpc
 from aiohttp import BodyPartReader, ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from mmsearch.services.web.client import ServingClient
 from mmsearch.services.web.files import image_handler
 from mmsearch.services.web.metrics import HTTP_LATENCY, HTTP_REQUESTS, UPSTREAM_LATENCY
 from mmsearch.services.web.params import BadParameter, SearchQuery, TooLarge, parse_feedback, parse_search
 from mmsearch.services.web.ratelimit import RateLimiter, client_address
-from mmsearch.services.web.responses import (blamed_parameter, caller_error, error_body, feedback_json, http_status, scenes_json,
-                                    search_json,
-                                    upstream_message)
+from mmsearch.services.web.responses import (SECURITY_HEADERS, blamed_parameter, caller_error, error_body, feedback_json,
+                                             http_status, scenes_json, search_json, upstream_message)
 from mmsearch.services.web.settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -66,18 +63,6 @@ CLIENT_KEY = web.AppKey("serving_client", ServingClient)
 SETTINGS_KEY = web.AppKey("settings", WebSettings)
 LIMITER_KEY = web.AppKey("feedback_limiter", RateLimiter)
 FEEDBACK_TYPES = ("application/json", "text/plain")  # text/plain: what navigator.sendBeacon sends for a string
-
-# The page loads only its own script and style; thumbnails may come from any http(s) host
-# (an image corpus's base URL) and uploaded previews are blob: URLs.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: http: https:; "
-        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -94,9 +79,10 @@ MAX_FIELD_BYTES = 64 * 1024
 """Largest text field of a multipart form (the query text is at most MMSEARCH_MAX_QUERY_CHARS characters)."""
 
 
-def json_error(status: int, code: str, message: str, parameter: str | None = None,
-               request_id: str | None = None) -> web.Response:
-    return web.json_response(error_body(status, code, message, parameter, request_id), status=status)
+def json_error(request: web.Request, status: int, code: str, message: str, parameter: str | None = None
+               ) -> web.Response:
+    """An error in the API's JSON shape; every one carries the request's id (:func:`request_id`)."""
+    return web.json_response(error_body(status, code, message, parameter, request_id(request)), status=status)
 
 
 def request_id(request: web.Request) -> str:
@@ -129,14 +115,13 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                 exc.headers.update(SECURITY_HEADERS)  # a 404/405 page or a redirect: the same headers
                 exc.headers["X-Request-Id"] = rid
                 raise
-            response = json_error(exc.status, exc.reason.lower().replace(" ", "_"),
-                                  f"{request.method} {request.path[:200]}: {exc.reason}", request_id=rid)
+            response = json_error(request, exc.status, exc.reason.lower().replace(" ", "_"),
+                                  f"{request.method} {request.path[:200]}: {exc.reason}")
             if "Allow" in exc.headers:
                 response.headers["Allow"] = exc.headers["Allow"]
         except Exception:
             log.exception("unhandled error", extra={"path": request.path[:200], "request_id": rid})
-            response = json_error(500, "internal", f"internal error in the web service (request id {rid})",
-                                  request_id=rid)
+            response = json_error(request, 500, "internal", f"internal error in the web service (request id {rid})")
         status = response.status
         response.headers.update(SECURITY_HEADERS)
         response.headers["X-Request-Id"] = rid
@@ -155,10 +140,10 @@ def _upstream_error(request: web.Request, exc: grpc.aio.AioRpcError) -> web.Resp
     details = exc.details() or ""
     rid = request_id(request)
     if caller_error(code, details):
-        return json_error(status, name, details or code.name, blamed_parameter(details), rid)
+        return json_error(request, status, name, details or code.name, blamed_parameter(details))
     log.warning("search back end failed", extra={"request_id": rid, "grpc_code": code.name, "details": details,
                                                   "serving": request.app[CLIENT_KEY].address})
-    return json_error(status, name, upstream_message(code, rid), request_id=rid)
+    return json_error(request, status, name, upstream_message(code, rid))
 
 
 async def _call(method: str, request: web.Request, call: Callable[[ServingClient], Awaitable]):
@@ -188,7 +173,7 @@ async def _get(request: web.Request, similar: bool) -> web.Response:
         query = parse_search(request.query, max_top_k=settings.limits.top_k, max_query_chars=settings.limits.query_chars,
                              similar=similar)
     except BadParameter as exc:
-        return json_error(400, "bad_parameter", exc.message, exc.parameter, request_id(request))
+        return json_error(request, 400, "bad_parameter", exc.message, exc.parameter)
     return await _search(request, query)
 
 
@@ -270,7 +255,7 @@ async def search_post(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     if not request.content_type.startswith("multipart/form-data"):
         return json_error(
-            415, "unsupported_media_type",
+            request, 415, "unsupported_media_type",
             f"POST /api/search takes multipart/form-data with an 'image' file field (got {request.content_type!r})",
             "image",
         )
@@ -281,7 +266,7 @@ async def search_post(request: web.Request) -> web.Response:
                              image=image, max_image_bytes=settings.limits.image_bytes)
     except BadParameter as exc:
         status, code = (413, "too_large") if isinstance(exc, TooLarge) else (400, "bad_parameter")
-        response = json_error(status, code, exc.message, exc.parameter, request_id(request))
+        response = json_error(request, status, code, exc.message, exc.parameter)
         return await _refused_upload(request, response, form_limit(settings.limits.image_bytes))
     return await _search(request, query)
 
@@ -296,24 +281,24 @@ async def feedback(request: web.Request) -> web.Response:
     client = client_address(request.remote, request.headers, settings.feedback.client_ip_header)
     allowed, wait = request.app[LIMITER_KEY].allow(client)
     if not allowed:
-        response = json_error(429, "rate_limited", f"too many feedback events from {client}: at most "
+        response = json_error(request, 429, "rate_limited", f"too many feedback events from {client}: at most "
                               f"{settings.feedback.rate_per_second:g}/s (burst {settings.feedback.burst}); "
                               f"retry in {wait:.1f} s")
         response.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
         return response
     if request.content_type not in FEEDBACK_TYPES:
-        return json_error(415, "unsupported_media_type", f"POST /api/feedback takes a JSON body "
+        return json_error(request, 415, "unsupported_media_type", f"POST /api/feedback takes a JSON body "
                           f"(application/json or text/plain; got {request.content_type!r})", "body")
     limit = max_token_chars(settings.limits.top_k) + 1024
     body = bytearray()
     while chunk := await request.content.read(64 * 1024):
         body.extend(chunk)
         if len(body) > limit:
-            return json_error(413, "too_large", f"the feedback body is larger than {limit} bytes", "body")
+            return json_error(request, 413, "too_large", f"the feedback body is larger than {limit} bytes", "body")
     try:
         event = parse_feedback(bytes(body), max_token_chars(settings.limits.top_k))
     except BadParameter as exc:
-        return json_error(400, "bad_parameter", exc.message, exc.parameter)
+        return json_error(request, 400, "bad_parameter", exc.message, exc.parameter)
     try:
         response, _ = await _call("Feedback", request, lambda c: c.feedback(event))
     except grpc.aio.AioRpcError as exc:
@@ -340,13 +325,7 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ready"})
     rid = request_id(request)
     log.warning("not ready", extra={"request_id": rid, "serving": client.address, "status": status})
-    return json_error(503, "not_ready", f"the search back end is not ready (request id {rid})", request_id=rid)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest(REGISTRY))
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
+    return json_error(request, 503, "not_ready", f"the search back end is not ready (request id {rid})")
 
 
 async def page(request: web.Request) -> web.FileResponse:
@@ -375,7 +354,6 @@ def create_app(settings: WebSettings) -> web.Application:
     app.router.add_post("/api/feedback", feedback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     if settings.images_dir is not None:
         if not settings.images_dir.is_dir():
             raise ValueError(f"MMSEARCH_IMAGES_DIR {str(settings.images_dir)!r} is not a folder")

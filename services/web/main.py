@@ -1,4 +1,9 @@
-"""``mmsearch serve web``: the page and JSON API on ``MMSEARCH_HOST:MMSEARCH_PORT`` (default 8080).
+"""``mmsearch serve web``: the page and JSON API on ``MMSEARCH_HOST:MMSEARCH_PORT`` (default 8080), and
+Prometheus ``/metrics`` on ``MMSEARCH_METRICS_HOST:MMSEARCH_METRICS_PORT`` (default 9090), as the gRPC
+services serve theirs: never on the public port.
+
+Request lines and header fields may be as long as a query within the request
+limits needs (:mod:`mmsearch.services.web.protocol`); longer ones get a JSON 400.
 
 On SIGTERM/SIGINT the listener closes, in-flight requests get
 ``MMSEARCH_GRACE_SECONDS`` to finish, then the gRPC channel closes; the process
@@ -15,8 +20,10 @@ from aiohttp import web
 
 from mmsearch.core.logs import setup_logging
 from mmsearch.core.settings import load_settings
+from mmsearch.services.runtime.metrics import MetricsEndpoint
 from mmsearch.services.runtime.shutdown import signalled, stop_within
 from mmsearch.services.web.app import create_app
+from mmsearch.services.web.protocol import WebRunner, max_request_line_bytes
 from mmsearch.services.web.settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -26,14 +33,23 @@ log = logging.getLogger(__name__)
 class RunningWeb:
     runner: web.AppRunner
     port: int
+    metrics: MetricsEndpoint
+
+    @property
+    def metrics_port(self) -> int:
+        return self.metrics.port
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        try:
+            await self.runner.cleanup()
+        finally:
+            self.metrics.close()
 
 
 async def start_web(settings: WebSettings) -> RunningWeb:
-    """Bind and start the HTTP server (port 0 picks a free one)."""
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=settings.grace_seconds)
+    """Bind and start the HTTP server and its /metrics server (port 0 picks a free one)."""
+    runner = WebRunner(create_app(settings), access_log=None, shutdown_timeout=settings.grace_seconds,
+                       max_line_size=max_request_line_bytes(settings.limits))
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=False)
     try:
@@ -42,9 +58,16 @@ async def start_web(settings: WebSettings) -> RunningWeb:
         await runner.cleanup()
         raise OSError(f"cannot bind the web server to {settings.host}:{settings.port} "
                       f"(MMSEARCH_HOST/MMSEARCH_PORT): {exc}") from exc
+    try:
+        metrics = MetricsEndpoint(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        await runner.cleanup()
+        raise OSError(f"cannot bind the /metrics server to {settings.metrics_host}:{settings.metrics_port} "
+                      f"(MMSEARCH_METRICS_HOST/MMSEARCH_METRICS_PORT): {exc}") from exc
     port = runner.addresses[0][1]  # the bound port when settings.port is 0
-    log.info("web server started", extra={"port": port, "serving_address": settings.serving_address})
-    return RunningWeb(runner, port)
+    log.info("web server started", extra={"port": port, "metrics_port": metrics.port,
+                                          "serving_address": settings.serving_address})
+    return RunningWeb(runner, port, metrics)
 
 
 async def serve(settings: WebSettings) -> None:

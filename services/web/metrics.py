@@ -1,4 +1,4 @@
-"""Prometheus metrics of the web service (served at /metrics on the HTTP port)."""
+"""Prometheus metrics of the web service (served at /metrics on its own port, MMSEARCH_METRICS_PORT: main.py)."""
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram

@@ -20,8 +20,8 @@ takes ``id`` (a stored item) instead of ``q``.
 from __future__ import annotations
 
 import json
-import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -31,11 +31,14 @@ from mmsearch.v1 import retrieval_pb2
 SCENE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FIELD_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 RANGE_PATTERN = re.compile(r"^(-?\d+(?:\.\d+)?)?\.\.(-?\d+(?:\.\d+)?)?$")
-TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]{1,2048}$")
+MAX_TOKEN_CHARS = 2048
+TOKEN_PATTERN = re.compile(rf"^[A-Za-z0-9_.=-]{{1,{MAX_TOKEN_CHARS}}}$")
 MAX_USER_CHARS = 128
 MAX_FILTERS = 16
 MAX_VALUE_CHARS = 1024
 MAX_ID = 2**63 - 1
+ID_DIGITS = re.compile(r"[0-9]{1,19}")
+"""An id written as a decimal string (``MAX_ID`` has 19 digits)."""
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 
@@ -267,17 +270,18 @@ def parse_feedback(body: bytes, max_token_chars: int) -> FeedbackEvent:
     if len(token) > max_token_chars:
         raise BadParameter("feedback_token", f"feedback_token has {len(token)} characters; at most {max_token_chars}")
     item = data.get("item_id")
-    if isinstance(item, bool) or not isinstance(item, (int, str)) or not str(item).isdigit() \
-            or not 0 <= int(item) <= MAX_ID:
+    if isinstance(item, str) and ID_DIGITS.fullmatch(item):  # ASCII digits only: str.isdigit() also takes "²"
+        item = int(item)
+    if type(item) is not int or not 0 <= item <= MAX_ID:
         raise BadParameter("item_id", f"item_id must be the id of a result on that page, a non-negative integer "
                                       f"(got {_shown(str(item))})")
     event = data.get("event")
-    if event not in FEEDBACK_EVENTS:
+    if not isinstance(event, str) or event not in FEEDBACK_EVENTS:
         raise BadParameter("event", f"event must be one of {sorted(FEEDBACK_EVENTS)} (got {_shown(str(event))})")
     seconds = data.get("dwell_seconds", 0)
     if event == "dwell":
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
-                or seconds <= 0:
+        # A float, or an int a float can hold (serving checks the upper bound); never a bool, NaN or infinity.
+        if type(seconds) not in (int, float) or not 0 < seconds <= sys.float_info.max:
             raise BadParameter("dwell_seconds", f"dwell_seconds must be a number of seconds > 0 for a dwell event "
                                                 f"(got {_shown(str(seconds))})")
     elif seconds not in (0, None):

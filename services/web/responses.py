@@ -1,4 +1,5 @@
-"""JSON shapes of the API (pure): search/scene responses and errors, gRPC status -> HTTP status.
+"""JSON shapes of the API (pure): search/scene responses and errors, gRPC status -> HTTP status, and the
+security headers of every response.
 
 The JSON mirrors the proto field names (``items[].retrieval_score``,
 ``timings[].ms`` ...) so the API returns what ``Search`` returns, plus
@@ -12,6 +13,18 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from mmsearch.v1 import retrieval_pb2
+
+# The page loads only its own script and style; thumbnails may come from any http(s) host
+# (an image corpus's base URL) and uploaded previews are blob: URLs.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: http: https:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
 
 # gRPC status -> (HTTP status, error code). Caller mistakes stay 4xx; a back end
 # that is down or slow is 503/504; anything else upstream is a 502 (bad gateway).

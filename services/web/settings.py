@@ -1,8 +1,8 @@
 """Settings of the web service (``MMSEARCH_*`` environment variables).
 
-The web service is HTTP, so ``port`` is the page/API port (default 8080) and
-``/metrics`` is served on that same port: one port per pod to expose and
-scrape (no separate metrics server, unlike the gRPC services). The request
+The web service is HTTP, so ``port`` is the page/API port (default 8080);
+``/metrics`` is served on its own port (``MMSEARCH_METRICS_PORT``, as the gRPC
+services do), so the public port never shows it. The request
 limits (``limits``) are :class:`mmsearch.core.limits.RequestLimits`, the same
 fields serving reads, so the API refuses exactly what serving would.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mmsearch.core.limits import RequestLimits
 from mmsearch.core.settings import Group, setting
-from mmsearch.services.runtime.settings import ProcessSettings
+from mmsearch.services.runtime.settings import MetricsSettings
 
 
 class FeedbackLimits(Group):
@@ -31,7 +31,7 @@ class FeedbackLimits(Group):
                     "behind an ingress that sets it); empty: the peer address.")
 
 
-class WebSettings(ProcessSettings):
+class WebSettings(MetricsSettings):
     """``MMSEARCH_PORT``, ``MMSEARCH_SERVING_ADDRESS``, ``MMSEARCH_REQUEST_TIMEOUT_SECONDS`` ..."""
 
     port: int = setting(8080, ge=0, le=65535, description="HTTP port of the page and JSON API; 0 picks a free one.")

@@ -27,11 +27,13 @@ class WebThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="web-server", daemon=True)
         self.running: RunningWeb | None = None
         self.url = ""
+        self.metrics_url = ""  # the separate Prometheus /metrics server
 
     def __enter__(self) -> "WebThread":
         self.thread.start()
         self.running = asyncio.run_coroutine_threadsafe(start_web(self.settings), self.loop).result(30)
         self.url = f"http://127.0.0.1:{self.running.port}"
+        self.metrics_url = f"http://127.0.0.1:{self.running.metrics_port}"
         return self
 
     def __exit__(self, *exc) -> None:
@@ -43,7 +45,7 @@ class WebThread:
 
 
 def web_settings(serving_address: str, **overrides) -> WebSettings:
-    return WebSettings(host="127.0.0.1", port=0, serving_address=serving_address, log_json=False,
+    return WebSettings(host="127.0.0.1", port=0, metrics_port=0, serving_address=serving_address, log_json=False,
                        grace_seconds=0.5, **overrides)
 
 
@@ -67,4 +69,5 @@ def assert_error(response: requests.Response, status: int, parameter: str | None
     assert error["status"] == status
     assert error.get("parameter") == parameter
     assert words in error["message"], error["message"]
+    assert error["request_id"] == response.headers["X-Request-Id"], "every error body carries the request id"
     return error

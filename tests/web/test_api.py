@@ -90,7 +90,9 @@ def test_health_ready_metrics(web, stack_scene):
     ready = get(web, "/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     get(web, "/api/search", scene=stack_scene.name, q="json")
-    metrics = get(web, "/metrics")
+    assert get(web, "/metrics").status_code == 404, "/metrics is not on the public port"
+    assert web.metrics_url and web.metrics_url != web.url
+    metrics = requests.get(web.metrics_url + "/metrics", timeout=TIMEOUT)
     assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith("text/plain")
     assert 'mmsearch_web_requests_total{method="GET",route="/api/search",status="200"}' in metrics.text
     assert 'mmsearch_web_upstream_duration_seconds_count{grpc_code="OK",method="Search"}' in metrics.text

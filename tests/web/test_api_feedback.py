@@ -41,6 +41,20 @@ def test_a_click_is_recorded_once(web, page_json):
     ({"feedback_token": "TOKEN", "item_id": -3, "event": "click"}, "item_id", "non-negative integer"),
     ({"feedback_token": "TOKEN", "item_id": "12a", "event": "click"}, "item_id", "non-negative integer"),
     ({"feedback_token": "TOKEN", "item_id": 1, "event": "like"}, "event", "one of ['click', 'dwell', 'skip']"),
+    # Once 500s: str.isdigit() is true for these, and int() fails or reads another script's digits.
+    ({"feedback_token": "TOKEN", "item_id": "\u00b2", "event": "click"}, "item_id", "non-negative integer"),
+    ({"feedback_token": "TOKEN", "item_id": "\u0661\u0662", "event": "click"}, "item_id", "non-negative integer"),
+    ({"feedback_token": "TOKEN", "item_id": "9" * 20, "event": "click"}, "item_id", "non-negative integer"),
+    ({"feedback_token": "TOKEN", "item_id": 1.0, "event": "click"}, "item_id", "non-negative integer"),
+    # Once 500s: an unhashable event.
+    ({"feedback_token": "TOKEN", "item_id": 1, "event": ["click"]}, "event", "one of ['click', 'dwell', 'skip']"),
+    ({"feedback_token": "TOKEN", "item_id": 1, "event": {"click": 1}}, "event", "one of ['click', 'dwell', 'skip']"),
+    ({"feedback_token": "TOKEN", "item_id": 1, "event": 1}, "event", "one of ['click', 'dwell', 'skip']"),
+    ({"feedback_token": "TOKEN", "item_id": 1, "event": "dwell", "dwell_seconds": 10**400}, "dwell_seconds",
+     "> 0 for a dwell event"),
+    ({"feedback_token": "TOKEN", "item_id": 1, "event": "dwell", "dwell_seconds": [1]}, "dwell_seconds",
+     "> 0 for a dwell event"),
+    ({"feedback_token": ["TOKEN"], "item_id": 1, "event": "click"}, "feedback_token", "feedback_token is required"),
     ({"feedback_token": "TOKEN", "item_id": 1, "event": "dwell"}, "dwell_seconds", "> 0 for a dwell event"),
     ({"feedback_token": "TOKEN", "item_id": 1, "event": "click", "dwell_seconds": 3}, "dwell_seconds",
      "only for dwell events"),
@@ -75,8 +89,10 @@ def test_each_client_is_rate_limited_on_its_own(serving_address, page_json):
         a = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}
         codes = [post(limited, click, headers=a).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
-        error = assert_error(post(limited, click, headers=a), 429, None, "too many feedback events from 10.0.0.1")
+        refused = post(limited, click, headers=a)
+        error = assert_error(refused, 429, None, "too many feedback events from 10.0.0.1")
         assert error["code"] == "rate_limited"
+        assert error["request_id"] == refused.headers["X-Request-Id"]  # once missing from 429 bodies
         assert int(post(limited, click, headers=a).headers["Retry-After"]) >= 1
         assert post(limited, click, headers={"X-Forwarded-For": "10.0.0.2"}).status_code == 200
 

@@ -7,11 +7,16 @@ run against ``web_down`` (serving's address has nothing listening).
 """
 from __future__ import annotations
 
+import logging
 import threading
+from urllib.parse import urlencode
 
 import pytest
 import requests
 
+from mmsearch.core.limits import RequestLimits
+from mmsearch.services.web.params import MAX_USER_CHARS
+from mmsearch.services.web.protocol import max_request_line_bytes
 from tests.support.web import TIMEOUT, WebThread, assert_error, get, png, web_settings
 
 MULTIPART = "multipart/form-data; boundary=XyZ"
@@ -123,3 +128,47 @@ def test_image_folder_serves_images_only_never_dotfiles(image_folder):
             assert response.headers["X-Content-Type-Options"] == "nosniff"
         for name in (".git/config", ".env", "sub/../.env", "%2e%2e/outside.png", "link.png", "nope.png", "sub"):
             assert get(server, f"/images/{name}").status_code == 404, name
+
+
+def test_the_longest_query_in_any_script_fits_the_request_line(web, stack_scene):
+    """A 950-character CJK query (8.5 KB percent-encoded, within the 1,000-character limit) once got
+    aiohttp's plain-text 400: its request lines stopped at 8,190 bytes."""
+    for q in ("\u4e2d" * 950, "\U0001f600" * 1000):  # 9 and 12 bytes a character, percent-encoded
+        response = get(web, "/api/search", scene=stack_scene.name, q=q, user="\U0001f600" * MAX_USER_CHARS)
+        assert response.status_code == 200, response.text[:300]
+
+
+def test_the_request_line_limit_holds_every_url_within_the_parameter_limits():
+    limits = RequestLimits()
+    four_bytes = "\U0001f600"
+    worst = urlencode({"scene": "s" * 64, "q": four_bytes * limits.query_chars, "k": str(limits.top_k),
+                       "user": four_bytes * MAX_USER_CHARS, "diversify": "false", "page_token": "A" * 2048,
+                       "filter": "category:" + "x" * 200, "facet": "category"})
+    line = f"GET /api/similar?{worst} HTTP/1.1"
+    assert len(line) <= max_request_line_bytes(limits)
+    assert max_request_line_bytes(RequestLimits(query_chars=5000)) > max_request_line_bytes(limits)
+
+
+def _refusal_logs(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name.startswith(("aiohttp", "mmsearch.services.web"))
+            and r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("where", ["request line", "header"])
+def test_an_over_long_request_line_or_header_is_a_json_400_logged_in_one_line(web_down, caplog, where):
+    """Once aiohttp's plain-text 400 (echoing the line) and an ERROR traceback holding 8 KB of it."""
+    over = max_request_line_bytes(web_down.settings.limits) + 1000
+    with caplog.at_level(logging.INFO):
+        if where == "request line":
+            response = requests.get(web_down.url + "/api/search?scene=t2t&q=" + "%E4%B8%AD" * (over // 9),
+                                    timeout=TIMEOUT)
+        else:
+            response = requests.get(web_down.url + "/api/scenes", headers={"X-Padding": "a" * over}, timeout=TIMEOUT)
+    error = assert_error(response, 400, None, f"over the limit of {max_request_line_bytes(web_down.settings.limits)}")
+    assert error["code"] == "request_too_long"
+    assert "%E4" not in response.text and "aaaa" not in response.text  # the refused line is not echoed
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    (record,) = _refusal_logs(caplog)
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert error["request_id"] == record.request_id
+    assert "%E4" not in repr(record.__dict__) and "aaaa" not in repr(record.__dict__)

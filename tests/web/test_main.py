@@ -18,7 +18,7 @@ from tests.support.processes import Lines
 def start_web(**env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "mmsearch.cli", "serve", "web"],
-        env={**os.environ, "MMSEARCH_HOST": "127.0.0.1", "MMSEARCH_PORT": "0", **env},
+        env={**os.environ, "MMSEARCH_HOST": "127.0.0.1", "MMSEARCH_PORT": "0", "MMSEARCH_METRICS_PORT": "0", **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
 

@@ -4,7 +4,9 @@ import pytest
 from google.protobuf import struct_pb2
 
 from mmsearch.v1 import retrieval_pb2
-from mmsearch.services.web.params import BadParameter, TooLarge, parse_search
+import json
+
+from mmsearch.services.web.params import BadParameter, TooLarge, parse_feedback, parse_search
 from mmsearch.services.web.responses import blamed_parameter, http_status, scenes_json, search_json
 
 LIMITS = {"max_top_k": 50, "max_query_chars": 20}
@@ -153,3 +155,22 @@ def test_bad_filter_facet_token_and_id_parameters(params, similar, parameter, wo
     with pytest.raises(BadParameter) as err:
         parse_search(params, similar=similar, **LIMITS)
     assert err.value.parameter == parameter and words in err.value.message
+
+
+@pytest.mark.parametrize("field, value", [
+    ("item_id", "\u00b2"), ("item_id", "\u0661\u0662"), ("item_id", "12\n"), ("item_id", " 12"), ("item_id", "+12"),
+    ("item_id", True), ("item_id", 2.0), ("item_id", [1]), ("item_id", 2**63),
+    ("event", ["click"]), ("event", {"click": 1}), ("event", 1), ("event", None),
+    ("dwell_seconds", 10**400), ("dwell_seconds", True), ("dwell_seconds", "3"), ("dwell_seconds", [3]),
+])
+def test_feedback_fields_of_the_wrong_type_are_refused_naming_the_field(field, value):
+    """str.isdigit() took "\u00b2" (int() then failed) and an unhashable event raised: both once 500s."""
+    body = {"feedback_token": "t", "item_id": 7, "event": "dwell", "dwell_seconds": 2.5, field: value}
+    with pytest.raises(BadParameter) as refused:
+        parse_feedback(json.dumps(body).encode(), 100)
+    assert refused.value.parameter == field
+
+
+def test_feedback_ids_may_be_decimal_strings():
+    event = parse_feedback(b'{"feedback_token": "t", "item_id": "9223372036854775807", "event": "click"}', 100)
+    assert event.item_id == 2**63 - 1 and event.dwell_seconds == 0.0
