@@ -214,7 +214,23 @@ def test_web_is_pointed_at_serving():
     serving = ct.deployment(items, "serving")
     port = ct.pod_spec(serving)["containers"][0]["ports"][0]["containerPort"]
     assert env["MMSEARCH_SERVING_ADDRESS"]["value"] == f"rel-mmsearch-serving:{port}"
-    assert "MMSEARCH_METRICS_PORT" not in env, "web serves /metrics on its HTTP port"
+
+
+def test_web_serves_metrics_apart_from_its_public_port():
+    """/metrics was once on web's public HTTP port (and so behind the Ingress)."""
+    items = ct.manifests("full")
+    (container,) = ct.pod_spec(ct.deployment(items, "web"))["containers"]
+    env = ct.env_of(container)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["MMSEARCH_METRICS_PORT"]["value"] == str(ports["metrics"]) and ports["metrics"] != ports["http"]
+    assert env["MMSEARCH_PORT"]["value"] == str(ports["http"])
+    assert "MMSEARCH_REFLECTION" not in env, "web is no gRPC server"
+    (service,) = [s for s in ct.of_kind(items, "Service") if ct.component(s) == "web"]
+    targets = {p["name"]: p["targetPort"] for p in service.doc["spec"]["ports"]}
+    assert targets == {"http": "http", "metrics": "metrics"}
+    (policy,) = [p for p in ct.of_kind(items, "NetworkPolicy") if ct.component(p) == "web"]
+    scrape = [r for r in policy.doc["spec"]["ingress"] if r["ports"] == [{"port": "metrics", "protocol": "TCP"}]]
+    assert [r["from"] for r in scrape] == [ct.VALUE_SETS["full"]["networkPolicy"]["metricsFrom"]]
 
 
 # ---------------------------------------------------------------- Triton and the model repository

@@ -217,6 +217,7 @@ def test_schema_rejects_bad_values_with_a_message(values, message):
         # Each of these once rendered invalid manifests (or silently kept a default).
         ({"serving": {"port": 9090}}, "serving.port and serving.metricsPort are both 9090"),
         ({"preprocess": {"metricsPort": 50051}}, "preprocess.port and preprocess.metricsPort are both 50051"),
+        ({"web": {"metricsPort": 8080}}, "web.port and web.metricsPort are both 8080"),
         ({"ingress": {"enabled": True, "hosts": []}}, "ingress.enabled is true but ingress.hosts is empty"),
         ({"serving": {"env": [{"name": "MMSEARCH_MILVUS_URI", "value": "http://other:19530"}]}},
          "serving.env[0]: MMSEARCH_MILVUS_URI is set by the chart already"),

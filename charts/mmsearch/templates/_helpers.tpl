@@ -130,7 +130,7 @@ on its HTTP port (services/web/settings.py).
 */}}
 {{- define "mmsearch.commonEnv" -}}
 {{- if and (hasKey .values "metricsPort") (eq (int .values.port) (int .values.metricsPort)) -}}
-{{- fail (printf "%s.port and %s.metricsPort are both %v: the gRPC port and the /metrics port need two different ports" .component .component .values.port) -}}
+{{- fail (printf "%s.port and %s.metricsPort are both %v: a service and its /metrics server need two different ports" .component .component .values.port) -}}
 {{- end -}}
 - name: MMSEARCH_HOST
   value: "0.0.0.0"
@@ -141,6 +141,8 @@ on its HTTP port (services/web/settings.py).
   value: "0.0.0.0"
 - name: MMSEARCH_METRICS_PORT
   value: {{ .values.metricsPort | quote }}
+{{- end }}
+{{- if ne .component "web" }}
 - name: MMSEARCH_REFLECTION
   value: {{ .root.Values.grpcReflection | quote }}
 {{- end }}
