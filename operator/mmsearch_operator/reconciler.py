@@ -47,7 +47,7 @@ from typing import Any, Iterable
 from mmsearch.core.quality import Thresholds, shortfalls
 from mmsearch.operator import plan
 from mmsearch.operator.manifests import build_job
-from mmsearch.operator.spec import mode_stages, skipped_stages, with_defaults
+from mmsearch.operator.spec import GATE_NAMES, mode_stages, skipped_stages, with_defaults
 from mmsearch.operator.validate import validate
 
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
@@ -116,9 +116,7 @@ def observe_job(job: dict[str, Any]) -> JobView:
 # evaluate's summary keys -> status.evaluation's (Kubernetes spells fields in camelCase)
 FIGURES = {"collection": "collection", "queries": "queries", "k": "k", "recall": "recall", "mrr": "mrr",
            "ndcg10": "ndcg10", "zero_hit": "zeroHit", "p50_ms": "p50Ms", "p99_ms": "p99Ms",
-           "regression": "regression", "worse": "worse"}
-GATE_NAMES = {"min_recall": "spec.evaluation.minRecall", "max_regression": "spec.evaluation.maxRegression",
-              "max_p99_ms": "spec.evaluation.maxP99Ms"}
+           "regression": "regression", "worse": "worse", "unresolved": "unresolved"}
 
 
 def evaluation_figures(pods: Iterable[dict[str, Any]], job: str) -> dict[str, Any] | None:
@@ -149,7 +147,7 @@ def gate(spec: dict[str, Any], figures: dict[str, Any]) -> list[str]:
     evaluation = spec.get("evaluation") or {}
     thresholds = Thresholds(evaluation.get("minRecall"), evaluation.get("maxRegression"), evaluation.get("maxP99Ms"))
     summary = {"k": figures.get("k"), "recall": figures["recall"], "p99_ms": figures["p99Ms"],
-               "regression": figures.get("regression")}
+               "regression": figures.get("regression"), "unresolved": figures.get("unresolved")}
     if figures.get("compared"):
         summary["compare"] = {"collection": figures["compared"], "recall": figures["comparedRecall"]}
     return shortfalls(summary, thresholds, published=figures.get("compared"), names=GATE_NAMES)

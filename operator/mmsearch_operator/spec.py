@@ -29,6 +29,10 @@ MODES: dict[str, tuple[str, ...]] = {
     "incremental": ("prepare", "sync"),
 }
 
+# How the gate's thresholds are called in an IndexJob (its messages name these fields).
+GATE_NAMES = {"min_recall": "spec.evaluation.minRecall", "max_regression": "spec.evaluation.maxRegression",
+              "max_p99_ms": "spec.evaluation.maxP99Ms"}
+
 # Which stages' outputs each stage reads (drives "re-run from the first affected stage").
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "prepare": (),

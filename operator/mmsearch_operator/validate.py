@@ -12,6 +12,9 @@ these messages, each naming the field's path and what to do:
   them at apply time, other clients may not): see :data:`spec.FIELDS`;
 - relations across objects (``publish.enabled: false`` with the other five
   stages in skipStages: nothing would run), the object's name length;
+- ``spec.evaluation`` (full mode only; its query set an s3:// URI or a path
+  on spec.volume, its thresholds finite and in range) and skips of stages the
+  mode never runs (also CEL rules of the CRD, checked again here);
 - ``spec.milvus.fields`` and ``spec.milvus.bm25`` as push-milvus will read
   them (:mod:`mmsearch.core.fields`): a name declared twice, a reserved name,
   a key in an item that is not one of name, type, source.
@@ -27,8 +30,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from mmsearch.core.fields import ANALYZERS, FieldSpec
+from mmsearch.core.quality import Thresholds
 from mmsearch.operator.plan import MAX_NAME
-from mmsearch.operator.spec import FIELDS, mode_stages, skipped_stages
+from mmsearch.operator.spec import FIELDS, GATE_NAMES, mode_stages, skipped_stages
 
 _REQUIRED = (
     ("scene",), ("modality",), ("image",), ("workdir",), ("source", "kind"),
@@ -39,6 +43,11 @@ _S3 = re.compile(r"^s3://([^/]+)(/.*)?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PASSWORD_IN_URI = re.compile(r"^[^:/]+://[^/@]*:[^/@]*@")
+# The CRD's spec.image pattern and maxLength, spec.evaluation.queries' maxLength.
+_IMAGE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*"
+                    r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+MAX_IMAGE = 512
+MAX_QUERIES_URI = 1024
 
 
 def unknown_fields(value: Any, fields: dict[str, Any] = FIELDS, path: str = "spec") -> list[str]:
@@ -155,4 +164,36 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
                         f"({encode.get('shards') or 1}): at most every shard runs at once")
     if skipped_stages(spec) >= set(mode_stages(spec)):
         problems.append("spec.skipStages: every stage is skipped (with publish.enabled false): nothing would run")
+    return problems + _check_modes(spec) + _check_evaluation(spec)
+
+
+def _check_modes(spec: dict[str, Any]) -> list[str]:
+    """Skips of stages the mode never runs, and the image reference (the CRD's CEL rule and pattern)."""
+    problems = []
+    mode, stages = spec.get("mode") or "full", mode_stages(spec)
+    problems += [f"spec.skipStages: {stage!r} is not a stage of mode {mode} (it runs {', '.join(stages)}): "
+                 "remove it" for stage in spec.get("skipStages") or [] if stage not in stages]
+    image = spec.get("image")
+    if isinstance(image, str) and (len(image) > MAX_IMAGE or not _IMAGE.match(image)):
+        problems.append(f"spec.image: {image[:80]!r} is not a container image reference "
+                        "(e.g. ghcr.io/org/mmsearch:0.1.0)")
     return problems
+
+
+def _check_evaluation(spec: dict[str, Any]) -> list[str]:
+    """spec.evaluation: for mode full only, a query set every pod can read, thresholds that are a bar."""
+    evaluation = spec.get("evaluation")
+    if not evaluation:
+        return []
+    if (spec.get("mode") or "full") != "full":
+        return ["spec.evaluation applies to mode full only (an incremental sync changes the live version in "
+                "place, nothing is measured before it): remove it or use mode full"]
+    queries = evaluation.get("queries")
+    if not isinstance(queries, str) or not queries:
+        return ["spec.evaluation.queries is required (the labelled query set, s3:// or a path on spec.volume)"]
+    if len(queries) > MAX_QUERIES_URI or re.search(r"\s", queries):
+        return [f"spec.evaluation.queries: {queries[:80]!r} must be one s3:// URI or absolute path of at most "
+                f"{MAX_QUERIES_URI} characters, without spaces or line breaks"]
+    problems = _check_location("evaluation.queries", queries, spec)
+    thresholds = Thresholds(evaluation.get("minRecall"), evaluation.get("maxRegression"), evaluation.get("maxP99Ms"))
+    return problems + thresholds.invalid(GATE_NAMES)

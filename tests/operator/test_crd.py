@@ -119,7 +119,21 @@ _DELETE = object()
     ("spec.ttlSecondsAfterFinished", 2**31, "is greater than the maximum"),
     ("spec.s3", {"endpointUrl": "minio:9000"}, "'minio:9000' does not match"),
     ("spec.skipStages", ["prepare", "export", "encode", "push-milvus", "push-mongo", "publish"],
-     "skipStages lists every stage"),
+     "every stage of spec.mode is skipped"),
+    # Each of these once passed the CRD and then ran wrong or not at all.
+    ("spec.skipStages", ["encode", "sync"], "skipStages names a stage spec.mode never runs"),
+    ("spec", {**indexjob()["spec"], "mode": "incremental", "skipStages": ["encode"]}, "never runs"),
+    ("spec", {**indexjob()["spec"], "mode": "incremental", "evaluation": {"queries": "s3://b/q.jsonl"}},
+     "evaluation applies to mode full only"),
+    ("spec.evaluation", {"queries": "queries.jsonl"}, "does not match"),
+    ("spec.evaluation", {"queries": "http://example.com/q.jsonl"}, "does not match"),
+    ("spec.evaluation", {"queries": "s3://bucket/q.jsonl\nrm -rf /"}, "does not match"),
+    ("spec.evaluation", {"queries": "s3://bucket/" + "q" * 1_000_000}, "is too long"),
+    ("spec.evaluation", {"queries": "/data/q.jsonl"}, "evaluation.queries is a local path"),
+    ("spec.evaluation", {"queries": "s3://b/q.jsonl", "maxP99Ms": 1e12}, "greater than the maximum"),
+    ("spec.retry", 2**31, "greater than the maximum"),
+    ("spec.image", "not an image!", "does not match"),
+    ("spec.image", "ghcr.io/org/mmsearch:0.1.0\nevil: 1", "does not match"),
     # the collection's layout (push-milvus --fields / --bm25-fields)
     ("spec.milvus.fields", [{"name": "1st", "type": "keyword"}], "'1st' does not match"),
     ("spec.milvus.fields", [{"name": "genre", "type": "text"}], "'text' is not one of"),
@@ -147,6 +161,10 @@ def test_malformed_indexjobs_are_refused_by_the_schema(path, value, needle):
     ("spec.milvus.fields", [{"name": "category", "type": "keyword"}, {"name": "_year", "type": "number",
                                                                       "source": "meta:year"}]),
     ("spec.milvus.bm25", {"fields": ["question", "answer text"], "analyzer": "standard"}),
+    # once refused by `size(self) < 6` although the operator runs it: publish is left
+    ("spec.skipStages", ["prepare", "export", "encode", "push-milvus", "push-mongo", "evaluate"]),
+    ("spec.evaluation", {"queries": "s3://bucket/sets/q.jsonl", "maxP99Ms": 250}),
+    ("spec.image", "registry.local:5000/team/mmsearch-jobs@sha256:" + "a" * 64),
 ])
 def test_valid_values_near_the_new_rules_pass(path, value):
     assert schema_errors(_mutate(indexjob(), path, value)) == []
@@ -165,3 +183,41 @@ def test_the_operators_field_tree_is_the_crds():
 
 def test_a_valid_indexjob_passes_the_schema():
     assert schema_errors(indexjob()) == []
+
+
+def _skip_specs():
+    """The skipStages subsets of each mode's stages that leave at most two stages (where "nothing would
+    run" is decided), with publish on and off, with and without evaluation."""
+    from itertools import combinations
+
+    for mode in ("full", "incremental"):
+        stages = ij_spec.MODES[mode]
+        for n in range(max(0, len(stages) - 2), len(stages) + 1):
+            for skipped in combinations(stages, n):
+                for enabled in (True, False):
+                    for evaluation in ((None, {"queries": "s3://bucket/q.jsonl"}) if mode == "full" else (None,)):
+                        spec = {"mode": mode, "skipStages": list(skipped), "publish": {"enabled": enabled}}
+                        if evaluation:
+                            spec["evaluation"] = evaluation
+                        yield spec
+
+
+def test_the_crd_and_the_operator_agree_on_every_skip_combination():
+    """The CRD once refused IndexJobs the operator ran (size(skipStages) < 6 predated evaluate and sync)."""
+    import celpy
+
+    from mmsearch.operator.validate import validate
+
+    schema = crd_schema()["properties"]["spec"]
+    env = celpy.Environment()
+    rules = [env.program(env.compile(rule["rule"])) for rule in schema["x-kubernetes-validations"]]
+    disagree = []
+    for overrides in _skip_specs():
+        obj = indexjob(**overrides)
+        spec = apply_defaults(schema, copy.deepcopy(obj["spec"]))
+        activation = {"self": celpy.json_to_cel(spec)}
+        by_crd = not all(bool(rule.evaluate(activation)) for rule in rules)
+        by_operator = bool(validate(ij_spec.with_defaults(obj["spec"]), obj["metadata"]))
+        if by_crd != by_operator:
+            disagree.append((overrides, by_crd, by_operator))
+    assert not disagree, disagree[:5]

@@ -58,6 +58,21 @@ def test_a_valid_spec_has_no_problems():
     ("demo", {"milvus": {"uri": "http://m", "bm25": {"fields": ["a"], "analyzer": "klingon"}}},
      "spec.milvus.bm25.analyzer: 'klingon' is not one of english, standard"),
     ("demo", {"milvus": {"uri": "http://m", "bm25": {"field": ["a"]}}}, "spec.milvus.bm25.field: unknown field"),
+    # spec.evaluation was silently ignored with mode incremental, and its query set never checked
+    ("demo", {"mode": "incremental", "evaluation": {"queries": "s3://bucket/q.jsonl"}},
+     "spec.evaluation applies to mode full only"),
+    ("demo", {"evaluation": {"queries": "queries.jsonl"}}, "spec.evaluation.queries: 'queries.jsonl' must be an s3://"),
+    ("demo", {"evaluation": {"queries": "http://example.com/q.jsonl"}}, "spec.evaluation.queries: 'http://"),
+    ("demo", {"evaluation": {"queries": "/data/q.jsonl"}}, "spec.evaluation.queries: '/data/q.jsonl' is a local path"),
+    ("demo", {"evaluation": {"queries": "s3://bucket/" + "q" * 1_000_000}}, "at most 1024 characters"),
+    ("demo", {"evaluation": {"queries": "s3://bucket/q.jsonl\nx"}}, "without spaces or line breaks"),
+    ("demo", {"evaluation": {"queries": "s3://bucket/q.jsonl", "minRecall": float("nan")}},
+     "spec.evaluation.minRecall nan: give a recall from 0 to 1"),
+    ("demo", {"evaluation": {"queries": "s3://bucket/q.jsonl", "maxP99Ms": -5}}, "spec.evaluation.maxP99Ms -5"),
+    # skips of stages the mode never runs were accepted silently; an image reference was never checked
+    ("demo", {"mode": "incremental", "skipStages": ["encode"]}, "spec.skipStages: 'encode' is not a stage of mode"),
+    ("demo", {"skipStages": ["sync"]}, "spec.skipStages: 'sync' is not a stage of mode full"),
+    ("demo", {"image": "not an image!"}, "spec.image: 'not an image!' is not a container image reference"),
 ])
 def test_problems_name_the_field(name, spec, needle):
     problems = _problems(name, **spec)
@@ -84,3 +99,8 @@ def test_a_layout_push_milvus_accepts_has_no_problems():
 
 def test_skipping_push_mongo_needs_no_mongo_target():
     assert _problems(mongo=None, skipStages=["push-mongo"]) == []
+
+
+def test_every_stage_but_publish_skipped_in_full_mode_is_runnable():
+    """The CRD refused it (size(skipStages) < 6) although the operator runs publish."""
+    assert _problems(skipStages=["prepare", "export", "encode", "push-milvus", "push-mongo", "evaluate"]) == []
