@@ -150,6 +150,42 @@ def test_more_like_this_csv_reader(stub):
     assert error.code() == grpc.StatusCode.NOT_FOUND and "no item with id 12345" in error.details()
 
 
+NOTHING = [category("nosuch")]  # a filter no document matches
+EMPTY_QUERIES = {  # what the hostile probe sent: each leaves at least one retriever with no candidate
+    "punctuation": dict(text="?!.,;:-"),
+    "unknown word, diversified": dict(text="xyzzyplugh", diversify=True),
+    "stop words": dict(text="the of and"),
+    "filter matching nothing": dict(text="read a file", filters=NOTHING),
+}
+
+
+@pytest.mark.parametrize("retrieval", [arm["name"] for arm in RETRIEVERS])
+@pytest.mark.parametrize("query", list(EMPTY_QUERIES))
+def test_no_candidate_is_an_ok_answer_with_no_items_for_every_ranker(stub, retrieval, query):
+    """MMR failed UNAVAILABLE ("cannot reshape array of size 0") whenever a retriever found nothing."""
+    fields = EMPTY_QUERIES[query]
+    answers = {ranking: search(stub, force_arms={"ranking": ranking, "retrieval": retrieval}, page_size=5, **fields)
+               for ranking in ("control", "mmr")}
+    lexical_only = retrieval == "bm25" and query in ("punctuation", "unknown word, diversified")
+    if "filters" in fields or lexical_only:
+        assert [r.items for r in answers.values()] == [[], []] and not answers["mmr"].next_page_token
+
+
+def test_more_like_this_with_a_filter_matching_nothing_is_empty_not_an_error(stub):
+    item = search(stub, text="read a csv file", top_k=1).items[0].id
+    for fields in (dict(diversify=True), dict(force_arms={"ranking": "mmr"}), {}):
+        assert search(stub, similar_to=item, filters=NOTHING, **fields).items == []
+
+
+def test_a_malformed_request_is_invalid_argument(features):
+    with grpc.insecure_channel(features.address) as channel:
+        raw = channel.unary_unary("/mmsearch.v1.RetrievalService/Search")  # no serializer: bytes as they are
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(b"\xff\xff\xff\xff\x0f", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid mmsearch.v1.SearchRequest message" in caught.value.details()
+
+
 def test_a_rare_exact_word_is_found_by_bm25_and_hybrid_not_by_dense(stub):
     """``mkstemp`` appears only in the item's name (its BM25 text); its docstring, which the dense tower
     encoded, never says it, and the word means little to MiniLM."""
