@@ -134,16 +134,16 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - start)
 
 
-def _upstream_error(request: web.Request, exc: grpc.aio.AioRpcError) -> web.Response:
+def _upstream_error(request: web.Request, exc: grpc.aio.AioRpcError, what: str = "search") -> web.Response:
     code = exc.code()
     status, name = http_status(code)
     details = exc.details() or ""
     rid = request_id(request)
     if caller_error(code, details):
         return json_error(request, status, name, details or code.name, blamed_parameter(details))
-    log.warning("search back end failed", extra={"request_id": rid, "grpc_code": code.name, "details": details,
-                                                  "serving": request.app[CLIENT_KEY].address})
-    return json_error(request, status, name, upstream_message(code, rid))
+    log.warning(f"{what} back end failed", extra={"request_id": rid, "grpc_code": code.name, "details": details,
+                                                   "serving": request.app[CLIENT_KEY].address})
+    return json_error(request, status, name, upstream_message(code, rid, what))
 
 
 async def _call(method: str, request: web.Request, call: Callable[[ServingClient], Awaitable]):
@@ -302,7 +302,7 @@ async def feedback(request: web.Request) -> web.Response:
     try:
         response, _ = await _call("Feedback", request, lambda c: c.feedback(event))
     except grpc.aio.AioRpcError as exc:
-        return _upstream_error(request, exc)
+        return _upstream_error(request, exc, "feedback")
     return web.json_response(feedback_json(response))
 
 

@@ -73,14 +73,14 @@ def caller_error(code: grpc.StatusCode, details: str = "") -> bool:
     return code in CALLER_ERRORS or (code == grpc.StatusCode.FAILED_PRECONDITION and details.startswith("request: "))
 
 
-def upstream_message(code: grpc.StatusCode, request_id: str) -> str:
-    """What an anonymous client is told about a back-end failure: plain words and the request id,
-    never the back end's details (they name internal stores and addresses)."""
+def upstream_message(code: grpc.StatusCode, request_id: str, what: str = "search") -> str:
+    """What an anonymous client is told about a back-end failure of ``what`` (search, feedback): plain
+    words and the request id, never the back end's details (they name internal stores and addresses)."""
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED):
-        return f"search is temporarily unavailable; try again shortly (request id {request_id})"
+        return f"{what} is temporarily unavailable; try again shortly (request id {request_id})"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"search did not answer in time; try again shortly (request id {request_id})"
-    return f"search failed on the server side (request id {request_id}); its operators can look it up in the log"
+        return f"{what} did not answer in time; try again shortly (request id {request_id})"
+    return f"{what} failed on the server side (request id {request_id}); its operators can look it up in the log"
 
 
 # Leading words of serving's INVALID_ARGUMENT / NOT_FOUND details (after "stage: ") -> the API parameter at fault.

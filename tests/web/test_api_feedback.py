@@ -97,9 +97,10 @@ def test_each_client_is_rate_limited_on_its_own(serving_address, page_json):
         assert post(limited, click, headers={"X-Forwarded-For": "10.0.0.2"}).status_code == 200
 
 
-def test_serving_down_is_503(web_down):
+def test_serving_down_is_503_saying_feedback_is_unavailable(web_down):
+    """Once "search is temporarily unavailable" for a feedback event."""
     assert_error(post(web_down, {"feedback_token": "v1.a.b.c", "item_id": 1, "event": "click"}), 503, None,
-                 "unavailable")
+                 "feedback is temporarily unavailable; try again shortly")
 
 
 def test_the_limiter_refills_and_forgets_the_oldest_clients():
