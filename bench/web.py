@@ -19,7 +19,9 @@ import os
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,7 +33,7 @@ import grpc  # noqa: E402
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc  # noqa: E402
 from mmsearch.dev.demo import running  # noqa: E402
-from mmsearch.dev.demo_plan import DemoSettings, default_model, plan, resolve_ports  # noqa: E402
+from mmsearch.dev.demo_plan import DemoPlan, DemoSettings, default_model, plan, resolve_ports  # noqa: E402
 
 MODULES = "json,csv,os,re,collections,itertools,functools,pathlib,asyncio,datetime,subprocess,logging"
 QUERIES = [
@@ -91,12 +93,20 @@ async def measure(serving: str, web_url: str, scene: str) -> dict[tuple[str, int
     return results
 
 
-def main() -> None:
+@contextmanager
+def bench_stack() -> Iterator[tuple[DemoPlan, str]]:
+    """The demo stack on free ports of 127.0.0.1 over the bench index (data/bench, built on first run):
+    its plan and serving's gRPC address, until the block ends."""
     settings = DemoSettings(data_dir=ROOT / "data" / "bench", web_port=0, serving_port=0, preprocess_port=0,
                             mongo_port=0, source=os.environ.get("BENCH_MODULES", MODULES), log_level="WARNING")
     p = plan(settings, resolve_ports(settings), model=default_model())
     serving = next(s for s in p.services if s.name == "serving").ready.removeprefix("grpc://")
     with running(p, settings.startup_timeout_seconds):
+        yield p, serving
+
+
+def main() -> None:
+    with bench_stack() as (p, serving):
         results = asyncio.run(measure(serving, p.url, p.scene))
     print(f"\nweb hop benchmark: scene {p.scene}, {REQUESTS} requests per cell, {os.cpu_count()} cores "
           "(client and services share them)")
