@@ -186,12 +186,28 @@ def fetch(url: str, timeout: float = 30.0) -> bytes:
     return artifacts.local_path(url).read_bytes()
 
 
+# The most characters of a text one token stands for: WordPiece makes a word longer than 100 characters
+# one [UNK], BPE merges are much shorter. A text is cut to max_length times this before it is tokenized,
+# so a 50 MB text costs what its first tokens cost; the tokenizer truncates to the same tokens either way
+# (short of whitespace runs longer than this between words).
+CHARS_PER_TOKEN = 100
+
+
+def bounded_text(text: str, max_length: int | None, side: str = "right") -> str:
+    """``text`` cut to ``max_length * CHARS_PER_TOKEN`` characters, keeping the side truncation keeps. Pure."""
+    if max_length is None or len(text) <= max_length * CHARS_PER_TOKEN:
+        return text
+    bound = max_length * CHARS_PER_TOKEN
+    return text[-bound:] if side == "left" else text[:bound]
+
+
 class TextInputs:
     def __init__(self, encoder: Encoder, field: str):
         from mmsearch.core.tokenizers import load_tokenizer
 
         self.tokenizer = load_tokenizer(encoder.folder.path)
         self.field = field
+        self.side = (self.tokenizer.tokenizer.truncation or {}).get("direction", "right")
 
     def texts(self, records: Sequence[dict]) -> list[str]:
         out = []
@@ -199,7 +215,7 @@ class TextInputs:
             value = record.get(self.field)
             if not isinstance(value, str):
                 raise JobError(f"record id {record['id']}: no text in field {self.field!r} (set --text-field)")
-            out.append(value)
+            out.append(bounded_text(value, self.tokenizer.max_length, self.side))
         return out
 
     def batches(self, records: Sequence[dict], batch_size: int) -> Iterator[tuple[np.ndarray, dict, list[int]]]:

@@ -20,8 +20,13 @@ Decisions:
   earns 1 / log2(rank + 1) when it finds a label not found higher up, and the
   ideal list finds min(labels, 10)); a query with no hit in the top k is a
   *no-hit* query. The figures are means over the queries (:func:`judge`,
-  :func:`summarise`: pure). A label that names nothing in the corpus still
-  counts (it can never be found) and is listed in the report as unresolved.
+  :func:`summarise`: pure). ``k`` is at most serving's ``MMSEARCH_MAX_TOP_K``
+  (a query, at most its ``MMSEARCH_MAX_QUERY_CHARS``: the same limits). A label
+  that names nothing in the corpus can never be found: it counts as a miss, is
+  listed in the report and counted in the summary as ``unresolved``, with a
+  warning; the gate refuses to judge such a run, and a query set none of
+  whose labels names a document, or that names a field no record has, is
+  refused (:mod:`mmsearch.jobs.query_set`).
 - The query goes through the code serving runs: the tower's exported
   tokenizer or image processor and ``model.onnx`` (:class:`mmsearch.core.query_tower.QueryTower`,
   one query at a time), then the Milvus search serving sends
@@ -47,10 +52,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import typer
@@ -59,11 +65,12 @@ from mmsearch.jobs.app import job_app
 from mmsearch.jobs.options import (
     MilvusToken, MilvusUri, Model, ModelRepositoryUri, OnnxThreads, TIMEOUT, Timeout, Workdir,
 )
-from mmsearch.jobs.corpus import read_corpus
-from mmsearch.jobs.encode import fetch
+from mmsearch.jobs.corpus import corpus_uri, read_corpus
 from mmsearch.jobs.errors import JobError, exit_on_error
-from mmsearch.jobs.jsonl import json_objects
 from mmsearch.jobs.progress import emit
+from mmsearch.jobs.query_set import (
+    Label, LabelledQuery, parse_query_set, request_limits, resolve_labels, unresolved,
+)
 from mmsearch.core import artifacts
 from mmsearch.core.milvus.connection import MilvusStoreError, ensure_loaded, session
 from mmsearch.core.milvus.record import read_manifest
@@ -74,82 +81,6 @@ from mmsearch.core.query_tower import QueryTower
 
 REPORTS = "evaluation"
 NDCG_DEPTH = 10
-
-
-# --------------------------------------------------------------------------- the query set
-
-
-@dataclass(frozen=True)
-class Label:
-    """One relevant answer: the ids of the documents that count as finding it (empty: unresolved)."""
-
-    name: str                 # "id 42" or "question=str.split"
-    ids: frozenset[int]
-
-
-@dataclass(frozen=True)
-class LabelledQuery:
-    line: int
-    kind: str                 # "text" | "image"
-    text: str                 # the text, or the image reference as written
-    labels: tuple[Label, ...]
-    image: bytes = b""
-
-
-def _values(value: Any) -> list:
-    return list(value) if isinstance(value, list) else [value]
-
-
-def parse_query_set(data: bytes, source: str) -> list[dict]:
-    """The query set's objects (checked: a query, labels); JobError naming the line otherwise."""
-    out = []
-    for number, row in json_objects(data, source):
-        where = f"{source} line {number}"
-        kinds = [k for k in ("query", "image") if k in row]
-        if len(kinds) != 1 or not isinstance(row[kinds[0]], str) or not row[kinds[0]].strip():
-            raise JobError(f"{where}: give exactly one of 'query' (a text) or 'image' (a file), non-empty")
-        ids, relevant = row.get("relevant_ids", []), row.get("relevant", {})
-        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise JobError(f"{where}: 'relevant_ids' must be a list of integer ids")
-        if not isinstance(relevant, dict) or not all(isinstance(k, str) for k in relevant):
-            raise JobError(f"{where}: 'relevant' must map a corpus field to a value or a list of values")
-        if not ids and not any(_values(v) for v in relevant.values()):
-            raise JobError(f"{where}: no relevant documents: give 'relevant_ids' or 'relevant'")
-        out.append({**row, "_line": number})
-    if not out:
-        raise JobError(f"{source}: no queries")
-    return out
-
-
-def resolve_labels(rows: list[dict], records: Iterable[dict] | None, source: str) -> list[LabelledQuery]:
-    """Field-value labels -> document ids through the corpus ``records`` (None: no corpus given)."""
-    fields = sorted({f for row in rows for f in row.get("relevant", {})})
-    index: dict[str, dict[str, set[int]]] = {f: {} for f in fields}
-    if fields:
-        if records is None:
-            raise JobError(f"{source} names relevant documents by field ({', '.join(fields)}): give --workdir "
-                           "with the corpus.jsonl those documents come from")
-        for record in records:
-            for f in fields:
-                if f in record:
-                    index[f].setdefault(str(record[f]), set()).add(record["id"])
-    queries = []
-    base = source.rsplit("/", 1)[0] if "/" in source else "."
-    for row in rows:
-        labels = [Label(f"id {i}", frozenset([i])) for i in row.get("relevant_ids", [])]
-        for f, value in sorted(row.get("relevant", {}).items()):
-            labels += [Label(f"{f}={v}", frozenset(index[f].get(str(v), ()))) for v in _values(value)]
-        if "query" in row:
-            queries.append(LabelledQuery(row["_line"], "text", row["query"], tuple(labels)))
-        else:
-            ref = row["image"]
-            uri = ref if "://" in ref or ref.startswith("/") else f"{base}/{ref}"
-            try:
-                data = fetch(uri) if uri.startswith(("http://", "https://")) else artifacts.read_bytes(uri)
-            except (OSError, artifacts.ArtifactError) as exc:
-                raise JobError(f"{source} line {row['_line']}: cannot read image {ref!r}: {exc}") from None
-            queries.append(LabelledQuery(row["_line"], "image", ref, tuple(labels), data))
-    return queries
 
 
 # --------------------------------------------------------------------------- the figures (pure)
@@ -308,9 +239,10 @@ def build_report(queries: Sequence[LabelledQuery], run: Run, baseline: Run | Non
             b = baseline.scores[i]
             row["compare"] = {"recall": b.recall, "rr": b.rr, "ndcg10": b.ndcg10, "found": list(b.found)}
         rows.append(row)
-    unresolved = sorted({lb.name for q in queries for lb in q.labels if not lb.ids})
+    missing = unresolved(queries)
+    summary["unresolved"] = len(missing)
     return {"summary": summary, "query_set": query_set, "query_set_sha256": query_set_sha256,
-            "towers": run.towers, "created_at": time.time(), "unresolved": unresolved,
+            "towers": run.towers, "created_at": time.time(), "unresolved": missing,
             "worse": [rows[i]["line"] for i in worse], "queries": rows}
 
 
@@ -359,16 +291,19 @@ def evaluate(milvus_uri: str, collection: str, queries: str, repository: str, wo
              compare: str | None = None, k: int = 10, model: str | None = None, threads: int = 0,
              summary_file: str | None = None, token: str = "", timeout: float = 10.0) -> dict[str, Any]:
     """Evaluate ``collection`` (and ``compare``) on the query set; writes the report; returns its summary."""
-    if k < 1:
-        raise JobError(f"--k {k}: must be at least 1")
+    limits = request_limits()
+    if not 1 <= k <= limits.top_k:
+        raise JobError(f"--k {k}: give 1 to {limits.top_k} (the most results one search may ask for, "
+                       "MMSEARCH_MAX_TOP_K)")
+    check_summary_file(summary_file)
     try:
         data = artifacts.read_bytes(queries)
     except artifacts.ArtifactError as exc:
         raise JobError(f"--queries {queries}: {exc}") from None
-    rows = parse_query_set(data, queries)
+    rows = parse_query_set(data, queries, limits)
     needs_corpus = any(row.get("relevant") for row in rows)
-    records = read_corpus(workdir).records if needs_corpus else None
-    labelled = resolve_labels(rows, records, queries)
+    records = read_corpus(workdir).records if needs_corpus or artifacts.exists(corpus_uri(workdir)) else None
+    labelled = resolve_labels(rows, records, queries, limits)
     repo = ModelRepository(repository)
     with session(milvus_uri, f"while evaluating {collection}", token=token, timeout=timeout) as client:
         run = run_queries(client, collection, labelled, repo, k, model=model, threads=threads)
@@ -383,10 +318,32 @@ def evaluate(milvus_uri: str, collection: str, queries: str, repository: str, wo
     artifacts.write_bytes(target, json.dumps(report, indent=2).encode())
     artifacts.write_bytes(target[:-len(".json")] + ".md", markdown(report).encode())
     summary = {**report["summary"], "report": target}
+    missing = report["unresolved"]
+    if missing:
+        print(f"warning: {queries}: {len(missing)} labels name no document of the corpus and counted as misses "
+              f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); the report lists them, and a "
+              "quality gate refuses to judge this evaluation", file=sys.stderr, flush=True)
     if summary_file:
-        with open(summary_file, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(summary, separators=(",", ":")))
+        try:
+            with open(summary_file, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(summary, separators=(",", ":")))
+        except OSError as exc:
+            raise JobError(f"--summary-file {summary_file}: cannot write it ({exc.strerror or exc}); the report "
+                           f"is at {target}") from None
     return summary
+
+
+def check_summary_file(path: str | None) -> None:
+    """Refuse a ``--summary-file`` that cannot be written before the queries run, not after."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise JobError(f"--summary-file {path} is a folder: give a file path")
+    if not os.path.isdir(folder):
+        raise JobError(f"--summary-file {path}: its folder {folder} does not exist: create it or give another path")
+    if not os.access(folder, os.W_OK) and not (os.path.exists(path) and os.access(path, os.W_OK)):
+        raise JobError(f"--summary-file {path}: its folder {folder} is not writable: give a writable path")
 
 
 @job_app.command("evaluate")
@@ -397,7 +354,7 @@ def evaluate_command(
     queries: str = typer.Option(..., envvar="MMSEARCH_QUERIES", help="The labelled query set (JSONL, path or s3://)."),
     collection: str = typer.Option(..., envvar="MMSEARCH_COLLECTION", help="The Milvus collection (or alias) to measure."),
     compare: str = typer.Option(None, envvar="MMSEARCH_COMPARE", help="Another collection or alias (the published one)."),
-    k: int = typer.Option(10, envvar="MMSEARCH_K", help="Depth of recall@k, MRR and the no-hit share."),
+    k: int = typer.Option(10, envvar="MMSEARCH_K", help="Depth of recall@k, MRR and the no-hit share (1 to MMSEARCH_MAX_TOP_K)."),
     model: Model = None,
     threads: OnnxThreads = 0,
     summary_file: str = typer.Option(None, envvar="MMSEARCH_SUMMARY_FILE", help="Also write the summary JSON here."),

@@ -18,7 +18,9 @@ One JSON object per line, each with a stable integer ``id``:
   counted when it is identical to it; one with other content fails the stage
   with an error naming both lines (which one is right is for the owner of the
   data to say, never for prepare to guess). Keys are compared as text, so
-  ``"qid": 1`` and ``"qid": "1"`` are the same key (and the same id).
+  ``"qid": 1`` and ``"qid": "1"`` are the same key (and the same id); a key
+  that is neither a string nor an integer (``1.0``, ``true``, a list, an
+  object) is refused, naming the line.
 - ``stdlib``: the built-in demo corpus (see :mod:`mmsearch.jobs.sources.stdlib`): the
   qualified name as the question, the docstring's first paragraph as the answer,
   the top-level module as the category. ``--source`` optionally restricts it to
@@ -30,6 +32,10 @@ question when ``--id-field ''``, the qualified name of a stdlib object). A rerun
 gives the same ids, and adding or removing records never renumbers the others.
 53 bits keep ids exact in JavaScript/JSON clients (Number.MAX_SAFE_INTEGER); two
 different keys hashing to the same id fail the stage (odds ~n²/2⁵⁴).
+
+A record whose JSON exceeds :data:`MAX_RECORD_BYTES` (8 MiB) fails the stage,
+naming it: push-mongo could not store it, and finding that out after encode
+and push-milvus wastes both.
 
 The corpus is written in one piece (atomically for a local workdir) with
 ``mmsearch.core.artifacts``; it is held in memory while being built, which is
@@ -53,8 +59,12 @@ from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.jsonl import json_objects
 from mmsearch.jobs.progress import Progress
 from mmsearch.core import artifacts
+from mmsearch.core.limits import MiB
 
 ID_BITS = 53
+# The JSON of one record; push-mongo stores it as one document (MongoDB's limit: 16 MiB of BSON, which
+# can be larger than the JSON), so a record that would not fit fails here, before encode and push-milvus.
+MAX_RECORD_BYTES = 8 * MiB
 
 
 class SourceKind(str, Enum):
@@ -135,6 +145,16 @@ def image_records(folder: Path, base_url: str | None, stats: Stats,
 
 # --- Q&A JSONL ----------------------------------------------------------------------------------
 
+def record_key(value: object, where: str, id_field: str) -> str:
+    """A record's key as text: a string, or an integer (``1`` and ``"1"`` are one key); anything else
+    (a float, a boolean, a list, an object) has no one text form and is refused, naming the line. Pure."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    kind = {bool: "a boolean", float: "a number with a fraction or exponent", list: "a list", dict: "an object"}
+    raise JobError(f"{where}: id field {id_field!r} is {kind.get(type(value), type(value).__name__)} "
+                   f"({json.dumps(value)[:40]}): give each record a string or an integer key")
+
+
 def qa_records(lines: Iterable[str], *, source: str, question_field: str, answer_field: str,
                category_field: str, id_field: str) -> Iterator[tuple[str, dict, str]]:
     """(key, {question, answer, category}, "SOURCE line N") per non-blank line; JobError naming the line if malformed."""
@@ -148,7 +168,7 @@ def qa_records(lines: Iterable[str], *, source: str, question_field: str, answer
             if id_field not in row or row[id_field] is None:
                 raise JobError(f"{where}: no id field {id_field!r} "
                                f"(set --id-field, or --id-field '' to key records by their question)")
-            key = str(row[id_field])
+            key = record_key(row[id_field], where, id_field)
         else:
             key = question
         category = row.get(category_field) if category_field else None
@@ -171,6 +191,17 @@ def stdlib_records(modules: str | None) -> Iterator[tuple[str, dict, str]]:
 
 
 # --- the stage ----------------------------------------------------------------------------------
+
+def _within_limit(line: str, record: dict) -> str:
+    """``line`` (a record's JSON) when it fits :data:`MAX_RECORD_BYTES`; JobError naming the record otherwise."""
+    size = len(line.encode("utf-8"))
+    if size > MAX_RECORD_BYTES:
+        largest = max((k for k in record if k != "id"), key=lambda k: len(str(record[k])), default="id")
+        raise JobError(f"record id {record['id']} is {size / MiB:.1f} MiB of JSON (its largest field {largest!r}), "
+                       f"over the {MAX_RECORD_BYTES // MiB} MiB a record may be (MongoDB stores at most 16 MiB a "
+                       "document): shorten or split that record in the source")
+    return line
+
 
 def _text_lines(path: Path, source: str) -> Iterator[str]:
     try:
@@ -209,7 +240,7 @@ def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = No
         keyed = stdlib_records(source)
     lines = []
     for record in _with_ids(keyed, stats):
-        lines.append(json.dumps(record, ensure_ascii=False))
+        lines.append(_within_limit(json.dumps(record, ensure_ascii=False), record))
         if progress is not None and kind is not SourceKind.images:
             progress.update(1)
     if not lines:

@@ -33,6 +33,7 @@ Decisions:
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 
@@ -68,6 +69,17 @@ def read_report(uri: str, collection: str) -> dict:
         raise JobError(f"--report {uri}: {exc}") from None
     except (ValueError, KeyError, TypeError):
         raise JobError(f"--report {uri}: not a report written by `mmsearch job evaluate`") from None
+    if not isinstance(summary, dict):
+        raise JobError(f"--report {uri}: not a report written by `mmsearch job evaluate`")
+    figures = [("recall", summary.get("recall")), ("p99_ms", summary.get("p99_ms"))]
+    if "compare" in summary:
+        figures += [("regression", summary.get("regression")),
+                    ("compare.recall", (summary["compare"] or {}).get("recall")
+                     if isinstance(summary["compare"], dict) else None)]
+    for key, value in figures:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise JobError(f"--report {uri}: summary.{key} is {value!r}, not a number: the report is damaged or "
+                           "was not written by `mmsearch job evaluate`; evaluate again")
     if summary.get("collection") != collection:
         raise JobError(f"--report {uri} measured collection {summary.get('collection')!r}, not {collection}: "
                        f"run `mmsearch job evaluate --collection {collection}`")
@@ -93,6 +105,9 @@ def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: in
             force: bool = False, rollback: bool = False, token: str = "", timeout: float = 10.0) -> dict:
     """Alias ``scene`` -> ``scene_version`` (gated); returns ``{alias, collection, previous, dropped, ...}``."""
     thresholds = Thresholds(min_recall, max_regression, max_p99_ms)
+    bad = thresholds.invalid()
+    if bad:
+        raise JobError("; ".join(bad) + " (a threshold that is not a number would pass every candidate)")
     if keep < 1:
         raise JobError(f"--keep {keep}: must be at least 1 (the published version)")
     if rollback:

@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 import typer
+from pydantic import ValidationError
 
 from mmsearch.core import artifacts
 from mmsearch.core.milvus.connection import session
@@ -71,6 +72,21 @@ def milvus_row(record: dict, vector: np.ndarray, layout: CollectionLayout) -> di
     return row
 
 
+def check_bm25_sources(layout: CollectionLayout, records: Iterable[Mapping]) -> None:
+    """JobError naming each ``--bm25-fields`` key that no corpus record has (a typo would index no text)."""
+    if layout.lexical is None:
+        return
+    absent = set(layout.lexical.sources)
+    keys: set[str] = set()
+    for record in records:
+        keys.update(record)
+        absent.difference_update(record)
+        if not absent:
+            return
+    raise JobError(f"--bm25-fields: no corpus record has the key {', '.join(repr(k) for k in sorted(absent))}, "
+                   f"so BM25 would index no text (the corpus's keys: {', '.join(sorted(keys))})")
+
+
 def milvus_rows(records: Mapping[int, dict], ids: np.ndarray, vectors: np.ndarray,
                 layout: CollectionLayout, where: str) -> list[dict]:
     """Rows for (ids, vectors); JobError when an id has no corpus record."""
@@ -97,6 +113,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
     if total < 1:
         raise JobError("no vectors to push: run `mmsearch job encode` first")
     name = collection_name(scene, version)
+    check_bm25_sources(layout, corpus.records)
     index = validate_index(milvus_uri, index_type, metric, index_params, rows=total)
     dimension = manifest.dimension
     info = CollectionRecord.new(manifest.record(), scene, version, index, layout)
@@ -132,8 +149,9 @@ def read_layout(fields: str | None, bm25_fields: str | None, bm25_analyzer: str 
         return CollectionLayout(fields=parse_fields(fields), lexical=parse_lexical(bm25_fields, bm25_analyzer))
     except FieldError as exc:
         raise JobError(str(exc)) from None
-    except ValueError as exc:  # pydantic: a field declared twice
-        raise JobError(f"--fields {fields!r}: {str(exc).splitlines()[-1].strip()}") from None
+    except ValidationError as exc:  # the layout's own check: a field declared twice
+        raise JobError(f"--fields {fields!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}: "
+                       "declare each field once") from None
 
 
 def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, repository: str, model: str, *,

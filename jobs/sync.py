@@ -135,6 +135,23 @@ def _check_target(client, name: str, scene: str, manifest: ModelManifest,
     return (text_field or built or "question") if manifest.tower == "text" else None, record.layout
 
 
+def _check_documents(mongo_uri: str, database: str, documents: str, name: str, timeout: float) -> None:
+    """Refuse a MongoDB collection that does not exist (a wrong --collection or --database) before
+    anything is written: writing would create it, holding only this run's changes."""
+    import pymongo
+
+    mongo = mongo_connect(mongo_uri, timeout)
+    try:
+        exists = documents in mongo[database].list_collection_names()
+    except pymongo.errors.PyMongoError as exc:
+        raise JobError(f"MongoDB at {redact(mongo_uri)} failed: {str(exc).splitlines()[0][:300]}") from None
+    finally:
+        mongo.close()
+    if not exists:
+        raise JobError(f"MongoDB collection {database}.{documents} does not exist: sync updates the summaries "
+                       f"push-mongo wrote for {name}; pass the --collection and --database push-mongo used")
+
+
 def _apply(client, name: str, target, plan: SyncPlan, records: dict[int, dict], layout: CollectionLayout,
            encode_with, batch_size: int, where: str, progress: Progress | None) -> list[int]:
     """Write ``plan`` batch by batch, MongoDB ``target`` first, then Milvus; returns the unreadable ids."""
@@ -186,6 +203,7 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
         documents = documents_collection(collection, name)
         for i in plan.upserts:  # a record without a field the collection declares: refused before any write
             milvus_row(records[i], [], layout)
+        _check_documents(mongo_uri, database, documents, name, timeout)
         pending = state.get("pending")
         if plan.upserts or plan.removed:  # recorded before the first write (see the module doc)
             before = pending or {"upserted": [], "deleted": []}

@@ -82,21 +82,24 @@ def materialize(uri: str | os.PathLike, cache_dir: Path | None = None) -> Path:
         return path
     bucket, prefix = split_s3(str(uri))
     target = (cache_dir or cache_root()) / "s3" / bucket / hashlib.sha256(prefix.encode()).hexdigest()[:16]
-    client = s3_client()
-    paginator = client.get_paginator("list_objects_v2")
-    found = False
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            found = True
-            rel = obj["Key"][len(prefix):].lstrip("/") or Path(obj["Key"]).name
-            dest = target / rel
-            if dest.exists() and dest.stat().st_size == obj["Size"]:
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(dest.suffix + ".part")
-            client.download_file(bucket, obj["Key"], str(tmp))
-            tmp.replace(dest)
-    if not found:
+
+    def download() -> bool:
+        client = s3_client()
+        found = False
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                found = True
+                rel = obj["Key"][len(prefix):].lstrip("/") or Path(obj["Key"]).name
+                dest = target / rel
+                if dest.exists() and dest.stat().st_size == obj["Size"]:
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_suffix(dest.suffix + ".part")
+                client.download_file(bucket, obj["Key"], str(tmp))
+                tmp.replace(dest)
+        return found
+
+    if not _s3_call(str(uri), download):  # no credentials, no endpoint, no bucket: one clear ArtifactError
         raise ArtifactError(f"artifact not found: {uri} (no objects under that prefix)")
     return target
 

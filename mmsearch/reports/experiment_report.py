@@ -59,7 +59,11 @@ def parse_since(value: str | None, now: dt.datetime) -> dt.datetime | None:
         return None
     match = _DURATION.match(value.strip())
     if match:
-        return now - dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        try:
+            return now - dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        except OverflowError:  # beyond timedelta's range, or before year 1
+            raise JobError(f"--since {value!r} reaches back before the year 1: give a shorter duration, or leave "
+                           "--since out for every stored impression") from None
     try:
         when = dt.datetime.fromisoformat(value.strip())
     except ValueError:

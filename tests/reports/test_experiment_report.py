@@ -187,3 +187,15 @@ def test_the_command_reads_the_store_and_prints_json_or_markdown(mongo_server):
     assert bad.returncode == 1 and "--format 'csv' is not one of" in bad.stderr
     down = report_cli("--scene", "t2t", "--mongo-uri", f"mongodb://127.0.0.1:{free_port()}", "--timeout", "1")
     assert down.returncode == 1 and down.stderr.startswith("error: cannot reach MongoDB at"), down.stderr
+
+
+@pytest.mark.parametrize("since", ["99999999999d", "9" * 30 + "w", "800000d"])
+def test_a_since_before_the_year_1_is_one_error_line(since):
+    """Once an OverflowError traceback."""
+    with pytest.raises(JobError, match="reaches back before the year 1"):
+        parse_since(since, NOW)
+    result = subprocess.run([sys.executable, "-m", "mmsearch.cli", "experiments", "report", "--scene", "s",
+                             "--since", since, "--mongo-uri", f"mongodb://127.0.0.1:{free_port()}", "--timeout", "1"],
+                            capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "reaches back before the year 1" in lines[0], result.stderr
