@@ -8,6 +8,8 @@ where the jobs' extra is not installed, ``mmsearch job`` says so.
 """
 from __future__ import annotations
 
+import sys
+
 import typer
 from typer.core import TyperGroup
 
@@ -49,8 +51,34 @@ class _Root(TyperGroup):
         return _job_group() if cmd_name == "job" else super().get_command(ctx, cmd_name)
 
 
-app = typer.Typer(cls=_Root, help="mmsearch: multimodal semantic retrieval.", no_args_is_help=True,
-                  add_completion=False)
+class _Cli(typer.Typer):
+    """The console script: click's usage errors (an unknown option, a bad enum or number) as one
+    ``error: ...`` line on stderr and exit 2, like every other refusal, instead of a framed usage box."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            code = super().__call__(*args, **{**kwargs, "standalone_mode": False})
+        except typer.Abort:
+            print("error: aborted", file=sys.stderr, flush=True)
+            sys.exit(1)
+        except typer.TyperException as exc:  # click's (Typer's vendored click's) usage and parameter errors
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `mmsearch job`: the help, as before
+                exc.show()
+            else:
+                ctx = getattr(exc, "ctx", None)
+                hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+                print(f"error: {_one_line(exc.format_message()).replace('Value error, ', '')}{hint}", file=sys.stderr,
+                      flush=True)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+app = _Cli(cls=_Root, help="mmsearch: multimodal semantic retrieval.", no_args_is_help=True,
+           add_completion=False)
 serve_app = typer.Typer(help="Run an online service (settings from MMSEARCH_* variables).", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 experiments_app = typer.Typer(help="A/B experiments: what each arm does for users.", no_args_is_help=True)

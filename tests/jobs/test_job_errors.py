@@ -41,3 +41,17 @@ def test_mongo_credentials_never_appear_in_a_job_error(tmp_path):
     line = one_error_line(job("push-mongo", "--workdir", str(tmp_path), "--mongo-uri", uri, "--collection", "c",
                               "--timeout", "1"))
     assert "s3cret-pw" not in line and "root:***@" in line, line
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["prepare", "--workdir", "w", "--source-kind", "pdf"], "error: Invalid value for '--source-kind'"),
+    (["prepare", "--workdir", "w", "--source-kind", "qa", "--nope"], "error: No such option: --nope"),
+    (["evaluate", "--k", "ten"], "error: Invalid value for '--k'"),
+])
+def test_a_usage_error_is_one_line_not_a_usage_box(args, expected):
+    """Once Typer's framed, multi-line usage box."""
+    result = job(*args)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+    assert "--help" in lines[0] and "╭" not in result.stderr
