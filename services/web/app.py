@@ -171,6 +171,7 @@ async def _get(request: web.Request, similar: bool) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     try:
         query = parse_search(request.query, max_top_k=settings.limits.top_k, max_query_chars=settings.limits.query_chars,
+                             max_user_chars=settings.limits.user_id_chars,
                              similar=similar)
     except BadParameter as exc:
         return json_error(request, 400, "bad_parameter", exc.message, exc.parameter)
@@ -263,6 +264,7 @@ async def search_post(request: web.Request) -> web.Response:
         fields, image = await _read_form(request, settings.limits.image_bytes)
         params = MultiDict([*fields.items(), *request.query.items()])  # a form field wins over the URL's
         query = parse_search(params, max_top_k=settings.limits.top_k, max_query_chars=settings.limits.query_chars,
+                             max_user_chars=settings.limits.user_id_chars,
                              image=image, max_image_bytes=settings.limits.image_bytes)
     except BadParameter as exc:
         status, code = (413, "too_large") if isinstance(exc, TooLarge) else (400, "bad_parameter")

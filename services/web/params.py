@@ -33,7 +33,6 @@ FIELD_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 RANGE_PATTERN = re.compile(r"^(-?\d+(?:\.\d+)?)?\.\.(-?\d+(?:\.\d+)?)?$")
 MAX_TOKEN_CHARS = 2048
 TOKEN_PATTERN = re.compile(rf"^[A-Za-z0-9_.=-]{{1,{MAX_TOKEN_CHARS}}}$")
-MAX_USER_CHARS = 128
 MAX_FILTERS = 16
 MAX_VALUE_CHARS = 1024
 MAX_ID = 2**63 - 1
@@ -112,11 +111,11 @@ def parse_top_k(value: str | None, max_top_k: int) -> int:
     return parse_integer("k", value, 1, max_top_k)
 
 
-def parse_user(value: str | None) -> str:
+def parse_user(value: str | None, max_chars: int) -> str:
     if value is None:
         return ""
-    if len(value) > MAX_USER_CHARS:
-        raise BadParameter("user", f"user must be at most {MAX_USER_CHARS} characters (got {len(value)})")
+    if len(value) > max_chars:
+        raise BadParameter("user", f"user must be at most {max_chars} characters (got {len(value)})")
     return value
 
 
@@ -210,6 +209,7 @@ def parse_search(
     *,
     max_top_k: int,
     max_query_chars: int,
+    max_user_chars: int,
     image: bytes | None = None,
     max_image_bytes: int = 0,
     similar: bool = False,
@@ -222,7 +222,7 @@ def parse_search(
     the query is the stored item ``id``.
     """
     scene = parse_scene(params.get("scene"))
-    common = dict(top_k=parse_top_k(params.get("k"), max_top_k), user_id=parse_user(params.get("user")),
+    common = dict(top_k=parse_top_k(params.get("k"), max_top_k), user_id=parse_user(params.get("user"), max_user_chars),
                   diversify=parse_bool("diversify", params.get("diversify")),
                   filters=parse_filters(values_of(params, "filter")), facets=parse_facets(values_of(params, "facet")),
                   page_token=parse_page_token(params.get("page_token")))

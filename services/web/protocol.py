@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooL
 from aiohttp.web_protocol import RequestHandler
 
 from mmsearch.core.limits import RequestLimits
-from mmsearch.services.web.params import MAX_TOKEN_CHARS, MAX_USER_CHARS
+from mmsearch.services.web.params import MAX_TOKEN_CHARS
 from mmsearch.services.web.responses import SECURITY_HEADERS, error_body
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ aiohttp's own default line limit."""
 
 def max_request_line_bytes(limits: RequestLimits) -> int:
     """Longest request line (and header field) accepted: a query of ``limits.query_chars`` and a user of
-    :data:`MAX_USER_CHARS` characters in any script, a page token, and the other parameters (pure)."""
-    return PERCENT_ENCODED_CHAR_BYTES * (limits.query_chars + MAX_USER_CHARS) + MAX_TOKEN_CHARS + OTHER_PARAMETER_BYTES
+    ``limits.user_id_chars`` characters in any script, a page token, and the other parameters (pure)."""
+    return (PERCENT_ENCODED_CHAR_BYTES * (limits.query_chars + limits.user_id_chars) + MAX_TOKEN_CHARS
+            + OTHER_PARAMETER_BYTES)
 
 
 def refusal(exc: HttpProcessingError, limit: int) -> tuple[str, str]:

@@ -15,7 +15,6 @@ import pytest
 import requests
 
 from mmsearch.core.limits import RequestLimits
-from mmsearch.services.web.params import MAX_USER_CHARS
 from mmsearch.services.web.protocol import max_request_line_bytes
 from tests.support.web import TIMEOUT, WebThread, assert_error, get, png, web_settings
 
@@ -134,7 +133,8 @@ def test_the_longest_query_in_any_script_fits_the_request_line(web, stack_scene)
     """A 950-character CJK query (8.5 KB percent-encoded, within the 1,000-character limit) once got
     aiohttp's plain-text 400: its request lines stopped at 8,190 bytes."""
     for q in ("\u4e2d" * 950, "\U0001f600" * 1000):  # 9 and 12 bytes a character, percent-encoded
-        response = get(web, "/api/search", scene=stack_scene.name, q=q, user="\U0001f600" * MAX_USER_CHARS)
+        response = get(web, "/api/search", scene=stack_scene.name, q=q,
+                       user="\U0001f600" * web.settings.limits.user_id_chars)
         assert response.status_code == 200, response.text[:300]
 
 
@@ -142,11 +142,12 @@ def test_the_request_line_limit_holds_every_url_within_the_parameter_limits():
     limits = RequestLimits()
     four_bytes = "\U0001f600"
     worst = urlencode({"scene": "s" * 64, "q": four_bytes * limits.query_chars, "k": str(limits.top_k),
-                       "user": four_bytes * MAX_USER_CHARS, "diversify": "false", "page_token": "A" * 2048,
+                       "user": four_bytes * limits.user_id_chars, "diversify": "false", "page_token": "A" * 2048,
                        "filter": "category:" + "x" * 200, "facet": "category"})
     line = f"GET /api/similar?{worst} HTTP/1.1"
     assert len(line) <= max_request_line_bytes(limits)
     assert max_request_line_bytes(RequestLimits(query_chars=5000)) > max_request_line_bytes(limits)
+    assert max_request_line_bytes(RequestLimits(user_id_chars=1000)) > max_request_line_bytes(limits)
 
 
 def _refusal_logs(caplog) -> list[logging.LogRecord]:
@@ -172,3 +173,9 @@ def test_an_over_long_request_line_or_header_is_a_json_400_logged_in_one_line(we
     assert record.levelno == logging.WARNING and record.exc_info is None
     assert error["request_id"] == record.request_id
     assert "%E4" not in repr(record.__dict__) and "aaaa" not in repr(record.__dict__)
+
+
+def test_the_user_limit_is_the_one_serving_reads():
+    """Web capped user at a constant 128 of its own; MMSEARCH_MAX_USER_ID_CHARS is what serving refuses past."""
+    with WebThread(web_settings("127.0.0.1:1", limits={"user_id_chars": 8})) as server:
+        assert_error(get(server, "/api/search", scene="t2t", q="x", user="u" * 9), 400, "user", "at most 8")

@@ -9,7 +9,7 @@ import json
 from mmsearch.services.web.params import BadParameter, TooLarge, parse_feedback, parse_search
 from mmsearch.services.web.responses import blamed_parameter, http_status, scenes_json, search_json
 
-LIMITS = {"max_top_k": 50, "max_query_chars": 20}
+LIMITS = {"max_top_k": 50, "max_query_chars": 20, "max_user_chars": 128}
 
 
 def test_text_search_defaults():
