@@ -91,7 +91,8 @@ class Cluster:
     # --- the API server's part --------------------------------------------------------------
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create an IndexJob as a real API server would: schema-validated, defaulted, uid, generation 1."""
-        assert schema_errors(obj) == [], "a real API server would refuse this object"
+        errors = schema_errors(obj)
+        assert errors == [], f"a real API server would refuse this object: {errors}"
         stored = apply_defaults(crd_schema(), copy.deepcopy(obj))
         stored["metadata"] = {**stored["metadata"], "namespace": NAMESPACE, "uid": str(uuid.uuid4()),
                               "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"}
