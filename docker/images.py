@@ -7,24 +7,9 @@
 
 `make base-image`, `make images` and `make push-images` call it; so do the image
 tests (tests/images/), so an image is built one way only. Standard library only.
-
-Engine: ``--engine`` or ``CONTAINER_ENGINE`` (docker, podman or buildah); by
-default docker when its daemon answers, else buildah, else podman. buildah and
-podman share one image store, with the driver containers/storage picks (overlay
-where the kernel has it) unless ``STORAGE_DRIVER`` names one (vfs works
-everywhere, but copies every layer in full: builds take about twice as long).
-
-Base image: the Dockerfiles' default ``python:3.11.14-slim-bookworm`` with
-docker, or ``--python-image`` / ``PYTHON_IMAGE``. With buildah or podman and no
-``PYTHON_IMAGE``, the local base is used (built first when missing): Debian
-bookworm made by ``debootstrap --variant=minbase`` with Python 3.11 and venv,
-imported as ``localhost/mmsearch-base:bookworm-<recipe hash>``. No registry
-is needed for it, only the Debian mirror apt uses; its root file system tarball
-is kept in ``.cache/images/`` and the image reused while either exists.
-
-Caches stay in the checkout: pip's cache (``RUN --mount=type=cache``) lives in
-``.cache/images/tmp/buildah-cache`` with buildah/podman (in BuildKit's cache
-with docker); no image contains it.
+The engine (``--engine`` / ``CONTAINER_ENGINE``: docker, podman or buildah), the
+local debootstrap base, ``PYTHON_IMAGE``, ``STORAGE_DRIVER`` and the caches
+under ``.cache/images/`` are described in docs/images.md.
 """
 from __future__ import annotations
 

@@ -28,20 +28,12 @@ SECURITY_HEADERS = {
 
 # gRPC status -> (HTTP status, error code). Caller mistakes stay 4xx; a back end
 # that is down or slow is 503/504; anything else upstream is a 502 (bad gateway).
+_HTTP_OF = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "NOT_FOUND": 404,
+            "ALREADY_EXISTS": 409, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
+            "UNIMPLEMENTED": 501, "UNAVAILABLE": 503, "CANCELLED": 503, "DEADLINE_EXCEEDED": 504}
 STATUS_MAP: dict[grpc.StatusCode, tuple[int, str]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_argument"),
-    grpc.StatusCode.FAILED_PRECONDITION: (400, "failed_precondition"),
-    grpc.StatusCode.OUT_OF_RANGE: (400, "out_of_range"),
-    grpc.StatusCode.NOT_FOUND: (404, "not_found"),
-    grpc.StatusCode.ALREADY_EXISTS: (409, "already_exists"),
-    grpc.StatusCode.UNAUTHENTICATED: (401, "unauthenticated"),
-    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_denied"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "resource_exhausted"),
-    grpc.StatusCode.UNIMPLEMENTED: (501, "unimplemented"),
-    grpc.StatusCode.UNAVAILABLE: (503, "unavailable"),
-    grpc.StatusCode.CANCELLED: (503, "unavailable"),
-    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "deadline_exceeded"),
-}
+    grpc.StatusCode[name]: (http, "unavailable" if name == "CANCELLED" else name.lower())
+    for name, http in _HTTP_OF.items()}
 
 
 def http_status(code: grpc.StatusCode) -> tuple[int, str]:
