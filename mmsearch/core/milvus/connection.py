@@ -44,13 +44,13 @@ def connect(uri: str, *, token: str = "", timeout: float = 10.0):
             raise MilvusStoreError(f"--milvus-uri {uri}: Milvus Lite is not installed here (the services image "
                                    "leaves it out); use a Milvus server URI such as http://milvus:19530")
     # Job output stays one clear line: pymilvus logs every failed RPC (and the UNIMPLEMENTED
-    # alias probes on Lite) at ERROR, and milvus-lite warns about pkg_resources on import.
+    # alias probes on Lite) at ERROR.
     for name in ("pymilvus", "pymilvus.milvus_client"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*pkg_resources.*")
-            return MilvusClient(uri=str(uri), token=token, timeout=timeout)
+        if is_lite(uri):
+            _lite_servers()  # imported here first, so pymilvus finds it imported
+        return MilvusClient(uri=str(uri), token=token, timeout=timeout)
     except Exception as exc:
         if is_lite(uri):
             raise MilvusStoreError(f"cannot open Milvus Lite database {uri} (is another process using it? "
@@ -65,10 +65,20 @@ def close(client, uri: str) -> None:
     (the job stages), plain ``client.close()`` elsewhere."""
     client.close()
     if is_lite(uri):
-        from milvus_lite.server_manager import server_manager_instance
+        servers = _lite_servers()
+        if str(Path(uri).absolute().resolve()) in servers._servers:
+            servers.release_server(uri)
 
-        if str(Path(uri).absolute().resolve()) in server_manager_instance._servers:
-            server_manager_instance.release_server(uri)
+
+def _lite_servers():
+    """Milvus Lite's engine manager. milvus_lite 2.5.1 (the last 2.x; 3.x is a slower engine) imports
+    setuptools' deprecated pkg_resources for nothing but its own version string, which warns once per
+    process; the one import of milvus_lite in mmsearch is this one, and that warning alone is dropped
+    here, where it is raised, rather than in every caller or test run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated", category=UserWarning)
+        from milvus_lite.server_manager import server_manager_instance
+    return server_manager_instance
 
 
 @contextlib.contextmanager
