@@ -65,3 +65,39 @@ async def test_a_lone_query_runs_on_the_calling_thread_when_asked_and_gives_the_
         assert np.allclose(on_loop, on_thread, atol=1e-5)
     finally:
         await encoder.close()
+
+
+async def test_a_query_batched_with_one_at_the_token_cap_gets_the_vector_it_gets_alone(minilm_repo):
+    import asyncio
+
+    from mmsearch.services.serving.backends.batching import MicroBatcher, pad_and_stack
+
+    folder = ModelRepository(minilm_repo).folder("minilm")
+    tokenizer = load_tokenizer(minilm_repo / "minilm")
+    encoder = OnnxEncoder(folder, intra_op_threads=1)
+    shapes = []
+
+    async def run(inputs):
+        shapes.append(inputs["input_ids"].shape)
+        return await encoder.infer(inputs)
+
+    batcher = MicroBatcher(run, max_size=32)
+
+    def query(text):
+        ids, mask = tokenizer.encode_one(text)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    short, long = query(TEXTS[1]), query("parse a very long document " * 200)
+    cap = long["input_ids"].shape[1]
+    assert cap >= 128 and short["input_ids"].shape[1] < 16
+    try:
+        alone = await batcher.submit(short)
+        # the first call goes at once; the long query and the short one queue behind it and are taken together
+        together = await asyncio.gather(batcher.submit(query(TEXTS[0])), batcher.submit(long), batcher.submit(short))
+        padded = await encoder.infer(pad_and_stack([short, long])[0])  # and were it padded to the cap, the same
+    finally:
+        await batcher.close()
+        await encoder.close()
+    assert np.allclose(alone[0], together[2][0], atol=1e-5) and np.allclose(alone[0], padded[0], atol=1e-5)
+    assert together[1].shape == (1, 384)
+    assert (1, cap) in shapes and all(s[1] < cap for s in shapes if s != (1, cap))  # nothing padded to the cap

@@ -11,6 +11,13 @@ the longest; with the attention mask at 0 on padding this leaves each row's
 embedding unchanged (mean pooling masks padding; CLIP's text tower is causal,
 so padding after the end is never attended). The backend returns one result
 row per input row, as an array or a list; each request gets its own rows.
+
+What queued together is not always one call: items are grouped by length
+bucket (:func:`plan_calls`: the power of two at or above a row's length), one
+backend call per bucket, shortest first, each group's waiters answered as soon
+as its call returns. So a query at the tokenizer's cap never pads the short
+queries queued with it to its length (an inference call's cost grows with
+rows x padded length), and a row never waits for a longer bucket's call.
 """
 from __future__ import annotations
 
@@ -54,6 +61,26 @@ def pad_and_stack(items: Sequence[Inputs]) -> tuple[dict[str, np.ndarray], list[
             padded.append(np.pad(a, pad) if any(p[1] for p in pad) else a)
         batch[name] = np.concatenate(padded, axis=0)
     return batch, counts
+
+
+def row_length(item: Inputs) -> int:
+    """The most values one row of ``item`` holds in any of its inputs (a token row: its length). Pure."""
+    return max((int(np.prod(np.shape(a)[1:], dtype=np.int64)) for a in item.values()), default=1)
+
+
+def length_bucket(length: int) -> int:
+    """The power of two at or above ``length`` (1 for 0 and 1). Pure."""
+    return 1 << max(int(length) - 1, 0).bit_length()
+
+
+def plan_calls(lengths: Sequence[int]) -> list[list[int]]:
+    """The backend calls for items of these row lengths: the indices of each length bucket together, buckets
+    shortest first, arrival order within. A call pads its rows to its longest, so none is padded past the
+    next power of two of its own length. Pure."""
+    groups: dict[int, list[int]] = {}
+    for index, length in enumerate(lengths):
+        groups.setdefault(length_bucket(length), []).append(index)
+    return [groups[bucket] for bucket in sorted(groups)]
 
 
 @dataclass
@@ -142,22 +169,28 @@ class MicroBatcher:
         while True:
             first = await self._queue.get()
             async with self._slots:  # what queues while waiting for a slot joins this batch
-                batch = [p for p in await self._collect(first) if not p.future.done()]
-                if not batch:
-                    continue
-                try:
-                    inputs, counts = pad_and_stack([p.inputs for p in batch])
-                    out = await self._call(inputs, counts)
-                except Exception as exc:  # every waiter of this batch gets the error
-                    for p in batch:
-                        if not p.future.done():
-                            p.future.set_exception(exc)
-                    continue
-            start = 0
-            for p, n in zip(batch, counts):
+                batch = await self._collect(first)
+                for call in plan_calls([row_length(p.inputs) for p in batch]):
+                    await self._serve([batch[i] for i in call])
+
+    async def _serve(self, group: list[_Pending]) -> None:
+        """One backend call for ``group``; each waiter gets its rows, or the call's error."""
+        group = [p for p in group if not p.future.done()]
+        if not group:
+            return
+        try:
+            inputs, counts = pad_and_stack([p.inputs for p in group])
+            out = await self._call(inputs, counts)
+        except Exception as exc:  # every waiter of this call gets the error
+            for p in group:
                 if not p.future.done():
-                    p.future.set_result(out[start:start + n])
-                start += n
+                    p.future.set_exception(exc)
+            return
+        start = 0
+        for p, n in zip(group, counts):
+            if not p.future.done():
+                p.future.set_result(out[start:start + n])
+            start += n
 
     async def close(self) -> None:
         for task in self._workers:

@@ -3,7 +3,7 @@
 Concurrent text queries for one model share one Tokenize call (a
 :class:`~mmsearch.services.serving.backends.batching.MicroBatcher`); each gets its own row,
 cut to its own tokens (trailing padding dropped, so the encoder's batcher
-re-pads only to the longest of the queries it merges). When the service
+re-pads only to the longest of the queries it merges in one length bucket). When the service
 refuses one text of a merged batch, each text is sent on its own, so only
 that request fails. Image queries go one PreprocessImages call each.
 
