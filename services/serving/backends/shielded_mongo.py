@@ -28,9 +28,12 @@ the store restarted under load):
 - Fail fast while the store is down: pymongo answers a refused connection only
   at the end of server selection, i.e. after the caller's whole timeout. A
   probe call (``probe=True``: the health loop's pings, the impression drain's
-  writes) that fails marks the store ``down``; until a call succeeds again,
-  every other call raises :class:`Unavailable` at once instead of waiting out
-  its deadline (the probes go on, so the store is seen back within one round).
+  writes) that finds the store unreachable marks it ``down``; until a call
+  succeeds again, every other call raises :class:`Unavailable` at once instead
+  of waiting out its deadline (the probes go on, so the store is seen back
+  within one round). Unreachable is :func:`cannot_connect`: a refused or
+  dropped connection, not a call that ran out of time (an overloaded store is
+  slow, not down, and its callers keep their own deadlines).
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ from typing import Any, Awaitable, Callable
 
 import pymongo
 from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, NotPrimaryError, PyMongoError, ServerSelectionTimeoutError
 
 from mmsearch.core.redact import redact
 from mmsearch.services.serving.errors import Unavailable
@@ -100,11 +103,18 @@ class ShieldedMongo:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if probe:
+            if probe and cannot_connect(exc, self._server_errors()):
                 self.down = short(exc)
             raise
         self.down = ""
         return result
+
+    def _server_errors(self) -> list[BaseException | None]:
+        """The last error pymongo's monitor saw for each server of the current client (None: it answered)."""
+        try:
+            return [sd.error for sd in self._client.topology_description.server_descriptions().values()]
+        except Exception:  # a client being rebuilt: nothing known
+            return []
 
     async def _call(self, op: Callable[[AsyncMongoClient], Awaitable[Any]], timeout: float) -> Any:
         client = self._client
@@ -149,6 +159,25 @@ class ShieldedMongo:
         if closing not in done or closing.exception() is not None:
             log.warning("the %s client did not close cleanly", self._what,
                         extra={"error": repr(closing.exception()) if closing in done else "timed out"})
+
+
+def cannot_connect(exc: BaseException, server_errors: list[BaseException | None]) -> bool:
+    """Whether ``exc`` (from a call) says the store cannot be reached, given the last error pymongo's monitor
+    saw for each server (None: it answered). Pure.
+
+    Unreachable: a connection refused or dropped (an ``AutoReconnect`` that is not a timeout), or no server
+    found in time (``ServerSelectionTimeoutError``) while every server's last error was such a failure. Not:
+    an operation that ran out of time (``NetworkTimeout``, ``ExecutionTimeout``, a wait for a pooled
+    connection, a server selection while a server's last check timed out or succeeded), a replica set
+    without a primary for now (``NotPrimaryError``), or an error the store answered with.
+    """
+    if not isinstance(exc, ConnectionFailure) or isinstance(exc, NotPrimaryError):
+        return False
+    if isinstance(exc, ServerSelectionTimeoutError):
+        return bool(server_errors) and all(
+            error is not None and not isinstance(error, TimeoutError) and not getattr(error, "timeout", False)
+            for error in server_errors)
+    return not exc.timeout
 
 
 def short(exc: BaseException) -> str:
