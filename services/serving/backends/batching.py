@@ -68,15 +68,20 @@ def row_length(item: Inputs) -> int:
     return max((int(np.prod(np.shape(a)[1:], dtype=np.int64)) for a in item.values()), default=1)
 
 
+SHORT_ROWS = 64
+"""Rows up to this length share one bucket: padding them to one another costs less than a call of their own
+(typical queries are 5 to 30 tokens), while a row at the tokenizer's cap (256) would multiply their cost."""
+
+
 def length_bucket(length: int) -> int:
-    """The power of two at or above ``length`` (1 for 0 and 1). Pure."""
-    return 1 << max(int(length) - 1, 0).bit_length()
+    """:data:`SHORT_ROWS` for a row up to that length, else the power of two at or above ``length``. Pure."""
+    return max(SHORT_ROWS, 1 << max(int(length) - 1, 0).bit_length())
 
 
 def plan_calls(lengths: Sequence[int]) -> list[list[int]]:
     """The backend calls for items of these row lengths: the indices of each length bucket together, buckets
-    shortest first, arrival order within. A call pads its rows to its longest, so none is padded past the
-    next power of two of its own length. Pure."""
+    shortest first, arrival order within. A call pads its rows to its longest, so none is padded past its
+    bucket: :data:`SHORT_ROWS`, or the next power of two of its own length. Pure."""
     groups: dict[int, list[int]] = {}
     for index, length in enumerate(lengths):
         groups.setdefault(length_bucket(length), []).append(index)
