@@ -13,7 +13,8 @@ so padding after the end is never attended). The backend returns one result
 row per input row, as an array or a list; each request gets its own rows.
 
 What queued together is not always one call: items are grouped by length
-bucket (:func:`plan_calls`: the power of two at or above a row's length), one
+bucket (:func:`plan_calls`: rows up to :data:`SHORT_ROWS` together, a longer
+row by the power of two at or above its length), one
 backend call per bucket, shortest first, each group's waiters answered as soon
 as its call returns. So a query at the tokenizer's cap never pads the short
 queries queued with it to its length (an inference call's cost grows with
