@@ -10,22 +10,27 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import grpc
 import numpy as np
 
 from mmsearch.core.channels import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 from mmsearch.core.codec import from_tensor
+from mmsearch.services.runtime.tls import Tls, channel as tls_channel
 from mmsearch.v1 import preprocess_pb2, preprocess_pb2_grpc, tensor_pb2
 
 
 class PreprocessClient:
     """``client = PreprocessClient("127.0.0.1:50051"); ids, mask = await client.tokenize(...)``."""
 
-    def __init__(self, address: str, *, timeout: float = 5.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+    def __init__(self, address: str, *, timeout: float = 5.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 tls: Tls | None = None):
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
-        self.stub = preprocess_pb2_grpc.PreprocessServiceStub(self.channel)
+        # TLS when tls.ca_file is set; the channel is built again when the certificate files change.
+        self.channel = tls_channel(address, tls, channel_options(max_message_bytes), grace=timeout)
+
+    @property
+    def stub(self) -> preprocess_pb2_grpc.PreprocessServiceStub:
+        return self.channel.stub(preprocess_pb2_grpc.PreprocessServiceStub)
 
     async def tokenize(self, model: str, texts: Sequence[str], *, timeout: float | None = None,
                        dtype: int = tensor_pb2.DTYPE_INT64) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,9 @@
 the standard ``grpc.health.v1`` health service, server reflection (unless
 ``MMSEARCH_REFLECTION=false``), the request guard (a malformed request is
 INVALID_ARGUMENT, never library text: :mod:`mmsearch.services.runtime.guard`), the
-Prometheus interceptor and a ``/metrics`` endpoint. ``run_until_signal``
+Prometheus interceptor and a ``/metrics`` endpoint (always plaintext: it is
+not on a public port). With ``MMSEARCH_TLS_CERT_FILE`` set the port serves TLS
+only, its certificate re-read on rotation (:mod:`mmsearch.services.runtime.tls`). ``run_until_signal``
 serves until SIGTERM/SIGINT, then reports NOT_SERVING and stops gracefully.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mmsearch.services.runtime.guard import RequestGuard
 from mmsearch.services.runtime.metrics import MetricsEndpoint, MetricsInterceptor
 from mmsearch.services.runtime.settings import GrpcSettings
 from mmsearch.services.runtime.shutdown import EXIT_SLACK_S, signalled, stop_within
+from mmsearch.services.runtime.tls import Watched, server_credentials
 
 __all__ = ["EXIT_SLACK_S", "RunningServer", "run_until_signal", "start_server"]
 
@@ -40,6 +43,7 @@ class RunningServer:
     service_names: list[str]
     metrics: MetricsEndpoint | None = None
     on_stop: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    tls: Watched | None = None  # the port's certificate files when it serves TLS (``tls.reloads`` counts rotations)
 
     @property
     def metrics_port(self) -> int | None:
@@ -83,17 +87,23 @@ async def start_server(
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
         )
     address = f"{settings.host}:{settings.port}"
+    watched = None
     try:
-        port = server.add_insecure_port(address)
+        if settings.tls.serves:
+            credentials, watched = server_credentials(settings.tls)
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError:  # grpc raises RuntimeError when the address is in use or cannot be resolved
         port = 0
     if port == 0:
         raise OSError(f"cannot bind the gRPC server to {address} (MMSEARCH_HOST/MMSEARCH_PORT)")
     endpoint = MetricsEndpoint(settings.metrics_host, settings.metrics_port) if metrics else None
     await server.start()
-    running = RunningServer(server, port, health_servicer, names, endpoint)
+    running = RunningServer(server, port, health_servicer, names, endpoint, tls=watched)
     await running.set_serving(serving)
-    log.info("gRPC server started", extra={"port": port, "services": names, "metrics_port": running.metrics_port})
+    log.info("gRPC server started", extra={"port": port, "services": names, "metrics_port": running.metrics_port,
+                                           "tls": settings.tls.serves, "client_auth": settings.tls.client_auth})
     return running
 
 

@@ -4,7 +4,8 @@
 address, logging, shutdown grace); :class:`MetricsSettings` adds the address
 of its separate Prometheus ``/metrics`` server (every service has one, the web
 service too: metrics never share the public port); :class:`GrpcSettings` adds
-what a gRPC service has besides (the message size, reflection).
+what a gRPC service has besides (the message size, reflection, TLS of its
+port and of its calls: :mod:`mmsearch.services.runtime.tls`).
 
 Services bind 127.0.0.1 by default: outside a cluster nothing is exposed
 unless asked for; the chart sets ``MMSEARCH_HOST=0.0.0.0`` explicitly.
@@ -12,6 +13,7 @@ unless asked for; the chart sets ``MMSEARCH_HOST=0.0.0.0`` explicitly.
 from __future__ import annotations
 
 from mmsearch.core.settings import BaseConfig, setting
+from mmsearch.services.runtime.tls import Tls
 
 
 class ProcessSettings(BaseConfig):
@@ -36,3 +38,4 @@ class GrpcSettings(MetricsSettings):
 
     max_message_bytes: int = setting(32 * 1024 * 1024, ge=1024, unit="bytes", advanced=True, description="gRPC max message size.")
     reflection: bool = setting(True, description="Serve gRPC server reflection (grpcurl, grpcui); off in the chart.")
+    tls: Tls = setting(default_factory=Tls)

@@ -342,7 +342,7 @@ def create_app(settings: WebSettings) -> web.Application:
 
     async def serving_channel(app: web.Application):
         app[CLIENT_KEY] = ServingClient(settings.serving_address, settings.request_timeout_seconds,
-                                        settings.max_message_bytes)
+                                        settings.max_message_bytes, tls=settings.tls)
         yield
         await app[CLIENT_KEY].close()
 

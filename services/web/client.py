@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mmsearch.core.channels import channel_options
+from mmsearch.services.runtime.tls import Tls, channel as tls_channel
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from mmsearch.services.web.params import FeedbackEvent, SearchQuery
 
@@ -39,13 +40,20 @@ def search_request(query: SearchQuery) -> retrieval_pb2.SearchRequest:
 
 
 class ServingClient:
-    def __init__(self, address: str, timeout: float, max_message_bytes: int):
+    def __init__(self, address: str, timeout: float, max_message_bytes: int, tls: Tls | None = None):
         self.address = address
         self.timeout = timeout
-        # Retries the connection soon after serving comes back (short reconnect back-off).
-        self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
-        self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self.channel)
-        self.health = health_pb2_grpc.HealthStub(self.channel)
+        # Retries the connection soon after serving comes back (short reconnect back-off); TLS when
+        # tls.ca_file is set, the channel built again when the certificate files change.
+        self.channel = tls_channel(address, tls, channel_options(max_message_bytes), grace=timeout)
+
+    @property
+    def retrieval(self) -> retrieval_pb2_grpc.RetrievalServiceStub:
+        return self.channel.stub(retrieval_pb2_grpc.RetrievalServiceStub)
+
+    @property
+    def health(self) -> health_pb2_grpc.HealthStub:
+        return self.channel.stub(health_pb2_grpc.HealthStub)
 
     async def search(self, query: SearchQuery) -> retrieval_pb2.SearchResponse:
         return await self.retrieval.Search(search_request(query), timeout=self.timeout)

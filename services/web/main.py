@@ -1,4 +1,5 @@
-"""``mmsearch serve web``: the page and JSON API on ``MMSEARCH_HOST:MMSEARCH_PORT`` (default 8080), and
+"""``mmsearch serve web``: the page and JSON API on ``MMSEARCH_HOST:MMSEARCH_PORT`` (default 8080; HTTPS
+with ``MMSEARCH_HTTPS``), and
 Prometheus ``/metrics`` on ``MMSEARCH_METRICS_HOST:MMSEARCH_METRICS_PORT`` (default 9090), as the gRPC
 services serve theirs: never on the public port.
 
@@ -22,6 +23,7 @@ from mmsearch.core.logs import setup_logging
 from mmsearch.core.settings import load_settings
 from mmsearch.services.runtime.metrics import MetricsEndpoint
 from mmsearch.services.runtime.shutdown import signalled, stop_within
+from mmsearch.services.runtime.tls import https_context
 from mmsearch.services.web.app import create_app
 from mmsearch.services.web.protocol import WebRunner, max_request_line_bytes
 from mmsearch.services.web.settings import WebSettings
@@ -48,10 +50,12 @@ class RunningWeb:
 
 async def start_web(settings: WebSettings) -> RunningWeb:
     """Bind and start the HTTP server and its /metrics server (port 0 picks a free one)."""
+    # HTTPS with MMSEARCH_HTTPS, its certificate following the files (a TlsError names the variables).
+    ssl_context = https_context(settings.tls) if settings.https else None
     runner = WebRunner(create_app(settings), access_log=None, shutdown_timeout=settings.grace_seconds,
                        max_line_size=max_request_line_bytes(settings.limits))
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=False)
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=False, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:
@@ -65,7 +69,7 @@ async def start_web(settings: WebSettings) -> RunningWeb:
         raise OSError(f"cannot bind the /metrics server to {settings.metrics_host}:{settings.metrics_port} "
                       f"(MMSEARCH_METRICS_HOST/MMSEARCH_METRICS_PORT): {exc}") from exc
     port = runner.addresses[0][1]  # the bound port when settings.port is 0
-    log.info("web server started", extra={"port": port, "metrics_port": metrics.port,
+    log.info("web server started", extra={"port": port, "metrics_port": metrics.port, "https": settings.https,
                                           "serving_address": settings.serving_address})
     return RunningWeb(runner, port, metrics)
 

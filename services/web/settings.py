@@ -4,15 +4,20 @@ The web service is HTTP, so ``port`` is the page/API port (default 8080);
 ``/metrics`` is served on its own port (``MMSEARCH_METRICS_PORT``, as the gRPC
 services do), so the public port never shows it. The request
 limits (``limits``) are :class:`mmsearch.core.limits.RequestLimits`, the same
-fields serving reads, so the API refuses exactly what serving would.
+fields serving reads, so the API refuses exactly what serving would. ``tls``
+is the runtime's :class:`~mmsearch.services.runtime.tls.Tls`: its CA makes the
+calls to serving TLS, its certificate serves HTTPS when ``https`` is on.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import model_validator
+
 from mmsearch.core.limits import RequestLimits
 from mmsearch.core.settings import Group, setting
 from mmsearch.services.runtime.settings import MetricsSettings
+from mmsearch.services.runtime.tls import Tls
 
 
 class FeedbackLimits(Group):
@@ -49,3 +54,15 @@ class WebSettings(MetricsSettings):
         description="Optional folder served at /images/ (thumbnails of an image corpus prepared with "
         "--base-url http://<web>/images/). Unset: no /images/ route.",
     )
+    tls: Tls = setting(default_factory=Tls)
+    https: bool = setting(
+        False, description="Serve the page and API over HTTPS with MMSEARCH_TLS_CERT_FILE/KEY_FILE (plaintext "
+                           "refused; with MMSEARCH_TLS_CLIENT_AUTH, client certificates required). Off by default: "
+                           "an ingress usually terminates TLS.")
+
+    @model_validator(mode="after")
+    def _https_has_a_certificate(self) -> "WebSettings":
+        if self.https and not self.tls.serves:
+            raise ValueError("MMSEARCH_HTTPS=true needs MMSEARCH_TLS_CERT_FILE and MMSEARCH_TLS_KEY_FILE "
+                             "(the certificate the page is served with)")
+        return self

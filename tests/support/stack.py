@@ -182,7 +182,7 @@ class Stack:
         from mmsearch.services.preprocess.settings import PreprocessSettings
 
         settings = PreprocessSettings(host="127.0.0.1", port=self.preprocess_port, metrics_port=0,
-                                      models=self.models, log_json=False)
+                                      models=self.models, log_json=False, tls=self.serving_settings.tls)
         self.preprocess = self.loop.call(start(settings))
         self.preprocess_port = self.preprocess.port
 
@@ -239,4 +239,3 @@ def start_stack(loop: ServiceLoop, *, models: dict[str, str], experiments: Path,
     stack.start_serving()
     stack.wait_serving()
     return stack
-

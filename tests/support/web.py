@@ -32,7 +32,7 @@ class WebThread:
     def __enter__(self) -> "WebThread":
         self.thread.start()
         self.running = asyncio.run_coroutine_threadsafe(start_web(self.settings), self.loop).result(30)
-        self.url = f"http://127.0.0.1:{self.running.port}"
+        self.url = f"{'https' if self.settings.https else 'http'}://127.0.0.1:{self.running.port}"
         self.metrics_url = f"http://127.0.0.1:{self.running.metrics_port}"
         return self
 

@@ -158,7 +158,8 @@ def connect(settings: ServingSettings) -> Backends:
     repository = ModelRepository(settings.model_repository)
     load = Load()
     return Backends(
-        preprocess=Preprocessor(PreprocessClient(settings.preprocess_address, max_message_bytes=settings.max_message_bytes),
+        preprocess=Preprocessor(PreprocessClient(settings.preprocess_address, max_message_bytes=settings.max_message_bytes,
+                                                 tls=settings.tls),
                                 batch_max_size=settings.batching.max_size),
         encoders=EncoderPool(settings, repository.folder, load.alone),
         matcher=MilvusMatcher(settings.milvus_uri, token=settings.milvus_token, connect_timeout_s=timeout,

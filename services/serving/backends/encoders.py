@@ -32,6 +32,7 @@ import numpy as np
 from mmsearch.core import onnx
 from mmsearch.core.channels import channel_options
 from mmsearch.core.model_repository import ModelFolder
+from mmsearch.services.runtime.tls import Reloading, Tls
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.backends.batching import Inputs, MicroBatcher
 from mmsearch.services.serving.errors import BadInput, Mismatch, Unavailable
@@ -109,16 +110,25 @@ def _triton_code(exc: Exception) -> str:
     return str(status() if callable(status) else status or "")
 
 
+async def _close_after(client, grace: float) -> None:
+    """Close a replaced Triton client once the calls it carries are past their deadline (``grace``)."""
+    await asyncio.sleep(grace)
+    await client.close()
+
+
 class TritonEncoder:
     """Model ``name`` on a Triton server, over gRPC (``tritonclient.grpc.aio``)."""
 
-    def __init__(self, address: str, name: str, *, timeout_s: float = 5.0):
+    def __init__(self, address: str, name: str, *, timeout_s: float = 5.0, tls: Tls | None = None):
         from tritonclient.grpc.aio import InferenceServerClient
 
         self.name = name
         self.address = address
         self.timeout_s = timeout_s
-        self._client = InferenceServerClient(address, channel_args=channel_options())
+        # TLS when tls.ca_file is set (creds: Triton's --grpc-use-ssl port); built again when the files change.
+        self._clients = Reloading(tls, lambda creds: InferenceServerClient(address, creds=creds,
+                                                                           channel_args=channel_options()),
+                                  _close_after, grace=timeout_s)
         self._inputs: dict[str, np.dtype] | None = None
         self._output: str | None = None
 
@@ -126,7 +136,7 @@ class TritonEncoder:
         from tritonclient.utils import InferenceServerException
 
         try:
-            meta = await self._client.get_model_metadata(self.name, client_timeout=self.timeout_s, as_json=True)
+            meta = await self._clients.current().get_model_metadata(self.name, client_timeout=self.timeout_s, as_json=True)
         except InferenceServerException as exc:
             raise Unavailable(f"Triton at {self.address}: model {self.name!r}: {exc.message()}") from None
         self._inputs = {i["name"]: _TRITON_TYPES.get(i["datatype"], np.float32) for i in meta["inputs"]}
@@ -149,7 +159,7 @@ class TritonEncoder:
             tensor.set_data_from_numpy(array)
             request.append(tensor)
         try:
-            result = await self._client.infer(
+            result = await self._clients.current().infer(
                 self.name, request, outputs=[InferRequestedOutput(self._output)], client_timeout=self.timeout_s
             )
         except InferenceServerException as exc:
@@ -161,12 +171,12 @@ class TritonEncoder:
 
     async def ready(self) -> bool:
         try:
-            return bool(await self._client.is_model_ready(self.name, client_timeout=min(self.timeout_s, 1.0)))
+            return bool(await self._clients.current().is_model_ready(self.name, client_timeout=min(self.timeout_s, 1.0)))
         except Exception:
             return False
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._clients.close()
 
 
 class BatchedEncoder:
@@ -209,7 +219,8 @@ class EncoderPool:
             if backend == "triton":
                 if not s.triton_address:
                     raise Mismatch(f"encoder {model!r} uses backend triton but MMSEARCH_TRITON_ADDRESS is empty")
-                encoder: Encoder = TritonEncoder(s.triton_address, model, timeout_s=s.timing.encoder_timeout_seconds)
+                encoder: Encoder = TritonEncoder(s.triton_address, model, timeout_s=s.timing.encoder_timeout_seconds,
+                                                 tls=s.tls)
                 if not await encoder.ready():
                     await encoder.close()
                     raise Unavailable(f"Triton at {s.triton_address} does not have model {model!r} ready")
