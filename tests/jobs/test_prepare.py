@@ -146,6 +146,45 @@ def test_full_stdlib_corpus_skips_noise_and_is_identical_across_processes(tmp_pa
     assert corpus(tmp_path / "a") == corpus(tmp_path / "b")
 
 
+SIGNATURE_DOCS = {  # docstrings as the standard library writes them, and what the corpus keeps of them
+    "monotonic() -> float\n\nMonotonic clock, cannot go backward.": "Monotonic clock, cannot go backward.",
+    "fileno() -> integer\nReturn the file descriptor.\n\nMore.": "Return the file descriptor.",
+    "set() -> new empty set object\nset(iterable) -> new set object\n\nBuild a set.": "Build a set.",
+    "bytes(int) -> bytes object of size given by the parameter\nbytes() -> empty bytes object\n\nConstruct bytes.":
+        "Construct bytes.",
+    "gmtime([seconds]) -> (tm_year, tm_mon, tm_mday,\n    tm_hour, tm_min, tm_sec)\n\nConvert seconds.":
+        "Convert seconds.",
+    "deque([iterable[, maxlen]]) --> deque object\n\nA list-like sequence.": "A list-like sequence.",
+    "getrandbits(k) -> x.  Generates an int with k random bits.":
+        "getrandbits(k) -> x. Generates an int with k random bits.",
+    "D.copy() -> a shallow copy of D": "D.copy() -> a shallow copy of D",
+    "Return f(x) for each x.\n\nMore.": "Return f(x) for each x.",
+    "alias(identifier name, identifier? asname)": "",
+    "add_argument(dest, ..., name=value, ...)\nadd_argument(option_string, option_string, ..., name=value, ...)": "",
+}
+
+
+@pytest.mark.parametrize("doc", SIGNATURE_DOCS)
+def test_a_docstring_that_opens_with_a_signature_is_summarised_by_its_description(doc):
+    from mmsearch.jobs.sources.stdlib import first_paragraph, is_signature
+
+    assert first_paragraph(doc) == SIGNATURE_DOCS[doc]
+    assert not is_signature(first_paragraph(doc))
+
+
+def test_no_stdlib_document_is_a_bare_signature(tmp_path):
+    from mmsearch.jobs.sources.stdlib import is_signature
+
+    prepare(str(tmp_path / "w"), "stdlib")
+    by_name = {r["question"]: r["answer"] for r in corpus(tmp_path / "w")}
+    assert [name for name, text in by_name.items() if is_signature(text)] == []
+    assert by_name["time.monotonic"] == "Monotonic clock, cannot go backward."
+    assert by_name["bytes.find"].startswith("Return the lowest index in B where subsection sub is found")
+    assert by_name["cProfile.Profile.enable"].startswith("Start collecting profiling information.")
+    assert by_name["set"] == "Build an unordered collection of unique elements."
+    assert "ast.alias" not in by_name and "ast" in by_name  # nothing but a signature: skipped like no docstring
+
+
 def test_read_corpus_round_trip(tmp_path):
     prepare(str(tmp_path / "w"), "stdlib", "json")
     assert read_corpus(str(tmp_path / "w")).records == corpus(tmp_path / "w")
