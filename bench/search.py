@@ -307,7 +307,7 @@ def scrape(port: int, prefix: str) -> float:
 def serving_process(env: dict, port: int, metrics_port: int, experiments: Path, extra: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "serve", "serving"], cwd=ROOT, env={
         **env, "MMSEARCH_PORT": str(port), "MMSEARCH_METRICS_PORT": str(metrics_port),
-        "MMSEARCH_EXPERIMENTS": str(experiments), **extra})
+        "MMSEARCH_EXPERIMENTS": str(experiments), "MMSEARCH_ANONYMOUS_SCENES": "*", **extra})
 
 
 def main() -> None:

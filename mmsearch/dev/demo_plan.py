@@ -271,7 +271,8 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
     logs = root / "logs"
 
     common = {"MMSEARCH_HOST": host, "MMSEARCH_METRICS_HOST": host, "MMSEARCH_METRICS_PORT": "0",
-              "MMSEARCH_LOG_LEVEL": settings.log_level}
+              "MMSEARCH_LOG_LEVEL": settings.log_level,
+              "MMSEARCH_ANONYMOUS_SCENES": "*"}  # the demo is open on loopback: anonymous search and feedback
     models = {name: str(repository / name)}
     if images:
         models[document_tower] = str(repository / document_tower)

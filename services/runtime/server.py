@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Iterable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -74,11 +74,13 @@ async def start_server(
     *,
     serving: bool = True,
     metrics: bool = True,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> RunningServer:
-    """Build, bind and start a server; health is SERVING at once unless ``serving=False``."""
+    """Build, bind and start a server; health is SERVING at once unless ``serving=False``. ``interceptors``
+    run inside the guard (they see parsed requests), e.g. :class:`mmsearch.services.runtime.access.AccessInterceptor`."""
     options = [*message_options(settings.max_message_bytes), ("grpc.so_reuseport", 0)]
     # The metrics interceptor wraps the guard's handler: it counts what the guard answers too.
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(), RequestGuard()], options=options)
+    server = grpc.aio.server(interceptors=[MetricsInterceptor(), RequestGuard(), *interceptors], options=options)
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

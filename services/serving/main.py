@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 from mmsearch.core.logs import setup_logging
 from mmsearch.core.settings import load_settings
+from mmsearch.core.access.keyring import KeyRing
+from mmsearch.core.access.ratelimit import RateLimiter
+from mmsearch.services.runtime.access import AccessInterceptor
 from mmsearch.services.runtime.server import RunningServer, run_until_signal, start_server
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.pipeline.activation import Active, activate
@@ -27,7 +30,7 @@ from mmsearch.services.serving.outcomes.feedback import FeedbackHandler, Impress
 from mmsearch.services.serving.health import Health, probe
 from mmsearch.services.serving.pipeline.routes import RouteWatcher
 from mmsearch.services.serving.pipeline.search import Searcher
-from mmsearch.services.serving.service import RetrievalServicer, register
+from mmsearch.services.serving.service import ACCESS_RULES, RetrievalServicer, register
 from mmsearch.services.serving.config.settings import ServingSettings
 from mmsearch.services.serving.outcomes.tokens import Signer
 
@@ -96,7 +99,10 @@ async def start(settings: ServingSettings, backends: Backends | None = None) -> 
     impressions = Impressions(signer, backends.events.record) if enabled else None
     servicer = RetrievalServicer(Searcher(backends, settings, health.down, impressions), store,
                                  settings.timing.default_deadline_seconds, FeedbackHandler(signer, backends.events, enabled))
-    running = await start_server(settings, register(servicer), serving=False)
+    access = settings.access
+    gate = AccessInterceptor(KeyRing(access.api_keys_file), access.anonymous, ACCESS_RULES,
+                             RateLimiter(access.feedback_rate_per_second, access.feedback_burst))
+    running = await start_server(settings, register(servicer), serving=False, interceptors=[gate])
     await store.check()
     routes = RouteWatcher(store, backends, settings.timing.health_interval_seconds)
     tasks = [asyncio.create_task(store.run(), name="config-watcher"),

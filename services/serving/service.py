@@ -15,6 +15,7 @@ from mmsearch.core.errors import clipped
 from mmsearch.core.fields import FACET_TYPES
 from mmsearch.core.redact import redact
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+from mmsearch.services.runtime.access import CALLER, Rule
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.pipeline.activation import Active
 from mmsearch.services.serving.errors import StageError
@@ -26,6 +27,13 @@ from mmsearch.services.serving.pipeline.search import Searcher
 log = logging.getLogger(__name__)
 
 NO_DEADLINE_S = 1e6  # grpc reports a huge time_remaining when the client set no deadline
+_SERVICE = "/" + retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
+ACCESS_RULES = {
+    f"{_SERVICE}/Search": Rule("search", "search", lambda request: request.scene),
+    f"{_SERVICE}/ListScenes": Rule("search", "scenes"),
+    f"{_SERVICE}/Feedback": Rule("feedback", "feedback"),  # its scene is the token's: checked once verified
+}
+"""What each method needs (:mod:`mmsearch.services.runtime.access`); ListScenes shows the caller's scenes only."""
 
 
 def scene_message(scene: Scene, active: Active) -> retrieval_pb2.Scene:
@@ -91,7 +99,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
 
     async def Feedback(self, request: retrieval_pb2.FeedbackRequest, context: grpc.aio.ServicerContext):
         try:
-            return await self.feedback.submit(request, self._deadline(context))
+            return await self.feedback.submit(request, self._deadline(context), CALLER.get())
         except StageError as exc:
             if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 log.warning("feedback failed", extra={"code": exc.code.name, "error": exc.message})
@@ -106,7 +114,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             active = self._active()
         except StageError as exc:
             await context.abort(exc.code, clipped(redact(str(exc))))
-        return retrieval_pb2.ListScenesResponse(scenes=[scene_message(s, active) for s in active.scenes.values()])
+        caller = CALLER.get()
+        return retrieval_pb2.ListScenesResponse(scenes=[scene_message(s, active) for s in active.scenes.values()
+                                                        if caller is None or caller.may_touch(s.name)])
 
 
 def register(servicer: RetrievalServicer):

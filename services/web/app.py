@@ -47,11 +47,11 @@ from aiohttp import BodyPartReader, ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
+from mmsearch.services.web.access import GATE_KEY, Gate, gate_middleware, refuse_scene
 from mmsearch.services.web.client import ServingClient
 from mmsearch.services.web.files import image_handler
 from mmsearch.services.web.metrics import HTTP_LATENCY, HTTP_REQUESTS, UPSTREAM_LATENCY
 from mmsearch.services.web.params import BadParameter, SearchQuery, TooLarge, parse_feedback, parse_search
-from mmsearch.services.web.ratelimit import RateLimiter, client_address
 from mmsearch.services.web.responses import (SECURITY_HEADERS, blamed_parameter, caller_error, error_body, feedback_json,
                                              http_status, scenes_json, search_json, upstream_message)
 from mmsearch.services.web.settings import WebSettings
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 CLIENT_KEY = web.AppKey("serving_client", ServingClient)
 SETTINGS_KEY = web.AppKey("settings", WebSettings)
-LIMITER_KEY = web.AppKey("feedback_limiter", RateLimiter)
 FEEDBACK_TYPES = ("application/json", "text/plain")  # text/plain: what navigator.sendBeacon sends for a string
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -160,8 +159,12 @@ async def _call(method: str, request: web.Request, call: Callable[[ServingClient
 
 
 async def _search(request: web.Request, query: SearchQuery) -> web.Response:
+    refused = refuse_scene(request, query.scene, json_error)
+    if refused is not None:
+        return refused
+    metadata = request.app[GATE_KEY].relay_metadata(request)
     try:
-        response, elapsed_ms = await _call("Search", request, lambda c: c.search(query))
+        response, elapsed_ms = await _call("Search", request, lambda c: c.search(query, metadata))
     except grpc.aio.AioRpcError as exc:
         return _upstream_error(request, exc)
     return web.json_response(search_json(response, scene=query.scene, elapsed_ms=elapsed_ms))
@@ -280,14 +283,6 @@ def max_token_chars(max_top_k: int) -> int:
 
 async def feedback(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
-    client = client_address(request.remote, request.headers, settings.feedback.client_ip_header)
-    allowed, wait = request.app[LIMITER_KEY].allow(client)
-    if not allowed:
-        response = json_error(request, 429, "rate_limited", f"too many feedback events from {client}: at most "
-                              f"{settings.feedback.rate_per_second:g}/s (burst {settings.feedback.burst}); "
-                              f"retry in {wait:.1f} s")
-        response.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
-        return response
     if request.content_type not in FEEDBACK_TYPES:
         return json_error(request, 415, "unsupported_media_type", f"POST /api/feedback takes a JSON body "
                           f"(application/json or text/plain; got {request.content_type!r})", "body")
@@ -302,7 +297,8 @@ async def feedback(request: web.Request) -> web.Response:
     except BadParameter as exc:
         return json_error(request, 400, "bad_parameter", exc.message, exc.parameter)
     try:
-        response, _ = await _call("Feedback", request, lambda c: c.feedback(event))
+        metadata = request.app[GATE_KEY].relay_metadata(request)
+        response, _ = await _call("Feedback", request, lambda c: c.feedback(event, metadata))
     except grpc.aio.AioRpcError as exc:
         return _upstream_error(request, exc, "feedback")
     return web.json_response(feedback_json(response))
@@ -310,7 +306,8 @@ async def feedback(request: web.Request) -> web.Response:
 
 async def scenes(request: web.Request) -> web.Response:
     try:
-        response, _ = await _call("ListScenes", request, lambda c: c.list_scenes())
+        metadata = request.app[GATE_KEY].relay_metadata(request)
+        response, _ = await _call("ListScenes", request, lambda c: c.list_scenes(metadata))
     except grpc.aio.AioRpcError as exc:
         return _upstream_error(request, exc)
     return web.json_response(scenes_json(response))
@@ -336,9 +333,10 @@ async def page(request: web.Request) -> web.FileResponse:
 
 def create_app(settings: WebSettings) -> web.Application:
     """The application; its gRPC channel to serving opens on startup and closes on cleanup."""
-    app = web.Application(middlewares=[observe], client_max_size=settings.limits.image_bytes + 64 * 1024)
+    app = web.Application(middlewares=[observe, gate_middleware(json_error)],
+                          client_max_size=settings.limits.image_bytes + 64 * 1024)
     app[SETTINGS_KEY] = settings
-    app[LIMITER_KEY] = RateLimiter(settings.feedback.rate_per_second, settings.feedback.burst)
+    app[GATE_KEY] = Gate(settings)
 
     async def serving_channel(app: web.Application):
         app[CLIENT_KEY] = ServingClient(settings.serving_address, settings.request_timeout_seconds,

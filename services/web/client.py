@@ -14,6 +14,8 @@ from mmsearch.services.runtime.tls import Tls, channel as tls_channel
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from mmsearch.services.web.params import FeedbackEvent, SearchQuery
 
+Metadata = tuple[tuple[str, str], ...]
+"""gRPC metadata of a call: the relay key and the caller (:func:`mmsearch.services.web.access.Gate.relay_metadata`)."""
 RETRIEVAL_SERVICE = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
 OPS = {"eq": retrieval_pb2.Filter.EQ, "in": retrieval_pb2.Filter.IN, "not": retrieval_pb2.Filter.NOT,
        "range": retrieval_pb2.Filter.RANGE}
@@ -55,16 +57,17 @@ class ServingClient:
     def health(self) -> health_pb2_grpc.HealthStub:
         return self.channel.stub(health_pb2_grpc.HealthStub)
 
-    async def search(self, query: SearchQuery) -> retrieval_pb2.SearchResponse:
-        return await self.retrieval.Search(search_request(query), timeout=self.timeout)
+    async def search(self, query: SearchQuery, metadata: Metadata = ()) -> retrieval_pb2.SearchResponse:
+        return await self.retrieval.Search(search_request(query), timeout=self.timeout, metadata=metadata)
 
-    async def feedback(self, event: FeedbackEvent) -> retrieval_pb2.FeedbackResponse:
+    async def feedback(self, event: FeedbackEvent, metadata: Metadata = ()) -> retrieval_pb2.FeedbackResponse:
         request = retrieval_pb2.FeedbackRequest(feedback_token=event.feedback_token, item_id=event.item_id,
                                                 event=event.event, dwell_seconds=event.dwell_seconds)
-        return await self.retrieval.Feedback(request, timeout=self.timeout)
+        return await self.retrieval.Feedback(request, timeout=self.timeout, metadata=metadata)
 
-    async def list_scenes(self) -> retrieval_pb2.ListScenesResponse:
-        return await self.retrieval.ListScenes(retrieval_pb2.ListScenesRequest(), timeout=self.timeout)
+    async def list_scenes(self, metadata: Metadata = ()) -> retrieval_pb2.ListScenesResponse:
+        return await self.retrieval.ListScenes(retrieval_pb2.ListScenesRequest(), timeout=self.timeout,
+                                               metadata=metadata)
 
     async def ready(self) -> tuple[bool, str]:
         """(True, "SERVING") when serving's health service says the RetrievalService serves."""

@@ -15,25 +15,10 @@ from pathlib import Path
 from pydantic import model_validator
 
 from mmsearch.core.limits import RequestLimits
-from mmsearch.core.settings import Group, setting
+from mmsearch.core.access.settings import Access, ClientAddress
+from mmsearch.core.settings import setting
 from mmsearch.services.runtime.settings import MetricsSettings
 from mmsearch.services.runtime.tls import Tls
-
-
-class FeedbackLimits(Group):
-    """How much feedback one client may send (``MMSEARCH_FEEDBACK_*``)."""
-
-    env_prefix = "FEEDBACK_"
-
-    rate_per_second: float = setting(
-        2.0, gt=0, le=10_000, unit="events per second",
-        description="Feedback events (POST /api/feedback) one client may send per second, sustained; beyond: "
-                    "429 with Retry-After.")
-    burst: int = setting(30, ge=1, le=100_000, unit="events", description="Feedback events one client may send at once.")
-    client_ip_header: str = setting(
-        "", env="CLIENT_IP_HEADER",
-        description="Header whose last entry is the client address for rate limiting (e.g. X-Forwarded-For "
-                    "behind an ingress that sets it); empty: the peer address.")
 
 
 class WebSettings(MetricsSettings):
@@ -48,7 +33,12 @@ class WebSettings(MetricsSettings):
     )
     max_message_bytes: int = setting(32 * 1024 * 1024, ge=1024, unit="bytes", advanced=True, description="gRPC max message size of calls to serving.")
     limits: RequestLimits = setting(default_factory=RequestLimits)
-    feedback: FeedbackLimits = setting(default_factory=FeedbackLimits)
+    access: Access = setting(default_factory=Access)
+    client: ClientAddress = setting(default_factory=ClientAddress)
+    serving_key_file: Path | None = setting(
+        None, description="File holding the key web presents to serving (scope relay; a mounted Secret, re-read "
+                          "when it changes); serving then applies the caller's own key. Unset: calls carry no key "
+                          "(serving must allow anonymous callers).")
     images_dir: Path | None = setting(
         None,
         description="Optional folder served at /images/ (thumbnails of an image corpus prepared with "

@@ -54,7 +54,7 @@ def start_service(name: str, env: dict[str, str], timeout: float = 60) -> Servic
     """Start ``mmsearch serve NAME`` on 127.0.0.1 port 0 and return once its gRPC port is bound."""
     full_env = {**os.environ, "MMSEARCH_HOST": "127.0.0.1", "MMSEARCH_PORT": "0",
                 "MMSEARCH_METRICS_HOST": "127.0.0.1", "MMSEARCH_METRICS_PORT": "0",
-                "MMSEARCH_LOG_JSON": "true", **env}
+                "MMSEARCH_LOG_JSON": "true", "MMSEARCH_ANONYMOUS_SCENES": "*", **env}
     proc = subprocess.Popen([MMSEARCH, "serve", name], env=full_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     service = ServiceProcess(proc)

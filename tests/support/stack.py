@@ -233,9 +233,11 @@ def start_stack(loop: ServiceLoop, *, models: dict[str, str], experiments: Path,
     settings = ServingSettings(host="127.0.0.1", port=port, metrics_port=0, experiments=experiments,
                                milvus_uri=milvus_uri, mongo_uri=mongo_uri, model_repository=model_repository,
                                triton_address=triton_address, log_json=False,
-                               **{"timing": {"config_poll_seconds": 0.2, "health_interval_seconds": 0.2}, **overrides})
+                               **{"timing": {"config_poll_seconds": 0.2, "health_interval_seconds": 0.2},
+                                  "access": {"anonymous_scenes": "*"}, **overrides})
     stack = Stack(loop, models, settings)
     stack.start_preprocess()
     stack.start_serving()
     stack.wait_serving()
     return stack
+

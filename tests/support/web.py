@@ -45,6 +45,7 @@ class WebThread:
 
 
 def web_settings(serving_address: str, **overrides) -> WebSettings:
+    overrides.setdefault("access", {"anonymous_scenes": "*"})
     return WebSettings(host="127.0.0.1", port=0, metrics_port=0, serving_address=serving_address, log_json=False,
                        grace_seconds=0.5, **overrides)
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from mmsearch.services.web.ratelimit import RateLimiter, client_address
+from mmsearch.core.access.ratelimit import RateLimiter, client_address, parse_networks
 from tests.support.web import TIMEOUT, WebThread, assert_error, get, web_settings
 
 
@@ -82,8 +82,9 @@ def test_serving_refusals_keep_their_meaning(web, page_json):
 
 
 def test_each_client_is_rate_limited_on_its_own(serving_address, page_json):
-    settings = web_settings(serving_address, feedback={"burst": 3, "rate_per_second": 0.01,
-                                                             "client_ip_header": "X-Forwarded-For"})
+    settings = web_settings(serving_address, access={"anonymous_scenes": "*", "feedback_burst": 3,
+                                                     "feedback_rate_per_second": 0.01},
+                            client={"trusted_proxies": "127.0.0.1"})  # the test client is the trusted proxy
     click = {"feedback_token": page_json["feedback_token"], "item_id": page_json["items"][0]["id"], "event": "click"}
     with WebThread(settings) as limited:
         a = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}
@@ -113,6 +114,20 @@ def test_the_limiter_refills_and_forgets_the_oldest_clients():
     limiter.allow("b")
     limiter.allow("c")  # "a" is forgotten: a full bucket again
     assert [limiter.allow("a")[0] for _ in range(2)] == [True, True]
-    assert client_address("192.0.2.1", {"X-Real-IP": "x"}, "") == "192.0.2.1"
-    assert client_address("192.0.2.1", {}, "X-Forwarded-For") == "192.0.2.1"
-    assert client_address(None, {"X-Forwarded-For": "1.1.1.1,  2.2.2.2 "}, "X-Forwarded-For") == "2.2.2.2"
+    trusted = parse_networks("10.0.0.0/8, 192.0.2.1")
+    assert client_address("192.0.2.1", None, trusted) == "192.0.2.1"
+    assert client_address("198.51.100.7", "1.1.1.1", trusted) == "198.51.100.7"  # not a proxy: header ignored
+    assert client_address("192.0.2.1", "1.1.1.1,  2.2.2.2 ", trusted) == "2.2.2.2"
+    assert client_address("192.0.2.1", "1.1.1.1, 2.2.2.2, 10.1.2.3", trusted) == "2.2.2.2"  # skips trusted hops
+    assert client_address("192.0.2.1", "2.2.2.2", ()) == "192.0.2.1"  # no trusted proxies: never the header
+    assert client_address(None, "2.2.2.2", trusted) == "unknown"
+
+
+def test_a_spoofed_forwarding_header_does_not_evade_the_limit(serving_address, page_json):
+    settings = web_settings(serving_address, access={"anonymous_scenes": "*", "feedback_burst": 2,
+                                                     "feedback_rate_per_second": 0.01})  # no trusted proxy
+    click = {"feedback_token": page_json["feedback_token"], "item_id": page_json["items"][0]["id"], "event": "click"}
+    with WebThread(settings) as limited:
+        codes = [post(limited, click, headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(4)]
+        assert codes == [200, 200, 429, 429]
+        assert "from 127.0.0.1" in post(limited, click, headers={"X-Forwarded-For": "1.2.3.4"}).json()["error"]["message"]

@@ -29,6 +29,7 @@ from pathlib import Path
 from pydantic import SecretStr, field_validator, model_validator
 
 from mmsearch.core import events
+from mmsearch.core.access.settings import Access
 from mmsearch.core.limits import RequestLimits
 from mmsearch.core.settings import Deprecated, Group, ms_to_seconds, setting
 from mmsearch.services.runtime.settings import GrpcSettings
@@ -184,6 +185,7 @@ class ServingSettings(GrpcSettings):
     match: Match = setting(default_factory=Match)
     events: Events = setting(default_factory=Events)
     feedback: Feedback = setting(default_factory=Feedback)
+    access: Access = setting(default_factory=Access)
 
     @model_validator(mode="after")
     def _token_ttl(self) -> "ServingSettings":

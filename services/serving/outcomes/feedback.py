@@ -25,6 +25,8 @@ from typing import Callable, Mapping, Sequence
 import grpc
 
 from mmsearch.core import events as schema
+from mmsearch.core.access.keys import Principal
+from mmsearch.core.access.policy import Refusal, authorize
 from mmsearch.v1 import retrieval_pb2
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.errors import StageError, status_for
@@ -105,11 +107,13 @@ class FeedbackHandler:
     def __init__(self, signer: Signer, store, enabled: bool, clock: Callable[[], float] = time.time):
         self.signer, self.store, self.enabled, self._clock = signer, store, enabled, clock
 
-    async def submit(self, request: retrieval_pb2.FeedbackRequest, deadline_s: float) -> retrieval_pb2.FeedbackResponse:
-        """Record one event, or raise :class:`StageError`; every call counts in the results metric."""
+    async def submit(self, request: retrieval_pb2.FeedbackRequest, deadline_s: float,
+                     caller: Principal | None = None) -> retrieval_pb2.FeedbackResponse:
+        """Record one event, or raise :class:`StageError`; every call counts in the results metric. ``caller``
+        (when access is checked) must be allowed the token's scene."""
         result = "bad_request"
         try:
-            response = await self._submit(request, deadline_s)
+            response = await self._submit(request, deadline_s, caller)
         except TokenError as exc:
             result = exc.reason
             raise StageError("feedback", exc.code, str(exc)) from None
@@ -122,13 +126,19 @@ class FeedbackHandler:
             metrics.FEEDBACK_RESULTS.labels(result).inc()
         return response
 
-    async def _submit(self, request: retrieval_pb2.FeedbackRequest, deadline_s: float) -> retrieval_pb2.FeedbackResponse:
+    async def _submit(self, request: retrieval_pb2.FeedbackRequest, deadline_s: float,
+                      caller: Principal | None) -> retrieval_pb2.FeedbackResponse:
         if not self.enabled:
             raise StageError("feedback", Code.FAILED_PRECONDITION,
                              "impressions are off in this serving (MMSEARCH_IMPRESSIONS=false): no feedback is taken")
         event = validate_feedback(request)
         now = self._clock()
         claims = self.signer.verify(request.feedback_token, int(now * 1000))
+        if caller is not None and not caller.may_touch(claims.scene):
+            try:
+                authorize(caller, "feedback", claims.scene)
+            except Refusal as refusal:
+                raise StageError("feedback", Code.PERMISSION_DENIED, refusal.message) from None
         rank = claims.rank_of(request.item_id)
         doc = schema.feedback_document(
             impression_id=claims.impression_id, scene=claims.scene, assignments=claims.assignments,
