@@ -122,9 +122,10 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
             process.wait(5)
 
 
-def wait_serving(target: str, timeout: float = 60) -> None:
-    """Poll grpc.health.v1 until the server answers SERVING (:class:`NotReached`, a TimeoutError, if not)."""
-    with grpc.insecure_channel(target) as channel:
+def wait_serving(target: str, timeout: float = 60, credentials: grpc.ChannelCredentials | None = None) -> None:
+    """Poll grpc.health.v1 until the server answers SERVING (:class:`NotReached`, a TimeoutError, if not);
+    ``credentials``: of a TLS port."""
+    with (grpc.insecure_channel(target) if credentials is None else grpc.secure_channel(target, credentials)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         eventually(lambda: stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
                    == health_pb2.HealthCheckResponse.SERVING, f"{target} reporting SERVING", timeout=timeout,

@@ -210,10 +210,17 @@ class Stack:
         """Block until the health loop has probed ``n`` more times: what it finds now has shown."""
         rounds_pass(lambda: self.serving.health.rounds, "health loop", n)
 
+    def credentials(self):
+        """Channel credentials for serving's port when it serves TLS (its own certificate, as a client's), else None."""
+        from mmsearch.services.runtime.tls import channel_credentials, read_material
+
+        tls = self.serving_settings.tls
+        return channel_credentials(read_material(tls)) if tls.serves else None
+
     def wait_serving(self, timeout: float = 60.0) -> None:
         """Block until health is SERVING (config active, dependencies answer)."""
         try:
-            wait_serving(self.address, timeout)
+            wait_serving(self.address, timeout, credentials=self.credentials())
         except TimeoutError:
             raise TimeoutError(f"serving not SERVING within {timeout}s: {self.serving.store.last_error} "
                                f"{self.serving.health.down}") from None
@@ -240,4 +247,3 @@ def start_stack(loop: ServiceLoop, *, models: dict[str, str], experiments: Path,
     stack.start_serving()
     stack.wait_serving()
     return stack
-
