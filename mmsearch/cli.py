@@ -83,6 +83,8 @@ serve_app = typer.Typer(help="Run an online service (settings from MMSEARCH_* va
 app.add_typer(serve_app, name="serve")
 experiments_app = typer.Typer(help="A/B experiments: what each arm does for users.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
+keys_app = typer.Typer(help="API keys: mint one for the key file (MMSEARCH_API_KEYS_FILE).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 @serve_app.command("preprocess")
@@ -132,6 +134,36 @@ def experiments_report(
         typer.echo(report(scene=scene, mongo_uri=mongo_uri, database=events_database, since=since, alpha=alpha,
                           power=power, mde=mde, controls=control, output_format=output_format, timeout=timeout),
                    nl=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    scopes: str = typer.Option(..., help="Comma-separated: search, feedback, write, admin, relay (relay: the web "
+                                         "service's key to serving)."),
+    scenes: str = typer.Option(None, help="Comma-separated scenes the key may touch (default: every scene)."),
+    rate: float = typer.Option(None, help="Requests per second the key may make, sustained (default: no limit)."),
+    burst: int = typer.Option(None, help="Requests the key may make at once (default: twice the rate)."),
+    name: str = typer.Option("", help="A label for people (who holds the key); rotation: mint a new key with the "
+                                      "same name, remove the old line later."),
+) -> None:
+    """Mint a key: prints the key (give it to the caller; it is stored nowhere) then the line for the key file."""
+    import datetime as dt
+
+    from mmsearch.core.access.keys import KeyFileError, mint
+
+    def split(text: str | None) -> list[str] | None:
+        return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+    try:
+        key, line = mint(split(scopes) or [], split(scenes), rate, burst, name,
+                         created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise typer.Exit(2)
+    print("the key (give it to the caller; shown once, stored nowhere):", file=sys.stderr)
+    typer.echo(key)
+    print("its line for the key file (append it to the Secret's keys.jsonl; only the hash is in it):", file=sys.stderr)
+    typer.echo(line)
 
 
 @app.command("operator")
