@@ -8,10 +8,14 @@ Routes:
 - ``POST /api/search`` multipart form (``scene``, ``k``, ``user``, ``filter``..., file ``image``) an image search;
 - ``GET /api/scenes`` the scenes serving has loaded;
 - ``POST /api/feedback`` JSON ``{feedback_token, item_id, event, dwell_seconds?}`` (the page sends it with
-  ``navigator.sendBeacon``, so ``text/plain`` bodies are JSON too), rate-limited per client: a click, dwell
+  ``navigator.sendBeacon``, so ``text/plain`` bodies are JSON too), rate-limited per client address: a click, dwell
   or skip on a result, forwarded to serving's ``Feedback``;
 - ``GET /healthz`` the process is up; ``GET /readyz`` serving answers its gRPC health check;
 - ``GET /images/...`` only when ``MMSEARCH_IMAGES_DIR`` is set (thumbnails of a local image corpus).
+
+Every ``/api`` route needs an API key with the route's scope unless anonymous
+access is on for the scene (:mod:`mmsearch.services.web.access`, docs/access.md);
+the page, static files and health are public.
 
 Handlers are thin: parameters are validated by :mod:`mmsearch.services.web.params`,
 shapes come from :mod:`mmsearch.services.web.responses`. Every ``/api`` error is JSON
