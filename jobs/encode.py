@@ -20,10 +20,14 @@ Decisions:
   ``--shard auto/N`` reads the index from ``JOB_COMPLETION_INDEX`` (set by
   Kubernetes for Indexed Jobs), so one pod template serves every worker.
 - The tower decides the input: a text tower (``manifest.tower == "text"``)
-  encodes ``--text-field`` with the exported ``tokenizer.json`` (pad to the
-  longest text of a batch; texts are sorted by length within a chunk to cut
-  padding); an image tower fetches each record's ``url`` (http(s)://, file://
-  or a path) and preprocesses it like ``CLIPImageProcessor`` from the exported
+  encodes the text ``--text-template`` makes of each record (``"{question}:
+  {answer}"``; ``--text-field F``, default ``question``, is the template
+  ``"{F}"``; see :mod:`mmsearch.core.text_template`) with the exported
+  ``tokenizer.json`` (pad to the longest text of a batch; texts are sorted by
+  length within a chunk to cut padding); the template is recorded in
+  ``meta.json`` (``text_template``), push-milvus records it with the
+  collection, and sync embeds changed documents with it; an image tower
+  fetches each record's ``url`` (http(s)://, file:// or a path) and preprocesses it like ``CLIPImageProcessor`` from the exported
   ``preprocessor_config.json``. Both use ``mmsearch.services.preprocess``, the code the
   online path uses, so offline and online inputs are identical.
 - onnxruntime with the CUDA execution provider when available (``--device
@@ -45,12 +49,17 @@ import numpy as np
 import typer
 
 from mmsearch.jobs.app import job_app
-from mmsearch.jobs.options import BatchSize, Device, Model, ModelRepositoryUri, OnnxThreads, TextField, Workdir
+from mmsearch.jobs.options import (
+    BatchSize, Device, Model, ModelRepositoryUri, OnnxThreads, TextField, TextTemplate, Workdir,
+)
 from mmsearch.jobs.corpus import corpus_uri, ensure_workdir, read_corpus
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.progress import Progress
 from mmsearch.core import artifacts, onnx
 from mmsearch.core.model_repository import ModelFolder, ModelManifest, ModelRepository
+from mmsearch.core.text_template import (
+    DEFAULT_FIELD, MissingField, TemplateError, choose_template, recorded_template, render, template_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,21 +210,31 @@ def bounded_text(text: str, max_length: int | None, side: str = "right") -> str:
     return text[-bound:] if side == "left" else text[:bound]
 
 
+def text_template_of(text_field: str | None, text_template: str | None) -> str:
+    """The template ``--text-field`` / ``--text-template`` ask for (default ``{question}``); JobError
+    naming the flag at fault."""
+    try:
+        return choose_template(text_field, text_template) or choose_template(DEFAULT_FIELD, None)
+    except TemplateError as exc:
+        raise JobError(str(exc)) from None
+
+
 class TextInputs:
-    def __init__(self, encoder: Encoder, field: str):
+    def __init__(self, encoder: Encoder, template: str):
         from mmsearch.core.tokenizers import load_tokenizer
 
         self.tokenizer = load_tokenizer(encoder.folder.path)
-        self.field = field
+        self.template, self.fields = template, template_fields(template)
         self.side = (self.tokenizer.tokenizer.truncation or {}).get("direction", "right")
 
     def texts(self, records: Sequence[dict]) -> list[str]:
         out = []
         for record in records:
-            value = record.get(self.field)
-            if not isinstance(value, str):
-                raise JobError(f"record id {record['id']}: no text in field {self.field!r} (set --text-field)")
-            out.append(bounded_text(value, self.tokenizer.max_length, self.side))
+            try:
+                text = render(self.template, record, self.fields)
+            except MissingField as exc:
+                raise JobError(f"record id {record['id']}: {exc} (set --text-field or --text-template)") from None
+            out.append(bounded_text(text, self.tokenizer.max_length, self.side))
         return out
 
     def batches(self, records: Sequence[dict], batch_size: int) -> Iterator[tuple[np.ndarray, dict, list[int]]]:
@@ -281,9 +300,14 @@ def encode_records(encoder: Encoder, inputs: TextInputs | ImageInputs, records: 
 
 
 def encode(workdir: str, repository: str, model: str, *, shard: str | None = None, batch_size: int = 64,
-           chunk_size: int = 4096, text_field: str = "question", device: str = "auto", threads: int = 0) -> dict:
-    """Encode this shard's unfinished chunks; returns (and reports) a summary: chunks written/skipped, vectors, failed."""
+           chunk_size: int = 4096, text_field: str | None = None, text_template: str | None = None,
+           device: str = "auto", threads: int = 0) -> dict:
+    """Encode this shard's unfinished chunks; returns (and reports) a summary: chunks written/skipped, vectors, failed.
+
+    A text tower embeds what ``text_template`` makes of each record (``text_field`` F: the template
+    ``{F}``; neither: ``{question}``)."""
     index, count = parse_shard(shard)
+    template = text_template_of(text_field, text_template)
     if batch_size < 1:
         raise JobError(f"--batch-size must be >= 1, got {batch_size}")
     if chunk_size < 1:
@@ -298,10 +322,11 @@ def encode(workdir: str, repository: str, model: str, *, shard: str | None = Non
     meta = {"model": model, "tower": encoder.tower, "onnx_sha256": encoder.manifest.onnx_sha256,
             "dimension": encoder.manifest.dimension, "chunk_size": chunk_size, "chunks": n_chunks,
             "corpus_records": len(records), "corpus_sha256": corpus_sha,
-            "text_field": text_field if encoder.tower == "text" else None}
+            "text_template": template if encoder.tower == "text" else None}
     meta_uri = artifacts.join(workdir, VECTORS, META)
     if artifacts.exists(meta_uri):
         old = json.loads(artifacts.read_bytes(meta_uri))
+        old["text_template"] = recorded_template(old)  # vectors encoded before templates record text_field
         diff = sorted(k for k in meta if old.get(k) != meta[k])
         if diff:
             raise JobError(f"{artifacts.join(workdir, VECTORS)} holds vectors made with other settings ({', '.join(diff)} "
@@ -309,7 +334,7 @@ def encode(workdir: str, repository: str, model: str, *, shard: str | None = Non
     else:
         artifacts.write_bytes(meta_uri, json.dumps(meta, indent=2).encode())
 
-    inputs = TextInputs(encoder, text_field) if encoder.tower == "text" else ImageInputs(encoder)
+    inputs = TextInputs(encoder, template) if encoder.tower == "text" else ImageInputs(encoder)
     done = finished_chunks(workdir)
     mine = [k for k in range(n_chunks) if k % count == index]
     todo = [k for k in mine if k not in done]
@@ -340,11 +365,12 @@ def encode_command(
     shard: str = typer.Option(None, envvar="MMSEARCH_SHARD", help="i/N: this worker's share; auto/N reads JOB_COMPLETION_INDEX."),
     batch_size: BatchSize = 64,
     chunk_size: int = typer.Option(4096, envvar="MMSEARCH_CHUNK_SIZE", help="Records per chunk file (unit of resume)."),
-    text_field: TextField = "question",
+    text_field: TextField = None,
+    text_template: TextTemplate = None,
     device: Device = "auto",
     threads: OnnxThreads = 0,
 ) -> None:
     """Encode the corpus with an exported tower into resumable vector chunks."""
     with exit_on_error():
         encode(workdir, repository, model, shard=shard, batch_size=batch_size, chunk_size=chunk_size,
-               text_field=text_field, device=device, threads=threads)
+               text_field=text_field, text_template=text_template, device=device, threads=threads)

@@ -57,7 +57,12 @@ Model = Annotated[str, typer.Option(
     envvar="MMSEARCH_MODEL", help="A tower in the model repository: NAME (texts) or NAME-image (images); evaluate's default: "
                                  "the collection's own.")]
 BatchSize = Annotated[int, typer.Option(envvar="MMSEARCH_BATCH_SIZE", min=1, help="Records per batch.")]
-TextField = Annotated[str, typer.Option(envvar="MMSEARCH_TEXT_FIELD", help="Corpus field encoded for text corpora.")]
+TextField = Annotated[str, typer.Option(
+    envvar="MMSEARCH_TEXT_FIELD", help="Corpus field encoded for text corpora (encode's default: question); "
+                                       "F is the text template {F}.")]
+TextTemplate = Annotated[str, typer.Option(
+    envvar="MMSEARCH_TEXT_TEMPLATE", help="What text corpora embed, over each record's fields, e.g. "
+                                          "'{question}: {answer}' (instead of --text-field).")]
 Device = Annotated[str, typer.Option(envvar="MMSEARCH_DEVICE", help="auto (CUDA if available) | cpu | cuda.")]
 OnnxThreads = Annotated[int, typer.Option(
     "--onnx-intra-op-threads", "--threads", min=0,

@@ -55,6 +55,7 @@ from mmsearch.jobs.jsonl import json_object
 from mmsearch.jobs.progress import Progress
 from mmsearch.core.fields import TEXT_FIELD, CollectionLayout, FieldError, parse_fields, parse_lexical
 from mmsearch.core.model_repository import ModelManifest, ModelRepository, model_mismatch
+from mmsearch.core.text_template import recorded_template
 
 
 def milvus_row(record: dict, vector: np.ndarray, layout: CollectionLayout) -> dict:
@@ -103,7 +104,7 @@ def milvus_rows(records: Mapping[int, dict], ids: np.ndarray, vectors: np.ndarra
 def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManifest,
                  batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int, corpus: Corpus, *,
                  index_type: str = "auto", metric: str = "IP", index_params: dict | None = None,
-                 batch_size: int = 1000, token: str = "", timeout: float = 10.0, text_field: str | None = None,
+                 batch_size: int = 1000, token: str = "", timeout: float = 10.0, text_template: str | None = None,
                  progress: Progress | None = None, layout: CollectionLayout | None = None) -> dict:
     """Upsert ``total`` vectors (given as (ids, vectors) chunks of any size) of ``corpus``'s records
     into ``scene_version``, with the fields and BM25 text ``layout`` declares."""
@@ -137,7 +138,7 @@ def push_vectors(milvus_uri: str, scene: str, version: str, manifest: ModelManif
         if found != total:
             raise JobError(f"count check failed: collection {name} holds {found} entities, expected {total}"
                            + ("; it holds vectors of another corpus: use a new --version" if found > total else ""))
-        mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_field=text_field)
+        mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_template=text_template)
     return {"collection": name, "entities": found, "dimension": dimension, "created": created,
             "index": index["type"], "metric": index["metric"], "model": manifest.name,
             "fields": [f.name for f in layout.fields], "bm25": list(layout.lexical.sources) if layout.lexical else []}
@@ -179,7 +180,8 @@ def push_milvus(workdir: str, milvus_uri: str, scene: str, version: str, reposit
     total, batches = read_vectors(workdir)
     return push_vectors(milvus_uri, scene, version, manifest, batches, total, corpus, index_type=index_type,
                         metric=metric, index_params=index_params, batch_size=batch_size, token=token,
-                        timeout=timeout, text_field=meta.get("text_field"), progress=progress, layout=layout)
+                        timeout=timeout, text_template=recorded_template(meta), progress=progress,
+                        layout=layout)
 
 
 def parse_index_params(text: str | None) -> dict | None:

@@ -14,9 +14,12 @@ Decisions:
 - One way to update in place: this stage (the full build stays prepare ->
   encode -> push-milvus -> push-mongo -> publish into a new version).
 - Refused when the collection was built by another model than ``--model``
-  (its recorded manifest's ``onnx_sha256``) or from another text field: mixing
-  vectors of two models in one collection would corrupt it; that needs a full
-  rebuild into a new version. Refused for collections pushed before rows
+  (its recorded manifest's ``onnx_sha256``), or asked to embed other text than
+  the collection records (``--text-field`` / ``--text-template`` against its
+  ``text_template``, see :mod:`mmsearch.core.text_template`): mixing vectors of
+  two models, or of two texts, in one collection would corrupt it; that needs
+  a full rebuild into a new version. Without either flag sync embeds what the
+  collection records. Refused for collections pushed before rows
   carried hashes.
 - Crash-safe by order, not by a journal: the diff is computed afresh on every
   run from what Milvus holds, and each batch writes MongoDB first and Milvus
@@ -52,7 +55,7 @@ import typer
 from mmsearch.jobs.app import job_app
 from mmsearch.jobs.options import (
     BatchSize, Collection, Database, Device, MilvusToken, MilvusUri, Model, ModelRepositoryUri, MongoUri,
-    OnnxThreads, Scene, TIMEOUT, TextField, Timeout, Version, Workdir,
+    OnnxThreads, Scene, TIMEOUT, TextField, TextTemplate, Timeout, Version, Workdir,
 )
 from mmsearch.jobs.corpus import document_hash, read_corpus
 from mmsearch.jobs.encode import ImageInputs, TextInputs, encode_records, load_encoder
@@ -68,6 +71,9 @@ from mmsearch.core.milvus.registry_writes import update_state
 from mmsearch.core.milvus.rows import count, delete_ids, mark_complete, read_hashes, upsert_rows
 from mmsearch.core.fields import CollectionLayout
 from mmsearch.core.model_repository import ModelManifest, ModelRepository, model_mismatch
+from mmsearch.core.text_template import (
+    DEFAULT_FIELD, TemplateError, choose_template, field_template, recorded_template,
+)
 
 MAX_RECORDED_IDS = 2000
 
@@ -113,10 +119,21 @@ def _target(client, milvus_uri: str, scene: str, version: str | None) -> str:
     return name
 
 
+def asked_template(text_field: str | None, text_template: str | None) -> tuple[str, str] | None:
+    """(the flag and value given, the template they ask for), None when neither flag is; JobError naming it."""
+    try:
+        template = choose_template(text_field, text_template)
+    except TemplateError as exc:
+        raise JobError(str(exc)) from None
+    if template is None:
+        return None
+    return (f"--text-template {text_template!r}" if text_template else f"--text-field {text_field!r}"), template
+
+
 def _check_target(client, name: str, scene: str, manifest: ModelManifest,
-                  text_field: str | None) -> tuple[str | None, CollectionLayout]:
-    """Refuse what sync cannot update (see the module doc); the text field to encode (None: images) and
-    the collection's layout (the fields and BM25 text every row it writes carries)."""
+                  asked: tuple[str, str] | None) -> tuple[str | None, CollectionLayout]:
+    """Refuse what sync cannot update (see the module doc); the text template to embed (None: images)
+    and the collection's layout (the fields and BM25 text every row it writes carries)."""
     record = read_info(client, name)
     if record is None:
         raise JobError(f"collection {name} was not made by mmsearch; sync cannot update it")
@@ -128,11 +145,12 @@ def _check_target(client, name: str, scene: str, manifest: ModelManifest,
     if not has_hashes(client, name):
         raise JobError(f"collection {name} was pushed before rows carried content hashes: sync cannot tell "
                        "what changed; rebuild it into a new --version once")
-    built = read_state(client, name).get("text_field")
-    if text_field and built and text_field != built:
-        raise JobError(f"--text-field {text_field!r}: collection {name} encoded field {built!r}; "
-                       "sync must encode the same field (omit --text-field), or rebuild")
-    return (text_field or built or "question") if manifest.tower == "text" else None, record.layout
+    built = recorded_template(read_state(client, name))
+    if asked and built and asked[1] != built:
+        raise JobError(f"{asked[0]}: collection {name} embeds {built!r}; sync must embed the same text "
+                       "(omit --text-field and --text-template), or rebuild")
+    template = asked[1] if asked else built or field_template(DEFAULT_FIELD)
+    return template if manifest.tower == "text" else None, record.layout
 
 
 def _check_documents(mongo_uri: str, database: str, documents: str, name: str, timeout: float) -> None:
@@ -177,7 +195,8 @@ def _apply(client, name: str, target, plan: SyncPlan, records: dict[int, dict], 
 
 def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: str, model: str, *,
          collection: str, version: str | None = None, database: str = "mmsearch",
-         text_field: str | None = None, batch_size: int = 256, device: str = "auto", threads: int = 0,
+         text_field: str | None = None, text_template: str | None = None, batch_size: int = 256,
+         device: str = "auto", threads: int = 0,
          token: str = "", timeout: float = 10.0, progress: Progress | None = None) -> dict:
     """Bring the live version of ``scene`` (or ``scene_version``) in line with the corpus; returns a summary."""
     import pymongo
@@ -189,14 +208,15 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
         raise JobError(f"empty corpus in {workdir}: sync would delete every document; check the source")
     records = corpus.by_id()
     manifest = ModelRepository(repository).manifest(model)
+    asked = asked_template(text_field, text_template)
 
     def encode_with():
         encoder = load_encoder(repository, model, device=device, threads=threads)
-        return encoder, TextInputs(encoder, field) if encoder.tower == "text" else ImageInputs(encoder)
+        return encoder, TextInputs(encoder, template) if encoder.tower == "text" else ImageInputs(encoder)
 
     with session(milvus_uri, f"while syncing scene {scene}", token=token, timeout=timeout) as client:
         name = _target(client, milvus_uri, scene, version)
-        field, layout = _check_target(client, name, scene, manifest, text_field)
+        template, layout = _check_target(client, name, scene, manifest, asked)
         state = read_state(client, name)
         ensure_loaded(client, name)
         plan = plan_sync({r["id"]: document_hash(r) for r in corpus.records}, read_hashes(client, name))
@@ -237,7 +257,7 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
             generation += 1
             changes = {"generation": generation, "pending": None,
                        "changed": {"generation": generation, "at": time.time(), **pending}}
-        mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_field=field, **changes)
+        mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_template=template, **changes)
     return {"collection": name, "documents": f"{database}.{documents}", "new": len(plan.new),
             "changed": len(plan.changed), "removed": len(plan.removed), "failed": len(failed),
             "failed_ids": failed[:20], "entities": found, "generation": generation}
@@ -255,6 +275,7 @@ def sync_command(
     version: Version = None,
     database: Database = "mmsearch",
     text_field: TextField = None,
+    text_template: TextTemplate = None,
     batch_size: BatchSize = 256,
     device: Device = "auto",
     threads: OnnxThreads = 0,
@@ -264,6 +285,7 @@ def sync_command(
     """Update the published version in place: encode and upsert new and changed documents, delete removed ones."""
     with exit_on_error(), Progress("sync", interval=0.5) as progress:
         summary = sync(workdir, milvus_uri, mongo_uri, scene, repository, model, collection=collection,
-                       version=version, database=database, text_field=text_field, batch_size=batch_size,
+                       version=version, database=database, text_field=text_field,
+                       text_template=text_template, batch_size=batch_size,
                        device=device, threads=threads, token=milvus_token, timeout=timeout, progress=progress)
         progress.finish(**summary)

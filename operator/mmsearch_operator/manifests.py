@@ -97,8 +97,9 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
         enc = spec["encode"]
         args = ["--workdir", workdir, "--model-repository", model["repository"], "--model", document_model(spec),
                 "--batch-size", str(enc["batchSize"])]
-        if spec["modality"] == "text":
-            args += ["--text-field", enc["textField"]]
+        if spec["modality"] == "text":  # textTemplate, when set, instead of textField (which has a default)
+            args += ["--text-template", enc["textTemplate"]] if enc.get("textTemplate") else [
+                "--text-field", enc["textField"]]
         if enc["shards"] > 1:
             args += ["--shard", f"auto/{enc['shards']}"]
         return args

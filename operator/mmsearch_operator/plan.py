@@ -46,13 +46,19 @@ def _pick(spec: dict[str, Any], section: str, *keys: str) -> dict[str, Any]:
     return {k: part.get(k) for k in keys}
 
 
+def _encode_inputs(spec: dict[str, Any]) -> dict[str, Any]:
+    # the text template: only when set, so specs without one keep their fingerprints
+    return _pick(spec, "encode", "batchSize", "shards", "textField") | {
+        k: v for k, v in _pick(spec, "encode", "textTemplate").items() if v}
+
+
 def stage_inputs(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec fields each stage reads (its own inputs, without upstream stages)."""
     return {
         "prepare": {"source": spec.get("source"), "modality": spec.get("modality"), "data": data_key(spec)},
         "export": _pick(spec, "model", "source", "name", "repository", "family", "version", "maxBatchSize")
         | {"s3": (spec.get("s3") or {}).get("endpointUrl")},
-        "encode": _pick(spec, "encode", "batchSize", "shards", "textField") | {"modality": spec.get("modality")},
+        "encode": _encode_inputs(spec) | {"modality": spec.get("modality")},
         "push-milvus": _pick(spec, "milvus", "uri", "indexType", "metric", "indexParams", "batchSize")
         | {"scene": spec.get("scene")}
         # the layout: only when set, so specs without one keep their fingerprints
@@ -86,7 +92,7 @@ def data_key(spec: dict[str, Any]) -> str:
         "source": spec.get("source"),
         "modality": spec.get("modality"),
         "model": _pick(spec, "model", "source", "name", "repository", "family", "version"),
-        "encode": _pick(spec, "encode", "batchSize", "shards", "textField"),
+        "encode": _encode_inputs(spec),
         "s3": (spec.get("s3") or {}).get("endpointUrl"),
     })[:12]
 

@@ -95,7 +95,7 @@ FIELDS: dict[str, Any] = {
                "fields": {"question": None, "answer": None, "category": None, "id": None}},
     "model": {"source": None, "name": None, "repository": None, "family": None, "version": None,
               "maxBatchSize": None},
-    "encode": {"batchSize": None, "shards": None, "parallelism": None, "textField": None,
+    "encode": {"batchSize": None, "shards": None, "parallelism": None, "textField": None, "textTemplate": None,
                "resources": _RESOURCES, "nodeSelector": None, "tolerations": None},
     "resources": _RESOURCES,
     "milvus": {"uri": None, "indexType": None, "metric": None, "indexParams": None, "batchSize": None,

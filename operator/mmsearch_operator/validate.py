@@ -15,6 +15,9 @@ these messages, each naming the field's path and what to do:
 - ``spec.evaluation`` (full mode only; its query set an s3:// URI or a path
   on spec.volume, its thresholds finite and in range) and skips of stages the
   mode never runs (also CEL rules of the CRD, checked again here);
+- ``spec.encode.textTemplate`` (and ``textField``) as encode will read them
+  (:mod:`mmsearch.core.text_template`): plain ``{field}`` names only, at least
+  one, for modality text only;
 - ``spec.milvus.fields`` and ``spec.milvus.bm25`` as push-milvus will read
   them (:mod:`mmsearch.core.fields`): a name declared twice, a reserved name,
   a key in an item that is not one of name, type, source.
@@ -31,6 +34,7 @@ from pydantic import ValidationError
 
 from mmsearch.core.fields import ANALYZERS, FieldSpec
 from mmsearch.core.quality import Thresholds
+from mmsearch.core.text_template import TemplateError, field_template, template_fields
 from mmsearch.operator.plan import MAX_NAME
 from mmsearch.operator.spec import FIELDS, GATE_NAMES, mode_stages, skipped_stages
 
@@ -162,9 +166,27 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     if isinstance(encode.get("parallelism"), int) and encode["parallelism"] > int(encode.get("shards") or 1):
         problems.append(f"spec.encode.parallelism: {encode['parallelism']} is more than encode.shards "
                         f"({encode.get('shards') or 1}): at most every shard runs at once")
+    problems += _check_text(spec)
     if skipped_stages(spec) >= set(mode_stages(spec)):
         problems.append("spec.skipStages: every stage is skipped (with publish.enabled false): nothing would run")
     return problems + _check_modes(spec) + _check_evaluation(spec)
+
+
+def _check_text(spec: dict[str, Any]) -> list[str]:
+    """spec.encode.textTemplate / textField: what encode embeds of a text corpus's records."""
+    encode = spec.get("encode") or {}
+    template, field = encode.get("textTemplate"), encode.get("textField")
+    if template and spec.get("modality") != "text":
+        return ["spec.encode.textTemplate applies to modality text only (an image tower embeds the image): "
+                "remove it"]
+    try:
+        if template:
+            template_fields(template)
+        elif field and spec.get("modality") == "text":
+            field_template(field)
+    except TemplateError as exc:
+        return [f"spec.encode.{'textTemplate' if template else 'textField'}: {exc}"]
+    return []
 
 
 def _check_modes(spec: dict[str, Any]) -> list[str]:

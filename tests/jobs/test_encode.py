@@ -61,7 +61,7 @@ def test_encoded_query_finds_expected_stdlib_module(stdlib_records, minilm_repo,
     assert sorted(ids) == list(range(len(stdlib_records))) and summary["vectors"] == len(stdlib_records)
     assert vectors.dtype == np.float32 and vectors.shape[1] == 384
     encoder = load_encoder(str(minilm_repo), "minilm")
-    tokenizer = TextInputs(encoder, "answer").tokenizer
+    tokenizer = TextInputs(encoder, "{answer}").tokenizer
     for query, module in QUERIES.items():
         input_ids, mask = tokenizer.encode([query])
         q = encoder.run({"input_ids": input_ids, "attention_mask": mask})[0]
@@ -145,6 +145,59 @@ def test_shards_split_the_work_and_join(tiny_multilingual_repo, tmp_path):
     ids, _ = all_vectors(tmp_path)
     assert sorted(ids.tolist()) == list(range(250))
     assert parse_shard("auto/4", {"JOB_COMPLETION_INDEX": "3"}) == (3, 4)
+
+
+def test_a_template_embeds_several_fields_and_is_recorded(tiny_multilingual_repo, tmp_path):
+    records = [{"id": i, "question": f"name {i}", "answer": f"what {i} does", "year": 2000 + i} for i in range(30)]
+    write_corpus(tmp_path / "template", records)
+    write_corpus(tmp_path / "rendered", [{"id": r["id"], "text": f"{r['question']}: {r['answer']} ({r['year']})"}
+                                         for r in records])
+    repo, model = str(tiny_multilingual_repo), "tiny-multilingual"
+    encode(str(tmp_path / "template"), repo, model, text_template="{question}: {answer} ({year})", chunk_size=8)
+    encode(str(tmp_path / "rendered"), repo, model, text_field="text", chunk_size=8)
+    (ids, vectors), (same_ids, same) = all_vectors(tmp_path / "template"), all_vectors(tmp_path / "rendered")
+    assert ids.tolist() == same_ids.tolist() and np.array_equal(vectors, same)
+    meta = json.loads((tmp_path / "template" / "vectors" / "meta.json").read_text())
+    assert meta["text_template"] == "{question}: {answer} ({year})"
+    assert json.loads((tmp_path / "rendered" / "vectors" / "meta.json").read_text())["text_template"] == "{text}"
+    # a rerun with the same template resumes; another template is other settings
+    assert encode(str(tmp_path / "template"), repo, model, text_template="{question}: {answer} ({year})",
+                  chunk_size=8)["chunks_written"] == 0
+    with pytest.raises(JobError, match=r"other settings \(text_template differ"):
+        encode(str(tmp_path / "template"), repo, model, text_template="{answer}", chunk_size=8)
+
+
+def test_vectors_recorded_before_templates_resume_with_the_same_field(tiny_multilingual_repo, tmp_path):
+    write_corpus(tmp_path, [{"id": i, "answer": f"text {i}"} for i in range(20)])
+    encode(str(tmp_path), str(tiny_multilingual_repo), "tiny-multilingual", text_field="answer", chunk_size=5)
+    meta_path = tmp_path / "vectors" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["text_field"] = meta.pop("text_template").strip("{}")  # as encode wrote it before templates
+    meta_path.write_text(json.dumps(meta))
+    (tmp_path / "vectors" / "chunk-000003-5.npz").unlink()
+    done = encode(str(tmp_path), str(tiny_multilingual_repo), "tiny-multilingual", text_field="answer", chunk_size=5)
+    assert (done["chunks_written"], done["chunks_skipped"]) == (1, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--text-template", "{question}: {answer}"],
+     "error: record id 1: no text in field 'answer', which the text template '{question}: {answer}' embeds"),
+    (["--text-template", "{question}: {answer}", "--text-field", "answer"],
+     "error: --text-field 'answer' and --text-template '{question}: {answer}': give one"),
+    (["--text-template", "no field at all"], "error: text template 'no field at all': names no field"),
+    (["--text-template", "{0} and {}"], "error: text template '{0} and {}': a positional field {0}"),
+    (["--text-template", "{answer!r}"], "error: text template '{answer!r}': {answer!r} is not a plain field"),
+    (["--text-template", "{answer"], "error: text template '{answer': expected '}' before end of string"),
+    (["--text-field", "a.b"], "error: text field 'a.b': name one corpus field"),
+])
+def test_a_template_that_cannot_be_rendered_is_one_clear_line(args, message, tiny_multilingual_repo, tmp_path):
+    write_corpus(tmp_path, [{"id": 0, "question": "q", "answer": "a"}, {"id": 1, "question": "q", "answer": None}])
+    result = run_cli("encode", "--workdir", str(tmp_path), "--repository", str(tiny_multilingual_repo),
+                     "--model", "tiny-multilingual", *args)
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not (tmp_path / "vectors" / "chunk-000000-2.npz").exists()
 
 
 @pytest.mark.parametrize("case, message", [

@@ -98,7 +98,7 @@ def test_a_record_mongodb_cannot_store_is_refused_at_prepare(tmp_path):
 
 def test_encode_cuts_a_huge_text_before_tokenizing_it_to_the_same_tokens(minilm_repo):
     """A 50 MB text was tokenized whole (65 s) and then truncated to the model's max length."""
-    inputs = TextInputs(load_encoder(str(minilm_repo), "minilm", device="cpu", threads=1), "answer")
+    inputs = TextInputs(load_encoder(str(minilm_repo), "minilm", device="cpu", threads=1), "{answer}")
     max_length = inputs.tokenizer.max_length
     text = "the quick brown fox jumps over the lazy dog " * (3 * max_length * CHARS_PER_TOKEN // 44)
     (cut,) = inputs.texts([{"id": 1, "answer": text}])

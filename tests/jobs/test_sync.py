@@ -6,7 +6,7 @@ Checked: exact counts in Milvus and MongoDB, the changed documents found by thei
 removed ones never returned, no failed request during the sync, the change record serving reads
 (generation, changed ids), and serving's summary cache, holding the changed documents before the
 sync, serves their new summaries after it; a SIGKILL half-way then a rerun ends in the state of one clean run; a
-second run changes nothing; another model or text field is refused.
+second run changes nothing; another model or text template is refused.
 """
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ def test_another_model_text_field_or_an_empty_corpus_is_refused(synced, tmp_path
     (tmp_path / "empty" / "corpus.jsonl").write_text("\n")
     for flag, value, expected in [
         ("--repository", str(tmp_path / "repo"), "was built by model 'minilm' (onnx "),
-        ("--text-field", "question", "--text-field 'question': collection synced_1 encoded field 'answer'"),
+        ("--text-field", "question", "--text-field 'question': collection synced_1 embeds '{answer}'"),
         ("--scene", "nothing", "scene nothing has no published version to sync"),
         ("--workdir", str(tmp_path / "empty"), "empty corpus"),
     ]:

@@ -150,7 +150,7 @@ async def test_a_t2t_indexjob_runs_its_real_stages_to_a_searchable_published_ind
     from mmsearch.jobs.encode import TextInputs, load_encoder
 
     encoder = load_encoder(str(minilm_repo), "minilm", device="cpu")
-    ids, mask = TextInputs(encoder, "question").tokenizer.encode([target["question"]])
+    ids, mask = TextInputs(encoder, "{question}").tokenizer.encode([target["question"]])
     vector = encoder.run({"input_ids": ids, "attention_mask": mask})[0].tolist()
     client = connect(str(milvus))
     try:

@@ -166,6 +166,9 @@ def test_stage_flags_follow_the_job_cli_contract():
     assert stage_args("prepare", text, w, None)[4:] == [
         "--source", "s3://data/qa.jsonl", "--question-field", "title", "--answer-field", "body", "--id-field", "qid"]
     assert stage_args("encode", text, w, None)[-2:] == ["--text-field", "question"]
+    templated = with_defaults({**text, "encode": {**text["encode"], "textTemplate": "{question}: {answer}"}})
+    assert stage_args("encode", templated, w, None)[-2:] == ["--text-template", "{question}: {answer}"]
+    assert "--text-field" not in stage_args("encode", templated, w, None)
     assert stage_args("push-milvus", text, w, "v1_x")[-6:] == [
         "--fields", '[{"name": "category", "type": "keyword"}, {"name": "year", "source": "meta:year, first", '
                     '"type": "number"}]',
@@ -199,6 +202,8 @@ def test_names_workdir_and_version_are_deterministic():
     ({"publish": {"keep": 5}}, {"publish"}),
     ({"model": {"source": "other/model", "name": "minilm", "repository": "s3://mmsearch/models"}}, set(plan.STAGES)),
     ({"encode": {"batchSize": 8}}, {"prepare", "encode", "push-milvus", "push-mongo", "evaluate", "publish", "sync"}),
+    ({"encode": {"textTemplate": "{question}: {answer}"}},
+     {"prepare", "encode", "push-milvus", "push-mongo", "evaluate", "publish", "sync"}),
     ({"evaluation": {"queries": "s3://mmsearch/q.jsonl"}}, {"evaluate", "publish"}),
     ({"mode": "incremental"}, set()),
     ({"image": "other:2", "backoffLimit": 5, "retry": 3, "encode": {"resources": {"limits": {"cpu": "4"}}}}, set()),

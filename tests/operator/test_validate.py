@@ -42,6 +42,12 @@ def test_a_valid_spec_has_no_problems():
     ("demo", {"mongo": {"uriSecret": {"name": "m"}, "colection": "x"}}, "spec.mongo.colection: unknown field"),
     ("demo", {"sourc": {"kind": "qa"}}, "spec.sourc: unknown field"),
     ("demo", {"encode": {"shards": 2, "parallelism": 3}}, "spec.encode.parallelism: 3 is more than encode.shards (2)"),
+    # what encode embeds, as encode reads it
+    ("demo", {"encode": {"textTemplate": "{title!r}"}}, "spec.encode.textTemplate: text template '{title!r}': "),
+    ("demo", {"encode": {"textTemplate": "no field"}}, "spec.encode.textTemplate: text template 'no field': names no"),
+    ("demo", {"encode": {"textField": "a.b"}}, "spec.encode.textField: text field 'a.b': name one corpus field"),
+    ("demo", {"modality": "image", "source": {"kind": "images", "uri": "s3://b/i"},
+              "encode": {"textTemplate": "{name}"}}, "spec.encode.textTemplate applies to modality text only"),
     ("demo", {"mongo": {"uri": "mongodb://root:hunter2@mongo:27017"}}, "spec.mongo.uri: holds a password"),
     ("demo", {"skipStages": ["prepare", "export", "encode", "push-milvus", "push-mongo"], "publish": {"enabled": False}},
      "spec.skipStages: every stage is skipped"),
@@ -95,6 +101,10 @@ def test_a_layout_push_milvus_accepts_has_no_problems():
     assert _problems(milvus={"uri": "http://m", "fields": [{"name": "category", "type": "keyword"},
                                                            {"name": "year", "type": "number", "source": "y"}],
                              "bm25": {"fields": ["question", "answer"]}}) == []
+
+
+def test_a_text_template_encode_accepts_has_no_problems():
+    assert _problems(encode={"textTemplate": "{question}: {answer}"}) == []
 
 
 def test_skipping_push_mongo_needs_no_mongo_target():
