@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Awaitable, Callable, Generic, TypeVar
 
 import grpc
-from pydantic import FilePath, model_validator
+from pydantic import model_validator
 
 from mmsearch.core.settings import Group, setting
 
@@ -51,13 +51,13 @@ class Tls(Group):
 
     env_prefix = "TLS_"
 
-    cert_file: FilePath | None = setting(
+    cert_file: Path | None = setting(
         None, description="This process's certificate chain (PEM; cert-manager's tls.crt): its port serves TLS "
                           "and refuses plaintext; also the client certificate when a server asks for one. "
                           "Re-read when it changes. Set with MMSEARCH_TLS_KEY_FILE.")
-    key_file: FilePath | None = setting(
+    key_file: Path | None = setting(
         None, description="Private key of MMSEARCH_TLS_CERT_FILE (PEM; cert-manager's tls.key).")
-    ca_file: FilePath | None = setting(
+    ca_file: Path | None = setting(
         None, description="CA bundle that verifies peers (PEM; cert-manager's ca.crt): set, every outgoing gRPC "
                           "call of this process uses TLS and checks the server against it; with "
                           "MMSEARCH_TLS_CLIENT_AUTH, client certificates are checked against it too.")
@@ -67,6 +67,10 @@ class Tls(Group):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Tls":
+        for name, path in (("CERT_FILE", self.cert_file), ("KEY_FILE", self.key_file), ("CA_FILE", self.ca_file)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"MMSEARCH_TLS_{name}={path}: no such file (mount the Secret holding it, or unset "
+                                 f"the variable)")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("MMSEARCH_TLS_CERT_FILE and MMSEARCH_TLS_KEY_FILE are set together (tls.crt and "
                              "tls.key of one certificate); set both or neither")
