@@ -1,10 +1,24 @@
-"""Prometheus metrics: a gRPC server interceptor and the /metrics HTTP endpoint."""
+"""Prometheus metrics: a gRPC server interceptor and the /metrics HTTP endpoint.
+
+The endpoint (plain HTTP on its own port, never a public one) also answers the
+kubelet's probes where the service port cannot: a port serving TLS refuses the
+kubelet's gRPC probe. ``GET /healthz`` is 200 while the process answers (its
+event loop runs a task within a second), ``GET /readyz`` 200 while it also
+reports SERVING, else 503; each body is ``{"status": ...}`` and nothing else.
+"""
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
+import threading
 import time
+from typing import Callable
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 GRPC_REQUESTS = Counter(
     "mmsearch_grpc_requests_total",
@@ -65,11 +79,64 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-class MetricsEndpoint:
-    """The Prometheus /metrics HTTP server (port 0 picks a free port)."""
+Probe = Callable[[], bool]
+"""Whether the process is SERVING; raises when it cannot tell (its event loop does not answer)."""
+PROBE_WAIT_S = 1.0
 
-    def __init__(self, host: str, port: int):
-        self._server, self._thread = start_http_server(port, addr=host, registry=REGISTRY)
+
+def loop_probe(loop: asyncio.AbstractEventLoop, serving: Callable[[], bool], wait: float = PROBE_WAIT_S) -> Probe:
+    """A :data:`Probe` asked from another thread: ``serving()`` run on ``loop``, so a wedged loop is not alive."""
+
+    async def ask() -> bool:
+        return serving()
+
+    return lambda: asyncio.run_coroutine_threadsafe(ask(), loop).result(wait)
+
+
+def probe_answer(path: str, probe: Probe | None) -> tuple[int, str] | None:
+    """(HTTP status, status word) of /healthz or /readyz; None for any other path. Pure but for ``probe``."""
+    if path not in ("/healthz", "/readyz"):
+        return None
+    try:
+        ready = True if probe is None else bool(probe())
+    except Exception:
+        return 503, "not alive"
+    if path == "/healthz":
+        return 200, "alive"
+    return (200, "ready") if ready else (503, "not ready")
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - one line per scrape or probe is noise
+        pass
+
+
+class MetricsEndpoint:
+    """The Prometheus /metrics HTTP server with /healthz and /readyz (port 0 picks a free port).
+
+    ``probe`` (settable after start) tells readiness; None: ready while the process answers.
+    """
+
+    def __init__(self, host: str, port: int, probe: Probe | None = None):
+        self.probe = probe
+        metrics = make_wsgi_app(REGISTRY)
+
+        def app(environ, start_response):
+            answer = probe_answer(environ.get("PATH_INFO", ""), self.probe)
+            if answer is None:
+                return metrics(environ, start_response)
+            status, word = answer
+            body = json.dumps({"status": word}).encode()
+            start_response(f"{status} {'OK' if status == 200 else 'Service Unavailable'}",
+                           [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                            ("Cache-Control", "no-store")])
+            return [body]
+
+        server_class = type("Server", (ThreadingWSGIServer,),
+                            {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+        self._server = make_server(host, port, app, server_class, handler_class=_Quiet)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        self._thread.start()
         self.port: int = self._server.server_port
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ the standard ``grpc.health.v1`` health service, server reflection (unless
 ``MMSEARCH_REFLECTION=false``), the request guard (a malformed request is
 INVALID_ARGUMENT, never library text: :mod:`mmsearch.services.runtime.guard`), the
 Prometheus interceptor and a ``/metrics`` endpoint (always plaintext: it is
-not on a public port). With ``MMSEARCH_TLS_CERT_FILE`` set the port serves TLS
+not on a public port; its ``/healthz`` and ``/readyz`` are the kubelet's probes of a TLS port). With ``MMSEARCH_TLS_CERT_FILE`` set the port serves TLS
 only, its certificate re-read on rotation (:mod:`mmsearch.services.runtime.tls`). ``run_until_signal``
 serves until SIGTERM/SIGINT, then reports NOT_SERVING and stops gracefully.
 """
@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from mmsearch.core.channels import message_options
 from mmsearch.services.runtime.guard import RequestGuard
-from mmsearch.services.runtime.metrics import MetricsEndpoint, MetricsInterceptor
+from mmsearch.services.runtime.metrics import MetricsEndpoint, MetricsInterceptor, loop_probe
 from mmsearch.services.runtime.settings import GrpcSettings
 from mmsearch.services.runtime.shutdown import EXIT_SLACK_S, signalled, stop_within
 from mmsearch.services.runtime.tls import Watched, server_credentials
@@ -44,6 +44,7 @@ class RunningServer:
     metrics: MetricsEndpoint | None = None
     on_stop: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     tls: Watched | None = None  # the port's certificate files when it serves TLS (``tls.reloads`` counts rotations)
+    serving: bool = False  # what health says of every service: /readyz on the metrics port answers from it
 
     @property
     def metrics_port(self) -> int | None:
@@ -55,6 +56,7 @@ class RunningServer:
         )
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
+        self.serving = serving
 
     async def stop(self, grace: float | None = None) -> None:
         await self.set_serving(False)
@@ -103,6 +105,8 @@ async def start_server(
     endpoint = MetricsEndpoint(settings.metrics_host, settings.metrics_port) if metrics else None
     await server.start()
     running = RunningServer(server, port, health_servicer, names, endpoint, tls=watched)
+    if endpoint is not None:  # /healthz and /readyz: the kubelet's probes of a port that serves TLS
+        endpoint.probe = loop_probe(asyncio.get_running_loop(), lambda: running.serving)
     await running.set_serving(serving)
     log.info("gRPC server started", extra={"port": port, "services": names, "metrics_port": running.metrics_port,
                                            "tls": settings.tls.serves, "client_auth": settings.tls.client_auth})
