@@ -77,6 +77,7 @@ class Tls(Group):
         if self.client_auth and (self.ca_file is None or self.cert_file is None):
             raise ValueError("MMSEARCH_TLS_CLIENT_AUTH=true needs MMSEARCH_TLS_CERT_FILE/MMSEARCH_TLS_KEY_FILE "
                              "(the port's certificate) and MMSEARCH_TLS_CA_FILE (to check client certificates)")
+        read_material(self)  # fail at start on files that cannot serve, not at the first handshake
         return self
 
     @property

@@ -89,11 +89,16 @@ def test_a_missing_file_is_named(tmp_path, monkeypatch):
         load_settings(GrpcSettings)
 
 
-def test_a_key_of_another_certificate_is_refused_at_start(tmp_path, ca):
+def test_a_key_of_another_certificate_is_refused_at_start(tmp_path, ca, monkeypatch):
     files = write_pair(tmp_path, ca.leaf())
+    tls = Tls(**files.settings())
     half_write(files, ca.leaf())
     with pytest.raises(TlsError, match="MMSEARCH_TLS_KEY_FILE"):
-        read_material(Tls(**files.settings()))
+        read_material(tls)
+    for name, path in (("CERT_FILE", files.cert), ("KEY_FILE", files.key)):
+        monkeypatch.setenv(f"MMSEARCH_TLS_{name}", str(path))
+    with pytest.raises(SettingsError, match="the TLS files do not make a certificate, its key"):
+        load_settings(GrpcSettings)
 
 
 # what a TLS port refuses
