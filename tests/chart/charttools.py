@@ -1,11 +1,16 @@
 """Rendering the chart with the real Helm v4 engine (helm_python) and reading the result.
 
 ``VALUE_SETS`` is the matrix every chart test runs over; each set has a golden
-file of its ``helm template`` output under tests/chart/golden/.
+file of its ``helm template`` output under tests/chart/golden/. The signing keys
+the chart draws at install (templates/signing-keys.yaml) are random by design:
+:func:`stable` writes them as ``<random>`` (base64) in what the tests read, and
+:func:`render_raw` gives them as drawn.
 """
 from __future__ import annotations
 
+import base64
 import copy
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,7 +52,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "modelRepository": {"s3": _S3_SECRET},
         "externalMilvus": {"uri": "https://milvus.db:19530", "existingSecret": "milvus-creds"},
         "externalMongodb": {"existingSecret": "mongo-creds"},
-        "feedback": {"existingSecret": "feedback-key", "clientIpHeader": "X-Forwarded-For"},
+        "feedback": {"existingSecret": "feedback-key"},
+        "access": {"trustedProxies": ["10.42.0.0/16"], "clientIpHeader": "X-Forwarded-For"},
         "ingress": {
             "enabled": True,
             "className": "nginx",
@@ -68,6 +74,25 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     # The operator watches every namespace.
     "cluster-wide": {"operator": {"clusterWide": True}},
+    # API keys and mutual TLS on every hop, certificates from cert-manager, web over HTTPS behind the ingress.
+    "secure": {
+        "access": {"existingSecret": "mmsearch-keys", "trustedProxies": ["10.42.0.0/16", "fd00::/8"]},
+        "tls": {"enabled": True, "mutual": True, "web": {"https": True},
+                "certManager": {"issuerRef": {"name": "mmsearch-ca", "kind": "ClusterIssuer"}}},
+        "serving": {"replicas": 3},
+        "triton": {"podAnnotations": {"reloader.stakater.com/auto": "true"}},
+        "networkPolicy": {"enabled": True},
+    },
+    # TLS (not mutual) from Secrets of the user's, keys with web's relay key in a Secret of its own,
+    # anonymous search on one scene, signing keys from the user's Secrets (nothing generated).
+    "secure-secrets": {
+        "access": {"existingSecret": "mmsearch-keys", "relayKey": {"existingSecret": "web-relay", "key": "key"},
+                   "anonymousScenes": "t2t"},
+        "tls": {"enabled": True, "web": {"existingSecret": "web-cert"}, "serving": {"existingSecret": "serving-cert"},
+                "preprocess": {"existingSecret": "preprocess-cert"}, "triton": {"existingSecret": "triton-cert"}},
+        "feedback": {"existingSecret": "feedback-key"},
+        "serving": {"paging": {"existingSecret": "paging-key"}},
+    },
     # The smallest release: no operator, no test hook, the default ServiceAccount.
     "minimal": {"operator": {"enabled": False}, "tests": {"enabled": False}, "serviceAccount": {"create": False},
                 "feedback": {"enabled": False}},
@@ -98,10 +123,21 @@ def render_raw(values: dict[str, Any] | None = None) -> dict[str, str]:
     return chart().render(copy.deepcopy(values or {}), name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
+GENERATED = "mmsearch/templates/signing-keys.yaml"
+DRAWN = base64.b64encode(b"<random>").decode()
+"""What :func:`stable` writes for each drawn key (base64, as Secret data is)."""
+_DRAWN = re.compile(r'^(  [-a-z]+: )"[A-Za-z0-9+/=]+"$', re.M)
+
+
+def stable(rendered: dict[str, str]) -> dict[str, str]:
+    """``rendered`` with the drawn signing keys written as :data:`DRAWN` (every other template as rendered)."""
+    return {t: _DRAWN.sub(rf'\1"{DRAWN}"', text) if t == GENERATED else text for t, text in rendered.items()}
+
+
 @lru_cache(maxsize=None)
 def _render_set(name: str) -> tuple[Manifest, ...]:
     out = []
-    for template, text in sorted(render_raw(VALUE_SETS[name]).items()):
+    for template, text in sorted(stable(render_raw(VALUE_SETS[name])).items()):
         if template.endswith("NOTES.txt"):
             continue
         out.extend(Manifest(template, doc) for doc in yaml.safe_load_all(text) if doc)
@@ -120,7 +156,7 @@ def notes(value_set: str) -> str:
 def template_output(value_set: str) -> str:
     """`helm template`-style text: every non-empty template, sorted by path, with a Source header."""
     parts = []
-    for template, text in sorted(render_raw(VALUE_SETS[value_set]).items()):
+    for template, text in sorted(stable(render_raw(VALUE_SETS[value_set])).items()):
         if template.endswith("NOTES.txt") or not text.strip():
             continue
         parts.append(f"---\n# Source: {template}\n{text.strip()}\n")

@@ -16,6 +16,7 @@ import pytest
 import typer
 
 from tests.chart import charttools as ct
+from tests.support.certs import Ca
 
 SETS = sorted(ct.VALUE_SETS)
 
@@ -109,15 +110,24 @@ def test_every_service_target_port_is_a_declared_container_port(value_set):
 
 
 @pytest.mark.parametrize("value_set", SETS)
-def test_grpc_services_use_native_grpc_probes_and_web_http_probes(value_set):
+def test_grpc_services_use_native_grpc_probes_or_their_metrics_port_with_tls_and_web_http_probes(value_set):
+    """The kubelet's gRPC probe cannot speak TLS: with TLS on, the metrics port's /readyz and /healthz."""
+    values = ct.chart().merge_values(ct.VALUE_SETS[value_set])
+    tls = values["tls"]["enabled"]
     items = ct.manifests(value_set)
     for name in ("preprocess", "serving"):
         (c,) = ct.pod_spec(ct.deployment(items, name))["containers"]
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert "grpc" in c[kind], f"{name} {kind}"
+            if tls:
+                path = "/healthz" if kind == "livenessProbe" else "/readyz"
+                assert c[kind]["httpGet"] == {"path": path, "port": "metrics"}, f"{name} {kind}"
+            else:
+                assert "grpc" in c[kind], f"{name} {kind}"
     (web,) = ct.pod_spec(ct.deployment(items, "web"))["containers"]
     assert web["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    scheme = "HTTPS" if values["tls"]["web"]["https"] else "HTTP"
+    assert {web[k]["httpGet"].get("scheme", "HTTP") for k in ("readinessProbe", "livenessProbe")} == {scheme}
 
 
 # ---------------------------------------------------------------- settings
@@ -155,7 +165,7 @@ def test_every_mmsearch_var_is_a_setting_of_its_service_and_required_ones_are_se
 
 @pytest.mark.parametrize("value_set", SETS)
 @pytest.mark.parametrize("service", sorted(SETTINGS))
-def test_the_values_the_chart_sets_load_in_the_settings_class(service, value_set, monkeypatch):
+def test_the_values_the_chart_sets_load_in_the_settings_class(service, value_set, monkeypatch, tmp_path):
     """Every literal value parses (ports, booleans, the MMSEARCH_MODELS JSON ...)."""
     from mmsearch.core.settings import load_settings
 
@@ -163,12 +173,21 @@ def test_the_values_the_chart_sets_load_in_the_settings_class(service, value_set
     (container,) = ct.pod_spec(ct.deployment(ct.manifests(value_set), service))["containers"]
     import os
 
+    mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+    leaf = Ca.make("chart test CA").leaf()
+    files = {"tls.crt": leaf.cert, "tls.key": leaf.key, "ca.crt": leaf.ca}  # cert-manager's names
     for name in [n for n in os.environ if n.startswith("MMSEARCH_")]:
         monkeypatch.delenv(name)
     for name, entry in ct.env_of(container).items():
         if name.startswith("MMSEARCH_") and name in settings_vars(cls):
             # A Secret's value is not known here; any non-empty text (as long as a key must be) stands for it.
-            monkeypatch.setenv(name, entry.get("value", "from-secret-0123456789abcdef"))
+            value = entry.get("value", "from-secret-0123456789abcdef")
+            if any(value.startswith(f"{m}/") for m in mounts):  # a file of a mounted Secret: one here stands for it
+                path = tmp_path / value.lstrip("/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(files.get(path.name, b"from-secret\n"))
+                value = str(path)
+            monkeypatch.setenv(name, value)
     settings = load_settings(cls)
     assert settings.port == container["ports"][0]["containerPort"]
 
@@ -208,12 +227,20 @@ def test_experiment_config_is_mounted_as_a_directory_and_reloaded_not_restarted(
     assert not [k for k in annotations if k.startswith("checksum/")], "serving reloads the config: no restart on change"
 
 
-def test_web_is_pointed_at_serving():
+@pytest.mark.parametrize(("client", "variable", "server"), [("web", "MMSEARCH_SERVING_ADDRESS", "serving"),
+                                                             ("serving", "MMSEARCH_PREPROCESS_ADDRESS", "preprocess")])
+def test_clients_reach_every_replica_through_a_headless_service(client, variable, server):
+    """gRPC balances over the addresses a name resolves to: a ClusterIP Service's one address pinned each
+    client connection to one pod; the headless Service's DNS name gives every ready pod's."""
     items = ct.manifests("default")
-    env = ct.env_of(ct.pod_spec(ct.deployment(items, "web"))["containers"][0])
-    serving = ct.deployment(items, "serving")
-    port = ct.pod_spec(serving)["containers"][0]["ports"][0]["containerPort"]
-    assert env["MMSEARCH_SERVING_ADDRESS"]["value"] == f"rel-mmsearch-serving:{port}"
+    env = ct.env_of(ct.pod_spec(ct.deployment(items, client))["containers"][0])
+    target = ct.deployment(items, server)
+    port = ct.pod_spec(target)["containers"][0]["ports"][0]["containerPort"]
+    assert env[variable]["value"] == f"dns:///rel-mmsearch-{server}-headless:{port}"
+    (headless,) = [s for s in ct.of_kind(items, "Service") if s.name == f"rel-mmsearch-{server}-headless"]
+    assert headless.doc["spec"]["clusterIP"] == "None"
+    assert headless.doc["spec"]["selector"] == target.doc["spec"]["selector"]["matchLabels"]
+    assert [(p["name"], p["port"]) for p in headless.doc["spec"]["ports"]] == [("grpc", port)]
 
 
 def test_web_serves_metrics_apart_from_its_public_port():
@@ -225,9 +252,15 @@ def test_web_serves_metrics_apart_from_its_public_port():
     assert env["MMSEARCH_METRICS_PORT"]["value"] == str(ports["metrics"]) and ports["metrics"] != ports["http"]
     assert env["MMSEARCH_PORT"]["value"] == str(ports["http"])
     assert "MMSEARCH_REFLECTION" not in env, "web is no gRPC server"
-    (service,) = [s for s in ct.of_kind(items, "Service") if ct.component(s) == "web"]
-    targets = {p["name"]: p["targetPort"] for p in service.doc["spec"]["ports"]}
-    assert targets == {"http": "http", "metrics": "metrics"}
+    services = {s.name: s.doc["spec"] for s in ct.of_kind(items, "Service") if ct.component(s) == "web"}
+    # The public Service (it may be a LoadBalancer) carries the page's port only; /metrics has a ClusterIP
+    # Service of its own for the ServiceMonitor, which no Ingress names.
+    assert {n: {p["name"]: p["targetPort"] for p in s["ports"]} for n, s in services.items()} == {
+        "rel-mmsearch-web": {"http": "http"}, "rel-mmsearch-web-metrics": {"metrics": "metrics"}}
+    assert services["rel-mmsearch-web-metrics"]["type"] == "ClusterIP"
+    (ingress,) = ct.of_kind(items, "Ingress")
+    backends = [p["backend"]["service"] for r in ingress.doc["spec"]["rules"] for p in r["http"]["paths"]]
+    assert backends and all(b == {"name": "rel-mmsearch-web", "port": {"name": "http"}} for b in backends)
     (policy,) = [p for p in ct.of_kind(items, "NetworkPolicy") if ct.component(p) == "web"]
     scrape = [r for r in policy.doc["spec"]["ingress"] if r["ports"] == [{"port": "metrics", "protocol": "TCP"}]]
     assert [r["from"] for r in scrape] == [ct.VALUE_SETS["full"]["networkPolicy"]["metricsFrom"]]
@@ -318,7 +351,8 @@ def test_databases_external_by_default_and_from_subcharts_when_enabled():
 def test_page_depth_is_a_value_and_the_page_token_key_comes_from_a_secret():
     default = ct.env_of(ct.pod_spec(ct.deployment(ct.manifests("default"), "serving"))["containers"][0])
     assert default["MMSEARCH_MAX_PAGE_DEPTH"] == {"name": "MMSEARCH_MAX_PAGE_DEPTH", "value": "1000"}
-    assert "MMSEARCH_PAGE_TOKEN_SECRET" not in default, "no Secret named: serving's built-in key"
+    assert default["MMSEARCH_PAGE_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "rel-mmsearch-signing-keys", "key": "page-token-key"}, "no Secret named: the one the chart draws"
     full = ct.env_of(ct.pod_spec(ct.deployment(ct.manifests("full"), "serving"))["containers"][0])
     assert full["MMSEARCH_MAX_PAGE_DEPTH"]["value"] == "5000"
     assert full["MMSEARCH_PAGE_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "paging-key",
@@ -326,9 +360,12 @@ def test_page_depth_is_a_value_and_the_page_token_key_comes_from_a_secret():
 
 
 @pytest.mark.parametrize("value_set", SETS)
-def test_no_secret_is_rendered_and_no_credential_is_a_literal(value_set):
+def test_no_secret_is_a_value_and_no_credential_is_a_literal(value_set):
+    """The one Secret the chart writes holds the signing keys it draws itself (never a value)."""
     items = ct.manifests(value_set)
-    assert not ct.of_kind(items, "Secret"), "secrets are never values: the chart references existing Secrets"
+    for secret in ct.of_kind(items, "Secret"):
+        assert secret.name == "rel-mmsearch-signing-keys", f"the chart renders Secret {secret.name}"
+        assert set(secret.doc["data"].values()) == {ct.DRAWN}, "its keys are drawn at install, not values"
     for w in ct.workloads(items):
         for c in ct.containers(w):
             for name, entry in ct.env_of(c).items():

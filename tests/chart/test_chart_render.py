@@ -52,6 +52,8 @@ def test_every_manifest_validates_against_kubernetes_openapi(value_set):
     for m in items:
         if m.doc["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # a prometheus-operator CRD: checked by test_service_monitor_matches_its_schema
+        if m.doc["apiVersion"].startswith("cert-manager.io/"):
+            continue  # a cert-manager CRD: checked by test_certificates_match_their_schema
         kubernetes_validate.validate(m.doc, ct.KUBE_VERSION, strict=True)
 
 
@@ -290,8 +292,12 @@ def test_notes_tell_how_to_reach_the_page_and_index():
     assert "operator is disabled" in ct.notes("minimal")
 
 
-def test_notes_warn_about_a_random_feedback_key_and_tell_how_to_report():
+def test_notes_say_where_the_signing_keys_are_warn_without_keys_and_tell_how_to_report():
     default, full = ct.notes("default"), ct.notes("full")
-    assert "WARNING: feedback.existingSecret is empty" in default and "WARNING" not in full
+    assert "signed with the keys of Secret rel-mmsearch-signing-keys" in default
+    assert "signing-keys" not in full and "signing-keys" not in ct.notes("secure-secrets")
+    assert "WARNING: no API keys (access.existingSecret) and anonymous access off" in default
+    assert "mmsearch keys create --scopes relay" in default
+    assert "WARNING" not in ct.notes("secure") and "Anonymous access is on: callers without a key may search and send feedback on t2t" in ct.notes("secure-secrets")
     assert "mmsearch experiments report --scene t2t" in full and "--events-database mmsearch_events" in full
     assert "experiments report" not in ct.notes("minimal")  # feedback disabled

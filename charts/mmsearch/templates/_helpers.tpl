@@ -220,6 +220,41 @@ s3://host:port/bucket/prefix (plain HTTP) or s3://https://host:port/bucket/prefi
 {{- printf "%s:%v" (include "mmsearch.componentName" (dict "root" . "component" "serving")) .Values.serving.port -}}
 {{- end -}}
 
+{{/*
+The gRPC targets of web -> serving and serving -> preprocess: their headless Services through gRPC's DNS
+resolver, which gives every ready pod's address; the clients balance round robin over them
+(mmsearch.core.channels). A ClusterIP Service would pin each client connection to one pod.
+*/}}
+{{- define "mmsearch.preprocessTarget" -}}
+{{- printf "dns:///%s:%v" (include "mmsearch.componentName" (dict "root" . "component" "preprocess-headless")) .Values.preprocess.port -}}
+{{- end -}}
+
+{{- define "mmsearch.servingTarget" -}}
+{{- printf "dns:///%s:%v" (include "mmsearch.componentName" (dict "root" . "component" "serving-headless")) .Values.serving.port -}}
+{{- end -}}
+
+{{/* A headless Service (<name>-headless) over a gRPC component's pods, its gRPC port only: (dict "root" $ "component" "serving" "values" .Values.serving) */}}
+{{- define "mmsearch.headlessService" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "mmsearch.componentName" (dict "root" .root "component" (printf "%s-headless" .component)) }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "mmsearch.labels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  clusterIP: None
+  selector:
+    {{- include "mmsearch.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: grpc
+      port: {{ .values.port }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: grpc
+{{- end -}}
+
 {{- define "mmsearch.tritonAddress" -}}
 {{- printf "%s:%v" (include "mmsearch.componentName" (dict "root" . "component" "triton")) .Values.triton.ports.grpc -}}
 {{- end -}}
@@ -394,7 +429,8 @@ scenes:
 
 {{/*
 A/B outcomes in serving (services/serving/config/settings.py): impressions on or off, the
-feedback key (and user-id salt) from a Secret, the token and event TTLs, the database.
+feedback key (and user-id salt) from a Secret (feedback.existingSecret, else the chart's
+signing-keys Secret: templates/signing-keys.yaml), the token and event TTLs, the database.
 */}}
 {{- define "mmsearch.feedbackServingEnv" -}}
 {{- $f := .Values.feedback -}}
@@ -416,6 +452,12 @@ feedback key (and user-id salt) from a Secret, the token and event TTLs, the dat
       name: {{ $f.existingSecret }}
       key: {{ $f.saltKey }}
       optional: true
+{{- else }}
+- name: MMSEARCH_FEEDBACK_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mmsearch.signingKeysName" . }}
+      key: feedback-key
 {{- end }}
 - name: MMSEARCH_FEEDBACK_TTL_SECONDS
   value: {{ $f.tokenTtlSeconds | quote }}
@@ -428,19 +470,18 @@ feedback key (and user-id salt) from a Secret, the token and event TTLs, the dat
 
 {{/*
 Paging in serving (services/serving/config/settings.py): the page depth, and the page-token
-key from a Secret (never a value: a key in values.yaml would sit in the release's history).
+key from a Secret (serving.paging.existingSecret, else the chart's signing-keys Secret; never a
+value: a key in values.yaml would sit in the release's history).
 */}}
 {{- define "mmsearch.pagingEnv" -}}
 {{- $p := .Values.serving.paging -}}
 - name: MMSEARCH_MAX_PAGE_DEPTH
   value: {{ $p.maxDepth | quote }}
-{{- if $p.existingSecret }}
 - name: MMSEARCH_PAGE_TOKEN_SECRET
   valueFrom:
     secretKeyRef:
-      name: {{ $p.existingSecret }}
-      key: {{ $p.tokenKey }}
-{{- end }}
+      name: {{ $p.existingSecret | default (include "mmsearch.signingKeysName" .) }}
+      key: {{ ternary $p.tokenKey "page-token-key" (not (empty $p.existingSecret)) }}
 {{- end -}}
 
 {{/* The feedback endpoint's rate limit in web (services/web/settings.py). */}}
@@ -450,10 +491,6 @@ key from a Secret (never a value: a key in values.yaml would sit in the release'
   value: {{ $f.ratePerSecond | quote }}
 - name: MMSEARCH_FEEDBACK_BURST
   value: {{ $f.burst | quote }}
-{{- if $f.clientIpHeader }}
-- name: MMSEARCH_CLIENT_IP_HEADER
-  value: {{ $f.clientIpHeader | quote }}
-{{- end }}
 {{- end -}}
 
 {{/*
