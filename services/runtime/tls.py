@@ -210,7 +210,7 @@ class Reloading(Generic[T]):
         self._build, self._close, self._grace = build, close, grace
         self._current: T | None = None
         self._looked = time.monotonic()
-        self._closing: set[asyncio.Task] = set()
+        self._closing: dict[asyncio.Task, T] = {}  # replaced clients, closing once their calls had their time
         self._stubs: dict[Callable, object] = {}
         self._stubs_of: T | None = None
 
@@ -231,8 +231,8 @@ class Reloading(Generic[T]):
             if material is not None:
                 old, self._current = self._current, self._build(self._credentials(material))
                 task = asyncio.get_running_loop().create_task(self._close(old, self._grace))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self._closing[task] = old
+                task.add_done_callback(lambda done: self._closing.pop(done, None))
         return self._current
 
     def stub(self, cls: Callable[[T], S]) -> S:
@@ -245,12 +245,13 @@ class Reloading(Generic[T]):
         return self._stubs[cls]  # type: ignore[return-value]
 
     async def close(self) -> None:
-        """Close the current client now and wait for the replaced ones."""
+        """Close the current client and the replaced ones now (the process is stopping)."""
         current, self._current = self._current, None
-        if current is not None:
-            await self._close(current, 0)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        replaced, self._closing = self._closing, {}
+        for task in replaced:
+            task.cancel()
+        for client in [*replaced.values(), *([current] if current is not None else [])]:
+            await self._close(client, 0)
 
 
 async def _close_channel(channel: grpc.aio.Channel, grace: float) -> None:
