@@ -27,6 +27,11 @@ and an embedded secantusd. Then measures:
   fetched beforehand), more like this (the query's best match) and a hybrid
   query (dense + BM25, fused). Targets: filtered and page 3 <= 1.2x, more like
   this <= 0.8x (no embed), hybrid <= 1.5x.
+- with ``--secure``: a third serving (and its preprocess) with API keys and mutual
+  TLS on as the chart runs them (a test CA, one key file), measured at
+  concurrency 1 and 32 interleaved with the plain serving (on, off, secure,
+  secure, off, on); the ratios say what keys and TLS cost (targets: p50@1 at
+  most 1.10x, QPS@32 at least 0.90x).
 - with ``--triton``: a real ``tritonserver`` (tests/fixtures/triton.py: the
   Python backend running onnxruntime on the same model.onnx, one intra-op
   thread, since the CPU wheel has no onnxruntime backend) and a third
@@ -179,15 +184,17 @@ def naive(model_dir: str, milvus_uri: str, collection: str, mongo_uri: str, scen
     return result
 
 
-async def load(address: str, scene: str, concurrency: int, n: int) -> dict:
+async def load(address: str, scene: str, concurrency: int, n: int, secure: "Secure | None" = None) -> dict:
     import grpc
 
     from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 
-    channel = grpc.aio.insecure_channel(address)
+    channel = secure.channel(address) if secure else grpc.aio.insecure_channel(address)
+    metadata = secure.metadata if secure else ()
     stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
     for q in QUERIES:  # warm up
-        await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=q, user_id="warm-up"), timeout=10)
+        await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=q, user_id="warm-up"), timeout=10,
+                          metadata=metadata)
     latencies: list[float] = []
     counter = iter(range(n))
 
@@ -195,7 +202,7 @@ async def load(address: str, scene: str, concurrency: int, n: int) -> dict:
         for i in counter:
             t = time.perf_counter()
             await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=QUERIES[i % len(QUERIES)],
-                                                          user_id=f"user-{i}"), timeout=10)
+                                                          user_id=f"user-{i}"), timeout=10, metadata=metadata)
             latencies.append(time.perf_counter() - t)
 
     start = time.perf_counter()
@@ -203,6 +210,34 @@ async def load(address: str, scene: str, concurrency: int, n: int) -> dict:
     result = stats(latencies, time.perf_counter() - start)
     await channel.close()
     return result
+
+
+class Secure:
+    """Keys and TLS as the chart runs them: a test CA, one certificate for every process (mutual TLS), a key
+    file with one search key; ``env`` turns them on for a service, ``channel``/``metadata`` for a client."""
+
+    def __init__(self, folder: Path):
+        from mmsearch.core.access.keys import mint
+        from tests.support.certs import Ca, write_pair
+
+        self.files = write_pair(folder / "tls", Ca.make("bench").leaf())
+        self.key, line = mint(["search"])
+        (folder / "keys.jsonl").write_text(line + "\n")
+        self.env = {"MMSEARCH_TLS_CERT_FILE": str(self.files.cert), "MMSEARCH_TLS_KEY_FILE": str(self.files.key),
+                    "MMSEARCH_TLS_CA_FILE": str(self.files.ca), "MMSEARCH_TLS_CLIENT_AUTH": "true",
+                    "MMSEARCH_API_KEYS_FILE": str(folder / "keys.jsonl"), "MMSEARCH_ANONYMOUS_SCENES": ""}
+        self.metadata = (("authorization", f"Bearer {self.key}"),)
+
+    def credentials(self):
+        import grpc
+
+        return grpc.ssl_channel_credentials(self.files.ca.read_bytes(), self.files.key.read_bytes(),
+                                            self.files.cert.read_bytes())
+
+    def channel(self, address: str):
+        import grpc
+
+        return grpc.aio.secure_channel(address, self.credentials())
 
 
 def stored_impressions(mongo_uri: str, settle_s: float = 5.0) -> int:
@@ -279,12 +314,12 @@ async def load_features(address: str, features: dict[str, list], n: int, block: 
     return {name: stats(values, wall) for name, values in latencies.items()}
 
 
-def wait_healthy(address: str, timeout: float = 120) -> None:
+def wait_healthy(address: str, timeout: float = 120, secure: Secure | None = None) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with (grpc.secure_channel(address, secure.credentials()) if secure else grpc.insecure_channel(address)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -327,6 +362,9 @@ def main() -> None:
                         help="extra serving setting, e.g. MMSEARCH_SUMMARY_CACHE_DOCUMENTS=0 (repeatable)")
     parser.add_argument("--triton", action="store_true",
                         help="also measure serving with the encoder on a real tritonserver (MMSEARCH_TRITON_ADDRESS)")
+    parser.add_argument("--secure", action="store_true",
+                        help="also measure a serving with API keys and mutual TLS on (its preprocess too), at "
+                             "concurrency 1 and 32, interleaved with the plain one")
     parser.add_argument("--busy", type=float, default=0.3,
                         help="flag a round before which other processes used more than this many cores")
     parser.add_argument("--patience", type=float, default=120.0, help="seconds to wait for a quiet machine per round")
@@ -391,6 +429,20 @@ def main() -> None:
                                      {**stores, "MMSEARCH_IMPRESSIONS": "false",
                                       **dict(item.split("=", 1) for item in args.serving_env)}))
         wait_healthy(f"127.0.0.1:{off_port}")
+        secure, secure_port = None, 0
+        if args.secure:
+            secure = Secure(tmp / "secure")
+            secure_pre = free_port()
+            procs.append(subprocess.Popen([sys.executable, "-m", "mmsearch.cli", "serve", "preprocess"], cwd=ROOT,
+                                          env={**env, **secure.env, "MMSEARCH_PORT": str(secure_pre),
+                                               "MMSEARCH_MODELS": f'{{"minilm": "{repo}/minilm"}}'}))
+            wait_healthy(f"127.0.0.1:{secure_pre}", secure=secure)
+            secure_port = free_port()
+            procs.append(serving_process(env, secure_port, free_port(), experiments,
+                                         {**stores, **secure.env, "MMSEARCH_PREPROCESS_ADDRESS": f"127.0.0.1:{secure_pre}",
+                                          **dict(item.split("=", 1) for item in args.serving_env)}))
+            wait_healthy(f"127.0.0.1:{secure_port}", secure=secure)
+            secure_pid = procs[-1].pid
         triton_port = 0
         if args.triton:
             from tests.fixtures.triton import TritonServer, triton_repository
@@ -425,20 +477,26 @@ def main() -> None:
                 # At 1 and 32 the same load runs on the serving without impressions too, in the order on, off,
                 # off, on (half the queries each), so a drift of the machine during the round hits both alike;
                 # a pause after each run lets the impression drain finish its writes outside the next one.
-                runs: dict[str, list[dict]] = {"on": [], "off": []}
-                for which in ("on", "off", "off", "on") if c in (1, 32) else ("on", "on"):
+                runs: dict[str, list[dict]] = {"on": [], "off": [], "secure": []}
+                variants = ["on", "off", *(["secure"] if secure else [])]
+                for which in [*variants, *reversed(variants)] if c in (1, 32) else ("on", "on"):
                     on = which == "on"
-                    pids = processes if on else {**processes, "serving": procs[2].pid}
+                    port = {"on": srv_port, "off": off_port, "secure": secure_port}[which]
+                    pids = {**processes, "serving": {"on": procs[1].pid, "off": procs[2].pid,
+                                                      "secure": secure_pid if secure else 0}[which]}
                     before = {name: process_seconds(pid) for name, pid in pids.items()}
                     queries = max(n, 10 * c) // 2
-                    runs[which].append(asyncio.run(load(f"127.0.0.1:{srv_port if on else off_port}", scene, c, queries)))
+                    runs[which].append(asyncio.run(load(f"127.0.0.1:{port}", scene, c, queries,
+                                                        secure if which == "secure" else None)))
                     time.sleep(1.0)
-                    if c == 32:
+                    if c == 32 and which != "secure":
                         (cpu if on else cpu_off)[-1].append({name: (process_seconds(pid) - before[name]) * 1000
                                                          / (queries + len(QUERIES)) for name, pid in pids.items()})
                 rounds[-1][f"mmsearch c={c}"] = merged(*runs["on"])
                 if runs["off"]:
                     rounds[-1][f"no impr. c={c}"] = merged(*runs["off"])
+                if runs["secure"]:
+                    rounds[-1][f"keys+TLS c={c}"] = merged(*runs["secure"])
             for name, figures in asyncio.run(load_features(f"127.0.0.1:{srv_port}", features, n)).items():
                 rounds[-1][f"c=1 {name}"] = figures
             if triton_port:
@@ -510,6 +568,11 @@ def report(rounds: list[dict[str, dict]], cpu_rounds: list[list[dict[str, float]
     for name, target in (("filtered", 1.2), ("page 3", 1.2), ("similar", 0.8), ("hybrid", 1.5)):
         features[name] = (ratio(f"p50@1 {name} / dense p50@1",
                                 [r[f"c=1 {name}"]["p50"] / r["c=1 dense"]["p50"] for r in rounds]), target)
+    if "keys+TLS c=1" in rounds[0]:
+        p50 = ratio("p50@1 keys+TLS on / off", [r["keys+TLS c=1"]["p50"] / r["mmsearch c=1"]["p50"] for r in rounds])
+        qps = ratio("QPS@32 keys+TLS on / off", [r["keys+TLS c=32"]["qps"] / r["mmsearch c=32"]["qps"] for r in rounds])
+        print(f"keys+TLS: p50@1 on/off {p50:.3f}x, target <= 1.10x: {'OK' if p50 <= 1.10 else 'MISSED'}; "
+              f"QPS@32 on/off {qps:.3f}x, target >= 0.90x: {'OK' if qps >= 0.90 else 'MISSED'}")
     if "triton c=1" in rounds[0]:
         ratio("Triton p50@1 / embedded p50@1", [r["triton c=1"]["p50"] / r["mmsearch c=1"]["p50"] for r in rounds])
         ratio("Triton QPS@32 / embedded QPS@32", [r["triton c=32"]["qps"] / r["mmsearch c=32"]["qps"] for r in rounds])

@@ -159,3 +159,18 @@ def page(browser):
     page.dialogs = dialogs
     yield page
     page.close()
+
+
+@pytest.fixture(scope="session")
+def relay_file(keyed_stack, tmp_path_factory) -> Path:
+    """The file holding the web service's own key to serving (scope relay) of ``keyed_stack``."""
+    path = tmp_path_factory.mktemp("web-keys") / "serving-key"
+    path.write_text(keyed_stack.keys["relay"] + "\n")
+    return path
+
+
+def keyed_web(stack, relay_file: Path, **overrides) -> WebThread:
+    """A web service in front of both replicas of ``keyed_stack``, checking its key file (anonymous off unless
+    ``access`` says otherwise), calling serving with the relay key."""
+    access = {"api_keys_file": stack.keys_file, "anonymous_scenes": "", **overrides.pop("access", {})}
+    return WebThread(web_settings(stack.addresses, access=access, serving_key_file=relay_file, **overrides))

@@ -11,19 +11,8 @@ import pytest
 import requests
 
 from tests.support.loops import eventually
-from tests.support.web import TIMEOUT, WebThread, assert_error, web_settings
-
-
-@pytest.fixture(scope="module")
-def relay_file(keyed_stack, tmp_path_factory):
-    path = tmp_path_factory.mktemp("web-keys") / "serving-key"
-    path.write_text(keyed_stack.keys["relay"] + "\n")
-    return path
-
-
-def keyed_web(stack, relay_file, **overrides):
-    access = {"api_keys_file": stack.keys_file, "anonymous_scenes": "", **overrides.pop("access", {})}
-    return WebThread(web_settings(stack.addresses, access=access, serving_key_file=relay_file, **overrides))
+from tests.support.web import TIMEOUT, assert_error
+from tests.web.conftest import keyed_web
 
 
 @pytest.fixture(scope="module")

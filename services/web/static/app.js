@@ -11,7 +11,25 @@
     image: $("image"), banner: $("banner"), meta: $("meta"), summaryLine: $("summary-line"),
     timings: $("timings"), preview: $("preview"), results: $("results"), filters: $("filters"),
     activeFilters: $("active-filters"), facets: $("facets"), pager: $("pager"), more: $("more"),
+    keyForm: $("key-form"), apiKey: $("api-key"), keyOpen: $("key-open"),
   };
+  // The API key the user gave (sent as X-API-Key), kept for this tab only; none: anonymous.
+  const KEY_STORE = "mmsearch.apiKey";
+  const auth = { key: window.sessionStorage.getItem(KEY_STORE) || "", needed: false };
+
+  function apiHeaders(extra) {
+    const headers = { Accept: "application/json", ...(extra || {}) };
+    if (auth.key) headers["X-API-Key"] = auth.key;
+    return headers;
+  }
+
+  // A 401 or 403: say why and offer the key form.
+  function askForKey(message) {
+    auth.needed = true;
+    els.keyForm.hidden = false;
+    showBanner(message, "error");
+    els.apiKey.focus();
+  }
   // notice: a message to keep above the next results (e.g. an unknown scene in a shared URL).
   // filters: the URL's filter values ("field:value"); similar: the item id of a "more like this" search
   // (its name in similarLabel when known); pageToken: the page shown (empty: the first).
@@ -109,8 +127,12 @@
 
   async function loadScenes() {
     try {
-      const response = await fetch("/api/scenes", { headers: { Accept: "application/json" } });
+      const response = await fetch("/api/scenes", { headers: apiHeaders() });
       const body = await response.json().catch(() => ({}));
+      if (response.status === 401 || response.status === 403) {
+        askForKey("This search needs an API key: " + errorText(body, response));
+        return false;
+      }
       if (!response.ok) throw new Error(errorText(body, response));
       state.scenes = body.scenes || [];
     } catch (err) {
@@ -152,7 +174,7 @@
     const seq = ++state.seq;
     document.body.setAttribute("aria-busy", "true");
     try {
-      const response = await fetch(url, { ...init, signal: controller.signal, headers: { Accept: "application/json" } });
+      const response = await fetch(url, { ...init, signal: controller.signal, headers: apiHeaders() });
       const body = await response.json().catch(() => ({}));
       if (seq !== state.seq) return;
       if (!response.ok) {
@@ -167,6 +189,10 @@
           return;
         }
         hideResults();
+        if (response.status === 401 || response.status === 403) {
+          askForKey("Search needs an API key that allows it: " + errorText(body, response));
+          return;
+        }
         showBanner("Search failed: " + errorText(body, response), "error");
         return;
       }
@@ -412,9 +438,10 @@
 
   function sendFeedback(payload) {
     const body = JSON.stringify(payload);
-    if (navigator.sendBeacon && navigator.sendBeacon("/api/feedback", body)) return;
+    // A beacon carries no header: with a key, a keepalive fetch (it outlives the page as well).
+    if (!auth.key && navigator.sendBeacon && navigator.sendBeacon("/api/feedback", body)) return;
     fetch("/api/feedback", { method: "POST", body, keepalive: true,
-      headers: { "Content-Type": "text/plain;charset=UTF-8" } }).catch(() => {});
+      headers: apiHeaders({ "Content-Type": "text/plain;charset=UTF-8" }) }).catch(() => {});
   }
 
   function endDwell() {
@@ -491,17 +518,30 @@
     if (file) runImageSearch(file);
     els.image.value = "";
   });
+  els.keyOpen.addEventListener("click", () => { els.keyForm.hidden = false; els.apiKey.focus(); });
+  els.keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    auth.key = els.apiKey.value.trim();
+    if (auth.key) window.sessionStorage.setItem(KEY_STORE, auth.key);
+    else window.sessionStorage.removeItem(KEY_STORE);
+    els.apiKey.value = "";
+    els.keyForm.hidden = true;
+    hideBanner();
+    if (state.scenes.length && !auth.needed) runSearch("none");
+    else start();
+  });
   trackFeedback();
   window.addEventListener("popstate", () => { state.typingPushed = false; if (state.scenes.length) applyUrl(); });
 
   // Until serving answers, retry loading the scenes (the banner says why in the meantime).
   async function start() {
     if (await loadScenes()) {
+      auth.needed = false;
       hideBanner();
       renderScenes();
       applyUrl();
-    } else {
-      window.setTimeout(start, 3000);
+    } else if (!auth.needed) {
+      window.setTimeout(start, 3000);  // the key form restarts when a key is needed
     }
     document.body.dataset.ready = "true";
   }
