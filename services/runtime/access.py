@@ -4,8 +4,9 @@
 (``/pkg.Service/Method`` -> :class:`Rule`: the scope it needs, and how to read
 the scene from the request). Before the handler runs it authenticates the
 ``authorization`` metadata (:mod:`mmsearch.core.access.policy`), follows a
-relayed caller, authorizes the scope and scene, and applies the key's rate
-(and, for ``feedback``, the per-client limit). The caller's principal is then
+relayed caller, authorizes the scope and scene, and applies the key's rate.
+Per-address limits are the web service's, the public door (serving is not
+exposed outside the cluster). The caller's principal is then
 in :data:`CALLER` for the handler. A method that is neither in ``rules`` nor in
 ``public`` (health, reflection) is refused: a new method is born protected.
 
@@ -86,13 +87,12 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     """See the module doc."""
 
     def __init__(self, keyring: KeyRing, anonymous: Principal | None, rules: dict[str, Rule],
-                 feedback_limiter: RateLimiter, public: Iterable[str] = PUBLIC):
+                 public: Iterable[str] = PUBLIC):
         self.keyring, self.anonymous, self.rules = keyring, anonymous, rules
         self.public = tuple(public)
-        self.feedback_limiter = feedback_limiter
         self.key_limiter = RateLimiter(1.0, 1)
 
-    def admit(self, rule: Rule, request, metadata: dict[str, str], peer: str) -> tuple[Principal, bool]:
+    def admit(self, rule: Rule, request, metadata: dict[str, str]) -> tuple[Principal, bool]:
         """(principal, relayed) of a call, or :class:`Refusal`."""
         keys = self.keyring.keys()
         principal = authenticate(credential(metadata.get("authorization")), keys, self.anonymous)
@@ -102,19 +102,11 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             principal = relayed(principal, caller, keys, self.anonymous)
         scene = rule.scene_of(request) if rule.scene_of else None
         authorize(principal, rule.scope, scene or None)
-        if not is_relayed:
-            if principal.rate:
-                allowed, wait = self.key_limiter.allow(f"key:{principal.key_id}", principal.rate, principal.burst)
-                if not allowed:
-                    raise Refusal("rate_limited", f"key {principal.key_id} is over its rate ({principal.rate:g}/s, "
-                                                  f"burst {principal.burst}); retry in {wait:.1f} s", wait)
-            if rule.scope == "feedback":
-                allowed, wait = self.feedback_limiter.allow(peer)
-                if not allowed:
-                    limiter = self.feedback_limiter
-                    raise Refusal("rate_limited", f"too many feedback events from {peer}: at most "
-                                                  f"{limiter.rate:g}/s (burst {limiter.burst}); retry in {wait:.1f} s",
-                                  wait)
+        if not is_relayed and principal.rate:
+            allowed, wait = self.key_limiter.allow(f"key:{principal.key_id}", principal.rate, principal.burst)
+            if not allowed:
+                raise Refusal("rate_limited", f"key {principal.key_id} is over its rate ({principal.rate:g}/s, "
+                                              f"burst {principal.burst}); retry in {wait:.1f} s", wait)
         return principal, is_relayed
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -136,7 +128,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                     f"{method} has no access rule on this server; nobody may call it")
             try:
-                principal, _ = self.admit(rule, request, metadata, peer)
+                principal, _ = self.admit(rule, request, metadata)
             except Refusal as refusal:
                 key_id = self._claimed(metadata)
                 scene = rule.scene_of(request) if rule.scene_of else None

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from mmsearch.core.logs import setup_logging
 from mmsearch.core.settings import load_settings
 from mmsearch.core.access.keyring import KeyRing
-from mmsearch.core.access.ratelimit import RateLimiter
 from mmsearch.services.runtime.access import AccessInterceptor
 from mmsearch.services.runtime.server import RunningServer, run_until_signal, start_server
 from mmsearch.services.serving import metrics
@@ -100,8 +99,7 @@ async def start(settings: ServingSettings, backends: Backends | None = None) -> 
     servicer = RetrievalServicer(Searcher(backends, settings, health.down, impressions), store,
                                  settings.timing.default_deadline_seconds, FeedbackHandler(signer, backends.events, enabled))
     access = settings.access
-    gate = AccessInterceptor(KeyRing(access.api_keys_file), access.anonymous, ACCESS_RULES,
-                             RateLimiter(access.feedback_rate_per_second, access.feedback_burst))
+    gate = AccessInterceptor(KeyRing(access.api_keys_file), access.anonymous, ACCESS_RULES)
     running = await start_server(settings, register(servicer), serving=False, interceptors=[gate])
     await store.check()
     routes = RouteWatcher(store, backends, settings.timing.health_interval_seconds)

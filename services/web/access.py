@@ -50,7 +50,7 @@ class Gate:
         self.anonymous = access.anonymous
         self.networks, self.header = settings.client.networks, settings.client.client_ip_header
         self.key_limiter = RateLimiter(1.0, 1)
-        self.feedback_limiter = RateLimiter(access.feedback_rate_per_second, access.feedback_burst)
+        self.feedback_limiter = RateLimiter(settings.feedback.rate_per_second, settings.feedback.burst)
         self.relay_key = SecretFile(settings.serving_key_file, what="the key web presents to serving "
                                     "(MMSEARCH_SERVING_KEY_FILE)") if settings.serving_key_file else None
 

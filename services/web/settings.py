@@ -16,9 +16,22 @@ from pydantic import model_validator
 
 from mmsearch.core.limits import RequestLimits
 from mmsearch.core.access.settings import Access, ClientAddress
-from mmsearch.core.settings import setting
+from mmsearch.core.settings import Group, setting
 from mmsearch.services.runtime.settings import MetricsSettings
 from mmsearch.services.runtime.tls import Tls
+
+
+class FeedbackLimits(Group):
+    """How much feedback one client address may send (``MMSEARCH_FEEDBACK_*``)."""
+
+    env_prefix = "FEEDBACK_"
+
+    rate_per_second: float = setting(
+        2.0, gt=0, le=10_000, unit="events per second",
+        description="Feedback events (POST /api/feedback) one client address may send per second, sustained; "
+                    "beyond: 429 with Retry-After.")
+    burst: int = setting(30, ge=1, le=100_000, unit="events",
+                         description="Feedback events one client address may send at once.")
 
 
 class WebSettings(MetricsSettings):
@@ -35,6 +48,7 @@ class WebSettings(MetricsSettings):
     limits: RequestLimits = setting(default_factory=RequestLimits)
     access: Access = setting(default_factory=Access)
     client: ClientAddress = setting(default_factory=ClientAddress)
+    feedback: FeedbackLimits = setting(default_factory=FeedbackLimits)
     serving_key_file: Path | None = setting(
         None, description="File holding the key web presents to serving (scope relay; a mounted Secret, re-read "
                           "when it changes); serving then applies the caller's own key. Unset: calls carry no key "

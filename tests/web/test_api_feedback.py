@@ -82,8 +82,7 @@ def test_serving_refusals_keep_their_meaning(web, page_json):
 
 
 def test_each_client_is_rate_limited_on_its_own(serving_address, page_json):
-    settings = web_settings(serving_address, access={"anonymous_scenes": "*", "feedback_burst": 3,
-                                                     "feedback_rate_per_second": 0.01},
+    settings = web_settings(serving_address, feedback={"burst": 3, "rate_per_second": 0.01},
                             client={"trusted_proxies": "127.0.0.1"})  # the test client is the trusted proxy
     click = {"feedback_token": page_json["feedback_token"], "item_id": page_json["items"][0]["id"], "event": "click"}
     with WebThread(settings) as limited:
@@ -124,8 +123,7 @@ def test_the_limiter_refills_and_forgets_the_oldest_clients():
 
 
 def test_a_spoofed_forwarding_header_does_not_evade_the_limit(serving_address, page_json):
-    settings = web_settings(serving_address, access={"anonymous_scenes": "*", "feedback_burst": 2,
-                                                     "feedback_rate_per_second": 0.01})  # no trusted proxy
+    settings = web_settings(serving_address, feedback={"burst": 2, "rate_per_second": 0.01})  # no trusted proxy
     click = {"feedback_token": page_json["feedback_token"], "item_id": page_json["items"][0]["id"], "event": "click"}
     with WebThread(settings) as limited:
         codes = [post(limited, click, headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(4)]

@@ -12,7 +12,7 @@ from mmsearch.core.settings import Group, setting
 
 
 class Access(Group):
-    """API keys, anonymous access and the per-client feedback limit."""
+    """API keys and anonymous access."""
 
     api_keys_file: Path | None = setting(
         None, env="API_KEYS_FILE",
@@ -22,12 +22,6 @@ class Access(Group):
         "", env="ANONYMOUS_SCENES",
         description="Scenes callers without a key may search and send feedback on (comma-separated; * for "
                     "every scene). Empty: anonymous access is off and every call needs a key.")
-    feedback_rate_per_second: float = setting(
-        2.0, gt=0, le=10_000, unit="events per second", env="FEEDBACK_RATE_PER_SECOND",
-        description="Feedback events one client address may send per second, sustained; beyond: 429 / "
-                    "RESOURCE_EXHAUSTED with Retry-After.")
-    feedback_burst: int = setting(30, ge=1, le=100_000, unit="events", env="FEEDBACK_BURST",
-                                  description="Feedback events one client address may send at once.")
 
     @field_validator("anonymous_scenes")
     @classmethod
