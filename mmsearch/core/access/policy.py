@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmsearch.core.access.keys import Principal, parse_token, verify
-from mmsearch.core.access.keys import ApiKey
+from mmsearch.core.access.keys import ApiKey, Principal, check_scenes, parse_token, verify
 
 ANONYMOUS = "anonymous"
 ANONYMOUS_SCOPES = frozenset({"search", "feedback"})
@@ -39,11 +38,12 @@ class Refusal(Exception):
 
 
 def anonymous_principal(scenes: str) -> Principal | None:
-    """The anonymous caller of a ``MMSEARCH_ANONYMOUS_SCENES`` value (``*``: every scene; empty: none). Pure."""
+    """The anonymous caller of a ``MMSEARCH_ANONYMOUS_SCENES`` value (``*``: every scene; empty: none); a name
+    that is not a scene name raises ValueError. Pure."""
     names = [s.strip() for s in scenes.split(",") if s.strip()]
     if not names:
         return None
-    return Principal(ANONYMOUS, ANONYMOUS_SCOPES, None if ALL_SCENES in names else frozenset(names))
+    return Principal(ANONYMOUS, ANONYMOUS_SCOPES, None if ALL_SCENES in names else check_scenes(names))
 
 
 def credential(authorization: str | None, api_key: str | None = None) -> str | None:
