@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ from mmsearch.dev.processes import ServiceProcess, free_port
 from mmsearch.jobs.sources.stdlib import QUERIES as STDLIB_QUERIES
 
 SourceKind = Literal["stdlib", "qa", "images"]
-LAYOUT = 4  # bump when the demo builds its index differently: old indexes are rebuilt
+LAYOUT = 5  # bump when the demo builds its index differently: old indexes are rebuilt
 # Per source kind: the filterable fields (push-milvus --fields and the scene's fields) and the BM25 sources.
 LAYOUTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "stdlib": ((("category", "keyword"),), "question,answer"),
@@ -100,7 +101,7 @@ class JobStep:
     params: Mapping[str, Any]
 
     def command(self) -> str:
-        flags = [f"--{key.replace('_', '-')} {value}" for key, value in self.params.items()]
+        flags = [f"--{key.replace('_', '-')} {shlex.quote(str(value))}" for key, value in self.params.items()]
         return " ".join(["mmsearch", "job", self.stage, *flags])
 
 
@@ -237,9 +238,10 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
     document_tower = tower_name(name, "image" if images else "text")
     encode = {"workdir": str(workdir), "repository": str(repository), "model": document_tower}
     if kind == "stdlib":
-        # A stdlib "question" is a bare qualified name; its docstring summary carries the meaning
-        # a natural-language query matches (it measured better than the names).
-        encode["text_field"] = "answer"
+        # A stdlib "question" is a qualified name, its "answer" the docstring summary: embedded together
+        # they measured better than the summary alone on both splits of the labelled set
+        # (bench/relevance.py, docs/benchmarks.md).
+        encode["text_template"] = "{question}: {answer}"
     queries = settings.queries or (str(STDLIB_QUERIES) if kind == "stdlib" else "")
     publish: dict[str, Any] = {"milvus_uri": milvus_uri, "scene": scene, "version": version}
     evaluate: tuple[JobStep, ...] = ()

@@ -36,6 +36,7 @@ def test_stdlib_plan(tmp_path, monkeypatch):
     assert commands[1] == f"mmsearch job export --model {MINILM} --name minilm --repository {repo}"
     version = p.build[3].params["version"]
     assert "--model minilm" in commands[2] and f"--scene t2t --version {version}" in commands[3]
+    assert commands[2].endswith("--text-template '{question}: {answer}'")  # the name with its summary
     assert commands[3].endswith("--fields category:keyword --bm25-fields question,answer")
     assert commands[4].endswith(f"--mongo-uri mongodb://127.0.0.1:17017 --collection t2t_{version}")
     assert f"--collection t2t_{version} --queries " in commands[5] and "stdlib_queries.jsonl" in commands[5]
