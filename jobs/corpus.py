@@ -5,7 +5,7 @@ One JSON object per line, each with an integer ``id`` (written by
 SHA-256 of the file (encode records it beside the vectors, so vectors of
 another corpus are never mixed in); a malformed line is an error naming it.
 
-:func:`document_hash` is the hash of one record (its canonical JSON: sorted
+:func:`document_hash` (:mod:`mmsearch.core.documents`, shared with the online writer) is the hash of one record (its canonical JSON: sorted
 keys, no whitespace), recorded beside each vector in Milvus, so ``sync`` can
 tell which documents are new, changed or gone. An image record carries the
 SHA-256 of its file (``prepare``), so an image whose bytes changed is changed.
@@ -13,24 +13,18 @@ SHA-256 of its file (``prepare``), so an image whose bytes changed is changed.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 
 from mmsearch.jobs.errors import JobError
 from mmsearch.jobs.jsonl import json_objects
 from mmsearch.core import artifacts
+from mmsearch.core.documents import document_hash  # noqa: F401 (the stages import it from here)
 
 CORPUS_FILE = "corpus.jsonl"
 
 
 def corpus_uri(workdir: str) -> str:
     return artifacts.join(workdir, CORPUS_FILE)
-
-
-def document_hash(record: dict) -> str:
-    """Hex SHA-256 of ``record``'s canonical JSON (64 characters). Pure."""
-    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def ensure_workdir(workdir: str) -> None:

@@ -56,6 +56,7 @@ from mmsearch.jobs.corpus import corpus_uri, ensure_workdir, read_corpus
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.progress import Progress
 from mmsearch.core import artifacts, onnx
+from mmsearch.core.documents import CHARS_PER_TOKEN, bounded_text  # noqa: F401 (shared with the online writer)
 from mmsearch.core.model_repository import ModelFolder, ModelManifest, ModelRepository
 from mmsearch.core.text_template import (
     DEFAULT_FIELD, MissingField, TemplateError, choose_template, recorded_template, render, template_fields,
@@ -193,21 +194,6 @@ def fetch(url: str, timeout: float = 30.0) -> bytes:
                 last = exc
         raise OSError(f"{url}: {last}")
     return artifacts.local_path(url).read_bytes()
-
-
-# The most characters of a text one token stands for: WordPiece makes a word longer than 100 characters
-# one [UNK], BPE merges are much shorter. A text is cut to max_length times this before it is tokenized,
-# so a 50 MB text costs what its first tokens cost; the tokenizer truncates to the same tokens either way
-# (short of whitespace runs longer than this between words).
-CHARS_PER_TOKEN = 100
-
-
-def bounded_text(text: str, max_length: int | None, side: str = "right") -> str:
-    """``text`` cut to ``max_length * CHARS_PER_TOKEN`` characters, keeping the side truncation keeps. Pure."""
-    if max_length is None or len(text) <= max_length * CHARS_PER_TOKEN:
-        return text
-    bound = max_length * CHARS_PER_TOKEN
-    return text[-bound:] if side == "left" else text[:bound]
 
 
 def text_template_of(text_field: str | None, text_template: str | None) -> str:

@@ -33,7 +33,7 @@ Decisions:
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import typer
@@ -41,7 +41,8 @@ from pydantic import ValidationError
 
 from mmsearch.core import artifacts
 from mmsearch.core.milvus.connection import session
-from mmsearch.core.milvus.names import HASH_FIELD, collection_name
+from mmsearch.core.documents import row_of
+from mmsearch.core.milvus.names import collection_name
 from mmsearch.core.milvus.record import CollectionRecord
 from mmsearch.core.milvus.rows import count, mark_complete, rebatch, upsert_rows
 from mmsearch.core.milvus.schema import ensure_collection, validate_index
@@ -49,28 +50,23 @@ from mmsearch.jobs.app import job_app
 from mmsearch.jobs.options import (
     BatchSize, MilvusToken, MilvusUri, Model, ModelRepositoryUri, Scene, TIMEOUT, Timeout, Version, Workdir,
 )
-from mmsearch.jobs.corpus import Corpus, corpus_uri, document_hash, read_corpus
+from mmsearch.jobs.corpus import Corpus, corpus_uri, read_corpus
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.jsonl import json_object
 from mmsearch.jobs.progress import Progress
-from mmsearch.core.fields import TEXT_FIELD, CollectionLayout, FieldError, parse_fields, parse_lexical
+from mmsearch.core.fields import CollectionLayout, FieldError, parse_fields, parse_lexical
 from mmsearch.core.model_repository import ModelManifest, ModelRepository, model_mismatch
 from mmsearch.core.text_template import recorded_template
 
 
 def milvus_row(record: dict, vector: np.ndarray, layout: CollectionLayout) -> dict:
     """The Milvus row of one corpus ``record`` (its ``id``) and its ``vector``: the record's content hash,
-    every field the layout declares, typed, and the BM25 text. The one place a row is built (see module doc)."""
-    row: dict[str, Any] = {"id": int(record["id"]), "vector": vector,
-                           HASH_FIELD: document_hash(record)}
+    every field the layout declares, typed, and the BM25 text (:func:`mmsearch.core.documents.row_of`, which
+    the online writer uses too)."""
     try:
-        for spec in layout.fields:
-            row[spec.name] = spec.value(record)
+        return row_of(record, vector, layout)
     except FieldError as exc:
         raise JobError(f"{exc}; fix the corpus or --fields") from None
-    if layout.lexical is not None:
-        row[TEXT_FIELD] = layout.lexical.text(record)
-    return row
 
 
 def check_bm25_sources(layout: CollectionLayout, records: Iterable[Mapping]) -> None:
