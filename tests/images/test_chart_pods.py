@@ -17,7 +17,16 @@ the chart); what the cluster would add besides the chart's own environment is:
 - the S3 endpoint and keys (``MMSEARCH_S3_ENDPOINT_URL``, ``AWS_*``) that a
   cloud identity or the chart's ``modelRepository.s3`` values would give;
 - ``KUBECONFIG`` for the operator, pointing at the emulator (kopf's in-cluster
-  login hard-codes https://kubernetes.default.svc).
+  login hard-codes https://kubernetes.default.svc);
+- the Secrets the pods read: the signing keys the chart draws at install (drawn
+  here the same way), and for the secure release the key file, web's relay key
+  and each component's certificate from a test CA (tests/support/certs.py).
+
+The default release admits no caller (no keys, anonymous access off): its web
+answers 401. The secure release (API keys, mutual TLS between web, serving and
+preprocess, the embedded encoder: the session's Triton speaks plaintext) runs a
+search through web with a key, and refuses plaintext and certificate-less
+callers at serving's port.
 
 The index is made the way a user makes it: an IndexJob applied to the emulator;
 the operator image creates one Job per stage and the test, as kubelet and Job
@@ -31,16 +40,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets as random_secrets
 import socket
+import ssl
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mmsearch.core import artifacts
+from mmsearch.core.access.keys import mint
 from mmsearch.dev.processes import free_port
 from tests.chart import charttools
 from tests.operator.cluster import NAMESPACE, emulated_cluster
@@ -52,8 +68,9 @@ from tests.support.containers import (
     start,
     wait_until,
 )
+from tests.support.certs import Ca
 from tests.support.loops import eventually
-from tests.support.pods import PodContainer, Replacements, container_spec, probe_passes
+from tests.support.pods import PodContainer, Replacements, SecretLookup, container_spec, probe_passes
 
 pytestmark = [pytest.mark.images, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -73,6 +90,17 @@ def chart() -> list[charttools.Manifest]:
 @pytest.fixture(scope="session")
 def configmaps(chart) -> dict[str, dict[str, str]]:
     return {m.name: m.doc.get("data") or {} for m in charttools.of_kind(chart, "ConfigMap")}
+
+
+@pytest.fixture(scope="session")
+def drawn_keys() -> SecretLookup:
+    """The chart's signing-keys Secret as Helm draws it at install (a random value per key, kept)."""
+    drawn: dict[tuple[str, str], str] = {}
+
+    def lookup(name: str, key: str) -> str:
+        assert name == "rel-mmsearch-signing-keys", f"the default release names Secret {name}"
+        return drawn.setdefault((name, key), random_secrets.token_urlsafe(48))
+    return lookup
 
 
 @pytest.fixture(scope="session")
@@ -103,13 +131,13 @@ class Started:
 
 
 def _start_deployment(chart, component: str, *, engine: str, image_for, workdir: Path, replace: dict[str, str],
-                      configmaps=None, extra_env=None) -> Started:
+                      configmaps=None, extra_env=None, secrets: SecretLookup | None = None) -> Started:
     manifest = charttools.deployment(chart, component)
     pod = charttools.pod_spec(manifest)
     (container,) = pod["containers"]
     replacements = Replacements(replace)
     spec = container_spec(pod, container, image=image_for(container["image"]), workdir=workdir, namespace=NAMESPACE,
-                          replace=replacements, configmaps=configmaps, extra_env=extra_env)
+                          replace=replacements, configmaps=configmaps, extra_env=extra_env, secrets=secrets)
     replacements.assert_all_used(f"the {component} Deployment")
     running = start(engine, spec.spec, workdir / "logs")
     try:
@@ -278,12 +306,13 @@ def preprocess(chart, engine, image_for, model_bucket, tmp_path_factory) -> Star
 
 @pytest.fixture(scope="session")
 def serving(chart, configmaps, engine, image_for, model_bucket, preprocess, triton_minilm, milvus_server,
-            mongo_server, tmp_path_factory) -> Started:
-    replace = {"rel-mmsearch-preprocess:50051": preprocess.address("grpc"),
+            mongo_server, drawn_keys, tmp_path_factory) -> Started:
+    replace = {"rel-mmsearch-preprocess-headless:50051": preprocess.address("grpc"),
                "rel-mmsearch-triton:8001": triton_minilm.address,
                "http://milvus:19530": milvus_server, "mongodb://mongodb:27017": mongo_server}
     started = _start_deployment(chart, "serving", engine=engine, image_for=image_for, configmaps=configmaps,
-                                workdir=tmp_path_factory.mktemp("pod-serving"), replace=replace, extra_env=model_bucket)
+                                workdir=tmp_path_factory.mktemp("pod-serving"), replace=replace, extra_env=model_bucket,
+                                secrets=drawn_keys)
     yield started
     started.running.stop()
 
@@ -292,7 +321,7 @@ def serving(chart, configmaps, engine, image_for, model_bucket, preprocess, trit
 def web(chart, engine, image_for, serving, tmp_path_factory) -> Started:
     started = _start_deployment(chart, "web", engine=engine, image_for=image_for,
                                 workdir=tmp_path_factory.mktemp("pod-web"),
-                                replace={"rel-mmsearch-serving:50052": serving.address("grpc")})
+                                replace={"rel-mmsearch-serving-headless:50052": serving.address("grpc")})
     yield started
     started.running.stop()
 
@@ -313,26 +342,48 @@ def test_serving_becomes_ready_on_the_job_built_index(serving):
     assert serving.running.exited() is None, serving.running.describe()
 
 
-def test_web_becomes_ready_and_answers_a_search_through_serving(web):
-    assert web.pod.spec.read_only and _mount_targets(web) == {"/tmp": False}
-    query = urllib.parse.urlencode({"scene": SCENE, "q": "read rows from a csv file", "k": 3})
-    with urllib.request.urlopen(f"http://{web.address('http')}/api/search?{query}", timeout=30) as response:
-        body = json.load(response)
+QUERY = urllib.parse.urlencode({"scene": SCENE, "q": "read rows from a csv file", "k": 3})
+
+
+def _search(base: str, key: str | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of GET /api/search through web, with ``key`` as a bearer token."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(f"{base}/api/search?{QUERY}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            return response.status, json.load(response), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc), dict(exc.headers)
+
+
+def _assert_found(body: dict) -> None:
     assert len(body["items"]) == 3, body
     assert all(item["summary"].get("question") for item in body["items"]), body
     assert any(item["summary"].get("category") == "csv" for item in body["items"]), body
 
 
-def test_the_helm_test_hook_passes_against_serving(chart, engine, image_for, serving, tmp_path):
+def test_web_of_the_default_release_is_ready_and_admits_no_caller_without_a_key(web):
+    """The default release: no API keys, anonymous access off; web is ready (serving answers its health)."""
+    assert web.pod.spec.read_only and _mount_targets(web) == {"/tmp": False}
+    status, body, headers = _search(f"http://{web.address('http')}")
+    assert status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer"), (status, body)
+    assert "API key is required" in json.dumps(body), body
+
+
+def _run_hook(chart, engine, image_for, serving: Started, workdir: Path, secrets: SecretLookup | None = None) -> None:
     (hook,) = [m for m in charttools.of_kind(chart, "Pod") if charttools.component(m) == "test"]
     pod = charttools.pod_spec(hook)
     (container,) = pod["containers"]
     replacements = Replacements({"rel-mmsearch-serving:50052": serving.address("grpc")})
-    spec = container_spec(pod, container, image=image_for(container["image"]), workdir=tmp_path,
-                          namespace=NAMESPACE, replace=replacements)
+    spec = container_spec(pod, container, image=image_for(container["image"]), workdir=workdir,
+                          namespace=NAMESPACE, replace=replacements, secrets=secrets)
     replacements.assert_all_used("the helm test Pod")
-    code, output = run_to_end(engine, spec.spec, tmp_path / "logs", timeout=120)
+    code, output = run_to_end(engine, spec.spec, workdir / "logs", timeout=120)
     assert code == 0 and "SERVING" in output, f"helm test pod exited with {code}:\n{output}"
+
+
+def test_the_helm_test_hook_passes_against_serving(chart, engine, image_for, serving, tmp_path):
+    _run_hook(chart, engine, image_for, serving, tmp_path)
 
 
 def test_the_services_image_refuses_a_milvus_lite_file_with_a_clear_message(engine, images, tmp_path):
@@ -342,3 +393,113 @@ def test_the_services_image_refuses_a_milvus_lite_file_with_a_clear_message(engi
     spec = ContainerSpec(name="lite-check", image=images["services"], command=["python", "-c", script])
     code, output = run_to_end(engine, spec, tmp_path, timeout=120)
     assert code != 0 and "Milvus Lite is not installed here" in output and "http://milvus:19530" in output, output
+
+
+# --- the secure release: API keys and mutual TLS, as the chart configures them ------------------------------
+
+SECURE_VALUES = {
+    "access": {"existingSecret": "mmsearch-keys"},
+    "tls": {"enabled": True, "mutual": True,
+            **{c: {"existingSecret": f"{c}-cert"} for c in ("web", "serving", "preprocess")}},
+    "triton": {"enabled": False},  # the session's Triton speaks plaintext: serving embeds the same model
+}
+
+
+@dataclass(frozen=True)
+class SecureRelease:
+    chart: list[charttools.Manifest]
+    ca: Ca
+    caller_key: str  # scope search on the scene t2t
+    secrets: SecretLookup
+
+
+@pytest.fixture(scope="session")
+def secure() -> SecureRelease:
+    rendered = charttools.render_raw(SECURE_VALUES)
+    chart = [charttools.Manifest(t, d) for t, text in sorted(rendered.items()) if not t.endswith("NOTES.txt")
+             for d in yaml.safe_load_all(text) if d]
+    ca = Ca.make("chart pods test CA")
+    relay_key, relay_line = mint(["relay"], name="web")
+    caller_key, caller_line = mint(["search"], scenes=[SCENE], name="test caller")
+    data = {("mmsearch-keys", "keys.jsonl"): f"{relay_line}\n{caller_line}\n",
+            ("mmsearch-keys", "relay-key"): relay_key}
+    for component in ("web", "serving", "preprocess"):
+        leaf = ca.leaf(component)
+        data.update({(f"{component}-cert", "tls.crt"): leaf.cert.decode(), (f"{component}-cert", "tls.key"): leaf.key.decode(),
+                     (f"{component}-cert", "ca.crt"): leaf.ca.decode()})
+    drawn: dict[tuple[str, str], str] = {}
+
+    def lookup(name: str, key: str) -> str:
+        if name == "rel-mmsearch-signing-keys":
+            return drawn.setdefault((name, key), random_secrets.token_urlsafe(48))
+        assert (name, key) in data, f"the secure release reads Secret {name} key {key}, which the test did not make"
+        return data[(name, key)]
+    return SecureRelease(chart, ca, caller_key, lookup)
+
+
+@pytest.fixture(scope="session")
+def secure_preprocess(secure, engine, image_for, model_bucket, tmp_path_factory) -> Started:
+    started = _start_deployment(secure.chart, "preprocess", engine=engine, image_for=image_for, replace={},
+                                workdir=tmp_path_factory.mktemp("pod-secure-preprocess"), extra_env=model_bucket,
+                                secrets=secure.secrets)
+    yield started
+    started.running.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_serving(secure, engine, image_for, model_bucket, secure_preprocess, milvus_server, mongo_server,
+                   tmp_path_factory) -> Started:
+    configmaps = {m.name: m.doc.get("data") or {} for m in charttools.of_kind(secure.chart, "ConfigMap")}
+    replace = {"rel-mmsearch-preprocess-headless:50051": secure_preprocess.address("grpc"),
+               "http://milvus:19530": milvus_server, "mongodb://mongodb:27017": mongo_server}
+    started = _start_deployment(secure.chart, "serving", engine=engine, image_for=image_for, configmaps=configmaps,
+                                workdir=tmp_path_factory.mktemp("pod-secure-serving"), replace=replace,
+                                extra_env=model_bucket, secrets=secure.secrets)
+    yield started
+    started.running.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_web(secure, engine, image_for, secure_serving, tmp_path_factory) -> Started:
+    started = _start_deployment(secure.chart, "web", engine=engine, image_for=image_for,
+                                workdir=tmp_path_factory.mktemp("pod-secure-web"), secrets=secure.secrets,
+                                replace={"rel-mmsearch-serving-headless:50052": secure_serving.address("grpc")})
+    yield started
+    started.running.stop()
+
+
+def test_the_secure_release_answers_a_search_with_a_key_and_refuses_one_without(secure, secure_web):
+    assert _mount_targets(secure_web) == {"/tmp": False, "/etc/mmsearch/tls": True, "/etc/mmsearch/access": True,
+                                          "/etc/mmsearch/relay": True}
+    base = f"http://{secure_web.address('http')}"
+    status, body, _ = _search(base, secure.caller_key)
+    assert status == 200, body
+    _assert_found(body)
+    status, body, headers = _search(base)
+    assert status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer"), (status, body)
+    assert secure.caller_key not in json.dumps(body)
+
+
+def test_serving_of_the_secure_release_refuses_plaintext_and_callers_without_a_certificate(secure, secure_serving):
+    """Probed on its metrics port (the kubelet's gRPC probe cannot speak TLS), serving's port speaks TLS only."""
+    probes = secure_serving.pod.probes()
+    assert {k: p["httpGet"]["port"] for k, p in probes.items()} == dict.fromkeys(probes, "metrics")
+    address = secure_serving.address("grpc")
+    request = health_pb2.HealthCheckRequest(service="mmsearch.v1.RetrievalService")
+
+    def check(credentials: grpc.ChannelCredentials | None) -> int:
+        channel = grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+        with channel:
+            return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status
+
+    for credentials in (None, grpc.ssl_channel_credentials(secure.ca.pem)):  # plaintext; TLS without a certificate
+        with pytest.raises(grpc.RpcError) as refused:
+            check(credentials)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    leaf = secure.ca.leaf("a client")
+    assert check(grpc.ssl_channel_credentials(secure.ca.pem, leaf.key, leaf.cert)) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_helm_test_hook_passes_against_the_secure_serving(secure, engine, image_for, secure_serving, tmp_path):
+    """Over TLS, showing web's certificate (mutual TLS), as the chart mounts it in the hook."""
+    _run_hook(secure.chart, engine, image_for, secure_serving, tmp_path, secrets=secure.secrets)

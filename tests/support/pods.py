@@ -14,14 +14,19 @@ What the kubelet would do, on one machine:
 - **user**: ``runAsUser``/``runAsGroup``/``fsGroup`` of the container or the pod;
   **read-only root** from ``readOnlyRootFilesystem``;
 - **volumes**: ``emptyDir`` is a fresh folder, ``configMap`` the rendered
-  ConfigMap's data written to a folder (read-only, as always), a
-  ``persistentVolumeClaim`` the folder the caller gives for its claim;
+  ConfigMap's data written to a folder (read-only, as always), ``secret`` the
+  Secret's ``items`` (through the caller's lookup) written to a folder with the
+  volume's ``defaultMode``, group-owned by the pod's ``fsGroup`` as the kubelet
+  does, a ``persistentVolumeClaim`` the folder the caller gives for its claim;
 - **probes** (:func:`probe_passes`): ``grpc`` asks the standard health service,
-  ``httpGet`` wants a 2xx/3xx answer.
+  ``httpGet`` (``scheme: HTTPS`` too, checking no certificate, as the kubelet)
+  wants a 2xx/3xx answer.
 """
 from __future__ import annotations
 
+import os
 import re
+import ssl
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,6 +132,19 @@ def container_spec(pod: dict[str, Any], container: dict[str, Any], *, image: str
             for key, text in configmaps[name].items():
                 (host / key).write_text(text)
             read_only = True
+        elif "secret" in volume:
+            assert secrets is not None, f"volume {mount['name']} is a Secret and the test gave none"
+            source = volume["secret"]
+            assert source.get("items"), f"volume {mount['name']}: a Secret volume without items is not played"
+            host.mkdir(parents=True, exist_ok=True)
+            fs_group = (pod.get("securityContext") or {}).get("fsGroup")
+            for item in source["items"]:
+                path = host / item["path"]
+                path.write_text(secrets(source["secretName"], item["key"]))
+                if fs_group is not None:
+                    os.chown(path, 0, fs_group)
+                path.chmod(source.get("defaultMode", 0o644))
+            read_only = True
         elif "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"]["claimName"]
             assert claims and claim in claims, f"volume {mount['name']}: no folder given for claim {claim}"
@@ -159,7 +177,9 @@ def probe_passes(pod: PodContainer, probe: dict[str, Any]) -> bool:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
     if "httpGet" in probe:
         get = probe["httpGet"]
-        url = f"http://127.0.0.1:{pod.host_port(get['port'])}{get.get('path', '/')}"
-        with urllib.request.urlopen(url, timeout=2) as response:
+        scheme = get.get("scheme", "HTTP").lower()
+        url = f"{scheme}://127.0.0.1:{pod.host_port(get['port'])}{get.get('path', '/')}"
+        context = ssl._create_unverified_context() if scheme == "https" else None  # the kubelet checks none
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return 200 <= response.status < 400
     raise AssertionError(f"probe {sorted(probe)} is not played by the tests")
