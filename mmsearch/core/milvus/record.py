@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from mmsearch.core.fields import CollectionLayout
 from mmsearch.core.milvus.connection import MilvusStoreError
 from mmsearch.core.milvus.names import HASH_FIELD, REGISTRY
-from mmsearch.core.milvus.registry import read_state, resolve_collection
+from mmsearch.core.milvus.registry import read_state, resolve_collection, writes_position
 
 # What :func:`read_manifest` passes on from a collection's state.
 STATE_FIELDS = ("count", "corpus_sha256", "generation", "changed", "evaluation", "published")
@@ -102,7 +102,8 @@ def read_manifest(client, collection_or_alias: str) -> dict:
     ``collection`` (the concrete name to search), ``scene``, ``version``, ``index``, ``complete``,
     ``layout`` (the :meth:`~mmsearch.core.fields.CollectionLayout.record`: fields, lexical) and what
     its state records (:data:`STATE_FIELDS`; ``generation`` counts the syncs that changed it, 0 for
-    none, and ``changed`` says which ids the last one changed)."""
+    none, and ``changed`` says which ids the last one changed), and ``writes``, the write log position
+    it has applied (live writes, :mod:`mmsearch.core.writelog`)."""
     name = resolve_collection(client, collection_or_alias)
     state = read_state(client, name)
     info = CollectionRecord.from_dict(state.get("record")) or read_info(client, name)
@@ -110,7 +111,8 @@ def read_manifest(client, collection_or_alias: str) -> dict:
         raise MilvusStoreError(f"collection {name} records no model manifest (not built by `mmsearch job push-milvus`)")
     return {**info.manifest, "collection": name, "scene": info.scene, "version": info.version,
             "index": info.index, "complete": bool(state.get("complete")), "generation": 0,
-            "layout": info.layout.record(), **{k: state[k] for k in STATE_FIELDS if k in state}}
+            "layout": info.layout.record(), "writes": writes_position(client, name),
+            **{k: state[k] for k in STATE_FIELDS if k in state}}
 
 
 def scene_collections(client, scene: str) -> list[dict]:

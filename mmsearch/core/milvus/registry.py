@@ -5,6 +5,7 @@ descriptions, so mmsearch keeps ``mmsearch_registry`` (VARCHAR key, VARCHAR
 JSON value, a 2-d dummy vector because Milvus requires one):
 
 - ``collection:<name>`` -> the collection's state (:func:`read_state`);
+- ``writes:<name>`` -> ``{"position"}``: the live writes applied to it (:func:`writes_position`);
 - ``alias:<scene>`` -> ``{"collection", "at", "native", "history"}``:
   ``history`` lists the collections the alias pointed at before, newest first
   (``publish --rollback`` moves back to the first that still exists and is
@@ -38,6 +39,12 @@ def read_state(client, name: str) -> dict:
     ``corpus_sha256``, the sync ``generation`` and its ``changed`` ids, the ``evaluation`` figures and the
     ``published`` gate decision; ``{}`` when it has none."""
     return registry_get(client, f"collection:{name}") or {}
+
+
+def writes_position(client, name: str) -> int:
+    """Up to which write log position collection ``name`` has applied the live writes (0: none recorded;
+    :mod:`mmsearch.core.writelog`)."""
+    return int((registry_get(client, f"writes:{name}") or {}).get("position") or 0)
 
 
 def alias_row(client, alias: str) -> dict:

@@ -121,11 +121,12 @@ class Active:
         return replace(self, routes=MappingProxyType(dict(routes)),
                        records=MappingProxyType(dict(self.records if records is None else records)))
 
-    def version(self, collection: str) -> tuple[str, int]:
-        """(concrete collection, generation) of the documents behind config collection name ``collection``:
-        what the summary cache keys on (a sync bumps the generation, a publish moves the route)."""
-        return (self.routes.get(collection, collection),
-                int((self.records.get(collection) or {}).get("generation") or 0))
+    def version(self, collection: str) -> tuple[str, int, int]:
+        """(concrete collection, generation, live writes position) of the documents behind config collection
+        name ``collection``: what the summary cache keys on (a sync bumps the generation, a live write the
+        position, a publish moves the route)."""
+        rec = self.records.get(collection) or {}
+        return (self.routes.get(collection, collection), int(rec.get("generation") or 0), int(rec.get("writes") or 0))
 
     def search_params(self, collection: str) -> dict[str, Any]:
         """The search params the index of ``collection``'s served version recorded (push-milvus
@@ -196,7 +197,8 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
                   preprocess_service=service)
 
 
-RECORD_FIELDS = ("collection", "version", "count", "generation", "changed", "evaluation", "published", "index")
+RECORD_FIELDS = ("collection", "version", "count", "generation", "changed", "evaluation", "published", "index",
+                 "writes")
 
 
 def record(manifest: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -164,7 +164,7 @@ class SearchPlan:
     page: pages.PagePlan
     digest: str                     # what a page token of this search is bound to
     user: str                       # and the user it is bound to (a digest)
-    version: tuple[str, int] = ("", 0)  # (collection, sync generation): what the summary cache keys on
+    version: tuple = ("", 0, 0)  # (collection, sync generation, live writes position): the summary cache's key
     search_params: Mapping[str, Any] = field(default_factory=dict)  # the dense search's index params
 
 
