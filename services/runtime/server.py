@@ -31,6 +31,9 @@ __all__ = ["EXIT_SLACK_S", "RunningServer", "run_until_signal", "start_server"]
 
 log = logging.getLogger(__name__)
 
+MAX_CONNECTION_AGE_MS = 300_000
+MAX_CONNECTION_AGE_GRACE_MS = 30_000
+
 Registrar = Callable[[grpc.aio.Server], Iterable[str]]
 """Adds servicers to the server and returns their full service names."""
 
@@ -80,7 +83,11 @@ async def start_server(
 ) -> RunningServer:
     """Build, bind and start a server; health is SERVING at once unless ``serving=False``. ``interceptors``
     run inside the guard (they see parsed requests), e.g. :class:`mmsearch.services.runtime.access.AccessInterceptor`."""
-    options = [*message_options(settings.max_message_bytes), ("grpc.so_reuseport", 0)]
+    # A connection lives at most MAX_CONNECTION_AGE_MS (calls in flight get the grace after it): clients then
+    # connect again and re-resolve a headless Service's name, so replicas added by a scale-up get calls too.
+    options = [*message_options(settings.max_message_bytes), ("grpc.so_reuseport", 0),
+               ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+               ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS)]
     # The metrics interceptor wraps the guard's handler: it counts what the guard answers too.
     server = grpc.aio.server(interceptors=[MetricsInterceptor(), RequestGuard(), *interceptors], options=options)
     names = list(register(server))
