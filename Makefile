@@ -80,6 +80,7 @@ push-images:
 clean:
 	rm -rf $(VENV) .pytest_cache data
 
-## docs: regenerate docs/configuration.md (every MMSEARCH_* variable) from the settings classes and job options
+## docs: regenerate docs/configuration.md (every MMSEARCH_* variable) from the settings classes and job options, and docs/openapi.json
 docs: venv
 	$(PY) -m mmsearch.dev.configuration_doc
+	$(PY) -m mmsearch.dev.openapi_doc

@@ -11,11 +11,12 @@ Routes:
   ``navigator.sendBeacon``, so ``text/plain`` bodies are JSON too), rate-limited per client address: a click, dwell
   or skip on a result, forwarded to serving's ``Feedback``;
 - ``GET /healthz`` the process is up; ``GET /readyz`` serving answers its gRPC health check;
+- ``GET /openapi.json`` the OpenAPI 3.1 document of this API (:mod:`mmsearch.services.web.openapi`);
 - ``GET /images/...`` only when ``MMSEARCH_IMAGES_DIR`` is set (thumbnails of a local image corpus).
 
 Every ``/api`` route needs an API key with the route's scope unless anonymous
 access is on for the scene (:mod:`mmsearch.services.web.access`, docs/access.md);
-the page, static files and health are public.
+the page, static files, health and the OpenAPI document are public.
 
 Handlers are thin: parameters are validated by :mod:`mmsearch.services.web.params`,
 shapes come from :mod:`mmsearch.services.web.responses`. Every ``/api`` error is JSON
@@ -55,6 +56,7 @@ from mmsearch.services.web.access import GATE_KEY, Gate, gate_middleware, refuse
 from mmsearch.services.web.client import ServingClient
 from mmsearch.services.web.files import image_handler
 from mmsearch.services.web.metrics import HTTP_LATENCY, HTTP_REQUESTS, UPSTREAM_LATENCY
+from mmsearch.services.web.openapi import document as openapi_document
 from mmsearch.services.web.params import BadParameter, SearchQuery, TooLarge, parse_feedback, parse_search
 from mmsearch.services.web.responses import (SECURITY_HEADERS, blamed_parameter, caller_error, error_body, feedback_json,
                                              http_status, scenes_json, search_json, upstream_message)
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 CLIENT_KEY = web.AppKey("serving_client", ServingClient)
 SETTINGS_KEY = web.AppKey("settings", WebSettings)
+OPENAPI_KEY = web.AppKey("openapi", dict)
 FEEDBACK_TYPES = ("application/json", "text/plain")  # text/plain: what navigator.sendBeacon sends for a string
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -331,6 +334,10 @@ async def readyz(request: web.Request) -> web.Response:
     return json_error(request, 503, "not_ready", f"the search back end is not ready (request id {rid})")
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI_KEY])
+
+
 async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -341,6 +348,8 @@ def create_app(settings: WebSettings) -> web.Application:
                           client_max_size=settings.limits.image_bytes + 64 * 1024)
     app[SETTINGS_KEY] = settings
     app[GATE_KEY] = Gate(settings)
+    app[OPENAPI_KEY] = openapi_document(settings.limits, max_token_chars=max_token_chars(settings.limits.top_k),
+                                       images=settings.images_dir is not None)
 
     async def serving_channel(app: web.Application):
         app[CLIENT_KEY] = ServingClient(settings.serving_address, settings.request_timeout_seconds,
@@ -358,6 +367,7 @@ def create_app(settings: WebSettings) -> web.Application:
     app.router.add_post("/api/feedback", feedback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi)
     if settings.images_dir is not None:
         if not settings.images_dir.is_dir():
             raise ValueError(f"MMSEARCH_IMAGES_DIR {str(settings.images_dir)!r} is not a folder")
