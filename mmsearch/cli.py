@@ -103,6 +103,14 @@ def serve_serving() -> None:
     main()
 
 
+@serve_app.command("writer")
+def serve_writer() -> None:
+    """The gRPC DocumentService: live upserts, deletes and gets, through the write log."""
+    from mmsearch.services.writer.main import main
+
+    main()
+
+
 @serve_app.command("web")
 def serve_web() -> None:
     """The web page and JSON API (a gRPC client of serving)."""

@@ -32,6 +32,7 @@ from mmsearch.operator.main import OperatorSettings
 from mmsearch.services.preprocess.settings import PreprocessSettings
 from mmsearch.services.serving.config.settings import ServingSettings
 from mmsearch.services.web.settings import WebSettings
+from mmsearch.services.writer.settings import WriterSettings
 
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 COMMAND = "python -m mmsearch.dev.configuration_doc"
@@ -40,6 +41,7 @@ COMMAND = "python -m mmsearch.dev.configuration_doc"
 PROCESSES: tuple[tuple[str, str, tuple[type[BaseConfig], ...]], ...] = (
     ("preprocess", "`mmsearch serve preprocess`", (PreprocessSettings, ArtifactSettings)),
     ("serving", "`mmsearch serve serving`", (ServingSettings, ArtifactSettings)),
+    ("writer", "`mmsearch serve writer`", (WriterSettings, ArtifactSettings)),
     ("web", "`mmsearch serve web`", (WebSettings,)),
     ("operator", "`mmsearch operator`", (OperatorSettings,)),
     ("demo", "`mmsearch demo`", (DemoSettings,)),
