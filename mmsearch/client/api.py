@@ -122,14 +122,15 @@ class Client(_Api):
             yield page
             request = next_page(request, page)
 
-    def close(self) -> None:
-        self._channel.close()
-
     def __enter__(self) -> "Client":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def close(self) -> None:
+        """Closes the channel; calls still running are cancelled."""
+        self._channel.close()
 
 
 class AsyncClient(_Api):
@@ -161,11 +162,12 @@ class AsyncClient(_Api):
             yield page
             request = next_page(request, page)
 
-    async def close(self) -> None:
-        await self._channel.close()
-
     async def __aenter__(self) -> "AsyncClient":
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel; calls still running are cancelled."""
+        await self._channel.close()

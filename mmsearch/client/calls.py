@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 from mmsearch.client.errors import InvalidArgument
-from mmsearch.client.filters import Filter
 from mmsearch.client.results import SearchPage
 from mmsearch.v1 import retrieval_pb2
 
@@ -42,7 +41,7 @@ def _text(name: str, value: object) -> str:
 
 def search_request(scene: str, text: str | None = None, *, image: bytes | None = None,
                    similar_to: int | None = None, top_k: int = 0, page_size: int = 0, user_id: str = "",
-                   diversify: bool = False, filters: Sequence[Filter | retrieval_pb2.Filter] = (),
+                   diversify: bool = False, filters: Sequence[retrieval_pb2.Filter] = (),
                    facets: Iterable[str] = (), page_token: str = "",
                    force_arms: Mapping[str, str] | None = None) -> retrieval_pb2.SearchRequest:
     """A ``SearchRequest`` with exactly one query: ``text``, ``image`` (encoded bytes) or ``similar_to``
@@ -66,8 +65,6 @@ def search_request(scene: str, text: str | None = None, *, image: bytes | None =
     else:
         request.similar_to = _integer("similar_to", similar_to, _INT64)
     for i, condition in enumerate(filters):
-        if isinstance(condition, Filter):
-            condition = condition.to_proto()
         if not isinstance(condition, retrieval_pb2.Filter):
             raise InvalidArgument(f"filters[{i}] is a {type(condition).__name__}; build filters with "
                                   "mmsearch.client.field(name).eq(...) and the like", field=f"filters[{i}]")

@@ -36,6 +36,10 @@ class MmsearchError(Exception):
 
     code = "UNKNOWN"
 
+    def __init_subclass__(cls, code: str = "", **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.code = code or cls.code
+
     def __init__(self, message: str, *, field: str | None = None, retry_after: float | None = None,
                  code: str | None = None):
         super().__init__(message)
@@ -50,59 +54,41 @@ class MmsearchError(Exception):
         return f"{self.code}{where}: {self.message}"
 
 
-class InvalidArgument(MmsearchError, ValueError):
+class InvalidArgument(MmsearchError, ValueError, code="INVALID_ARGUMENT"):
     """The request is wrong: ``field`` names what to fix."""
 
-    code = "INVALID_ARGUMENT"
 
-
-class NotFound(MmsearchError):
+class NotFound(MmsearchError, code="NOT_FOUND"):
     """The request names something that does not exist (``similar_to`` an unknown item)."""
 
-    code = "NOT_FOUND"
 
-
-class PageExpired(MmsearchError):
+class PageExpired(MmsearchError, code="FAILED_PRECONDITION"):
     """A page token of an index version or experiment that changed since its first page: search again
     without it."""
 
-    code = "FAILED_PRECONDITION"
 
-
-class FailedPrecondition(MmsearchError):
+class FailedPrecondition(MmsearchError, code="FAILED_PRECONDITION"):
     """The deployment does not fit the request (a model or collection missing): the operators' problem."""
 
-    code = "FAILED_PRECONDITION"
 
-
-class Unauthenticated(MmsearchError):
+class Unauthenticated(MmsearchError, code="UNAUTHENTICATED"):
     """No API key, or one that is not valid."""
 
-    code = "UNAUTHENTICATED"
 
-
-class PermissionDenied(MmsearchError):
+class PermissionDenied(MmsearchError, code="PERMISSION_DENIED"):
     """The key lacks the scope or the scene; or a feedback token forged, altered or expired."""
 
-    code = "PERMISSION_DENIED"
 
-
-class RateLimited(MmsearchError):
+class RateLimited(MmsearchError, code="RESOURCE_EXHAUSTED"):
     """Over the key's rate (or the per-client feedback limit): wait ``retry_after`` seconds."""
 
-    code = "RESOURCE_EXHAUSTED"
 
-
-class Unavailable(MmsearchError):
+class Unavailable(MmsearchError, code="UNAVAILABLE"):
     """Serving, or a dependency behind it, cannot be reached (after the retries an idempotent call gets)."""
 
-    code = "UNAVAILABLE"
 
-
-class DeadlineExceeded(MmsearchError):
+class DeadlineExceeded(MmsearchError, code="DEADLINE_EXCEEDED"):
     """No answer within the call's deadline."""
-
-    code = "DEADLINE_EXCEEDED"
 
 
 _CLASSES: dict[grpc.StatusCode, type[MmsearchError]] = {

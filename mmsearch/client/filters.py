@@ -21,30 +21,13 @@ from mmsearch.client.errors import InvalidArgument
 from mmsearch.v1 import retrieval_pb2
 
 Value = Union[str, bool, int, float]
+Filter = retrieval_pb2.Filter
+"""What the builders make: the contract's typed ``Filter`` message, as ``SearchRequest.filters`` holds it."""
 _OPS = {"eq": retrieval_pb2.Filter.EQ, "in": retrieval_pb2.Filter.IN, "not": retrieval_pb2.Filter.NOT,
         "range": retrieval_pb2.Filter.RANGE}
 _TYPES = {"keyword": (str,), "number": (int, float), "bool": (bool,)}
 MAX_VALUES = 100
 """Most values one filter may list (serving's bound)."""
-
-
-@dataclass(frozen=True)
-class Filter:
-    """One condition: ``op`` eq | in | not (``values``) or range (``low`` <= field <= ``high``)."""
-
-    field: str
-    op: str
-    values: tuple[Value, ...] = ()
-    low: float | None = None
-    high: float | None = None
-
-    def to_proto(self) -> retrieval_pb2.Filter:
-        message = retrieval_pb2.Filter(field=self.field, op=_OPS[self.op], values=[_value(v) for v in self.values])
-        if self.low is not None:
-            message.min = self.low
-        if self.high is not None:
-            message.max = self.high
-        return message
 
 
 def _value(value: Value) -> retrieval_pb2.FilterValue:
@@ -84,8 +67,12 @@ class FieldRef:
         if low is None and high is None:
             raise InvalidArgument(f"{self.name}: give a range a low end, a high end or both", field=self.name)
         self._allowed("range")
-        return Filter(self.name, "range", low=None if low is None else float(low),
-                      high=None if high is None else float(high))
+        built = Filter(field=self.name, op=_OPS["range"])
+        if low is not None:
+            built.min = float(low)
+        if high is not None:
+            built.max = float(high)
+        return built
 
     def _allowed(self, op: str) -> None:
         if self.operators is not None and op not in self.operators:
@@ -104,7 +91,7 @@ class FieldRef:
                 raise InvalidArgument(f"{self.name}: a {self.type} field takes {wanted[0].__name__} values, not "
                                       f"{value!r}", field=self.name)
         self._allowed(op)
-        return Filter(self.name, op, tuple(values))
+        return Filter(field=self.name, op=_OPS[op], values=[_value(v) for v in values])
 
 
 def field(name: str) -> FieldRef:
