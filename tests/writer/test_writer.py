@@ -85,12 +85,12 @@ def upsert(live, *docs, scene: str = SCENE, role: str = "writer") -> documents_p
 def search_ids(live, text: str, **fields) -> list[int]:
     stub = retrieval_pb2_grpc.RetrievalServiceStub(grpc.insecure_channel(live["stack"].address))
     reply = stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text=text, **fields), timeout=20)
-    return [hit.id for hit in reply.hits]
+    return [item.id for item in reply.items]
 
 
 def hit_of(live, text: str, ident: int):
     stub = retrieval_pb2_grpc.RetrievalServiceStub(grpc.insecure_channel(live["stack"].address))
-    return next((h for h in stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text=text), timeout=20).hits
+    return next((h for h in stub.Search(retrieval_pb2.SearchRequest(scene=SCENE, text=text), timeout=20).items
                  if h.id == ident), None)
 
 
