@@ -52,7 +52,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -67,7 +66,7 @@ from mmsearch.jobs.options import (
 )
 from mmsearch.jobs.corpus import corpus_uri, read_corpus
 from mmsearch.jobs.errors import JobError, exit_on_error
-from mmsearch.jobs.progress import emit
+from mmsearch.jobs.progress import check_summary_file, emit, write_summary_file
 from mmsearch.jobs.query_set import (
     Label, LabelledQuery, parse_query_set, request_limits, resolve_labels, unresolved,
 )
@@ -323,27 +322,8 @@ def evaluate(milvus_uri: str, collection: str, queries: str, repository: str, wo
         print(f"warning: {queries}: {len(missing)} labels name no document of the corpus and counted as misses "
               f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); the report lists them, and a "
               "quality gate refuses to judge this evaluation", file=sys.stderr, flush=True)
-    if summary_file:
-        try:
-            with open(summary_file, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(summary, separators=(",", ":")))
-        except OSError as exc:
-            raise JobError(f"--summary-file {summary_file}: cannot write it ({exc.strerror or exc}); the report "
-                           f"is at {target}") from None
+    write_summary_file(summary_file, summary, f"the report is at {target}")
     return summary
-
-
-def check_summary_file(path: str | None) -> None:
-    """Refuse a ``--summary-file`` that cannot be written before the queries run, not after."""
-    if not path:
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise JobError(f"--summary-file {path} is a folder: give a file path")
-    if not os.path.isdir(folder):
-        raise JobError(f"--summary-file {path}: its folder {folder} does not exist: create it or give another path")
-    if not os.access(folder, os.W_OK) and not (os.path.exists(path) and os.access(path, os.W_OK)):
-        raise JobError(f"--summary-file {path}: its folder {folder} is not writable: give a writable path")
 
 
 @job_app.command("evaluate")

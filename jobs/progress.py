@@ -8,9 +8,12 @@ the stage's summary. The operator and tests read these lines.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, Callable, TextIO
+
+from mmsearch.jobs.errors import JobError
 
 # A test hook: called with (stage, documents done) after every update, that is after each batch a stage
 # has finished (tests stop a job at a known point with it, not at a time). None in production.
@@ -21,6 +24,32 @@ def emit(stage: str, event: str, stream: TextIO | None = None, **fields: Any) ->
     stream = stream or sys.stdout
     stream.write(json.dumps({"stage": stage, "event": event, **fields}, default=str) + "\n")
     stream.flush()
+
+
+def check_summary_file(path: str | None) -> None:
+    """Refuse a ``--summary-file`` that cannot be written before the work runs, not after (a Job's pod
+    points it at its termination message, which the operator reads)."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise JobError(f"--summary-file {path} is a folder: give a file path")
+    if not os.path.isdir(folder):
+        raise JobError(f"--summary-file {path}: its folder {folder} does not exist: create it or give another path")
+    if not os.access(folder, os.W_OK) and not (os.path.exists(path) and os.access(path, os.W_OK)):
+        raise JobError(f"--summary-file {path}: its folder {folder} is not writable: give a writable path")
+
+
+def write_summary_file(path: str | None, summary: dict[str, Any], where: str = "") -> None:
+    """Write ``summary`` as one compact JSON object to ``path`` (nothing when None)."""
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(summary, separators=(",", ":"), default=str))
+    except OSError as exc:
+        raise JobError(f"--summary-file {path}: cannot write it ({exc.strerror or exc})"
+                       + (f"; {where}" if where else "")) from None
 
 
 class Progress:

@@ -43,7 +43,7 @@ from mmsearch.core import artifacts
 from mmsearch.core.milvus.connection import session
 from mmsearch.core.milvus.names import collection_name
 from mmsearch.core.milvus.record import is_complete, scene_collections
-from mmsearch.core.milvus.registry import alias_history, resolve_alias, rollback_choice
+from mmsearch.core.milvus.registry import alias_history, read_state, resolve_alias, rollback_choice
 from mmsearch.core.milvus.registry_writes import set_alias, update_state
 from mmsearch.core.milvus.rows import drop_collection
 from mmsearch.core.quality import Thresholds, shortfalls
@@ -51,7 +51,7 @@ from mmsearch.core.redact import redact
 from mmsearch.jobs.app import job_app
 from mmsearch.jobs.options import MilvusToken, MilvusUri, Scene, TIMEOUT, Timeout, Version
 from mmsearch.jobs.errors import JobError, exit_on_error
-from mmsearch.jobs.progress import emit
+from mmsearch.jobs.progress import check_summary_file, emit, write_summary_file
 
 
 def versions_to_drop(collections: list[dict], published: str, keep: int) -> list[str]:
@@ -140,8 +140,9 @@ def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: in
         update_state(client, name, published=decision, **({"evaluation": summary} if summary else {}))
         previous = set_alias(client, scene, name)
         dropped = _prune(client, scene, name, keep)
+        documents = read_state(client, name).get("count")
     return {"alias": scene, "collection": name, "previous": previous, "dropped": dropped, "forced": bool(missed),
-            **({"recall": summary["recall"], "k": summary["k"]} if summary else {})}
+            "documents": documents, **({"recall": summary["recall"], "k": summary["k"]} if summary else {})}
 
 
 def roll_back(milvus_uri: str, scene: str, *, token: str = "", timeout: float = 10.0) -> dict:
@@ -158,7 +159,11 @@ def roll_back(milvus_uri: str, scene: str, *, token: str = "", timeout: float = 
                            f"{', '.join(history) or 'none'}; dropped ones cannot come back); publish a --version")
         update_state(client, target, published={"at": time.time(), "forced": False, "rollback_from": current})
         set_alias(client, scene, target, history=rest)
-    return {"alias": scene, "collection": target, "previous": current, "dropped": [], "rollback": True}
+        state = read_state(client, target)
+    figures = state.get("evaluation") or {}
+    return {"alias": scene, "collection": target, "previous": current, "dropped": [], "rollback": True,
+            "documents": state.get("count"), **({"recall": figures["recall"], "k": figures.get("k")}
+                                                if isinstance(figures.get("recall"), (int, float)) else {})}
 
 
 @job_app.command("publish")
@@ -174,12 +179,16 @@ def publish_command(
     max_p99_ms: float = typer.Option(None, envvar="MMSEARCH_MAX_P99_MS", help="Refuse above this query p99 (ms)."),
     force: bool = typer.Option(False, "--force", envvar="MMSEARCH_FORCE", help="Publish even when the gate refuses."),
     rollback: bool = typer.Option(False, "--rollback", help="Point the alias back at the previous kept version."),
+    summary_file: str = typer.Option(None, envvar="MMSEARCH_SUMMARY_FILE",
+                                     help="Also write the outcome JSON here (the operator reads it from the pod)."),
     milvus_token: MilvusToken = "",
     timeout: Timeout = TIMEOUT,
 ) -> None:
     """Point alias <scene> at <scene>_<version> in one step (gated on --report); drop versions beyond --keep."""
     with exit_on_error():
+        check_summary_file(summary_file)
         summary = publish(milvus_uri, scene, version, keep=keep, report=report, min_recall=min_recall,
                           max_regression=max_regression, max_p99_ms=max_p99_ms, force=force, rollback=rollback,
                           token=milvus_token, timeout=timeout)
+        write_summary_file(summary_file, summary)
         emit("publish", "done", **summary)

@@ -8,8 +8,11 @@ Every trigger runs the same level-triggered :func:`reconcile_indexjob`:
   wakes the owning IndexJob (named in the ``mmsearch.io/indexjob`` label);
 - a timer on unfinished IndexJobs, a safety net for a missed watch event.
 
-While an evaluate stage runs, the pods of its Job are read too: the figures
-are in their termination message (see :mod:`mmsearch.operator.reconciler`).
+While an evaluate or publish stage (or a rollback) runs, the pods of its Job
+are read too: its outcome is in their termination message (see
+:mod:`mmsearch.operator.reconciler`). The timer also wakes IndexJobs with a
+``spec.schedule``, so a fire time is acted on within ``resync_seconds``; the
+clock is a parameter of the registry (the tests move it themselves).
 
 Calls for one IndexJob are serialised by a lock, and each reads the object
 fresh from the API rather than trusting the triggering event's body. The
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import kopf
 
@@ -33,13 +36,20 @@ from mmsearch.operator.spec import GROUP, PLURAL, VERSION
 ANNOTATION_PREFIX = "mmsearch.io"  # kopf's own bookkeeping annotations: mmsearch.io/last-handled-configuration
 
 
-def build_memo(kube: KubeClient | None = None) -> kopf.Memo:
-    """The operator-wide memo the handlers share: the API client and the per-IndexJob locks."""
-    return kopf.Memo(kube=kube or KubeClient(), locks={})
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def build_memo(kube: KubeClient | None = None, clock: Clock = utc_now) -> kopf.Memo:
+    """The operator-wide memo the handlers share: the API client, the per-IndexJob locks and the clock."""
+    return kopf.Memo(kube=kube or KubeClient(), locks={}, clock=clock)
 
 
 async def reconcile_indexjob(kube: KubeClient, locks: dict[tuple[str, str], asyncio.Lock], namespace: str,
-                             name: str, logger: logging.Logger | Any) -> None:
+                             name: str, logger: logging.Logger | Any, clock: Clock = utc_now) -> None:
     """Bring IndexJob ``namespace/name`` one step closer to done (idempotent)."""
     lock = locks.setdefault((namespace, name), asyncio.Lock())
     async with lock:
@@ -47,10 +57,9 @@ async def reconcile_indexjob(kube: KubeClient, locks: dict[tuple[str, str], asyn
         if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
             return  # gone or going: owner references delete its Jobs
         jobs = await kube.list_jobs(namespace, name)
-        evaluating = any(e.get("name") == "evaluate" and e.get("state") == machine.RUNNING
-                         for e in (obj.get("status") or {}).get("stages") or [])
-        pods = await kube.list_pods(namespace, name, "evaluate") if evaluating else []  # its figures
-        decision = machine.reconcile(obj, jobs, datetime.now(timezone.utc), pods)
+        stage = machine.pods_to_read(obj.get("status"))
+        pods = await kube.list_pods(namespace, name, stage) if stage else []  # their outcome
+        decision = machine.reconcile(obj, jobs, clock(), pods)
         for job_name in decision.delete:
             logger.info("deleting superseded Job %s", job_name)
             await kube.delete_job(namespace, job_name)
@@ -64,9 +73,11 @@ async def reconcile_indexjob(kube: KubeClient, locks: dict[tuple[str, str], asyn
             kopf.event(obj, type=event.type, reason=event.reason, message=event.message)
 
 
-def _unfinished(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
+def _unfinished(status: kopf.Status, meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> bool:
     return (status.get("phase") not in (machine.SUCCEEDED, machine.FAILED)
-            or status.get("observedGeneration") != meta.get("generation"))
+            or status.get("observedGeneration") != meta.get("generation")
+            or bool(spec.get("schedule"))
+            or (status.get("rollback") or {}).get("state") == machine.RUNNING)
 
 
 def build_registry(connection: kopf.ConnectionInfo | None = None, *, resync_seconds: float = 60.0,
@@ -97,17 +108,17 @@ def build_registry(connection: kopf.ConnectionInfo | None = None, *, resync_seco
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
     async def indexjob_changed(namespace: str, name: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-        await reconcile_indexjob(memo.kube, memo.locks, namespace, name, logger)
+        await reconcile_indexjob(memo.kube, memo.locks, namespace, name, logger, memo.clock)
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=resync_seconds, initial_delay=resync_seconds,
                 when=_unfinished, registry=registry)
     async def resync(namespace: str, name: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-        await reconcile_indexjob(memo.kube, memo.locks, namespace, name, logger)
+        await reconcile_indexjob(memo.kube, memo.locks, namespace, name, logger, memo.clock)
 
     @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY,
                                                   LABEL_INDEXJOB: kopf.PRESENT}, registry=registry)
     async def job_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: Any,
                           **_: Any) -> None:
-        await reconcile_indexjob(memo.kube, memo.locks, namespace, labels[LABEL_INDEXJOB], logger)
+        await reconcile_indexjob(memo.kube, memo.locks, namespace, labels[LABEL_INDEXJOB], logger, memo.clock)
 
     return registry

@@ -12,7 +12,7 @@ import asyncio
 import kopf
 from pydantic_settings import SettingsConfigDict
 
-from mmsearch.operator.handlers import build_memo, build_registry
+from mmsearch.operator.handlers import Clock, build_memo, build_registry, utc_now
 from mmsearch.core.logs import setup_logging
 from mmsearch.core.settings import BaseConfig, load_settings, setting
 
@@ -37,9 +37,11 @@ def liveness_endpoint(settings: OperatorSettings) -> str:
 
 
 async def run(namespace: str | None, settings: OperatorSettings, *,
-              connection: kopf.ConnectionInfo | None = None, stop_flag: asyncio.Event | None = None) -> None:
-    """Run the operator in the current event loop (the tests call this with an emulator's connection)."""
-    memo = build_memo()
+              connection: kopf.ConnectionInfo | None = None, stop_flag: asyncio.Event | None = None,
+              clock: Clock = utc_now) -> None:
+    """Run the operator in the current event loop (the tests call this with an emulator's connection and
+    a clock of their own)."""
+    memo = build_memo(clock=clock)
     try:
         await kopf.operator(
             registry=build_registry(connection, resync_seconds=settings.resync_seconds),

@@ -25,6 +25,10 @@ variable). Decisions:
   which is where the operator reads it; ``publish`` then gets the report it
   wrote (``<workdir>/evaluation/<collection>.json``), the thresholds and ``--force``
   from ``spec.evaluation``, so the job applies the same gate and records the figures.
+- ``publish`` writes its outcome (the alias's new and previous collection, the
+  version's documents and recall@k) to its termination message too; the
+  ``rollback`` action is ``mmsearch job publish --rollback`` with the same
+  summary file, in a Job labelled stage ``rollback``.
 - ``spec.mongo.collection`` may say ``{collection}``: push-mongo writes the
   summaries of ``<scene>_<version>`` into that collection name, sync passes the
   template on (it resolves the live version itself).
@@ -47,6 +51,10 @@ ANNOTATION_VERSION = "mmsearch.io/version"
 RUN_AS = 10001
 TMP = "/tmp"
 TERMINATION_LOG = "/dev/termination-log"
+# The job command of a stage or action whose name is not its command's.
+COMMANDS = {"rollback": "publish"}
+# Whose pods write a summary to their termination message (the operator reads it).
+SUMMARY_STAGES = ("evaluate", "publish", "rollback")
 # spec.evaluation's thresholds -> publish's flags
 GATE_FLAGS = {"minRecall": "--min-recall", "maxRegression": "--max-regression", "maxP99Ms": "--max-p99-ms"}
 
@@ -130,7 +138,7 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
                 "--workdir", workdir, "--k", str(evaluation["k"]), "--summary-file", TERMINATION_LOG]
     if stage == "publish":
         args = ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--version", _need(version, stage),
-                "--keep", str(spec["publish"]["keep"])]
+                "--keep", str(spec["publish"]["keep"]), "--summary-file", TERMINATION_LOG]
         evaluation = spec.get("evaluation")
         if evaluation:
             args += ["--report", report_uri(workdir, f"{spec['scene']}_{version}")]
@@ -138,6 +146,8 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
                      for x in (flag, f"{evaluation[field]:g}")]
             args += ["--force"] if evaluation.get("force") else []
         return args
+    if stage == "rollback":
+        return ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--rollback", "--summary-file", TERMINATION_LOG]
     if stage == "sync":
         return ["--workdir", workdir, "--milvus-uri", milvus["uri"], "--scene", spec["scene"],
                 "--model-repository", model["repository"], "--model", document_model(spec),
@@ -178,7 +188,7 @@ def stage_env(stage: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
         env.append(_secret_env("AWS_ACCESS_KEY_ID", s3["credentialsSecret"], "AWS_ACCESS_KEY_ID"))
         env.append(_secret_env("AWS_SECRET_ACCESS_KEY", s3["credentialsSecret"], "AWS_SECRET_ACCESS_KEY"))
     token = spec["milvus"].get("tokenSecret")
-    if token and stage in ("push-milvus", "evaluate", "publish", "sync"):
+    if token and stage in ("push-milvus", "evaluate", "publish", "rollback", "sync"):
         env.append(_secret_env("MMSEARCH_MILVUS_TOKEN", token["name"], token.get("key") or "token"))
     if stage in ("push-mongo", "sync"):
         mongo = spec["mongo"]
@@ -207,7 +217,7 @@ def build_job(obj: dict[str, Any], spec: dict[str, Any], stage: str, *, name: st
         "name": stage,
         "image": spec["image"],
         "imagePullPolicy": spec["imagePullPolicy"],
-        "command": ["mmsearch", "job", stage],
+        "command": ["mmsearch", "job", COMMANDS.get(stage, stage)],
         "args": stage_args(stage, spec, workdir, version),
         "env": stage_env(stage, spec),
         "volumeMounts": mounts,
@@ -218,7 +228,7 @@ def build_job(obj: dict[str, Any], spec: dict[str, Any], stage: str, *, name: st
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    if stage == "evaluate":
+    if stage in SUMMARY_STAGES:
         container["terminationMessagePath"] = TERMINATION_LOG  # the summary the operator reads
     resources = spec["encode"].get("resources") if stage == "encode" else spec.get("resources")
     if resources:

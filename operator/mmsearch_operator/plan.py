@@ -106,9 +106,10 @@ def _identity(meta: dict[str, Any]) -> str:
     return f"{meta.get('namespace', '')}/{meta['name']}/{meta.get('uid', '')}"
 
 
-def job_name(meta: dict[str, Any], stage: str, generation: int, fingerprint: str) -> str:
-    """``<name>-<stage>-<8 hex>``: deterministic for (object, stage, launch generation, inputs)."""
-    h = digest([_identity(meta), stage, generation, fingerprint])[:8]
+def job_name(meta: dict[str, Any], stage: str, generation: int, fingerprint: str, run: int = 0) -> str:
+    """``<name>-<stage>-<8 hex>``: deterministic for (object, stage, launch generation, inputs, and the
+    scheduled run when there is one: each run of ``spec.schedule`` gets Jobs of its own)."""
+    h = digest([_identity(meta), stage, generation, fingerprint] + ([run] if run else []))[:8]
     return f"{meta['name']}-{stage}-{h}"
 
 

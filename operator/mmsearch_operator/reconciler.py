@@ -34,31 +34,38 @@ message, and the stage fingerprint (:mod:`mmsearch.operator.plan`).
   with, the version published then): a candidate that falls short fails the
   publish stage and the IndexJob with reason ``QualityGate`` and a Warning
   Event with the numbers, and nothing is published. ``spec.evaluation.force``
-  publishes anyway (the publish Job gets ``--force`` and records it).
+  publishes anyway (the publish Job gets ``--force`` and records it). Either
+  way the decision is an Event: ``GatePassed``, ``GateForced`` or ``QualityGate``.
+- publish (and a rollback) leave their outcome in the pod's termination
+  message: ``status.published`` is what the scene's alias points at after it,
+  with the version's documents and recall@k (the printer columns), and a
+  ``Published`` Event says from what to what.
+- ``spec.schedule`` (:mod:`mmsearch.operator.schedule`) starts numbered runs
+  (``status.run``): every stage goes back to Pending and its Job gets a name of
+  its own; ``spec.rollback`` (:mod:`mmsearch.operator.actions`) runs a
+  rollback Job between runs. Conditions: :mod:`mmsearch.operator.conditions`.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from mmsearch.core.quality import Thresholds, shortfalls
-from mmsearch.operator import plan
+from mmsearch.operator import actions, plan, schedule
+from mmsearch.operator.conditions import (DONE, FAILED, PENDING, RUNNING, SKIPPED, SUCCEEDED, Event,
+                                          failed_invalid, phase, summary)
 from mmsearch.operator.manifests import build_job
+from mmsearch.operator.observe import (FIGURES, JobView, count_indexes, evaluation_figures, observe_job,
+                                       published_figures, timestamp)
 from mmsearch.operator.spec import GATE_NAMES, mode_stages, skipped_stages, with_defaults
 from mmsearch.operator.validate import validate
 
-PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
-DONE = (SUCCEEDED, SKIPPED)
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
+__all__ = ["DONE", "FAILED", "FIGURES", "PENDING", "RUNNING", "SKIPPED", "SUCCEEDED", "Decision", "Event", "JobView",
+           "count_indexes", "evaluation_figures", "gate", "observe_job", "reconcile", "pods_to_read", "status_patch",
+           "timestamp"]
+SUMMARY_STAGES = ("evaluate", "publish")  # stages whose pods leave a summary the operator reads
 
 
 @dataclasses.dataclass
@@ -69,77 +76,13 @@ class Decision:
     events: list[Event] = dataclasses.field(default_factory=list)
 
 
-@dataclasses.dataclass(frozen=True)
-class JobView:
-    """What a stage needs to know about its Job."""
-    state: str  # Running | Succeeded | Failed
-    done: int
-    total: int
-    retries: int
-    reason: str = ""
-    message: str = ""
-    completion_time: str | None = None
-
-
-def timestamp(now: datetime) -> str:
-    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def count_indexes(ranges: str) -> int:
-    """Number of indexes in a Job's ``completedIndexes`` (``"0-2,5"`` -> 4)."""
-    total = 0
-    for part in filter(None, (ranges or "").split(",")):
-        lo, _, hi = part.partition("-")
-        total += int(hi or lo) - int(lo) + 1
-    return total
-
-
-def observe_job(job: dict[str, Any]) -> JobView:
-    """A Job's outcome from its status (conditions Complete/Failed, counts, completed indexes)."""
-    spec, st = job.get("spec") or {}, job.get("status") or {}
-    total = int(spec.get("completions") or 1)
-    if "completedIndexes" in st:
-        done = count_indexes(st["completedIndexes"])
-    else:
-        done = int(st.get("succeeded") or 0)
-    retries = int(st.get("failed") or 0)
-    conditions = {c.get("type"): c for c in st.get("conditions") or [] if c.get("status") == "True"}
-    if "Complete" in conditions:
-        return JobView(SUCCEEDED, total, total, retries, completion_time=st.get("completionTime"))
-    if "Failed" in conditions:
-        c = conditions["Failed"]
-        return JobView(FAILED, min(done, total), total, retries, c.get("reason") or "Failed",
-                       c.get("message") or "", c.get("lastTransitionTime"))
-    return JobView(RUNNING, min(done, total), total, retries)
-
-
-# evaluate's summary keys -> status.evaluation's (Kubernetes spells fields in camelCase)
-FIGURES = {"collection": "collection", "queries": "queries", "k": "k", "recall": "recall", "mrr": "mrr",
-           "ndcg10": "ndcg10", "zero_hit": "zeroHit", "p50_ms": "p50Ms", "p99_ms": "p99Ms",
-           "regression": "regression", "worse": "worse", "unresolved": "unresolved"}
-
-
-def evaluation_figures(pods: Iterable[dict[str, Any]], job: str) -> dict[str, Any] | None:
-    """The figures in the termination message of Job ``job``'s succeeded pod (None: none readable)."""
-    for pod in pods:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        if job not in (labels.get("job-name"), labels.get("batch.kubernetes.io/job-name")):
-            continue
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated") or {}
-            if terminated.get("exitCode") != 0:
-                continue
-            try:
-                summary = json.loads(terminated.get("message") or "")
-                figures = {FIGURES[k]: summary[k] for k in FIGURES if k in summary}
-                if "compare" in summary:
-                    figures |= {"compared": summary["compare"]["collection"],
-                                "comparedRecall": summary["compare"]["recall"]}
-                float(figures["recall"]), float(figures["p99Ms"])
-                return figures
-            except (ValueError, TypeError, KeyError, AttributeError):
-                continue
-    return None
+def pods_to_read(status: dict[str, Any] | None) -> str | None:
+    """The stage whose pods the next reconcile needs (their termination message), or None."""
+    status = status or {}
+    if (status.get("rollback") or {}).get("state") == RUNNING:
+        return actions.ROLLBACK
+    return next((e["name"] for e in status.get("stages") or []
+                 if e.get("name") in SUMMARY_STAGES and e.get("state") == RUNNING), None)
 
 
 def gate(spec: dict[str, Any], figures: dict[str, Any]) -> list[str]:
@@ -158,14 +101,16 @@ def _set_progress(entry: dict[str, Any], done: int, total: int) -> None:
 
 
 def _plan_entries(prev_stages: list[dict[str, Any]], fps: dict[str, str], skipped: set[str],
-                  new_generation: bool, stages: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Carry over the stages whose inputs did not change; reset the rest. Returns (entries, Jobs to delete)."""
+                  new_generation: bool, stages: tuple[str, ...],
+                  fresh: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """Carry over the stages whose inputs did not change; reset the rest (all of them for a ``fresh`` run).
+    Returns (entries, Jobs to delete)."""
     previous = {e.get("name"): e for e in prev_stages}
     entries, delete = [], []
     for stage in stages:
         old = previous.get(stage) or {}
         keep = (old.get("fingerprint") == fps[stage] and old.get("state") in (SUCCEEDED, RUNNING, FAILED)
-                and not (old.get("state") == FAILED and new_generation))
+                and not (old.get("state") == FAILED and new_generation) and not fresh)
         if stage not in skipped and keep:
             entries.append(copy.deepcopy(old))
             continue
@@ -176,52 +121,60 @@ def _plan_entries(prev_stages: list[dict[str, Any]], fps: dict[str, str], skippe
     return entries, delete
 
 
-def _condition(prev: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
-               now: str) -> dict[str, Any]:
-    old = next((c for c in prev if c.get("type") == type_), {})
-    since = old.get("lastTransitionTime") if old.get("status") == status and old.get("lastTransitionTime") else now
-    return {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": since}
+@dataclasses.dataclass
+class _Run:
+    """What one pass over the stages did."""
+    create: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    events: list[Event] = dataclasses.field(default_factory=list)
+    published: dict[str, Any] | None = None
 
 
-def _failed_invalid(prev: dict[str, Any], problems: list[str], generation: int, now: str) -> Decision:
-    message = "; ".join(problems)
-    conditions = prev.get("conditions") or []
-    status = {
-        "phase": FAILED, "stage": None, "progress": None, "observedGeneration": generation,
-        "stages": prev.get("stages") or [], "version": prev.get("version"),
-        "conditions": [_condition(conditions, "Ready", "False", "InvalidSpec", message, now),
-                       _condition(conditions, "Progressing", "False", "InvalidSpec", message, now)],
-    }
-    ready = next((c for c in conditions if c.get("type") == "Ready"), {})
-    events = [] if (prev.get("phase") == FAILED and ready.get("message") == message) else [
-        Event("Warning", "InvalidSpec", message)]
-    return Decision(status=status, events=events)
+def _gate_event(spec: dict[str, Any], figures: dict[str, Any], missed: list[str], collection: str) -> Event:
+    if missed:
+        return Event("Warning", "GateForced", f"quality gate: {'; '.join(missed)}; {collection} published anyway "
+                                              "(spec.evaluation.force)")
+    what = f"recall@{figures.get('k')} {figures.get('recall')}, p99 {figures.get('p99Ms')} ms"
+    if figures.get("compared"):
+        what += f" (published {figures['compared']}: recall {figures.get('comparedRecall')})"
+    return Event("Normal", "GatePassed", f"quality gate passed: {collection}: {what}; publishing")
 
 
-def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime,
-              pods: Iterable[dict[str, Any]] = ()) -> Decision:
-    """The next status and actions for IndexJob ``obj`` given its existing stage Jobs (and the pods of
-    its evaluate Job, whose termination message holds the figures; see module docs)."""
-    meta = obj.get("metadata") or {}
-    spec = with_defaults(obj.get("spec"))
-    prev = obj.get("status") or {}
-    generation = int(meta.get("generation") or 1)
-    ts = timestamp(now)
+def _start(entry: dict[str, Any], spec: dict[str, Any], by_stage: dict[str, dict[str, Any]], meta: dict[str, Any],
+           generation: int, run: int, version: str | None, ts: str, out: _Run) -> str | None:
+    """Launch a Pending stage (its entry becomes Running), or fail it; returns the version it builds."""
+    stage, collection = entry["name"], f"{spec['scene']}_{version}"
+    if stage == "push-milvus":
+        version = entry["version"] = plan.collection_version(meta, generation)
+    elif stage in ("evaluate", "publish") and not version:
+        entry.update(state=FAILED, message=f"spec.skipStages: {stage} needs a collection built by "
+                     "push-milvus; do not skip push-milvus before a first successful run")
+        out.events.append(Event("Warning", "StageFailed", entry["message"]))
+        return version
+    elif stage == "publish" and by_stage.get("evaluate", {}).get("state") == SUCCEEDED:
+        figures = by_stage["evaluate"].get("evaluation") or {}
+        missed = gate(spec, figures)
+        if missed and not spec["evaluation"].get("force"):
+            entry.update(state=FAILED, reason="QualityGate", completionTime=ts,
+                         message=f"quality gate: {'; '.join(missed)}; {collection} not published "
+                                 "(set spec.evaluation.force to publish anyway)")
+            out.events.append(Event("Warning", "QualityGate", entry["message"]))
+            return version
+        out.events.append(_gate_event(spec, figures, missed, collection))
+    entry.update(state=RUNNING, generation=generation, startTime=ts,
+                 job=plan.job_name(meta, stage, generation, entry["fingerprint"], run))
+    for key in ("completionTime", "message", "reason", "evaluation"):
+        entry.pop(key, None)
+    _set_progress(entry, 0, spec["encode"]["shards"] if stage == "encode" else 1)
+    out.events.append(Event("Normal", "StageStarted", f"{stage}: started Job {entry['job']}"))
+    return version
 
-    problems = validate(spec, meta)
-    if problems:
-        return _failed_invalid(prev, problems, generation, ts)
 
-    fps = plan.fingerprints(spec)
-    new_generation = prev.get("observedGeneration") != generation
-    entries, delete = _plan_entries(prev.get("stages") or [], fps, skipped_stages(spec), new_generation,
-                                    mode_stages(spec))
+def _run_stages(obj: dict[str, Any], spec: dict[str, Any], entries: list[dict[str, Any]],
+                observed: dict[str, dict[str, Any]], pods: list[dict[str, Any]], generation: int, run: int,
+                version: str | None, ts: str) -> tuple[_Run, str | None]:
+    """One pass over the stages in order: launch the next, read the running one's Job."""
+    meta, out = obj.get("metadata") or {}, _Run()
     by_stage = {e["name"]: e for e in entries}
-    observed = {(j.get("metadata") or {}).get("name"): j for j in jobs}
-    create: list[dict[str, Any]] = []
-    events: list[Event] = []
-    version = by_stage.get("push-milvus", {}).get("version") or prev.get("version")
-
     for entry in entries:
         stage = entry["name"]
         if entry["state"] in DONE:
@@ -229,31 +182,13 @@ def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime
         if entry["state"] == FAILED:
             break
         if entry["state"] == PENDING:
-            if stage == "push-milvus":
-                version = entry["version"] = plan.collection_version(meta, generation)
-            elif stage in ("evaluate", "publish") and not version:
-                entry.update(state=FAILED, message=f"spec.skipStages: {stage} needs a collection built by "
-                             "push-milvus; do not skip push-milvus before a first successful run")
-                events.append(Event("Warning", "StageFailed", entry["message"]))
+            version = _start(entry, spec, by_stage, meta, generation, run, version, ts, out)
+            if entry["state"] == FAILED:
                 break
-            elif stage == "publish" and by_stage.get("evaluate", {}).get("state") == SUCCEEDED:
-                missed = gate(spec, by_stage["evaluate"].get("evaluation") or {})
-                if missed and not spec["evaluation"].get("force"):
-                    entry.update(state=FAILED, reason="QualityGate", completionTime=ts,
-                                 message=f"quality gate: {'; '.join(missed)}; {spec['scene']}_{version} not published "
-                                         "(set spec.evaluation.force to publish anyway)")
-                    events.append(Event("Warning", "QualityGate", entry["message"]))
-                    break
-            entry.update(state=RUNNING, generation=generation, startTime=ts,
-                         job=plan.job_name(meta, stage, generation, fps[stage]))
-            for key in ("completionTime", "message", "reason", "evaluation"):
-                entry.pop(key, None)
-            _set_progress(entry, 0, spec["encode"]["shards"] if stage == "encode" else 1)
-            events.append(Event("Normal", "StageStarted", f"{stage}: started Job {entry['job']}"))
         job = observed.get(entry["job"])
         if job is None:
-            create.append(build_job(obj, spec, stage, name=entry["job"], generation=entry["generation"],
-                                    fingerprint=entry["fingerprint"], version=version))
+            out.create.append(build_job(obj, spec, stage, name=entry["job"], generation=entry["generation"],
+                                        fingerprint=entry["fingerprint"], version=version))
             break
         view = observe_job(job)
         _set_progress(entry, view.done, view.total)
@@ -264,80 +199,112 @@ def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime
                 entry.update(state=FAILED, completionTime=view.completion_time or ts,
                              message=f"Job {entry['job']} completed but its pod left no evaluation summary in its "
                                      "termination message; re-run it (bump spec.retry)")
-                events.append(Event("Warning", "StageFailed", f"{stage}: {entry['message']}"))
+                out.events.append(Event("Warning", "StageFailed", f"{stage}: {entry['message']}"))
                 break
             entry["evaluation"] = figures
         if view.state == SUCCEEDED:
             entry.update(state=SUCCEEDED, completionTime=view.completion_time or ts)
             entry.pop("message", None)
+            if stage == "publish":
+                out.published = _published(pods, entry["job"], spec, version, by_stage, ts)
+                out.events.append(Event("Normal", "Published", f"alias {spec['scene']} -> "
+                                        f"{out.published['collection']} (was {out.published.get('previous') or 'unset'})"))
             continue
         if view.state == FAILED:
             entry.update(state=FAILED, completionTime=view.completion_time or ts,
                          message=f"Job {entry['job']} failed: {view.reason}: {view.message}".rstrip(": "))
-            events.append(Event("Warning", "StageFailed", f"{stage}: {entry['message']}"))
+            out.events.append(Event("Warning", "StageFailed", f"{stage}: {entry['message']}"))
             break
         if view.retries:
             entry["message"] = f"{view.retries} pod(s) failed; the Job retries (backoffLimit {spec['backoffLimit']})"
         break
-
-    return Decision(status=_summary(prev, entries, spec, version, generation, ts), create=create,
-                    delete=delete, events=events + _final_event(prev, entries, spec, version))
+    return out, version
 
 
-def _current(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
-    return next((e for e in entries if e["state"] not in DONE), None)
+def _published(pods: list[dict[str, Any]], job: str, spec: dict[str, Any], version: str | None,
+               by_stage: dict[str, dict[str, Any]], ts: str) -> dict[str, Any]:
+    """status.published after publish: its pod's outcome, else what the operator knows (no documents)."""
+    found = published_figures(pods, job, ts)
+    if found is None:
+        found = {"collection": f"{spec['scene']}_{version}", "at": ts}
+        figures = by_stage.get("evaluate", {}).get("evaluation") or {}
+        found |= {k: figures[k] for k in ("recall", "k") if k in figures}
+    return found
 
 
-def _phase(entries: list[dict[str, Any]]) -> str:
-    current = _current(entries)
-    if current is None:
-        return SUCCEEDED
-    return FAILED if current["state"] == FAILED else RUNNING if current["state"] == RUNNING else PENDING
+def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime,
+              pods: Iterable[dict[str, Any]] = ()) -> Decision:
+    """The next status and actions for IndexJob ``obj`` given its existing Jobs (and the pods of its
+    evaluate, publish or rollback Job, whose termination message holds their outcome; see module docs)."""
+    meta = obj.get("metadata") or {}
+    spec = with_defaults(obj.get("spec"))
+    prev = obj.get("status") or {}
+    generation = int(meta.get("generation") or 1)
+    ts, pods = timestamp(now), list(pods)
+
+    problems = validate(spec, meta)
+    if problems:
+        status = failed_invalid(prev, problems, generation, ts)
+        ready = next((c for c in prev.get("conditions") or [] if c.get("type") == "Ready"), {})
+        repeat = prev.get("phase") == FAILED and ready.get("message") == "; ".join(problems)
+        return Decision(status=status, events=[] if repeat else [Event("Warning", "InvalidSpec", "; ".join(problems))])
+
+    fps = plan.fingerprints(spec)
+    new_generation = prev.get("observedGeneration") != generation
+    stages, skipped = mode_stages(spec), skipped_stages(spec)
+    entries, delete = _plan_entries(prev.get("stages") or [], fps, skipped, new_generation, stages)
+    observed = {(j.get("metadata") or {}).get("name"): j for j in jobs}
+    run, extra = int(prev.get("run") or 0), {k: prev[k] for k in ("published",) if prev.get(k)}
+    events: list[Event] = []
+    hold = None
+    sched = spec.get("schedule")
+    if sched:
+        busy = phase(entries) == RUNNING or (phase(entries) == PENDING and run > 0)
+        fire = schedule.decide(sched, prev.get("schedule") or {}, _created(meta, now), now, busy)
+        events += fire.events
+        if fire.start:
+            run += 1
+            entries, superseded = _plan_entries(entries, fps, skipped, new_generation, stages, fresh=True)
+            delete += superseded
+            fire.status["active"] = {"run": run, "scheduledTime": fire.start, "startTime": ts}
+        if run == 0 and phase(entries) == PENDING:  # like a CronJob: nothing runs before the first fire
+            hold = f"the first run starts at {fire.status.get('nextScheduleTime') or 'no time (suspended)'}"
+        extra["schedule"] = fire.status
+    if run:
+        extra["run"] = run
+    version = next((e.get("version") for e in entries if e["name"] == "push-milvus" and e.get("version")),
+                   None) or prev.get("version")
+    done = _Run()
+    if hold is None:
+        done, version = _run_stages(obj, spec, entries, observed, pods, generation, run, version, ts)
+    if done.published:
+        extra["published"] = done.published
+    ph = phase(entries)
+    active = (extra.get("schedule") or {}).get("active")
+    if active and active.get("run") == run and ph in (SUCCEEDED, FAILED):
+        jobs_of_run = [e["job"] for e in entries if e.get("job")]
+        extra["schedule"], pruned = schedule.finish(sched, extra["schedule"], ph, jobs_of_run, ts)
+        delete += [j for j in pruned if j not in delete]
+    outcome = actions.rollback(meta, spec, prev.get("rollback"), observed, pods, generation, ts,
+                               busy=ph in (RUNNING, PENDING) and hold is None,
+                               build=lambda **kw: build_job(obj, spec, actions.ROLLBACK, version=version, **kw))
+    extra["rollback"] = outcome.status
+    if outcome.published:
+        extra["published"] = outcome.published
+    action = outcome.status if outcome.status.get("name") else None
+    status = summary(prev, entries, spec, version, generation, ts, extra=extra, hold=hold, action=action)
+    return Decision(status=status, create=done.create + outcome.create, delete=delete,
+                    events=events + done.events + outcome.events + _final_event(prev, entries, spec, version))
 
 
-def _summary(prev: dict[str, Any], entries: list[dict[str, Any]], spec: dict[str, Any], version: str | None,
-             generation: int, ts: str) -> dict[str, Any]:
-    phase, current = _phase(entries), _current(entries)
-    finished = sum(e["state"] in DONE for e in entries)
-    progress = f"{finished}/{len(entries)}"
-    if current and current["state"] == RUNNING and current.get("total", 1) > 1:
-        progress += f" {current['name']} {current['progress']}"
-    conds = prev.get("conditions") or []
-    if phase == SUCCEEDED:
-        published = "publish" not in skipped_stages(spec)
-        if spec.get("mode") == "incremental":
-            reason, what = "Synced", f"the live version of scene {spec['scene']} synced with the source"
-        elif published:
-            reason, what = "Published", f"alias {spec['scene']} -> {spec['scene']}_{version}"
-        else:
-            reason, what = "Built", f"collection {spec['scene']}_{version} built, not published"
-        ready = _condition(conds, "Ready", "True", reason, what, ts)
-        progressing = _condition(conds, "Progressing", "False", SUCCEEDED, "all stages done", ts)
-    elif phase == FAILED:
-        reason = current.get("reason") or "StageFailed"
-        ready = _condition(conds, "Ready", "False", reason, f"{current['name']}: {current['message']}", ts)
-        progressing = _condition(conds, "Progressing", "False", reason, current["message"], ts)
-    else:
-        what = f"{current['name']} running as Job {current.get('job')}" if current else "starting"
-        ready = _condition(conds, "Ready", "False", "InProgress", what, ts)
-        progressing = _condition(conds, "Progressing", "True", "StageRunning", what, ts)
-    evaluated = next((e for e in entries if e["name"] == "evaluate" and e.get("evaluation")), None)
-    return {
-        "phase": phase,
-        "stage": current["name"] if current else None,
-        "progress": progress,
-        "version": version,
-        "evaluation": dict(evaluated["evaluation"]) if evaluated else None,
-        "observedGeneration": generation,
-        "stages": entries,
-        "conditions": [ready, progressing],
-    }
+def _created(meta: dict[str, Any], now: datetime) -> datetime:
+    return schedule.read_time(meta.get("creationTimestamp")) or now
 
 
 def _final_event(prev: dict[str, Any], entries: list[dict[str, Any]], spec: dict[str, Any],
                  version: str | None) -> list[Event]:
     """A Normal Event when the IndexJob becomes Succeeded (not on every later reconcile)."""
-    if _phase(entries) != SUCCEEDED or prev.get("phase") == SUCCEEDED:
+    if phase(entries) != SUCCEEDED or prev.get("phase") == SUCCEEDED:
         return []
     if spec.get("mode") == "incremental":
         return [Event("Normal", "Succeeded", f"the live version of scene {spec['scene']} synced")]

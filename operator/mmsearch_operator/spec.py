@@ -53,6 +53,7 @@ DEFAULTS: dict[tuple[str, ...], Any] = {
     ("backoffLimit",): 2,
     ("ttlSecondsAfterFinished",): 86400,
     ("retry",): 0,
+    ("rollback",): 0,
     ("skipStages",): [],
     ("encode",): {},
     ("publish",): {},
@@ -76,6 +77,10 @@ DEFAULTS: dict[tuple[str, ...], Any] = {
     ("evaluation", "k"): 10,
     ("evaluation", "maxRegression"): 0.05,
     ("evaluation", "force"): False,
+    ("schedule", "concurrencyPolicy"): "Allow",
+    ("schedule", "suspend"): False,
+    ("schedule", "successfulRunsHistoryLimit"): 3,
+    ("schedule", "failedRunsHistoryLimit"): 1,
 }
 
 
@@ -108,7 +113,9 @@ FIELDS: dict[str, Any] = {
     "evaluation": {"queries": None, "k": None, "minRecall": None, "maxRegression": None, "maxP99Ms": None,
                    "force": None},
     "skipStages": None, "backoffLimit": None, "ttlSecondsAfterFinished": None, "activeDeadlineSeconds": None,
-    "retry": None,
+    "retry": None, "rollback": None,
+    "schedule": {"cron": None, "concurrencyPolicy": None, "suspend": None, "startingDeadlineSeconds": None,
+                 "successfulRunsHistoryLimit": None, "failedRunsHistoryLimit": None},
 }
 
 

@@ -21,6 +21,11 @@ these messages, each naming the field's path and what to do:
 - ``spec.milvus.fields`` and ``spec.milvus.bm25`` as push-milvus will read
   them (:mod:`mmsearch.core.fields`): a name declared twice, a reserved name,
   a key in an item that is not one of name, type, source.
+- ``spec.schedule`` (mode incremental only, also a CEL rule): its cron as
+  :mod:`mmsearch.operator.cron` reads it (the CRD's pattern checks each
+  field's shape and range; a backwards range such as ``5-1`` and a date that
+  never comes, such as ``0 0 30 2 *``, are refused here), its policy and
+  bounds as the schema has them.
 The required fields and the CEL rules are checked again too, so that an
 object the API server did not validate (an older CRD, an emulator) fails with
 a message instead of running wrong or crashing the operator.
@@ -28,6 +33,7 @@ a message instead of running wrong or crashing the operator.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,6 +41,7 @@ from pydantic import ValidationError
 from mmsearch.core.fields import ANALYZERS, FieldSpec
 from mmsearch.core.quality import Thresholds
 from mmsearch.core.text_template import TemplateError, field_template, template_fields
+from mmsearch.operator.cron import CronError, next_after, parse
 from mmsearch.operator.plan import MAX_NAME
 from mmsearch.operator.spec import FIELDS, GATE_NAMES, mode_stages, skipped_stages
 
@@ -169,7 +176,7 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     problems += _check_text(spec)
     if skipped_stages(spec) >= set(mode_stages(spec)):
         problems.append("spec.skipStages: every stage is skipped (with publish.enabled false): nothing would run")
-    return problems + _check_modes(spec) + _check_evaluation(spec)
+    return problems + _check_modes(spec) + _check_evaluation(spec) + check_schedule(spec)
 
 
 def _check_text(spec: dict[str, Any]) -> list[str]:
@@ -195,6 +202,9 @@ def _check_modes(spec: dict[str, Any]) -> list[str]:
     mode, stages = spec.get("mode") or "full", mode_stages(spec)
     problems += [f"spec.skipStages: {stage!r} is not a stage of mode {mode} (it runs {', '.join(stages)}): "
                  "remove it" for stage in spec.get("skipStages") or [] if stage not in stages]
+    rollback = spec.get("rollback", 0)
+    if isinstance(rollback, bool) or not isinstance(rollback, int) or rollback < 0:
+        problems.append(f"spec.rollback: {rollback!r} must be a whole number, 0 or more (bump it to roll back)")
     image = spec.get("image")
     if isinstance(image, str) and (len(image) > MAX_IMAGE or not _IMAGE.match(image)):
         problems.append(f"spec.image: {image[:80]!r} is not a container image reference "
@@ -219,3 +229,42 @@ def _check_evaluation(spec: dict[str, Any]) -> list[str]:
     problems = _check_location("evaluation.queries", queries, spec)
     thresholds = Thresholds(evaluation.get("minRecall"), evaluation.get("maxRegression"), evaluation.get("maxP99Ms"))
     return problems + thresholds.invalid(GATE_NAMES)
+
+
+_POLICIES = ("Allow", "Forbid", "Replace")
+# spec.schedule's integer fields: (lowest, highest), as the CRD bounds them
+_SCHEDULE_BOUNDS = {"startingDeadlineSeconds": (10, 2**31 - 1), "successfulRunsHistoryLimit": (0, 100),
+                    "failedRunsHistoryLimit": (0, 100)}
+
+
+def check_schedule(spec: dict[str, Any]) -> list[str]:
+    """spec.schedule: an incremental IndexJob's cron, policy and bounds (see :mod:`mmsearch.operator.schedule`)."""
+    schedule = spec.get("schedule")
+    if schedule is None:
+        return []
+    if not isinstance(schedule, dict):
+        return ["spec.schedule: an object with a cron field, e.g. {cron: '0 3 * * *'}"]
+    problems = []
+    if (spec.get("mode") or "full") != "incremental":
+        problems.append("spec.schedule applies to mode incremental only (a full build names its version by "
+                        "generation: a periodic rebuild of a scene is a sync): set mode incremental or remove it")
+    cron = schedule.get("cron")
+    if not isinstance(cron, str) or not cron or cron != cron.strip() or len(cron) > 256 or "\n" in cron:
+        problems.append(f"spec.schedule.cron: {str(cron)[:80]!r} must be a cron expression such as '0 3 * * *' "
+                        "(five fields, UTC) or @daily")
+    else:
+        try:
+            if next_after(parse(cron), datetime(2000, 1, 1, tzinfo=timezone.utc)) is None:
+                problems.append(f"spec.schedule.cron: {cron!r} never fires (a day that never comes): fix the date")
+        except CronError as exc:
+            problems.append(f"spec.schedule.cron: {exc}")
+    policy = schedule.get("concurrencyPolicy", "Allow")
+    if policy not in _POLICIES:
+        problems.append(f"spec.schedule.concurrencyPolicy: {policy!r} is not one of {', '.join(_POLICIES)}")
+    if not isinstance(schedule.get("suspend", False), bool):
+        problems.append("spec.schedule.suspend: true or false")
+    for field, (lo, hi) in _SCHEDULE_BOUNDS.items():
+        value = schedule.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
+            problems.append(f"spec.schedule.{field}: {value!r} must be a whole number from {lo} to {hi}")
+    return problems

@@ -27,9 +27,19 @@ def test_crd_names_and_printer_columns():
     (version,) = crd["spec"]["versions"]
     assert version["name"] == ij_spec.VERSION and version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) == 0]
-    assert columns == ["Scene", "Phase", "Stage", "Progress", "Recall", "Age"]
-    recall = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Recall")
-    assert recall["jsonPath"] == ".status.evaluation.recall" and recall["type"] == "number"
+    assert columns == ["Scene", "Phase", "Stage", "Documents", "Recall", "Alias", "Age"]
+    paths = {c["name"]: (c["jsonPath"], c["type"]) for c in version["additionalPrinterColumns"]}
+    assert paths["Recall"] == (".status.published.recall", "number")  # the published version's, not the candidate's
+    assert paths["Documents"] == (".status.published.documents", "integer")
+    assert paths["Alias"] == (".status.published.collection", "string")
+    status = crd_schema()["properties"]["status"]["properties"]
+    for column, (path, _) in paths.items():  # every column reads a field the status schema declares
+        if path.startswith(".status."):
+            node = status
+            *parents, last = path.removeprefix(".status.").split("[")[0].split(".")
+            for key in parents:
+                node = node[key]["properties"]
+            assert last in node, column
     stages_enum = crd_schema()["properties"]["spec"]["properties"]["skipStages"]["items"]["enum"]
     assert tuple(stages_enum) == ij_spec.STAGES
 

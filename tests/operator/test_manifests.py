@@ -153,6 +153,7 @@ def test_stage_flags_follow_the_job_cli_contract():
         "--k", "5", "--summary-file", "/dev/termination-log"]
     assert stage_args("publish", spec, w, "v1_x") == [
         "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--version", "v1_x", "--keep", "2",
+        "--summary-file", "/dev/termination-log",
         "--report", f"{w}/evaluation/stdlib_v1_x.json", "--min-recall", "0.8", "--max-regression", "0.02",
         "--max-p99-ms", "50", "--force"]
     assert stage_args("sync", spec, w, None) == [
@@ -162,6 +163,8 @@ def test_stage_flags_follow_the_job_cli_contract():
     plain = with_defaults(_variant("text", 1, "uri", "s3", False)["spec"])
     assert stage_args("push-mongo", plain, w, "v1_x")[4:6] == ["--collection", "stdlib"]
     assert stage_args("publish", plain, w, "v1_x")[-2:] == ["--max-regression", "0.05"]
+    assert stage_args("rollback", plain, w, None) == [
+        "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--rollback", "--summary-file", "/dev/termination-log"]
     text = with_defaults(_variant("text", 1, "uri", "s3", True)["spec"])
     assert stage_args("prepare", text, w, None)[4:] == [
         "--source", "s3://data/qa.jsonl", "--question-field", "title", "--answer-field", "body", "--id-field", "qid"]

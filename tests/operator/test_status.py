@@ -106,7 +106,9 @@ def test_success_runs_every_stage_in_order_and_then_rests():
     assert _states(c) == {**{s: "Succeeded" for s in RUN}, "evaluate": "Skipped"} and "evaluation" not in status
     assert _conditions(c)["Ready"] | {"lastTransitionTime": None} == {
         "type": "Ready", "status": "True", "reason": "Published", "message": "alias stdlib -> stdlib_v1_0f1e2d3c",
-        "lastTransitionTime": None}
+        "lastTransitionTime": None, "observedGeneration": 1}
+    assert _conditions(c)["Degraded"]["status"] == "False" and _conditions(c)["Degraded"]["reason"] == "AsExpected"
+    assert status["published"]["collection"] == "stdlib_v1_0f1e2d3c"  # no pod summary here: what the operator knows
     assert ("Normal", "Succeeded", "index stdlib_v1_0f1e2d3c ready") in c.events
     assert all(e["startTime"] and e["completionTime"] and e["progress"] == "1/1" for e in status["stages"]
                if e["state"] != "Skipped")
