@@ -11,6 +11,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from mmsearch.core.logs import setup_logging
+from mmsearch.services.runtime import tracing
 from mmsearch.services.runtime.server import RunningServer, run_until_signal, start_server
 from mmsearch.core.settings import load_settings
 from mmsearch.services.preprocess.models import ModelLoadError, load_models
@@ -49,6 +50,7 @@ async def serve(settings: PreprocessSettings) -> None:
 def main() -> None:
     settings = load_settings(PreprocessSettings)
     setup_logging(settings.log_level, settings.log_json)
+    tracing.configure("mmsearch-preprocess")  # on only when the OTEL_* variables say so
     try:
         asyncio.run(serve(settings))
     except ModelLoadError as exc:

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mmsearch.core.channels import message_options
+from mmsearch.services.runtime import tracing
 from mmsearch.services.runtime.guard import RequestGuard
 from mmsearch.services.runtime.metrics import MetricsEndpoint, MetricsInterceptor, loop_probe
 from mmsearch.services.runtime.settings import GrpcSettings
@@ -88,8 +89,10 @@ async def start_server(
     options = [*message_options(settings.max_message_bytes), ("grpc.so_reuseport", 0),
                ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
                ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS)]
-    # The metrics interceptor wraps the guard's handler: it counts what the guard answers too.
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(), RequestGuard(), *interceptors], options=options)
+    # The metrics interceptor wraps the guard's handler: it counts what the guard answers too; the trace's
+    # server span (only when tracing is on) wraps them all.
+    server = grpc.aio.server(interceptors=[*tracing.server_interceptors(), MetricsInterceptor(), RequestGuard(),
+                                           *interceptors], options=options)
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

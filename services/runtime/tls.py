@@ -37,6 +37,7 @@ import grpc
 from pydantic import model_validator
 
 from mmsearch.core.settings import Group, setting
+from mmsearch.services.runtime import tracing
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +263,10 @@ def channel(address: str, tls: Tls | None, options: list, *, grace: float = 5.0)
     """A ``grpc.aio`` channel to ``address``: TLS when ``tls.ca_file`` is set, plaintext otherwise."""
 
     def build(credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+        traced = tracing.client_interceptors()  # none while tracing is off
         if credentials is None:
-            return grpc.aio.insecure_channel(address, options=options)
-        return grpc.aio.secure_channel(address, credentials, options=options)
+            return grpc.aio.insecure_channel(address, options=options, interceptors=traced)
+        return grpc.aio.secure_channel(address, credentials, options=options, interceptors=traced)
 
     return Reloading(tls, build, _close_channel, grace=grace)
 

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from mmsearch.core.logs import setup_logging
+from mmsearch.services.runtime import tracing
 from mmsearch.core.settings import load_settings
 from mmsearch.core.access.keyring import KeyRing
 from mmsearch.services.runtime.access import AccessInterceptor
@@ -57,6 +58,14 @@ async def health_loop(running: RunningServer, backends: Backends, store: ConfigS
             log.exception("health probe failed")
         health.rounds += 1
         await asyncio.sleep(interval)
+
+
+def served_versions(active: Active | None) -> list[tuple[str, str, str]]:
+    """(collection name, concrete collection, index version) of each collection ``active`` searches. Pure."""
+    if active is None:
+        return []
+    return [(name, served, str((active.records.get(name) or {}).get("version") or ""))
+            for name, served in sorted(active.routes.items())]
 
 
 @dataclass
@@ -109,7 +118,11 @@ async def start(settings: ServingSettings, backends: Backends | None = None) -> 
                                              settings.timing.health_interval_seconds), name="health"),
              asyncio.create_task(backends.events.run(), name="impressions")]
 
+    source = lambda: served_versions(store.current)  # noqa: E731 - read at each scrape
+    metrics.INDEX_VERSIONS.sources.append(source)
+
     async def stop() -> None:
+        metrics.INDEX_VERSIONS.sources.remove(source)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -127,4 +140,5 @@ async def serve(settings: ServingSettings) -> None:
 def main() -> None:
     settings = load_settings(ServingSettings)
     setup_logging(settings.log_level, settings.log_json)
+    tracing.configure("mmsearch-serving")  # on only when the OTEL_* variables say so
     asyncio.run(serve(settings))

@@ -1,7 +1,10 @@
 """Serving's Prometheus metrics (the gRPC-level ones live in mmsearch.services.runtime.metrics)."""
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from typing import Callable, Iterable
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 STAGE_LATENCY = Histogram(
     "mmsearch_serving_stage_seconds",
@@ -68,3 +71,32 @@ FEEDBACK_RESULTS = Counter(
     "unavailable, off.",
     ["result"],
 )
+
+
+class IndexVersions:
+    """``mmsearch_serving_index_version_info{collection, served, version}`` = 1 per collection name a serving
+    searches: the concrete collection it resolves to now and its index version (read at each scrape from the
+    serving processes' ``sources``, so an alias move shows at the next scrape)."""
+
+    NAME = "mmsearch_serving_index_version_info"
+    HELP = "Index versions served: 1 per collection name, the concrete collection searched and its version."
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Iterable[tuple[str, str, str]]]] = []
+
+    def describe(self):
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["collection", "served", "version"])]
+
+    def collect(self):
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["collection", "served", "version"])
+        seen: set[tuple[str, str, str]] = set()
+        for source in list(self.sources):
+            for labels in source():
+                if labels not in seen:
+                    seen.add(labels)
+                    family.add_metric(list(labels), 1)
+        yield family
+
+
+INDEX_VERSIONS = IndexVersions()
+REGISTRY.register(INDEX_VERSIONS)

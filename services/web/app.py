@@ -52,6 +52,8 @@ from aiohttp import BodyPartReader, ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
+from mmsearch.services.runtime import tracing
+from mmsearch.services.web import traces
 from mmsearch.services.web.access import GATE_KEY, Gate, gate_middleware, refuse_scene
 from mmsearch.services.web.client import ServingClient
 from mmsearch.services.web.files import image_handler
@@ -87,8 +89,10 @@ MAX_FIELD_BYTES = 64 * 1024
 
 def json_error(request: web.Request, status: int, code: str, message: str, parameter: str | None = None
                ) -> web.Response:
-    """An error in the API's JSON shape; every one carries the request's id (:func:`request_id`)."""
-    return web.json_response(error_body(status, code, message, parameter, request_id(request)), status=status)
+    """An error in the API's JSON shape; every one carries the request's id (:func:`request_id`), and its trace's
+    id while tracing is on."""
+    return web.json_response(error_body(status, code, message, parameter, request_id(request), tracing.trace_id()),
+                             status=status)
 
 
 def request_id(request: web.Request) -> str:
@@ -99,18 +103,11 @@ def request_id(request: web.Request) -> str:
     return request[REQUEST_ID]
 
 
-def _route_label(request: web.Request) -> str:
-    info = request.match_info
-    if info.http_exception is not None or info.route.resource is None:
-        return "unmatched"
-    return info.route.resource.canonical
-
-
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Metrics, security headers and the request id on every response, JSON bodies for every error under /api."""
     start = time.perf_counter()
-    route = _route_label(request)
+    route = traces.route_of(request)
     status = 500
     rid = request_id(request)
     try:
@@ -344,7 +341,7 @@ async def page(request: web.Request) -> web.FileResponse:
 
 def create_app(settings: WebSettings) -> web.Application:
     """The application; its gRPC channel to serving opens on startup and closes on cleanup."""
-    app = web.Application(middlewares=[observe, gate_middleware(json_error)],
+    app = web.Application(middlewares=[*traces.middlewares(), observe, gate_middleware(json_error)],
                           client_max_size=settings.limits.image_bytes + 64 * 1024)
     app[SETTINGS_KEY] = settings
     app[GATE_KEY] = Gate(settings)

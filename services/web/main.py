@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from mmsearch.core.logs import setup_logging
+from mmsearch.services.runtime import tracing
 from mmsearch.core.settings import load_settings
 from mmsearch.services.runtime.metrics import MetricsEndpoint
 from mmsearch.services.runtime.shutdown import signalled, stop_within
@@ -83,4 +84,5 @@ async def serve(settings: WebSettings) -> None:
 def main() -> None:
     settings = load_settings(WebSettings)
     setup_logging(settings.log_level, settings.log_json)
+    tracing.configure("mmsearch-web")  # on only when the OTEL_* variables say so
     asyncio.run(serve(settings))

@@ -96,7 +96,9 @@ def _error_schema() -> dict[str, Any]:
                     message={"type": "string", "description": "What to fix (4xx), or plain words and the "
                                                               "request id (5xx)."},
                     parameter={"type": "string", "description": "The parameter to fix, when there is one."},
-                    request_id={"type": "string", "description": "This request's id (also X-Request-Id)."})
+                    request_id={"type": "string", "description": "This request's id (also X-Request-Id)."},
+                    trace_id={"type": "string", "pattern": "^[0-9a-f]{32}$",
+                              "description": "The request's trace id (W3C trace context), while tracing is on."})
     return _object(error=error)
 
 

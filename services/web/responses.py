@@ -42,12 +42,14 @@ def http_status(code: grpc.StatusCode) -> tuple[int, str]:
 
 
 def error_body(status: int, code: str, message: str, parameter: str | None = None,
-               request_id: str | None = None) -> dict[str, Any]:
+               request_id: str | None = None, trace_id: str | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"status": status, "code": code, "message": message}
     if parameter is not None:
         error["parameter"] = parameter
     if request_id is not None:
         error["request_id"] = request_id
+    if trace_id is not None:
+        error["trace_id"] = trace_id
     return {"error": error}
 
 

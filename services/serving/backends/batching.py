@@ -23,6 +23,7 @@ rows x padded length), and a row never waits for a longer bucket's call.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
@@ -126,7 +127,10 @@ class MicroBatcher:
     def _start(self) -> None:
         self._queue = asyncio.Queue()
         self._slots = asyncio.Semaphore(self.in_flight)
-        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.in_flight)]
+        # Workers run in a context of their own, not the first caller's: its trace (and anything else it set in
+        # contextvars) must not reach the calls they make for later callers.
+        self._workers = [asyncio.create_task(self._worker(), context=contextvars.Context())
+                         for _ in range(self.in_flight)]
 
     async def submit(self, inputs: Inputs) -> Any:
         """The backend's result rows for ``inputs`` (batch dimension n -> n rows)."""

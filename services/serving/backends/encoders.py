@@ -32,6 +32,7 @@ import numpy as np
 from mmsearch.core import onnx
 from mmsearch.core.channels import channel_options
 from mmsearch.core.model_repository import ModelFolder
+from mmsearch.services.runtime import tracing
 from mmsearch.services.runtime.tls import Reloading, Tls
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.backends.batching import Inputs, MicroBatcher
@@ -160,7 +161,8 @@ class TritonEncoder:
             request.append(tensor)
         try:
             result = await self._clients.current().infer(
-                self.name, request, outputs=[InferRequestedOutput(self._output)], client_timeout=self.timeout_s
+                self.name, request, outputs=[InferRequestedOutput(self._output)], client_timeout=self.timeout_s,
+                headers=tracing.headers(),  # the trace context, for Triton's own spans (None while tracing is off)
             )
         except InferenceServerException as exc:
             code = _triton_code(exc)

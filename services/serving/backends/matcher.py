@@ -38,6 +38,7 @@ from mmsearch.core.milvus.connection import ensure_loaded, short_error
 from mmsearch.core.milvus.record import read_manifest
 from mmsearch.core.milvus.search import Found, Matches, matches, search_request
 from mmsearch.core.redact import redact
+from mmsearch.services.runtime import tracing
 from mmsearch.services.serving.backends.batching import MicroBatcher
 from mmsearch.services.serving.errors import Mismatch, NotFound, Unavailable
 from mmsearch.services.serving.metrics import BATCH_SIZE
@@ -183,13 +184,17 @@ class MilvusMatcher:
         """An unfiltered search through its shape's batcher; a filtered one on its own (Milvus takes one filter
         per call, and a batcher per distinct filter would grow without bound)."""
         fields = tuple(output_fields)
-        if expression:
-            rows = await self._search(collection, query.tolist(), anns_field, limit, metric, params, with_vectors,
-                                      fields, expression, timeout)
+        # The span is this request's wait for its rows, a shared call's queueing included.
+        with tracing.span("milvus search", {"db.system": "milvus", "db.operation.name": "search",
+                                            "db.collection.name": collection, "mmsearch.anns_field": anns_field,
+                                            "mmsearch.filtered": bool(expression)}, kind="CLIENT"):
+            if expression:
+                rows = await self._search(collection, query.tolist(), anns_field, limit, metric, params, with_vectors,
+                                          fields, expression, timeout)
+                return rows[0]
+            batcher = self._batcher(collection, anns_field, limit, metric, params, with_vectors, fields)
+            rows = await batcher.submit({"query": query, "timeout": np.array([[timeout]])})
             return rows[0]
-        batcher = self._batcher(collection, anns_field, limit, metric, params, with_vectors, fields)
-        rows = await batcher.submit({"query": query, "timeout": np.array([[timeout]])})
-        return rows[0]
 
     async def search(self, collection: str, vector: np.ndarray, limit: int, *, metric: str = "IP",
                      params: Mapping[str, Any] | None = None, with_vectors: bool = False,
@@ -211,8 +216,10 @@ class MilvusMatcher:
         """The stored vector of item ``item``; :class:`NotFound` naming it when there is none."""
         client = await self._search_client()
         try:  # a query by primary key: one round trip (get() describes the collection first)
-            rows = await client.query(collection, filter=f"id == {int(item)}", output_fields=["vector"], limit=1,
-                                      timeout=timeout)
+            with tracing.span("milvus query", {"db.system": "milvus", "db.operation.name": "query",
+                                               "db.collection.name": collection}, kind="CLIENT"):
+                rows = await client.query(collection, filter=f"id == {int(item)}", output_fields=["vector"], limit=1,
+                                          timeout=timeout)
         except Exception as exc:
             error = self._failure("query", exc)
             if isinstance(error, Unavailable) and not self._lite:

@@ -18,6 +18,7 @@ from typing import Any, Hashable, Sequence
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from mmsearch.core.redact import redact
+from mmsearch.services.runtime import tracing
 from mmsearch.services.serving.errors import Mismatch, Unavailable
 from mmsearch.services.serving.backends.shielded_mongo import ShieldedMongo, short as _short
 
@@ -61,8 +62,11 @@ class SummaryStore:
         projection = {name: 1 for name in fields} if fields is not None else None
         query = {"_id": {"$in": [int(i) for i in ids]}}
         try:
-            docs = await self._mongo.call(lambda client: client[database][collection].find(query, projection).to_list(None),
-                                    timeout)
+            with tracing.span("mongodb find", {"db.system": "mongodb", "db.operation.name": "find",
+                                               "db.namespace": database, "db.collection.name": collection,
+                                               "mmsearch.ids": len(ids)}, kind="CLIENT"):
+                docs = await self._mongo.call(
+                    lambda client: client[database][collection].find(query, projection).to_list(None), timeout)
         except ExecutionTimeout as exc:
             raise TimeoutError(f"the lookup exceeded {timeout * 1000:.0f} ms: {redact(str(exc))}") from None
         except ConnectionFailure as exc:

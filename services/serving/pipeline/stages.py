@@ -21,6 +21,8 @@ Decisions:
   -> INVALID_ARGUMENT, Mismatch -> FAILED_PRECONDITION, NotFound ->
   NOT_FOUND, TimeoutError -> DEADLINE_EXCEEDED; any other exception from a client library ->
   UNAVAILABLE naming the stage and the exception's type (never UNKNOWN).
+- Traces: each stage is a span named after it (its failure's code on it), the Milvus and MongoDB calls
+  spans inside it (:mod:`mmsearch.services.runtime.tracing`; nothing runs while tracing is off).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from typing import Awaitable, Callable, Mapping, TypeVar
 import grpc
 
 from mmsearch.v1 import retrieval_pb2
+from mmsearch.services.runtime import tracing
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.errors import StageError, Unavailable, status_for
 
@@ -82,27 +85,31 @@ class StageRunner:
         budget = stage_budget(self._end - self._clock(), stage, tuple(self._left))
         self._left.remove(stage)
         started = self._clock()
-        try:
-            if budget <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(budget):  # no extra task per stage, unlike wait_for
-                return await call(budget * CLIENT_SHARE)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = status_for(stage, exc, budget, self._down_problem(stage))
-            if error.code == Code.UNAVAILABLE and not isinstance(exc, (Unavailable, TimeoutError, StageError)):
-                log.warning("unexpected backend error", exc_info=exc, extra={"stage": stage})
-            raise error from None
-        finally:
-            self._record(stage, started)
+        with tracing.span(stage, {"mmsearch.stage": stage, "mmsearch.budget_ms": budget * 1000}) as span:
+            try:
+                if budget <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(budget):  # no extra task per stage, unlike wait_for
+                    return await call(budget * CLIENT_SHARE)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = status_for(stage, exc, budget, self._down_problem(stage))
+                if error.code == Code.UNAVAILABLE and not isinstance(exc, (Unavailable, TimeoutError, StageError)):
+                    log.warning("unexpected backend error", exc_info=exc, extra={"stage": stage})
+                if span is not None:
+                    tracing.set_error(span, error.code.name, error.message)
+                raise error from None
+            finally:
+                self._record(stage, started)
 
     def compute(self, stage: str, call: Callable[[], T]) -> T:
         """Run a stage that only computes (no deadline share)."""
         started = self._clock()
-        try:
-            return call()
-        except Exception as exc:
-            raise status_for(stage, exc, 0.0) from None
-        finally:
-            self._record(stage, started)
+        with tracing.span(stage, {"mmsearch.stage": stage}):
+            try:
+                return call()
+            except Exception as exc:
+                raise status_for(stage, exc, 0.0) from None
+            finally:
+                self._record(stage, started)
