@@ -136,9 +136,9 @@ def _schemas(limits: RequestLimits, max_token_chars: int) -> dict[str, Any]:
                          "type": "number", "exclusiveMinimum": 0}}},
                      "else": {"properties": {"dwell_seconds": {"enum": [0, None]}}}})
     form = parameters(limits)
-    image_form = _object(["image", "scene"], image={"type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
-                                                    "description": "The encoded image (JPEG, PNG, WebP ...), at "
-                                                                   f"most {limits.image_bytes} bytes."},
+    image = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
+             "description": f"The encoded image (JPEG, PNG, WebP ...), at most {limits.image_bytes} bytes."}
+    image_form = _object(["image", "scene"], image=image,
                          **{name: form[name]["schema"] for name in FORM_PARAMETERS})
     return {"Error": _error_schema(), "Item": item, "Facet": facet, "SearchResponse": search,
             "SceneField": field, "Scene": scene, "ScenesResponse": _object(scenes={"type": "array",
