@@ -40,7 +40,8 @@ def test_alias_switch_prune_and_scene_isolation(tmp_path):
     push(lite, manifest, "docs_b", "1")  # another scene whose names start with "docs_"
 
     first = publish(lite, "docs", "1", keep=2)
-    assert first == {"alias": "docs", "collection": "docs_1", "previous": None, "dropped": [], "forced": False}
+    assert first == {"alias": "docs", "collection": "docs_1", "previous": None, "dropped": [], "forced": False,
+                     "documents": 20}
     second = publish(lite, "docs", "3", keep=2)
     assert second["previous"] == "docs_1" and second["dropped"] == ["docs_1"]
 
@@ -70,6 +71,7 @@ def test_rollback_goes_back_through_the_kept_versions_and_stops_at_the_first_dro
         publish(lite, "docs", version, keep=2)  # publishing 3 drops docs_1
     back = publish(lite, "docs", rollback=True)
     assert (back["collection"], back["previous"], back["rollback"]) == ("docs_2", "docs_3", True)
+    assert back["documents"] == 20  # what the operator shows as the alias's documents
     client = connect(lite)
     try:
         assert resolve_alias(client, "docs") == "docs_2"
@@ -130,3 +132,24 @@ def test_status_names_what_is_live_and_refuses_an_unknown_scene(tmp_path):
                              "--scene", "nothing"], capture_output=True, text=True, timeout=60)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and lines == [f"error: scene nothing has no collections in {lite}"]
+
+
+def test_the_cli_writes_its_outcome_to_the_summary_file(tmp_path):
+    """The operator reads publish's outcome from the pod's termination message (--summary-file)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mmsearch.jobs.cli import job_app as app
+
+    lite = str(tmp_path / "milvus.db")
+    push(lite, write_manifest(tmp_path, "m", 8), "docs", "1")
+    out = tmp_path / "termination-log"
+    result = CliRunner().invoke(app, ["publish", "--milvus-uri", lite, "--scene", "docs", "--version", "1",
+                                      "--summary-file", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text()) | {"dropped": None} == {
+        "alias": "docs", "collection": "docs_1", "previous": None, "dropped": None, "forced": False, "documents": 20}
+    result = CliRunner().invoke(app, ["publish", "--milvus-uri", lite, "--scene", "docs", "--version", "1",
+                                      "--summary-file", str(tmp_path / "missing" / "log")])
+    assert result.exit_code == 1 and "does not exist" in result.output
