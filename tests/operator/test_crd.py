@@ -231,3 +231,57 @@ def test_the_crd_and_the_operator_agree_on_every_skip_combination():
         if by_crd != by_operator:
             disagree.append((overrides, by_crd, by_operator))
     assert not disagree, disagree[:5]
+
+
+_INCREMENTAL = {"mode": "incremental"}
+
+
+@pytest.mark.parametrize("overrides,refused", [
+    ({**_INCREMENTAL, "schedule": {"cron": "0 3 * * *"}}, False),
+    ({**_INCREMENTAL, "schedule": {"cron": "@daily", "concurrencyPolicy": "Forbid", "suspend": True,
+                                   "startingDeadlineSeconds": 300, "successfulRunsHistoryLimit": 0,
+                                   "failedRunsHistoryLimit": 5}}, False),
+    ({**_INCREMENTAL, "schedule": {"cron": "*/15 1-5/2 1,15 JAN-jun mon-fri"}}, False),
+    ({**_INCREMENTAL, "schedule": {"cron": "0 0 ? * SUN"}}, False),
+    ({"schedule": {"cron": "0 3 * * *"}}, True),  # mode full
+    ({**_INCREMENTAL, "schedule": {}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "0 3 * *"}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "60 3 * * *"}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "0 24 * * *"}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "0 3 * * 8"}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "*/0 * * * *"}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "*/1000 * * * *"}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": " 0 3 * * *"}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "0 3 * * *\n0 4 * * *"}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "@sometimes"}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "0 3 * * *", "concurrencyPolicy": "Queue"}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "0 3 * * *", "startingDeadlineSeconds": 5}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "0 3 * * *", "successfulRunsHistoryLimit": 101}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "0 3 * * *", "failedRunsHistoryLimit": -1}}, True),
+    ({**_INCREMENTAL, "schedule": {"cron": "0 3 * * *", "suspend": "yes"}}, True),
+    ({"rollback": 2}, False),
+    ({"rollback": -1}, True),
+    ({"rollback": "back"}, True),
+])
+def test_the_crd_and_the_operator_agree_on_schedules_and_rollbacks(overrides, refused):
+    """Every value the CRD refuses at apply time, the operator refuses too (an object no API server
+    checked), and the other way round, apart from what a pattern cannot say (BEYOND_THE_SCHEMA)."""
+    from mmsearch.operator.validate import validate
+
+    obj = indexjob(**overrides)
+    by_crd = bool(schema_errors(obj))
+    by_operator = bool(validate(ij_spec.with_defaults(obj["spec"]), obj["metadata"]))
+    assert (by_crd, by_operator) == (refused, refused), (schema_errors(obj), validate(
+        ij_spec.with_defaults(obj["spec"]), obj["metadata"]))
+
+
+@pytest.mark.parametrize("cron,needle", [
+    ("5-1 * * * *", "goes backwards"),  # a range the pattern cannot order
+    ("0 0 30 2 *", "never fires"),  # a day that never comes
+])
+def test_beyond_the_schema_the_operator_refuses_cron_expressions_that_cannot_run(cron, needle):
+    from mmsearch.operator.validate import validate
+
+    obj = indexjob(mode="incremental", schedule={"cron": cron})
+    assert schema_errors(obj) == []
+    assert any(needle in p for p in validate(ij_spec.with_defaults(obj["spec"]), obj["metadata"]))
