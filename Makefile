@@ -44,11 +44,16 @@ venv-demo: $(VENV)/.demo-installed
 venv: $(VENV)/.test-installed
 
 ## system-deps: Debian packages the tests need (headless Chromium and its driver; buildah, podman and
-## debootstrap to build and run the images without a Docker engine)
-SYSTEM_COMMANDS := chromium chromedriver buildah podman debootstrap
-SYSTEM_PACKAGES := chromium chromium-driver buildah podman debootstrap
+## debootstrap to build and run the images without a Docker engine; tesseract, the OCR engine measured
+## beside rapidocr; photographs with captions and fonts for the image set, installed, never committed)
+SYSTEM_COMMANDS := chromium chromedriver buildah podman debootstrap tesseract
+SYSTEM_FILES := /usr/share/tuxpaint/stamps /usr/share/tesseract-ocr/5/tessdata/eng.traineddata \
+  /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/truetype/liberation/LiberationMono-Regular.ttf
+SYSTEM_PACKAGES := chromium chromium-driver buildah podman debootstrap tesseract-ocr tesseract-ocr-eng \
+  tuxpaint-stamps-default fonts-dejavu-core fonts-liberation
 system-deps:
 	@missing=; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	for f in $(SYSTEM_FILES); do [ -e $$f ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \

@@ -6,10 +6,15 @@ One JSON object per line, each with a stable integer ``id``:
   relative to the folder, ``file_sha256`` the hash of its bytes (so ``sync``
   re-encodes an image whose file changed under the same name), ``folder`` its
   sub-folder (``""`` at the top), ``width`` and ``height`` the image's pixels
-  (what T2I searches filter on). Files that
-  Pillow cannot decode (not an image, truncated, corrupt) are skipped and
-  counted, never fatal. Without ``--base-url`` the url is the file's
-  ``file://`` URI.
+  (what T2I searches filter on), and the text the image carries: ``caption``,
+  ``alt_text`` (sidecar files, EXIF/XMP) and, with ``--ocr rapidocr|tesseract``,
+  ``ocr_text``, ``ocr_confidence``, ``ocr_lines`` (see
+  :mod:`mmsearch.jobs.sources.image_text`). Files that Pillow cannot decode
+  (not an image, truncated, corrupt) are skipped and counted, never fatal;
+  a sidecar (``photo.jpg.txt``, ``photo.json``) is read, not skipped; an OCR
+  run over its ``--ocr-timeout`` is a counted skip of that image's OCR. The
+  summary's ``skips`` counts them by reason. Without ``--base-url`` the url is
+  the file's ``file://`` URI.
 - ``qa``: a Q&A JSONL file (baike2018qa style ``qid, category, title, desc,
   answer``; field names configurable) -> ``{id, question, answer, category}``.
   A malformed line (bad JSON, not an object, a required field missing) fails the
@@ -43,8 +48,10 @@ fine up to a few million records.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 from enum import Enum
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -60,6 +67,8 @@ from mmsearch.jobs.jsonl import json_objects
 from mmsearch.jobs.progress import Progress
 from mmsearch.core import artifacts
 from mmsearch.core.limits import MiB
+
+log = logging.getLogger(__name__)
 
 ID_BITS = 53
 # The JSON of one record; push-mongo stores it as one document (MongoDB's limit: 16 MiB of BSON, which
@@ -85,6 +94,15 @@ class Stats:
     def __init__(self) -> None:
         self.skipped = 0
         self.duplicates = 0
+        self.skips: dict[str, int] = {}  # reason -> count: unreadable, ocr_timeout, ocr_failed, ...
+
+    def skip(self, reason: str, path: object, detail: str) -> None:
+        """Count a named skip (a whole file for ``unreadable`` and the video reasons; only the OCR of an
+        image for ``ocr_*``) and log it with the file's name."""
+        self.skips[reason] = self.skips.get(reason, 0) + 1
+        if not reason.startswith("ocr_"):
+            self.skipped += 1
+        log.info("%s: skipped (%s): %s", path, reason, detail)
 
 
 def _with_ids(keyed: Iterable[tuple[str, dict, str]], stats: Stats) -> Iterator[dict]:
@@ -108,39 +126,71 @@ def _with_ids(keyed: Iterable[tuple[str, dict, str]], stats: Stats) -> Iterator[
 
 # --- images -------------------------------------------------------------------------------------
 
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) when Pillow can decode ``path`` completely (JPEGs decoded at reduced scale), else None."""
+def described_image(path: Path) -> tuple[tuple[int, int], list[str]] | None:
+    """((width, height), EXIF/XMP descriptions) when Pillow can decode ``path`` completely, else None."""
     from PIL import Image
+
+    from mmsearch.jobs.sources.image_text import embedded_descriptions
 
     try:
         with Image.open(path) as image:
             size = image.size  # before draft(), which shrinks it
+            described = embedded_descriptions(image)
             image.draft("RGB", (256, 256))
             image.load()
-        return int(size[0]), int(size[1])
+        return (int(size[0]), int(size[1])), described
     except Exception:  # not an image, truncated, corrupt, decompression bomb
         return None
 
 
+def _image_text(path: Path, described: list[str], ocr, stats: Stats) -> dict:
+    """The text fields of one image (see :mod:`mmsearch.jobs.sources.image_text`); an OCR overrun or
+    failure is a counted, named skip of its OCR."""
+    from mmsearch.jobs.sources.image_text import ImageText, OcrSkip, sidecar_text, sidecars, unique
+
+    captions, alts = sidecar_text(sidecars(path))
+    text = ImageText("\n".join(unique(captions + described)), "\n".join(unique(alts)))
+    if ocr is not None:
+        try:
+            text.lines = ocr.read(path)
+        except OcrSkip as skip:
+            stats.skip(skip.reason, path, str(skip))
+    return text.fields()
+
+
 def image_records(folder: Path, base_url: str | None, stats: Stats,
-                  progress: Progress | None = None) -> Iterator[tuple[str, dict, str]]:
+                  progress: Progress | None = None, ocr=None) -> Iterator[tuple[str, dict, str]]:
+    from mmsearch.jobs.sources.image_text import SIDECAR_SUFFIXES
+
     if not folder.is_dir():
         raise JobError(f"--source {folder}: no such folder (the image folder to index)")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     if progress is not None:
         progress.total = len(files)
+    described = {path: described_image(path) for path in files}
+    images = {path for path, d in described.items() if d is not None}
+    stems = {image.with_suffix("") for image in images}
     for path in files:
         if progress is not None:
             progress.update(1)
         rel = path.relative_to(folder).as_posix()
-        size = image_size(path)
-        if size is None:
-            stats.skipped += 1
+        if described[path] is None:
+            if not _is_sidecar(path, images, stems, SIDECAR_SUFFIXES):
+                stats.skip("unreadable", path, "not an image Pillow can decode")
             continue
+        size, descriptions = described[path]
         url = f"{base_url.rstrip('/')}/{quote(rel)}" if base_url else path.resolve().as_uri()
         parent = path.relative_to(folder).parent.as_posix()
         yield rel, {"name": rel, "url": url, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                    "folder": "" if parent == "." else parent, "width": size[0], "height": size[1]}, rel
+                    "folder": "" if parent == "." else parent, "width": size[0], "height": size[1],
+                    **_image_text(path, descriptions, ocr, stats)}, rel
+
+
+def _is_sidecar(path: Path, images: set[Path], stems: set[Path], suffixes: tuple[str, ...]) -> bool:
+    """Whether ``path`` is the caption file of an image beside it (``photo.jpg.txt``, ``photo.json``);
+    ``stems``: the images' paths without their suffix."""
+    base = path.with_suffix("")
+    return path.suffix in suffixes and (base in images or base in stems)
 
 
 # --- Q&A JSONL ----------------------------------------------------------------------------------
@@ -222,14 +272,43 @@ def _source_path(source: str | None, what: str) -> Path:
 
 def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = None, *,
             base_url: str | None = None, question_field: str = "title", answer_field: str = "answer",
-            category_field: str = "category", id_field: str = "qid",
+            category_field: str = "category", id_field: str = "qid", ocr: str = "none", ocr_timeout: float = 30.0,
             progress: Progress | None = None) -> dict:
-    """Build and write the corpus; returns the summary ``{records, skipped, duplicates, corpus}``."""
+    """Build and write the corpus; returns the summary ``{records, skipped, duplicates, corpus}`` (and
+    ``skips``, the skipped files and OCR runs by reason, for images)."""
     kind = SourceKind(source_kind)
     ensure_workdir(workdir)
+    with _ocr_reader(ocr, ocr_timeout, kind) as reader:
+        return _prepare(workdir, kind, source, base_url=base_url, question_field=question_field,
+                        answer_field=answer_field, category_field=category_field, id_field=id_field, ocr=reader,
+                        progress=progress)
+
+
+@contextlib.contextmanager
+def _ocr_reader(ocr: str, timeout: float, kind: SourceKind) -> Iterator:
+    """The OCR engine ``--ocr`` names (None for ``none``), closed at the end; JobError for a bad choice."""
+    from mmsearch.jobs.sources.image_text import OcrReader
+
+    if ocr == "none":
+        yield None
+        return
+    if kind is not SourceKind.images:
+        raise JobError(f"--ocr {ocr}: OCR reads images; --source-kind {kind.value} has none (drop --ocr)")
+    try:
+        reader = OcrReader(ocr, timeout=timeout)
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def _prepare(workdir: str, kind: SourceKind, source: str | None, *, base_url: str | None, question_field: str,
+             answer_field: str, category_field: str, id_field: str, ocr, progress: Progress | None) -> dict:
     stats = Stats()
     if kind is SourceKind.images:
-        keyed = image_records(_source_path(source, kind.value), base_url, stats, progress)
+        keyed = image_records(_source_path(source, kind.value), base_url, stats, progress, ocr)
     elif kind is SourceKind.qa:
         path = _source_path(source, kind.value)
         if path.is_dir():
@@ -248,7 +327,8 @@ def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = No
                        + (f" ({stats.skipped} unreadable files skipped)" if stats.skipped else ""))
     target = corpus_uri(workdir)
     artifacts.write_bytes(target, ("\n".join(lines) + "\n").encode("utf-8"))
-    return {"records": len(lines), "skipped": stats.skipped, "duplicates": stats.duplicates, "corpus": target}
+    summary = {"records": len(lines), "skipped": stats.skipped, "duplicates": stats.duplicates, "corpus": target}
+    return {**summary, "skips": stats.skips} if kind is SourceKind.images else summary
 
 
 @job_app.command("prepare")
@@ -263,10 +343,14 @@ def prepare_command(
     category_field: str = typer.Option("category", envvar="MMSEARCH_CATEGORY_FIELD"),
     id_field: str = typer.Option("qid", envvar="MMSEARCH_ID_FIELD",
                                  help="Field with each record's unique key ('' = key by the question text)."),
+    ocr: str = typer.Option("none", envvar="MMSEARCH_OCR",
+                            help="images: read the text in each image with rapidocr | tesseract | none."),
+    ocr_timeout: float = typer.Option(30.0, envvar="MMSEARCH_OCR_TIMEOUT",
+                                      help="Seconds OCR may spend on one image (then its OCR is skipped, counted)."),
 ) -> None:
     """Turn images, a Q&A JSONL file or the Python stdlib docs into <workdir>/corpus.jsonl."""
     with exit_on_error(), Progress("prepare") as progress:
         summary = prepare(workdir, source_kind, source, base_url=base_url, question_field=question_field,
                           answer_field=answer_field, category_field=category_field, id_field=id_field,
-                          progress=progress)
+                          ocr=ocr, ocr_timeout=ocr_timeout, progress=progress)
         progress.finish(**summary)
