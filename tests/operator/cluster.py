@@ -184,14 +184,17 @@ async def emulated_cluster() -> AsyncIterator[Cluster]:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(cluster: Cluster, *, liveness_port: int | None = None) -> AsyncIterator[None]:
+async def running_operator(cluster: Cluster, *, liveness_port: int | None = None,
+                           clock: Callable[[], Any] | None = None) -> AsyncIterator[None]:
     """The real operator (kopf, our handlers) against the emulator, stopped on exit (and the HTTP
-    server restarted after it: see :meth:`Cluster.restart_api_server`)."""
+    server restarted after it: see :meth:`Cluster.restart_api_server`). ``clock``: the operator's
+    time (a test moves it to fire a schedule)."""
     settings = OperatorSettings(liveness_host="127.0.0.1", liveness_port=liveness_port or free_port(),
                                 resync_seconds=2.0, log_json=False)
     stop = asyncio.Event()
     connection = kopf.ConnectionInfo(server=cluster.url, scheme="http", insecure=True)
-    task = asyncio.create_task(run(NAMESPACE, settings, connection=connection, stop_flag=stop))
+    extra = {"clock": clock} if clock else {}
+    task = asyncio.create_task(run(NAMESPACE, settings, connection=connection, stop_flag=stop, **extra))
     try:
         yield
     finally:

@@ -43,7 +43,8 @@ async def test_an_indexjob_runs_stage_by_stage_to_success_and_the_liveness_endpo
             await cluster.set_job_status(job, job_complete)
         status = await cluster.wait_status("demo", lambda s: s.get("phase") == "Succeeded")
         assert status["progress"] == "7/7" and status["observedGeneration"] == 1
-        assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Progressing": "False"}
+        assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Progressing": "False",
+                                                                         "Degraded": "False"}
         assert schema_errors(await cluster.indexjob("demo")) == []  # the status fits the CRD's schema
         assert len(await cluster.jobs()) == len(RUN)  # one Job per stage, no duplicates
         reasons = await cluster.wait_for("the Succeeded event", lambda: _reasons(cluster))
