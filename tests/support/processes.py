@@ -51,7 +51,7 @@ class ServiceProcess:
 
 
 def start_service(name: str, env: dict[str, str], timeout: float = 60) -> ServiceProcess:
-    """Start ``mmsearch serve NAME`` on 127.0.0.1 port 0 and return once its gRPC port is bound."""
+    """Start ``mmsearch serve NAME`` on 127.0.0.1 port 0 and return once its port (gRPC, or web's HTTP) is bound."""
     full_env = {**os.environ, "MMSEARCH_HOST": "127.0.0.1", "MMSEARCH_PORT": "0",
                 "MMSEARCH_METRICS_HOST": "127.0.0.1", "MMSEARCH_METRICS_PORT": "0",
                 "MMSEARCH_LOG_JSON": "true", "MMSEARCH_ANONYMOUS_SCENES": "*", **env}
@@ -68,7 +68,7 @@ def start_service(name: str, env: dict[str, str], timeout: float = 60) -> Servic
             except ValueError:
                 continue
             service.logs.append(record)
-            if record.get("message") == "gRPC server started":
+            if record.get("message") in ("gRPC server started", "web server started"):
                 service.port, service.metrics_port = int(record["port"]), record.get("metrics_port")
                 started.set()
         started.set()  # the process ended
