@@ -17,7 +17,7 @@ from typing import Callable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
-from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 GRPC_REQUESTS = Counter(
@@ -30,6 +30,12 @@ GRPC_LATENCY = Histogram(
     "gRPC request latency, by method and status code.",
     ["grpc_service", "grpc_method", "grpc_code"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+SERVING = Gauge(
+    "mmsearch_grpc_serving",
+    "1 while the process reports SERVING for the gRPC service (health and /readyz say ready), else 0.",
+    ["grpc_service"],
 )
 
 

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from mmsearch.core.channels import message_options
 from mmsearch.services.runtime import tracing
 from mmsearch.services.runtime.guard import RequestGuard
-from mmsearch.services.runtime.metrics import MetricsEndpoint, MetricsInterceptor, loop_probe
+from mmsearch.services.runtime.metrics import SERVING, MetricsEndpoint, MetricsInterceptor, loop_probe
 from mmsearch.services.runtime.settings import GrpcSettings
 from mmsearch.services.runtime.shutdown import EXIT_SLACK_S, signalled, stop_within
 from mmsearch.services.runtime.tls import Watched, server_credentials
@@ -60,6 +60,8 @@ class RunningServer:
         )
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
+        for name in self.service_names:
+            SERVING.labels(name).set(1 if serving else 0)
         self.serving = serving
 
     async def stop(self, grace: float | None = None) -> None:

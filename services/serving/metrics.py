@@ -33,6 +33,12 @@ BATCH_SIZE = Histogram(
     ["stage", "target"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+ENCODER_CPU = Counter(
+    "mmsearch_serving_encoder_cpu_seconds_total",
+    "CPU seconds of the threads running the embedded encoder's onnxruntime calls, by model (intra-op threads "
+    "beyond the calling one are not counted: serving runs one under load).",
+    ["model"],
+)
 
 # A/B outcomes (see charts/mmsearch/README.md for the PromQL of click-through and MRR per arm).
 IMPRESSIONS = Counter(
@@ -51,6 +57,8 @@ IMPRESSIONS_DROPPED = Counter(
     "fail for them.",
     ["reason"],
 )
+for _reason in ("buffer_full", "store_refused", "shutdown"):  # present at 0 from the start, for rates and alerts
+    IMPRESSIONS_DROPPED.labels(_reason)
 IMPRESSIONS_BUFFERED = Gauge(
     "mmsearch_serving_impressions_buffered",
     "Impressions waiting in the buffer for the event store.",

@@ -96,6 +96,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     # The smallest release: no operator, no test hook, the default ServiceAccount.
     "minimal": {"operator": {"enabled": False}, "tests": {"enabled": False}, "serviceAccount": {"create": False},
                 "feedback": {"enabled": False}},
+    # Traces to a collector (Triton's over OTLP/HTTP), the Grafana dashboard and the alert rules.
+    "observability": {"tracing": {"otlpEndpoint": "http://otel-collector.observability:4317", "sampleRatio": 0.25,
+                                  "tritonUrl": "http://otel-collector.observability:4318/v1/traces"},
+                      "dashboard": {"enabled": True}, "prometheusRule": {"enabled": True, "p99Seconds": 0.3}},
 }
 
 

@@ -152,6 +152,23 @@ on its HTTP port (services/web/settings.py).
   value: {{ .root.Values.logJson | quote }}
 - name: MMSEARCH_GRACE_SECONDS
   value: {{ .root.Values.graceSeconds | quote }}
+{{- with .root.Values.tracing }}
+{{- if .otlpEndpoint }}
+{{- /* The standard variables: services/runtime/tracing.py turns tracing on from them. */}}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_INSECURE
+  value: {{ .insecure | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "%s-%s" (include "mmsearch.fullname" $.root) $.component | quote }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "service.namespace=%s" $.root.Release.Namespace | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .sampleRatio | quote }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/*
