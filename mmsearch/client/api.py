@@ -56,6 +56,8 @@ class _Api:
             raise InvalidArgument("target is serving's address: host:port, dns:///name:port or ipv4:a:p,b:p",
                                   field="target")
         checked_timeout(timeout)  # now, not at the first call
+        if retry is not None and not isinstance(retry, Retry):
+            raise InvalidArgument(f"retry is mmsearch.client.Retry(...), not {type(retry).__name__}", field="retry")
         self.target, self.timeout, self.retry = target, timeout, retry or Retry()
         self._metadata = key_metadata(api_key)
         self._tls, self._credentials = credentials_of(tls)

@@ -64,7 +64,7 @@ def search_request(scene: str, text: str | None = None, *, image: bytes | None =
         request.image = bytes(image)
     else:
         request.similar_to = _integer("similar_to", similar_to, _INT64)
-    for i, condition in enumerate(filters):
+    for i, condition in enumerate([filters] if isinstance(filters, retrieval_pb2.Filter) else filters):
         if not isinstance(condition, retrieval_pb2.Filter):
             raise InvalidArgument(f"filters[{i}] is a {type(condition).__name__}; build filters with "
                                   "mmsearch.client.field(name).eq(...) and the like", field=f"filters[{i}]")

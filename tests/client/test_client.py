@@ -144,7 +144,7 @@ def test_the_client_refuses_what_it_can_see_before_calling(args, options, field_
 def test_client_arguments_are_checked_when_made():
     for kwargs, name in (({"timeout": 0}, "timeout"), ({"api_key": "has space"}, "api_key"), ({"tls": "yes"}, "tls"),
                          ({"tls": Tls(ca_file="/nonexistent/ca.crt")}, "tls"),
-                         ({"tls": Tls(cert_file="tls.crt")}, "tls")):
+                         ({"tls": Tls(cert_file="tls.crt")}, "tls"), ({"retry": 3}, "retry")):
         with pytest.raises(InvalidArgument) as caught:
             Client("127.0.0.1:1", **kwargs)
         assert caught.value.field == name
@@ -271,6 +271,7 @@ def test_filters_keep_their_types_on_the_wire():
     assert width.op == retrieval_pb2.Filter.RANGE and width.min == 800 and not width.HasField("max")
     assert animated.values[0].WhichOneof("kind") == "flag" and tag.op == retrieval_pb2.Filter.IN
     assert [v.text for v in tag.values] == ["a", "b"]
+    assert search_request("s", "q", filters=field("tag").eq("a")).filters[0].field == "tag"  # one filter, unlisted
 
 
 def test_documented_examples_run_against_the_stack(search_stack, stdlib_index):
