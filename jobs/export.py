@@ -7,8 +7,8 @@ Layout written under ``--repository`` (a local folder or ``s3://bucket/prefix``)
     REPO/NAME/tokenizer.json, tokenizer_config.json, special_tokens_map.json
     REPO/NAME/manifest.json
     REPO/NAME-image/...               CLIP only: pixel_values -> embedding, preprocessor_config.json
-    REPO/<document tower>-int8/...    with --int8: an int8 copy of the document tower (CLIP: NAME-image,
-                                      sentence-transformers: NAME), same inputs and files
+    REPO/<tower>-int8/...             with --int8: an int8 copy of each tower (NAME-int8, and for CLIP
+                                      NAME-image-int8), same inputs and files
 
 Decisions:
 - Every tower is exported with ``torch.onnx.export(opset 17, dynamo=False)``,
@@ -21,17 +21,21 @@ Decisions:
 - Parity gate: >= 256 varied inputs through the exported tokenizer /
   preprocessor and ONNX Runtime vs the library's PyTorch encoder; if any tower's
   minimum cosine is below 0.9999 the export fails and nothing is published.
-- ``--int8`` (never the default) also writes an int8 copy of the tower that
-  encodes documents, beside the fp32 one (``model_repository.int8_name``):
-  dynamic quantization (``mmsearch.jobs.quantize.dynamic``: int8 per-channel MatMul/Gemm
-  weights, activations quantized per batch at run time; the measured choice
-  over static QDQ, see that module). It has its own gate, against the same
-  PyTorch reference on the same inputs: min cosine >= 0.99
-  (``INT8_MIN_COSINE``) or the export fails like a broken one and nothing is
-  published (the real all-MiniLM-L6-v2 is refused). Its manifest records the
-  quantization and lists the export's towers plus itself (key ``document``),
-  so a collection encoded by it is queried by the fp32 query tower. Encode it
-  with ``mmsearch job encode --model <document tower>-int8``.
+- ``--int8`` (never the default) also writes an int8 copy of each tower (the
+  query tower and the document tower; one for a sentence-transformers
+  model), beside the fp32 one (``model_repository.int8_name``), with the
+  first method of ``mmsearch.jobs.quantize.METHODS`` that passes its gate
+  (``--int8-method`` names one: dynamic per-channel, or blockwise int8
+  weights and activations; see that module for what was measured). The gate
+  runs against the same PyTorch reference on the same inputs: min cosine
+  >= 0.99 (``INT8_MIN_COSINE``); when no method passes it the export fails
+  like a broken one and nothing is published. Its manifest records the
+  quantization (method, the fp32 ``source`` tower and the methods refused
+  before it) and lists the export's towers (the document tower's copy under
+  key ``document``), so a collection encoded by the int8 document tower is
+  queried by the fp32 query tower, and the int8 query tower queries what its
+  fp32 tower's export built (an arm's ``precision: int8``). Encode with
+  ``mmsearch job encode --model <document tower>-int8``.
 - Publishing happens only after every tower passed, tower by tower with
   ``artifacts.publish_tree`` (a local folder swapped in by rename; on S3 the
   ``manifest.json`` is deleted first and uploaded last). The query tower NAME is
@@ -133,6 +137,7 @@ class Gate:
             self.items = list(parity.pixel_values(folder, parity.varied_images(n_inputs)))
             self._runner = lambda p: (lambda batch, s=onnx.session(p): s.run(["embedding"], {"pixel_values": np.asarray(batch)})[0])  # noqa: E731
         self.want = parity.batched(tower.reference, self.items)
+        self.n = len(self.items)
 
     def figures(self, path: Path) -> dict:
         from mmsearch.jobs import parity
@@ -159,19 +164,33 @@ def check_tower(tower, folder: Path, onnx_path: Path, n_inputs: int) -> tuple[di
     return figures, optimized, gate
 
 
-def quantize_tower(gate: Gate, fp32_folder: Path, out: Path, model_version: int) -> tuple[dict, dict]:
-    """Stage the int8 copy of a gated fp32 tower folder at ``out``: (parity figures, quantization record)."""
+def quantize_tower(gate: Gate, fp32_folder: Path, out: Path, model_version: int,
+                   methods: tuple[str, ...]) -> tuple[dict, dict]:
+    """Stage the int8 copy of a gated fp32 tower folder at ``out`` with the first of ``methods`` that passes the
+    int8 gate: (parity figures, quantization record, which lists the methods refused before it). JobError
+    naming each method's min cosine when none passes."""
     import shutil
 
     from mmsearch.jobs import quantize
 
     shutil.copytree(fp32_folder, out, ignore=shutil.ignore_patterns("*.onnx", CONFIG))
+    fp32 = fp32_folder / str(model_version) / "model.onnx"
     onnx_path = out / str(model_version) / "model.onnx"
-    record = quantize.dynamic(fp32_folder / str(model_version) / "model.onnx", onnx_path)
-    if not record["quantized_ops"]:
-        raise JobError(f"int8: the quantizer found no MatMul/Gemm to quantize in {fp32_folder.name}; "
-                       "nothing published (export without --int8)")
-    return gate.figures(onnx_path), record
+    refused: list[dict] = []
+    for method in methods:
+        record = quantize.quantize(method, fp32, onnx_path)
+        if not record["quantized_ops"]:
+            raise JobError(f"int8: the quantizer found no MatMul/Gemm to quantize in {fp32_folder.name}; "
+                           "nothing published (export without --int8)")
+        figures = gate.figures(onnx_path)
+        emit("export", "parity", tower=out.name, int8=method, **figures)
+        if figures["min_cosine"] >= INT8_MIN_COSINE:
+            source = {"name": fp32_folder.name, "onnx_sha256": artifacts.file_sha256(fp32)}
+            return figures, {**record, "source": source, "refused": refused}
+        refused.append({"method": method, "min_cosine": figures["min_cosine"]})
+    tried = ", ".join(f"{r['method']} {r['min_cosine']:.6f}" for r in refused)
+    raise JobError(f"int8 parity gate failed for {out.name}: min cosine {tried} < {INT8_MIN_COSINE} over "
+                   f"{gate.n} inputs against the fp32 reference; nothing published (export without --int8)")
 
 
 def _config(name: str, tower, max_batch_size: int, queue_delay_us: int, instance_count: int, instance_kind: str) -> str:
@@ -190,9 +209,10 @@ def _config(name: str, tower, max_batch_size: int, queue_delay_us: int, instance
 def export_model(model: str, name: str, repository: str, *, model_version: int = 1, family: str = "auto",
                  max_batch_size: int = 64, max_queue_delay_us: int = 100, instance_count: int = 1,
                  instance_kind: str = "auto", parity_inputs: int = N_INPUTS,
-                 int8: bool = False) -> dict[str, ModelManifest]:
-    """Export, gate and publish every tower of ``model`` (and, with ``int8``, the int8 copy of its
-    document tower); returns {published name: manifest}."""
+                 int8: bool = False, int8_method: str = "auto") -> dict[str, ModelManifest]:
+    """Export, gate and publish every tower of ``model`` (and, with ``int8``, the int8 copy of each tower,
+    ``int8_method`` or the first of ``quantize.METHODS`` that passes the gate); returns {published name: manifest}."""
+    from mmsearch.jobs.quantize import METHODS
     from mmsearch.jobs.towers import FAMILIES, build_towers, detect_family
 
     if not name or "/" in name or name.startswith("."):
@@ -201,6 +221,9 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
         raise JobError(f"--model-version must be >= 1, got {model_version}")
     if parity_inputs < N_INPUTS:
         raise JobError(f"--parity-inputs must be >= {N_INPUTS}, got {parity_inputs}")
+    if int8_method not in ("auto", *METHODS):
+        raise JobError(f"--int8-method {int8_method!r}: expected one of auto, {', '.join(METHODS)}")
+    int8_methods = METHODS if int8_method == "auto" else (int8_method,)
     if family not in ("auto", *FAMILIES):
         raise JobError(f"--family {family!r}: expected one of auto, {', '.join(FAMILIES)}")
     try:  # the Triton flags are checked before the (slow) export starts
@@ -248,25 +271,23 @@ def export_model(model: str, name: str, repository: str, *, model_version: int =
         all_towers = {m["tower"]: {"name": n, "onnx_sha256": m["onnx_sha256"]} for n, m in manifests.items()}
         final = {tname: ModelManifest.from_dict({**fields, "towers": all_towers}) for tname, fields in manifests.items()}
         if int8:
-            source = tower_name(name, document_kind)
-            qname = int8_name(source)
-            started = time.monotonic()
-            figures, record = quantize_tower(gates[source], staged[source], Path(tmp) / qname, model_version)
-            emit("export", "parity", tower=qname, int8=record["method"],
-                 seconds=round(time.monotonic() - started, 1), **figures)
-            if not figures["min_cosine"] >= INT8_MIN_COSINE:
-                raise JobError(f"int8 parity gate failed for {qname}: min cosine {figures['min_cosine']:.6f} < "
-                               f"{INT8_MIN_COSINE} over {figures['n']} inputs against the fp32 reference; nothing "
-                               "published (export without --int8)")
-            staged[qname] = Path(tmp) / qname
-            tower = next(t for t in towers if t.kind == document_kind)
-            (staged[qname] / CONFIG).write_text(_config(qname, tower, max_batch_size, max_queue_delay_us,
-                                                                instance_count, instance_kind))
-            sha = artifacts.file_sha256(staged[qname] / str(model_version) / "model.onnx")
-            final[qname] = ModelManifest.from_dict({
-                **manifests[source], "name": qname, "onnx_sha256": sha, "quantization": record,
-                "parity": {k: figures[k] for k in ("n", "min_cosine", "mean_cosine", "max_abs_diff")},
-                "towers": {**all_towers, "document": {"name": qname, "onnx_sha256": sha}}})
+            document = tower_name(name, document_kind)
+            for source in sorted(manifests, key=lambda n: n != document):  # the document tower first
+                qname = int8_name(source)
+                started = time.monotonic()
+                figures, record = quantize_tower(gates[source], staged[source], Path(tmp) / qname, model_version,
+                                                 int8_methods)
+                emit("export", "int8", tower=qname, method=record["method"], seconds=round(time.monotonic() - started, 1))
+                staged[qname] = Path(tmp) / qname
+                tower = next(t for t in towers if tower_name(name, t.kind) == source)
+                (staged[qname] / CONFIG).write_text(_config(qname, tower, max_batch_size, max_queue_delay_us,
+                                                            instance_count, instance_kind))
+                sha = artifacts.file_sha256(staged[qname] / str(model_version) / "model.onnx")
+                extra = {"document": {"name": qname, "onnx_sha256": sha}} if source == document else {}
+                final[qname] = ModelManifest.from_dict({
+                    **manifests[source], "name": qname, "onnx_sha256": sha, "quantization": record,
+                    "parity": {k: figures[k] for k in ("n", "min_cosine", "mean_cosine", "max_abs_diff")},
+                    "towers": {**all_towers, **extra}})
         for tname, manifest in final.items():
             (staged[tname] / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         for tname in sorted(staged, key=lambda n: n == name):  # the query tower last
@@ -315,15 +336,18 @@ def export_command(
     instance_kind: str = typer.Option("auto", envvar="MMSEARCH_INSTANCE_KIND", help="auto | cpu | gpu."),
     parity_inputs: int = typer.Option(N_INPUTS, envvar="MMSEARCH_PARITY_INPUTS", help=f"Parity gate inputs (>= {N_INPUTS})."),
     int8: bool = typer.Option(False, "--int8", envvar="MMSEARCH_INT8",
-                              help=f"Also export an int8 copy of the document tower as <tower>-int8 (dynamic "
-                                   f"per-channel; refused below min cosine {INT8_MIN_COSINE} against fp32)."),
+                              help=f"Also export an int8 copy of each tower as <tower>-int8 (refused below min "
+                                   f"cosine {INT8_MIN_COSINE} against the fp32 reference)."),
+    int8_method: str = typer.Option("auto", envvar="MMSEARCH_INT8_METHOD",
+                                    help="auto (the first of dynamic, blockwise that passes the int8 gate) | dynamic "
+                                         "| blockwise."),
 ) -> None:
     """Export a model's towers to ONNX (parity-gated) as a Triton model repository."""
     with exit_on_error():
         manifests = export_model(model, name, repository, model_version=model_version, family=family,
                                  max_batch_size=max_batch_size, max_queue_delay_us=round(queue_delay_seconds * 1_000_000),
                                  instance_count=instance_count, instance_kind=instance_kind,
-                                 parity_inputs=parity_inputs, int8=int8)
+                                 parity_inputs=parity_inputs, int8=int8, int8_method=int8_method)
         emit("export", "done", repository=repository,
              models={n: {"dimension": m.dimension, "min_cosine": m.parity["min_cosine"]} for n, m in manifests.items()})
 

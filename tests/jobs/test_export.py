@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mmsearch.jobs import parity
 from mmsearch.jobs.app import job_app
 from mmsearch.jobs.export import export_model
-from mmsearch.core.model_repository import ModelRepository
+from mmsearch.core.model_repository import ModelManifest, ModelRepository
 from mmsearch.core import artifacts
 
 TEXTS = ["how do I read a csv file", "一只猫在沙发上", "", "a " * 400, "sorting a list of dicts by value!"]
@@ -177,20 +177,49 @@ def test_int8_copy_of_the_document_tower_is_gated_and_queried_by_the_fp32_tower(
     assert len(records) > 20 and cosines.min() >= 0.99
     record = CollectionRecord.new(int8.record(), "docs", "1", {}).manifest
     assert record["quantization"]["method"] == "dynamic"
+    assert record["quantization"]["source"] == {"name": "m", "onnx_sha256": fp32.onnx_sha256}
     check_consistency("m", fp32, "docs", record)  # serving's check: the fp32 query tower fits the collection
 
 
 @pytest.mark.slow
 def test_an_int8_copy_below_the_gate_is_refused_and_publishes_nothing(minilm_source, tmp_path):
-    """The real all-MiniLM-L6-v2 loses too much in int8 (min cosine about 0.974 on short texts): refused like a
-    broken export, nothing published, not even the fp32 towers."""
+    """Dynamic int8 loses too much on the real all-MiniLM-L6-v2 (min cosine about 0.975 on short texts): asked
+    for by name, it is refused like a broken export, nothing published, not even the fp32 towers."""
     repo = tmp_path / "repo"
-    result = run_cli("export", "--model", str(minilm_source), "--name", "m", "--repository", str(repo), "--int8")
+    result = run_cli("export", "--model", str(minilm_source), "--name", "m", "--repository", str(repo), "--int8",
+                     "--int8-method", "dynamic")
     assert result.exit_code == 1
     lines = error_lines(result)
-    assert len(lines) == 1 and lines[0].startswith("error: int8 parity gate failed for m-int8: min cosine"), lines
-    assert "nothing published (export without --int8)" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: int8 parity gate failed for m-int8: min cosine dynamic 0.9"), lines
+    assert "< 0.99 over 256 inputs" in lines[0] and "nothing published (export without --int8)" in lines[0]
     assert not repo.exists() or not any(repo.iterdir())
+
+
+@pytest.mark.slow
+def test_int8_auto_refuses_dynamic_and_ships_blockwise_for_minilm_queried_by_an_int8_arm(minilm_source, tmp_path):
+    """--int8 (auto) tries dynamic, which the gate refuses, then blockwise, which passes: published with what was
+    refused, and as an int8 copy of the fp32 tower it may query a collection the fp32 tower built."""
+    import onnx
+
+    from mmsearch.core.milvus.record import CollectionRecord
+    from mmsearch.services.serving.pipeline.activation import ConsistencyError, check_consistency
+
+    repo = tmp_path / "repo"
+    result = run_cli("export", "--model", str(minilm_source), "--name", "m", "--repository", str(repo), "--int8")
+    assert result.exit_code == 0, result.stderr
+    repository = ModelRepository(repo)
+    fp32, int8 = repository.manifest("m"), repository.manifest("m-int8")
+    q = int8.quantization
+    assert q["method"] == "blockwise" and [r["method"] for r in q["refused"]] == ["dynamic"]
+    assert q["refused"][0]["min_cosine"] < 0.99 <= int8.parity["min_cosine"]
+    assert q["source"] == {"name": "m", "onnx_sha256": fp32.onnx_sha256}
+    ops = [n.op_type for n in onnx.load(str(repo / "m-int8" / "1" / "model.onnx")).graph.node]
+    assert ops.count("MatMulNBits") == 18 and "MatMul" not in ops
+    built_by_fp32 = CollectionRecord.new(fp32.record(), "docs", "1", {}).manifest
+    check_consistency("m-int8", int8, "docs", built_by_fp32)
+    forged = ModelManifest.from_dict({**int8.to_dict(), "quantization": {**q, "source": {"name": "m", "onnx_sha256": "0" * 64}}})
+    with pytest.raises(ConsistencyError, match="does not match collection 'docs'"):
+        check_consistency("m-int8", forged, "docs", built_by_fp32)
 
 
 def test_export_to_s3_reads_back_byte_identical(tiny_clip_source, s3_server, tmp_path):

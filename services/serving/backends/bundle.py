@@ -156,17 +156,18 @@ def connect(settings: ServingSettings) -> Backends:
 
     timeout = settings.timing.dependency_timeout_seconds
     repository = ModelRepository(settings.model_repository)
+    manifests = Manifests(repository)
     load = Load()
     return Backends(
         preprocess=Preprocessor(PreprocessClient(settings.preprocess_address, max_message_bytes=settings.max_message_bytes,
                                                  tls=settings.tls),
                                 batch_max_size=settings.batching.max_size),
-        encoders=EncoderPool(settings, repository.folder, load.alone),
+        encoders=EncoderPool(settings, repository.folder, load.alone, manifests),
         matcher=MilvusMatcher(settings.milvus_uri, token=settings.milvus_token, connect_timeout_s=timeout,
                               batch_max_size=settings.match.batch_max_size, in_flight=settings.match.in_flight),
         summary=SummaryCache(SummaryStore(settings.mongo_uri, server_selection_timeout_s=timeout),
                              settings.summary_cache_documents),
-        manifests=Manifests(repository),
+        manifests=manifests,
         load=load,
         events=(MongoEvents(settings.events_uri, settings.events.database, ttl_days=settings.events.ttl_days,
                             buffer=IMPRESSION_BUFFER, flush_s=settings.events.flush_seconds,

@@ -15,7 +15,13 @@ Two real implementations of :class:`Encoder`:
 
 :class:`EncoderPool` creates each (backend, model) encoder once, for every
 config version, with a :class:`~mmsearch.services.serving.backends.batching.MicroBatcher` in
-front so concurrent requests share one inference call. Failures are
+front so concurrent requests share one inference call, and an
+:class:`~mmsearch.services.serving.backends.inference_cache.InferenceCache` in front of that
+(``MMSEARCH_INFERENCE_CACHE_QUERIES``; keyed by the model version the encoder was built from, which a
+Triton encoder pins its requests to). The embedded encoder counts the CPU
+seconds of the threads that run its onnxruntime calls
+(``mmsearch_serving_encoder_cpu_seconds_total``, by model: bench/search.py
+splits serving's CPU per query with it). Failures are
 serving's backend errors: Unavailable (Triton down), BadInput (inputs that do
 not fit the model), Mismatch (onnxruntime refusing the inputs: a deployment
 mismatch).
@@ -24,18 +30,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Mapping, Protocol
+from typing import Awaitable, Callable, Mapping, Protocol
 
 import numpy as np
 
 from mmsearch.core import onnx
 from mmsearch.core.channels import channel_options
-from mmsearch.core.model_repository import ModelFolder
+from mmsearch.core.model_repository import ModelFolder, ModelManifest
 from mmsearch.services.runtime import tracing
 from mmsearch.services.runtime.tls import Reloading, Tls
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.backends.batching import Inputs, MicroBatcher
+from mmsearch.services.serving.backends.inference_cache import InferenceCache
 from mmsearch.services.serving.errors import BadInput, Mismatch, Unavailable
 
 log = logging.getLogger(__name__)
@@ -78,6 +86,7 @@ class OnnxEncoder:
         self._alone = alone
         self._lone_on_loop = lone_on_loop
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"onnx-{self.name}")
+        self._cpu = metrics.ENCODER_CPU.labels(self.name)
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         try:
@@ -86,10 +95,13 @@ class OnnxEncoder:
             raise BadInput(f"model {self.name!r}: {exc.args[0]}") from None
         batch = next(iter(feed.values())).shape[0] if feed else 0
         session = self._single if batch == 1 and self._alone() else self._session
+        started = time.thread_time()
         try:
             return np.asarray(session.run([self._output], feed)[0], dtype=np.float32)
         except Exception as exc:  # onnxruntime refuses inputs of the wrong shape: a model/input mismatch
             raise Mismatch(f"onnxruntime, model {self.name!r}: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._cpu.inc(time.thread_time() - started)
 
     async def infer(self, inputs: Inputs) -> np.ndarray:
         if self._lone_on_loop and self._alone() and next(iter(inputs.values())).shape[0] == 1:
@@ -120,10 +132,13 @@ async def _close_after(client, grace: float) -> None:
 class TritonEncoder:
     """Model ``name`` on a Triton server, over gRPC (``tritonclient.grpc.aio``)."""
 
-    def __init__(self, address: str, name: str, *, timeout_s: float = 5.0, tls: Tls | None = None):
+    def __init__(self, address: str, name: str, *, timeout_s: float = 5.0, tls: Tls | None = None,
+                 model_version: int | None = None):
+        """``model_version``: ask Triton for that version of the model only (None: the one Triton chooses)."""
         from tritonclient.grpc.aio import InferenceServerClient
 
         self.name = name
+        self.model_version = "" if model_version is None else str(model_version)
         self.address = address
         self.timeout_s = timeout_s
         # TLS when tls.ca_file is set (creds: Triton's --grpc-use-ssl port); built again when the files change.
@@ -137,7 +152,8 @@ class TritonEncoder:
         from tritonclient.utils import InferenceServerException
 
         try:
-            meta = await self._clients.current().get_model_metadata(self.name, client_timeout=self.timeout_s, as_json=True)
+            meta = await self._clients.current().get_model_metadata(self.name, self.model_version,
+                                                                    client_timeout=self.timeout_s, as_json=True)
         except InferenceServerException as exc:
             raise Unavailable(f"Triton at {self.address}: model {self.name!r}: {exc.message()}") from None
         self._inputs = {i["name"]: _TRITON_TYPES.get(i["datatype"], np.float32) for i in meta["inputs"]}
@@ -173,7 +189,8 @@ class TritonEncoder:
 
     async def ready(self) -> bool:
         try:
-            return bool(await self._clients.current().is_model_ready(self.name, client_timeout=min(self.timeout_s, 1.0)))
+            return bool(await self._clients.current().is_model_ready(self.name, self.model_version,
+                                                                     client_timeout=min(self.timeout_s, 1.0)))
         except Exception:
             return False
 
@@ -182,15 +199,25 @@ class TritonEncoder:
 
 
 class BatchedEncoder:
-    """An :class:`Encoder` behind a micro-batcher: ``infer`` of one query shares calls with concurrent ones."""
+    """An :class:`Encoder` behind a micro-batcher, and an inference cache in front of it: ``infer`` of one query
+    is answered from the cache or shares calls with concurrent ones."""
 
-    def __init__(self, encoder: Encoder, batcher: MicroBatcher, backend: str):
+    def __init__(self, encoder: Encoder, batcher: MicroBatcher, backend: str, cache: InferenceCache | None = None):
         self.name = encoder.name
         self.backend = backend
+        self.cache = cache
         self._encoder, self._batcher = encoder, batcher
 
     async def infer(self, inputs: Inputs) -> np.ndarray:
-        return np.asarray(await self._batcher.submit(inputs), dtype=np.float32)
+        key = self.cache.key(inputs) if self.cache is not None else None
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        out = np.asarray(await self._batcher.submit(inputs), dtype=np.float32)
+        if key is not None:
+            self.cache.put(key, out)
+        return out
 
     async def ready(self) -> bool:
         return await self._encoder.ready()
@@ -198,6 +225,11 @@ class BatchedEncoder:
     async def close(self) -> None:
         await self._batcher.close()
         await self._encoder.close()
+
+
+def model_version(manifest: ModelManifest) -> str:
+    """What a model version is for the inference cache: the manifest's version folder and ONNX hash. Pure."""
+    return f"{manifest.model_version}:{manifest.onnx_sha256}"
 
 
 class EncoderPool:
@@ -208,9 +240,12 @@ class EncoderPool:
     in flight (see :class:`OnnxEncoder`).
     """
 
-    def __init__(self, settings, folder: Callable[[str], ModelFolder], alone: Callable[[], bool]):
+    def __init__(self, settings, folder: Callable[[str], ModelFolder], alone: Callable[[], bool],
+                 manifest: Callable[[str], Awaitable[ModelManifest]] | None = None):
+        """``manifest(model)``: the manifest activation checks (default: the folder's)."""
         self._settings = settings
         self._folder = folder
+        self._manifest = manifest
         self._alone = alone
         self._encoders: dict[tuple[str, str], BatchedEncoder] = {}
 
@@ -218,22 +253,29 @@ class EncoderPool:
         key = (backend, model)
         if key not in self._encoders:
             s = self._settings
+            if self._manifest is not None:
+                manifest = await self._manifest(model)
+            else:
+                manifest = (await asyncio.to_thread(self._folder, model)).manifest
             if backend == "triton":
                 if not s.triton_address:
                     raise Mismatch(f"encoder {model!r} uses backend triton but MMSEARCH_TRITON_ADDRESS is empty")
                 encoder: Encoder = TritonEncoder(s.triton_address, model, timeout_s=s.timing.encoder_timeout_seconds,
-                                                 tls=s.tls)
+                                                 tls=s.tls, model_version=manifest.model_version)
                 if not await encoder.ready():
                     await encoder.close()
-                    raise Unavailable(f"Triton at {s.triton_address} does not have model {model!r} ready")
+                    raise Unavailable(f"Triton at {s.triton_address} does not have version {manifest.model_version} "
+                                      f"of model {model!r} ready")
             else:
                 folder = await asyncio.to_thread(self._folder, model)
+                manifest = folder.manifest  # the file the session runs
                 encoder = await asyncio.to_thread(
                     OnnxEncoder, folder, intra_op_threads=s.onnx.intra_op_threads, concurrency=s.batching.in_flight,
                     single_query_threads=s.onnx.single_query_threads, alone=self._alone, lone_on_loop=True)
             batcher = MicroBatcher(encoder.infer, max_size=s.batching.max_size, max_wait_s=s.batching.max_wait_seconds,
                                    in_flight=s.batching.in_flight, on_batch=metrics.BATCH_SIZE.labels("embed", model).observe)
-            self._encoders[key] = BatchedEncoder(encoder, batcher, backend)
+            cache = InferenceCache(model, model_version(manifest), s.inference_cache_queries)
+            self._encoders[key] = BatchedEncoder(encoder, batcher, backend, cache if s.inference_cache_queries else None)
         return self._encoders[key]
 
     async def close(self) -> None:

@@ -8,7 +8,8 @@ Schema (MetaSpore's scene -> ordered layers -> experiments, in our own terms)::
         defaults:                 # a complete arm: every field below
           query:
             text: {model: minilm}                 # preprocess model = encoder model unless
-            # image: {model: x-image, preprocess_model: ...}   # preprocess_model is given
+            # image: {model: x-image, preprocess_model: ...}   # preprocess_model is given;
+            # precision: int8 runs the tower's int8 copy (model-int8)
           preprocess: inline                      # text queries: inline (tokenized in serving) | service
           encoder_backend: embedded               # embedded (onnxruntime) | triton
           match: {collection: stdlib, top_k: 10, candidates: 50, metric: IP, params: {},
@@ -62,6 +63,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmsearch.core.fields import FieldSpec
+from mmsearch.core.model_repository import int8_name
 from mmsearch.services.serving.config import choices
 
 
@@ -81,10 +83,18 @@ class TowerSpec(_Strict):
 
     model: str = Field(min_length=1, description="Encoder model name (REPO/NAME, or Triton model NAME).")
     preprocess_model: str | None = Field(None, description="Preprocess model name; default: ``model``.")
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="fp32: the tower ``model``; int8: its int8 copy ``model``-int8 (``export --int8``, "
+                            "gated against fp32), tokenized as ``model``: an arm setting, so int8 is A/B-able.")
 
     @property
     def preprocess(self) -> str:
         return self.preprocess_model or self.model
+
+    @property
+    def encoder(self) -> str:
+        """The encoder model this tower runs: ``model``, or its int8 copy."""
+        return int8_name(self.model) if self.precision == "int8" else self.model
 
 
 class QuerySpec(_Strict):

@@ -178,6 +178,10 @@ class ServingSettings(GrpcSettings):
         20_000, ge=0, le=10_000_000, unit="documents",
         description="Summary documents kept in serving's LRU per process, keyed by collection version and "
                     "generation (exact: see services/serving/backends/summary_cache.py); 0 turns the cache off.")
+    inference_cache_queries: int = setting(
+        10_000, ge=0, le=10_000_000, unit="queries",
+        description="Query vectors kept per encoder model in serving's LRU, keyed by the query's token ids and the "
+                    "model version (exact: see services/serving/backends/inference_cache.py); 0 turns the cache off.")
     limits: ServingLimits = setting(default_factory=ServingLimits)
     timing: Timing = setting(default_factory=Timing)
     onnx: Onnx = setting(default_factory=Onnx)

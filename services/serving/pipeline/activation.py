@@ -50,10 +50,15 @@ def check_consistency(encoder: str, encoder_manifest: ModelManifest, collection:
 
     The collection records the manifest of the document tower that encoded it; the query encoder
     must be one of the towers of that export, byte for byte
-    (:func:`mmsearch.core.model_repository.model_mismatch`), with the same dimension. Pure.
+    (:func:`mmsearch.core.model_repository.model_mismatch`), with the same dimension; or an int8 copy of one
+    of them (``export --int8``: its manifest's quantization names the fp32 ``source`` tower, whose vectors it
+    matches within the int8 gate). Pure.
     """
     other_model = model_mismatch(collection_manifest, {"name": encoder, "onnx_sha256": encoder_manifest.onnx_sha256},
                                  any_tower=True)
+    source = (encoder_manifest.quantization or {}).get("source")
+    if other_model and source:
+        other_model = model_mismatch(collection_manifest, source, any_tower=True) and other_model
     if other_model:
         raise ConsistencyError(
             f"encoder {encoder!r} does not match collection {collection!r}: the collection was built by "
@@ -170,22 +175,22 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
                 raise ActivationError(f"{where}: preprocess model {tower.preprocess!r} is not loaded by the "
                                       f"preprocess service (it has {sorted(models)})")
             try:
-                encoders[(spec.encoder_backend, tower.model)] = await backends.encoders.get(spec.encoder_backend,
-                                                                                             tower.model)
-                manifest = await backends.manifests(tower.model)
+                encoders[(spec.encoder_backend, tower.encoder)] = await backends.encoders.get(spec.encoder_backend,
+                                                                                               tower.encoder)
+                manifest = await backends.manifests(tower.encoder)
             except Exception as exc:
-                raise ActivationError(f"{where}: encoder {tower.model!r} ({spec.encoder_backend}): {exc}") from None
+                raise ActivationError(f"{where}: encoder {tower.encoder!r} ({spec.encoder_backend}): {exc}") from None
             collection = spec.match.collection
-            users.setdefault(collection, set()).add(tower.model)
-            if (tower.model, collection) in checked:
+            users.setdefault(collection, set()).add(tower.encoder)
+            if (tower.encoder, collection) in checked:
                 continue
             if collection not in collections:
                 collections[collection] = await backends.matcher.manifest(collection)
             try:
-                check_consistency(tower.model, manifest, collection, collections[collection])
+                check_consistency(tower.encoder, manifest, collection, collections[collection])
             except ConsistencyError as exc:
                 raise ConsistencyError(f"{where}: {exc}") from None
-            checked.add((tower.model, collection))
+            checked.add((tower.encoder, collection))
         try:
             check_layout(collection, collections[collection], needs[collection])
         except LayoutError as exc:

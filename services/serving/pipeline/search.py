@@ -248,7 +248,7 @@ class Searcher:
         spec, page, ranker = arm.spec, plan.page, RANKERS[plan.rank.name]
         tower: TowerSpec | None = spec.query.image if query.kind == "image" else spec.query.text
         dependencies = {"fetch": "milvus", "match": "milvus", "summary": "mongo",
-                        "embed": encoder_dependency(tower.model, spec.encoder_backend) if tower else ""}
+                        "embed": encoder_dependency(tower.encoder, spec.encoder_backend) if tower else ""}
         if uses_service(spec, query.kind):  # inline tokenization depends on no service
             dependencies["preprocess"] = "preprocess"
         run = StageRunner(deadline_s, plan.stages, scene=query.scene.name, arm=arm.label, down=self.down,
@@ -310,7 +310,7 @@ class Searcher:
             inputs = await run.io("preprocess", lambda t: preprocessor.text(tower.preprocess, request.text, t))
         else:
             inputs = await run.io("preprocess", lambda t: b.preprocess.image(tower.preprocess, request.image, t))
-        encoder = active.encoders[(spec.encoder_backend, tower.model)]
+        encoder = active.encoders[(spec.encoder_backend, tower.encoder)]
         return (await run.io("embed", lambda t: encoder.infer(inputs)))[0]
 
     async def _bm25(self, query: Query, request: retrieval_pb2.SearchRequest, plan: SearchPlan,
