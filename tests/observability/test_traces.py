@@ -1,4 +1,5 @@
-"""One search through web with tracing on: one trace, web -> serving -> preprocess and Triton, received over OTLP.
+"""One search through web with tracing on: one trace, web -> serving -> preprocess and Triton, received over OTLP;
+and every metric and label the chart's dashboard and alert rules use, in the /metrics of these processes.
 
 Every hop is a real ``mmsearch serve`` process exporting to a real OTLP/gRPC
 receiver (:mod:`tests.support.otlp`); the encoder is a real ``tritonserver``,
@@ -13,7 +14,8 @@ import pytest
 import requests
 
 from mmsearch.dev.processes import free_port
-from tests.support import otlp
+from tests.chart import charttools as ct
+from tests.support import otlp, promql
 from tests.support.jobs import run_job
 from tests.support.loops import eventually
 from tests.support.processes import start_service, wait_serving
@@ -47,7 +49,7 @@ def traced(stdlib_index, triton_minilm, mongo_server, tmp_path_factory):
                 "MMSEARCH_EXPERIMENTS": str(experiments), "MMSEARCH_PREPROCESS_ADDRESS": preprocess.target,
                 "MMSEARCH_TRITON_ADDRESS": triton_minilm.address, "MMSEARCH_MILVUS_URI": milvus.uri,
                 "MMSEARCH_MONGO_URI": mongo_server, "MMSEARCH_MODEL_REPOSITORY": repo,
-                "MMSEARCH_SUMMARY_CACHE_DOCUMENTS": "0", "MMSEARCH_HEALTH_INTERVAL_SECONDS": "0.2",
+                "MMSEARCH_HEALTH_INTERVAL_SECONDS": "0.2",
                 "OTEL_SERVICE_NAME": "serving", **otlp.env(receiver)})
             processes.append(serving)
             wait_serving(serving.target, 60)
@@ -123,3 +125,23 @@ def test_the_trace_id_is_in_the_log_lines_and_the_error_body(traced):
     failed = [s for s in spans if s.service == "serving" and s.name.endswith("/Search")]
     assert failed and failed[0].attributes["rpc.grpc.status_code"] == "NOT_FOUND"
     assert [s.attributes["error.type"] for s in spans if s.name == "fetch"] == ["NOT_FOUND"]
+
+
+def test_every_metric_and_label_of_the_dashboard_and_alerts_is_exposed(traced):
+    _, url, processes = traced
+    for _ in range(2):  # the second one is served from the summary cache
+        assert requests.get(f"{url}/api/search", params={"scene": SCENE, "q": "parse JSON"}, timeout=30).ok
+    pages = {name: requests.get(f"http://127.0.0.1:{p.metrics_port}/metrics", timeout=10).text
+             for name, p in processes.items()}
+    exposed: dict[str, set[str]] = {}
+    for text in pages.values():
+        for sample, labels in promql.exposed(text).items():
+            exposed.setdefault(sample, set()).update(labels)
+    missing = []
+    for where, expr in promql.expressions(ct.manifests("observability")).items():
+        for metric, labels in promql.uses(expr).items():
+            if metric not in exposed:
+                missing.append(f"{where}: {metric}")
+            elif labels - exposed[metric]:
+                missing.append(f"{where}: {metric} has no label {sorted(labels - exposed[metric])}")
+    assert not missing, missing
