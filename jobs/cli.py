@@ -18,5 +18,7 @@ import mmsearch.jobs.encode  # noqa: F401,E402
 import mmsearch.jobs.sync  # noqa: F401,E402
 import mmsearch.jobs.evaluate  # noqa: F401,E402
 import mmsearch.jobs.status  # noqa: F401,E402
+import mmsearch.jobs.snapshot  # noqa: F401,E402
+import mmsearch.jobs.restore  # noqa: F401,E402
 
 __all__ = ["job_app"]
