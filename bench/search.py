@@ -37,6 +37,22 @@ and an embedded secantusd. Then measures:
   thread, since the CPU wheel has no onnxruntime backend) and a third
   serving with ``encoder_backend: triton`` (MMSEARCH_TRITON_ADDRESS set), at
   concurrency 1 and 32, printed as ratios to the embedded encoder.
+- cache off: every serving above runs with the inference cache off
+  (``MMSEARCH_INFERENCE_CACHE_QUERIES=0``), since the load repeats a short
+  query list: the headline ratios are never taken with a warm cache.
+- int8: a serving whose arm runs the int8 query tower (``precision: int8``;
+  ``export --int8 --int8-method blockwise``), at concurrency 1 and 32, the
+  same ratios against the floor and naive, interleaved with the fp32 one.
+- CPU per query by component at concurrency 32: the encoder (the CPU seconds
+  of serving's onnxruntime calls, its ``mmsearch_serving_encoder_cpu_seconds_total``),
+  the event loop thread (the pipeline, with the Python side of the Milvus,
+  MongoDB and gRPC clients it awaits) and serving's other threads (gRPC's
+  and the clients' I/O threads), from /proc.
+- repeated queries: a Zipf law (s = 1.1) over a query set of
+  ``ZIPF_QUERIES`` corpus texts, four times the cache a serving with the cache
+  on keeps (``ZIPF_CACHE``), at concurrency 32 on it and on the cache-off
+  serving with the same sequence: the cache's hit rate and its QPS gain,
+  reported apart from the headline.
 All of it runs in ``--rounds`` interleaved rounds (default 3), so a noisy
 spell of the machine hits every measurement alike; each ratio is taken within
 a round and the median over rounds is printed, with the per-round values.
@@ -184,7 +200,41 @@ def naive(model_dir: str, milvus_uri: str, collection: str, mongo_uri: str, scen
     return result
 
 
-async def load(address: str, scene: str, concurrency: int, n: int, secure: "Secure | None" = None) -> dict:
+ZIPF_QUERIES, ZIPF_CACHE = 1024, 256
+ENCODER_CPU = "mmsearch_serving_encoder_cpu_seconds_total"
+
+
+def zipf_texts(corpus: Path, n: int, seed: int = 0) -> list[str]:
+    """``n`` query texts drawn by a Zipf law (s = 1.1) over the first ``ZIPF_QUERIES`` distinct texts of the
+    corpus (the questions, then the answers' first sentences)."""
+    import json
+
+    texts: list[str] = []
+    for line in corpus.read_text().splitlines():
+        record = json.loads(line)
+        for text in (record.get("question"), str(record.get("answer") or "").split(". ")[0][:200]):
+            if text and text not in texts:
+                texts.append(text)
+        if len(texts) >= ZIPF_QUERIES:
+            break
+    weights = 1.0 / np.arange(1, len(texts) + 1) ** 1.1
+    picks = np.random.default_rng(seed).choice(len(texts), size=n, p=weights / weights.sum())
+    return [texts[i] for i in picks]
+
+
+def thread_seconds(pid: int, tid: int) -> float:
+    """User + system CPU seconds of one thread of a process (0.0 once it is gone)."""
+    from tests.support.machine import TICK
+
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+async def load(address: str, scene: str, concurrency: int, n: int, secure: "Secure | None" = None,
+               texts: list[str] | None = None) -> dict:
     import grpc
 
     from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
@@ -201,8 +251,9 @@ async def load(address: str, scene: str, concurrency: int, n: int, secure: "Secu
     async def worker() -> None:
         for i in counter:
             t = time.perf_counter()
-            await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=QUERIES[i % len(QUERIES)],
-                                                          user_id=f"user-{i}"), timeout=10, metadata=metadata)
+            text = texts[i % len(texts)] if texts else QUERIES[i % len(QUERIES)]
+            await stub.Search(retrieval_pb2.SearchRequest(scene=scene, text=text, user_id=f"user-{i}"), timeout=10,
+                              metadata=metadata)
             latencies.append(time.perf_counter() - t)
 
     start = time.perf_counter()
@@ -382,13 +433,15 @@ def main() -> None:
     cpu: list[list[dict[str, float]]] = []  # per round: CPU ms per query of each process, impressions on
     cpu_off: list[list[dict[str, float]]] = []  # ... and off
     busy: list = []
+    parts: list[dict[str, list[float]]] = []  # per round: serving's CPU ms per query by component at c=32
     triton = None
     cache = (0.0, 0.0)
     impressions = 0
     try:
         t = time.perf_counter()
-        if not (repo / "minilm" / "manifest.json").exists():
-            job("export", "--source-model", model_dir, "--name", "minilm", "--model-repository", str(repo))
+        if not (repo / "minilm-int8" / "manifest.json").exists():
+            job("export", "--source-model", model_dir, "--name", "minilm", "--model-repository", str(repo), "--int8",
+                "--int8-method", "blockwise")
         job("prepare", "--workdir", str(work), "--source-kind", "stdlib", *(["--source", args.modules] if args.modules else []))
         job("encode", "--workdir", str(work), "--model-repository", str(repo), "--model", "minilm")
         job("push-milvus", "--workdir", str(work), "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1",
@@ -413,6 +466,8 @@ def main() -> None:
             {"name": "dense", "weight": 100}, {"name": "hybrid", "weight": 0,
                                               "overrides": {"match": {"retriever": "hybrid"}}}]})
         write_config(experiments, config)
+        config["scenes"][scene]["defaults"]["query"]["text"]["precision"] = "int8"
+        write_config(tmp / "experiments-int8.yaml", config)
         pre_port, srv_port, srv_metrics = free_port(), free_port(), free_port()
         env = {**os.environ, "MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_METRICS_PORT": "0",
                "MMSEARCH_HOST": "127.0.0.1"}
@@ -421,6 +476,7 @@ def main() -> None:
         wait_healthy(f"127.0.0.1:{pre_port}")
         stores = {"MMSEARCH_PREPROCESS_ADDRESS": f"127.0.0.1:{pre_port}", "MMSEARCH_MILVUS_URI": milvus.uri,
                   "MMSEARCH_MONGO_URI": mongo.uri, "MMSEARCH_MODEL_REPOSITORY": str(repo)}
+        stores["MMSEARCH_INFERENCE_CACHE_QUERIES"] = "0"  # the headline: no warm cache on the repeated queries
         procs.append(serving_process(env, srv_port, srv_metrics, experiments,
                                      {**stores, **dict(item.split("=", 1) for item in args.serving_env)}))
         wait_healthy(f"127.0.0.1:{srv_port}")
@@ -429,6 +485,16 @@ def main() -> None:
                                      {**stores, "MMSEARCH_IMPRESSIONS": "false",
                                       **dict(item.split("=", 1) for item in args.serving_env)}))
         wait_healthy(f"127.0.0.1:{off_port}")
+        int8_port, cached_port, cached_metrics = free_port(), free_port(), free_port()
+        extra = [serving_process(env, int8_port, free_port(), tmp / "experiments-int8.yaml",
+                                 {**stores, **dict(item.split("=", 1) for item in args.serving_env)}),
+                 serving_process(env, cached_port, cached_metrics, experiments,
+                                 {**stores, **dict(item.split("=", 1) for item in args.serving_env),
+                                  "MMSEARCH_INFERENCE_CACHE_QUERIES": str(ZIPF_CACHE)})]
+        procs.extend(extra)
+        for port in (int8_port, cached_port):
+            wait_healthy(f"127.0.0.1:{port}")
+        zipf = zipf_texts(work / "corpus.jsonl", max(4 * n, 800))
         secure, secure_port = None, 0
         if args.secure:
             secure = Secure(tmp / "secure")
@@ -473,6 +539,7 @@ def main() -> None:
                            "naive": naive(model_dir, milvus.uri, collection, mongo.uri, scene, max(50, n // 2))})
             cpu.append([])
             cpu_off.append([])
+            parts.append({})
             for c in (1, 8, 32):
                 # At 1 and 32 the same load runs on the serving without impressions too, in the order on, off,
                 # off, on (half the queries each), so a drift of the machine during the round hits both alike;
@@ -485,6 +552,7 @@ def main() -> None:
                     pids = {**processes, "serving": {"on": procs[1].pid, "off": procs[2].pid,
                                                       "secure": secure_pid if secure else 0}[which]}
                     before = {name: process_seconds(pid) for name, pid in pids.items()}
+                    loop_before, encoder_before = thread_seconds(procs[1].pid, procs[1].pid), scrape(srv_metrics, ENCODER_CPU)
                     queries = max(n, 10 * c) // 2
                     runs[which].append(asyncio.run(load(f"127.0.0.1:{port}", scene, c, queries,
                                                         secure if which == "secure" else None)))
@@ -492,6 +560,15 @@ def main() -> None:
                     if c == 32 and which != "secure":
                         (cpu if on else cpu_off)[-1].append({name: (process_seconds(pid) - before[name]) * 1000
                                                          / (queries + len(QUERIES)) for name, pid in pids.items()})
+                    if c == 32 and on:
+                        total = (process_seconds(procs[1].pid) - before["serving"]) * 1000 / (queries + len(QUERIES))
+                        encoder = (scrape(srv_metrics, ENCODER_CPU) - encoder_before) * 1000 / (queries + len(QUERIES))
+                        loop = (thread_seconds(procs[1].pid, procs[1].pid) - loop_before) * 1000 / (queries + len(QUERIES))
+                        for key, value in (("encoder", encoder), ("event loop", loop),
+                                           ("other threads", total - encoder - loop)):
+                            parts[-1].setdefault(key, []).append(value)
+                if c in (1, 32):  # the int8 query tower, after the fp32 runs of the same concurrency
+                    rounds[-1][f"int8 c={c}"] = asyncio.run(load(f"127.0.0.1:{int8_port}", scene, c, max(n, 10 * c)))
                 rounds[-1][f"mmsearch c={c}"] = merged(*runs["on"])
                 if runs["off"]:
                     rounds[-1][f"no impr. c={c}"] = merged(*runs["off"])
@@ -499,6 +576,12 @@ def main() -> None:
                     rounds[-1][f"keys+TLS c={c}"] = merged(*runs["secure"])
             for name, figures in asyncio.run(load_features(f"127.0.0.1:{srv_port}", features, n)).items():
                 rounds[-1][f"c=1 {name}"] = figures
+            zipf_before = [scrape(cached_metrics, f"mmsearch_serving_inference_cache_{k}_total") for k in ("hits", "misses")]
+            for which, port in (("zipf cache off", srv_port), ("zipf cache on", cached_port)):
+                rounds[-1][which] = asyncio.run(load(f"127.0.0.1:{port}", scene, 32, len(zipf), texts=zipf))
+            hits, misses = (scrape(cached_metrics, f"mmsearch_serving_inference_cache_{k}_total") - b
+                            for k, b in zip(("hits", "misses"), zipf_before))
+            rounds[-1]["zipf hit rate"] = {"p50": 0.0, "p99": 0.0, "qps": hits / max(hits + misses, 1)}
             if triton_port:
                 for c in (1, 32):
                     rounds[-1][f"triton c={c}"] = asyncio.run(load(f"127.0.0.1:{triton_port}", scene, c,
@@ -515,6 +598,9 @@ def main() -> None:
         milvus.stop()
         mongo.stop()
     report(rounds, cpu, cpu_off, [b.others for b in busy], args.busy)
+    med = statistics.median
+    print("\nserving's CPU ms per query at c=32 by component (median of the runs; impressions on): "
+          + ", ".join(f"{k} {med(v for p in parts for v in p.get(k, [])):.2f}" for k in parts[0]))
     quiet = [i for i, b in enumerate(busy) if b.others <= args.busy]
     if 0 < len(quiet) < len(rounds):
         print(f"\n--- the quiet rounds alone ({', '.join(str(i + 1) for i in quiet)}) ---")
@@ -538,7 +624,7 @@ def report(rounds: list[dict[str, dict]], cpu_rounds: list[list[dict[str, float]
     print(f"\ncores used by other processes before each round: {', '.join(f'{v:.2f}' for v in others)}"
           + (f"; BUSY (> {busy:.2f}): rounds {flagged}" if flagged else ""))
     print(f"\nmedian of {len(rounds)} rounds\n{'':<16}{'p50 ms':>10}{'p99 ms':>10}{'QPS':>10}")
-    for name in rounds[0]:
+    for name in (name for name in rounds[0] if name != "zipf hit rate"):
         print(f"{name:<16}" + "".join(f"{med(r[name][k] for r in rounds):>10.{1 if k == 'qps' else 2}f}"
                                       for k in ("p50", "p99", "qps")))
 
@@ -573,12 +659,22 @@ def report(rounds: list[dict[str, dict]], cpu_rounds: list[list[dict[str, float]
         qps = ratio("QPS@32 keys+TLS on / off", [r["keys+TLS c=32"]["qps"] / r["mmsearch c=32"]["qps"] for r in rounds])
         print(f"keys+TLS: p50@1 on/off {p50:.3f}x, target <= 1.10x: {'OK' if p50 <= 1.10 else 'MISSED'}; "
               f"QPS@32 on/off {qps:.3f}x, target >= 0.90x: {'OK' if qps >= 0.90 else 'MISSED'}")
+    int8_p50 = ratio("int8: p50@1 / floor p50", [r["int8 c=1"]["p50"] / r["floor"]["p50"] for r in rounds])
+    int8_qps = ratio("int8: QPS@32 / naive QPS", [r["int8 c=32"]["qps"] / r["naive"]["qps"] for r in rounds])
+    ratio("int8 / fp32 p50@1", [r["int8 c=1"]["p50"] / r["mmsearch c=1"]["p50"] for r in rounds])
+    ratio("int8 / fp32 QPS@32", [r["int8 c=32"]["qps"] / r["mmsearch c=32"]["qps"] for r in rounds])
+    print(f"repeated queries (Zipf over {ZIPF_QUERIES} texts, cache of {ZIPF_CACHE}): hit rate "
+          + ", ".join(f"{r['zipf hit rate']['qps']:.1%}" for r in rounds))
+    ratio("  QPS@32 cache on / off on the Zipf workload",
+          [r["zipf cache on"]["qps"] / r["zipf cache off"]["qps"] for r in rounds])
     if "triton c=1" in rounds[0]:
         ratio("Triton p50@1 / embedded p50@1", [r["triton c=1"]["p50"] / r["mmsearch c=1"]["p50"] for r in rounds])
         ratio("Triton QPS@32 / embedded QPS@32", [r["triton c=32"]["qps"] / r["mmsearch c=32"]["qps"] for r in rounds])
     print(f"\np50@1 / floor: {p50_ratio:.2f}x, target <= 1.3x: {'OK' if p50_ratio <= 1.3 else 'MISSED'}")
     print(f"QPS@32 / naive: {qps_ratio:.2f}x, target >= 5x: {'OK' if qps_ratio >= 5 else 'MISSED'}"
           + ("  (BUSY rounds included)" if flagged else ""))
+    print(f"int8: p50@1 / floor {int8_p50:.2f}x (target <= 1.3x: {'OK' if int8_p50 <= 1.3 else 'MISSED'}); "
+          f"QPS@32 / naive {int8_qps:.2f}x (target >= 5x: {'OK' if int8_qps >= 5 else 'MISSED'})")
     print(f"impressions: p50@1 on/off {cost_p50:.3f}x, target <= 1.05x: {'OK' if cost_p50 <= 1.05 else 'MISSED'}; "
           f"QPS@32 on/off {cost_qps:.3f}x, target >= 0.95x: {'OK' if cost_qps >= 0.95 else 'MISSED'}")
     for name, (value, target) in features.items():

@@ -169,3 +169,18 @@ def test_bad_retrievers_and_fields_name_the_path(match, fields, words):
     with pytest.raises(ConfigError) as caught:
         parse_config(_with_match(match, fields))
     assert words in str(caught.value)
+
+
+def test_precision_is_an_arm_setting_that_picks_the_int8_copy_and_keeps_the_tokenizer():
+    import copy
+
+    cfg = copy.deepcopy(BASE)
+    cfg["scenes"]["t2t"]["layers"][0]["arms"][1]["overrides"] = {"query": {"text": {"precision": "int8"}}}
+    scene = parse_config(_text(cfg)).scenes["t2t"]
+    fp32, int8 = scene.arms[("a", "y")].query.text, scene.arms[("b", "y")].query.text
+    assert (fp32.encoder, fp32.preprocess) == ("minilm", "minilm")
+    assert (int8.encoder, int8.preprocess, int8.model) == ("minilm-int8", "minilm", "minilm")
+    cfg["scenes"]["t2t"]["layers"][0]["arms"][1]["overrides"] = {"query": {"text": {"precision": "int4"}}}
+    with pytest.raises(ConfigError, match=r"arm l1=b,l2=x \(defaults \+ overrides\): query.text.precision: "
+                                          r"Input should be 'fp32' or 'int8'"):
+        parse_config(_text(cfg))
