@@ -23,6 +23,8 @@ by whatever replays the write log, from that position; see
 :func:`mmsearch.jobs.restore.restore`). Written last, so a snapshot cut short
 has no manifest and a restore says so. Decisions:
 
+- ``--keep N`` then deletes the snapshots in the parent folder of ``--to``
+  beyond the newest N (the operator's retention: one folder per IndexJob).
 - The version snapshotted is the one the scene's alias points at, or
   ``--version``; it must be complete (push-milvus finished).
 - Rows are read with a query iterator (strong consistency) in id order as
@@ -164,6 +166,27 @@ def snapshot(milvus_uri: str, scene: str, to: str, *, mongo_uri: str, database: 
     return manifest
 
 
+def prune(parent: str, keep: int) -> list[str]:
+    """Delete the snapshots in folder ``parent`` beyond the newest ``keep`` (by their manifest's time);
+    the names deleted. The manifest goes first, so one half deleted reads as cut short, never as whole.
+    Folders without a manifest (a snapshot being written, or cut short) are left alone."""
+    if keep < 1:
+        raise JobError(f"--keep {keep}: keep at least 1 snapshot (the one just taken)")
+    names = sorted({p.split("/")[0] for p in artifacts.list_files(parent) if p.count("/") == 1 and p.endswith(f"/{MANIFEST}")})
+    dated = []
+    for name in names:
+        try:
+            dated.append((float(json.loads(artifacts.read_bytes(artifacts.join(parent, name, MANIFEST)))["created_at"]), name))
+        except (ValueError, KeyError, TypeError):
+            continue  # not ours: left alone
+    dropped = [name for _, name in sorted(dated)[:-keep]]
+    for name in dropped:
+        artifacts.delete(artifacts.join(parent, name, MANIFEST))
+        for path in artifacts.list_files(artifacts.join(parent, name)):
+            artifacts.delete(artifacts.join(parent, name, path))
+    return dropped
+
+
 @job_app.command("snapshot")
 def snapshot_command(
     milvus_uri: MilvusUri,
@@ -175,6 +198,8 @@ def snapshot_command(
     database: Database = "mmsearch",
     collection: Collection = None,
     part_rows: int = typer.Option(PART_ROWS, envvar="MMSEARCH_PART_ROWS", help="Rows (and summaries) per part."),
+    keep: int = typer.Option(None, envvar="MMSEARCH_KEEP",
+                             help="Then keep only the newest N snapshots in --to's parent folder (older ones deleted)."),
     summary_file: str = typer.Option(None, envvar="MMSEARCH_SUMMARY_FILE", help="Also write the outcome JSON here."),
     milvus_token: MilvusToken = "",
     timeout: Timeout = TIMEOUT,
@@ -182,9 +207,13 @@ def snapshot_command(
     """Write the published version of <scene> (vectors, fields, BM25 text, summaries, records) to --to."""
     with exit_on_error():
         check_summary_file(summary_file)
+        if keep is not None and keep < 1:
+            raise JobError(f"--keep {keep}: keep at least 1 snapshot (the one taken now)")
         manifest = snapshot(milvus_uri, scene, to, mongo_uri=mongo_uri, database=database, collection=collection,
                             version=version, part_rows=part_rows, token=milvus_token, timeout=timeout)
         outcome = {"snapshot": to, "collection": manifest["collection"], "rows": manifest["rows"],
                    "summaries": manifest["summaries"], "parts": len(manifest["parts"])}
+        if keep is not None:
+            outcome["pruned"] = prune(to.rstrip("/").rsplit("/", 1)[0], keep)
         write_summary_file(summary_file, outcome)
         emit("snapshot", "done", **outcome)

@@ -128,3 +128,18 @@ def test_a_damaged_snapshot_is_refused_naming_the_part_before_anything_is_writte
         assert [c for c in client.list_collections() if c.startswith(index.scene)] == []  # nothing was written
     finally:
         close(client, milvus)
+
+
+def test_prune_keeps_the_newest_snapshots_and_leaves_what_is_not_one(tmp_path):
+    from mmsearch.jobs.snapshot import prune
+
+    for i, name in enumerate(["b", "a", "c", "d"]):  # created in this order: b oldest, d newest
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rows-00000.jsonl").write_text("{}\n")
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"created_at": 1000 + i}))
+    (tmp_path / "writing").mkdir()
+    (tmp_path / "writing" / "rows-00000.jsonl").write_text("{}\n")  # no manifest yet
+    assert prune(str(tmp_path), 2) == ["b", "a"]
+    assert sorted(p.name for p in tmp_path.iterdir() if any(p.iterdir())) == ["c", "d", "writing"]
+    with pytest.raises(JobError, match="keep at least 1"):
+        prune(str(tmp_path), 0)
