@@ -22,6 +22,7 @@ from mmsearch.core.access.keyring import KeyRing
 from mmsearch.core.logs import setup_logging
 from mmsearch.core.milvus.connection import connect as milvus_connect
 from mmsearch.core.settings import load_settings
+from mmsearch.services.runtime import tracing
 from mmsearch.services.runtime.access import AccessInterceptor
 from mmsearch.services.runtime.server import RunningServer, run_until_signal, start_server
 from mmsearch.services.writer.service import ACCESS_RULES, DocumentServicer, register
@@ -90,4 +91,5 @@ async def serve(settings: WriterSettings) -> None:
 def main() -> None:
     settings = load_settings(WriterSettings)
     setup_logging(settings.log_level, settings.log_json)
+    tracing.configure("mmsearch-writer")  # on only when the OTEL_* variables say so
     asyncio.run(serve(settings))
