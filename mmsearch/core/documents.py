@@ -50,3 +50,16 @@ def bounded_text(text: str, max_length: int | None, side: str = "right") -> str:
         return text
     bound = max_length * CHARS_PER_TOKEN
     return text[-bound:] if side == "left" else text[:bound]
+
+
+def whole_numbers(value: Any) -> Any:
+    """``value`` with integral floats as ints: a protobuf ``Struct`` carries every number as a double, and a JSON
+    corpus record keeps ``3`` an int, so a document written online hashes and embeds as the same record built
+    offline (and reads back as it was written). Pure."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    return value

@@ -24,6 +24,7 @@ import logging
 import grpc
 from google.protobuf import json_format, struct_pb2
 
+from mmsearch.core.documents import whole_numbers as numbers
 from mmsearch.core.errors import MmsearchError
 from mmsearch.services.runtime.access import CALLER, Rule, peer_host
 from mmsearch.services.runtime.audit import audit
@@ -40,18 +41,6 @@ ACCESS_RULES = {
 }
 STATUS = {"applied": documents_pb2.ITEM_STATUS_APPLIED, UNCHANGED: documents_pb2.ITEM_STATUS_UNCHANGED,
           REFUSED: documents_pb2.ITEM_STATUS_REFUSED, NOT_FOUND: documents_pb2.ITEM_STATUS_NOT_FOUND}
-
-
-def numbers(value):
-    """``value`` with integral floats as ints: a Struct carries every number as a double, and a JSON corpus
-    record keeps ``3`` an int, so an online document hashes and embeds as the same record built offline. Pure."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [numbers(v) for v in value]
-    return value
 
 
 def results(outcomes: list[Outcome]) -> list[documents_pb2.ItemResult]:
