@@ -20,7 +20,7 @@ FEEDBACK_EVENT_DWELL: FeedbackEvent
 FEEDBACK_EVENT_SKIP: FeedbackEvent
 
 class SearchRequest(_message.Message):
-    __slots__ = ("scene", "text", "image", "similar_to", "top_k", "user_id", "diversify", "force_arms", "filters", "page_size", "page_token", "facets")
+    __slots__ = ("scene", "text", "image", "similar_to", "top_k", "user_id", "diversify", "force_arms", "filters", "page_size", "page_token", "facets", "sort", "collapse", "highlight")
     class ForceArmsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,9 @@ class SearchRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FACETS_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
+    COLLAPSE_FIELD_NUMBER: _ClassVar[int]
+    HIGHLIGHT_FIELD_NUMBER: _ClassVar[int]
     scene: str
     text: str
     image: bytes
@@ -52,7 +55,10 @@ class SearchRequest(_message.Message):
     page_size: int
     page_token: str
     facets: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, scene: _Optional[str] = ..., text: _Optional[str] = ..., image: _Optional[bytes] = ..., similar_to: _Optional[int] = ..., top_k: _Optional[int] = ..., user_id: _Optional[str] = ..., diversify: _Optional[bool] = ..., force_arms: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., facets: _Optional[_Iterable[str]] = ...) -> None: ...
+    sort: str
+    collapse: str
+    highlight: bool
+    def __init__(self, scene: _Optional[str] = ..., text: _Optional[str] = ..., image: _Optional[bytes] = ..., similar_to: _Optional[int] = ..., top_k: _Optional[int] = ..., user_id: _Optional[str] = ..., diversify: _Optional[bool] = ..., force_arms: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., facets: _Optional[_Iterable[str]] = ..., sort: _Optional[str] = ..., collapse: _Optional[str] = ..., highlight: _Optional[bool] = ...) -> None: ...
 
 class FilterValue(_message.Message):
     __slots__ = ("text", "number", "flag")
@@ -91,18 +97,40 @@ class Filter(_message.Message):
     def __init__(self, field: _Optional[str] = ..., op: _Optional[_Union[Filter.Op, str]] = ..., values: _Optional[_Iterable[_Union[FilterValue, _Mapping]]] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("id", "score", "retrieval_score", "summary", "found_by")
+    __slots__ = ("id", "score", "retrieval_score", "summary", "found_by", "folded", "highlights")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     FOUND_BY_FIELD_NUMBER: _ClassVar[int]
+    FOLDED_FIELD_NUMBER: _ClassVar[int]
+    HIGHLIGHTS_FIELD_NUMBER: _ClassVar[int]
     id: int
     score: float
     retrieval_score: float
     summary: _struct_pb2.Struct
     found_by: _containers.RepeatedCompositeFieldContainer[Retrieval]
-    def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., retrieval_score: _Optional[float] = ..., summary: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., found_by: _Optional[_Iterable[_Union[Retrieval, _Mapping]]] = ...) -> None: ...
+    folded: int
+    highlights: _containers.RepeatedCompositeFieldContainer[Highlight]
+    def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., retrieval_score: _Optional[float] = ..., summary: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., found_by: _Optional[_Iterable[_Union[Retrieval, _Mapping]]] = ..., folded: _Optional[int] = ..., highlights: _Optional[_Iterable[_Union[Highlight, _Mapping]]] = ...) -> None: ...
+
+class Highlight(_message.Message):
+    __slots__ = ("field", "kind", "spans")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    kind: str
+    spans: _containers.RepeatedCompositeFieldContainer[Span]
+    def __init__(self, field: _Optional[str] = ..., kind: _Optional[str] = ..., spans: _Optional[_Iterable[_Union[Span, _Mapping]]] = ...) -> None: ...
+
+class Span(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class Retrieval(_message.Message):
     __slots__ = ("retriever", "rank", "score")
@@ -149,7 +177,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("items", "arm", "assignments", "timings", "missing_summaries", "next_page_token", "offset", "facets", "collection", "impression_id", "feedback_token")
+    __slots__ = ("items", "arm", "assignments", "timings", "missing_summaries", "next_page_token", "offset", "facets", "collection", "cutoff", "impression_id", "feedback_token")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +187,7 @@ class SearchResponse(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     FACETS_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CUTOFF_FIELD_NUMBER: _ClassVar[int]
     IMPRESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Item]
@@ -170,9 +199,10 @@ class SearchResponse(_message.Message):
     offset: int
     facets: _containers.RepeatedCompositeFieldContainer[Facet]
     collection: str
+    cutoff: float
     impression_id: str
     feedback_token: str
-    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., arm: _Optional[str] = ..., assignments: _Optional[_Iterable[_Union[ArmAssignment, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., missing_summaries: _Optional[int] = ..., next_page_token: _Optional[str] = ..., offset: _Optional[int] = ..., facets: _Optional[_Iterable[_Union[Facet, _Mapping]]] = ..., collection: _Optional[str] = ..., impression_id: _Optional[str] = ..., feedback_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., arm: _Optional[str] = ..., assignments: _Optional[_Iterable[_Union[ArmAssignment, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., missing_summaries: _Optional[int] = ..., next_page_token: _Optional[str] = ..., offset: _Optional[int] = ..., facets: _Optional[_Iterable[_Union[Facet, _Mapping]]] = ..., collection: _Optional[str] = ..., cutoff: _Optional[float] = ..., impression_id: _Optional[str] = ..., feedback_token: _Optional[str] = ...) -> None: ...
 
 class ListScenesRequest(_message.Message):
     __slots__ = ()

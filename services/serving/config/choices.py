@@ -59,9 +59,23 @@ def _weighted_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {"weights": {k: float(v) for k, v in weights.items()}, "norm": norm}
 
 
+AUTO = "auto"
+"""``min_score: auto``: the calibrated cutoff the served index version recorded (``evaluate --calibrate-precision``)."""
+
+
+def _threshold_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """score_threshold's ``min_score``: a number, or ``auto`` (resolved per index version when a search runs)."""
+    if params.get("min_score") == AUTO and set(params) == {"min_score"}:
+        return {"min_score": AUTO}
+    try:
+        return _one_number("ranker", "score_threshold", "min_score")(params)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or auto: the index version's calibrated cutoff)") from None
+
+
 RANKERS: dict[str, Validator] = {
     "score_order": _no_params("score_order"),
-    "score_threshold": _one_number("ranker", "score_threshold", "min_score"),
+    "score_threshold": _threshold_params,
     "mmr": _one_number("ranker", "mmr", "lambda", default=0.7, inside=lambda v: 0.0 <= v <= 1.0, bounds=" in [0, 1]"),
 }
 """Ranker name -> its parameters' validator."""

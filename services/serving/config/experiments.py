@@ -193,6 +193,18 @@ class ArmSpec(_Strict):
     diversify: RankSpec = RankSpec(name="mmr", params={"lambda": 0.7})
     summary: SummarySpec
 
+    @property
+    def auto_cutoff(self) -> bool:
+        """Whether a ranker of this arm cuts at the index version's calibrated score (``min_score: auto``)."""
+        return any(r.checked_params.get("min_score") == choices.AUTO for r in (self.rank, self.diversify))
+
+    @model_validator(mode="after")
+    def _calibrated_dense(self) -> "ArmSpec":
+        if self.auto_cutoff and self.query.text is not None and self.match.retriever != "dense":
+            raise ValueError(f"min_score: auto is calibrated on the dense score, not a {self.match.retriever} "
+                             "arm's: give min_score a number, or use retriever: dense")
+        return self
+
 
 class ArmDef(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")

@@ -80,9 +80,17 @@ class Needs:
 
     fields: frozenset[tuple[str, str]] = frozenset()  # (name, type)
     lexical: bool = False
+    cutoff: bool = False  # a calibrated score threshold (an arm's min_score: auto)
 
-    def union(self, fields: Mapping[str, FieldSpec], lexical: bool) -> "Needs":
-        return Needs(self.fields | {(f.name, f.type) for f in fields.values()}, self.lexical or lexical)
+    def union(self, fields: Mapping[str, FieldSpec], lexical: bool, cutoff: bool = False) -> "Needs":
+        return Needs(self.fields | {(f.name, f.type) for f in fields.values()}, self.lexical or lexical,
+                     self.cutoff or cutoff)
+
+
+def calibrated(collection_manifest: Mapping[str, Any]) -> float | None:
+    """The score threshold ``evaluate --calibrate-precision`` recorded with this version (None: none). Pure."""
+    score = (collection_manifest.get("cutoff") or {}).get("score")
+    return float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
 
 
 def check_layout(collection: str, collection_manifest: Mapping[str, Any], needs: Needs) -> None:
@@ -104,6 +112,10 @@ def check_layout(collection: str, collection_manifest: Mapping[str, Any], needs:
     if needs.lexical and layout.lexical is None:
         raise LayoutError(f"a bm25/hybrid retriever needs BM25 text but collection {collection!r} has none; re-index "
                           "with `mmsearch job push-milvus --bm25-fields ...` or use retriever: dense")
+    if needs.cutoff and calibrated(collection_manifest) is None:
+        raise LayoutError(f"an arm cuts at the calibrated score (min_score: auto) but collection {collection!r} "
+                          "recorded none; run `mmsearch job evaluate --calibrate-precision P` on it, or give "
+                          "min_score a number")
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,10 @@ class Active:
         ``--index-type auto``), for arms that set no match params; empty when it recorded none."""
         return dict(((self.records.get(collection) or {}).get("index") or {}).get("search_params") or {})
 
+    def cutoff(self, collection: str) -> float | None:
+        """The calibrated score threshold of ``collection``'s served version (None: it recorded none)."""
+        return calibrated(self.records.get(collection) or {})
+
 
 def uses_service(spec: ArmSpec, kind: str) -> bool:
     """Whether the arm's ``kind`` ("text" | "image") queries go to the preprocess service. Pure."""
@@ -162,7 +178,7 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
         where = f"scene {scene!r} arm {label}"
         collection = spec.match.collection
         needs[collection] = needs.get(collection, Needs()).union(experiments.scenes[scene].fields,
-                                                                 spec.match.retriever != "dense")
+                                                                 spec.match.retriever != "dense", spec.auto_cutoff)
         for kind, tower in towers(spec):
             if tower is None:
                 continue
@@ -203,7 +219,7 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
 
 
 RECORD_FIELDS = ("collection", "version", "count", "generation", "changed", "evaluation", "published", "index",
-                 "writes")
+                 "writes", "cutoff")
 
 
 def record(manifest: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -57,6 +57,9 @@ from mmsearch.v1 import retrieval_pb2
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.config import bucketing
 from mmsearch.services.serving.pipeline import pages
+from mmsearch.services.serving.pipeline.arrange import Arrangement, arrange, read_arrangement
+from mmsearch.services.serving.pipeline.highlights import mark
+from mmsearch.services.serving.config.choices import AUTO
 from mmsearch.services.serving.pipeline.activation import Active, uses_service
 from mmsearch.services.serving.backends.bundle import Backends
 from mmsearch.services.serving.errors import Mismatch, StageError
@@ -85,6 +88,12 @@ class Query:
     filters: tuple[Condition, ...] = ()
     expression: str = ""                 # the compiled filters
     facets: tuple[str, ...] = ()
+    arrangement: Arrangement = Arrangement()  # sort and collapse (:mod:`~mmsearch.services.serving.pipeline.arrange`)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The scalar fields the matcher returns: facets, sort and collapse."""
+        return tuple(dict.fromkeys(self.facets + self.arrangement.fields))
 
 
 def _bad(message: str) -> StageError:
@@ -135,7 +144,12 @@ def validate_request(request: retrieval_pb2.SearchRequest, active: Active, setti
             raise _bad(f"facets: {shown(name)} {why}; facets count keyword or bool fields: {countable}")
     if len(set(facets)) != len(facets):
         raise _bad(f"facets: a field is named twice in {shown(list(facets))}")
-    return Query(scene, kind, request.top_k, request.page_size, conditions, expression(conditions), facets)
+    try:
+        arrangement = read_arrangement(request.sort, request.collapse, scene.fields)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    return Query(scene, kind, request.top_k, request.page_size, conditions, expression(conditions), facets,
+                 arrangement)
 
 
 @dataclass(frozen=True)
@@ -166,6 +180,7 @@ class SearchPlan:
     user: str                       # and the user it is bound to (a digest)
     version: tuple = ("", 0, 0)  # (collection, sync generation, live writes position): the summary cache's key
     search_params: Mapping[str, Any] = field(default_factory=dict)  # the dense search's index params
+    rank_params: Mapping[str, Any] = field(default_factory=dict)  # the ranker's, a min_score: auto resolved
 
 
 def plan_search(query: Query, request: retrieval_pb2.SearchRequest, arm: Arm, active: Active,
@@ -182,9 +197,18 @@ def plan_search(query: Query, request: retrieval_pb2.SearchRequest, arm: Arm, ac
         what = hashlib.sha256(request.image).hexdigest()
     else:
         what = request.similar_to
-    digest = pages.query_digest(query.scene.name, query.kind, what, query.expression, request.diversify)
+    how = query.arrangement
+    digest = pages.query_digest(query.scene.name, query.kind, what, query.expression, request.diversify,
+                                *((how.sort, how.descending, how.collapse) if how.active else ()))
     user = pages.query_digest(request.user_id)
-    pooled = RANKERS[rank.name].needs_pool or len(retrievers) > 1
+    pooled = RANKERS[rank.name].needs_pool or len(retrievers) > 1 or how.active
+    rank_params = rank.checked_params
+    if rank_params.get("min_score") == AUTO:
+        rank_params = {**rank_params, "min_score": active.cutoff(spec.match.collection)}
+        if rank_params["min_score"] is None:
+            raise StageError("rank", Code.FAILED_PRECONDITION, f"the arm cuts at the calibrated score (min_score: "
+                             f"auto) but {collection} recorded none: run `mmsearch job evaluate "
+                             "--calibrate-precision P` on it")
     depth = settings.limits.page_depth
     token = None
     if request.page_token:
@@ -207,7 +231,7 @@ def plan_search(query: Query, request: retrieval_pb2.SearchRequest, arm: Arm, ac
     else:
         stages = ("match", "summary")
     return SearchPlan(collection, retrievers, rank, stages, page, digest, user, active.version(spec.match.collection),
-                      dict(spec.match.params) or active.search_params(spec.match.collection))
+                      dict(spec.match.params) or active.search_params(spec.match.collection), rank_params)
 
 
 def count_facets(matches: Matches, names: Sequence[str], counted: int) -> list[retrieval_pb2.Facet]:
@@ -275,20 +299,25 @@ class Searcher:
 
         def ranked():
             try:
-                return ranker.fn(Candidates(ranked_from.ids, ranked_from.scores, ranked_from.vectors, vector), end + 1,
-                                 plan.rank.checked_params)
+                picked = ranker.fn(Candidates(ranked_from.ids, ranked_from.scores, ranked_from.vectors, vector),
+                                   len(ranked_from) if query.arrangement.active else end + 1, plan.rank_params)
             except ValueError as exc:  # a ranker the arm's config cannot feed
                 raise Mismatch(str(exc)) from None
+            return arrange(picked, ranked_from.fields, query.arrangement)
 
-        order = run.compute("rank", ranked)
+        order, folded = run.compute("rank", ranked)
         chosen = order[page.offset:end]
         ids = [int(ranked_from.ids[i]) for i, _ in chosen]
         s = spec.summary
         documents = documents_collection(s.collection, plan.collection)
         docs, missing = await run.io("summary", lambda t: b.summary.lookup(s.database, documents, ids, s.fields, t,
                                                                            version=plan.version))
-        response = self._response(query.scene, arm, run, chosen, ranked_from, docs, missing)
+        response = self._response(query.scene, arm, run, chosen, ranked_from, docs, missing, folded)
         response.offset, response.collection = page.offset, plan.collection
+        if "min_score" in plan.rank_params:
+            response.cutoff = plan.rank_params["min_score"]
+        if request.highlight and query.kind == "text":
+            mark(response.items, request.text)
         if len(order) > end and end < self.settings.limits.page_depth:
             token = pages.PageToken(end, plan.collection, arm.label, page.pool, plan.digest, plan.user)
             response.next_page_token = pages.encode(token, self.page_key)
@@ -317,7 +346,7 @@ class Searcher:
                     timeout: float) -> Matches:
         return await self.backends.matcher.text_search(
             plan.collection, request.text, plan.page.fetch, with_vectors=RANKERS[plan.rank.name].needs_vectors,
-            timeout=timeout, expression=query.expression, output_fields=query.facets)
+            timeout=timeout, expression=query.expression, output_fields=query.outputs)
 
     async def _match(self, query: Query, request: retrieval_pb2.SearchRequest, plan: SearchPlan, spec: ArmSpec,
                      vector: np.ndarray | None, timeout: float, ahead: asyncio.Future | None) -> Matches:
@@ -329,7 +358,7 @@ class Searcher:
                 calls.append((name, spec.match.metric, self.backends.matcher.search(
                     plan.collection, vector, plan.page.fetch, metric=spec.match.metric, params=plan.search_params,
                     with_vectors=RANKERS[plan.rank.name].needs_vectors, timeout=timeout, expression=query.expression,
-                    output_fields=query.facets)))
+                    output_fields=query.outputs)))
             else:
                 calls.append((name, "BM25", ahead if ahead is not None else self._bm25(query, request, plan, timeout)))
         if len(calls) == 1:
@@ -353,7 +382,7 @@ class Searcher:
         return response
 
     @staticmethod
-    def _response(scene: Scene, arm: Arm, run: StageRunner, chosen, matches: Matches, docs, missing: int):
+    def _response(scene: Scene, arm: Arm, run: StageRunner, chosen, matches: Matches, docs, missing: int, folded):
         response = retrieval_pb2.SearchResponse(arm=arm.label, timings=run.timings, missing_summaries=missing)
         for layer, name in arm.assignments:
             response.assignments.add(layer=layer, arm=name)
@@ -362,7 +391,7 @@ class Searcher:
             if doc is None:
                 continue
             item = response.items.add(id=int(matches.ids[position]), score=score,
-                                      retrieval_score=float(matches.scores[position]))
+                                      retrieval_score=float(matches.scores[position]), folded=folded.get(position, 0))
             for retriever, rank, found_score in matches.found_by[position] if matches.found_by else ():
                 item.found_by.add(retriever=retriever, rank=rank, score=found_score)
             item.summary.update(plain({k: v for k, v in doc.items() if k != "_id"}))
