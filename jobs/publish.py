@@ -29,6 +29,12 @@ Decisions:
   exists and is complete; refused when there is none. It is one registry row
   upsert (and the native alias first, on a server), like a publish, and takes
   that collection out of the history (a second rollback goes further back).
+- Live writes (with ``--mongo-uri``, the write log's MongoDB): the target
+  gets the write log's entries it has not seen before the alias moves, and
+  what arrived meanwhile right after (:mod:`mmsearch.jobs.replay`); a
+  rollback's target gets every write made since it stopped serving. The
+  outcome says how many were written (``replayed``) and up to which log
+  position the target holds them (``writes_position``).
 """
 from __future__ import annotations
 
@@ -49,9 +55,12 @@ from mmsearch.core.milvus.rows import drop_collection
 from mmsearch.core.quality import Thresholds, shortfalls
 from mmsearch.core.redact import redact
 from mmsearch.jobs.app import job_app
-from mmsearch.jobs.options import MilvusToken, MilvusUri, Scene, TIMEOUT, Timeout, Version
+from mmsearch.jobs.options import (
+    Collection, Database, MilvusToken, MilvusUri, ModelRepositoryUri, Scene, TIMEOUT, Timeout, Version,
+)
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.progress import check_summary_file, emit, write_summary_file
+from mmsearch.jobs.replay import LogAccess, Replayer
 
 
 def versions_to_drop(collections: list[dict], published: str, keep: int) -> list[str]:
@@ -102,7 +111,8 @@ def _prune(client, scene: str, published: str, keep: int) -> list[str]:
 
 def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: int = 2, report: str | None = None,
             min_recall: float | None = None, max_regression: float | None = None, max_p99_ms: float | None = None,
-            force: bool = False, rollback: bool = False, token: str = "", timeout: float = 10.0) -> dict:
+            force: bool = False, rollback: bool = False, token: str = "", timeout: float = 10.0,
+            writes: LogAccess | None = None) -> dict:
     """Alias ``scene`` -> ``scene_version`` (gated); returns ``{alias, collection, previous, dropped, ...}``."""
     thresholds = Thresholds(min_recall, max_regression, max_p99_ms)
     bad = thresholds.invalid()
@@ -114,7 +124,7 @@ def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: in
         if version or report or thresholds.any() or force:
             raise JobError("--rollback goes back to the previous kept version: give no --version, --report, "
                            "thresholds or --force with it")
-        return roll_back(milvus_uri, scene, token=token, timeout=timeout)
+        return roll_back(milvus_uri, scene, token=token, timeout=timeout, writes=writes)
     if not version:
         raise JobError("--version is required (or --rollback to go back to the previous version)")
     if thresholds.any() and not report:
@@ -138,14 +148,31 @@ def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: in
         decision = {"at": time.time(), "forced": bool(missed), "shortfalls": missed,
                     "thresholds": thresholds.to_dict(), "previous": current}
         update_state(client, name, published=decision, **({"evaluation": summary} if summary else {}))
-        previous = set_alias(client, scene, name)
+        previous, replayed = _move(client, scene, name, writes)
         dropped = _prune(client, scene, name, keep)
         documents = read_state(client, name).get("count")
     return {"alias": scene, "collection": name, "previous": previous, "dropped": dropped, "forced": bool(missed),
-            "documents": documents, **({"recall": summary["recall"], "k": summary["k"]} if summary else {})}
+            "documents": documents, **replayed,
+            **({"recall": summary["recall"], "k": summary["k"]} if summary else {})}
 
 
-def roll_back(milvus_uri: str, scene: str, *, token: str = "", timeout: float = 10.0) -> dict:
+def _move(client, scene: str, name: str, writes: LogAccess | None, history: list[str] | None = None):
+    """Point ``scene`` at ``name`` with the write log replayed around the move (see the module doc):
+    (the previous target, the outcome's replay fields)."""
+    if writes is None:
+        return set_alias(client, scene, name, history=history), {}
+    replayer = Replayer(writes, client, scene, name)
+    try:
+        before, position = replayer.run(after=replayer.position(), settle=False)
+        previous = set_alias(client, scene, name, history=history)
+        after, position = replayer.run(after=position, settle=True)
+    finally:
+        replayer.close()
+    return previous, {"replayed": before + after, "writes_position": position}
+
+
+def roll_back(milvus_uri: str, scene: str, *, token: str = "", timeout: float = 10.0,
+              writes: LogAccess | None = None) -> dict:
     """Point ``scene`` back at the previous kept version (see the module doc)."""
     with session(milvus_uri, f"while rolling back {scene}", token=token, timeout=timeout) as client:
         current = resolve_alias(client, scene)
@@ -158,11 +185,11 @@ def roll_back(milvus_uri: str, scene: str, *, token: str = "", timeout: float = 
             raise JobError(f"cannot roll back scene {scene}: no previous version is kept (it was published before: "
                            f"{', '.join(history) or 'none'}; dropped ones cannot come back); publish a --version")
         update_state(client, target, published={"at": time.time(), "forced": False, "rollback_from": current})
-        set_alias(client, scene, target, history=rest)
+        _, replayed = _move(client, scene, target, writes, history=rest)
         state = read_state(client, target)
     figures = state.get("evaluation") or {}
     return {"alias": scene, "collection": target, "previous": current, "dropped": [], "rollback": True,
-            "documents": state.get("count"), **({"recall": figures["recall"], "k": figures.get("k")}
+            "documents": state.get("count"), **replayed, **({"recall": figures["recall"], "k": figures.get("k")}
                                                 if isinstance(figures.get("recall"), (int, float)) else {})}
 
 
@@ -181,14 +208,23 @@ def publish_command(
     rollback: bool = typer.Option(False, "--rollback", help="Point the alias back at the previous kept version."),
     summary_file: str = typer.Option(None, envvar="MMSEARCH_SUMMARY_FILE",
                                      help="Also write the outcome JSON here (the operator reads it from the pod)."),
+    mongo_uri: str = typer.Option(None, envvar="MMSEARCH_MONGO_URI",
+                                  help="MongoDB of the write log and the summaries: live writes are replayed onto "
+                                       "the version the alias moves to (none: no live writes to replay)."),
+    writes_database: str = typer.Option("mmsearch", envvar="MMSEARCH_WRITER_LOG_DATABASE",
+                                        help="MongoDB database of the write log (the writer's)."),
+    database: Database = "mmsearch",
+    collection: Collection = "{collection}",
+    repository: ModelRepositoryUri = None,
     milvus_token: MilvusToken = "",
     timeout: Timeout = TIMEOUT,
 ) -> None:
     """Point alias <scene> at <scene>_<version> in one step (gated on --report); drop versions beyond --keep."""
     with exit_on_error():
         check_summary_file(summary_file)
+        writes = LogAccess(mongo_uri, writes_database, database, collection, repository, timeout) if mongo_uri else None
         summary = publish(milvus_uri, scene, version, keep=keep, report=report, min_recall=min_recall,
                           max_regression=max_regression, max_p99_ms=max_p99_ms, force=force, rollback=rollback,
-                          token=milvus_token, timeout=timeout)
+                          token=milvus_token, timeout=timeout, writes=writes)
         write_summary_file(summary_file, summary)
         emit("publish", "done", **summary)

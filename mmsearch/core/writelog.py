@@ -12,7 +12,9 @@ Layout (MongoDB, database ``MMSEARCH_WRITER_LOG_DATABASE``):
 - ``writes``: one entry per item, ``_id`` = its position: ``scene``, ``op``
   (``upsert`` | ``delete``), ``id``, for an upsert the ``record`` (the
   document as a corpus record), its ``hash``, its ``vector`` (float32
-  little-endian bytes) and ``model`` (the ``onnx_sha256`` that encoded it);
+  little-endian bytes) and ``model`` (the ``onnx_sha256`` that encoded it),
+  for an image its bytes (``image``: a version built by another model
+  re-encodes it from them);
   ``state`` ``pending`` until both stores hold it, then ``applied``.
 - The Milvus registry row ``writes:<collection>`` says up to which position
   a collection has applied the log (:func:`applied_position`), which serving
@@ -28,12 +30,13 @@ entry never shows a vector without its summary; re-applying is idempotent
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from mmsearch.core.documents import row_of
+from mmsearch.core.errors import MmsearchError
 from mmsearch.core.fields import CollectionLayout
 from mmsearch.core.milvus.names import HASH_FIELD
 from mmsearch.core.milvus.registry import writes_position
@@ -42,6 +45,14 @@ from mmsearch.core.milvus.rows import delete_ids, upsert_rows
 
 ENTRIES, COUNTERS = "writes", "counters"
 PENDING, APPLIED = "pending", "applied"
+MAX_ROUNDS = 100
+
+# The vectors [n, dim] the target's document tower makes of upserts another model encoded (in their order).
+Reencode = Callable[[list["Entry"]], np.ndarray]
+
+
+class ReplayError(MmsearchError):
+    """A replay that cannot finish: entries of another model and no tower to re-encode them, or no end."""
 
 
 @dataclass(frozen=True)
@@ -56,15 +67,18 @@ class Entry:
     hash: str = ""
     vector: bytes = b""
     model: str = ""
+    image: bytes = b""
 
     def to_doc(self) -> dict:
         return {"_id": self.seq, "scene": self.scene, "op": self.op, "id": self.id, "record": self.record,
-                "hash": self.hash, "vector": self.vector, "model": self.model, "state": PENDING, "at": time.time()}
+                "hash": self.hash, "vector": self.vector, "model": self.model, "image": self.image,
+                "state": PENDING, "at": time.time()}
 
     @classmethod
     def from_doc(cls, doc: dict) -> "Entry":
         return cls(int(doc["_id"]), doc["scene"], doc["op"], int(doc["id"]), doc.get("record"),
-                   doc.get("hash") or "", bytes(doc.get("vector") or b""), doc.get("model") or "")
+                   doc.get("hash") or "", bytes(doc.get("vector") or b""), doc.get("model") or "",
+                   bytes(doc.get("image") or b""))
 
     def array(self) -> np.ndarray:
         return np.frombuffer(self.vector, dtype="<f4")
@@ -164,6 +178,54 @@ def held_hashes(client, collection: str, ids: Sequence[int]) -> dict[int, str]:
         return {}
     rows = client.query(collection, filter=f"id in {ids}", output_fields=[HASH_FIELD], consistency_level="Strong")
     return {int(r["id"]): str(r.get(HASH_FIELD) or "") for r in rows}
+
+
+def encoded_for(entries: Sequence[Entry], model: str, reencode: Reencode | None) -> list[Entry]:
+    """``entries`` with every upsert that another model than ``model`` (an ``onnx_sha256``) encoded
+    re-encoded by ``reencode``: a vector of another model in a collection would be found by nothing."""
+    other = [e for e in entries if e.op == "upsert" and e.model != model]
+    if not other:
+        return list(entries)
+    if reencode is None:
+        raise ReplayError(f"{len(other)} logged writes were encoded by another model than the collection's: "
+                          "they need its document tower (give the model repository)")
+    vectors = np.asarray(reencode(other), dtype="<f4")
+    fresh = {e.seq: replace(e, vector=v.tobytes(), model=model) for e, v in zip(other, vectors)}
+    return [fresh.get(e.seq, e) for e in entries]
+
+
+def replay(client, collection: str, documents, log: WriteLog, scene: str, layout: CollectionLayout, model: str,
+           reencode: Reencode | None = None, *, after: int, settle: bool) -> tuple[int, int]:
+    """Apply to Milvus ``collection`` (and its summaries ``documents``) ``scene``'s entries after position
+    ``after`` (the last of each id, re-encoded by ``reencode`` when another model encoded them) and record
+    the position reached. Returns (entries written, that position).
+
+    ``settle``: another process (the writer) may be applying entries to ``collection`` meanwhile (the
+    alias points at it, or it is the live version). Then a pass may put an older entry of an id over a newer
+    one the writer has just applied; so the ids a pass wrote are replayed again, without the hash shortcut,
+    while the log holds newer entries of them, until a pass finds none. Entries logged after the first pass
+    read the log are the writer's own to apply (it resolves the alias after logging), so no acknowledged
+    write ends older than its last entry. Refused after :data:`MAX_ROUNDS` passes (a client rewriting the
+    same ids faster than a pass): run it again."""
+    position, written, only = int(after), 0, None
+    for _ in range(MAX_ROUNDS):
+        entries = log.since(scene, position)
+        position = entries[-1].seq if entries else position
+        if only is not None:
+            entries = [e for e in entries if e.id in only]
+        if not entries:
+            break
+        todo = encoded_for(latest(entries), model, reencode)
+        held = held_hashes(client, collection, [e.id for e in todo]) if only is None else None
+        written += apply_entries(client, collection, documents, todo, layout, held)
+        if not settle:
+            break
+        only = {e.id for e in todo}
+    else:
+        raise ReplayError(f"replaying the write log of {scene} onto {collection}: the same ids were rewritten "
+                          f"during {MAX_ROUNDS} passes; run it again")
+    record_position(client, collection, position)
+    return written, position
 
 
 def describe(entries: Sequence[Any]) -> str:

@@ -8,19 +8,28 @@ An upsert batch (each step finished before the next):
 
 1. check every item (:mod:`.items`), fetch image URLs, decode images; a
    refused item is reported and left out;
-2. resolve the scene's live version (its alias, now) and repair what an
-   earlier batch left pending there;
+2. resolve the scene's live version (its alias, now) and bring it up to
+   the log (:meth:`Writer._repair`: what an earlier batch left pending, and
+   what the log holds past the position the version records);
 3. drop the items whose content the version already holds (same id, same
    hash: ``unchanged``), encode the rest with the version's document tower;
-4. append them to the write log (``pending``), apply them
-   (:func:`mmsearch.core.writelog.apply_entries`: summary, then row),
-   mark them ``applied`` and record the version's log position;
+4. append them to the write log (``pending``), resolve the alias again
+   (a publish or rollback may have moved it: the version it points at now
+   takes them, re-encoded by its own tower when another model built it),
+   apply them (:func:`mmsearch.core.writelog.apply_entries`: summary, then
+   row), mark them ``applied`` and record the version's log position;
 5. answer: the batch is acknowledged only now.
 
 A failure in 4 (a store down) answers UNAVAILABLE: what was logged stays
 ``pending`` and is re-applied by the next batch of that scene, by the
 repair loop, or at the next start (:meth:`Writer.repair`). Deletes go the
-same way (row, then summary).
+same way (row, then summary); every id a delete names is logged, held or not
+(a version the alias moves to may hold it).
+
+Resolving the alias after logging is what lets ``publish`` promise that no
+acknowledged write is lost: an entry logged before the alias moved is
+visible to publish's replay after the move, and one logged after it is
+applied here to the new target (:func:`mmsearch.core.writelog.replay`).
 """
 from __future__ import annotations
 
@@ -37,7 +46,9 @@ from mmsearch.core.milvus.names import documents_collection
 from mmsearch.core.milvus.record import read_info
 from mmsearch.core.milvus.registry import read_state, resolve_alias
 from mmsearch.core.text_template import DEFAULT_FIELD, field_template, recorded_template
-from mmsearch.core.writelog import Entry, WriteLog, apply_entries, held_hashes, record_position
+from mmsearch.core.writelog import (
+    Entry, WriteLog, applied_position, apply_entries, encoded_for, held_hashes, latest, record_position,
+)
 from mmsearch.services.writer.fetch import FetchRefused, fetch
 from mmsearch.services.writer.items import Item, Refusal, Rules, check_document, duplicates, with_image
 from mmsearch.services.writer.settings import WriterSettings
@@ -67,6 +78,11 @@ class Target:
     documents: object  # the pymongo collection of its summaries
     rules: Rules
     manifest: dict
+
+
+def _model(target: Target) -> str:
+    """The ``onnx_sha256`` of the tower that built ``target``'s vectors."""
+    return str(target.manifest.get("onnx_sha256") or "")
 
 
 def _step(name: str) -> None:
@@ -135,10 +151,10 @@ class Writer:
             for item in items:
                 if held.get(item.id) == item.hash:
                     outcomes[item.index] = Outcome(item.index, item.id, UNCHANGED)
-            position = self._write(target, changed, self._vectors(target, changed))
+            position, collection = self._write(target, changed, self._vectors(target, changed))
             for item in changed:
                 outcomes[item.index] = Outcome(item.index, item.id, APPLIED)
-        return target.collection, position, [outcomes[i] for i in sorted(outcomes)]
+        return collection, position, [outcomes[i] for i in sorted(outcomes)]
 
     def delete(self, scene: str, ids: Sequence[int]) -> tuple[str, int, list[Outcome]]:
         with self.locks.get(scene) or threading.Lock():
@@ -153,10 +169,11 @@ class Writer:
                     gone.append(ident)
                 else:
                     outcomes.append(Outcome(index, ident, NOT_FOUND))
-            first = self.log.reserve(len(gone)) if gone else 0
-            entries = [Entry(first + k, scene, "delete", int(i)) for k, i in enumerate(dict.fromkeys(gone))]
-            position = self._commit(target, entries)
-        return target.collection, position, outcomes
+            asked = list(dict.fromkeys(int(i) for i in ids))  # every id: a version the alias moves to may hold it
+            first = self.log.reserve(len(asked)) if asked else 0
+            entries = [Entry(first + k, scene, "delete", i) for k, i in enumerate(asked)]
+            position, collection = self._commit(target, entries)
+        return collection, position, outcomes
 
     def get(self, scene: str, ids: Sequence[int]) -> tuple[str, list[dict], list[int]]:
         """(collection, documents of the ids the live version holds in both stores, missing ids)."""
@@ -205,37 +222,58 @@ class Writer:
             return tower.images([i.extra["image"] for i in items])
         return tower.texts(target.rules.template, [i.record for i in items])
 
-    def _write(self, target: Target, items: list[Item], vectors) -> int:
+    def _reencoder(self, target: Target):
+        """The vectors ``target``'s own tower makes of logged upserts (another model encoded them)."""
+        def reencode(entries: list[Entry]):
+            tower = self.towers.of(target.manifest)
+            if not target.rules.image:
+                return tower.texts(target.rules.template, [e.record for e in entries])
+            limits = self.settings.limits
+            return tower.images([decode(e.image, e.id, limits.image_bytes, limits.image_pixels,
+                                        limits.image_aspect_ratio) for e in entries])
+        return reencode
+
+    def _write(self, target: Target, items: list[Item], vectors) -> tuple[int, str]:
         if not items:
-            return self.log.position()
+            return self.log.position(), target.collection
         first = self.log.reserve(len(items))
-        model = str(target.manifest.get("onnx_sha256") or "")
         entries = [Entry(first + k, target.scene, "upsert", item.id, item.record, item.hash,
-                         vectors[k].astype("<f4").tobytes(), model) for k, item in enumerate(items)]
+                         vectors[k].astype("<f4").tobytes(), _model(target), item.image or b"")
+                   for k, item in enumerate(items)]
         return self._commit(target, entries)
 
-    def _commit(self, target: Target, entries: list[Entry]) -> int:
+    def _commit(self, target: Target, entries: list[Entry]) -> tuple[int, str]:
+        """Log, resolve the alias, apply, mark applied: (the last position, the collection written)."""
         if not entries:
-            return self.log.position()
+            return self.log.position(), target.collection
         self.log.append(entries)
         _step("logged")
+        now = self.target(target.scene)  # resolved after logging: see the module doc
+        if now.collection != target.collection:  # moved meanwhile: bring the new target up to the log, batch included
+            self._repair(now)
+            _step("applied")
+            return entries[-1].seq, now.collection
         apply_entries(self.milvus, target.collection, target.documents, entries, target.rules.layout)
         _step("applied")
         self.log.mark_applied(e.seq for e in entries)
         position = entries[-1].seq
         record_position(self.milvus, target.collection, position)
-        return position
+        return position, target.collection
 
     def _repair(self, target: Target) -> int:
+        """Bring ``target`` up to the log: what earlier batches left pending, and every entry after the
+        position it records (a version the alias has just moved to, or a publish that died before its
+        replay after the move). Run under the scene's lock, so nothing newer can be logged meanwhile."""
         pending = self.log.pending(target.scene)
-        if not pending:
+        behind = self.log.since(target.scene, applied_position(self.milvus, target.collection))
+        entries = sorted({e.seq: e for e in pending + behind}.values(), key=lambda e: e.seq)
+        if not entries:
             return 0
-        model = str(target.manifest.get("onnx_sha256") or "")
-        usable = [e for e in pending if e.op == "delete" or e.model == model]
-        held = held_hashes(self.milvus, target.collection, [e.id for e in usable])
-        done = apply_entries(self.milvus, target.collection, target.documents, usable, target.rules.layout, held)
+        todo = encoded_for(latest(entries), _model(target), self._reencoder(target))
+        held = held_hashes(self.milvus, target.collection, [e.id for e in todo])
+        done = apply_entries(self.milvus, target.collection, target.documents, todo, target.rules.layout, held)
         self.log.mark_applied(e.seq for e in pending)
-        record_position(self.milvus, target.collection, pending[-1].seq)
+        record_position(self.milvus, target.collection, entries[-1].seq)
         return done
 
     def close(self) -> None:
