@@ -43,7 +43,14 @@ Decisions:
   skipped with a warning (as encode does): its document is written, its row
   deleted, and the next sync tries it again.
 - The final check: Milvus holds exactly the corpus's encodable documents and
-  MongoDB every corpus document and none of the removed ones.
+  MongoDB every corpus document and none of the removed ones (both with the
+  live writes applied, below).
+- Live writes win over the corpus (:mod:`mmsearch.jobs.replay`): an id the
+  scene's write log names (``--writes-database``) is left out of the plan,
+  neither rewritten from the corpus nor deleted; and once sync's own rows
+  are written, every entry logged since it read the collection is replayed
+  onto it, settling against the writer, so a write that arrived while sync
+  ran is never undone by the corpus's older copy.
 """
 from __future__ import annotations
 
@@ -61,6 +68,7 @@ from mmsearch.jobs.corpus import document_hash, read_corpus
 from mmsearch.jobs.encode import ImageInputs, TextInputs, encode_records, load_encoder
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.progress import Progress
+from mmsearch.jobs.replay import LogAccess, Replayer
 from mmsearch.jobs.push_milvus import milvus_row, milvus_rows
 from mmsearch.jobs.push_mongo import batched, connect as mongo_connect, redact, write_batch
 from mmsearch.core.milvus.connection import ensure_loaded, session
@@ -71,6 +79,7 @@ from mmsearch.core.milvus.registry_writes import update_state
 from mmsearch.core.milvus.rows import count, delete_ids, mark_complete, read_hashes, upsert_rows
 from mmsearch.core.fields import CollectionLayout
 from mmsearch.core.model_repository import ModelManifest, ModelRepository, model_mismatch
+from mmsearch.core.writelog import latest
 from mmsearch.core.text_template import (
     DEFAULT_FIELD, TemplateError, choose_template, field_template, recorded_template,
 )
@@ -196,7 +205,7 @@ def _apply(client, name: str, target, plan: SyncPlan, records: dict[int, dict], 
 def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: str, model: str, *,
          collection: str, version: str | None = None, database: str = "mmsearch",
          text_field: str | None = None, text_template: str | None = None, batch_size: int = 256,
-         device: str = "auto", threads: int = 0,
+         device: str = "auto", threads: int = 0, writes_database: str = "mmsearch",
          token: str = "", timeout: float = 10.0, progress: Progress | None = None) -> dict:
     """Bring the live version of ``scene`` (or ``scene_version``) in line with the corpus; returns a summary."""
     import pymongo
@@ -219,7 +228,12 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
         template, layout = _check_target(client, name, scene, manifest, asked)
         state = read_state(client, name)
         ensure_loaded(client, name)
-        plan = plan_sync({r["id"]: document_hash(r) for r in corpus.records}, read_hashes(client, name))
+        replayer = Replayer(LogAccess(mongo_uri, writes_database, database, collection, repository, timeout),
+                            client, scene, name)
+        start = replayer.position()  # read before the hashes: what the writer applies later is replayed below
+        owned = {e.id for e in replayer.log.since(scene, 0)}  # ids the live writes own (see the module doc)
+        plan = plan_sync({r["id"]: document_hash(r) for r in corpus.records if r["id"] not in owned},
+                         {i: h for i, h in read_hashes(client, name).items() if i not in owned})
         documents = documents_collection(collection, name)
         for i in plan.upserts:  # a record without a field the collection declares: refused before any write
             milvus_row(records[i], [], layout)
@@ -237,20 +251,25 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
             target = mongo[database][documents]
             target.create_index("id", unique=True, name="id_unique")
             failed = _apply(client, name, target, plan, records, layout, encode_with, batch_size, workdir, progress)
+            replayed, _ = replayer.run(after=start, settle=True)
+            live = {e.id: e.op for e in latest(replayer.log.since(scene, 0))}
             stored = {doc["_id"] for doc in target.find({}, {"_id": 1}).batch_size(10000)}
         except pymongo.errors.PyMongoError as exc:
             raise JobError(f"MongoDB at {redact(mongo_uri)} failed: {str(exc).splitlines()[0][:300]}") from None
         finally:
             mongo.close()
-        missing = sum(1 for i in records if i not in stored)
+            replayer.close()
+        expected = ({i for i in records if i not in live and i not in failed}
+                    | {i for i, op in live.items() if op == "upsert"})
+        missing = sum(1 for i in records if i not in stored and live.get(i) != "delete")
         stale = sum(1 for i in plan.removed if i in stored)
         if missing or stale:
             raise JobError(f"count check failed: {database}.{documents} lacks {missing} corpus documents and still "
                            f"holds {stale} removed ones; re-run sync")
         found = count(client, name)
-        if found != len(records) - len(failed):
+        if found != len(expected):
             raise JobError(f"count check failed: collection {name} holds {found} entities, expected "
-                           f"{len(records) - len(failed)}; re-run sync")
+                           f"{len(expected)} (the corpus with the live writes); re-run sync")
         generation = int(state.get("generation") or 0)
         changes: dict = {}
         if pending:
@@ -260,7 +279,7 @@ def sync(workdir: str, milvus_uri: str, mongo_uri: str, scene: str, repository: 
         mark_complete(client, name, found, corpus_sha256=corpus.sha256, text_template=template, **changes)
     return {"collection": name, "documents": f"{database}.{documents}", "new": len(plan.new),
             "changed": len(plan.changed), "removed": len(plan.removed), "failed": len(failed),
-            "failed_ids": failed[:20], "entities": found, "generation": generation}
+            "failed_ids": failed[:20], "entities": found, "generation": generation, "replayed": replayed}
 
 
 @job_app.command("sync")
@@ -279,6 +298,8 @@ def sync_command(
     batch_size: BatchSize = 256,
     device: Device = "auto",
     threads: OnnxThreads = 0,
+    writes_database: str = typer.Option("mmsearch", envvar="MMSEARCH_WRITER_LOG_DATABASE",
+                                        help="MongoDB database of the write log (the writer's): live writes win."),
     milvus_token: MilvusToken = "",
     timeout: Timeout = TIMEOUT,
 ) -> None:
@@ -287,5 +308,6 @@ def sync_command(
         summary = sync(workdir, milvus_uri, mongo_uri, scene, repository, model, collection=collection,
                        version=version, database=database, text_field=text_field,
                        text_template=text_template, batch_size=batch_size,
-                       device=device, threads=threads, token=milvus_token, timeout=timeout, progress=progress)
+                       device=device, threads=threads, writes_database=writes_database, token=milvus_token,
+                       timeout=timeout, progress=progress)
         progress.finish(**summary)

@@ -18,6 +18,15 @@ vector search: :meth:`MilvusMatcher.text_search` (BM25 on the collection's
 ``sparse`` field, with the raw query text) and :meth:`MilvusMatcher.vector`
 (an item's stored vector, for more like this). A filtered search (a
 compiled expression) is sent on its own, unbatched.
+Consistency: every search and item query asks for :data:`CONSISTENCY`,
+``Bounded``: the query node serves at once from what it holds, missing only
+writes younger than the server's ``common.gracefulTime``. With that set to
+1000 ms on the Milvus server (its default is 5000), a live write is seen by
+search within a second without a search ever waiting; ``Strong`` would make
+every search wait for the next time tick (up to ``proxy.timeTickInterval``,
+200 ms) to see writes it rarely needs, and ``Session`` only covers the
+client's own writes (the writer is another process). The Milvus Lite engine
+shows a write as soon as it returns, whatever the level.
 Errors (serving's backend errors): ``Unavailable`` when Milvus cannot be
 reached, ``Mismatch`` for a request Milvus refuses (unknown collection, bad
 search params), ``NotFound`` for an unknown item.
@@ -45,6 +54,7 @@ from mmsearch.services.serving.metrics import BATCH_SIZE
 
 __all__ = ["Found", "Matches", "MilvusMatcher"]
 
+CONSISTENCY = "Bounded"  # see the module doc: visibility within common.gracefulTime, no wait
 _UNAVAILABLE_HINTS = ("unavailable", "connect", "deadline", "timeout", "timed out", "closed", "socket", "refused")
 
 
@@ -154,7 +164,7 @@ class MilvusMatcher:
         request = search_request(data, limit, metric=metric, params=params, with_vectors=with_vectors,
                                  anns_field=anns_field, output_fields=output_fields, expression=expression)
         try:
-            results = await client.search(collection, timeout=timeout, **request)
+            results = await client.search(collection, timeout=timeout, consistency_level=CONSISTENCY, **request)
         except Exception as exc:
             error = self._failure("search", exc)
             if isinstance(error, Unavailable) and not self._lite:
@@ -219,7 +229,7 @@ class MilvusMatcher:
             with tracing.span("milvus query", {"db.system": "milvus", "db.operation.name": "query",
                                                "db.collection.name": collection}, kind="CLIENT"):
                 rows = await client.query(collection, filter=f"id == {int(item)}", output_fields=["vector"], limit=1,
-                                          timeout=timeout)
+                                          timeout=timeout, consistency_level=CONSISTENCY)
         except Exception as exc:
             error = self._failure("query", exc)
             if isinstance(error, Unavailable) and not self._lite:

@@ -1,0 +1,167 @@
+"""No acknowledged live write is lost to the index lifecycle: writes racing `publish` and `publish --rollback`.
+
+Real components: the Milvus Lite engine on TCP shared by the job processes, the writer and serving;
+secantusd; the real all-MiniLM-L6-v2. A thread writes continuously through the writer's gRPC
+DocumentService (new ids, rewrites of earlier ones, deletes) while `mmsearch job publish --version 2`,
+`publish --rollback` and `publish --version 2` again run as processes. At the end every acknowledged
+write is in the version the alias ends on, in both stores (Get through the writer, the Milvus rows and
+the summaries), and a search through serving finds the last ones. Also: an entry another model encoded
+is re-encoded by the target's tower (pure, with a real function for the tower).
+"""
+from __future__ import annotations
+
+import threading
+
+import grpc
+import numpy as np
+import pymongo
+import pytest
+from google.protobuf import struct_pb2
+
+from mmsearch.core.access.keys import mint
+from mmsearch.core.milvus.connection import connect
+from mmsearch.core.milvus.registry import resolve_alias
+from mmsearch.core.writelog import Entry, ReplayError, encoded_for
+from mmsearch.v1 import documents_pb2, documents_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions
+from tests.support.jobs import run_job
+from tests.support.loops import eventually
+from tests.support.processes import start_service
+
+SCENE, BASE = "racing", 9_500_000
+ACKED = (documents_pb2.ITEM_STATUS_APPLIED, documents_pb2.ITEM_STATUS_UNCHANGED)
+
+
+def doc(ident: int, text: str) -> documents_pb2.Document:
+    fields = struct_pb2.Struct()
+    fields.update({"question": f"live.{ident}", "answer": text})
+    return documents_pb2.Document(id=ident, fields=fields)
+
+
+class Writing(threading.Thread):
+    """Writes until stopped; ``acked``: {id: the text of its last acknowledged upsert, or None: deleted}."""
+
+    def __init__(self, stub, metadata):
+        super().__init__(daemon=True)
+        self.stub, self.metadata = stub, metadata
+        self.acked: dict[int, str | None] = {}
+        self.batches = 0
+        self.errors: list[str] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            n += 1
+            ids = [BASE + 10 * n + k for k in range(3)]
+            texts = {i: f"Live note {i}: a lighthouse keeper logs storm number {n} on the northern cape." for i in ids}
+            if n > 2:  # a rewrite of an id two batches back
+                old = BASE + 10 * (n - 2)
+                texts[old] = f"Live note {old} rewritten: the ferry timetable for winter week {n}."
+            try:
+                reply = self.stub.Upsert(documents_pb2.UpsertRequest(
+                    scene=SCENE, documents=[doc(i, t) for i, t in texts.items()]), metadata=self.metadata, timeout=60)
+                for result in reply.results:
+                    if result.status in ACKED:
+                        self.acked[result.id] = texts[result.id]
+                    else:
+                        self.errors.append(f"{result.id}: {result.reason}")
+                if n > 3:
+                    gone = BASE + 10 * (n - 3) + 1
+                    reply = self.stub.Delete(documents_pb2.DeleteRequest(scene=SCENE, ids=[gone]),
+                                             metadata=self.metadata, timeout=60)
+                    self.acked[gone] = None
+            except grpc.RpcError as exc:  # not acknowledged: its ids' state is the last acknowledged one's
+                self.errors.append(f"{exc.code()}: {exc.details()}")
+            self.batches = n
+
+
+@pytest.fixture(scope="module")
+def racing(tmp_path_factory, minilm_repo, service_loop):
+    tmp = tmp_path_factory.mktemp("racing")
+    with lifecycle_servers(tmp) as (milvus, mongo):
+        prepare_stdlib(tmp / "corpus", "csv,json")
+        build_version(tmp / "corpus", milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=minilm_repo,
+                      scene=SCENE, version="1")
+        build_version(tmp / "corpus", milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=minilm_repo,
+                      scene=SCENE, version="2", encode=False)
+        run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "1")
+        token, line = mint(["write", "search"], [SCENE], name="racer")
+        (tmp / "keys.jsonl").write_text(line + "\n")
+        env = {"MMSEARCH_MILVUS_URI": milvus.uri, "MMSEARCH_MONGO_URI": mongo.uri,
+               "MMSEARCH_MODEL_REPOSITORY": str(minilm_repo), "MMSEARCH_WRITER_SCENES": f'{{"{SCENE}": {{}}}}',
+               "MMSEARCH_API_KEYS_FILE": str(tmp / "keys.jsonl"), "MMSEARCH_ANONYMOUS_SCENES": "",
+               "MMSEARCH_MAX_BATCH_DOCUMENTS": "256", "MMSEARCH_WRITER_REPAIR_INTERVAL_SECONDS": "0.5"}
+        writer = start_service("writer", env)
+        stack = serve_versions(service_loop, tmp, SCENE, minilm_repo, milvus.uri, mongo.uri)
+        channel = grpc.insecure_channel(writer.target)
+        yield {"milvus": milvus, "mongo": mongo, "stack": stack, "repo": minilm_repo,
+               "stub": documents_pb2_grpc.DocumentServiceStub(channel),
+               "metadata": (("authorization", f"Bearer {token}"),)}
+        channel.close()
+        stack.close()
+        writer.stop()
+
+
+@pytest.mark.slow
+def test_writes_racing_publish_and_rollback_all_end_in_the_version_serving_ends_on(racing):
+    milvus, mongo = racing["milvus"], racing["mongo"]
+    writing = Writing(racing["stub"], racing["metadata"])
+    writing.start()
+    eventually(lambda: writing.batches >= 3, "the writer thread writes", timeout=120)
+    replays = []
+    for args in (["--version", "2"], ["--rollback"], ["--version", "2"]):
+        before = writing.batches
+        result = run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--mongo-uri", mongo.uri,
+                         "--model-repository", str(racing["repo"]), *args)
+        replays.append(result.stdout)
+        eventually(lambda: writing.batches >= before + 2, "writes go on across the publish", timeout=120)
+    writing.stopping.set()
+    writing.join(120)
+    assert not writing.is_alive()
+    acked = dict(writing.acked)
+    assert len(acked) > 30 and any(v is None for v in acked.values()), (len(acked), writing.errors[:5])
+    assert all('"replayed"' in line for line in replays), replays
+
+    client = connect(milvus.uri)
+    try:
+        final = resolve_alias(client, SCENE)
+        assert final == f"{SCENE}_2"
+        ids = sorted(acked)
+        rows = {int(r["id"]) for r in client.query(final, filter=f"id in {ids}", output_fields=["id"],
+                                                    consistency_level="Strong")}
+    finally:
+        client.close()
+    store = pymongo.MongoClient(mongo.uri)
+    summaries = {d["_id"]: d["answer"] for d in store["mmsearch"][final].find({"_id": {"$in": ids}})}
+    store.close()
+    live = {i for i, text in acked.items() if text is not None}
+    assert rows == live and set(summaries) == live, (sorted(live - rows)[:10], sorted(rows - live)[:10])
+    assert {i: summaries[i] for i in live} == {i: acked[i] for i in live}
+
+    got = racing["stub"].Get(documents_pb2.GetRequest(scene=SCENE, ids=ids), metadata=racing["metadata"], timeout=60)
+    assert {d.id: d.fields["answer"] for d in got.documents} == {i: acked[i] for i in live}
+    assert set(got.missing) == set(acked) - live
+
+    search = retrieval_pb2_grpc.RetrievalServiceStub(grpc.insecure_channel(racing["stack"].address))
+    for ident in sorted(live)[-3:]:
+        eventually(lambda: ident in [h.id for h in search.Search(
+            retrieval_pb2.SearchRequest(scene=SCENE, text=acked[ident]), timeout=20).items],
+            f"a search finds the acknowledged write {ident}", timeout=30)
+
+
+def test_an_entry_another_model_encoded_is_re_encoded_by_the_targets_tower():
+    entries = [Entry(1, "s", "upsert", 7, {"id": 7, "answer": "a"}, "h", np.ones(4, "<f4").tobytes(), "old"),
+               Entry(2, "s", "delete", 8),
+               Entry(3, "s", "upsert", 9, {"id": 9, "answer": "b"}, "h", np.ones(4, "<f4").tobytes(), "new")]
+    seen = []
+
+    def tower(batch):
+        seen.extend(e.id for e in batch)
+        return np.full((len(batch), 2), 0.5, dtype=np.float32)
+
+    out = encoded_for(entries, "new", tower)
+    assert seen == [7] and [e.model for e in out] == ["new", "", "new"]
+    assert out[0].array().tolist() == [0.5, 0.5] and out[2] is entries[2]
+    with pytest.raises(ReplayError, match="another model"):
+        encoded_for(entries, "new", None)
