@@ -11,9 +11,10 @@ kstatus-based tools read them:
   was moved back by ``spec.rollback``). False with ``InProgress``,
   ``Scheduled`` (waiting for the first run of ``spec.schedule``), or the
   failure's reason.
-- **Progressing**: True while a stage Job (or a rollback Job) runs.
+- **Progressing**: True while a stage Job (or a rollback or snapshot Job) runs.
 - **Degraded**: True when the last run failed (``QualityGate``,
-  ``StageFailed``, ``InvalidSpec``, or the rollback's failure); its message
+  ``StageFailed``, ``InvalidSpec``), or the last rollback or snapshot
+  failed (``RollbackFailed``, ``SnapshotFailed``); its message
   says what the scene's alias still serves, which a failure never touches.
   False with ``AsExpected`` otherwise.
 """
@@ -26,6 +27,8 @@ from mmsearch.operator.spec import skipped_stages
 
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
 DONE = (SUCCEEDED, SKIPPED)
+# an action's Progressing reason while it runs, and Degraded reason when it failed
+ACTION_REASONS = {"rollback": ("RollingBack", "RollbackFailed"), "snapshot": ("TakingSnapshot", "SnapshotFailed")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +93,10 @@ def _ready(spec: dict[str, Any], version: str | None, published: dict[str, Any] 
 
 def summary(prev: dict[str, Any], entries: list[dict[str, Any]], spec: dict[str, Any], version: str | None,
             generation: int, ts: str, *, extra: dict[str, Any], hold: str | None = None,
-            action: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The status to write. ``extra``: the fields other parts own (published, rollback, schedule, run);
-    ``hold``: why no stage runs yet (a schedule's first run); ``action``: a running or failed rollback."""
+            actions: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The status to write. ``extra``: the fields other parts own (published, rollback, snapshots,
+    schedule, run); ``hold``: why no stage runs yet (a schedule's first run); ``actions``: the status of
+    each rollback or snapshot (a running one is Progressing, a failed one Degraded)."""
     ph, now = phase(entries), current(entries)
     finished = sum(e["state"] in DONE for e in entries)
     progress = f"{finished}/{len(entries)}"
@@ -119,13 +123,15 @@ def summary(prev: dict[str, Any], entries: list[dict[str, Any]], spec: dict[str,
         ready = condition(conds, "Ready", "False", "InProgress", what, ts, g)
         progressing = condition(conds, "Progressing", "True", "StageRunning", what, ts, g)
     stage = now["name"] if now and not hold else None
-    if action and action.get("state") == RUNNING:
-        what = f"{action['name']} running as Job {action.get('job')}"
-        progressing = condition(conds, "Progressing", "True", "RollingBack", what, ts, g)
-        stage = action["name"]
-    elif action and action.get("state") == FAILED:
-        degraded = condition(conds, "Degraded", "True", "RollbackFailed",
-                             f"{action['message']}; {live_note(spec, published)}", ts, g)
+    for action in actions:
+        running, failed = ACTION_REASONS[action["name"]]
+        if action.get("state") == RUNNING:
+            what = f"{action['name']} running as Job {action.get('job')}"
+            progressing = condition(conds, "Progressing", "True", running, what, ts, g)
+            stage = action["name"]
+        elif action.get("state") == FAILED and ph != FAILED:
+            degraded = condition(conds, "Degraded", "True", failed,
+                                 f"{action.get('message')}; {live_note(spec, published)}", ts, g)
     evaluated = next((e for e in entries if e["name"] == "evaluate" and e.get("evaluation")), None)
     return {
         "phase": ph,

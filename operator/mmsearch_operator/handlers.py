@@ -76,8 +76,8 @@ async def reconcile_indexjob(kube: KubeClient, locks: dict[tuple[str, str], asyn
 def _unfinished(status: kopf.Status, meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> bool:
     return (status.get("phase") not in (machine.SUCCEEDED, machine.FAILED)
             or status.get("observedGeneration") != meta.get("generation")
-            or bool(spec.get("schedule"))
-            or (status.get("rollback") or {}).get("state") == machine.RUNNING)
+            or bool(spec.get("schedule")) or bool((spec.get("snapshots") or {}).get("cron"))
+            or any((status.get(key) or {}).get("state") == machine.RUNNING for key in ("rollback", "snapshots")))
 
 
 def build_registry(connection: kopf.ConnectionInfo | None = None, *, resync_seconds: float = 60.0,

@@ -28,7 +28,11 @@ variable). Decisions:
 - ``publish`` writes its outcome (the alias's new and previous collection, the
   version's documents and recall@k) to its termination message too; the
   ``rollback`` action is ``mmsearch job publish --rollback`` with the same
-  summary file, in a Job labelled stage ``rollback``.
+  summary file, in a Job labelled stage ``rollback``; the ``snapshot`` action
+  runs ``mmsearch job snapshot --to <spec.snapshots.location>/<namespace>/<name>/<time>
+  --keep N`` (its outcome in the termination message too), and mode
+  ``restore`` runs ``mmsearch job restore --from <spec.restore.from>`` into
+  the run's version, then publish.
 - ``spec.mongo.collection`` may say ``{collection}``: push-mongo writes the
   summaries of ``<scene>_<version>`` into that collection name, sync passes the
   template on (it resolves the live version itself).
@@ -54,7 +58,7 @@ TERMINATION_LOG = "/dev/termination-log"
 # The job command of a stage or action whose name is not its command's.
 COMMANDS = {"rollback": "publish"}
 # Whose pods write a summary to their termination message (the operator reads it).
-SUMMARY_STAGES = ("evaluate", "publish", "rollback")
+SUMMARY_STAGES = ("evaluate", "publish", "rollback", "snapshot")
 # spec.evaluation's thresholds -> publish's flags
 GATE_FLAGS = {"minRecall": "--min-recall", "maxRegression": "--max-regression", "maxP99Ms": "--max-p99-ms"}
 
@@ -83,9 +87,10 @@ def owner_reference(meta: dict[str, Any]) -> dict[str, Any]:
             "controller": True, "blockOwnerDeletion": True}
 
 
-def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | None) -> list[str]:
-    """The flags after ``mmsearch job <stage>``."""
-    model, milvus = spec["model"], spec["milvus"]
+def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | None,
+               target: str | None = None) -> list[str]:
+    """The flags after ``mmsearch job <stage>`` (``target``: where a snapshot goes)."""
+    model, milvus = spec.get("model") or {}, spec["milvus"]
     if stage == "prepare":
         source = spec["source"]
         args = ["--workdir", workdir, "--source-kind", source["kind"]]
@@ -146,6 +151,14 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
                      for x in (flag, f"{evaluation[field]:g}")]
             args += ["--force"] if evaluation.get("force") else []
         return args
+    if stage in ("snapshot", "restore"):
+        mongo = spec["mongo"]
+        args = ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--database", mongo["database"],
+                "--collection", mongo_collection(spec)]
+        if stage == "restore":
+            return args + ["--from", spec["restore"]["from"], "--version", _need(version, stage)]
+        return args + ["--to", _need(target, stage), "--keep", str(spec["snapshots"]["keep"]),
+                       "--summary-file", TERMINATION_LOG]
     if stage == "rollback":
         return ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--rollback", "--summary-file", TERMINATION_LOG]
     if stage == "sync":
@@ -188,9 +201,9 @@ def stage_env(stage: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
         env.append(_secret_env("AWS_ACCESS_KEY_ID", s3["credentialsSecret"], "AWS_ACCESS_KEY_ID"))
         env.append(_secret_env("AWS_SECRET_ACCESS_KEY", s3["credentialsSecret"], "AWS_SECRET_ACCESS_KEY"))
     token = spec["milvus"].get("tokenSecret")
-    if token and stage in ("push-milvus", "evaluate", "publish", "rollback", "sync"):
+    if token and stage in ("push-milvus", "evaluate", "publish", "rollback", "sync", "snapshot", "restore"):
         env.append(_secret_env("MMSEARCH_MILVUS_TOKEN", token["name"], token.get("key") or "token"))
-    if stage in ("push-mongo", "sync"):
+    if stage in ("push-mongo", "sync", "snapshot", "restore"):
         mongo = spec["mongo"]
         if mongo.get("uriSecret"):
             ref = mongo["uriSecret"]
@@ -202,8 +215,9 @@ def stage_env(stage: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def build_job(obj: dict[str, Any], spec: dict[str, Any], stage: str, *, name: str, generation: int,
-              fingerprint: str, version: str | None) -> dict[str, Any]:
-    """The ``batch/v1`` Job that runs ``stage`` of the IndexJob ``obj`` (``spec`` already defaulted)."""
+              fingerprint: str, version: str | None, target: str | None = None) -> dict[str, Any]:
+    """The ``batch/v1`` Job that runs ``stage`` of the IndexJob ``obj`` (``spec`` already defaulted;
+    ``target``: a snapshot's location)."""
     meta = obj["metadata"]
     workdir = run_workdir(spec, meta.get("namespace", ""), meta["name"])
     job_labels = labels(meta, spec, stage, generation)
@@ -218,7 +232,7 @@ def build_job(obj: dict[str, Any], spec: dict[str, Any], stage: str, *, name: st
         "image": spec["image"],
         "imagePullPolicy": spec["imagePullPolicy"],
         "command": ["mmsearch", "job", COMMANDS.get(stage, stage)],
-        "args": stage_args(stage, spec, workdir, version),
+        "args": stage_args(stage, spec, workdir, version, target),
         "env": stage_env(stage, spec),
         "volumeMounts": mounts,
         "securityContext": {

@@ -70,9 +70,14 @@ def stage_inputs(spec: dict[str, Any]) -> dict[str, Any]:
         "publish": {"scene": spec.get("scene"), "milvus": (spec.get("milvus") or {}).get("uri"),
                     "keep": (spec.get("publish") or {}).get("keep")}
         # the gate: fields of spec.evaluation only when it is set, so specs without one keep their fingerprints
-        | ({"gate": dict(spec["evaluation"])} if spec.get("evaluation") else {}),
+        | ({"gate": dict(spec["evaluation"])} if spec.get("evaluation") else {})
+        # what a restore builds: only in mode restore, so other specs keep their fingerprints
+        | ({"restore": spec.get("restore")} if spec.get("mode") == "restore" else {}),
         "sync": {"scene": spec.get("scene"), "milvus": (spec.get("milvus") or {}).get("uri")}
         | _pick(spec, "mongo", "uri", "uriSecret", "database", "batchSize") | {"collection": mongo_collection(spec)},
+        "restore": {"scene": spec.get("scene"), "milvus": (spec.get("milvus") or {}).get("uri"),
+                    "from": (spec.get("restore") or {}).get("from")}
+        | _pick(spec, "mongo", "uri", "uriSecret", "database") | {"collection": mongo_collection(spec)},
     }
 
 

@@ -79,8 +79,9 @@ class Decision:
 def pods_to_read(status: dict[str, Any] | None) -> str | None:
     """The stage whose pods the next reconcile needs (their termination message), or None."""
     status = status or {}
-    if (status.get("rollback") or {}).get("state") == RUNNING:
-        return actions.ROLLBACK
+    for action, key in ((actions.ROLLBACK, "rollback"), (actions.SNAPSHOT, "snapshots")):
+        if (status.get(key) or {}).get("state") == RUNNING:
+            return action
     return next((e["name"] for e in status.get("stages") or []
                  if e.get("name") in SUMMARY_STAGES and e.get("state") == RUNNING), None)
 
@@ -143,7 +144,7 @@ def _start(entry: dict[str, Any], spec: dict[str, Any], by_stage: dict[str, dict
            generation: int, run: int, version: str | None, ts: str, out: _Run) -> str | None:
     """Launch a Pending stage (its entry becomes Running), or fail it; returns the version it builds."""
     stage, collection = entry["name"], f"{spec['scene']}_{version}"
-    if stage == "push-milvus":
+    if stage in ("push-milvus", "restore"):  # the stages that build a new version
         version = entry["version"] = plan.collection_version(meta, generation)
     elif stage in ("evaluate", "publish") and not version:
         entry.update(state=FAILED, message=f"spec.skipStages: {stage} needs a collection built by "
@@ -272,7 +273,7 @@ def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime
         extra["schedule"] = fire.status
     if run:
         extra["run"] = run
-    version = next((e.get("version") for e in entries if e["name"] == "push-milvus" and e.get("version")),
+    version = next((e.get("version") for e in entries if e["name"] in ("push-milvus", "restore") and e.get("version")),
                    None) or prev.get("version")
     done = _Run()
     if hold is None:
@@ -285,16 +286,25 @@ def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime
         jobs_of_run = [e["job"] for e in entries if e.get("job")]
         extra["schedule"], pruned = schedule.finish(sched, extra["schedule"], ph, jobs_of_run, ts)
         delete += [j for j in pruned if j not in delete]
+    stages_busy = ph in (RUNNING, PENDING) and hold is None
+    snapping = (prev.get("snapshots") or {}).get("state") == RUNNING
     outcome = actions.rollback(meta, spec, prev.get("rollback"), observed, pods, generation, ts,
-                               busy=ph in (RUNNING, PENDING) and hold is None,
+                               busy=stages_busy or snapping,
                                build=lambda **kw: build_job(obj, spec, actions.ROLLBACK, version=version, **kw))
     extra["rollback"] = outcome.status
     if outcome.published:
         extra["published"] = outcome.published
-    action = outcome.status if outcome.status.get("name") else None
-    status = summary(prev, entries, spec, version, generation, ts, extra=extra, hold=hold, action=action)
-    return Decision(status=status, create=done.create + outcome.create, delete=delete,
-                    events=events + done.events + outcome.events + _final_event(prev, entries, spec, version))
+    snap = actions.snapshot(meta, spec, prev.get("snapshots"), observed, pods, generation, now,
+                            busy=stages_busy or outcome.status.get("state") == RUNNING,
+                            build=lambda **kw: build_job(obj, spec, actions.SNAPSHOT, version=version, **kw))
+    create, events = done.create + outcome.create, events + done.events + outcome.events
+    if snap is not None:
+        extra["snapshots"] = snap.status
+        create, events = create + snap.create, events + snap.events
+    running = [a for a in (outcome.status, (snap.status if snap else {})) if a.get("name")]
+    status = summary(prev, entries, spec, version, generation, ts, extra=extra, hold=hold, actions=running)
+    return Decision(status=status, create=create, delete=delete,
+                    events=events + _final_event(prev, entries, spec, version))
 
 
 def _created(meta: dict[str, Any], now: datetime) -> datetime:

@@ -20,13 +20,16 @@ KIND = "IndexJob"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 # Every stage, in dependency order. One Kubernetes Job each.
-STAGES: tuple[str, ...] = ("prepare", "export", "encode", "push-milvus", "push-mongo", "evaluate", "publish", "sync")
+STAGES: tuple[str, ...] = ("prepare", "export", "encode", "push-milvus", "push-mongo", "evaluate", "publish", "sync",
+                           "restore")
 
 # The stages each spec.mode runs, in the order they run: a full build into a new version (evaluate
-# runs when spec.evaluation names a query set), or a sync of the live version in place.
+# runs when spec.evaluation names a query set), a sync of the live version in place, or a new version
+# restored from a snapshot (spec.restore) and published.
 MODES: dict[str, tuple[str, ...]] = {
     "full": ("prepare", "export", "encode", "push-milvus", "push-mongo", "evaluate", "publish"),
     "incremental": ("prepare", "sync"),
+    "restore": ("restore", "publish"),
 }
 
 # How the gate's thresholds are called in an IndexJob (its messages name these fields).
@@ -43,6 +46,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "evaluate": ("push-milvus", "push-mongo"),
     "publish": ("push-milvus", "push-mongo"),  # and the evaluation, through its inputs (plan.stage_inputs)
     "sync": ("prepare",),
+    "restore": (),
 }
 
 # Defaults, path -> value: exactly the `default:` entries of the CRD schema. As in Kubernetes,
@@ -81,6 +85,8 @@ DEFAULTS: dict[tuple[str, ...], Any] = {
     ("schedule", "suspend"): False,
     ("schedule", "successfulRunsHistoryLimit"): 3,
     ("schedule", "failedRunsHistoryLimit"): 1,
+    ("snapshots", "keep"): 3,
+    ("snapshots", "request"): 0,
 }
 
 
@@ -116,6 +122,8 @@ FIELDS: dict[str, Any] = {
     "retry": None, "rollback": None,
     "schedule": {"cron": None, "concurrencyPolicy": None, "suspend": None, "startingDeadlineSeconds": None,
                  "successfulRunsHistoryLimit": None, "failedRunsHistoryLimit": None},
+    "snapshots": {"location": None, "cron": None, "keep": None, "request": None},
+    "restore": {"from": None},
 }
 
 

@@ -26,6 +26,9 @@ these messages, each naming the field's path and what to do:
   field's shape and range; a backwards range such as ``5-1`` and a date that
   never comes, such as ``0 0 30 2 *``, are refused here), its policy and
   bounds as the schema has them.
+- ``spec.restore`` (mode restore only; then source, model and modality are
+  not needed: the snapshot records them) and ``spec.snapshots`` (a location
+  every pod reaches, a cron as above, the retention).
 The required fields and the CEL rules are checked again too, so that an
 object the API server did not validate (an older CRD, an emulator) fails with
 a message instead of running wrong or crashing the operator.
@@ -45,10 +48,9 @@ from mmsearch.operator.cron import CronError, next_after, parse
 from mmsearch.operator.plan import MAX_NAME
 from mmsearch.operator.spec import FIELDS, GATE_NAMES, mode_stages, skipped_stages
 
-_REQUIRED = (
-    ("scene",), ("modality",), ("image",), ("workdir",), ("source", "kind"),
-    ("model", "source"), ("model", "name"), ("model", "repository"), ("milvus", "uri"),
-)
+_REQUIRED = (("scene",), ("image",), ("workdir",), ("milvus", "uri"))
+# what a build or a sync needs besides (a restore reads them from its snapshot)
+_BUILD_REQUIRED = (("modality",), ("source", "kind"), ("model", "source"), ("model", "name"), ("model", "repository"))
 _SOURCE_MODALITY = {"images": "image", "qa": "text", "stdlib": "text"}
 _S3 = re.compile(r"^s3://([^/]+)(/.*)?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -141,9 +143,18 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     if len(name) > MAX_NAME or not _NAME.match(name):
         problems.append(f"metadata.name: {name!r} must be a DNS label of at most {MAX_NAME} characters "
                         "(the stage Jobs are named <name>-<stage>-<hash>, at most 63)")
-    missing = [".".join(p) for p in _REQUIRED if _get(spec, p) in (None, "")]
+    restoring = spec.get("mode") == "restore"
+    missing = [".".join(p) for p in _REQUIRED + (() if restoring else _BUILD_REQUIRED) if _get(spec, p) in (None, "")]
     if missing:
-        return problems + [f"spec.{m} is required" for m in missing]
+        return problems + [f"spec.{m} is required" + (" (except in mode restore)" if _build_only(m) else "")
+                           for m in missing]
+    if restoring:
+        problems += ["spec.skipStages: every stage is skipped (with publish.enabled false): nothing would run"
+                     if skipped_stages(spec) >= set(mode_stages(spec)) else ""]
+        return [p for p in problems if p] + _check_restore(spec) + _check_mongo(spec) + _check_modes(spec) + \
+            check_snapshots(spec)
+    if spec.get("restore"):
+        problems.append("spec.restore applies to mode restore only: set mode restore or remove it")
 
     kind, modality = spec["source"]["kind"], spec["modality"]
     want = _SOURCE_MODALITY.get(kind)
@@ -161,13 +172,7 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     problems += _check_location("workdir", spec["workdir"], spec)
     problems += _check_location("model.repository", spec["model"]["repository"], spec)
 
-    mongo = spec.get("mongo") or {}
-    if "push-mongo" not in (spec.get("skipStages") or []) and bool(mongo.get("uri")) == bool(mongo.get("uriSecret")):
-        problems.append("spec.mongo: set exactly one of mongo.uri and mongo.uriSecret "
-                        "(a Secret holding the URI with its credentials)")
-    if isinstance(mongo.get("uri"), str) and _PASSWORD_IN_URI.match(mongo["uri"]):
-        problems.append("spec.mongo.uri: holds a password: put the whole URI in a Secret and name it in "
-                        "mongo.uriSecret (an IndexJob is readable by anyone who can list them)")
+    problems += _check_mongo(spec)
     problems += _check_layout(spec["milvus"])
     encode = spec.get("encode") or {}
     if isinstance(encode.get("parallelism"), int) and encode["parallelism"] > int(encode.get("shards") or 1):
@@ -176,7 +181,7 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     problems += _check_text(spec)
     if skipped_stages(spec) >= set(mode_stages(spec)):
         problems.append("spec.skipStages: every stage is skipped (with publish.enabled false): nothing would run")
-    return problems + _check_modes(spec) + _check_evaluation(spec) + check_schedule(spec)
+    return problems + _check_modes(spec) + _check_evaluation(spec) + check_schedule(spec) + check_snapshots(spec)
 
 
 def _check_text(spec: dict[str, Any]) -> list[str]:
@@ -248,16 +253,7 @@ def check_schedule(spec: dict[str, Any]) -> list[str]:
     if (spec.get("mode") or "full") != "incremental":
         problems.append("spec.schedule applies to mode incremental only (a full build names its version by "
                         "generation: a periodic rebuild of a scene is a sync): set mode incremental or remove it")
-    cron = schedule.get("cron")
-    if not isinstance(cron, str) or not cron or cron != cron.strip() or len(cron) > 256 or "\n" in cron:
-        problems.append(f"spec.schedule.cron: {str(cron)[:80]!r} must be a cron expression such as '0 3 * * *' "
-                        "(five fields, UTC) or @daily")
-    else:
-        try:
-            if next_after(parse(cron), datetime(2000, 1, 1, tzinfo=timezone.utc)) is None:
-                problems.append(f"spec.schedule.cron: {cron!r} never fires (a day that never comes): fix the date")
-        except CronError as exc:
-            problems.append(f"spec.schedule.cron: {exc}")
+    problems += _check_cron(schedule.get("cron"))
     policy = schedule.get("concurrencyPolicy", "Allow")
     if policy not in _POLICIES:
         problems.append(f"spec.schedule.concurrencyPolicy: {policy!r} is not one of {', '.join(_POLICIES)}")
@@ -267,4 +263,64 @@ def check_schedule(spec: dict[str, Any]) -> list[str]:
         value = schedule.get(field)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
             problems.append(f"spec.schedule.{field}: {value!r} must be a whole number from {lo} to {hi}")
+    return problems
+
+
+def _build_only(path: str) -> bool:
+    return tuple(path.split(".")) in _BUILD_REQUIRED
+
+
+def _check_restore(spec: dict[str, Any]) -> list[str]:
+    """Mode restore: a snapshot to read, and none of what only builds and syncs use."""
+    problems = []
+    source = (spec.get("restore") or {}).get("from")
+    if not isinstance(source, str) or not source:
+        problems.append("spec.restore.from is required in mode restore (the snapshot `mmsearch job snapshot` wrote: "
+                        "s3://bucket/prefix or a path on spec.volume)")
+    else:
+        problems += _check_location("restore.from", source, spec)
+    problems += [f"spec.{field} applies to modes full and incremental, not restore: remove it"
+                 for field in ("evaluation", "schedule") if spec.get(field)]
+    return problems
+
+
+def check_snapshots(spec: dict[str, Any]) -> list[str]:
+    """spec.snapshots: where they go (s3:// or a path on spec.volume), an optional cron, the retention."""
+    snapshots = spec.get("snapshots")
+    if snapshots is None:
+        return []
+    if not isinstance(snapshots, dict) or not isinstance(snapshots.get("location"), str) or not snapshots["location"]:
+        return ["spec.snapshots.location is required (s3://bucket/prefix or a path on spec.volume)"]
+    problems = _check_location("snapshots.location", snapshots["location"], spec)
+    cron = snapshots.get("cron")
+    if cron is not None:
+        problems += [p.replace("spec.schedule.cron", "spec.snapshots.cron") for p in _check_cron(cron)]
+    for field, lo, hi in (("keep", 1, 1000), ("request", 0, 2**31 - 1)):
+        value = snapshots.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
+            problems.append(f"spec.snapshots.{field}: {value!r} must be a whole number from {lo} to {hi}")
+    return problems
+
+
+def _check_cron(cron: Any) -> list[str]:
+    if not isinstance(cron, str) or not cron or cron != cron.strip() or len(cron) > 256 or "\n" in cron:
+        return [f"spec.schedule.cron: {str(cron)[:80]!r} must be a cron expression such as '0 3 * * *' "
+                "(five fields, UTC) or @daily"]
+    try:
+        if next_after(parse(cron), datetime(2000, 1, 1, tzinfo=timezone.utc)) is None:
+            return [f"spec.schedule.cron: {cron!r} never fires (a day that never comes): fix the date"]
+    except CronError as exc:
+        return [f"spec.schedule.cron: {exc}"]
+    return []
+
+
+def _check_mongo(spec: dict[str, Any]) -> list[str]:
+    problems = []
+    mongo = spec.get("mongo") or {}
+    if "push-mongo" not in (spec.get("skipStages") or []) and bool(mongo.get("uri")) == bool(mongo.get("uriSecret")):
+        problems.append("spec.mongo: set exactly one of mongo.uri and mongo.uriSecret "
+                        "(a Secret holding the URI with its credentials)")
+    if isinstance(mongo.get("uri"), str) and _PASSWORD_IN_URI.match(mongo["uri"]):
+        problems.append("spec.mongo.uri: holds a password: put the whole URI in a Secret and name it in "
+                        "mongo.uriSecret (an IndexJob is readable by anyone who can list them)")
     return problems

@@ -200,13 +200,15 @@ def _skip_specs():
     run" is decided), with publish on and off, with and without evaluation."""
     from itertools import combinations
 
-    for mode in ("full", "incremental"):
+    for mode in ("full", "incremental", "restore"):
         stages = ij_spec.MODES[mode]
         for n in range(max(0, len(stages) - 2), len(stages) + 1):
             for skipped in combinations(stages, n):
                 for enabled in (True, False):
                     for evaluation in ((None, {"queries": "s3://bucket/q.jsonl"}) if mode == "full" else (None,)):
                         spec = {"mode": mode, "skipStages": list(skipped), "publish": {"enabled": enabled}}
+                        if mode == "restore":
+                            spec["restore"] = {"from": "s3://bucket/snapshots/stdlib/1"}
                         if evaluation:
                             spec["evaluation"] = evaluation
                         yield spec
@@ -234,6 +236,7 @@ def test_the_crd_and_the_operator_agree_on_every_skip_combination():
 
 
 _INCREMENTAL = {"mode": "incremental"}
+_DROP = object()  # the field is left out
 
 
 @pytest.mark.parametrize("overrides,refused", [
@@ -262,13 +265,34 @@ _INCREMENTAL = {"mode": "incremental"}
     ({"rollback": 2}, False),
     ({"rollback": -1}, True),
     ({"rollback": "back"}, True),
+    # snapshots, and restore (mode restore needs no source, model or modality: the snapshot has them)
+    ({"snapshots": {"location": "s3://mmsearch/snapshots", "cron": "@daily", "keep": 7, "request": 1}}, False),
+    ({"snapshots": {"location": "s3://mmsearch/snapshots"}}, False),
+    ({"snapshots": {"cron": "@daily"}}, True),
+    ({"snapshots": {"location": "snapshots"}}, True),
+    ({"snapshots": {"location": "s3://mmsearch/snapshots", "cron": "0 25 * * *"}}, True),
+    ({"snapshots": {"location": "s3://mmsearch/snapshots", "keep": 0}}, True),
+    ({"snapshots": {"location": "s3://mmsearch/snapshots", "request": -1}}, True),
+    ({"mode": "restore", "restore": {"from": "s3://mmsearch/snapshots/search/demo/20260101T000000Z"},
+      "source": _DROP, "model": _DROP, "modality": _DROP}, False),
+    ({"mode": "restore", "restore": {"from": "s3://mmsearch/snap/1"}, "skipStages": ["publish"]}, False),
+    ({"mode": "restore"}, True),
+    ({"mode": "restore", "restore": {"from": "snap/1"}}, True),
+    ({"restore": {"from": "s3://mmsearch/snap/1"}}, True),
+    ({"mode": "restore", "restore": {"from": "s3://mmsearch/snap/1"}, "skipStages": ["encode"]}, True),
+    ({"mode": "restore", "restore": {"from": "s3://mmsearch/snap/1"}, "skipStages": ["restore", "publish"]}, True),
+    ({"mode": "restore", "restore": {"from": "s3://mmsearch/snap/1"},
+      "evaluation": {"queries": "s3://mmsearch/q.jsonl"}}, True),
+    ({"mode": "full", "source": _DROP}, True),
 ])
-def test_the_crd_and_the_operator_agree_on_schedules_and_rollbacks(overrides, refused):
+def test_the_crd_and_the_operator_agree_on_schedules_rollbacks_snapshots_and_restores(overrides, refused):
     """Every value the CRD refuses at apply time, the operator refuses too (an object no API server
     checked), and the other way round, apart from what a pattern cannot say (BEYOND_THE_SCHEMA)."""
     from mmsearch.operator.validate import validate
 
-    obj = indexjob(**overrides)
+    obj = indexjob(**{k: v for k, v in overrides.items() if v is not _DROP})
+    for key in [k for k, v in overrides.items() if v is _DROP]:
+        obj["spec"].pop(key)
     by_crd = bool(schema_errors(obj))
     by_operator = bool(validate(ij_spec.with_defaults(obj["spec"]), obj["metadata"]))
     assert (by_crd, by_operator) == (refused, refused), (schema_errors(obj), validate(

@@ -70,7 +70,7 @@ async def test_a_build_a_gate_failure_and_a_rollback_show_every_column_condition
         assert shown | {"Age": None} == {
             "Scene": "stdlib", "Phase": "Succeeded", "Stage": None, "Documents": 1200, "Recall": 0.9,
             "Alias": collection, "Progress": "7/7", "Built": status["version"], "Ready": "True",
-            "Next": None, "Age": None}
+            "Next": None, "Snapshot": None, "Age": None}
         assert shown["Age"] == "2026-01-01T00:00:00Z"
         conds = {c["type"]: c for c in obj["status"]["conditions"]}
         assert {t: c["status"] for t, c in conds.items()} == {"Ready": "True", "Progressing": "False", "Degraded": "False"}
@@ -151,11 +151,18 @@ async def test_a_schedule_fires_on_the_tests_clock_honours_forbid_and_suspend_an
         assert done["schedule"]["lastScheduleTime"] == "2026-01-01T01:00:00Z" and done["schedule"]["lastSuccessfulTime"]
         # Suspended: the 03:00 fire is dropped, no Job starts.
         await cluster.edit_spec("demo", schedule={**spec["schedule"], "suspend": True})
+        await _observed(cluster, 2)  # a reconcile that read the old spec must not see the new time
         clock.now = t0 + timedelta(hours=3, seconds=20)
         await cluster.wait_status("demo", lambda s: s["schedule"].get("lastFireTime") == "2026-01-01T03:00:00Z")
-        assert len(await cluster.jobs()) == 2 and (await cluster.indexjob("demo"))["status"]["run"] == 1
+        st = (await cluster.indexjob("demo"))["status"]
+        assert len(await cluster.jobs()) == 2 and st["run"] == 1, (st, [j["metadata"]["name"] for j in await cluster.jobs()])
         # Resumed: the 04:00 fire is run 2.
         await cluster.edit_spec("demo", schedule={**spec["schedule"], "suspend": False})
+        await _observed(cluster, 3)
         clock.now = t0 + timedelta(hours=4, seconds=20)
         await cluster.wait_job("prepare", exclude={prepare["metadata"]["name"]})
         assert (await cluster.indexjob("demo"))["status"]["run"] == 2
+
+
+async def _observed(cluster, generation: int) -> None:
+    await cluster.wait_status("demo", lambda s: s.get("observedGeneration") == generation)

@@ -68,8 +68,20 @@ def _jobs(obj):
         if stage == "evaluate" and not spec.get("evaluation"):
             continue  # only built for an IndexJob with an evaluation set
         name = plan.job_name(obj["metadata"], stage, 1, fps[stage])
+        if stage == "restore":  # mode restore: a spec of its own
+            restoring = with_defaults(obj["spec"] | {"mode": "restore", "restore": {"from": "s3://mmsearch/snap/1"}})
+            yield stage, restoring, build_job(obj, restoring, stage, name=name, generation=1,
+                                              fingerprint=fps[stage], version=version)
+            continue
         yield stage, spec, build_job(obj, spec, stage, name=name, generation=1, fingerprint=fps[stage],
                                      version=version)
+    # the actions between runs
+    yield "rollback", spec, build_job(obj, spec, "rollback", name=f"{obj['metadata']['name']}-rollback-0000",
+                                      generation=1, fingerprint="f", version=version)
+    snapping = with_defaults(obj["spec"] | {"snapshots": {"location": "s3://mmsearch/snapshots"}})
+    yield "snapshot", snapping, build_job(obj, snapping, "snapshot", name=f"{obj['metadata']['name']}-snapshot-0000",
+                                          generation=1, fingerprint="f", version=version,
+                                          target="s3://mmsearch/snapshots/search/demo/20260101T000000Z")
 
 
 @pytest.mark.parametrize("combo", list(itertools.product(*OPTIONS.values())),
@@ -79,7 +91,7 @@ def test_every_stage_and_option_combination_is_a_valid_job(combo):
     for stage, spec, job in _jobs(obj):
         kubernetes_validate.validate(job, K8S_VERSION, strict=True)
         (container,) = job["spec"]["template"]["spec"]["containers"]
-        assert container["command"] == ["mmsearch", "job", stage]
+        assert container["command"] == ["mmsearch", "job", "publish" if stage == "rollback" else stage]
         assert job["metadata"]["ownerReferences"] == [{
             "apiVersion": "mmsearch.io/v1alpha1", "kind": "IndexJob", "name": "demo",
             "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
@@ -91,7 +103,7 @@ def test_every_stage_and_option_combination_is_a_valid_job(combo):
         assert pod["securityContext"]["runAsNonRoot"] and pod["restartPolicy"] == "Never"
         assert job["spec"]["ttlSecondsAfterFinished"] == 86400
         env = {e["name"]: e for e in container["env"]}
-        if stage in ("push-mongo", "sync"):
+        if stage in ("push-mongo", "sync", "snapshot", "restore"):
             if combo[2] == "secret":
                 assert env["MMSEARCH_MONGO_URI"]["valueFrom"] == {
                     "secretKeyRef": {"name": "mongo-cred", "key": "connection"}}
@@ -104,14 +116,15 @@ def test_every_stage_and_option_combination_is_a_valid_job(combo):
                 "name": "s3-cred", "key": "AWS_SECRET_ACCESS_KEY"}
             assert env["TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "t"
             assert env["MMSEARCH_S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
-            if stage in ("push-milvus", "evaluate", "publish", "sync"):
+            if stage in ("push-milvus", "evaluate", "publish", "sync", "rollback", "snapshot", "restore"):
                 assert env["MMSEARCH_MILVUS_TOKEN"]["valueFrom"]["secretKeyRef"] == {
                     "name": "milvus-cred", "key": "token"}
-        if stage not in ("push-milvus", "evaluate", "publish", "sync"):
+        if stage not in ("push-milvus", "evaluate", "publish", "sync", "rollback", "snapshot", "restore"):
             assert "MMSEARCH_MILVUS_TOKEN" not in env
-        if stage == "evaluate":
+        if stage in ("evaluate", "publish", "rollback", "snapshot"):  # their outcome: the termination message
             assert container["terminationMessagePath"] == "/dev/termination-log"
-            assert container["args"][-2:] == ["--summary-file", "/dev/termination-log"]
+            args = container["args"]
+            assert args[args.index("--summary-file") + 1] == "/dev/termination-log"
         if combo[3] == "volume":
             assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
 
@@ -197,13 +210,14 @@ def test_names_workdir_and_version_are_deterministic():
 @pytest.mark.parametrize("change,affected", [
     ({"milvus": {"uri": "http://milvus:19530", "indexType": "HNSW"}}, {"push-milvus", "evaluate", "publish"}),
     ({"mongo": {"uriSecret": {"name": "mongo", "key": "uri"}, "collection": "other"}},
-     {"push-mongo", "evaluate", "publish", "sync"}),
+     {"push-mongo", "evaluate", "publish", "sync", "restore"}),
     ({"milvus": {"uri": "http://milvus:19530", "bm25": {"fields": ["question"]}}}, {"push-milvus", "evaluate", "publish"}),
     ({"milvus": {"uri": "http://milvus:19530", "fields": [{"name": "c", "type": "bool"}]}},
      {"push-milvus", "evaluate", "publish"}),
     ({"milvus": {"uri": "http://milvus:19530", "fields": []}}, set()),
     ({"publish": {"keep": 5}}, {"publish"}),
-    ({"model": {"source": "other/model", "name": "minilm", "repository": "s3://mmsearch/models"}}, set(plan.STAGES)),
+    ({"model": {"source": "other/model", "name": "minilm", "repository": "s3://mmsearch/models"}},
+     set(plan.STAGES) - {"restore"}),  # a restore reads its model from the snapshot
     ({"encode": {"batchSize": 8}}, {"prepare", "encode", "push-milvus", "push-mongo", "evaluate", "publish", "sync"}),
     ({"encode": {"textTemplate": "{question}: {answer}"}},
      {"prepare", "encode", "push-milvus", "push-mongo", "evaluate", "publish", "sync"}),
@@ -232,7 +246,7 @@ def test_every_jobs_command_line_parses_with_the_real_job_cli(combo, monkeypatch
         container = job["spec"]["template"]["spec"]["containers"][0]
         for var in container["env"]:
             monkeypatch.setenv(var["name"], var.get("value", "from-a-secret"))
-        command = group.get_command(None, stage)
+        command = group.get_command(None, container["command"][2])
         assert command is not None, f"mmsearch job has no {stage!r} command"
         ctx = command.make_context(f"mmsearch job {stage}", list(container["args"]))
         args = container["args"]
