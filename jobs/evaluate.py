@@ -46,6 +46,10 @@ Decisions:
   the stage's final JSON line, a readable line on stderr, and, with
   ``--summary-file``, that file (the operator points it at the pod's
   termination log to read the figures).
+- ``--calibrate-precision P`` also calibrates a score cutoff on the
+  candidate's answers (:mod:`mmsearch.jobs.calibrate`) and records it with
+  the version (its state's ``cutoff``), where serving's ``min_score: auto``
+  reads it; the summary and the report carry it too.
 """
 from __future__ import annotations
 
@@ -64,6 +68,7 @@ from mmsearch.jobs.app import job_app
 from mmsearch.jobs.options import (
     MilvusToken, MilvusUri, Model, ModelRepositoryUri, OnnxThreads, TIMEOUT, Timeout, Workdir,
 )
+from mmsearch.jobs.calibrate import SIMILARITIES, calibrate, judged
 from mmsearch.jobs.corpus import corpus_uri, read_corpus
 from mmsearch.jobs.errors import JobError, exit_on_error
 from mmsearch.jobs.progress import check_summary_file, emit, write_summary_file
@@ -74,6 +79,7 @@ from mmsearch.core import artifacts
 from mmsearch.core.milvus.connection import MilvusStoreError, ensure_loaded, session
 from mmsearch.core.milvus.record import read_manifest
 from mmsearch.core.milvus.registry import resolve_collection
+from mmsearch.core.milvus.registry_writes import update_state
 from mmsearch.core.milvus.search import search
 from mmsearch.core.model_repository import ModelRepository
 from mmsearch.core.query_tower import QueryTower
@@ -148,6 +154,8 @@ class Run:
     top: list[list[int]] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    metric: str = "IP"
+    pairs: list[tuple[float, bool]] = field(default_factory=list)  # (score, relevant) of every result
 
 
 def _towers(manifest: dict, model: str | None) -> dict[str, str]:
@@ -166,9 +174,9 @@ def run_queries(client, name: str, queries: Sequence[LabelledQuery], repository:
     manifest = read_manifest(client, name)
     collection = manifest["collection"]
     ensure_loaded(client, collection)
-    run = Run(collection, _towers(manifest, model))
-    loaded: dict[str, QueryTower] = {}
     metric = (manifest.get("index") or {}).get("metric") or manifest.get("metric") or "IP"
+    run = Run(collection, _towers(manifest, model), metric=metric)
+    loaded: dict[str, QueryTower] = {}
     limit = max(k, NDCG_DEPTH)
 
     def tower(kind: str) -> QueryTower:
@@ -183,18 +191,20 @@ def run_queries(client, name: str, queries: Sequence[LabelledQuery], repository:
                 raise JobError(f"query model {model_name!r}: {exc}") from None
         return loaded[model_name]
 
-    def answer(query: LabelledQuery) -> list[int]:
+    def answer(query: LabelledQuery):
         encoder = tower(query.kind)
         vector = encoder.text(query.text) if query.kind == "text" else encoder.image(query.image)
-        return search(client, collection, vector[None, :], limit, metric=metric)[0].ids.tolist()
+        return search(client, collection, vector[None, :], limit, metric=metric)[0]
 
     if queries:
         answer(queries[0])  # warm-up: loads the towers and the collection's first search
     started = time.perf_counter()
     for query in queries:
         t0 = time.perf_counter()
-        top = answer(query)
+        found = answer(query)
         run.latencies_ms.append((time.perf_counter() - t0) * 1000)
+        top = found.ids.tolist()
+        run.pairs += judged(found.scores.tolist(), top, {i for label in query.labels for i in label.ids})
         run.top.append(top)
         run.scores.append(judge(top, query.labels, k))
     run.wall_s = time.perf_counter() - started
@@ -277,6 +287,11 @@ def summary_line(summary: dict[str, Any]) -> str:
     text = (f"evaluate: {summary['collection']}: recall@{k} {summary['recall']:.3f}, MRR {summary['mrr']:.3f}, "
             f"nDCG@10 {summary['ndcg10']:.3f}, no hit {summary['zero_hit']:.1%}, p50 {summary['p50_ms']:.1f} ms, "
             f"p99 {summary['p99_ms']:.1f} ms over {summary['queries']} queries")
+    if summary.get("cutoff"):
+        c = summary["cutoff"]
+        text += (f"; cutoff at precision {c['precision']:g}: " + (
+            f"score {c['score']:.4f} keeps {c['kept']} of {c['judged']} results" if c["score"] is not None
+            else "no score reaches it (none recorded)"))
     if "compare" in summary:
         text += (f"; {summary['compare']['collection']}: recall@{k} {summary['compare']['recall']:.3f} "
                  f"(regression {summary['regression']:+.3f}), {summary['worse']} queries worse")
@@ -288,9 +303,12 @@ def summary_line(summary: dict[str, Any]) -> str:
 
 def evaluate(milvus_uri: str, collection: str, queries: str, repository: str, workdir: str, *,
              compare: str | None = None, k: int = 10, model: str | None = None, threads: int = 0,
-             summary_file: str | None = None, token: str = "", timeout: float = 10.0) -> dict[str, Any]:
+             summary_file: str | None = None, token: str = "", timeout: float = 10.0,
+             calibrate_precision: float | None = None) -> dict[str, Any]:
     """Evaluate ``collection`` (and ``compare``) on the query set; writes the report; returns its summary."""
     limits = request_limits()
+    if calibrate_precision is not None and not 0.0 < calibrate_precision <= 1.0:
+        raise JobError(f"--calibrate-precision {calibrate_precision}: give the target precision, in (0, 1]")
     if not 1 <= k <= limits.top_k:
         raise JobError(f"--k {k}: give 1 to {limits.top_k} (the most results one search may ask for, "
                        "MMSEARCH_MAX_TOP_K)")
@@ -306,6 +324,15 @@ def evaluate(milvus_uri: str, collection: str, queries: str, repository: str, wo
     repo = ModelRepository(repository)
     with session(milvus_uri, f"while evaluating {collection}", token=token, timeout=timeout) as client:
         run = run_queries(client, collection, labelled, repo, k, model=model, threads=threads)
+        cutoff = None
+        if calibrate_precision is not None:
+            if run.metric not in SIMILARITIES:
+                raise JobError(f"--calibrate-precision: {run.collection} ranks by {run.metric} distance (smaller "
+                               f"is better); a score cutoff is calibrated for {' or '.join(SIMILARITIES)} only")
+            cutoff = {**calibrate(run.pairs, calibrate_precision), "queries": len(labelled), "metric": run.metric,
+                      "depth": max(k, NDCG_DEPTH), "query_set_sha256": hashlib.sha256(data).hexdigest(),
+                      "at": time.time()}
+            update_state(client, run.collection, cutoff=cutoff)
         baseline = None
         if compare and not _names_anything(client, compare):
             print(f"warning: --compare {compare}: no collection or alias of that name (nothing published yet?); "
@@ -313,6 +340,8 @@ def evaluate(milvus_uri: str, collection: str, queries: str, repository: str, wo
         elif compare:
             baseline = run_queries(client, compare, labelled, repo, k, threads=threads)
     report = build_report(labelled, run, baseline, k, queries, hashlib.sha256(data).hexdigest())
+    if cutoff is not None:
+        report["summary"]["cutoff"] = cutoff
     target = report_uri(workdir, run.collection)
     artifacts.write_bytes(target, json.dumps(report, indent=2).encode())
     artifacts.write_bytes(target[:-len(".json")] + ".md", markdown(report).encode())
@@ -340,10 +369,15 @@ def evaluate_command(
     summary_file: str = typer.Option(None, envvar="MMSEARCH_SUMMARY_FILE", help="Also write the summary JSON here."),
     milvus_token: MilvusToken = "",
     timeout: Timeout = TIMEOUT,
+    calibrate_precision: float = typer.Option(
+        None, envvar="MMSEARCH_CALIBRATE_PRECISION",
+        help="Calibrate and record with the version the lowest score that keeps this precision (0..1]: "
+             "serving's min_score: auto."),
 ) -> None:
     """Measure recall@k, MRR, nDCG@10, no-hit share and latency on a labelled query set; write the report."""
     with exit_on_error():
         summary = evaluate(milvus_uri, collection, queries, repository, workdir, compare=compare, k=k, model=model,
-                           threads=threads, summary_file=summary_file, token=milvus_token, timeout=timeout)
+                           threads=threads, summary_file=summary_file, token=milvus_token, timeout=timeout,
+                           calibrate_precision=calibrate_precision)
         print(summary_line(summary), file=sys.stderr, flush=True)
         emit("evaluate", "done", **summary)

@@ -150,7 +150,7 @@ def restore(location: str, milvus_uri: str, scene: str, version: str, *, mongo_u
         rows = count(client, name)
         if rows != manifest["rows"]:
             raise JobError(f"collection {name} holds {rows} rows after the restore, the snapshot has {manifest['rows']}")
-        kept = {k: state[k] for k in ("corpus_sha256", "generation", "changed", "evaluation", "text_template")
+        kept = {k: state[k] for k in ("corpus_sha256", "generation", "changed", "evaluation", "text_template", "cutoff")
                 if k in state}
         mark_complete(client, name, rows, restored_from={"snapshot": location, "collection": manifest["collection"]},
                       **kept)

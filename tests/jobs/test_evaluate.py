@@ -163,3 +163,26 @@ def test_the_report_goes_to_s3(tiny, s3_server):
     assert summary["report"] == f"{remote}/evaluation/tiny_base.json"
     assert json.loads(artifacts.read_bytes(summary["report"]))["summary"]["recall"] == summary["recall"]
     assert artifacts.read_bytes(f"{remote}/evaluation/tiny_base.md").startswith(b"# Evaluation of `tiny_base`")
+
+
+def test_calibrate_precision_records_the_cutoff_with_the_version(tiny):
+    from mmsearch.core.milvus.connection import session
+    from mmsearch.core.milvus.record import read_manifest
+
+    milvus, repo, workdir, queries = tiny
+    # Judged results, best first: 0.95 x3 (none relevant), 0.90 x3 (102 for q1), 0.85 x3 (203 for q2),
+    # 0.80 x2 (104 for q1): 3 relevant of 11 at 0.80 (0.273); every lower score is irrelevant.
+    summary = evaluate(milvus, "tiny_base", str(queries), repo, str(workdir), k=3, calibrate_precision=0.26)
+    cutoff = summary["cutoff"]
+    assert cutoff["score"] == pytest.approx(0.80, abs=1e-4)
+    assert (cutoff["kept"], cutoff["relevant"], cutoff["queries"], cutoff["depth"]) == (11, 3, 3, 10)
+    with session(milvus, "test") as client:
+        assert read_manifest(client, "tiny_base")["cutoff"] == cutoff  # with the version, where serving reads it
+    again = evaluate(milvus, "tiny_base", str(queries), repo, str(workdir), k=3, calibrate_precision=0.26)
+    assert {k: v for k, v in again["cutoff"].items() if k != "at"} == {k: v for k, v in cutoff.items() if k != "at"}
+    unreachable = evaluate(milvus, "tiny_base", str(queries), repo, str(workdir), k=3, calibrate_precision=0.5)
+    assert unreachable["cutoff"]["score"] is None
+    with session(milvus, "test") as client:
+        assert read_manifest(client, "tiny_base")["cutoff"]["score"] is None
+    with pytest.raises(JobError, match="--calibrate-precision 1.5"):
+        evaluate(milvus, "tiny_base", str(queries), repo, str(workdir), calibrate_precision=1.5)
