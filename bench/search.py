@@ -494,7 +494,7 @@ def main() -> None:
         procs.extend(extra)
         for port in (int8_port, cached_port):
             wait_healthy(f"127.0.0.1:{port}")
-        zipf = zipf_texts(work / "corpus.jsonl", max(4 * n, 800))
+        zipf = zipf_texts(work / "corpus.jsonl", max(4 * args.queries, 800))
         secure, secure_port = None, 0
         if args.secure:
             secure = Secure(tmp / "secure")
