@@ -34,8 +34,10 @@ from mmsearch.services.runtime.audit import INVALID, audit
 from mmsearch.services.web.settings import WebSettings
 
 RULES = {"/api/search": ("search", "search"), "/api/similar": ("search", "search"),
-         "/api/scenes": ("search", "scenes"), "/api/feedback": ("feedback", "feedback")}
-"""Path -> (scope, audit action)."""
+         "/api/scenes": ("search", "scenes"), "/api/feedback": ("feedback", "feedback"),
+         "GET /api/documents": ("search", "get"), "POST /api/documents": ("write", "upsert"),
+         "DELETE /api/documents": ("write", "delete")}
+"""Path (or "METHOD path" where methods differ) -> (scope, audit action)."""
 STATUS = {"unauthenticated": 401, "forbidden": 403, "rate_limited": 429}
 CALLER_KEY = web.RequestKey("caller", Principal)
 CLIENT_KEY = web.RequestKey("client_address", str)
@@ -120,7 +122,7 @@ def refusal_response(request: web.Request, refusal: Refusal, action: str, json_e
 def gate_middleware(json_error: ErrorFn):
     @web.middleware
     async def gate(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-        rule = RULES.get(request.path)
+        rule = RULES.get(f"{request.method} {request.path}") or RULES.get(request.path)
         if rule is None:
             return await handler(request)
         keeper = request.app[GATE_KEY]
@@ -134,13 +136,30 @@ def gate_middleware(json_error: ErrorFn):
     return gate
 
 
-def refuse_scene(request: web.Request, scene: str, json_error: ErrorFn) -> web.Response | None:
-    """A 403 when the caller may not touch ``scene`` (None when it may)."""
+def refuse_scene(request: web.Request, scene: str, json_error: ErrorFn, scope: str = "search",
+                 action: str = "search") -> web.Response | None:
+    """A 403 when the caller may not use ``scope`` on ``scene`` (None when it may)."""
     caller = request.get(CALLER_KEY)
     if caller is None:
         return None
     try:
-        authorize(caller, "search", scene)
+        authorize(caller, scope, scene)
     except Refusal as refusal:
-        return refusal_response(request, refusal, "search", json_error, scene=scene[:64])
+        return refusal_response(request, refusal, action, json_error, scene=scene[:64])
     return None
+
+
+def whoami(request: web.Request, json_error: ErrorFn) -> web.Response:
+    """What the presented key (or an anonymous caller) may do: ``{key_id, scopes, scenes}`` (``scenes`` null: every
+    scene). It describes only the key the request presents, never another; no key where anonymous access is off,
+    or an unknown key, is 401."""
+    gate = request.app[GATE_KEY]
+    request[CLIENT_KEY] = gate.client(request)
+    headers = request.headers
+    try:
+        principal = authenticate(credential(headers.get("Authorization"), headers.get("X-API-Key")),
+                                 gate.keyring.keys(), gate.anonymous)
+    except Refusal as refusal:
+        return refusal_response(request, refusal, "whoami", json_error)
+    return web.json_response({"key_id": principal.key_id, "scopes": sorted(principal.scopes),
+                              "scenes": None if principal.scenes is None else sorted(principal.scenes)})

@@ -2,11 +2,12 @@
 
 Routes:
 - ``GET /`` the page (static/index.html; its JS and CSS under ``/static/``);
-- ``GET /api/search?scene=&q=&k=&user=&diversify=&filter=&facet=&page_token=`` a text search
+- ``GET /api/search?scene=&q=&k=&user=&diversify=&filter=&facet=&page_token=&sort=&collapse=&highlight=`` a text search
   (filters, facets and pages: :mod:`mmsearch.services.web.params`);
 - ``GET /api/similar?scene=&id=&...`` more like the stored item ``id`` (same parameters, no ``q``);
 - ``POST /api/search`` multipart form (``scene``, ``k``, ``user``, ``filter``..., file ``image``) an image search;
-- ``GET /api/scenes`` the scenes serving has loaded;
+- ``GET /api/scenes`` the scenes serving has loaded; ``GET /api/whoami`` what the presented key may do;
+- ``GET|POST|DELETE /api/documents`` live writes, relayed to the writer (:mod:`mmsearch.services.web.documents`);
 - ``POST /api/feedback`` JSON ``{feedback_token, item_id, event, dwell_seconds?}`` (the page sends it with
   ``navigator.sendBeacon``, so ``text/plain`` bodies are JSON too), rate-limited per client address: a click, dwell
   or skip on a result, forwarded to serving's ``Feedback``;
@@ -54,7 +55,8 @@ from multidict import MultiDict
 
 from mmsearch.services.runtime import tracing
 from mmsearch.services.web import traces
-from mmsearch.services.web.access import GATE_KEY, Gate, gate_middleware, refuse_scene
+from mmsearch.services.web import documents
+from mmsearch.services.web.access import GATE_KEY, Gate, gate_middleware, refuse_scene, whoami
 from mmsearch.services.web.client import ServingClient
 from mmsearch.services.web.files import image_handler
 from mmsearch.services.web.metrics import HTTP_LATENCY, HTTP_REQUESTS, UPSTREAM_LATENCY
@@ -77,12 +79,12 @@ REQUEST_ID = web.RequestKey("request_id", str)
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 
-FORM_FIELDS = ("scene", "k", "user", "diversify", "filter", "facet", "page_token")
+FORM_FIELDS = ("scene", "k", "user", "diversify", "filter", "facet", "page_token", "sort", "collapse", "highlight")
 """The text fields of the search form (besides the ``image`` file; :func:`mmsearch.services.web.params.parse_search`)."""
 REPEATED_FORM_FIELDS = ("filter", "facet")
 MAX_FORM_PARTS = 32
 """Most parts one multipart form may have: the image, the single fields and up to
-:data:`mmsearch.services.web.params.MAX_FILTERS` (16) filters still leave room for ten facets."""
+:data:`mmsearch.services.web.params.MAX_FILTERS` (16) filters still leave room for five facets."""
 MAX_FIELD_BYTES = 64 * 1024
 """Largest text field of a multipart form (the query text is at most MMSEARCH_MAX_QUERY_CHARS characters)."""
 
@@ -317,6 +319,10 @@ async def scenes(request: web.Request) -> web.Response:
     return web.json_response(scenes_json(response))
 
 
+async def _whoami(request: web.Request) -> web.Response:
+    return whoami(request, json_error)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -355,6 +361,16 @@ def create_app(settings: WebSettings) -> web.Application:
         await app[CLIENT_KEY].close()
 
     app.cleanup_ctx.append(serving_channel)
+    if settings.writer_address:
+        async def writer_channel(app: web.Application):
+            app[documents.WRITER_KEY] = documents.WriterClient(settings.writer_address, settings.write_timeout_seconds,
+                                                               settings.max_message_bytes, tls=settings.tls)
+            yield
+            await app[documents.WRITER_KEY].close()
+
+        app.cleanup_ctx.append(writer_channel)
+    documents.add_routes(app, json_error, request_id, settings.documents_body_bytes)
+    app.router.add_get("/api/whoami", _whoami)
     app.router.add_get("/", page)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
     app.router.add_get("/api/search", search_get)

@@ -79,12 +79,21 @@ def parameters(limits: RequestLimits) -> dict[str, dict[str, Any]]:
         "page_token": _query("page_token", "next_page_token of the previous page, exactly as it came; empty: "
                                            "the first page.",
                              {"type": "string", "pattern": TOKEN_PATTERN.pattern.replace("{1,", "{0,")}),
+        "sort": _query("sort", "FIELD (ascending) or -FIELD (descending): order what passes the arm's score cutoff "
+                                 "by a number field of the scene; absent: the score order.",
+                        {"type": "string", "pattern": "^-?" + FIELD_PATTERN.pattern[1:]}),
+        "collapse": _query("collapse", "A keyword field of the scene: one hit per value of it (the best), "
+                                         "items[].folded counting the others; facets count before collapsing.",
+                            {"type": "string", "pattern": FIELD_PATTERN.pattern}),
+        "highlight": _query("highlight", "true/false: items[].highlights, the spans of the summary's text that "
+                                           "matched a text query.", {"type": "string", "pattern": BOOL_PATTERN}),
     }
 
 
-SEARCH_PARAMETERS = ("scene", "q", "k", "user", "diversify", "filter", "facet", "page_token")
-SIMILAR_PARAMETERS = ("scene", "id", "k", "user", "diversify", "filter", "facet", "page_token")
-FORM_PARAMETERS = ("scene", "k", "user", "diversify", "filter", "facet", "page_token")
+ARRANGE_PARAMETERS = ("sort", "collapse", "highlight")
+SEARCH_PARAMETERS = ("scene", "q", "k", "user", "diversify", "filter", "facet", "page_token", *ARRANGE_PARAMETERS)
+SIMILAR_PARAMETERS = ("scene", "id", "k", "user", "diversify", "filter", "facet", "page_token", *ARRANGE_PARAMETERS)
+FORM_PARAMETERS = ("scene", "k", "user", "diversify", "filter", "facet", "page_token", *ARRANGE_PARAMETERS)
 
 
 def _error_schema() -> dict[str, Any]:
@@ -106,7 +115,12 @@ def _schemas(limits: RequestLimits, max_token_chars: int) -> dict[str, Any]:
     number, integer, string = {"type": "number"}, {"type": "integer"}, {"type": "string"}
     item = _object(id={"type": "integer", "minimum": 0}, score=number, retrieval_score=number,
                    summary={"type": "object", "description": "The summary fields of the document."},
-                   found_by={"type": "array", "items": _object(retriever=string, rank=integer, score=number)})
+                   found_by={"type": "array", "items": _object(retriever=string, rank=integer, score=number)},
+                   folded={"type": "integer", "minimum": 0, "description": "collapse: the hits folded into this one."},
+                   highlights={"type": "array", "items": _object(
+                       field=string, kind={"enum": ["terms", "sentence"]},
+                       spans={"type": "array", "description": "[start, end) in code points of the field's text",
+                              "items": {"type": "array", "items": integer, "minItems": 2, "maxItems": 2}})})
     facet = _object(field=string, candidates=integer,
                     counts={"type": "array", "items": _object(value=string, count=integer)})
     search = _object(
@@ -114,7 +128,9 @@ def _schemas(limits: RequestLimits, max_token_chars: int) -> dict[str, Any]:
         assignments={"type": "array", "items": _object(layer=string, arm=string)},
         timings={"type": "array", "items": _object(stage=string, ms=number)}, missing_summaries=integer,
         next_page_token={"type": "string", "description": "The next page's token; empty on the last page."},
-        offset=integer, collection=string, facets={"type": "array", "items": _ref("schemas", "Facet")},
+        offset=integer, collection=string,
+        cutoff={"type": ["number", "null"], "description": "The score threshold the arm applied; null: none."},
+        facets={"type": "array", "items": _ref("schemas", "Facet")},
         elapsed_ms=number, impression_id=string, feedback_token=string)
     field = _object(name=string, type={"enum": ["keyword", "number", "bool"]},
                     operators={"type": "array", "items": {"enum": ["eq", "in", "range", "not"]}},
@@ -145,7 +161,35 @@ def _schemas(limits: RequestLimits, max_token_chars: int) -> dict[str, Any]:
                                                                                    "items": _ref("schemas", "Scene")}),
             "FeedbackRequest": feedback, "FeedbackResponse": _object(impression_id=string,
                                                                      duplicate={"type": "boolean"}),
-            "ImageSearchForm": image_form, "Status": _object(status=string)}
+            "ImageSearchForm": image_form, "Status": _object(status=string), **_document_schemas(limits)}
+
+
+def _document_schemas(limits: RequestLimits) -> dict[str, Any]:
+    """The bodies of ``/api/documents`` and ``/api/whoami`` (:mod:`mmsearch.services.web.documents`)."""
+    string, ident = {"type": "string"}, {"type": "integer", "minimum": -2 ** 63, "maximum": 2 ** 63 - 1}
+    maybe = {"type": ["string", "null"]}
+    document = {"type": "object", "additionalProperties": False, "required": ["id"], "properties": {
+        "id": ident, "fields": {"type": "object", "description": "The text the scene embeds, the collection's "
+                                "scalar fields (typed as the collection declares them) and summary fields."},
+        "image_base64": {"type": "string", "contentEncoding": "base64", "description": "Image scenes: the "
+                         f"encoded image, at most {limits.image_bytes} bytes once decoded."},
+        "image_url": {"type": "string", "format": "uri", "description": "Image scenes: an http(s) URL of a "
+                      "public address the writer fetches (instead of image_base64)."}}}
+    result = _object(["index", "id", "status"], index={"type": "integer", "minimum": 0},
+                     id={"type": ["integer", "null"]},
+                     status={"type": "string", "enum": ["applied", "unchanged", "refused", "not_found"]},
+                     field=maybe, reason=maybe)
+    return {"UpsertRequest": _object(scene={"type": "string", "minLength": 1, "pattern": SCENE_PATTERN.pattern},
+                                     documents={"type": "array", "minItems": 1, "items": document}),
+            "ItemResult": result,
+            "WriteResponse": _object(results={"type": "array", "items": _ref("schemas", "ItemResult")},
+                                     collection=string, position={"type": "integer", "minimum": 0}),
+            "StoredDocument": _object(id={"type": "integer"}, fields={"type": "object"}, content_sha256=string),
+            "GetDocumentsResponse": _object(documents={"type": "array", "items": _ref("schemas", "StoredDocument")},
+                                            missing={"type": "array", "items": {"type": "integer"}},
+                                            collection=string),
+            "Whoami": _object(key_id=string, scopes={"type": "array", "items": string},
+                              scenes={"type": ["array", "null"], "items": string})}
 
 
 _ERRORS = {
@@ -157,8 +201,10 @@ _ERRORS = {
     "405": "A method the path does not take (Allow lists those it does).",
     "413": "An image or body over its bound.",
     "415": "A body of a media type the route does not take.",
-    "429": "Over the key's rate, or too many feedback events from one client (Retry-After: seconds).",
+    "429": "Over the key's rate, too many feedback events from one client, or the write queue full "
+           "(Retry-After: seconds).",
     "500": "A bug in web (logged under the request id).",
+    "501": "Live writes are not configured on this web service (MMSEARCH_WRITER_ADDRESS unset).",
     "502": "Any other failure behind web.",
     "503": "Serving, or a store behind it, is down: try again shortly.",
     "504": "Serving did not answer within the request deadline.",
@@ -221,6 +267,10 @@ def paths(limits: RequestLimits, *, images: bool = False) -> dict[str, Any]:
             security=SECURITY, requestBody={"required": True, "content": {
                 media: {"schema": _ref("schemas", "FeedbackRequest")} for media in ("application/json",
                                                                                     "text/plain")}})},
+        "/api/documents": _document_paths(),
+        "/api/whoami": {"get": _operation("whoami", "What the presented key may do (anonymous: what anonymous callers "
+                                          "may); never another key", _ok("Whoami", "The key's id, scopes and scenes "
+                                          "(null: every scene)"), _errors(*_API_ERRORS), security=SECURITY)},
         "/healthz": {"get": _operation("healthz", "The web process is up", _ok("Status", "{\"status\": \"ok\"}"),
                                        {})},
         "/readyz": {"get": _operation("readyz", "Serving answers its health check as SERVING",
@@ -238,6 +288,23 @@ def paths(limits: RequestLimits, *, images: bool = False) -> dict[str, Any]:
                     "description": "No such file"}}, parameters=[{"name": "path", "in": "path", "required": True,
                                                                   "schema": {"type": "string"}}])}
     return out
+
+
+def _document_paths() -> dict[str, Any]:
+    """``/api/documents``: live writes (scope write and the scene) and reads by id (scope search)."""
+    ids = [_ref("parameters", "scene"), _query("id", "A document id (repeat for several).",
+                                                {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                                                required=True, repeated=True)]
+    errors = _errors(*_API_ERRORS, "404", "501")
+    per_item = "One result per item, in request order: applied, unchanged, refused (field and reason) or not_found"
+    return {
+        "get": _operation("getDocuments", "Documents by id, as stored", _ok("GetDocumentsResponse", "The documents "
+                          "found and the ids missing"), errors, parameters=ids, security=SECURITY),
+        "post": _operation("upsertDocuments", "Add or replace documents (encoded with the collection's own model)",
+                           _ok("WriteResponse", per_item), {**errors, **_errors("413", "415")}, security=SECURITY,
+                           requestBody={"required": True, "content": _json(_ref("schemas", "UpsertRequest"))}),
+        "delete": _operation("deleteDocuments", "Delete documents by id", _ok("WriteResponse", per_item), errors,
+                             parameters=ids, security=SECURITY)}
 
 
 def document(limits: RequestLimits, *, max_token_chars: int, images: bool = False) -> dict[str, Any]:

@@ -46,6 +46,16 @@ class WebSettings(MetricsSettings):
     )
     max_message_bytes: int = setting(32 * 1024 * 1024, ge=1024, unit="bytes", advanced=True, description="gRPC max message size of calls to serving.")
     limits: RequestLimits = setting(default_factory=RequestLimits)
+    writer_address: str | None = setting(
+        None, description="host:port of the writer's gRPC DocumentService (live writes, /api/documents). Unset: "
+                          "/api/documents answers 501 (writes are not configured here).")
+    write_timeout_seconds: float = setting(
+        60.0, gt=0, le=600, unit="seconds",
+        description="Deadline of each call to the writer (a batch is encoded and written in both stores).")
+    documents_body_bytes: int = setting(
+        16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, unit="bytes",
+        description="Largest body of POST /api/documents (JSON; images base64); larger: 413. Bounds what one "
+                    "write holds in memory whatever the client sends.")
     access: Access = setting(default_factory=Access)
     client: ClientAddress = setting(default_factory=ClientAddress)
     feedback: FeedbackLimits = setting(default_factory=FeedbackLimits)

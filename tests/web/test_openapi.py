@@ -122,9 +122,10 @@ CHECKS = [schemathesis.checks.not_a_server_error, schemathesis.checks.status_cod
 
 
 @pytest.mark.slow
-@schema.exclude(path="/").parametrize()
+@schema.exclude(path="/").exclude(path="/api/documents").parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_the_live_service_answers_as_documented(case, web):
+    """(``/api/documents`` needs a writer behind web: tests/web/test_api_documents.py runs it there.)"""
     case.call_and_validate(base_url=web.url, checks=CHECKS, timeout=TIMEOUT)
 
 
