@@ -65,6 +65,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                     "paging": {"maxDepth": 5000, "existingSecret": "paging-key"}},
         "web": {"autoscaling": {"enabled": True}, "podDisruptionBudget": {"enabled": True}},
         "triton": {"podDisruptionBudget": {"enabled": True}},
+        "writer": {"enabled": True, "scenes": {"t2t": {}, "photos": {"collection": "{collection}_docs"}}},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "networkPolicy": {
             "enabled": True,
@@ -80,6 +81,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "tls": {"enabled": True, "mutual": True, "web": {"https": True},
                 "certManager": {"issuerRef": {"name": "mmsearch-ca", "kind": "ClusterIssuer"}}},
         "serving": {"replicas": 3},
+        "writer": {"enabled": True, "scenes": {"t2t": {}}},
         "triton": {"podAnnotations": {"reloader.stakater.com/auto": "true"}},
         "networkPolicy": {"enabled": True},
     },

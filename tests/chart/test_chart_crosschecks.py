@@ -25,10 +25,23 @@ SETTINGS = {
     "preprocess": ("mmsearch.services.preprocess.settings", "PreprocessSettings"),
     "serving": ("mmsearch.services.serving.config.settings", "ServingSettings"),
     "web": ("mmsearch.services.web.settings", "WebSettings"),
+    "writer": ("mmsearch.services.writer.settings", "WriterSettings"),
 }
 # Variables every process that reads artifacts has besides its own settings class: the artifact
 # cache and the S3 endpoint (mmsearch.core.artifacts.ArtifactSettings).
 COMMON_RUNTIME_VARS = {"MMSEARCH_CACHE_DIR", "MMSEARCH_S3_ENDPOINT_URL"}
+
+
+OPTIONAL = {"writer"}  # deployed only where its value set enables it
+
+
+def deployed(value_set: str, service: str) -> bool:
+    return service not in OPTIONAL or any(ct.component(m) == service
+                                          for m in ct.of_kind(ct.manifests(value_set), "Deployment"))
+
+
+SERVICE_SETS = [(service, value_set) for service in sorted(SETTINGS) for value_set in SETS
+                if deployed(value_set, service)]
 
 
 def settings_class(service: str):
@@ -149,8 +162,7 @@ def test_common_runtime_vars_are_the_artifact_settings():
     assert set(settings_vars(ArtifactSettings)) == COMMON_RUNTIME_VARS
 
 
-@pytest.mark.parametrize("value_set", SETS)
-@pytest.mark.parametrize("service", sorted(SETTINGS))
+@pytest.mark.parametrize(("service", "value_set"), SERVICE_SETS)
 def test_every_mmsearch_var_is_a_setting_of_its_service_and_required_ones_are_set(service, value_set):
     cls = settings_class(service)
     fields = settings_vars(cls)
@@ -163,8 +175,7 @@ def test_every_mmsearch_var_is_a_setting_of_its_service_and_required_ones_are_se
     assert required <= chart_vars, f"{service}: required settings not set by the chart: {sorted(required - chart_vars)}"
 
 
-@pytest.mark.parametrize("value_set", SETS)
-@pytest.mark.parametrize("service", sorted(SETTINGS))
+@pytest.mark.parametrize(("service", "value_set"), SERVICE_SETS)
 def test_the_values_the_chart_sets_load_in_the_settings_class(service, value_set, monkeypatch, tmp_path):
     """Every literal value parses (ports, booleans, the MMSEARCH_MODELS JSON ...)."""
     from mmsearch.core.settings import load_settings
@@ -503,7 +514,8 @@ def test_every_container_command_is_a_real_mmsearch_command(value_set):
             assert "command" not in c, "the image's entry point is `mmsearch`"
             _cli_command(c["args"])
             seen.add(tuple(c["args"]))
-    assert seen == {("serve", "preprocess"), ("serve", "serving"), ("serve", "web"), ("operator",)}
+    writer = {("serve", "writer")} if value_set == "full" else set()  # the writer is off by default
+    assert seen == {("serve", "preprocess"), ("serve", "serving"), ("serve", "web"), ("operator",), *writer}
 
 
 @pytest.mark.parametrize("module", ["mmsearch.services.preprocess.main", "mmsearch.services.serving.main", "mmsearch.services.web.main", "mmsearch.operator.main"])
@@ -573,10 +585,16 @@ def _allowed(items, src: str | None, dst: str | None, port: int, port_name: str)
     return True
 
 
-def test_network_policy_lets_only_web_serving_preprocess_triton_talk():
+def test_network_policy_lets_only_web_serving_preprocess_triton_writer_talk():
     items = ct.manifests("full")
-    assert {ct.component(p) for p in ct.of_kind(items, "NetworkPolicy")} == {"web", "serving", "preprocess", "triton"}
-    grpc = {"serving": 50052, "preprocess": 50051, "triton": 8001}
+    assert {ct.component(p) for p in ct.of_kind(items, "NetworkPolicy")} == {"web", "serving", "preprocess", "triton",
+                                                                              "writer"}
+    grpc = {"serving": 50052, "preprocess": 50051, "triton": 8001, "writer": 50053}
+    assert _allowed(items, "web", "writer", grpc["writer"], "grpc")  # /api/documents
+    assert _allowed(items, "writer", None, 19530, "") and _allowed(items, "writer", None, 27017, "")
+    assert _allowed(items, "writer", None, 443, "")  # the document towers from the model repository
+    assert not _allowed(items, "serving", "writer", grpc["writer"], "grpc")
+    assert not _allowed(items, None, "writer", grpc["writer"], "grpc")
     # The allowed path.
     assert _allowed(items, "web", "serving", grpc["serving"], "grpc")
     assert _allowed(items, "serving", "preprocess", grpc["preprocess"], "grpc")

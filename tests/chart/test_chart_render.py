@@ -113,7 +113,7 @@ def test_service_monitor_matches_its_schema_and_selects_every_metrics_service():
         for s in ct.of_kind(items, "Service")
         if selector.items() <= s.doc["metadata"]["labels"].items() and port in {p["name"] for p in s.doc["spec"]["ports"]}
     }
-    assert scraped == {"preprocess", "serving", "web", "triton"}
+    assert scraped == {"preprocess", "serving", "web", "triton", "writer"}
 
 
 def _indexjob_crd() -> dict:

@@ -198,7 +198,7 @@ def test_every_hop_has_tls_and_every_certificate_names_what_its_clients_dial(val
 def test_cert_manager_certificates_serve_and_authenticate_from_the_issuer_given():
     items = ct.manifests("secure")
     certificates = {ct.component(c): c.doc["spec"] for c in ct.of_kind(items, "Certificate")}
-    assert set(certificates) == {"web", "serving", "preprocess", "triton"}
+    assert set(certificates) == {"web", "serving", "preprocess", "triton", "writer"}
     for spec in certificates.values():
         assert {"server auth", "client auth"} <= set(spec["usages"])
         assert spec["issuerRef"] == {"name": "mmsearch-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}

@@ -26,7 +26,7 @@ without it serving would see every caller as anonymous.
 {{- .Values.access.relayKey.existingSecret | default .Values.access.existingSecret -}}
 {{- end -}}
 
-{{/* MMSEARCH_* access settings of web or serving: (dict "root" $ "component" "web") */}}
+{{/* MMSEARCH_* access settings of web, serving or the writer: (dict "root" $ "component" "web") */}}
 {{- define "mmsearch.accessEnv" -}}
 {{- $a := .root.Values.access -}}
 - name: MMSEARCH_ANONYMOUS_SCENES
@@ -111,13 +111,13 @@ the Certificate the chart asks cert-manager for. (dict "root" $ "component" "ser
       - {key: ca.crt, path: ca.crt}
 {{- end -}}
 
-{{/* Volumes of web, serving, preprocess or Triton: (dict "root" $ "component" "web"). */}}
+{{/* Volumes of web, serving, preprocess, the writer or Triton: (dict "root" $ "component" "web"). */}}
 {{- define "mmsearch.securityVolumes" -}}
 {{- $a := .root.Values.access -}}
 {{- if .root.Values.tls.enabled }}
 {{ include "mmsearch.tlsVolume" . }}
 {{- end }}
-{{- if and $a.existingSecret (has .component (list "web" "serving")) }}
+{{- if and $a.existingSecret (has .component (list "web" "serving" "writer")) }}
 - name: api-keys
   secret:
     secretName: {{ $a.existingSecret }}
@@ -143,7 +143,7 @@ the Certificate the chart asks cert-manager for. (dict "root" $ "component" "ser
   mountPath: {{ include "mmsearch.tlsDir" . }}
   readOnly: true
 {{- end }}
-{{- if and $a.existingSecret (has .component (list "web" "serving")) }}
+{{- if and $a.existingSecret (has .component (list "web" "serving" "writer")) }}
 - name: api-keys
   mountPath: {{ include "mmsearch.keysDir" . }}
   readOnly: true
