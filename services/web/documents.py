@@ -274,6 +274,7 @@ def add_routes(app: web.Application, json_error: ErrorFn, request_id: Callable[[
 
         return scene, call
 
-    app.router.add_get("/api/documents", guarded("search", "get", get))
+    # No HEAD: the gate's rules are per method here, and a HEAD must not reach a handler unchecked.
+    app.router.add_get("/api/documents", guarded("search", "get", get), allow_head=False)
     app.router.add_post("/api/documents", guarded("write", "upsert", upsert))
     app.router.add_delete("/api/documents", guarded("write", "delete", delete))
