@@ -156,7 +156,7 @@ def test_summaries_are_cached_per_version_and_a_generation_bump_serves_documents
                 client.close()
             eventually(lambda: first() == (doc_id, "changed in place"), "the document changed in place served",
                        timeout=20, interval=0.1)
-            assert stack.serving.store.current.version(SCENE) [:2] == (concrete, generation + 1)
+            assert stack.serving.store.current.version(SCENE)[:2] == (concrete, generation + 1)
             assert stack.serving.store.current.routes[SCENE] == concrete
         finally:
             docs.update_one({"_id": doc_id}, {"$set": {"question": question}})
