@@ -92,7 +92,7 @@ def test_ocr_reads_drawn_text_into_the_record(tmp_path, drawn, engine):
     if engine == "tesseract" and shutil.which("tesseract") is None:
         pytest.skip("tesseract is not installed (make system-deps installs it)")
     folder, items = drawn
-    summary = prepare(str(tmp_path / "w"), "images", str(folder), ocr=engine)
+    summary = prepare(str(tmp_path / "w"), "images", str(folder), ocr=engine, ocr_timeout=600)
     assert summary["records"] == len(items) and summary["skips"] == {}
     records = {r["name"]: r for r in read_records(tmp_path / "w")}
     accuracy = [char_accuracy(records[i.name]["ocr_text"], i.text) for i in items]
@@ -133,7 +133,7 @@ def test_an_image_the_engine_cannot_read_is_an_ocr_failure_not_a_crash(tmp_path)
 @pytest.mark.parametrize("kwargs, message", [
     (dict(source_kind="images", ocr="easyocr"), "--ocr 'easyocr': choose one of none, rapidocr, tesseract"),
     (dict(source_kind="images", ocr="rapidocr", ocr_timeout=0), "--ocr-timeout 0: give a positive number"),
-    (dict(source_kind="stdlib", source="csv", ocr="rapidocr"), "--ocr rapidocr: OCR reads images; "
+    (dict(source_kind="stdlib", source="csv", ocr="rapidocr"), "--ocr rapidocr: OCR reads images and video frames; "
                                                                "--source-kind stdlib has none"),
 ])
 def test_bad_ocr_settings_are_refused_naming_the_flag(tmp_path, captioned, kwargs, message):

@@ -158,3 +158,6 @@ def test_weighted_fusion_normalises_each_metric():
     minmax = fuse([("dense", "IP", dense), ("bm25", "BM25", bm25)], "weighted",
                   {"weights": {"dense": 0.5, "bm25": 0.5}, "norm": "minmax"}, 10)
     assert dict(zip(minmax.ids.tolist(), minmax.scores.tolist())) == pytest.approx({1: 0.5, 2: 0.5, 3: 0.0})
+    only = fuse([("dense", "IP", dense), ("bm25", "BM25", hits([3], [2.5]))], "weighted",
+                {"weights": {"dense": 0.3, "bm25": 0.7}, "norm": "minmax"}, 10)  # the only BM25 match counts
+    assert dict(zip(only.ids.tolist(), only.scores.tolist())) == pytest.approx({3: 0.7, 1: 0.3, 2: 0.0})

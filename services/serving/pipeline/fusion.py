@@ -15,7 +15,8 @@ they always run dense alone. :func:`single` orders one retriever's list;
   ``WeightedRanker`` normalisation: ``0.5 + atan(s)/pi`` for IP,
   ``(1 + s)/2`` for COSINE, ``1 - 2 atan(d)/pi`` for L2 and ``2 atan(s)/pi``
   for BM25; ``norm: minmax`` rescales each list to [0, 1] by its own best
-  and worst score.
+  and worst score (a list of one hit, or of equal scores, is all best: 1,
+  so the only BM25 match of a query counts in full).
 
 Why serving fuses instead of calling Milvus's ``hybrid_search``: the items
 must say which retriever found them (and at which rank), which
@@ -81,9 +82,12 @@ def weighted(ranks: dict[int, dict[str, tuple[int, float]]], metrics: Mapping[st
             scores = [by[name][1] for by in ranks.values() if name in by]
             low, high = (min(scores), max(scores)) if scores else (0.0, 1.0)
             best_high = metric != "L2"
-            span = (high - low) or 1.0
-            norms[name] = (lambda s, lo=low, sp=span: (s - lo) / sp) if best_high else \
-                (lambda d, hi=high, sp=span: (hi - d) / sp)
+            span = high - low
+            if span == 0:  # one hit, or all tied: each is the list's best, not its worst
+                norms[name] = lambda s: 1.0
+            else:
+                norms[name] = (lambda s, lo=low, sp=span: (s - lo) / sp) if best_high else \
+                    (lambda d, hi=high, sp=span: (hi - d) / sp)
     w = params["weights"]
     return {i: sum(w[name] * norms[name](score) for name, (_, score) in by.items()) for i, by in ranks.items()}
 
