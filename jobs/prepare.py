@@ -15,6 +15,10 @@ One JSON object per line, each with a stable integer ``id``:
   run over its ``--ocr-timeout`` is a counted skip of that image's OCR. The
   summary's ``skips`` counts them by reason. Without ``--base-url`` the url is
   the file's ``file://`` URI.
+- ``video``: a folder of videos -> one item per kept frame (scene changes, and
+  at least every ``--frame-every`` seconds; :mod:`mmsearch.jobs.sources.video`),
+  its JPEG written under ``<workdir>/frames/``, with ``video``, ``seconds`` and
+  ``moment_url`` (``video_url#t=S``), the video's caption and the frame's OCR.
 - ``qa``: a Q&A JSONL file (baike2018qa style ``qid, category, title, desc,
   answer``; field names configurable) -> ``{id, question, answer, category}``.
   A malformed line (bad JSON, not an object, a required field missing) fails the
@@ -78,6 +82,7 @@ MAX_RECORD_BYTES = 8 * MiB
 
 class SourceKind(str, Enum):
     images = "images"
+    video = "video"
     qa = "qa"
     stdlib = "stdlib"
 
@@ -186,6 +191,25 @@ def image_records(folder: Path, base_url: str | None, stats: Stats,
                     **_image_text(path, descriptions, ocr, stats)}, rel
 
 
+def _video_records(workdir: str, folder: Path, base_url: str | None, stats: Stats, progress: Progress | None,
+                   ocr, frames: tuple[float, float]) -> Iterator[tuple[str, dict, str]]:
+    """The frame items of the videos under ``folder`` (see :mod:`mmsearch.jobs.sources.video`), frames
+    written under ``<workdir>/frames/``; a video's sidecars and description caption each of its frames."""
+    from mmsearch.jobs.sources.video import frame_records
+
+    if not folder.is_dir():
+        raise JobError(f"--source {folder}: no such folder (the video folder to index)")
+    return frame_records(folder, base_url=base_url, frames_uri=artifacts.join(workdir, "frames"), skip=stats.skip,
+                         text_of=lambda frame, video: _frame_text(frame, video, ocr, stats),
+                         every=frames[0], scene_threshold=frames[1], progress=progress)
+
+
+def _frame_text(frame: Path, video: Path, ocr, stats: Stats) -> dict:
+    """A frame's text fields: what OCR reads in the frame, the caption and alt text of its video."""
+    described = _image_text(video, [], None, stats)
+    return {**_image_text(frame, [], ocr, stats), "caption": described["caption"], "alt_text": described["alt_text"]}
+
+
 def _is_sidecar(path: Path, images: set[Path], stems: set[Path], suffixes: tuple[str, ...]) -> bool:
     """Whether ``path`` is the caption file of an image beside it (``photo.jpg.txt``, ``photo.json``);
     ``stems``: the images' paths without their suffix."""
@@ -273,15 +297,18 @@ def _source_path(source: str | None, what: str) -> Path:
 def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = None, *,
             base_url: str | None = None, question_field: str = "title", answer_field: str = "answer",
             category_field: str = "category", id_field: str = "qid", ocr: str = "none", ocr_timeout: float = 30.0,
-            progress: Progress | None = None) -> dict:
+            frame_every: float = 10.0, scene_threshold: float = 0.25, progress: Progress | None = None) -> dict:
     """Build and write the corpus; returns the summary ``{records, skipped, duplicates, corpus}`` (and
     ``skips``, the skipped files and OCR runs by reason, for images)."""
     kind = SourceKind(source_kind)
     ensure_workdir(workdir)
+    if not frame_every > 0 or not 0 <= scene_threshold <= 1:
+        raise JobError(f"--frame-every {frame_every} / --scene-threshold {scene_threshold}: give a positive number "
+                       "of seconds and a threshold between 0 and 1")
     with _ocr_reader(ocr, ocr_timeout, kind) as reader:
         return _prepare(workdir, kind, source, base_url=base_url, question_field=question_field,
                         answer_field=answer_field, category_field=category_field, id_field=id_field, ocr=reader,
-                        progress=progress)
+                        frames=(frame_every, scene_threshold), progress=progress)
 
 
 @contextlib.contextmanager
@@ -292,8 +319,8 @@ def _ocr_reader(ocr: str, timeout: float, kind: SourceKind) -> Iterator:
     if ocr == "none":
         yield None
         return
-    if kind is not SourceKind.images:
-        raise JobError(f"--ocr {ocr}: OCR reads images; --source-kind {kind.value} has none (drop --ocr)")
+    if kind not in (SourceKind.images, SourceKind.video):
+        raise JobError(f"--ocr {ocr}: OCR reads images and video frames; --source-kind {kind.value} has none (drop --ocr)")
     try:
         reader = OcrReader(ocr, timeout=timeout)
     except ValueError as exc:
@@ -305,10 +332,13 @@ def _ocr_reader(ocr: str, timeout: float, kind: SourceKind) -> Iterator:
 
 
 def _prepare(workdir: str, kind: SourceKind, source: str | None, *, base_url: str | None, question_field: str,
-             answer_field: str, category_field: str, id_field: str, ocr, progress: Progress | None) -> dict:
+             answer_field: str, category_field: str, id_field: str, ocr, frames: tuple[float, float],
+             progress: Progress | None) -> dict:
     stats = Stats()
     if kind is SourceKind.images:
         keyed = image_records(_source_path(source, kind.value), base_url, stats, progress, ocr)
+    elif kind is SourceKind.video:
+        keyed = _video_records(workdir, _source_path(source, kind.value), base_url, stats, progress, ocr, frames)
     elif kind is SourceKind.qa:
         path = _source_path(source, kind.value)
         if path.is_dir():
@@ -320,7 +350,7 @@ def _prepare(workdir: str, kind: SourceKind, source: str | None, *, base_url: st
     lines = []
     for record in _with_ids(keyed, stats):
         lines.append(_within_limit(json.dumps(record, ensure_ascii=False), record))
-        if progress is not None and kind is not SourceKind.images:
+        if progress is not None and kind not in (SourceKind.images, SourceKind.video):
             progress.update(1)
     if not lines:
         raise JobError(f"empty corpus: --source {source or kind.value} gave no records"
@@ -328,15 +358,15 @@ def _prepare(workdir: str, kind: SourceKind, source: str | None, *, base_url: st
     target = corpus_uri(workdir)
     artifacts.write_bytes(target, ("\n".join(lines) + "\n").encode("utf-8"))
     summary = {"records": len(lines), "skipped": stats.skipped, "duplicates": stats.duplicates, "corpus": target}
-    return {**summary, "skips": stats.skips} if kind is SourceKind.images else summary
+    return {**summary, "skips": stats.skips} if kind in (SourceKind.images, SourceKind.video) else summary
 
 
 @job_app.command("prepare")
 def prepare_command(
     workdir: Workdir,
-    source_kind: SourceKind = typer.Option(..., envvar="MMSEARCH_SOURCE_KIND", help="images | qa | stdlib."),
+    source_kind: SourceKind = typer.Option(..., envvar="MMSEARCH_SOURCE_KIND", help="images | video | qa | stdlib."),
     source: str = typer.Option(None, envvar="MMSEARCH_SOURCE",
-                               help="images: the folder; qa: the JSONL file; stdlib: optional comma-separated modules."),
+                               help="images, video: the folder; qa: the JSONL file; stdlib: optional comma-separated modules."),
     base_url: str = typer.Option(None, envvar="MMSEARCH_BASE_URL", help="URL the image folder is served from."),
     question_field: str = typer.Option("title", envvar="MMSEARCH_QUESTION_FIELD"),
     answer_field: str = typer.Option("answer", envvar="MMSEARCH_ANSWER_FIELD"),
@@ -347,10 +377,15 @@ def prepare_command(
                             help="images: read the text in each image with rapidocr | tesseract | none."),
     ocr_timeout: float = typer.Option(30.0, envvar="MMSEARCH_OCR_TIMEOUT",
                                       help="Seconds OCR may spend on one image (then its OCR is skipped, counted)."),
+    frame_every: float = typer.Option(10.0, envvar="MMSEARCH_FRAME_EVERY",
+                                      help="video: keep a frame at least every this many seconds."),
+    scene_threshold: float = typer.Option(0.25, envvar="MMSEARCH_SCENE_THRESHOLD",
+                                          help="video: a picture change (0..1) that keeps a frame as a new scene."),
 ) -> None:
     """Turn images, a Q&A JSONL file or the Python stdlib docs into <workdir>/corpus.jsonl."""
     with exit_on_error(), Progress("prepare") as progress:
         summary = prepare(workdir, source_kind, source, base_url=base_url, question_field=question_field,
                           answer_field=answer_field, category_field=category_field, id_field=id_field,
-                          ocr=ocr, ocr_timeout=ocr_timeout, progress=progress)
+                          ocr=ocr, ocr_timeout=ocr_timeout, frame_every=frame_every,
+                          scene_threshold=scene_threshold, progress=progress)
         progress.finish(**summary)

@@ -365,9 +365,28 @@
     label.title = name;
     caption.appendChild(label);
     caption.appendChild(el("span", "score", score(item.score)));
+    const moment = safeImageUrl(s.moment_url);  // a video frame: link to its moment (video_url#t=S)
+    if (moment) {
+      const link = el("a", "moment", "▶ " + clock(Number(s.seconds) || 0));
+      link.href = moment;
+      link.target = "_blank";
+      link.rel = "noopener";
+      caption.appendChild(link);
+    }
+    const words = [s.caption, s.alt_text, s.ocr_text].filter((t) => typeof t === "string" && t.trim()).join(" · ");
+    if (words) {  // the text the image carries (captions, OCR): what a text query may have matched
+      const text = el("span", "words", words.length > 140 ? words.slice(0, 139) + "…" : words);
+      text.title = words;
+      caption.appendChild(text);
+    }
     node.appendChild(caption);
     node.appendChild(similarButton(item, name));
     return node;
+  }
+
+  function clock(seconds) {
+    const whole = Math.floor(seconds);
+    return Math.floor(whole / 60) + ":" + String(whole % 60).padStart(2, "0");
   }
 
   // ---- filters, facets and pages -------------------------------------------
