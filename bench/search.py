@@ -27,6 +27,11 @@ and an embedded secantusd. Then measures:
   fetched beforehand), more like this (the query's best match) and a hybrid
   query (dense + BM25, fused). Targets: filtered and page 3 <= 1.2x, more like
   this <= 0.8x (no embed), hybrid <= 1.5x.
+- with ``--tracing``: a serving with tracing on (the standard ``OTEL_*``
+  variables, every span exported over OTLP/gRPC to a real receiver in this
+  process), measured like ``--secure``; the plain serving is the "off" side
+  (tracing off costs nothing: no interceptor is installed). Targets: p50@1 at
+  most 1.10x, QPS@32 at least 0.90x.
 - with ``--secure``: a third serving (and its preprocess) with API keys and mutual
   TLS on as the chart runs them (a test CA, one key file), measured at
   concurrency 1 and 32 interleaved with the plain serving (on, off, secure,
@@ -413,6 +418,9 @@ def main() -> None:
                         help="extra serving setting, e.g. MMSEARCH_SUMMARY_CACHE_DOCUMENTS=0 (repeatable)")
     parser.add_argument("--triton", action="store_true",
                         help="also measure serving with the encoder on a real tritonserver (MMSEARCH_TRITON_ADDRESS)")
+    parser.add_argument("--tracing", action="store_true",
+                        help="also measure a serving with tracing on (OTEL_* variables, exporting over OTLP/gRPC to a "
+                             "receiver in this process), at concurrency 1 and 32, interleaved with the plain one")
     parser.add_argument("--secure", action="store_true",
                         help="also measure a serving with API keys and mutual TLS on (its preprocess too), at "
                              "concurrency 1 and 32, interleaved with the plain one")
@@ -435,6 +443,7 @@ def main() -> None:
     busy: list = []
     parts: list[dict[str, list[float]]] = []  # per round: serving's CPU ms per query by component at c=32
     triton = None
+    receiver = None
     cache = (0.0, 0.0)
     impressions = 0
     try:
@@ -495,6 +504,17 @@ def main() -> None:
         for port in (int8_port, cached_port):
             wait_healthy(f"127.0.0.1:{port}")
         zipf = zipf_texts(work / "corpus.jsonl", max(4 * args.queries, 800))
+        traced_port, traced_pid = 0, 0
+        if args.tracing:
+            from tests.support.otlp import OtlpReceiver, env as otlp_env
+
+            receiver = OtlpReceiver().__enter__()
+            traced_port = free_port()
+            procs.append(serving_process(env, traced_port, free_port(), experiments,
+                                         {**stores, **otlp_env(receiver), "OTEL_SERVICE_NAME": "serving",
+                                          **dict(item.split("=", 1) for item in args.serving_env)}))
+            wait_healthy(f"127.0.0.1:{traced_port}")
+            traced_pid = procs[-1].pid
         secure, secure_port = None, 0
         if args.secure:
             secure = Secure(tmp / "secure")
@@ -544,20 +564,21 @@ def main() -> None:
                 # At 1 and 32 the same load runs on the serving without impressions too, in the order on, off,
                 # off, on (half the queries each), so a drift of the machine during the round hits both alike;
                 # a pause after each run lets the impression drain finish its writes outside the next one.
-                runs: dict[str, list[dict]] = {"on": [], "off": [], "secure": []}
-                variants = ["on", "off", *(["secure"] if secure else [])]
+                runs: dict[str, list[dict]] = {"on": [], "off": [], "secure": [], "traced": []}
+                variants = ["on", "off", *(["secure"] if secure else []), *(["traced"] if traced_port else [])]
                 for which in [*variants, *reversed(variants)] if c in (1, 32) else ("on", "on"):
                     on = which == "on"
-                    port = {"on": srv_port, "off": off_port, "secure": secure_port}[which]
+                    port = {"on": srv_port, "off": off_port, "secure": secure_port, "traced": traced_port}[which]
                     pids = {**processes, "serving": {"on": procs[1].pid, "off": procs[2].pid,
-                                                      "secure": secure_pid if secure else 0}[which]}
+                                                      "secure": secure_pid if secure else 0,
+                                                      "traced": traced_pid}[which]}
                     before = {name: process_seconds(pid) for name, pid in pids.items()}
                     loop_before, encoder_before = thread_seconds(procs[1].pid, procs[1].pid), scrape(srv_metrics, ENCODER_CPU)
                     queries = max(n, 10 * c) // 2
                     runs[which].append(asyncio.run(load(f"127.0.0.1:{port}", scene, c, queries,
                                                         secure if which == "secure" else None)))
                     time.sleep(1.0)
-                    if c == 32 and which != "secure":
+                    if c == 32 and which in ("on", "off"):
                         (cpu if on else cpu_off)[-1].append({name: (process_seconds(pid) - before[name]) * 1000
                                                          / (queries + len(QUERIES)) for name, pid in pids.items()})
                     if c == 32 and on:
@@ -574,6 +595,8 @@ def main() -> None:
                     rounds[-1][f"no impr. c={c}"] = merged(*runs["off"])
                 if runs["secure"]:
                     rounds[-1][f"keys+TLS c={c}"] = merged(*runs["secure"])
+                if runs["traced"]:
+                    rounds[-1][f"tracing c={c}"] = merged(*runs["traced"])
             for name, figures in asyncio.run(load_features(f"127.0.0.1:{srv_port}", features, n)).items():
                 rounds[-1][f"c=1 {name}"] = figures
             zipf_before = [scrape(cached_metrics, f"mmsearch_serving_inference_cache_{k}_total") for k in ("hits", "misses")]
@@ -595,6 +618,8 @@ def main() -> None:
             p.wait(15)
         if triton is not None:
             triton.stop()
+        if receiver is not None:
+            receiver.__exit__(None, None, None)
         milvus.stop()
         mongo.stop()
     report(rounds, cpu, cpu_off, [b.others for b in busy], args.busy)
@@ -654,6 +679,11 @@ def report(rounds: list[dict[str, dict]], cpu_rounds: list[list[dict[str, float]
     for name, target in (("filtered", 1.2), ("page 3", 1.2), ("similar", 0.8), ("hybrid", 1.5)):
         features[name] = (ratio(f"p50@1 {name} / dense p50@1",
                                 [r[f"c=1 {name}"]["p50"] / r["c=1 dense"]["p50"] for r in rounds]), target)
+    if "tracing c=1" in rounds[0]:
+        p50 = ratio("p50@1 tracing on / off", [r["tracing c=1"]["p50"] / r["mmsearch c=1"]["p50"] for r in rounds])
+        qps = ratio("QPS@32 tracing on / off", [r["tracing c=32"]["qps"] / r["mmsearch c=32"]["qps"] for r in rounds])
+        print(f"tracing: p50@1 on/off {p50:.3f}x, target <= 1.10x: {'OK' if p50 <= 1.10 else 'MISSED'}; "
+              f"QPS@32 on/off {qps:.3f}x, target >= 0.90x: {'OK' if qps >= 0.90 else 'MISSED'}")
     if "keys+TLS c=1" in rounds[0]:
         p50 = ratio("p50@1 keys+TLS on / off", [r["keys+TLS c=1"]["p50"] / r["mmsearch c=1"]["p50"] for r in rounds])
         qps = ratio("QPS@32 keys+TLS on / off", [r["keys+TLS c=32"]["qps"] / r["mmsearch c=32"]["qps"] for r in rounds])
