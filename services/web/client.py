@@ -24,7 +24,8 @@ OPS = {"eq": retrieval_pb2.Filter.EQ, "in": retrieval_pb2.Filter.IN, "not": retr
 def search_request(query: SearchQuery) -> retrieval_pb2.SearchRequest:
     """The gRPC request of a validated API query (filter values travel as text; serving types them). Pure."""
     request = retrieval_pb2.SearchRequest(scene=query.scene, top_k=query.top_k, user_id=query.user_id,
-                                          diversify=query.diversify, facets=query.facets, page_token=query.page_token)
+                                          diversify=query.diversify, facets=query.facets, page_token=query.page_token,
+                                          sort=query.sort, collapse=query.collapse, highlight=query.highlight)
     if query.similar_to is not None:
         request.similar_to = query.similar_to
     elif query.image is not None:

@@ -15,7 +15,10 @@ Filters in URLs (``filter``, repeatable; all must hold):
 Serving checks the field and the value's type against the scene's declared
 fields (``GET /api/scenes`` lists them). ``facet=FIELD`` (repeatable) asks
 for value counts, ``page_token`` continues a search, ``GET /api/similar``
-takes ``id`` (a stored item) instead of ``q``.
+takes ``id`` (a stored item) instead of ``q``. ``sort=FIELD`` / ``sort=-FIELD``
+orders what passes the arm's cutoff by a number field (ascending /
+descending), ``collapse=FIELD`` keeps one hit per value of a keyword field,
+``highlight=true`` asks for the spans that matched; serving checks the fields.
 """
 from __future__ import annotations
 
@@ -80,6 +83,9 @@ class SearchQuery:
     filters: tuple[FilterParam, ...] = ()
     facets: tuple[str, ...] = ()
     page_token: str = ""
+    sort: str = ""          # FIELD or -FIELD
+    collapse: str = ""
+    highlight: bool = False
 
 
 def parse_scene(value: str | None) -> str:
@@ -181,6 +187,17 @@ def parse_facets(values: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
+def parse_field(parameter: str, value: str | None, *, signed: bool = False) -> str:
+    """A field name (``-FIELD`` too with ``signed``: ``sort``), or "" when absent."""
+    if not value:
+        return ""
+    if not FIELD_PATTERN.match(value[1:] if signed and value.startswith("-") else value):
+        how = "FIELD (ascending) or -FIELD (descending), a number field" if signed else "a keyword field"
+        raise BadParameter(parameter, f"{parameter} {_shown(value)} is not a field name: give {how} of the scene "
+                                      "(GET /api/scenes lists them)")
+    return value
+
+
 def parse_page_token(value: str | None) -> str:
     if not value:
         return ""
@@ -215,7 +232,7 @@ def parse_search(
     similar: bool = False,
 ) -> SearchQuery:
     """A :class:`SearchQuery` from query/form parameters (``scene``, ``q``, ``k``, ``user``, ``diversify``,
-    ``filter``, ``facet``, ``page_token``; ``id`` with ``similar``).
+    ``filter``, ``facet``, ``page_token``, ``sort``, ``collapse``, ``highlight``; ``id`` with ``similar``).
 
     With ``image`` (a POSTed upload) the query is the image and ``q`` must be
     absent: one search has one query. With ``similar`` (``GET /api/similar``)
@@ -225,7 +242,10 @@ def parse_search(
     common = dict(top_k=parse_top_k(params.get("k"), max_top_k), user_id=parse_user(params.get("user"), max_user_chars),
                   diversify=parse_bool("diversify", params.get("diversify")),
                   filters=parse_filters(values_of(params, "filter")), facets=parse_facets(values_of(params, "facet")),
-                  page_token=parse_page_token(params.get("page_token")))
+                  page_token=parse_page_token(params.get("page_token")),
+                  sort=parse_field("sort", params.get("sort"), signed=True),
+                  collapse=parse_field("collapse", params.get("collapse")),
+                  highlight=parse_bool("highlight", params.get("highlight")))
     if similar:
         if params.get("q"):
             raise BadParameter("q", "GET /api/similar searches by id; send q to GET /api/search instead")

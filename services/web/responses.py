@@ -81,7 +81,7 @@ def upstream_message(code: grpc.StatusCode, request_id: str, what: str = "search
 _DETAIL_PARAMETER = (
     ("unknown scene", "scene"), ("scene", "scene"), ("text", "q"), ("give a query", "q"),
     ("image", "image"), ("top_k", "k"), ("page_size", "k"), ("user", "user"), ("filters", "filter"),
-    ("facets", "facet"), ("page_token", "page_token"), ("similar_to", "id"), ("no item with id", "id"),
+    ("facets", "facet"), ("page_token", "page_token"), ("sort", "sort"), ("collapse", "collapse"), ("similar_to", "id"), ("no item with id", "id"),
     ("feedback_token", "feedback_token"), ("item_id", "item_id"), ("event", "event"), ("dwell_seconds", "dwell_seconds"),
 )
 
@@ -125,6 +125,9 @@ def search_json(response: retrieval_pb2.SearchResponse, *, scene: str, elapsed_m
                 "retrieval_score": item.retrieval_score,
                 "summary": _number(MessageToDict(item.summary)) if item.HasField("summary") else {},
                 "found_by": [{"retriever": f.retriever, "rank": f.rank, "score": f.score} for f in item.found_by],
+                "folded": item.folded,
+                "highlights": [{"field": h.field, "kind": h.kind, "spans": [[s.start, s.end] for s in h.spans]}
+                               for h in item.highlights],
             }
             for item in response.items
         ],
@@ -135,6 +138,7 @@ def search_json(response: retrieval_pb2.SearchResponse, *, scene: str, elapsed_m
         "next_page_token": response.next_page_token,
         "offset": response.offset,
         "collection": response.collection,
+        "cutoff": response.cutoff if response.HasField("cutoff") else None,
         "facets": [{"field": f.field, "candidates": f.candidates,
                     "counts": [{"value": c.value, "count": c.count} for c in f.counts]} for f in response.facets],
         "elapsed_ms": elapsed_ms,

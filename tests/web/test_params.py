@@ -80,7 +80,8 @@ def test_search_json_mirrors_the_proto():
     body = search_json(response, scene="t2t", elapsed_ms=3.0)
     assert body["items"][0] == {"id": 7, "score": 0.5, "retrieval_score": 0.25,
                                 "summary": {"question": "json.loads", "answer": "Deserialize",
-                                            "category": "json", "n": 3}, "found_by": []}
+                                            "category": "json", "n": 3}, "found_by": [], "folded": 0,
+                                "highlights": []}
     assert body["items"][1]["summary"] == {}
     assert body["assignments"] == [{"layer": "ranking", "arm": "control"}]
     assert body["timings"] == [{"stage": "embed", "ms": 1.5}]
@@ -174,3 +175,28 @@ def test_feedback_fields_of_the_wrong_type_are_refused_naming_the_field(field, v
 def test_feedback_ids_may_be_decimal_strings():
     event = parse_feedback(b'{"feedback_token": "t", "item_id": "9223372036854775807", "event": "click"}', 100)
     assert event.item_id == 2**63 - 1 and event.dwell_seconds == 0.0
+
+
+def test_sort_collapse_and_highlight_parameters():
+    q = parse_search({"scene": "t2t", "q": "files", "sort": "-length", "collapse": "category", "highlight": "1"},
+                     **LIMITS)
+    assert (q.sort, q.collapse, q.highlight) == ("-length", "category", True)
+    assert parse_search({"scene": "t2t", "q": "files", "sort": "length"}, **LIMITS).sort == "length"
+    plain = parse_search({"scene": "t2t", "q": "files"}, **LIMITS)
+    assert (plain.sort, plain.collapse, plain.highlight) == ("", "", False)
+    for params, parameter in (({"sort": "--x"}, "sort"), ({"sort": "a b"}, "sort"), ({"collapse": "-x"}, "collapse"),
+                              ({"highlight": "maybe"}, "highlight")):
+        with pytest.raises(BadParameter) as caught:
+            parse_search({"scene": "t2t", "q": "files", **params}, **LIMITS)
+        assert caught.value.parameter == parameter
+    assert blamed_parameter("request: sort: 'category' is a keyword field; ...") == "sort"
+    assert blamed_parameter("request: collapse: 'n' is a number field; ...") == "collapse"
+
+
+def test_search_json_carries_folded_highlights_and_the_cutoff():
+    item = retrieval_pb2.Item(id=7, score=0.5, folded=3, highlights=[retrieval_pb2.Highlight(
+        field="answer", kind="terms", spans=[retrieval_pb2.Span(start=0, end=4)])])
+    body = search_json(retrieval_pb2.SearchResponse(items=[item], cutoff=0.25), scene="t2t", elapsed_ms=1.0)
+    assert body["items"][0]["folded"] == 3 and body["cutoff"] == 0.25
+    assert body["items"][0]["highlights"] == [{"field": "answer", "kind": "terms", "spans": [[0, 4]]}]
+    assert search_json(retrieval_pb2.SearchResponse(), scene="t2t", elapsed_ms=1.0)["cutoff"] is None
