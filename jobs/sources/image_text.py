@@ -42,10 +42,11 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmsearch.jobs.sources.skips import Skip
+
 log = logging.getLogger(__name__)
 
 OCR_ENGINES = ("none", "rapidocr", "tesseract")
-TEXT_FIELDS = ("caption", "alt_text", "ocr_text")
 SIDECAR_SUFFIXES = (".txt", ".json")
 MAX_SIDECAR_BYTES = 64 * 1024
 _CAPTION_KEYS = ("caption", "description", "title")
@@ -54,12 +55,8 @@ _XMP_DC = "{http://purl.org/dc/elements/1.1/}"
 _STARTUP_SECONDS = 120.0
 
 
-class OcrSkip(Exception):
+class OcrSkip(Skip):
     """OCR of one image did not finish: ``reason`` is ``ocr_timeout`` or ``ocr_failed``."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from mmsearch.jobs.sources.skips import Skip
+
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ogv", ".gif")
 THUMB = 32
 
 
-class VideoSkip(Exception):
+class VideoSkip(Skip):
     """A video that gives no frames: ``reason`` is ``not_a_video`` or ``empty_video``."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
