@@ -170,14 +170,6 @@ def unique(texts: list[str]) -> list[str]:
     return kept
 
 
-def captions_of(path: Path, image=None) -> tuple[str, str]:
-    """(caption, alt_text) of the image at ``path`` (``image``: it opened with PIL, for EXIF/XMP)."""
-    captions, alts = sidecar_text(sidecars(path))
-    if image is not None:
-        captions += embedded_descriptions(image)
-    return "\n".join(unique(captions)), "\n".join(unique(alts))
-
-
 # --- OCR ----------------------------------------------------------------------------------------
 
 def _rapidocr_lines(engine, source) -> list[list]:
