@@ -16,12 +16,12 @@ from mmsearch.client.api import AsyncClient, Client
 from mmsearch.client.errors import (DeadlineExceeded, FailedPrecondition, InvalidArgument, MmsearchError, NotFound,
                                     PageExpired, PermissionDenied, RateLimited, Unauthenticated, Unavailable)
 from mmsearch.client.filters import FieldRef, Filter, field
-from mmsearch.client.results import Facet, FeedbackResult, Hit, Retrieval, SceneField, SceneInfo, SearchPage
+from mmsearch.client.results import Facet, FeedbackResult, Highlight, Hit, Retrieval, SceneField, SceneInfo, SearchPage
 from mmsearch.client.transport import Retry, Tls
 
 __all__ = [
     "AsyncClient", "Client", "DeadlineExceeded", "FailedPrecondition", "Facet", "FeedbackResult", "FieldRef",
-    "Filter", "Hit", "InvalidArgument", "MmsearchError", "NotFound", "PageExpired", "PermissionDenied",
+    "Filter", "Highlight", "Hit", "InvalidArgument", "MmsearchError", "NotFound", "PageExpired", "PermissionDenied",
     "RateLimited", "Retrieval", "Retry", "SceneField", "SceneInfo", "SearchPage", "Tls", "Unauthenticated",
     "Unavailable", "field",
 ]

@@ -69,7 +69,8 @@ class _Api:
     def search(self, scene: str, text: str | None = None, *, timeout: float | None = None, **options) -> Any:
         """One page of results for ``text``, or ``image=`` (encoded bytes), or ``similar_to=`` (a stored item's
         id). Options: ``top_k``, ``page_size``, ``page_token``, ``user_id``, ``diversify``, ``filters`` (from
-        :func:`mmsearch.client.field`), ``facets`` (field names), ``force_arms``."""
+        :func:`mmsearch.client.field`), ``facets`` (field names), ``force_arms``, ``sort`` (a number field,
+        ``-FIELD`` descending), ``collapse`` (a keyword field), ``highlight``."""
         return self._invoke("Search", search_request(scene, text, **options), SearchPage.of, timeout)
 
     def similar(self, scene: str, item_id: int, *, timeout: float | None = None, **options) -> Any:

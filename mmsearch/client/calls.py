@@ -43,9 +43,10 @@ def search_request(scene: str, text: str | None = None, *, image: bytes | None =
                    similar_to: int | None = None, top_k: int = 0, page_size: int = 0, user_id: str = "",
                    diversify: bool = False, filters: Sequence[retrieval_pb2.Filter] = (),
                    facets: Iterable[str] = (), page_token: str = "",
-                   force_arms: Mapping[str, str] | None = None) -> retrieval_pb2.SearchRequest:
+                   force_arms: Mapping[str, str] | None = None, sort: str = "", collapse: str = "",
+                   highlight: bool = False) -> retrieval_pb2.SearchRequest:
     """A ``SearchRequest`` with exactly one query: ``text``, ``image`` (encoded bytes) or ``similar_to``
-    (a stored item's id)."""
+    (a stored item's id). ``sort`` is a number field (``-FIELD``: descending), ``collapse`` a keyword field."""
     given = [name for name, v in (("text", text), ("image", image), ("similar_to", similar_to)) if v is not None]
     if len(given) != 1:
         raise InvalidArgument(f"give exactly one query: text, image or similar_to (got {given or 'none'})",
@@ -54,7 +55,8 @@ def search_request(scene: str, text: str | None = None, *, image: bytes | None =
         scene=_text("scene", scene), top_k=_integer("top_k", top_k, _INT32),
         page_size=_integer("page_size", page_size, _INT32), user_id=_text("user_id", user_id),
         diversify=bool(diversify), page_token=_text("page_token", page_token),
-        facets=[_text("facets", f) for f in ([facets] if isinstance(facets, str) else facets)])
+        facets=[_text("facets", f) for f in ([facets] if isinstance(facets, str) else facets)],
+        sort=_text("sort", sort), collapse=_text("collapse", collapse), highlight=bool(highlight))
     if text is not None:
         request.text = _text("text", text)
     elif image is not None:

@@ -36,12 +36,21 @@ class Retrieval:
 
 
 @dataclass(frozen=True)
+class Highlight:
+    field: str                            # a summary field
+    kind: str                             # "terms" (the query's words) or "sentence" (a dense-only hit's best)
+    spans: tuple[tuple[int, int], ...]    # [start, end) in code points of the field's text
+
+
+@dataclass(frozen=True)
 class Hit:
     id: int
     score: float             # the ranking score (the order of hits)
     retrieval_score: float   # the matcher's (fused) score
     summary: dict[str, Any]
     found_by: tuple[Retrieval, ...] = ()
+    folded: int = 0                                  # collapse: hits of the same value folded into this one
+    highlights: tuple[Highlight, ...] = ()           # with highlight=True: where a text query matched
 
 
 @dataclass(frozen=True)
@@ -67,18 +76,22 @@ class SearchPage:
     impression_id: str
     feedback_token: str
     missing_summaries: int = 0
+    cutoff: float | None = None          # the score threshold the arm applied (None: none)
 
     @classmethod
     def of(cls, response: retrieval_pb2.SearchResponse) -> "SearchPage":
         hits = tuple(Hit(item.id, item.score, item.retrieval_score,
                          {k: _plain(v) for k, v in item.summary.fields.items()},
-                         tuple(Retrieval(r.retriever, r.rank, r.score) for r in item.found_by))
+                         tuple(Retrieval(r.retriever, r.rank, r.score) for r in item.found_by), item.folded,
+                         tuple(Highlight(h.field, h.kind, tuple((s.start, s.end) for s in h.spans))
+                               for h in item.highlights))
                      for item in response.items)
         facets = {f.field: Facet(f.field, tuple((c.value, c.count) for c in f.counts), f.candidates)
                   for f in response.facets}
         return cls(hits, response.arm, {a.layer: a.arm for a in response.assignments},
                    {t.stage: t.ms for t in response.timings}, response.next_page_token, response.offset, facets,
-                   response.collection, response.impression_id, response.feedback_token, response.missing_summaries)
+                   response.collection, response.impression_id, response.feedback_token, response.missing_summaries,
+                   response.cutoff if response.HasField("cutoff") else None)
 
 
 @dataclass(frozen=True)

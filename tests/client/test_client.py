@@ -114,6 +114,18 @@ def test_server_refusals_carry_its_message_and_field(client, stdlib_index, optio
     assert caught.value.field == field_name and caught.value.code == "INVALID_ARGUMENT"
 
 
+def test_collapse_highlights_and_a_refused_sort(client, stdlib_index):
+    page = client.search(stdlib_index.scene, QUERY, page_size=8, collapse="category", highlight=True)
+    categories = [hit.summary["category"] for hit in page.hits]
+    assert len(categories) == len(set(categories)) and sum(hit.folded for hit in page.hits) > 0
+    marked = [h for hit in page.hits for h in hit.highlights]
+    assert marked and all(h.kind == "sentence" and h.spans for h in marked)  # the dense arm: a sentence each
+    assert page.cutoff is None
+    with pytest.raises(InvalidArgument) as caught:
+        client.search(stdlib_index.scene, QUERY, sort="-category")
+    assert caught.value.field == "sort" and "'category' is a keyword field" in caught.value.message
+
+
 def test_text_too_long_and_unknown_scene(client, stdlib_index):
     with pytest.raises(InvalidArgument, match="text has 1001 characters") as caught:
         client.search(stdlib_index.scene, "x" * 1001)
