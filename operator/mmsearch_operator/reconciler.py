@@ -261,7 +261,8 @@ def reconcile(obj: dict[str, Any], jobs: Iterable[dict[str, Any]], now: datetime
     sched = spec.get("schedule")
     if sched:
         busy = phase(entries) == RUNNING or (phase(entries) == PENDING and run > 0)
-        fire = schedule.decide(sched, prev.get("schedule") or {}, _created(meta, now), now, busy)
+        acting = any((prev.get(key) or {}).get("state") == RUNNING for key in ("rollback", "snapshots"))
+        fire = schedule.decide(sched, prev.get("schedule") or {}, _created(meta, now), now, busy, wait=acting)
         events += fire.events
         if fire.start:
             run += 1

@@ -23,6 +23,8 @@ and Jobs). Decisions:
   (the operator was down, or ``Allow`` waited) is missed: Warning Event
   ``MissedSchedule``, ``lastMissedTime``, no run. Without it a late fire
   still runs, once, however many fires were missed (as a CronJob).
+- A fire that comes while a rollback or snapshot Job runs waits for it (a
+  sync beside a snapshot would make the snapshot inconsistent).
 - ``suspend``: no fire starts a run; a run in progress finishes. Fires that
   pass while suspended are dropped, so resuming does not start a late run.
 - ``successfulRunsHistoryLimit`` (default 3) and ``failedRunsHistoryLimit``
@@ -63,9 +65,11 @@ class Fire:
     events: list[Event] = dataclasses.field(default_factory=list)
 
 
-def decide(schedule: dict[str, Any], status: dict[str, Any], created: datetime, now: datetime, busy: bool) -> Fire:
+def decide(schedule: dict[str, Any], status: dict[str, Any], created: datetime, now: datetime, busy: bool, *,
+           wait: bool = False) -> Fire:
     """What ``spec.schedule`` asks for at ``now``. ``status``: status.schedule as stored; ``busy``: a run is
-    unfinished. The schedule was validated (the cron parses)."""
+    unfinished; ``wait``: a rollback or snapshot Job runs, so a due fire waits for it whatever the policy
+    (it is not the run's to replace). The schedule was validated (the cron parses)."""
     cron = parse(schedule["cron"])
     out = {k: v for k, v in status.items() if k != "nextScheduleTime"}
     fire = Fire(out)
@@ -86,8 +90,8 @@ def decide(schedule: dict[str, Any], status: dict[str, Any], created: datetime, 
             fire.events.append(Event("Normal", "RunSkipped", f"the run scheduled for {when} was skipped: run "
                                      f"{(status.get('active') or {}).get('run')} is unfinished "
                                      "(concurrencyPolicy Forbid)"))
-        elif busy and policy == "Allow":
-            pass  # kept: it starts when the current run ends
+        elif wait or (busy and policy == "Allow"):
+            pass  # kept: it starts when the current run (or action) ends
         else:
             out |= {"lastFireTime": when, "lastScheduleTime": when}
             fire.start, fire.replace = when, busy

@@ -324,3 +324,20 @@ def test_snapshots_on_request_and_on_a_cron_wait_for_a_running_stage_and_report_
     degraded = _conditions(c)["Degraded"]
     assert (degraded["status"], degraded["reason"]) == ("True", "SnapshotFailed")
     assert any(e[:2] == ("Warning", "SnapshotFailed") for e in c.events)
+
+
+def test_a_fire_waits_for_a_running_snapshot_whatever_the_policy():
+    obj = indexjob(mode="incremental", schedule={"cron": "0 * * * *", "concurrencyPolicy": "Replace"},
+                   snapshots={"location": "s3://mmsearch/snapshots"})
+    obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    c = Cluster(obj)
+    _at(c, T0 + timedelta(hours=1))
+    _finish_run(c)
+    c.edit(snapshots={"location": "s3://mmsearch/snapshots", "request": 1})
+    assert _stages(c.step()) == ["snapshot"]
+    d = _at(c, T0 + timedelta(hours=2))  # the snapshot still runs
+    assert not d.create and not d.delete and c.obj["status"]["run"] == 1
+    job = c.jobs[c.obj["status"]["snapshots"]["job"]]
+    _finish_with(c, job, {"collection": "stdlib_v1", "rows": 10, "summaries": 10})
+    c.step()  # the snapshot ends
+    assert _stages(c.step()) == ["prepare"] and c.obj["status"]["run"] == 2  # then the kept fire starts
