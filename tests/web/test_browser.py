@@ -178,3 +178,20 @@ def test_a_page_link_with_a_bad_token_falls_back_to_the_first_page(page, web, st
     wait_for_summary(page, "“json”")
     assert page.locator(".result .rank").first.text_content() == "1."
     assert "page_token" not in parse_qs(urlparse(page.url).query)
+
+
+def test_highlights_are_marked_with_text_nodes_only(page, web, stack_scene):
+    page.goto(web.url + "/")
+    page.wait_for_selector(f".scene[data-scene='{stack_scene.name}'][aria-selected='true']", timeout=WAIT_MS)
+    type_query(page, stack_scene.query)
+    wait_for_summary(page, stack_scene.query)
+    page.wait_for_selector(".result mark", timeout=WAIT_MS)
+    words = {w.lower() for w in re.findall(r"\w+", stack_scene.query)}
+    for card in page.locator(".result").all()[:5]:
+        for mark in card.locator("mark").all():
+            text = mark.text_content()
+            assert mark.evaluate("m => m.children.length") == 0  # text, never markup
+            if "terms" in (mark.get_attribute("class") or ""):
+                assert any(text.lower().startswith(w[:3]) for w in words), text
+    answer = page.locator(".result .answer").first
+    assert answer.evaluate("n => n.textContent") == answer.text_content()  # the marks change no text

@@ -229,6 +229,7 @@
     }
     if (!q) { state.seq++; clearResults(); return; }
     params.set("q", q);
+    params.set("highlight", "true");
     request("/api/search?" + params.toString(), { method: "GET" }, "“" + q + "”");
   }
 
@@ -285,7 +286,8 @@
     const n = body.items.length;
     const range = body.offset ? " (" + (body.offset + 1) + "–" + (body.offset + n) + ")" : "";
     els.summaryLine.textContent = n + (n === 1 ? " result" : " results") + range + " for " + label
-      + " in " + body.scene + (body.arm ? " · arm " + body.arm : "");
+      + " in " + body.scene + (body.arm ? " · arm " + body.arm : "")
+      + (typeof body.cutoff === "number" ? " · scores ≥ " + score(body.cutoff) : "");
     clear(els.timings);
     for (const t of body.timings || []) {
       const span = el("span", "timing", t.stage + " " + t.ms.toFixed(1) + " ms");
@@ -311,6 +313,26 @@
     return names.length ? el("span", "found-by", "found by " + names.join(", ")) : null;
   }
 
+  // The text of a summary field with its highlighted spans ([start, end) in code points) as <mark> elements:
+  // text nodes only, never HTML.
+  function marked(tag, className, item, field, text) {
+    const node = el(tag, className);
+    const value = String(text);
+    const h = (item.highlights || []).find((x) => x.field === field);
+    if (!h || !h.spans.length) { node.textContent = value; return node; }
+    const points = Array.from(value);
+    let at = 0;
+    for (const [start, end] of h.spans) {
+      if (start < at || end > points.length || end <= start) continue;
+      if (start > at) node.appendChild(document.createTextNode(points.slice(at, start).join("")));
+      const mark = el("mark", h.kind, points.slice(start, end).join(""));
+      node.appendChild(mark);
+      at = end;
+    }
+    if (at < points.length) node.appendChild(document.createTextNode(points.slice(at).join("")));
+    return node;
+  }
+
   function card(item, rank) {
     const s = item.summary || {};
     const node = el("article", "card result");
@@ -318,15 +340,17 @@
     const head = el("div", "card-head");
     const title = el("h2");
     title.appendChild(el("span", "rank", rank + "."));
-    title.appendChild(el("span", "question", s.question !== undefined ? s.question : (s.name !== undefined ? s.name : "#" + item.id)));
+    title.appendChild(s.question !== undefined ? marked("span", "question", item, "question", s.question)
+      : el("span", "question", s.name !== undefined ? s.name : "#" + item.id));
     head.appendChild(title);
     head.appendChild(el("span", "score", "score " + score(item.score)));
     node.appendChild(head);
-    if (s.answer !== undefined) node.appendChild(el("p", "answer", s.answer));
+    if (s.answer !== undefined) node.appendChild(marked("p", "answer", item, "answer", s.answer));
     const foot = el("div", "card-foot");
     if (s.category !== undefined && s.category !== "") foot.appendChild(el("span", "chip", s.category));
     const found = foundBy(item);
     if (found) foot.appendChild(found);
+    if (item.folded) foot.appendChild(el("span", "folded", "+" + item.folded + " more like it folded"));
     const label = s.question !== undefined ? String(s.question) : (s.name !== undefined ? String(s.name) : "#" + item.id);
     foot.appendChild(similarButton(item, label));
     node.appendChild(foot);
