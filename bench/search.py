@@ -25,8 +25,10 @@ and an embedded secantusd. Then measures:
   each against the plain dense query of the same round: a filtered query (the category of the query's best
   match, as a click on its facet chip), page 3 of 10 (tokens of pages 1 and 2
   fetched beforehand), more like this (the query's best match) and a hybrid
-  query (dense + BM25, fused). Targets: filtered and page 3 <= 1.2x, more like
-  this <= 0.8x (no embed), hybrid <= 1.5x.
+  query (dense + BM25, fused), a sorted one after a cutoff (the threshold
+  arm's pool ordered by ``serial``, a number field holding the id) and one
+  collapsed by category. Targets: filtered, page 3, sorted+cutoff and
+  collapsed <= 1.2x, more like this <= 0.8x (no embed), hybrid <= 1.5x.
 - with ``--tracing``: a serving with tracing on (the standard ``OTEL_*``
   variables, every span exported over OTLP/gRPC to a real receiver in this
   process), measured like ``--secure``; the plain serving is the "off" side
@@ -314,7 +316,7 @@ def stored_impressions(mongo_uri: str, settle_s: float = 5.0) -> int:
         return last
 
 
-FEATURES = ("dense", "filtered", "page 3", "similar", "hybrid")
+FEATURES = ("dense", "filtered", "page 3", "similar", "hybrid", "sorted+cutoff", "collapsed")
 
 
 async def feature_requests(address: str, scene: str) -> dict[str, list]:
@@ -341,6 +343,9 @@ async def feature_requests(address: str, scene: str) -> dict[str, list]:
             out["similar"].append(retrieval_pb2.SearchRequest(scene=scene, similar_to=best.id, top_k=10))
             out["hybrid"].append(retrieval_pb2.SearchRequest(scene=scene, text=q, top_k=10,
                                                              force_arms={"retrieval": "hybrid"}))
+            out["sorted+cutoff"].append(retrieval_pb2.SearchRequest(  # the threshold arm's pool by a number
+                scene=scene, text=q, top_k=10, sort="-serial", force_arms={"ranking": "threshold"}))
+            out["collapsed"].append(retrieval_pb2.SearchRequest(scene=scene, text=q, top_k=10, collapse="category"))
     return out
 
 
@@ -454,7 +459,7 @@ def main() -> None:
         job("prepare", "--workdir", str(work), "--source-kind", "stdlib", *(["--source", args.modules] if args.modules else []))
         job("encode", "--workdir", str(work), "--model-repository", str(repo), "--model", "minilm")
         job("push-milvus", "--workdir", str(work), "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1",
-            "--model-repository", str(repo), "--model", "minilm", "--fields", "category:keyword",
+            "--model-repository", str(repo), "--model", "minilm", "--fields", "category:keyword,serial:number:id",
             "--bm25-fields", "question,answer")
         job("publish", "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1")
         job("push-mongo", "--workdir", str(work), "--mongo-uri", mongo.uri, "--collection", scene)
@@ -469,7 +474,7 @@ def main() -> None:
         client.close()
 
         experiments = tmp / "experiments.yaml"
-        config = t2t_config(scene, weights=(100, 0), fields=("category:keyword",))
+        config = t2t_config(scene, weights=(100, 0), fields=("category:keyword", "serial:number"))
         config["scenes"][scene]["defaults"]["match"]["top_k"] = 10
         config["scenes"][scene]["layers"].append({"name": "retrieval", "arms": [
             {"name": "dense", "weight": 100}, {"name": "hybrid", "weight": 0,
@@ -676,7 +681,8 @@ def report(rounds: list[dict[str, dict]], cpu_rounds: list[list[dict[str, float]
           [cores * 1000 / statistics.mean(sum(c.values()) for c in runs) / r["naive"]["qps"]
            for runs, r in zip(cpu_rounds, rounds)])
     features = {}
-    for name, target in (("filtered", 1.2), ("page 3", 1.2), ("similar", 0.8), ("hybrid", 1.5)):
+    for name, target in (("filtered", 1.2), ("page 3", 1.2), ("similar", 0.8), ("hybrid", 1.5), ("sorted+cutoff", 1.2),
+                         ("collapsed", 1.2)):
         features[name] = (ratio(f"p50@1 {name} / dense p50@1",
                                 [r[f"c=1 {name}"]["p50"] / r["c=1 dense"]["p50"] for r in rounds]), target)
     if "tracing c=1" in rounds[0]:
