@@ -516,7 +516,8 @@ def main() -> None:
             receiver = OtlpReceiver().__enter__()
             traced_port = free_port()
             procs.append(serving_process(env, traced_port, free_port(), experiments,
-                                         {**stores, **otlp_env(receiver), "OTEL_SERVICE_NAME": "serving",
+                                         {**stores, **otlp_env(receiver), "OTEL_BSP_SCHEDULE_DELAY": "5000",  # the SDK's default
+                                          "OTEL_SERVICE_NAME": "serving",
                                           **dict(item.split("=", 1) for item in args.serving_env)}))
             wait_healthy(f"127.0.0.1:{traced_port}")
             traced_pid = procs[-1].pid
