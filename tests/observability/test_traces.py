@@ -63,11 +63,15 @@ def traced(stdlib_index, triton_minilm, mongo_server, tmp_path_factory):
             milvus.stop()
 
 
+SERVER = 2  # opentelemetry.proto.trace.v1.Span.SPAN_KIND_SERVER
+
+
 def _trace(receiver: otlp.OtlpReceiver, trace_id: str, services: set[str]) -> list[otlp.Span]:
-    """The trace's spans once every service has sent its part (the web span ends last)."""
+    """The trace's spans once every service has sent its server span (each one's last to end; a service
+    exports in batches, so its inner spans may come before it)."""
     def complete():
         spans = [s for s in receiver.spans() if s.trace_id == trace_id]
-        return spans if services <= {s.service for s in spans} and any(s.service == "web" for s in spans) else None
+        return spans if services <= {s.service for s in spans if s.kind == SERVER} else None
     return eventually(complete, f"the spans of trace {trace_id} from {sorted(services)}", timeout=30)
 
 

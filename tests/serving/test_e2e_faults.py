@@ -51,7 +51,8 @@ def fault_stack(stdlib_index, triton_minilm, service_loop, tmp_path_factory):
     write_config(experiments, t2t_config(SCENE, model=stdlib_index.model, backend="triton", preprocess="service"))
     stack = start_stack(service_loop, models={stdlib_index.model: f"{repo}/{stdlib_index.model}"},
                         experiments=experiments, milvus_uri=milvus.uri, mongo_uri=mongo.uri,
-                        model_repository=repo, triton_address=triton_minilm.address, summary_cache_documents=0)
+                        model_repository=repo, triton_address=triton_minilm.address, summary_cache_documents=0,
+                        inference_cache_queries=0)  # every search reaches the encoder and the store
     stack.extra.update(milvus=milvus, mongo=mongo, mongo_dir=tmp / "mongo", mongo_port=mongo_port, triton=triton_minilm)
     yield stack
     stack.close()
@@ -202,6 +203,7 @@ def test_sigterm_stops_serving_within_its_grace_after_store_crashes(fault_stack,
         "MMSEARCH_MODEL_REPOSITORY": str(stdlib_index.repository),
         "MMSEARCH_GRACE_SECONDS": str(grace), "MMSEARCH_HEALTH_INTERVAL_SECONDS": "0.2",
         "MMSEARCH_SUMMARY_CACHE_DOCUMENTS": "0",  # every search reaches the store, as in fault_stack
+        "MMSEARCH_INFERENCE_CACHE_QUERIES": "0",
     })
     try:
         wait_serving(serving.target, 60)
