@@ -185,6 +185,9 @@ async def _secrets_of(cluster, container: dict[str, Any]) -> dict[tuple[str, str
     return {(r["name"], r["key"]): await cluster.secret_value(r["name"], r["key"]) for r in refs}
 
 
+TERMINATION_DIR = "/var/run/mmsearch-termination"
+
+
 async def _run_job(cluster, job: dict[str, Any], *, engine: str, image_for, workdir: Path, data: Path,
                    logs: dict[str, str]) -> None:
     """The kubelet and the Job controller: every pod of ``job`` from its manifest, then its status."""
@@ -195,11 +198,20 @@ async def _run_job(cluster, job: dict[str, Any], *, engine: str, image_for, work
     indexed = job["spec"].get("completionMode") == "Indexed"
 
     async def run_pod(index: int) -> tuple[int, str]:
+        # The kubelet gives a container a writable file at its terminationMessagePath (/dev/termination-log),
+        # where a stage writes its --summary-file; the engine here cannot mount a file into /dev, so the
+        # stage writes into a mounted folder instead.
+        termination = workdir / f"{stage}-{index}" / "termination"
+        termination.mkdir(parents=True, exist_ok=True)
+        termination.chmod(0o777)
         spec = container_spec(pod, container, image=image_for(container["image"]), workdir=workdir / f"{stage}-{index}",
-                              namespace=NAMESPACE, replace=Replacements({}), secrets=lambda n, k: secrets[(n, k)],
+                              namespace=NAMESPACE,
+                              replace=Replacements({"/dev/termination-log": f"{TERMINATION_DIR}/termination-log"}),
+                              secrets=lambda n, k: secrets[(n, k)],
                               claims={v["persistentVolumeClaim"]["claimName"]: data for v in pod["volumes"]
                                       if "persistentVolumeClaim" in v},
                               extra_env={"JOB_COMPLETION_INDEX": str(index)} if indexed else None)
+        spec.spec.mounts.append(Mount(termination, TERMINATION_DIR, read_only=False))
         code, output = await asyncio.to_thread(run_to_end, engine, spec.spec, workdir / "logs", STAGE_TIMEOUT)
         logs[f"{stage}[{index}]"] = output
         return code, output

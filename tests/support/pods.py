@@ -152,12 +152,6 @@ def container_spec(pod: dict[str, Any], container: dict[str, Any], *, image: str
         else:
             raise AssertionError(f"volume {mount['name']}: {sorted(volume)} is not played by the tests")
         mounts.append(Mount(host, mount["mountPath"], read_only))
-    # The kubelet gives every container a writable file at its terminationMessagePath.
-    termination = workdir / "volumes" / f"{container['name']}-termination-log"
-    termination.parent.mkdir(parents=True, exist_ok=True)
-    termination.touch()
-    termination.chmod(0o666)
-    mounts.append(Mount(termination, container.get("terminationMessagePath") or "/dev/termination-log", False))
     groups = tuple(g for g in [(pod.get("securityContext") or {}).get("fsGroup"),
                                *((pod.get("securityContext") or {}).get("supplementalGroups") or [])] if g)
     spec = ContainerSpec(
