@@ -33,10 +33,11 @@ from typing import Callable, Iterable
 import grpc
 
 from mmsearch.core.access.keyring import KeyRing
-from mmsearch.core.access.keys import Principal, verify
-from mmsearch.core.access.policy import ANONYMOUS, Refusal, authenticate, authorize, credential
+from mmsearch.core.access.keys import Principal
+from mmsearch.core.access.policy import (ANONYMOUS, INVALID, Refusal, audited_key_id, authenticate, authorize, credential,
+                                         limit_key)
 from mmsearch.core.access.ratelimit import RateLimiter
-from mmsearch.services.runtime.audit import INVALID, audit
+from mmsearch.services.runtime.audit import audit
 
 CALLER: ContextVar[Principal | None] = ContextVar("mmsearch_caller", default=None)
 CALLER_HEADER = "x-mmsearch-caller"
@@ -102,11 +103,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             principal = relayed(principal, caller, keys, self.anonymous)
         scene = rule.scene_of(request) if rule.scene_of else None
         authorize(principal, rule.scope, scene or None)
-        if not is_relayed and principal.rate:
-            allowed, wait = self.key_limiter.allow(f"key:{principal.key_id}", principal.rate, principal.burst)
-            if not allowed:
-                raise Refusal("rate_limited", f"key {principal.key_id} is over its rate ({principal.rate:g}/s, "
-                                              f"burst {principal.burst}); retry in {wait:.1f} s", wait)
+        if not is_relayed:
+            limit_key(self.key_limiter, principal)
         return principal, is_relayed
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -148,15 +146,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
 
     def _claimed(self, metadata: dict[str, str]) -> str:
         """The key id to audit a refusal under: a key of the file, ``anonymous``, or ``invalid``."""
-        try:
-            presented = credential(metadata.get("authorization"))
-        except Refusal:
-            return INVALID
-        if presented is None:
-            return ANONYMOUS
         keys = self.keyring.keys()
+        key_id = audited_key_id(metadata.get("authorization"), None, keys)
         caller = metadata.get(CALLER_HEADER)
-        principal = verify(presented, keys)
-        if principal is None:
-            return INVALID
-        return caller if caller in keys or caller == ANONYMOUS else principal.key_id
+        if key_id in (INVALID, ANONYMOUS) or not (caller in keys or caller == ANONYMOUS):
+            return key_id
+        return caller

@@ -20,7 +20,6 @@ AUDIT_EVENTS = Counter(
     "Audited calls (writes, admin calls, refusals) by key id, action and outcome.",
     ["key_id", "action", "outcome"],
 )
-INVALID = "invalid"
 log = logging.getLogger("mmsearch.audit")
 
 

@@ -27,10 +27,11 @@ from aiohttp import web
 
 from mmsearch.core.access.keyring import KeyRing, SecretFile
 from mmsearch.core.access.keys import Principal
-from mmsearch.core.access.policy import ANONYMOUS, Refusal, authenticate, authorize, credential
+from mmsearch.core.access.policy import (ANONYMOUS, Refusal, audited_key_id, authenticate, authorize, credential,
+                                         limit_key)
 from mmsearch.core.access.ratelimit import RateLimiter, client_address
 from mmsearch.services.runtime.access import CALLER_HEADER, CLIENT_HEADER
-from mmsearch.services.runtime.audit import INVALID, audit
+from mmsearch.services.runtime.audit import audit
 from mmsearch.services.web.settings import WebSettings
 
 RULES = {"/api/search": ("search", "search"), "/api/similar": ("search", "search"),
@@ -65,11 +66,7 @@ class Gate:
         principal = authenticate(credential(headers.get("Authorization"), headers.get("X-API-Key")),
                                  self.keyring.keys(), self.anonymous)
         authorize(principal, scope)
-        if principal.rate:
-            allowed, wait = self.key_limiter.allow(f"key:{principal.key_id}", principal.rate, principal.burst)
-            if not allowed:
-                raise Refusal("rate_limited", f"key {principal.key_id} is over its rate ({principal.rate:g}/s, "
-                                              f"burst {principal.burst}); retry in {wait:.1f} s", wait)
+        limit_key(self.key_limiter, principal)
         if scope == "feedback":
             allowed, wait = self.feedback_limiter.allow(client)
             if not allowed:
@@ -80,16 +77,8 @@ class Gate:
 
     def claimed(self, request: web.Request) -> str:
         """The key id to audit a refusal under: a key of the file, ``anonymous`` or ``invalid`` (never the secret)."""
-        try:
-            presented = credential(request.headers.get("Authorization"), request.headers.get("X-API-Key"))
-        except Refusal:
-            return INVALID
-        if presented is None:
-            return ANONYMOUS
-        try:
-            return authenticate(presented, self.keyring.keys(), None).key_id
-        except Refusal:
-            return INVALID
+        return audited_key_id(request.headers.get("Authorization"), request.headers.get("X-API-Key"),
+                              self.keyring.keys())
 
     def relay_metadata(self, request: web.Request) -> tuple[tuple[str, str], ...]:
         """The metadata of a call to serving on behalf of this request's caller (none without a relay key)."""

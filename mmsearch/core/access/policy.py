@@ -20,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mmsearch.core.access.keys import ApiKey, Principal, check_scenes, parse_token, verify
+from mmsearch.core.access.ratelimit import RateLimiter
 
 ANONYMOUS = "anonymous"
+INVALID = "invalid"  # the key id audited for a presented key that is not valid (never the claimed one)
 ANONYMOUS_SCOPES = frozenset({"search", "feedback"})
 ALL_SCENES = "*"
 HOW = "send `Authorization: Bearer <key>` or `X-API-Key: <key>` (gRPC: `authorization: Bearer <key>` metadata)"
@@ -85,3 +87,26 @@ def authorize(principal: Principal, scope: str, scene: str | None = None) -> Non
         allowed = ", ".join(sorted(principal.scenes or ())) or "none"
         raise Refusal("forbidden", f"{_who(principal)} may not touch scene {scene[:64]!r} (allowed scenes: "
                                    f"{allowed}); use a key whose scenes include it")
+
+
+def limit_key(limiter: RateLimiter, principal: Principal) -> None:
+    """Raise :class:`Refusal` ``rate_limited`` when ``principal`` is over its key's rate (no rate: no limit)."""
+    if not principal.rate:
+        return
+    allowed, wait = limiter.allow(f"key:{principal.key_id}", principal.rate, principal.burst)
+    if not allowed:
+        raise Refusal("rate_limited", f"key {principal.key_id} is over its rate ({principal.rate:g}/s, "
+                                      f"burst {principal.burst}); retry in {wait:.1f} s", wait)
+
+
+def audited_key_id(authorization: str | None, api_key: str | None, keys: dict[str, ApiKey]) -> str:
+    """The key id a refusal is audited under: the presented key's when it is valid, :data:`ANONYMOUS` for none,
+    :data:`INVALID` otherwise, so a caller never chooses a label. Pure."""
+    try:
+        presented = credential(authorization, api_key)
+    except Refusal:
+        return INVALID
+    if presented is None:
+        return ANONYMOUS
+    principal = verify(presented, keys)
+    return principal.key_id if principal else INVALID
