@@ -12,3 +12,15 @@ pytest_plugins = [
     "tests.fixtures.triton",   # a real tritonserver serving exported models (serving area)
     "tests.fixtures.stack",    # preprocess + serving on the stdlib index: `search_stack` (serving area)
 ]
+
+
+def pytest_collection_modifyitems(items):
+    """``make test`` runs the suite on pytest-xdist workers with ``--dist loadgroup``: each test
+    module goes to one worker whole (its module fixtures, a stack or a server, start once), and so do
+    all the image tests (they build the images once and share one container engine)."""
+    import pytest
+
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = "images" if path.startswith("tests/images/") else path
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -10,6 +10,8 @@ import contextlib
 import importlib.util
 import logging
 import re
+import threading
+import uuid
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +20,12 @@ from mmsearch.core.errors import MmsearchError
 from mmsearch.core.redact import redact
 
 _SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
+
+# Milvus Lite engines that connect() started, with how many of its clients are open on each: close()
+# stops an engine only when its last one closes, and never one somebody else in this process started
+# (a serving matcher on the same file keeps its engine while a job stage runs in-process beside it).
+_started: dict[str, int] = {}
+_started_lock = threading.Lock()
 
 
 class MilvusStoreError(MmsearchError):
@@ -47,10 +55,22 @@ def connect(uri: str, *, token: str = "", timeout: float = 10.0):
     # alias probes on Lite) at ERROR.
     for name in ("pymilvus", "pymilvus.milvus_client"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # A connection alias of its own: pymilvus otherwise keys connections by uri, and closing one
+    # client would disconnect every other client of this process on that uri.
+    def open_client():
+        return MilvusClient(uri=str(uri), token=token, timeout=timeout, alias=f"mmsearch-{uuid.uuid4().hex}")
+
     try:
-        if is_lite(uri):
-            _lite_servers()  # imported here first, so pymilvus finds it imported
-        return MilvusClient(uri=str(uri), token=token, timeout=timeout)
+        if not is_lite(uri):
+            return open_client()
+        servers = _lite_servers()  # imported here first, so pymilvus finds it imported
+        key = _engine_key(uri)
+        with _started_lock:
+            if key in _started or key not in servers._servers:
+                client = open_client()
+                _started[key] = _started.get(key, 0) + 1
+                return client
+        return open_client()
     except Exception as exc:
         if is_lite(uri):
             raise MilvusStoreError(f"cannot open Milvus Lite database {uri} (is another process using it? "
@@ -59,15 +79,29 @@ def connect(uri: str, *, token: str = "", timeout: float = 10.0):
 
 
 def close(client, uri: str) -> None:
-    """Close ``client``; for Milvus Lite also stop the engine so another process can open the file
-    (pymilvus otherwise keeps it, and its file lock, until this process exits). The engine is
-    shared by every client of this process on that file: use it where this client is the only one
-    (the job stages), plain ``client.close()`` elsewhere."""
+    """Close ``client`` from :func:`connect`; for Milvus Lite also stop the engine, so another process
+    can open the file (pymilvus otherwise keeps it, and its file lock, until this process exits), once
+    the last client connect() opened on an engine it started is closed. An engine started elsewhere
+    in this process (serving's matcher) is left running for its owner."""
     client.close()
-    if is_lite(uri):
+    if not is_lite(uri):
+        return
+    key = _engine_key(uri)
+    with _started_lock:
+        if key not in _started:
+            return
+        _started[key] -= 1
+        if _started[key] > 0:
+            return
+        del _started[key]
         servers = _lite_servers()
-        if str(Path(uri).absolute().resolve()) in servers._servers:
+        if key in servers._servers:
             servers.release_server(uri)
+
+
+def _engine_key(uri: str) -> str:
+    """The name Milvus Lite's engine manager keys a file's engine by."""
+    return str(Path(uri).absolute().resolve())
 
 
 def _lite_servers():
