@@ -36,6 +36,11 @@ variable). Decisions:
 - ``spec.mongo.collection`` may say ``{collection}``: push-mongo writes the
   summaries of ``<scene>_<version>`` into that collection name, sync passes the
   template on (it resolves the live version itself).
+- Live writes: ``publish``, ``rollback`` and ``sync`` replay the writer's log
+  (``mmsearch.jobs.replay``), so they get the MongoDB URI too, the summaries'
+  database and collection template, the log's database
+  (``spec.mongo.writeLogDatabase``, the writer's ``MMSEARCH_WRITER_LOG_DATABASE``)
+  and the model repository that re-encodes an entry written for another model.
 """
 from __future__ import annotations
 
@@ -143,7 +148,7 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
                 "--workdir", workdir, "--k", str(evaluation["k"]), "--summary-file", TERMINATION_LOG]
     if stage == "publish":
         args = ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--version", _need(version, stage),
-                "--keep", str(spec["publish"]["keep"]), "--summary-file", TERMINATION_LOG]
+                "--keep", str(spec["publish"]["keep"]), "--summary-file", TERMINATION_LOG] + write_log_args(spec)
         evaluation = spec.get("evaluation")
         if evaluation:
             args += ["--report", report_uri(workdir, f"{spec['scene']}_{version}")]
@@ -160,13 +165,29 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
         return args + ["--to", _need(target, stage), "--keep", str(spec["snapshots"]["keep"]),
                        "--summary-file", TERMINATION_LOG]
     if stage == "rollback":
-        return ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--rollback", "--summary-file", TERMINATION_LOG]
+        return ["--milvus-uri", milvus["uri"], "--scene", spec["scene"], "--rollback", "--summary-file",
+                TERMINATION_LOG] + write_log_args(spec)
     if stage == "sync":
         return ["--workdir", workdir, "--milvus-uri", milvus["uri"], "--scene", spec["scene"],
                 "--model-repository", model["repository"], "--model", document_model(spec),
                 "--collection", mongo_collection(spec), "--database", spec["mongo"]["database"],
-                "--batch-size", str(spec["encode"]["batchSize"])]
+                "--batch-size", str(spec["encode"]["batchSize"]),
+                "--writes-database", spec["mongo"]["writeLogDatabase"]]
     raise ValueError(f"unknown stage {stage!r}")
+
+
+def write_log_args(spec: dict[str, Any]) -> list[str]:
+    """What publish and rollback replay the live writes with (``mmsearch.jobs.replay.LogAccess``): the
+    write log's and the summaries' MongoDB names, and the model repository that re-encodes an entry
+    written for another model; the URI itself is ``MMSEARCH_MONGO_URI`` (:func:`stage_env`). None
+    without ``spec.mongo`` (no summaries, no live writes to replay)."""
+    mongo = spec.get("mongo") or {}
+    if not (mongo.get("uri") or mongo.get("uriSecret")):
+        return []
+    repository = (spec.get("model") or {}).get("repository")
+    return (["--database", mongo["database"], "--collection", mongo_collection(spec),
+             "--writes-database", mongo["writeLogDatabase"]]
+            + (["--model-repository", repository] if repository else []))
 
 
 def report_uri(workdir: str, collection: str) -> str:
@@ -203,8 +224,9 @@ def stage_env(stage: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
     token = spec["milvus"].get("tokenSecret")
     if token and stage in ("push-milvus", "evaluate", "publish", "rollback", "sync", "snapshot", "restore"):
         env.append(_secret_env("MMSEARCH_MILVUS_TOKEN", token["name"], token.get("key") or "token"))
-    if stage in ("push-mongo", "sync", "snapshot", "restore"):
-        mongo = spec["mongo"]
+    mongo = spec.get("mongo") or {}
+    if stage in ("push-mongo", "sync", "snapshot", "restore") or (
+            stage in ("publish", "rollback") and (mongo.get("uri") or mongo.get("uriSecret"))):  # the write log
         if mongo.get("uriSecret"):
             ref = mongo["uriSecret"]
             env.append(_secret_env("MMSEARCH_MONGO_URI", ref["name"], ref.get("key") or "uri"))

@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 
 from mmsearch.operator import plan
-from mmsearch.operator.manifests import build_job, stage_args
+from mmsearch.operator.manifests import build_job, stage_args, stage_env
 from mmsearch.operator.spec import STAGES, with_defaults
 from tests.operator.helpers import K8S_VERSION, indexjob
 
@@ -103,7 +103,7 @@ def test_every_stage_and_option_combination_is_a_valid_job(combo):
         assert pod["securityContext"]["runAsNonRoot"] and pod["restartPolicy"] == "Never"
         assert job["spec"]["ttlSecondsAfterFinished"] == 86400
         env = {e["name"]: e for e in container["env"]}
-        if stage in ("push-mongo", "sync", "snapshot", "restore"):
+        if stage in ("push-mongo", "sync", "snapshot", "restore", "publish", "rollback"):  # publish: the write log
             if combo[2] == "secret":
                 assert env["MMSEARCH_MONGO_URI"]["valueFrom"] == {
                     "secretKeyRef": {"name": "mongo-cred", "key": "connection"}}
@@ -166,18 +166,21 @@ def test_stage_flags_follow_the_job_cli_contract():
         "--k", "5", "--summary-file", "/dev/termination-log"]
     assert stage_args("publish", spec, w, "v1_x") == [
         "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--version", "v1_x", "--keep", "2",
-        "--summary-file", "/dev/termination-log",
+        "--summary-file", "/dev/termination-log", "--database", "mmsearch", "--collection", "{collection}",
+        "--writes-database", "mmsearch", "--model-repository", "s3://mmsearch/models",
         "--report", f"{w}/evaluation/stdlib_v1_x.json", "--min-recall", "0.8", "--max-regression", "0.02",
         "--max-p99-ms", "50", "--force"]
     assert stage_args("sync", spec, w, None) == [
         "--workdir", w, "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--model-repository",
         "s3://mmsearch/models", "--model", "clip-image", "--collection", "{collection}", "--database", "mmsearch",
-        "--batch-size", "256"]
+        "--batch-size", "256", "--writes-database", "mmsearch"]
     plain = with_defaults(_variant("text", 1, "uri", "s3", False)["spec"])
     assert stage_args("push-mongo", plain, w, "v1_x")[4:6] == ["--collection", "stdlib"]
     assert stage_args("publish", plain, w, "v1_x")[-2:] == ["--max-regression", "0.05"]
     assert stage_args("rollback", plain, w, None) == [
-        "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--rollback", "--summary-file", "/dev/termination-log"]
+        "--milvus-uri", "http://milvus:19530", "--scene", "stdlib", "--rollback", "--summary-file", "/dev/termination-log",
+        "--database", "mmsearch", "--collection", "stdlib", "--writes-database", "mmsearch",
+        "--model-repository", "s3://mmsearch/models"]
     text = with_defaults(_variant("text", 1, "uri", "s3", True)["spec"])
     assert stage_args("prepare", text, w, None)[4:] == [
         "--source", "s3://data/qa.jsonl", "--question-field", "title", "--answer-field", "body", "--id-field", "qid"]
@@ -252,10 +255,39 @@ def test_every_jobs_command_line_parses_with_the_real_job_cli(combo, monkeypatch
         args = container["args"]
         if "--workdir" in args:
             assert ctx.params["workdir"] == args[args.index("--workdir") + 1]
-        if stage in ("push-mongo", "sync"):
+        if stage in ("push-mongo", "sync", "publish", "rollback"):
             assert ctx.params["mongo_uri"] in ("mongodb://mongo:27017", "from-a-secret")
+        if stage in ("publish", "rollback", "sync"):  # what the replay of the write log reads (LogAccess)
+            assert ctx.params["writes_database"] == "mmsearch"
+            assert ctx.params["database"] == "mmsearch"
+            assert ctx.params["collection"] == ("{collection}" if combo[4] else "docs" if combo[2] == "secret"
+                                                else "stdlib")
+            assert ctx.params["repository"] == ("/data/models" if combo[3] == "volume" else "s3://mmsearch/models")
         if stage == "push-milvus" and combo[0] == "text":  # the layout push-milvus builds from the flags
             layout = read_layout(ctx.params["fields"], ctx.params["bm25_fields"], ctx.params["bm25_analyzer"])
             assert [(f.name, f.type, f.key) for f in layout.fields] == [
                 ("category", "keyword", "category"), ("year", "number", "meta:year, first")]
             assert layout.lexical.sources == ("question", "answer") and layout.lexical.analyzer == "english"
+
+
+def test_publish_and_rollback_get_what_the_write_log_replay_needs():
+    """publish and rollback replay the writer's log (mmsearch.jobs.replay): the MongoDB URI (from its
+    Secret), the summaries' database and collection template, the log's database and the model
+    repository reach the Job; a spec without MongoDB gives neither flags nor URI."""
+    obj = indexjob(mongo={"uriSecret": {"name": "mongo-cred"}, "database": "docs", "collection": "{collection}",
+                          "writeLogDatabase": "writes"})
+    for stage, _, job in _jobs(obj):
+        if stage not in ("publish", "rollback", "sync"):
+            continue
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MMSEARCH_MONGO_URI"]["valueFrom"] == {"secretKeyRef": {"name": "mongo-cred", "key": "uri"}}
+        args = container["args"]
+        flags = {flag: args[args.index(flag) + 1] for flag in ("--database", "--collection", "--writes-database",
+                                                                "--model-repository")}
+        assert flags == {"--database": "docs", "--collection": "{collection}", "--writes-database": "writes",
+                         "--model-repository": "s3://mmsearch/models"}, stage
+    bare = with_defaults({k: v for k, v in indexjob()["spec"].items() if k != "mongo"} | {"skipStages": ["push-mongo"]})
+    for stage in ("publish", "rollback"):
+        assert "--writes-database" not in stage_args(stage, bare, "s3://w", "v1_x")
+        assert "MMSEARCH_MONGO_URI" not in {e["name"] for e in stage_env(stage, bare)}
