@@ -41,6 +41,8 @@ class QueryPreprocessor(Protocol):
 class Encoders(Protocol):
     async def get(self, backend: str, model: str) -> Any: ...  # .infer(inputs) -> [1, d], .ready()
     async def close(self) -> None: ...
+    # optional (the encoder pool has them: migration's Releases closes encoders no Active uses):
+    # keys() -> the (backend, model) pooled; handed / handed_at(key): hand-out counts; release(key)
 
 
 class Matcher(Protocol):
@@ -99,9 +101,26 @@ class NoEvents:
 @dataclass
 class Load:
     in_flight: int = 0
+    started: int = 0  # searches begun: each one's number (:meth:`begin`)
+    _open: set[int] = field(default_factory=set)
 
     def alone(self) -> bool:
         return self.in_flight <= 1
+
+    def begin(self) -> int:
+        """Count a search in; its number, for :meth:`end`."""
+        self.started += 1
+        self.in_flight += 1
+        self._open.add(self.started)
+        return self.started
+
+    def end(self, number: int) -> None:
+        self.in_flight -= 1
+        self._open.discard(number)
+
+    def oldest(self) -> int:
+        """The number of the oldest search in flight (the next one's when none is)."""
+        return min(self._open, default=self.started + 1)
 
 
 class Manifests:

@@ -248,9 +248,26 @@ class EncoderPool:
         self._manifest = manifest
         self._alone = alone
         self._encoders: dict[tuple[str, str], BatchedEncoder] = {}
+        self.handed = 0  # encoders handed out by get, counted (see release)
+        self._handed_at: dict[tuple[str, str], int] = {}
+
+    def keys(self) -> set[tuple[str, str]]:
+        return set(self._encoders)
+
+    def handed_at(self, key: tuple[str, str]) -> int:
+        """The count of hand-outs when ``key`` was last handed out."""
+        return self._handed_at.get(key, 0)
+
+    async def release(self, key: tuple[str, str]) -> None:
+        """Close and forget the ``key`` encoder (the caller knows nothing uses it); a later get creates it again."""
+        encoder = self._encoders.pop(key, None)
+        if encoder is not None:
+            await encoder.close()
 
     async def get(self, backend: str, model: str) -> BatchedEncoder:
         key = (backend, model)
+        self.handed += 1
+        self._handed_at[key] = self.handed
         if key not in self._encoders:
             s = self._settings
             if self._manifest is not None:

@@ -38,6 +38,7 @@ class ConfigStore(Generic[T]):
     current: T | None = None
     digest: str = ""        # of the active config
     last_error: str = ""
+    activating: bool = False  # a config is being activated (it may hold encoders no active config holds yet)
     _failed_digest: str = field(default="", repr=False)
     _parse_failed: bool = field(default=False, repr=False)
 
@@ -60,11 +61,14 @@ class ConfigStore(Generic[T]):
         except ConfigError as exc:
             self._fail(digest, str(exc), parse=True)
             return False
+        self.activating = True
         try:
             active = await self.activate(experiments)
         except Exception as exc:  # dependency down or model/index mismatch: retried next poll
             self._fail(digest, f"{self.path}: cannot activate: {exc}", parse=False)
             return False
+        finally:
+            self.activating = False
         self.current, self.digest, self.last_error = active, digest, ""
         self._failed_digest, self._parse_failed = "", False
         self.on_result("loaded")

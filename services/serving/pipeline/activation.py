@@ -5,7 +5,10 @@ refuses the config (raises) unless each arm's preprocess model is ready (its
 tokenizer loaded in serving for text with ``preprocess: inline``; loaded by
 the preprocess service for images and for ``preprocess: service``), its
 encoder loads, its encoder is a tower of the export that built its
-collection (:func:`check_consistency`), and its collection holds the scene's
+collection (:func:`check_consistency`) or that export's tower of the same
+kind is in the model repository and answers a canary query (a version built
+by another model: it serves the collection, ``served_by``, see
+:mod:`mmsearch.services.serving.pipeline.migration`), and its collection holds the scene's
 declared fields and, for a ``bm25`` or ``hybrid`` retriever, the BM25 text
 (:func:`check_layout`). ``needs`` records those layout requirements per
 collection name, so a publish that moves the name to a version without them
@@ -129,6 +132,9 @@ class Active:
     records: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))  # name -> record
     needs: Mapping[str, Needs] = field(default_factory=lambda: MappingProxyType({}))  # name -> layout it must hold
     preprocess_service: bool = True           # whether some arm sends queries to the preprocess service
+    # (config collection name, configured encoder) -> the tower serving it instead: a version built by another
+    # model (:mod:`mmsearch.services.serving.pipeline.migration`); absent: the arm's own
+    served_by: Mapping[tuple[str, str], TowerSpec] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def scenes(self) -> Mapping[str, Scene]:
@@ -137,6 +143,11 @@ class Active:
     def with_routes(self, routes: Mapping[str, str], records: Mapping[str, Mapping[str, Any]] | None = None) -> "Active":
         return replace(self, routes=MappingProxyType(dict(routes)),
                        records=MappingProxyType(dict(self.records if records is None else records)))
+
+    def tower(self, collection: str, tower: TowerSpec | None) -> TowerSpec | None:
+        """The tower that serves an arm's ``tower`` on config collection name ``collection``: its own, or the
+        served version's model's (a model migration)."""
+        return self.served_by.get((collection, tower.encoder), tower) if tower is not None else None
 
     def version(self, collection: str) -> tuple[str, int, int]:
         """(concrete collection, generation, live writes position) of the documents behind config collection
@@ -166,6 +177,8 @@ def towers(spec: ArmSpec) -> tuple[tuple[str, TowerSpec | None], ...]:
 
 async def activate(experiments: Experiments, backends: Backends, timeout: float) -> Active:
     """Load encoders and check every arm against its dependencies; raise to refuse the config."""
+    from mmsearch.services.serving.pipeline import migration  # it builds on this module
+
     specs = experiments.arm_specs()
     service = any(uses_service(spec, kind) for _, _, spec in specs for kind, tower in towers(spec) if tower)
     models = await backends.preprocess.models(timeout) if service else set()
@@ -174,6 +187,7 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
     checked: set[tuple[str, str]] = set()
     users: dict[str, set[str]] = {}
     needs: dict[str, Needs] = {}
+    served_by: dict[tuple[str, str], TowerSpec] = {}
     for scene, label, spec in specs:
         where = f"scene {scene!r} arm {label}"
         collection = spec.match.collection
@@ -202,8 +216,12 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
                 continue
             if collection not in collections:
                 collections[collection] = await backends.matcher.manifest(collection)
-            try:
-                check_consistency(tower.encoder, manifest, collection, collections[collection])
+            try:  # the served version's own model when it was built by another one (a migration)
+                chosen = migration.serving_tower(tower.encoder, manifest, kind, collection, collections[collection])
+                if chosen != tower.encoder:
+                    encoders[(spec.encoder_backend, chosen)] = await migration.load_tower(
+                        backends, spec, kind, chosen, collection, collections[collection], timeout, tower.encoder)
+                    served_by[(collection, tower.encoder)] = migration.served(tower, chosen)
             except ConsistencyError as exc:
                 raise ConsistencyError(f"{where}: {exc}") from None
             checked.add((tower.encoder, collection))
@@ -215,7 +233,7 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
     return Active(experiments, MappingProxyType(encoders), MappingProxyType(routes),
                   MappingProxyType({k: frozenset(v) for k, v in users.items()}),
                   MappingProxyType({name: record(m) for name, m in collections.items()}), MappingProxyType(needs),
-                  preprocess_service=service)
+                  preprocess_service=service, served_by=MappingProxyType(served_by))
 
 
 RECORD_FIELDS = ("collection", "version", "count", "generation", "changed", "evaluation", "published", "index",

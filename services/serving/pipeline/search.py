@@ -258,11 +258,11 @@ class Searcher:
     async def search(self, request: retrieval_pb2.SearchRequest, active: Active,
                      deadline_s: float) -> retrieval_pb2.SearchResponse:
         load = self.backends.load
-        load.in_flight += 1
+        number = load.begin()
         try:
             return await self._search(request, active, deadline_s)
         finally:
-            load.in_flight -= 1
+            load.end(number)
 
     async def _search(self, request: retrieval_pb2.SearchRequest, active: Active,
                       deadline_s: float) -> retrieval_pb2.SearchResponse:
@@ -270,7 +270,7 @@ class Searcher:
         arm = choose_arm(query.scene, request.user_id, request.force_arms)
         plan = plan_search(query, request, arm, active, self.settings, self.page_key)
         spec, page, ranker = arm.spec, plan.page, RANKERS[plan.rank.name]
-        tower: TowerSpec | None = spec.query.image if query.kind == "image" else spec.query.text
+        tower = active.tower(spec.match.collection, spec.query.image if query.kind == "image" else spec.query.text)
         dependencies = {"fetch": "milvus", "match": "milvus", "summary": "mongo",
                         "embed": encoder_dependency(tower.encoder, spec.encoder_backend) if tower else ""}
         if uses_service(spec, query.kind):  # inline tokenization depends on no service
