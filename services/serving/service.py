@@ -18,6 +18,7 @@ from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from mmsearch.services.runtime.access import CALLER, Rule
 from mmsearch.services.serving import metrics
 from mmsearch.services.serving.pipeline.activation import Active
+from mmsearch.services.serving.pipeline.arrange import default_collapse
 from mmsearch.services.serving.errors import StageError
 from mmsearch.services.serving.config.experiments import Scene
 from mmsearch.services.serving.config.store import ConfigStore
@@ -46,7 +47,8 @@ def scene_message(scene: Scene, active: Active) -> retrieval_pb2.Scene:
                                   documents=int(rec.get("count") or 0), generation=int(rec.get("generation") or 0),
                                   fields=[retrieval_pb2.SceneField(name=f.name, type=f.type, operators=f.operators,
                                                                    facet=f.type in FACET_TYPES)
-                                          for f in scene.fields.values()])
+                                          for f in scene.fields.values()],
+                                  collapse=default_collapse(scene.fields))
     figures, published = rec.get("evaluation"), rec.get("published") or {}
     if figures:
         message.evaluation.CopyFrom(retrieval_pb2.IndexEvaluation(

@@ -83,8 +83,10 @@ def parameters(limits: RequestLimits) -> dict[str, dict[str, Any]]:
                                  "by a number field of the scene; absent: the score order.",
                         {"type": "string", "pattern": "^-?" + FIELD_PATTERN.pattern[1:]}),
         "collapse": _query("collapse", "A keyword field of the scene: one hit per value of it (the best), "
-                                         "items[].folded counting the others; facets count before collapsing.",
-                            {"type": "string", "pattern": FIELD_PATTERN.pattern}),
+                                         "items[].folded counting the others; facets count before collapsing. "
+                                         "Absent: the scene's collapse (GET /api/scenes; video frames by video); "
+                                         "-: none.",
+                            {"type": "string", "pattern": "^(-|" + FIELD_PATTERN.pattern[1:-1] + ")$"}),
         "highlight": _query("highlight", "true/false: items[].highlights, the spans of the summary's text that "
                                            "matched a text query.", {"type": "string", "pattern": BOOL_PATTERN}),
     }
@@ -137,7 +139,9 @@ def _schemas(limits: RequestLimits, max_token_chars: int) -> dict[str, Any]:
                     facet={"type": "boolean"})
     scene = _object(name=string, modality=string, image_query={"type": "boolean"},
                     layers={"type": "array", "items": string},
-                    fields={"type": "array", "items": _ref("schemas", "SceneField")})
+                    fields={"type": "array", "items": _ref("schemas", "SceneField")},
+                    collapse={"type": "string", "description": "The field a search collapses on when it names "
+                              "none (a scene of video frames: video; collapse=- turns it off); empty: none."})
     feedback = _object(
         ["feedback_token", "item_id", "event"],
         feedback_token={"type": "string", "minLength": 1, "maxLength": max_token_chars,

@@ -17,7 +17,8 @@ fields (``GET /api/scenes`` lists them). ``facet=FIELD`` (repeatable) asks
 for value counts, ``page_token`` continues a search, ``GET /api/similar``
 takes ``id`` (a stored item) instead of ``q``. ``sort=FIELD`` / ``sort=-FIELD``
 orders what passes the arm's cutoff by a number field (ascending /
-descending), ``collapse=FIELD`` keeps one hit per value of a keyword field,
+descending), ``collapse=FIELD`` keeps one hit per value of a keyword field
+(a scene of video frames collapses by ``video`` unless ``collapse=-``),
 ``highlight=true`` asks for the spans that matched; serving checks the fields.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ RANGE_PATTERN = re.compile(r"^(-?\d+(?:\.\d+)?)?\.\.(-?\d+(?:\.\d+)?)?$")
 MAX_TOKEN_CHARS = 2048
 TOKEN_PATTERN = re.compile(rf"^[A-Za-z0-9_.=-]{{1,{MAX_TOKEN_CHARS}}}$")
 MAX_FILTERS = 16
+NO_COLLAPSE = "-"  # collapse=-: no collapse, not even a scene's default one (serving's value)
 MAX_VALUE_CHARS = 1024
 MAX_ID = 2**63 - 1
 ID_DIGITS = re.compile(r"[0-9]{1,19}")
@@ -188,13 +190,16 @@ def parse_facets(values: list[str]) -> tuple[str, ...]:
 
 
 def parse_field(parameter: str, value: str | None, *, signed: bool = False) -> str:
-    """A field name (``-FIELD`` too with ``signed``: ``sort``), or "" when absent."""
+    """A field name (``-FIELD`` too with ``signed``: ``sort``; ``-`` alone, no collapse, without), or "" when
+    absent."""
     if not value:
         return ""
+    if not signed and value == NO_COLLAPSE:
+        return value
     if not FIELD_PATTERN.match(value[1:] if signed and value.startswith("-") else value):
         how = "FIELD (ascending) or -FIELD (descending), a number field" if signed else "a keyword field"
         raise BadParameter(parameter, f"{parameter} {_shown(value)} is not a field name: give {how} of the scene "
-                                      "(GET /api/scenes lists them)")
+                                      "(GET /api/scenes lists them)" + ("" if signed else ", or - for no collapse"))
     return value
 
 

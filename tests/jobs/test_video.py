@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -14,29 +13,9 @@ from mmsearch.jobs.prepare import prepare
 from mmsearch.jobs.sources.video import keep, sample_frames
 from tests.support.drawn_text import draw, fonts
 from tests.support.indexes import read_records
+from tests.support.videos import scenes, write_video
 
 av = pytest.importorskip("av")
-
-COLOURS = [(200, 30, 30), (30, 160, 40), (40, 40, 200)]  # three scenes of 2 s each at 10 fps
-
-
-def write_video(path: Path, pictures: list, fps: int = 10) -> Path:
-    """An MPEG-4 video of ``pictures`` (PIL images of one size), one frame each."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height = pictures[0].size
-        stream.pix_fmt = "yuv420p"
-        for picture in pictures:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(picture.convert("RGB")), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def scenes(size=(96, 64), seconds=2, fps=10) -> list:
-    return [Image.new("RGB", size, colour) for colour in COLOURS for _ in range(seconds * fps)]
 
 
 def test_frames_are_kept_at_scene_changes_and_at_least_every_n_seconds(tmp_path):

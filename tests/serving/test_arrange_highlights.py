@@ -8,7 +8,7 @@ import yaml
 from mmsearch.core.fields import FieldSpec
 from mmsearch.services.serving.config.experiments import ConfigError, parse_config
 from mmsearch.services.serving.pipeline.activation import LayoutError, Needs, check_layout
-from mmsearch.services.serving.pipeline.arrange import Arrangement, arrange, read_arrangement
+from mmsearch.services.serving.pipeline.arrange import Arrangement, arrange, default_collapse, read_arrangement
 from mmsearch.services.serving.pipeline.highlights import highlight, stem, term_spans, query_terms
 from tests.support.stack import t2t_config
 
@@ -45,6 +45,22 @@ def test_wrong_fields_are_refused_naming_the_parameter(sort, collapse, words):
 def test_read_arrangement():
     assert read_arrangement("-taken", "album", FIELDS) == Arrangement("taken", True, "album")
     assert not read_arrangement("", "", FIELDS).active
+    assert not read_arrangement("", "-", FIELDS).active
+
+
+FRAMES = {**FIELDS, "video": FieldSpec(name="video", type="keyword"), "seconds": FieldSpec(name="seconds", type="number")}
+
+
+def test_a_scene_of_video_frames_collapses_by_video_unless_the_request_says_otherwise():
+    assert default_collapse(FRAMES) == "video" and read_arrangement("", "", FRAMES) == Arrangement(collapse="video")
+    assert read_arrangement("-seconds", "album", FRAMES) == Arrangement("seconds", True, "album")  # named: that one
+    assert read_arrangement("seconds", "-", FRAMES) == Arrangement("seconds")  # "-": every frame
+    # a video field alone, or one of another type, is not the video source's mark
+    assert default_collapse({**FIELDS, "video": FRAMES["video"]}) == ""
+    assert default_collapse({"video": FieldSpec(name="video", type="bool"), "seconds": FRAMES["seconds"]}) == ""
+    assert default_collapse(FIELDS) == "" and not read_arrangement("", "", FIELDS).active
+    with pytest.raises(ValueError, match=r"collapse: 'seconds' is a number field; .* \(or '-' for no collapse\)"):
+        read_arrangement("", "seconds", FRAMES)
 
 
 def test_stems_and_terms():

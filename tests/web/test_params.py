@@ -184,6 +184,7 @@ def test_sort_collapse_and_highlight_parameters():
     assert parse_search({"scene": "t2t", "q": "files", "sort": "length"}, **LIMITS).sort == "length"
     plain = parse_search({"scene": "t2t", "q": "files"}, **LIMITS)
     assert (plain.sort, plain.collapse, plain.highlight) == ("", "", False)
+    assert parse_search({"scene": "t2t", "q": "files", "collapse": "-"}, **LIMITS).collapse == "-"  # none at all
     for params, parameter in (({"sort": "--x"}, "sort"), ({"sort": "a b"}, "sort"), ({"collapse": "-x"}, "collapse"),
                               ({"highlight": "maybe"}, "highlight")):
         with pytest.raises(BadParameter) as caught:

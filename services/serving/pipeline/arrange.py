@@ -6,7 +6,11 @@ A request may ask (``SearchRequest.sort``, ``collapse``; JSON ``sort=FIELD``,
 - **collapsed** on a keyword field: one hit per value, the first of the
   ranked order (the best), its ``folded`` counting the others; hits whose
   value is empty (a record without the field: Milvus Lite stores ``""``) are
-  never folded together;
+  never folded together. A scene of video frames (it declares the keyword
+  field ``video`` and the number field ``seconds``, as ``prepare
+  --source-kind video`` writes them) collapses by ``video`` when the request
+  names no field (:func:`default_collapse`): one hit per video, its best
+  frame; ``collapse="-"`` (JSON ``collapse=-``) asks for every frame;
 - **sorted** on a number field, ascending or descending (``-FIELD``); ties,
   and hits without a value (last either way), keep the ranked order.
 
@@ -31,6 +35,9 @@ from mmsearch.core.fields import FieldSpec
 
 SORT_TYPES = ("number",)
 COLLAPSE_TYPES = ("keyword",)
+NO_COLLAPSE = "-"  # a request's collapse that turns the scene's default collapse off (no field is named so)
+# How the video source marks a frame: its video (keyword) and its time in the video (number, seconds).
+VIDEO_FIELD, MOMENT_FIELD = "video", "seconds"
 
 
 @dataclass(frozen=True)
@@ -49,25 +56,40 @@ class Arrangement:
         return tuple(name for name in (self.sort, self.collapse) if name)
 
 
-def _field(parameter: str, name: str, fields: Mapping[str, FieldSpec], types: tuple[str, ...]) -> str:
+def _field(parameter: str, name: str, fields: Mapping[str, FieldSpec], types: tuple[str, ...],
+           or_else: str = "") -> str:
     spec = fields.get(name)
     if spec is None or spec.type not in types:
         allowed = sorted(n for n, f in fields.items() if f.type in types) or "none"
         why = f"is a {spec.type} field" if spec else "is not a field of the scene"
         raise ValueError(f"{parameter}: {shown(name)} {why}; {parameter} takes a {' or '.join(types)} field of the "
-                         f"scene: {allowed}")
+                         f"scene: {allowed}{or_else}")
     return name
+
+
+def default_collapse(fields: Mapping[str, FieldSpec]) -> str:
+    """The field a search of a scene with these declared ``fields`` collapses on when it names none: ``video``
+    for a scene of video frames (``video`` a keyword field and ``seconds`` a number field), else "". Pure."""
+    video, moment = fields.get(VIDEO_FIELD), fields.get(MOMENT_FIELD)
+    frames = video is not None and video.type == "keyword" and moment is not None and moment.type == "number"
+    return VIDEO_FIELD if frames else ""
 
 
 def read_arrangement(sort: str, collapse: str, fields: Mapping[str, FieldSpec]) -> Arrangement:
     """The request's ``sort`` (``FIELD`` / ``-FIELD``) and ``collapse`` checked against the scene's declared
-    ``fields``; ValueError naming the parameter, the field and the fields it may take. Pure."""
+    ``fields``; ValueError naming the parameter, the field and the fields it may take. An empty ``collapse``
+    is the scene's :func:`default_collapse`, :data:`NO_COLLAPSE` none. Pure."""
     descending = sort.startswith("-")
     name = sort[1:] if descending else sort
     if sort and not name:
         raise ValueError("sort: give a field name, FIELD (ascending) or -FIELD (descending)")
-    return Arrangement(_field("sort", name, fields, SORT_TYPES) if name else "", descending,
-                       _field("collapse", collapse, fields, COLLAPSE_TYPES) if collapse else "")
+    if collapse == NO_COLLAPSE:
+        folded = ""
+    elif collapse:
+        folded = _field("collapse", collapse, fields, COLLAPSE_TYPES, f" (or {NO_COLLAPSE!r} for no collapse)")
+    else:
+        folded = default_collapse(fields)
+    return Arrangement(_field("sort", name, fields, SORT_TYPES) if name else "", descending, folded)
 
 
 def collapse(order: Sequence[tuple[int, float]], values: Sequence[Any]) -> tuple[list[tuple[int, float]], dict[int, int]]:

@@ -11,7 +11,7 @@
     image: $("image"), banner: $("banner"), meta: $("meta"), summaryLine: $("summary-line"),
     timings: $("timings"), preview: $("preview"), results: $("results"), filters: $("filters"),
     activeFilters: $("active-filters"), facets: $("facets"), pager: $("pager"), more: $("more"),
-    keyForm: $("key-form"), apiKey: $("api-key"), keyOpen: $("key-open"),
+    keyForm: $("key-form"), apiKey: $("api-key"), keyOpen: $("key-open"), sort: $("sort"), collapse: $("collapse"),
   };
   // The API key the user gave (sent as X-API-Key), kept for this tab only; none: anonymous.
   const KEY_STORE = "mmsearch.apiKey";
@@ -33,9 +33,10 @@
   // notice: a message to keep above the next results (e.g. an unknown scene in a shared URL).
   // filters: the URL's filter values ("field:value"); similar: the item id of a "more like this" search
   // (its name in similarLabel when known); pageToken: the page shown (empty: the first).
+  // sort: "", FIELD or -FIELD; collapse: the request's value ("": the scene's own, "-": none, or a field).
   const state = {
     scenes: [], scene: null, timer: null, controller: null, seq: 0, typingPushed: false, notice: null,
-    filters: [], similar: null, similarLabel: null, pageToken: "", nextToken: "",
+    filters: [], similar: null, similarLabel: null, pageToken: "", nextToken: "", sort: "", collapse: "",
   };
 
   function el(tag, className, text) {
@@ -68,6 +69,7 @@
     return {
       scene: params.get("scene"), q: params.get("q") || "", k: params.get("k"), filters: params.getAll("filter"),
       similar: params.get("similar"), pageToken: params.get("page_token") || "",
+      sort: params.get("sort") || "", collapse: params.get("collapse") || "",
     };
   }
 
@@ -79,6 +81,8 @@
     else if (els.q.value.trim()) params.set("q", els.q.value.trim());
     if (els.k.value !== "10") params.set("k", els.k.value);
     for (const f of state.filters) params.append("filter", f);
+    if (state.sort) params.set("sort", state.sort);
+    if (state.collapse) params.set("collapse", state.collapse);
     if (state.pageToken) params.set("page_token", state.pageToken);
     const url = window.location.pathname + (params.toString() ? "?" + params.toString() : "");
     if (url === window.location.pathname + window.location.search) return;
@@ -100,7 +104,9 @@
       button.appendChild(el("small", null, MODALITY[scene.modality] || scene.modality));
       button.addEventListener("click", () => {
         state.typingPushed = false;
-        if (scene.name !== state.scene) { state.filters = []; leaveSimilar(); firstPage(); }
+        if (scene.name !== state.scene) {
+          state.filters = []; state.sort = ""; state.collapse = ""; leaveSimilar(); firstPage();
+        }
         selectScene(scene.name, "push");
       });
       els.scenes.appendChild(button);
@@ -116,8 +122,52 @@
     const info = sceneInfo(name);
     els.upload.hidden = !info.image_query;
     els.q.placeholder = info.modality === "image" ? "Describe an image…" : "Ask a question…";
+    renderArrangement(info);
     if (els.q.value.trim() || state.similar) runSearch(historyMode);
     else { clearResults(); writeUrl(historyMode); }
+  }
+
+  // ---- sort and collapse ---------------------------------------------------
+  // Sort: the score order, or a number field ascending / descending. Collapse: one result per value of a
+  // keyword field; a scene of video frames collapses by video unless the request says collapse=- (the
+  // scene's "collapse" in /api/scenes), so the URL carries collapse only when it differs from the scene's.
+  function option(select, value, text) {
+    const node = el("option", null, text);
+    node.value = value;
+    select.appendChild(node);
+  }
+
+  function renderArrangement(info) {
+    const fields = info.fields || [];
+    clear(els.sort);
+    option(els.sort, "", "by score");
+    for (const f of fields.filter((x) => x.type === "number")) {
+      option(els.sort, f.name, f.name + " ↑");
+      option(els.sort, "-" + f.name, f.name + " ↓");
+    }
+    els.sort.hidden = els.sort.options.length === 1;
+    clear(els.collapse);
+    option(els.collapse, "-", "every result");
+    for (const f of fields.filter((x) => x.type === "keyword")) option(els.collapse, f.name, "one per " + f.name);
+    els.collapse.hidden = els.collapse.options.length === 1;
+    showArrangement();
+  }
+
+  // The selects show the state (an unknown value from a shared URL: serving names what is wrong).
+  function showArrangement() {
+    const info = sceneInfo(state.scene);
+    els.sort.value = state.sort;
+    els.collapse.value = state.collapse || (info && info.collapse) || "-";
+  }
+
+  function setArrangement() {
+    const info = sceneInfo(state.scene);
+    const fallback = (info && info.collapse) || "-";
+    state.sort = els.sort.value;
+    state.collapse = els.collapse.value === fallback ? "" : els.collapse.value;
+    firstPage();
+    state.typingPushed = false;
+    runSearch("push");
   }
 
   // A fresh search (new query, scene, size or filters) starts from the first page.
@@ -211,6 +261,8 @@
     for (const f of state.filters) params.append("filter", f);
     const info = sceneInfo(state.scene);
     for (const field of (info && info.fields) || []) if (field.facet) params.append("facet", field.name);
+    if (state.sort) params.set("sort", state.sort);
+    if (state.collapse) params.set("collapse", state.collapse);
     if (state.pageToken) params.set("page_token", state.pageToken);
     return params;
   }
@@ -267,6 +319,8 @@
     form.append("scene", state.scene);
     form.append("k", els.k.value);
     for (const f of state.filters) form.append("filter", f);
+    if (state.sort) form.append("sort", state.sort);
+    if (state.collapse) form.append("collapse", state.collapse);
     form.append("image", file, file.name);
     request("/api/search", { method: "POST", body: form }, "image " + file.name);
   }
@@ -397,15 +451,41 @@
       link.rel = "noopener";
       caption.appendChild(link);
     }
-    const words = [s.caption, s.alt_text, s.ocr_text].filter((t) => typeof t === "string" && t.trim()).join(" · ");
-    if (words) {  // the text the image carries (captions, OCR): what a text query may have matched
-      const text = el("span", "words", words.length > 140 ? words.slice(0, 139) + "…" : words);
-      text.title = words;
-      caption.appendChild(text);
+    if (item.folded) caption.appendChild(foldedButton(item, s, moment));
+    // The text the image carries (captions, OCR): what a text query may have matched, its highlights marked.
+    const texts = ["caption", "alt_text", "ocr_text"].filter((f) => typeof s[f] === "string" && s[f].trim());
+    if (texts.length) {
+      const words = el("span", "words");
+      texts.forEach((f, i) => {
+        if (i) words.appendChild(document.createTextNode(" · "));
+        words.appendChild(marked("span", null, item, f, s[f]));
+      });
+      words.title = texts.map((f) => s[f]).join(" · ");
+      caption.appendChild(words);
     }
     node.appendChild(caption);
     node.appendChild(similarButton(item, name));
     return node;
+  }
+
+  // "N more frames" (or "+N more"): the hits collapse folded into this one; it shows them, this value only,
+  // every one (collapse=-).
+  function foldedButton(item, s, moment) {
+    const field = state.collapse && state.collapse !== "-" ? state.collapse
+      : (sceneInfo(state.scene) || {}).collapse || "";
+    const n = item.folded;
+    const text = moment ? n + (n === 1 ? " more frame" : " more frames") : "+" + n + " more";
+    const button = el("button", "folded", text);
+    button.type = "button";
+    const value = s[field];
+    if (!field || value === undefined || value === "") { button.disabled = true; return button; }
+    button.title = "Show every result with " + field + " " + value;
+    button.addEventListener("click", () => {
+      state.collapse = "-";
+      showArrangement();
+      setFilters([...state.filters.filter((g) => !g.startsWith(field + ":")), field + ":" + value]);
+    });
+    return button;
   }
 
   function clock(seconds) {
@@ -502,7 +582,8 @@
   }
 
   function onResultClick(event) {
-    if (event.target.closest("button.similar")) return;  // "More like this" searches; it does not open the item
+    // "More like this" and "N more frames" search; they do not open the item
+    if (event.target.closest("button.similar, button.folded")) return;
     const node = event.target.closest(".result");
     if (!node || !feedback.token || feedback.clicked.has(node.dataset.id)) return;
     feedback.clicked.add(node.dataset.id);
@@ -519,10 +600,12 @@
 
   // ---- wiring --------------------------------------------------------------
   function applyUrl() {
-    const { scene, q, k, filters, similar, pageToken } = readUrl();
+    const { scene, q, k, filters, similar, pageToken, sort, collapse } = readUrl();
     if (k && [...els.k.options].some((o) => o.value === k)) els.k.value = k;
     els.q.value = similar ? "" : q;
     state.filters = filters;
+    state.sort = sort;
+    state.collapse = collapse;
     if (similar !== state.similar) state.similarLabel = null;
     state.similar = similar;
     state.pageToken = pageToken;
@@ -549,6 +632,8 @@
     runSearch("push");
   });
   els.k.addEventListener("change", () => { state.typingPushed = false; firstPage(); runSearch("push"); });
+  els.sort.addEventListener("change", setArrangement);
+  els.collapse.addEventListener("change", setArrangement);
   els.more.addEventListener("click", () => {
     if (!state.nextToken) return;
     state.pageToken = state.nextToken;
