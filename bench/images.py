@@ -30,7 +30,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,8 +48,6 @@ PAGES = ("csv", "json", "sqlite3", "gzip", "zipfile", "tarfile", "shutil", "temp
          "hashlib", "hmac", "secrets", "uuid", "socket", "ssl", "smtplib", "imaplib", "ftplib", "wave")
 STOP = set("a an the of and or to in on with for by at from is are its it this that as be into over under "
            "called".split())
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync", "--hide-scrollbars")
 
 
 def content_words(text: str) -> list[str]:
@@ -82,24 +79,22 @@ def photos(folder: Path, n: int, rng: random.Random) -> list[dict]:
     return queries
 
 
-def pages(folder: Path, n: int, work: Path) -> list[dict]:
-    """Screenshots of ``n`` stdlib modules' pydoc pages rendered by headless Chromium; their queries."""
+def pages(folder: Path, n: int) -> list[dict]:
+    """Screenshots of ``n`` stdlib modules' pydoc pages rendered by headless Chromium (the demo's
+    screenshots scene renders them the same way); their queries."""
     import importlib
     import pydoc
 
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        print("pages: chromium missing (make system-deps); part skipped")
+    from mmsearch.dev.screenshots import ScreenshotError, page_name, render_pages
+
+    try:
+        render_pages(PAGES[:n], folder)
+    except ScreenshotError as exc:
+        print(f"pages: {exc}; part skipped")
         return []
-    html = work / "pydoc"
-    html.mkdir(exist_ok=True)
     queries = []
     for module in PAGES[:n]:
-        subprocess.run([sys.executable, "-m", "pydoc", "-w", module], cwd=html, capture_output=True, check=True)
-        profile = tempfile.mkdtemp(dir=work)
-        shot = folder / f"page-{module}.png"
-        subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1000,700",
-                        f"--screenshot={shot}", (html / f"{module}.html").as_uri()], capture_output=True, timeout=120)
+        shot = folder / page_name(module)
         synopsis = (pydoc.splitdoc(importlib.import_module(module).__doc__ or "")[0]).strip()
         words = [w for w in content_words(synopsis) if w.lower() != module.lower()]
         if shot.is_file() and len(words) >= 2:
@@ -230,7 +225,7 @@ def main() -> None:
         item.image.save(folder / item.name)
         words = item.text.split()
         queries.append({"part": "drawn", "query": " ".join(rng.sample(words, 2)), "answer": item.name})
-    queries += photos(folder, args.photos, rng) + pages(folder, args.pages, work)
+    queries += photos(folder, args.photos, rng) + pages(folder, args.pages)
     size = sum(1 for p in folder.iterdir() if p.suffix == ".png")
     print(f"set: {size} images in {folder}; queries: {len(queries)}")
     measure_ocr(drawn, folder)

@@ -15,6 +15,10 @@ Decisions:
   fetches the images from there and web starts only after the index exists.
 - A stage's :class:`~mmsearch.core.errors.MmsearchError` ends the build with
   its one-line message and the stage's name.
+- Each scene of the plan is built on its own (its own marker: one scene's
+  index is reused while another is rebuilt). The screenshots scene first
+  renders its pages and, when no CLIP was named, builds the random-weight
+  CLIP it exports (:mod:`mmsearch.dev.screenshots`).
 """
 from __future__ import annotations
 
@@ -23,11 +27,13 @@ import json
 import multiprocessing
 import shutil
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 from mmsearch.dev.demo_plan import DemoPlan
 from mmsearch.dev.processes import say
+from mmsearch.dev.scene_plan import ScenePlan
 
 
 def stage_functions() -> dict[str, Callable[..., Any]]:
@@ -44,15 +50,31 @@ def stage_functions() -> dict[str, Callable[..., Any]]:
             "push-mongo": push_mongo, "evaluate": evaluate, "publish": publish}
 
 
-def run_build(p: DemoPlan) -> None:
-    """Every stage of ``p.build`` in order (the spawned child's target)."""
+def make_material(scene: ScenePlan) -> None:
+    """What the scene's steps read that no job makes: its rendered pages, its random-weight CLIP."""
+    from mmsearch.dev.screenshots import ScreenshotError, build_random_clip, render_pages
+
+    try:
+        if scene.pages:
+            say(f"{scene.scene}: rendering {len(scene.pages)} pydoc pages with headless Chromium")
+            render_pages(scene.pages, Path(scene.images_dir))
+    except ScreenshotError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if scene.random_clip and not Path(scene.random_clip).is_dir():
+        say(f"{scene.scene}: building a tiny CLIP with random weights in {scene.random_clip}")
+        build_random_clip(Path(scene.random_clip))
+
+
+def run_build(p: DemoPlan, scene: ScenePlan) -> None:
+    """Every stage of ``scene.build`` in order (the spawned child's target)."""
     from mmsearch.jobs.evaluate import summary_line
     from mmsearch.jobs.progress import Progress
     from mmsearch.core.errors import MmsearchError
     from mmsearch.core.model_repository import ModelRepository
 
+    make_material(scene)
     functions = stage_functions()
-    for step in p.build:
+    for step in scene.build:
         if step.stage == "export" and ModelRepository(p.repository).has(step.params["name"]):
             say("export: the model repository already holds this model; skipped")
             continue
@@ -71,28 +93,29 @@ def run_build(p: DemoPlan) -> None:
 
 
 @contextlib.contextmanager
-def serving_images(p: DemoPlan) -> Iterator[None]:
-    """The image folder at the corpus's base URL while the index is built (see module doc)."""
+def serving_images(p: DemoPlan, scene: ScenePlan) -> Iterator[None]:
+    """The scene's image folder at the corpus's base URL while its index is built (see module doc)."""
     from mmsearch.dev.folders import serve_folder
 
-    base = p.fingerprint.get("base_url")
-    web = next((s for s in p.services if s.name == "web"), None)
-    folder = web.env.get("MMSEARCH_IMAGES_DIR") if web else None
-    if not base or not folder:
+    base = scene.fingerprint.get("base_url")
+    if not base or not scene.images_dir:
         yield
         return
+    Path(scene.images_dir).mkdir(parents=True, exist_ok=True)  # the screenshots are rendered into it later
     url = urlparse(base)
-    with serve_folder(folder, host=url.hostname or p.host, port=url.port or 0, prefix=url.path):
+    with serve_folder(scene.images_dir, host=url.hostname or p.host, port=url.port or 0, prefix=url.path):
         yield
 
 
-def build_index(p: DemoPlan) -> None:
-    scene_root = p.marker.parent
+def build_index(p: DemoPlan, scene: ScenePlan | None = None) -> None:
+    """Build ``scene`` (default: the corpus's) from scratch and record its fingerprint in its marker."""
+    scene = scene or p.scenes[0]
+    scene_root = scene.marker.parent
     if scene_root.exists():
         shutil.rmtree(scene_root)  # a stale or partial build of another fingerprint
     scene_root.mkdir(parents=True)
-    child = multiprocessing.get_context("spawn").Process(target=run_build, args=(p,), name="demo-build")
-    with serving_images(p):
+    child = multiprocessing.get_context("spawn").Process(target=run_build, args=(p, scene), name="demo-build")
+    with serving_images(p, scene):
         child.start()
         try:
             child.join()
@@ -103,4 +126,4 @@ def build_index(p: DemoPlan) -> None:
     if child.exitcode != 0:
         raise SystemExit(f"error: building the demo index failed (exit code {child.exitcode}); "
                          f"the messages above say which stage")
-    p.marker.write_text(json.dumps({"fingerprint": dict(p.fingerprint), "built_at": time.time()}, indent=2))
+    scene.marker.write_text(json.dumps({"fingerprint": dict(scene.fingerprint), "built_at": time.time()}, indent=2))

@@ -20,8 +20,10 @@ import yaml
 
 from mmsearch.core.settings import load_settings
 from mmsearch.dev.build import build_index
-from mmsearch.dev.demo_plan import DemoPlan, DemoSettings, default_model, index_is_built, plan, resolve_ports
+from mmsearch.dev.demo_plan import DemoPlan, DemoSettings, default_model, plan, resolve_ports
 from mmsearch.dev.processes import Supervisor, say, tail
+from mmsearch.dev.scene_plan import ScenePlan, index_is_built
+from mmsearch.dev.screenshots_plan import RANDOM_NOTICE
 
 
 @contextlib.contextmanager
@@ -38,12 +40,15 @@ def running(p: DemoPlan, startup_timeout: float) -> Iterator[Supervisor]:
         except EmbeddedError as exc:
             raise SystemExit(f"error: the document store did not start: {exc}") from None
         say(f"document store listening at {mongo.uri} (data in {p.mongo_dir})")
-        if index_is_built(p):
-            say(f"reusing the demo index in {p.marker.parent} (delete that folder to rebuild)")
-            say_figures(p)
-        else:
-            say(f"building the demo index for scene {p.scene} (first run; reused afterwards)")
-            build_index(p)
+        for scene in p.scenes:
+            if index_is_built(scene):
+                say(f"reusing the demo index in {scene.marker.parent} (delete that folder to rebuild)")
+                say_figures(scene)
+            else:
+                say(f"building the demo index for scene {scene.scene} (first run; reused afterwards)")
+                build_index(p, scene)
+            if scene.random_clip:
+                say(f"{scene.scene}: {RANDOM_NOTICE}")
         p.experiments_path.write_text(yaml.safe_dump(dict(p.experiments), sort_keys=False))
         for service in p.services:
             sup.start(service)
@@ -56,7 +61,7 @@ def running(p: DemoPlan, startup_timeout: float) -> Iterator[Supervisor]:
             say("stopped the document store")
 
 
-def say_figures(p: DemoPlan) -> None:
+def say_figures(p: ScenePlan) -> None:
     """The figures the index was published on (the report evaluate wrote), when it has them."""
     from mmsearch.jobs.evaluate import summary_line
 

@@ -29,12 +29,13 @@ Decisions:
   is hybrid because it measured better on the held-out half of the labelled
   stdlib queries (bench/relevance.py; figures in docs/benchmarks.md), a Q&A
   corpus's is dense (not measured there).
+- ``MMSEARCH_DEMO_SCENES=t2t,screenshots`` adds the opt-in screenshots scene
+  (:mod:`mmsearch.dev.screenshots_plan`) beside the corpus's scene: one set of
+  services serves both, each scene's index is built and reused on its own.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,9 @@ from pydantic_settings import SettingsConfigDict
 from mmsearch.core.model_repository import tower_name
 from mmsearch.core.settings import BaseConfig, setting
 from mmsearch.dev.processes import ServiceProcess, free_port
+from mmsearch.dev.scene_plan import JobStep, ScenePlan, index_version
+from mmsearch.dev.screenshots import PAGES
+from mmsearch.dev.screenshots_plan import SCENE as SCREENSHOTS, screenshots_scene
 from mmsearch.jobs.sources.stdlib import QUERIES as STDLIB_QUERIES
 
 SourceKind = Literal["stdlib", "qa", "images"]
@@ -82,6 +86,16 @@ class DemoSettings(BaseConfig):
     startup_timeout_seconds: float = setting(300.0, gt=0, unit="seconds", advanced=True, description="Bound on each service's start-up.")
     log_level: str = setting("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$",
                              description="Log level of the demo and its services.")
+    scenes: str = setting("", pattern=r"^[A-Za-z0-9_,-]*$", description="Comma-separated scenes to build and "
+                          "serve: the corpus's scene (t2t; t2i for images; or MMSEARCH_DEMO_SCENE) and, opt-in, "
+                          "screenshots (pydoc pages rendered by headless Chromium, their text read by OCR, CLIP "
+                          "fused with BM25 over it); default: the corpus's scene only.")
+    screenshot_pages: str = setting(",".join(PAGES), pattern=r"^[A-Za-z0-9_.]+(,[A-Za-z0-9_.]+)*$",
+                                    description="The screenshots scene: the standard library modules whose "
+                                    "pydoc pages it renders and indexes.")
+    clip_model: str = setting("", description="The screenshots scene's CLIP (Hugging Face id or local folder); "
+                              "default: a tiny CLIP with random weights built here (no trained CLIP can be "
+                              "downloaded on every machine): untrained, its image match is chance (the demo says so).")
 
 
 @dataclass(frozen=True)
@@ -93,37 +107,29 @@ class Ports:
 
 
 @dataclass(frozen=True)
-class JobStep:
-    """One stage of the index build: the stage function's keyword arguments (the same names as
-    its ``mmsearch job <stage>`` flags, so :meth:`command` is the equivalent command line)."""
-
-    stage: str
-    params: Mapping[str, Any]
-
-    def command(self) -> str:
-        flags = [f"--{key.replace('_', '-')} {shlex.quote(str(value))}" for key, value in self.params.items()]
-        return " ".join(["mmsearch", "job", self.stage, *flags])
-
-
-@dataclass(frozen=True)
 class DemoPlan:
-    scene: str
-    modality: Literal["text", "image"]
+    """Every scene the demo builds (the corpus's first) and the services that serve them all."""
+
+    scenes: tuple[ScenePlan, ...]
     root: Path
-    workdir: Path
     repository: Path
     milvus_uri: str
     mongo_dir: Path
     mongo_uri: str
     experiments_path: Path
-    marker: Path
-    fingerprint: Mapping[str, Any]
-    build: tuple[JobStep, ...]
     experiments: Mapping[str, Any]
     services: tuple[ServiceProcess, ...]
     url: str
     host: str = "127.0.0.1"
     mongo_port: int = 0
+
+    # The corpus's scene (the first), as the demo had only it.
+    scene = property(lambda self: self.scenes[0].scene)
+    modality = property(lambda self: self.scenes[0].modality)
+    workdir = property(lambda self: self.scenes[0].workdir)
+    marker = property(lambda self: self.scenes[0].marker)
+    fingerprint = property(lambda self: self.scenes[0].fingerprint)
+    build = property(lambda self: self.scenes[0].build)
 
 
 def default_model() -> str:
@@ -147,11 +153,6 @@ def model_name_for(model: str, source_kind: SourceKind) -> str:
 
 def _grpc_health(host: str, port: int) -> str:
     return f"grpc://{host}:{port}"
-
-
-def index_version(fingerprint: Mapping[str, Any]) -> str:
-    """A version name per fingerprint: another corpus or model never lands in an existing collection."""
-    return hashlib.sha256(json.dumps(dict(fingerprint), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def experiment_config(scene: str, modality: str, model: str, image_query: bool, fields: list[str], *,
@@ -223,18 +224,23 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
     source = settings.source
     if source and kind != "stdlib":
         source = str(Path(source).expanduser().absolute())
+    base_url = f"http://{host}:{ports.web}/images/"
+    extra = chosen_scenes(settings.scenes, scene)
+    if extra and images:
+        raise ValueError(f"MMSEARCH_DEMO_SCENES={settings.scenes}: the screenshots scene serves its pages at "
+                         f"/images/ like your image folder does; run it beside a text corpus (stdlib or qa)")
 
     fingerprint = {"source_kind": kind, "source": source, "model": model, "model_name": name, "scene": scene,
                    "layout": LAYOUT}
     if images:  # the corpus records the thumbnails' URLs: another web port means another index
-        fingerprint["base_url"] = f"http://{host}:{ports.web}/images/"
+        fingerprint["base_url"] = base_url
     version = index_version(fingerprint)
     documents = f"{scene}_{version}"
     prepare: dict[str, Any] = {"workdir": str(workdir), "source_kind": kind}
     if source:
         prepare["source"] = source
     if images:
-        prepare["base_url"] = f"http://{host}:{ports.web}/images/"
+        prepare["base_url"] = base_url
     document_tower = tower_name(name, "image" if images else "text")
     encode = {"workdir": str(workdir), "repository": str(repository), "model": document_tower}
     if kind == "stdlib":
@@ -269,6 +275,14 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
     fields = ["name", "url"] if images else ["question", "answer", "category"]
     experiments = experiment_config(scene, modality, name, images, fields, filterable=filterable,
                                     retrieval_default={"stdlib": "hybrid", "qa": "dense"}.get(kind))
+    scenes = (ScenePlan(scene, modality, workdir, scene_root / "index.json", fingerprint, build,
+                        images_dir=source if images else ""),)
+    if extra:
+        shots, shots_experiment, shots_models = screenshots_scene(
+            root, repository=repository, milvus_uri=milvus_uri, mongo_uri=mongo_uri, base_url=base_url,
+            pages=tuple(settings.screenshot_pages.split(",")), clip_model=settings.clip_model)
+        scenes += (shots,)
+        experiments["scenes"][SCREENSHOTS] = shots_experiment
     experiments_path = root / f"experiments-{scene}.yaml"
     logs = root / "logs"
 
@@ -278,10 +292,13 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
     models = {name: str(repository / name)}
     if images:
         models[document_tower] = str(repository / document_tower)
+    if extra:
+        models.update(shots_models)
     web_env = {**common, "MMSEARCH_PORT": str(ports.web),
                "MMSEARCH_SERVING_ADDRESS": f"{host}:{ports.serving}"}
-    if images:
-        web_env["MMSEARCH_IMAGES_DIR"] = source
+    images_dir = next((s.images_dir for s in scenes if s.images_dir), "")
+    if images_dir:
+        web_env["MMSEARCH_IMAGES_DIR"] = images_dir
     services = (
         ServiceProcess("preprocess", (python, "-m", "mmsearch.cli", "serve", "preprocess"),
                        {**common, "MMSEARCH_PORT": str(ports.preprocess), "MMSEARCH_MODELS": json.dumps(models)},
@@ -297,19 +314,27 @@ def plan(settings: DemoSettings, ports: Ports, *, python: str = sys.executable,
                        f"http://{host}:{ports.web}/readyz", logs / "web.log"),
     )
     return DemoPlan(
-        scene=scene, modality=modality, root=root, workdir=workdir, repository=repository,
+        scenes=scenes, root=root, repository=repository,
         milvus_uri=milvus_uri, mongo_dir=mongo_dir, mongo_uri=mongo_uri, experiments_path=experiments_path,
-        marker=scene_root / "index.json", fingerprint=fingerprint, build=build, experiments=experiments,
+        experiments=experiments,
         services=services, url=url, host=host, mongo_port=ports.mongo,
     )
 
 
-def index_is_built(p: DemoPlan) -> bool:
-    """True when the marker records this plan's fingerprint (the index can be reused)."""
-    try:
-        return json.loads(p.marker.read_text()).get("fingerprint") == dict(p.fingerprint)
-    except (OSError, ValueError, AttributeError):
-        return False
+def chosen_scenes(scenes: str, corpus_scene: str) -> tuple[str, ...]:
+    """The opt-in scenes ``MMSEARCH_DEMO_SCENES`` adds to the corpus's scene (which it must name, when it
+    names any); ValueError naming what is wrong."""
+    names = [n for n in scenes.split(",") if n]
+    if not names:
+        return ()
+    unknown = [n for n in names if n not in (corpus_scene, SCREENSHOTS)]
+    if unknown:
+        raise ValueError(f"MMSEARCH_DEMO_SCENES={scenes}: unknown scene {', '.join(unknown)}; the demo builds "
+                         f"{corpus_scene} (its corpus) and, opt-in, {SCREENSHOTS}: e.g. {corpus_scene},{SCREENSHOTS}")
+    if corpus_scene not in names:
+        raise ValueError(f"MMSEARCH_DEMO_SCENES={scenes}: name the corpus's scene {corpus_scene} too "
+                         f"({corpus_scene},{SCREENSHOTS}); the demo always serves it")
+    return tuple(dict.fromkeys(n for n in names if n != corpus_scene))
 
 
 def resolve_ports(settings: DemoSettings) -> Ports:

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from mmsearch.core.settings import SettingsError, load_settings
-from mmsearch.dev.demo_plan import DemoSettings, Ports, index_is_built, model_name_for, plan
+from mmsearch.dev.demo_plan import DemoSettings, Ports, model_name_for, plan
+from mmsearch.dev.scene_plan import index_is_built
 from mmsearch.services.preprocess.settings import PreprocessSettings
 from mmsearch.services.serving.config.experiments import parse_config
 from mmsearch.services.serving.config.settings import ServingSettings
@@ -134,4 +135,59 @@ def test_bad_demo_variable_is_named(monkeypatch):
     monkeypatch.setenv("MMSEARCH_DEMO_WEB_PORT", "8080")
     monkeypatch.setenv("MMSEARCH_DEMO_SOURCE_KIND", "videos")
     with pytest.raises(SettingsError, match="MMSEARCH_DEMO_SOURCE_KIND"):
+        load_settings(DemoSettings)
+
+
+def test_screenshots_scene_is_opt_in_and_fuses_clip_with_bm25_over_ocr_text(tmp_path, monkeypatch):
+    assert [s.scene for s in plan(DemoSettings(data_dir=tmp_path), PORTS, model=MINILM).scenes] == ["t2t"]
+    settings = DemoSettings(data_dir=tmp_path, scenes="t2t,screenshots", screenshot_pages="csv,gzip")
+    p = plan(settings, PORTS, model=MINILM)
+    assert [s.scene for s in p.scenes] == ["t2t", "screenshots"] and p.scene == "t2t"
+    shots = p.scenes[1]
+    root = tmp_path / "demo"
+    pages = root / "screenshots" / "pages"
+    assert (shots.modality, shots.pages, shots.images_dir) == ("image", ("csv", "gzip"), str(pages))
+    assert shots.random_clip == str(root / "sources" / "random-clip")  # no CLIP named: one with random weights
+    assert [s.stage for s in shots.build] == ["prepare", "export", "encode", "push-milvus", "push-mongo", "publish"]
+    prepare, export, encode, push = (s.command() for s in shots.build[:4])
+    assert f"--source {pages} --base-url http://127.0.0.1:18080/images/ --ocr rapidocr" in prepare
+    assert f"--model {shots.random_clip} --name screenshots-clip" in export
+    assert encode.endswith("--model screenshots-clip-image")
+    assert "--scene screenshots" in push and push.endswith("--bm25-fields caption,alt_text,ocr_text")
+    assert shots.marker == root / "screenshots" / "index.json" and shots.marker != p.marker
+
+    config = parse_config(yaml.safe_dump(dict(p.experiments)))
+    assert set(config.scenes) == {"t2t", "screenshots"}
+    scene = config.scenes["screenshots"]
+    arm = scene.default_arm
+    assert (scene.modality, scene.image_query, arm.query.image.model) == ("image", True, "screenshots-clip-image")
+    assert arm.match.retriever == "hybrid" and arm.match.fusion.params["weights"] == {"dense": 0.3, "bm25": 0.7}
+    assert scene.layers[0].arms == ("fused", "bm25", "clip") and "ocr_text" in arm.summary.fields
+    env = {s.name: s.env for s in p.services}
+    assert set(json.loads(env["preprocess"]["MMSEARCH_MODELS"])) == {"minilm", "screenshots-clip",
+                                                                     "screenshots-clip-image"}
+    pages.mkdir(parents=True)
+    assert load_with(WebSettings, env["web"], monkeypatch).images_dir == pages  # the thumbnails at /images/
+
+    named = plan(DemoSettings(data_dir=tmp_path, scenes="t2t,screenshots", clip_model="/models/clip"), PORTS,
+                 model=MINILM).scenes[1]
+    assert (named.random_clip, named.build[1].params["model"]) == ("", "/models/clip")
+    assert named.fingerprint != shots.fingerprint  # another CLIP or other pages: another index
+
+
+@pytest.mark.parametrize("scenes, message", [
+    ("t2t,photos", "unknown scene photos"),
+    ("screenshots", "name the corpus's scene t2t too"),
+])
+def test_scenes_are_checked(tmp_path, scenes, message):
+    with pytest.raises(ValueError, match=message):
+        plan(DemoSettings(data_dir=tmp_path, scenes=scenes), PORTS, model=MINILM)
+    with pytest.raises(ValueError, match="beside a text corpus"):
+        plan(DemoSettings(data_dir=tmp_path, source_kind="images", source="photos", scenes="t2i,screenshots"),
+             PORTS, model="openai/clip-vit-base-patch32")
+
+
+def test_bad_screenshot_pages_are_named(monkeypatch):
+    monkeypatch.setenv("MMSEARCH_DEMO_SCREENSHOT_PAGES", "csv;rm -rf /")
+    with pytest.raises(SettingsError, match="MMSEARCH_DEMO_SCREENSHOT_PAGES"):
         load_settings(DemoSettings)
