@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # The offline job runner (`mmsearch job <stage>`), run by the operator's Jobs.
-#   target `jobs`:        prepare, encode, push-milvus, push-mongo, publish; no torch.
+#   target `jobs`:        prepare, encode, push-milvus, push-mongo, publish; no torch. With the `media`
+#                         extra: prepare's OCR (rapidocr, its models inside the wheel) and video frames
+#                         (PyAV), opencv headless (docker/opencv_headless.sh: no libGL needed).
 #                         DEVICE=gpu (default): onnxruntime-gpu, CUDA and cuDNN from their PyPI
 #                         wheels (several GB); DEVICE=cpu: onnxruntime (the CPU job runner).
 #   target `jobs-export`: the same plus the `export` extra (torch, transformers) for
@@ -16,7 +18,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 RUN python -m venv /opt/mmsearch
 COPY docker/constraints.txt docker/constraints.txt
-COPY docker/pip_install.sh docker/slim_venv.sh docker/onnxruntime_for.sh docker/
+COPY docker/pip_install.sh docker/slim_venv.sh docker/onnxruntime_for.sh docker/opencv_headless.sh docker/
 COPY pyproject.toml README.md ./
 COPY mmsearch mmsearch
 COPY services services
@@ -29,7 +31,8 @@ COPY operator operator
 FROM build AS build-jobs
 ARG DEVICE=gpu
 RUN --mount=type=cache,id=mmsearch-wheels,target=/wheels,sharing=locked \
-    sh docker/pip_install.sh /opt/mmsearch jobs \
+    sh docker/pip_install.sh /opt/mmsearch jobs,media \
+ && sh docker/opencv_headless.sh /opt/mmsearch \
  && sh docker/onnxruntime_for.sh "$DEVICE" /opt/mmsearch \
  && sh docker/slim_venv.sh /opt/mmsearch
 
@@ -39,7 +42,8 @@ ARG DEVICE=gpu
 # build, which export does not need). pip reads it from the environment.
 ARG PIP_EXTRA_INDEX_URL=""
 RUN --mount=type=cache,id=mmsearch-wheels,target=/wheels,sharing=locked \
-    sh docker/pip_install.sh /opt/mmsearch export \
+    sh docker/pip_install.sh /opt/mmsearch export,media \
+ && sh docker/opencv_headless.sh /opt/mmsearch \
  && sh docker/onnxruntime_for.sh "$DEVICE" /opt/mmsearch \
  && sh docker/slim_venv.sh /opt/mmsearch
 

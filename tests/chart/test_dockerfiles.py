@@ -197,7 +197,7 @@ def _pins() -> dict[str, str]:
     return pins
 
 
-@pytest.mark.parametrize("group", ["dependencies", "engine", "services", "jobs", "export", "operator"])
+@pytest.mark.parametrize("group", ["dependencies", "engine", "services", "jobs", "media", "export", "operator"])
 def test_constraints_pin_every_dependency_within_pyproject(group):
     """docker/constraints.txt (written by docker/freeze_constraints.py) agrees with pyproject.toml."""
     reqs = PYPROJECT["project"]["dependencies"] if group == "dependencies" else PYPROJECT["project"]["optional-dependencies"][group]
