@@ -67,9 +67,13 @@ SUMMARY_STAGES = ("evaluate", "publish", "rollback", "snapshot")
 # spec.evaluation's thresholds -> publish's flags
 GATE_FLAGS = {"minRecall": "--min-recall", "maxRegression": "--max-regression", "maxP99Ms": "--max-p99-ms"}
 
-# Flags of `prepare` for the optional field mapping of QA corpora (spec.source.fields).
+# Flags of `prepare` for the optional field mapping of QA corpora (spec.source.fields), and for OCR
+# (spec.source.ocr: images and video) and video frames (spec.source.frames): given only when the spec says,
+# so prepare's own defaults hold otherwise.
 _FIELD_FLAGS = {"question": "--question-field", "answer": "--answer-field",
                 "category": "--category-field", "id": "--id-field"}
+_MEDIA_FLAGS = {("ocr", "engine"): "--ocr", ("ocr", "timeoutSeconds"): "--ocr-timeout",
+                ("frames", "everySeconds"): "--frame-every", ("frames", "sceneThreshold"): "--scene-threshold"}
 
 
 def labels(meta: dict[str, Any], spec: dict[str, Any], stage: str, generation: int) -> dict[str, str]:
@@ -106,6 +110,10 @@ def stage_args(stage: str, spec: dict[str, Any], workdir: str, version: str | No
         for field, flag in _FIELD_FLAGS.items():
             if (source.get("fields") or {}).get(field):
                 args += [flag, source["fields"][field]]
+        for (group, key), flag in _MEDIA_FLAGS.items():
+            value = (source.get(group) or {}).get(key)
+            if value is not None:
+                args += [flag, str(value)]
         return args
     if stage == "export":
         return ["--source-model", model["source"], "--name", model["name"], "--model-repository", model["repository"],

@@ -15,6 +15,9 @@ these messages, each naming the field's path and what to do:
 - ``spec.evaluation`` (full mode only; its query set an s3:// URI or a path
   on spec.volume, its thresholds finite and in range) and skips of stages the
   mode never runs (also CEL rules of the CRD, checked again here);
+- ``spec.source``: its kind against the modality, and ``baseUrl``, ``ocr``
+  and ``frames`` (prepare's ``--ocr``, ``--ocr-timeout``, ``--frame-every``,
+  ``--scene-threshold``) only for the kinds prepare takes them for;
 - ``spec.encode.textTemplate`` (and ``textField``) as encode will read them
   (:mod:`mmsearch.core.text_template`): plain ``{field}`` names only, at least
   one, for modality text only;
@@ -35,6 +38,7 @@ a message instead of running wrong or crashing the operator.
 """
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -51,7 +55,8 @@ from mmsearch.operator.spec import FIELDS, GATE_NAMES, mode_stages, skipped_stag
 _REQUIRED = (("scene",), ("image",), ("workdir",), ("milvus", "uri"))
 # what a build or a sync needs besides (a restore reads them from its snapshot)
 _BUILD_REQUIRED = (("modality",), ("source", "kind"), ("model", "source"), ("model", "name"), ("model", "repository"))
-_SOURCE_MODALITY = {"images": "image", "qa": "text", "stdlib": "text"}
+_SOURCE_MODALITY = {"images": "image", "video": "image", "qa": "text", "stdlib": "text"}
+OCR_ENGINES = ("none", "rapidocr", "tesseract")  # prepare --ocr (mmsearch.jobs.sources.image_text.OCR_ENGINES)
 _S3 = re.compile(r"^s3://([^/]+)(/.*)?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -156,19 +161,7 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     if spec.get("restore"):
         problems.append("spec.restore applies to mode restore only: set mode restore or remove it")
 
-    kind, modality = spec["source"]["kind"], spec["modality"]
-    want = _SOURCE_MODALITY.get(kind)
-    if want is None:
-        problems.append(f"spec.source.kind: {kind!r} is not one of images, qa, stdlib")
-    elif want != modality:
-        problems.append(f"spec.source.kind: {kind!r} corpora need spec.modality {want!r}, not {modality!r}")
-    if kind in ("images", "qa") and not spec["source"].get("uri"):
-        problems.append(f"spec.source.uri is required for source.kind {kind!r} (the folder or corpus file to index)")
-    if spec["source"].get("fields") and kind != "qa":
-        problems.append("spec.source.fields applies to source.kind 'qa' only")
-    if spec["source"].get("baseUrl") and kind != "images":
-        problems.append("spec.source.baseUrl applies to source.kind 'images' only")
-
+    problems += _check_source(spec["source"], spec["modality"])
     problems += _check_location("workdir", spec["workdir"], spec)
     problems += _check_location("model.repository", spec["model"]["repository"], spec)
 
@@ -182,6 +175,35 @@ def validate(spec: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     if skipped_stages(spec) >= set(mode_stages(spec)):
         problems.append("spec.skipStages: every stage is skipped (with publish.enabled false): nothing would run")
     return problems + _check_modes(spec) + _check_evaluation(spec) + check_schedule(spec) + check_snapshots(spec)
+
+
+def _check_source(source: dict[str, Any], modality: str) -> list[str]:
+    """spec.source: its kind against the modality, and the options each kind takes (prepare's flags)."""
+    kind, problems = source["kind"], []
+    want = _SOURCE_MODALITY.get(kind)
+    if want is None:
+        problems.append(f"spec.source.kind: {kind!r} is not one of {', '.join(_SOURCE_MODALITY)}")
+    elif want != modality:
+        problems.append(f"spec.source.kind: {kind!r} corpora need spec.modality {want!r}, not {modality!r}")
+    if kind in ("images", "video", "qa") and not source.get("uri"):
+        problems.append(f"spec.source.uri is required for source.kind {kind!r} (the folder or corpus file to index)")
+    if source.get("fields") and kind != "qa":
+        problems.append("spec.source.fields applies to source.kind 'qa' only")
+    for key, kinds in (("baseUrl", ("images", "video")), ("ocr", ("images", "video")), ("frames", ("video",))):
+        if source.get(key) and kind not in kinds:
+            problems.append(f"spec.source.{key} applies to source.kind {' and '.join(map(repr, kinds))} only: "
+                            "remove it")
+    ocr, frames = source.get("ocr") or {}, source.get("frames") or {}
+    if ocr and ocr.get("engine") not in OCR_ENGINES:
+        problems.append(f"spec.source.ocr.engine: {ocr.get('engine')!r} is not one of {', '.join(OCR_ENGINES)}")
+    for path, value, low, high in (("ocr.timeoutSeconds", ocr.get("timeoutSeconds"), 0.001, None),
+                                   ("frames.everySeconds", frames.get("everySeconds"), 0.001, None),
+                                   ("frames.sceneThreshold", frames.get("sceneThreshold"), 0.0, 1.0)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if value is not None and (not number or value < low or (high is not None and value > high)):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low} (seconds)"
+            problems.append(f"spec.source.{path}: {value!r} must be a number {bounds}")
+    return problems
 
 
 def _check_text(spec: dict[str, Any]) -> list[str]:

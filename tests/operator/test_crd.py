@@ -155,6 +155,11 @@ _DELETE = object()
     ("spec.milvus.bm25", {"fields": ["question,answer"]}, "does not match"),
     ("spec.milvus.bm25", {"fields": [" question"]}, "does not match"),
     ("spec.milvus.bm25", {"fields": ["question"], "analyzer": "french"}, "is not one of"),
+    ("spec.source.ocr", {"engine": "easyocr"}, "is not one of"),
+    ("spec.source.ocr", {"timeoutSeconds": 5}, "'engine' is a required property"),
+    ("spec.source.ocr", {"engine": "rapidocr", "timeoutSeconds": 0}, "less than the minimum"),
+    ("spec.source.frames", {"everySeconds": 0}, "less than the minimum"),
+    ("spec.source.frames", {"sceneThreshold": 1.5}, "greater than the maximum"),
 ])
 
 def test_malformed_indexjobs_are_refused_by_the_schema(path, value, needle):
@@ -175,6 +180,9 @@ def test_malformed_indexjobs_are_refused_by_the_schema(path, value, needle):
     ("spec.skipStages", ["prepare", "export", "encode", "push-milvus", "push-mongo", "evaluate"]),
     ("spec.evaluation", {"queries": "s3://bucket/sets/q.jsonl", "maxP99Ms": 250}),
     ("spec.image", "registry.local:5000/team/mmsearch-jobs@sha256:" + "a" * 64),
+    ("spec.source", {"kind": "video", "uri": "s3://media/clips/", "baseUrl": "https://cdn.example.com/clips/",
+                     "ocr": {"engine": "rapidocr", "timeoutSeconds": 12.5},
+                     "frames": {"everySeconds": 2, "sceneThreshold": 0.4}}),
 ])
 def test_valid_values_near_the_new_rules_pass(path, value):
     assert schema_errors(_mutate(indexjob(), path, value)) == []

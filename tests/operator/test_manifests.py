@@ -291,3 +291,39 @@ def test_publish_and_rollback_get_what_the_write_log_replay_needs():
     for stage in ("publish", "rollback"):
         assert "--writes-database" not in stage_args(stage, bare, "s3://w", "v1_x")
         assert "MMSEARCH_MONGO_URI" not in {e["name"] for e in stage_env(stage, bare)}
+
+
+def test_prepare_passes_ocr_and_the_video_sampling_to_the_job_cli():
+    """spec.source.ocr and .frames become prepare's --ocr, --ocr-timeout, --frame-every and --scene-threshold
+    (only those the spec gives: prepare's defaults hold otherwise); the real CLI reads them back."""
+    import typer.main
+
+    from mmsearch.jobs.cli import job_app
+    from mmsearch.jobs.sources.image_text import OCR_ENGINES
+    from mmsearch.operator.validate import OCR_ENGINES as OPERATOR_OCR_ENGINES, validate
+
+    assert OPERATOR_OCR_ENGINES == OCR_ENGINES  # the operator cannot import jobs: its copy must be the same
+    image = {"modality": "image", "model": {"source": "openai/clip-vit-base-patch32", "name": "clip",
+                                            "family": "clip", "repository": "s3://mmsearch/models"}}
+    video = indexjob(**image, source={"kind": "video", "uri": "s3://media/clips/", "baseUrl": "https://cdn/clips/",
+                                      "ocr": {"engine": "rapidocr", "timeoutSeconds": 12.5},
+                                      "frames": {"everySeconds": 2, "sceneThreshold": 0.4}})
+    assert validate(with_defaults(video["spec"]), video["metadata"]) == []
+    (job,) = [job for stage, _, job in _jobs(video) if stage == "prepare"]
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][3:] == ["video", "--source", "s3://media/clips/", "--base-url", "https://cdn/clips/",
+                                     "--ocr", "rapidocr", "--ocr-timeout", "12.5", "--frame-every", "2",
+                                     "--scene-threshold", "0.4"]
+    command = typer.main.get_command(job_app).get_command(None, "prepare")
+    params = command.make_context("mmsearch job prepare", list(container["args"])).params
+    assert (params["source_kind"].value, params["ocr"], params["ocr_timeout"], params["frame_every"],
+            params["scene_threshold"]) == ("video", "rapidocr", 12.5, 2.0, 0.4)
+    photos = indexjob(**image, source={"kind": "images", "uri": "s3://img/", "ocr": {"engine": "tesseract"}})
+    photos = with_defaults(photos["spec"])
+    assert stage_args("prepare", photos, "s3://w", None)[4:] == ["--source", "s3://img/", "--ocr", "tesseract"]
+    plain = with_defaults(indexjob(**image, source={"kind": "video", "uri": "s3://media/clips/"})["spec"])
+    assert stage_args("prepare", plain, "s3://w", None)[4:] == ["--source", "s3://media/clips/"]  # prepare's defaults
+    # another OCR engine or sampling re-runs prepare and what reads its corpus
+    before, after = plan.fingerprints(with_defaults(video["spec"])), plan.fingerprints(plain)
+    assert {s for s in plan.STAGES if before[s] != after[s]} >= {"prepare", "encode", "push-milvus", "push-mongo"}
