@@ -123,6 +123,7 @@
     els.upload.hidden = !info.image_query;
     els.q.placeholder = info.modality === "image" ? "Describe an image…" : "Ask a question…";
     renderArrangement(info);
+    announce("mmsearch:scene", { scene: info });
     if (els.q.value.trim() || state.similar) runSearch(historyMode);
     else { clearResults(); writeUrl(historyMode); }
   }
@@ -549,6 +550,7 @@
     }
     const first = body.offset || 0;
     body.items.forEach((item, i) => els.results.appendChild(images ? tile(item) : card(item, first + i + 1)));
+    announce("mmsearch:results", { scene: body.scene, ids: body.items.map((item) => String(item.id)) });
     if (body.missing_summaries) {
       showBanner(body.missing_summaries + " matched documents have no summary in the document store.", "info");
     }
@@ -583,7 +585,7 @@
 
   function onResultClick(event) {
     // "More like this" and "N more frames" search; they do not open the item
-    if (event.target.closest("button.similar, button.folded")) return;
+    if (event.target.closest("button.similar, button.folded, button.delete")) return;
     const node = event.target.closest(".result");
     if (!node || !feedback.token || feedback.clicked.has(node.dataset.id)) return;
     feedback.clicked.add(node.dataset.id);
@@ -597,6 +599,24 @@
     document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") endDwell(); });
     window.addEventListener("pagehide", endDwell);
   }
+
+  // ---- what writes.js (the add form and delete buttons) uses ----------------------------------------
+  // Events on document: mmsearch:scene {scene: its /api/scenes entry}, mmsearch:results {scene, ids} after
+  // results are shown, mmsearch:key when the user gives another key.
+  function announce(name, detail) { document.dispatchEvent(new CustomEvent(name, { detail })); }
+
+  window.mmsearch = {
+    headers: apiHeaders,
+    scene: () => sceneInfo(state.scene),
+    banner: showBanner,
+    errorText,
+    // Search again (the results a write changed); with `text` and no query or "more like" shown, search for it.
+    refresh(text) {
+      if (!els.q.value.trim() && !state.similar && text) els.q.value = text;
+      state.typingPushed = false;
+      runSearch("replace");
+    },
+  };
 
   // ---- wiring --------------------------------------------------------------
   function applyUrl() {
@@ -655,6 +675,7 @@
     els.apiKey.value = "";
     els.keyForm.hidden = true;
     hideBanner();
+    announce("mmsearch:key", {});
     if (state.scenes.length && !auth.needed) runSearch("none");
     else start();
   });
