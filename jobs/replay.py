@@ -7,10 +7,11 @@ the version has not seen (:func:`mmsearch.core.writelog.replay`), so every
 acknowledged write ends in the version serving ends on:
 
 - ``publish`` and ``publish --rollback``: once before the alias moves (the
-  bulk, from the position the target records: the one its build started at,
-  or the last it had applied while it served), then, after the move, what
-  arrived meanwhile, settling against the writer (which applies whatever it
-  logs after the move to the new target itself).
+  bulk, from the position the target records: the last it had applied while
+  it served, the one its snapshot had for a restore, none, so the whole log,
+  for a new build, whose source does not hold the live writes), then, after
+  the move, what arrived meanwhile, settling against the writer (which
+  applies whatever it logs after the move to the new target itself).
 - ``sync``: after its own rows, every entry logged since it read the
   collection, settling the same way, so a live write is never undone by the
   corpus's older copy.

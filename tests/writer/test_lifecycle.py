@@ -23,7 +23,7 @@ from mmsearch.core.milvus.connection import connect
 from mmsearch.core.milvus.registry import resolve_alias
 from mmsearch.core.writelog import Entry, ReplayError, encoded_for
 from mmsearch.v1 import documents_pb2, documents_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
-from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, serve_versions
+from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, read_records, serve_versions
 from tests.support.jobs import run_job
 from tests.support.loops import eventually
 from tests.support.processes import start_service
@@ -95,7 +95,7 @@ def racing(tmp_path_factory, minilm_repo, service_loop):
         writer = start_service("writer", env)
         stack = serve_versions(service_loop, tmp, SCENE, minilm_repo, milvus.uri, mongo.uri)
         channel = grpc.insecure_channel(writer.target)
-        yield {"milvus": milvus, "mongo": mongo, "stack": stack, "repo": minilm_repo,
+        yield {"milvus": milvus, "mongo": mongo, "stack": stack, "repo": minilm_repo, "corpus": tmp / "corpus",
                "stub": documents_pb2_grpc.DocumentServiceStub(channel),
                "metadata": (("authorization", f"Bearer {token}"),)}
         channel.close()
@@ -165,3 +165,55 @@ def test_an_entry_another_model_encoded_is_re_encoded_by_the_targets_tower():
     assert out[0].array().tolist() == [0.5, 0.5] and out[2] is entries[2]
     with pytest.raises(ReplayError, match="another model"):
         encoded_for(entries, "new", None)
+
+
+def test_writes_acknowledged_before_and_during_a_full_build_are_in_the_version_it_publishes(racing):
+    """A new version records no write-log position, so its publish replays the whole log: writes made
+    before its build started (not in its corpus) and while it ran (between push-milvus and push-mongo)
+    are all in it, and a live delete or change of a corpus document wins over the corpus's copy."""
+    milvus, mongo, stub, metadata = racing["milvus"], racing["mongo"], racing["stub"], racing["metadata"]
+    corpus = read_records(racing["corpus"])
+    changed, deleted = int(corpus[0]["id"]), int(corpus[1]["id"])
+    texts = {BASE + 900_001: "Before the build: a beekeeper counts eleven hives on the southern slope.",
+             BASE + 900_002: "During the build: the night train to the glacier leaves from platform nine.",
+             changed: "Changed live during the build: the observatory opens its dome at dusk."}
+
+    def upsert(ident: int) -> None:
+        fields = {**next((r for r in corpus if int(r["id"]) == ident), {"question": f"live.{ident}"}),
+                  "answer": texts[ident]}
+        fields.pop("id", None)
+        struct = struct_pb2.Struct()
+        struct.update(fields)
+        reply = stub.Upsert(documents_pb2.UpsertRequest(scene=SCENE, documents=[
+            documents_pb2.Document(id=ident, fields=struct)]), metadata=metadata, timeout=60)
+        assert [r.status for r in reply.results] == [documents_pb2.ITEM_STATUS_APPLIED], reply
+
+    upsert(BASE + 900_001)
+    deleted_reply = stub.Delete(documents_pb2.DeleteRequest(scene=SCENE, ids=[deleted]), metadata=metadata, timeout=60)
+    assert [r.status for r in deleted_reply.results] == [documents_pb2.ITEM_STATUS_APPLIED], deleted_reply
+    run_job("push-milvus", "--workdir", str(racing["corpus"]), "--milvus-uri", milvus.uri, "--scene", SCENE,
+            "--version", "3", "--repository", str(racing["repo"]), "--model", "minilm")
+    upsert(BASE + 900_002)
+    upsert(changed)
+    run_job("push-mongo", "--workdir", str(racing["corpus"]), "--mongo-uri", mongo.uri, "--collection", f"{SCENE}_3")
+    run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "3", "--keep", "3",
+            "--mongo-uri", mongo.uri, "--model-repository", str(racing["repo"]))
+
+    name = f"{SCENE}_3"
+    client = connect(milvus.uri)
+    try:
+        assert resolve_alias(client, SCENE) == name
+        ids = sorted([*texts, deleted])
+        rows = {int(r["id"]) for r in client.query(name, filter=f"id in {ids}", output_fields=["id"],
+                                                    consistency_level="Strong")}
+    finally:
+        client.close()
+    store = pymongo.MongoClient(mongo.uri)
+    summaries = {d["_id"]: d["answer"] for d in store["mmsearch"][name].find({"_id": {"$in": ids}})}
+    store.close()
+    assert rows == set(texts) and summaries == texts, (rows, summaries)
+    search = retrieval_pb2_grpc.RetrievalServiceStub(grpc.insecure_channel(racing["stack"].address))
+    for ident, text in texts.items():
+        eventually(lambda: ident in [h.id for h in search.Search(
+            retrieval_pb2.SearchRequest(scene=SCENE, text=text), timeout=20).items],
+            f"a search of version 3 finds the write {ident}", timeout=30)
