@@ -90,9 +90,13 @@ def test_search_json_mirrors_the_proto():
 
 def test_scenes_json():
     response = retrieval_pb2.ListScenesResponse(
-        scenes=[retrieval_pb2.Scene(name="t2i", modality="image", image_query=True, layers=["ranking"])])
+        scenes=[retrieval_pb2.Scene(name="t2i", modality="image", image_query=True, layers=["ranking"]),
+                retrieval_pb2.Scene(name="clips", modality="image", collapse="video")])
     assert scenes_json(response) == {
-        "scenes": [{"name": "t2i", "modality": "image", "image_query": True, "layers": ["ranking"], "fields": []}]}
+        "scenes": [{"name": "t2i", "modality": "image", "image_query": True, "layers": ["ranking"], "fields": [],
+                    "collapse": ""},
+                   {"name": "clips", "modality": "image", "image_query": False, "layers": [], "fields": [],
+                    "collapse": "video"}]}
 
 
 @pytest.mark.parametrize(
