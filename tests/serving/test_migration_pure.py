@@ -1,0 +1,52 @@
+"""Which tower serves a version (pure), and the search counting that tells when an old encoder may go."""
+from __future__ import annotations
+
+import pytest
+
+from mmsearch.services.serving.backends.bundle import Load
+from mmsearch.services.serving.config.experiments import TowerSpec
+from mmsearch.services.serving.pipeline.activation import ConsistencyError
+from mmsearch.services.serving.pipeline.migration import served, serving_tower
+from tests.support.fakes import collection_manifest, manifest
+
+
+def clip_record(name: str) -> dict:
+    return {"name": f"{name}-image", "tower": "image", "dimension": 8, "onnx_sha256": "img",
+            "towers": {"text": {"name": name, "onnx_sha256": "txt"}, "image": {"name": f"{name}-image",
+                                                                             "onnx_sha256": "img"}}}
+
+
+def test_the_arms_own_tower_serves_a_version_its_export_built():
+    assert serving_tower("m", manifest("m"), "text", "docs", collection_manifest("m", "docs_1")) == "m"
+
+
+def test_a_version_built_by_another_export_is_served_by_that_exports_tower_of_the_same_kind():
+    assert serving_tower("m", manifest("m"), "text", "docs", collection_manifest("other", "docs_2")) == "other"
+    record = clip_record("clip")
+    assert serving_tower("m", manifest("m"), "text", "docs", record) == "clip"
+    assert serving_tower("m-image", manifest("m-image"), "image", "docs", record) == "clip-image"
+
+
+def test_another_copy_of_the_arms_own_model_or_no_tower_of_its_kind_is_refused():
+    with pytest.raises(ConsistencyError, match="does not match collection 'docs'"):
+        serving_tower("m", manifest("m"), "text", "docs", collection_manifest("m", "docs_3", sha="re-exported"))
+    text_only = {"name": "t", "tower": "text", "dimension": 8, "onnx_sha256": "x"}
+    with pytest.raises(ConsistencyError, match="does not match collection 'docs'"):
+        serving_tower("m-image", manifest("m-image"), "image", "docs", text_only)
+
+
+def test_a_tower_serving_in_place_of_the_arms_is_fp32_and_tokenized_by_itself():
+    own = TowerSpec(model="m", precision="int8")
+    assert served(own, own.encoder) is own
+    other = served(own, "other")
+    assert (other.encoder, other.preprocess, other.precision) == ("other", "other", "fp32")
+
+
+def test_load_numbers_searches_and_tells_the_oldest_in_flight():
+    load = Load()
+    first, second = load.begin(), load.begin()
+    assert (load.in_flight, load.oldest(), load.alone()) == (2, first, False)
+    load.end(first)
+    assert load.oldest() == second and load.alone()
+    load.end(second)
+    assert load.oldest() == load.started + 1 and load.in_flight == 0
