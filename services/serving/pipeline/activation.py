@@ -184,7 +184,7 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
     models = await backends.preprocess.models(timeout) if service else set()
     encoders: dict[tuple[str, str], Any] = {}
     collections: dict[str, dict] = {}
-    checked: set[tuple[str, str]] = set()
+    checked: set[tuple[str, str, str]] = set()
     users: dict[str, set[str]] = {}
     needs: dict[str, Needs] = {}
     served_by: dict[tuple[str, str], TowerSpec] = {}
@@ -212,7 +212,7 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
                 raise ActivationError(f"{where}: encoder {tower.encoder!r} ({spec.encoder_backend}): {exc}") from None
             collection = spec.match.collection
             users.setdefault(collection, set()).add(tower.encoder)
-            if (tower.encoder, collection) in checked:
+            if (spec.encoder_backend, tower.encoder, collection) in checked:
                 continue
             if collection not in collections:
                 collections[collection] = await backends.matcher.manifest(collection)
@@ -224,7 +224,7 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
                     served_by[(collection, tower.encoder)] = migration.served(tower, chosen)
             except ConsistencyError as exc:
                 raise ConsistencyError(f"{where}: {exc}") from None
-            checked.add((tower.encoder, collection))
+            checked.add((spec.encoder_backend, tower.encoder, collection))
         try:
             check_layout(collection, collections[collection], needs[collection])
         except LayoutError as exc:
