@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from mmsearch.core.access.keyring import KeyRing
 from mmsearch.core.logs import setup_logging
@@ -91,5 +92,6 @@ async def serve(settings: WriterSettings) -> None:
 def main() -> None:
     settings = load_settings(WriterSettings)
     setup_logging(settings.log_level, settings.log_json)
+    os.nice(settings.writes.nice)  # before any thread starts: every thread of the writer runs at it
     tracing.configure("mmsearch-writer")  # on only when the OTEL_* variables say so
     asyncio.run(serve(settings))

@@ -60,6 +60,10 @@ class Writes(Group):
                     "only: on a cluster that is server-side request forgery).")
     encoder_threads: int = setting(0, ge=0, le=256, unit="threads",
                                    description="onnxruntime intra-op threads of the document towers; 0: its default.")
+    nice: int = setting(
+        10, ge=0, le=19, advanced=True,
+        description="How much the writer lowers its CPU priority at start (os.nice): where it shares cores with "
+                    "serving (one node, a laptop), encoding documents yields to searches; 0 keeps the default.")
     repair_interval_seconds: float = setting(
         2.0, gt=0, le=3600, unit="seconds", advanced=True,
         description="How often writes left pending (a store that failed mid-batch) are re-applied.")

@@ -94,6 +94,11 @@ def hit_of(live, text: str, ident: int):
                  if h.id == ident), None)
 
 
+def test_the_writer_yields_the_cpu_to_searches(live):
+    """The writer lowers its own priority (MMSEARCH_WRITER_NICE, default 10) before its threads start."""
+    assert os.getpriority(os.PRIO_PROCESS, live["writer"].proc.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+
+
 def test_upsert_change_delete_round_trip(live):
     text = "Brew a pot of jasmine tea with water just below boiling."
     reply = upsert(live, doc(9_000_001, question="tea.brew", answer=text, category="kitchen", rank=7))
