@@ -237,3 +237,54 @@ async def test_an_indexjob_with_model_version_2_is_served_by_the_embedded_encode
     finally:
         stack.close()
     assert [item.summary["category"] for item in response.items] == ["csv"] * 3
+
+
+async def test_a_model_change_builds_evaluates_against_the_live_version_and_publishes(
+        tmp_path_factory, minilm_repo, tiny_multilingual_source, mongo_server):
+    """``spec.model`` changed on an IndexJob whose scene is live: a full build with the new model (export,
+    encode, push), evaluated against the live MiniLM version (each with its own tower from the one
+    repository), then published past the gate; the alias points at the new model's version."""
+    from mmsearch.core.milvus.connection import close, connect
+    from mmsearch.core.milvus.record import read_manifest
+
+    base = tmp_path_factory.getbasetemp()
+    root = tmp_path_factory.mktemp("indexjob-migration")
+    milvus, repo, scene = root / "milvus.db", root / "repo", "stdlib_migration"
+    shutil.copytree(minilm_repo / "minilm", repo / "minilm")
+    queries = root / "queries.jsonl"
+    queries.write_text("".join(json.dumps(q) + "\n" for q in [
+        {"query": "json.dumps", "relevant": {"question": "json.dumps"}},
+        {"query": "csv.writer", "relevant": {"question": "csv.writer"}}]))
+    obj = {
+        "apiVersion": "mmsearch.io/v1alpha1", "kind": "IndexJob", "metadata": {"name": "stdlib-migration"},
+        "spec": {
+            "scene": scene, "modality": "text", "image": "local-venv",
+            "workdir": str(root / "work"), "volume": {"claimName": "local", "mountPath": str(base)},
+            "source": {"kind": "stdlib", "uri": "json,csv"},
+            "model": {"source": "sentence-transformers/all-MiniLM-L6-v2", "name": "minilm", "repository": str(repo)},
+            "encode": {"textField": "answer"},
+            "milvus": {"uri": str(milvus)},
+            "mongo": {"uriSecret": {"name": "mongo"}, "collection": scene},
+            "skipStages": ["export"],
+            "evaluation": {"queries": str(queries), "k": 3, "minRecall": 0.0, "maxRegression": 1.0},
+        },
+    }
+    async with emulated_cluster() as cluster, running_operator(cluster):
+        first, _ = await _run_indexjob(cluster, obj, mongo_server, root)
+        assert first["phase"] == "Succeeded", json.dumps(first, indent=1)
+        seen = {j["metadata"]["name"] for j in await cluster.jobs()}
+        await cluster.edit_spec("stdlib-migration", skipStages=[], model={
+            "source": str(tiny_multilingual_source), "name": "tiny", "repository": str(repo)})
+        await cluster.wait_status("stdlib-migration", lambda s: s.get("observedGeneration") == 2
+                                  and s.get("phase") not in ("Succeeded", "Failed"))
+        second, ran = await _run_jobs(cluster, "stdlib-migration", seen, root)
+    assert second["phase"] == "Succeeded", json.dumps(second, indent=1)
+    assert ran == ["prepare", "export", "encode", "push-milvus", "push-mongo", "evaluate", "publish"]
+    assert second["version"] != first["version"]
+    assert second["evaluation"]["compared"] == f"{scene}_{first['version']}"
+    client = connect(str(milvus))
+    try:
+        live = read_manifest(client, scene)
+    finally:
+        close(client, str(milvus))
+    assert (live["collection"], live["name"]) == (f"{scene}_{second['version']}", "tiny")
