@@ -15,8 +15,9 @@ Decisions:
 - No trained CLIP can be downloaded on every machine, so without
   ``MMSEARCH_DEMO_CLIP_MODEL`` the scene builds a tiny CLIP with random
   weights: its CLIP arm is chance, what finds a page is the words read in
-  it. The demo says so when it starts (:data:`RANDOM_NOTICE`); the page has
-  no place for a scene's notice yet.
+  it. The demo says so when it starts (:data:`RANDOM_NOTICE`), and the page
+  says so under the scene picker (the scene's ``note``); a CLIP named by
+  ``MMSEARCH_DEMO_CLIP_MODEL`` gets no note.
 - The page images are served by web at ``/images/`` (the build serves them
   there while encode fetches them); the index is reused while the pages, the
   CLIP model and the web port (the corpus records the URLs) stay the same.
@@ -43,10 +44,12 @@ RANDOM_NOTICE = ("CLIP here has random weights (no trained CLIP can be downloade
                  "is chance, and a page is found by the words OCR read in it (BM25), fused with that match.")
 
 
-def screenshots_experiment() -> dict[str, Any]:
-    """The scene's experiment config: image modality, text and image queries, the fused arm by default."""
+def screenshots_experiment(note: str = "") -> dict[str, Any]:
+    """The scene's experiment config: image modality, text and image queries, the fused arm by default; ``note``
+    (one line) is what the page shows under the scene picker, none when empty."""
     return {
         "modality": "image",
+        **({"note": note} if note else {}),
         "defaults": {
             "query": {"text": {"model": MODEL_NAME}, "image": {"model": tower_name(MODEL_NAME, "image")}},
             "encoder_backend": "embedded",
@@ -87,4 +90,4 @@ def screenshots_scene(root: Path, *, repository: Path, milvus_uri: str, mongo_ur
     plan = ScenePlan(SCENE, "image", workdir, scene_root / "index.json", fingerprint, build,
                      images_dir=str(images_dir), pages=pages, random_clip=random_clip)
     models = {MODEL_NAME: str(repository / MODEL_NAME), image_tower: str(repository / image_tower)}
-    return plan, screenshots_experiment(), models
+    return plan, screenshots_experiment(RANDOM_NOTICE if random_clip else ""), models

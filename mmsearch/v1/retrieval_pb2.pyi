@@ -209,7 +209,7 @@ class ListScenesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Scene(_message.Message):
-    __slots__ = ("name", "modality", "image_query", "layers", "collection", "version", "evaluation", "documents", "generation", "fields", "collapse")
+    __slots__ = ("name", "modality", "image_query", "layers", "collection", "version", "evaluation", "documents", "generation", "fields", "collapse", "note")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     IMAGE_QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +221,7 @@ class Scene(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     COLLAPSE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     name: str
     modality: str
     image_query: bool
@@ -232,7 +233,8 @@ class Scene(_message.Message):
     generation: int
     fields: _containers.RepeatedCompositeFieldContainer[SceneField]
     collapse: str
-    def __init__(self, name: _Optional[str] = ..., modality: _Optional[str] = ..., image_query: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., collection: _Optional[str] = ..., version: _Optional[str] = ..., evaluation: _Optional[_Union[IndexEvaluation, _Mapping]] = ..., documents: _Optional[int] = ..., generation: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[SceneField, _Mapping]]] = ..., collapse: _Optional[str] = ...) -> None: ...
+    note: str
+    def __init__(self, name: _Optional[str] = ..., modality: _Optional[str] = ..., image_query: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., collection: _Optional[str] = ..., version: _Optional[str] = ..., evaluation: _Optional[_Union[IndexEvaluation, _Mapping]] = ..., documents: _Optional[int] = ..., generation: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[SceneField, _Mapping]]] = ..., collapse: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class IndexEvaluation(_message.Message):
     __slots__ = ("queries", "k", "recall", "mrr", "ndcg10", "zero_hit", "p99_ms", "forced", "published_at")

@@ -3,7 +3,7 @@
 ListScenes also says what each scene serves: the collection its default arm
 searches now, its version, documents, sync generation and the evaluation it
 was published on (:func:`scene_message`, from the route watcher's records),
-and the fields requests may filter and facet on.
+the fields requests may filter and facet on, and the scene's note.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def scene_message(scene: Scene, active: Active) -> retrieval_pb2.Scene:
                                   fields=[retrieval_pb2.SceneField(name=f.name, type=f.type, operators=f.operators,
                                                                    facet=f.type in FACET_TYPES)
                                           for f in scene.fields.values()],
-                                  collapse=default_collapse(scene.fields))
+                                  collapse=default_collapse(scene.fields), note=scene.note)
     figures, published = rec.get("evaluation"), rec.get("published") or {}
     if figures:
         message.evaluation.CopyFrom(retrieval_pb2.IndexEvaluation(

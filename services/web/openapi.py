@@ -141,7 +141,9 @@ def _schemas(limits: RequestLimits, max_token_chars: int) -> dict[str, Any]:
                     layers={"type": "array", "items": string},
                     fields={"type": "array", "items": _ref("schemas", "SceneField")},
                     collapse={"type": "string", "description": "The field a search collapses on when it names "
-                              "none (a scene of video frames: video; collapse=- turns it off); empty: none."})
+                              "none (a scene of video frames: video; collapse=- turns it off); empty: none."},
+                    note={"type": "string", "description": "One line of plain text about the scene, shown as text "
+                          "under the scene picker (e.g. that its image tower is untrained); empty: none."})
     feedback = _object(
         ["feedback_token", "item_id", "event"],
         feedback_token={"type": "string", "minLength": 1, "maxLength": max_token_chars,

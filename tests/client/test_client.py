@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from mmsearch.client import (AsyncClient, Client, InvalidArgument, NotFound, PageExpired, PermissionDenied,
-                             RateLimited, Retry, Tls, Unauthenticated, Unavailable, field)
+                             RateLimited, Retry, SceneInfo, Tls, Unauthenticated, Unavailable, field)
 from mmsearch.client.calls import search_request
 from mmsearch.client.errors import blamed_field, error_of
 from mmsearch.client.transport import Attempts
@@ -44,6 +44,7 @@ def test_scenes_report_the_filterable_fields(client, stdlib_index):
     (scene,) = [s for s in client.scenes() if s.name == stdlib_index.scene]
     assert scene.modality == "text" and not scene.image_query and scene.documents == stdlib_index.documents
     assert scene.fields["category"].type == "keyword" and scene.fields["category"].facet
+    assert (scene.collapse, scene.note) == ("", "")  # not of video frames; no note in its config
     assert client.scene(stdlib_index.scene) == scene
     with pytest.raises(NotFound, match="no scene 'nope'") as caught:
         client.scene("nope")
@@ -284,6 +285,11 @@ def test_filters_keep_their_types_on_the_wire():
     assert animated.values[0].WhichOneof("kind") == "flag" and tag.op == retrieval_pb2.Filter.IN
     assert [v.text for v in tag.values] == ["a", "b"]
     assert search_request("s", "q", filters=field("tag").eq("a")).filters[0].field == "tag"  # one filter, unlisted
+
+
+def test_scene_info_carries_the_collapse_and_the_note():
+    info = SceneInfo.of(retrieval_pb2.Scene(name="clips", modality="image", collapse="video", note="Random CLIP"))
+    assert (info.collapse, info.note) == ("video", "Random CLIP")
 
 
 def test_documented_examples_run_against_the_stack(search_stack, stdlib_index):

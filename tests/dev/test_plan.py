@@ -11,6 +11,7 @@ import yaml
 from mmsearch.core.settings import SettingsError, load_settings
 from mmsearch.dev.demo_plan import DemoSettings, Ports, model_name_for, plan
 from mmsearch.dev.scene_plan import index_is_built
+from mmsearch.dev.screenshots_plan import RANDOM_NOTICE
 from mmsearch.services.preprocess.settings import PreprocessSettings
 from mmsearch.services.serving.config.experiments import parse_config
 from mmsearch.services.serving.config.settings import ServingSettings
@@ -163,15 +164,18 @@ def test_screenshots_scene_is_opt_in_and_fuses_clip_with_bm25_over_ocr_text(tmp_
     assert (scene.modality, scene.image_query, arm.query.image.model) == ("image", True, "screenshots-clip-image")
     assert arm.match.retriever == "hybrid" and arm.match.fusion.params["weights"] == {"dense": 0.3, "bm25": 0.7}
     assert scene.layers[0].arms == ("fused", "bm25", "clip") and "ocr_text" in arm.summary.fields
+    assert scene.note == RANDOM_NOTICE  # the page says that this CLIP is untrained
     env = {s.name: s.env for s in p.services}
     assert set(json.loads(env["preprocess"]["MMSEARCH_MODELS"])) == {"minilm", "screenshots-clip",
                                                                      "screenshots-clip-image"}
     pages.mkdir(parents=True)
     assert load_with(WebSettings, env["web"], monkeypatch).images_dir == pages  # the thumbnails at /images/
 
-    named = plan(DemoSettings(data_dir=tmp_path, scenes="t2t,screenshots", clip_model="/models/clip"), PORTS,
-                 model=MINILM).scenes[1]
+    named_plan = plan(DemoSettings(data_dir=tmp_path, scenes="t2t,screenshots", clip_model="/models/clip"), PORTS,
+                      model=MINILM)
+    named = named_plan.scenes[1]
     assert (named.random_clip, named.build[1].params["model"]) == ("", "/models/clip")
+    assert parse_config(yaml.safe_dump(dict(named_plan.experiments))).scenes["screenshots"].note == ""  # none
     assert named.fingerprint != shots.fingerprint  # another CLIP or other pages: another index
 
 

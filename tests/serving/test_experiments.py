@@ -54,6 +54,14 @@ def test_arms_merge_onto_defaults_in_layer_order():
     assert scene.default_arm is scene.arms[("a", "y")]       # first arm / explicit default
 
 
+def test_a_scene_note_is_one_line_of_text_with_the_scene():
+    assert parse_config(_text()).scenes["t2t"].note == ""  # none unless given
+    cfg = {"scenes": {"t2t": {**BASE["scenes"]["t2t"], "note": "Random weights: <b>chance</b>\n"}}}
+    assert parse_config(_text(cfg)).scenes["t2t"].note == "Random weights: <b>chance</b>"  # a block's last break
+    cfg["scenes"]["t2t"]["note"] = "x" * 300
+    assert len(parse_config(_text(cfg)).scenes["t2t"].note) == 300
+
+
 def test_merge_rule():
     assert merge({"a": {"b": 1, "c": 2}, "params": {"x": 1}}, {"a": {"b": 3}, "params": {"y": 2}}) == {
         "a": {"b": 3, "c": 2}, "params": {"y": 2}}
@@ -69,6 +77,8 @@ def test_merge_rule():
     (lambda c: c["scenes"]["t2t"]["layers"][0]["arms"].append({"name": "a", "weight": 1}), r"duplicate arm names"),
     (lambda c: c["scenes"]["t2t"]["defaults"].pop("summary"), r"summary.*Field required"),
     (lambda c: c["scenes"].clear(), r"scenes"),
+    (lambda c: c["scenes"]["t2t"].update(note="x" * 301), r"scenes\.t2t\.note: .*at most 300 characters.*has 301"),
+    (lambda c: c["scenes"]["t2t"].update(note="two\nlines"), r"scenes\.t2t\.note: .*one line.*line breaks"),
 ])
 def test_bad_configs_are_refused_with_the_path(mutate, message):
     import copy

@@ -72,9 +72,11 @@ class TwoScenes:
     t2t: str             # the stdlib scene (MiniLM): cards
     t2i: str             # the image scene (tiny CLIP, text and image queries): a grid
     images: Path         # the indexed PNGs, also served by web at /images/<name>
+    note: str = ""       # the image scene's note (the page shows it as text under the scene picker)
 
 
 T2I_SCENE = "t2i"
+T2I_NOTE = "This CLIP has random weights: <b>its</b> image match is chance & nothing more."  # markup: text only
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +114,7 @@ def two_scenes(stdlib_index, tiny_clip_repo, service_loop, tmp_path_factory) -> 
                           mongo_collection=f"{T2I_SCENE}_web", push_args=IMAGE_LAYOUT)
         experiments = root / "experiments.yaml"
         images = t2i_config(T2I_SCENE, summary_collection=f"{T2I_SCENE}_web", candidates=len(DISTINCT))["scenes"]
+        images[T2I_SCENE]["note"] = T2I_NOTE
         images[T2I_SCENE]["fields"] = [{"name": "folder", "type": "keyword"}, {"name": "width", "type": "number"},
                                        {"name": "height", "type": "number"}]
         write_config(experiments, {"scenes": {
@@ -119,7 +122,7 @@ def two_scenes(stdlib_index, tiny_clip_repo, service_loop, tmp_path_factory) -> 
         stack = start_stack(service_loop, models=models, experiments=experiments, milvus_uri=str(milvus),
                             mongo_uri=stdlib_index.mongo_uri, model_repository=str(root / "repo"), port=serving_port)
         try:
-            yield TwoScenes(web, t2t, T2I_SCENE, folder)
+            yield TwoScenes(web, t2t, T2I_SCENE, folder, T2I_NOTE)
         finally:
             stack.close()
 

@@ -80,8 +80,10 @@ def test_scenes(web, stack_scene):
     assert response.status_code == 200
     scenes = {s["name"]: s for s in response.json()["scenes"]}
     assert scenes[stack_scene.name]["modality"] == "text"
-    assert set(scenes[stack_scene.name]) == {"name", "modality", "image_query", "layers", "fields", "collapse"}
+    assert set(scenes[stack_scene.name]) == {"name", "modality", "image_query", "layers", "fields", "collapse",
+                                             "note"}
     assert scenes[stack_scene.name]["collapse"] == ""  # not a scene of video frames: no collapse unless asked
+    assert scenes[stack_scene.name]["note"] == ""  # none written in its config
     assert scenes[stack_scene.name]["fields"] == [{"name": "category", "type": "keyword",
                                                    "operators": ["eq", "in", "not"], "facet": True}]
 

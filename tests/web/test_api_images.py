@@ -18,6 +18,7 @@ def test_scenes_list_both_modalities(two_scenes):
     scenes = {s["name"]: s for s in requests.get(two_scenes.web.url + "/api/scenes", timeout=TIMEOUT).json()["scenes"]}
     assert (scenes[two_scenes.t2t]["modality"], scenes[two_scenes.t2t]["image_query"]) == ("text", False)
     assert (scenes[two_scenes.t2i]["modality"], scenes[two_scenes.t2i]["image_query"]) == ("image", True)
+    assert (scenes[two_scenes.t2t]["note"], scenes[two_scenes.t2i]["note"]) == ("", two_scenes.note)  # as written
 
 
 @pytest.mark.parametrize("name", ["teal-gradient.png", "grey-noise.png"])

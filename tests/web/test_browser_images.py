@@ -48,6 +48,7 @@ def test_switch_between_text_and_image_scenes(page, two_scenes):
     assert layout(page) == "results cards" and page.locator(".tile").count() == 0
     assert "csv.writer" in page.locator(".result .question").all_text_contents()
     assert page.locator("#upload").is_hidden()
+    assert page.locator("#scene-note").is_hidden()  # the text scene has no note
     assert "text → image" in page.text_content(f".scene[data-scene='{t2i}']")
 
     page.click(f".scene[data-scene='{t2i}']")
@@ -58,12 +59,14 @@ def test_switch_between_text_and_image_scenes(page, two_scenes):
     assert layout(page) == "results grid" and page.locator(".card").count() == 0
     assert page.locator("#upload").is_visible()
     assert page.get_attribute("#q", "placeholder") == "Describe an image…"
+    assert page.locator("#scene-note").is_visible()  # the image scene's note, its markup shown as text
+    assert page.text_content("#scene-note") == two_scenes.note and page.locator("#scene-note *").count() == 0
 
     page.click(f".scene[data-scene='{t2t}']")
     wait_for_summary(page, f"in {t2t}")
     assert url_query(page) == {"scene": [t2t], "q": [T2T_QUERY]}
     assert layout(page) == "results cards" and page.locator(".tile").count() == 0
-    assert page.locator("#upload").is_hidden()
+    assert page.locator("#upload").is_hidden() and page.locator("#scene-note").is_hidden()
 
     page.go_back()  # the switch was a history entry: back is the image scene again
     wait_for_summary(page, f"in {t2i}")

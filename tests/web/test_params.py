@@ -91,12 +91,12 @@ def test_search_json_mirrors_the_proto():
 def test_scenes_json():
     response = retrieval_pb2.ListScenesResponse(
         scenes=[retrieval_pb2.Scene(name="t2i", modality="image", image_query=True, layers=["ranking"]),
-                retrieval_pb2.Scene(name="clips", modality="image", collapse="video")])
+                retrieval_pb2.Scene(name="clips", modality="image", collapse="video", note="Random CLIP")])
     assert scenes_json(response) == {
         "scenes": [{"name": "t2i", "modality": "image", "image_query": True, "layers": ["ranking"], "fields": [],
-                    "collapse": ""},
+                    "collapse": "", "note": ""},
                    {"name": "clips", "modality": "image", "image_query": False, "layers": [], "fields": [],
-                    "collapse": "video"}]}
+                    "collapse": "video", "note": "Random CLIP"}]}
 
 
 @pytest.mark.parametrize(

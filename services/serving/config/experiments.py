@@ -5,6 +5,7 @@ Schema (MetaSpore's scene -> ordered layers -> experiments, in our own terms)::
     scenes:
       t2t:                        # the SearchRequest.scene
         modality: text            # what the index holds: text | image
+        note: Untrained towers    # optional: one line of plain text the page shows under the scene picker
         defaults:                 # a complete arm: every field below
           query:
             text: {model: minilm}                 # preprocess model = encoder model unless
@@ -33,20 +34,16 @@ Schema (MetaSpore's scene -> ordered layers -> experiments, in our own terms)::
                 overrides: {rank: {name: score_threshold, params: {min_score: 0.3}}}
 
 Decisions:
-- An arm is a *partial override*. A request's arm spec is the scene's
-  ``defaults`` with the chosen arm of each layer merged on top, in layer order
-  (a later layer wins over an earlier one). Merging is recursive for
-  mappings, except that a mapping under a key named ``params`` replaces the
-  previous one whole (parameters belong to one ranker or index type, so
-  mixing two sets would be meaningless); lists and scalars replace.
-- Every combination of arms is resolved and validated at load, so a bad
-  override is refused before it can serve (at most ``MAX_COMBINATIONS`` per
-  scene).
-- A scene's ``fields`` (:class:`mmsearch.core.fields.FieldSpec`: name, type
-  keyword | number | bool, and ``source``, the corpus key push-milvus reads)
-  belong to the scene, not to an arm: the filters a request may carry do not
-  depend on its bucket. Activation refuses a config whose collection lacks
-  one, or lacks the BM25 text an arm's ``bm25``/``hybrid`` retriever needs.
+- An arm is a *partial override*. A request's arm spec is the scene's ``defaults`` with the chosen arm of
+  each layer merged on top, in layer order (a later layer wins over an earlier one). Merging is recursive for
+  mappings, except that a mapping under a key named ``params`` replaces the previous one whole (parameters
+  belong to one ranker or index type, so mixing two sets would be meaningless); lists and scalars replace.
+- Every combination of arms is resolved and validated at load, so a bad override is refused before it can
+  serve (at most ``MAX_COMBINATIONS`` per scene).
+- A scene's ``fields`` (:class:`mmsearch.core.fields.FieldSpec`: name, type keyword | number | bool, and
+  ``source``, the corpus key push-milvus reads) and its ``note`` belong to the scene, not to an arm: the
+  filters a request may carry do not depend on its bucket. Activation refuses a config whose collection
+  lacks one, or lacks the BM25 text an arm's ``bm25``/``hybrid`` retriever needs.
 - Unknown keys are errors (typos do not pass silently); every error names
   its path in the file, e.g. ``scenes.t2t.layers[0].arms[1].weight``.
 - The file is watched and reloaded by
@@ -56,6 +53,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping
 
@@ -68,6 +66,7 @@ from mmsearch.services.serving.config import choices
 
 
 MAX_COMBINATIONS = 256
+MAX_NOTE = 300  # characters of a scene's note
 
 
 class ConfigError(ValueError):
@@ -109,10 +108,9 @@ class QuerySpec(_Strict):
 
 
 TUNED_FUSION = {"name": "weighted", "params": {"weights": {"dense": 0.7, "bm25": 0.3}, "norm": "minmax"}}
-"""The default fusion, tuned with bench/relevance.py on the stdlib corpus (MiniLM on the docstrings, BM25 on
-name + docstring): chosen on the labelled set's ``tune`` queries and judged on its ``held-out`` ones, where it
-ranked better than dense alone and than RRF, which found fewer answers than dense (figures in
-docs/benchmarks.md)."""
+"""The default fusion, tuned with bench/relevance.py on the stdlib corpus (MiniLM on docstrings, BM25 on name +
+docstring): chosen on the labelled set's ``tune`` queries, judged on its ``held-out`` ones, where it ranked better
+than dense alone and than RRF, which found fewer answers than dense (figures in docs/benchmarks.md)."""
 
 
 class _Choice(_Strict):
@@ -238,9 +236,21 @@ class LayerDef(_Strict):
 
 class SceneDef(_Strict):
     modality: Literal["text", "image"]
+    note: str = Field("", description=f"One line of plain text (at most {MAX_NOTE} characters) that ListScenes and "
+                                      "the page show with the scene, e.g. that its image tower is untrained.")
     defaults: dict[str, Any]
     fields: list[FieldSpec] = Field(default_factory=list, description="Fields requests may filter and facet on.")
     layers: list[LayerDef] = Field(default_factory=list)
+
+    @field_validator("note")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        value = value.strip()  # a YAML block scalar's final line break
+        if "\n" in value or "\r" in value:
+            raise ValueError("a note is one line of plain text: remove its line breaks")
+        if len(value) > MAX_NOTE:
+            raise ValueError(f"a note is at most {MAX_NOTE} characters, this one has {len(value)}: shorten it")
+        return value
 
     @model_validator(mode="after")
     def _layers(self) -> "SceneDef":
@@ -285,7 +295,7 @@ class Layer:
     default: str
 
     def as_tuple(self) -> tuple[str, str, tuple[str, ...], tuple[float, ...], str]:
-        return self.name, self.salt, self.arms, self.weights, self.default
+        return self.name, self.salt, self.arms, self.weights, self.default  # what bucketing.assign takes
 
 
 @dataclass(frozen=True)
@@ -295,6 +305,7 @@ class Scene:
     layers: tuple[Layer, ...]
     arms: Mapping[tuple[str, ...], ArmSpec]  # arm names, one per layer in order -> merged spec
     fields: Mapping[str, FieldSpec] = field(default_factory=dict)  # filterable fields by name, declared order
+    note: str = ""  # one line of plain text shown with the scene (e.g. that a tower is untrained)
 
     @property
     def default_arm(self) -> ArmSpec:
@@ -311,11 +322,8 @@ class Experiments:
 
     def arm_specs(self) -> list[tuple[str, str, ArmSpec]]:
         """(scene, arm label, spec) for every resolved combination."""
-        return [
-            (scene.name, arm_label(scene.layers, combo), spec)
-            for scene in self.scenes.values()
-            for combo, spec in scene.arms.items()
-        ]
+        return [(scene.name, arm_label(scene.layers, combo), spec)
+                for scene in self.scenes.values() for combo, spec in scene.arms.items()]
 
 
 def arm_label(layers: tuple[Layer, ...], combo: tuple[str, ...]) -> str:
@@ -344,23 +352,14 @@ def resolve(definition: ExperimentsDef) -> Experiments:
     """Merge and validate every arm combination of every scene."""
     scenes = {}
     for scene_name, scene in definition.scenes.items():
-        layers = tuple(
-            Layer(
-                name=layer.name,
-                salt=layer.salt if layer.salt is not None else f"{scene_name}/{layer.name}",
-                arms=tuple(a.name for a in layer.arms),
-                weights=tuple(a.weight for a in layer.arms),
-                default=layer.default or layer.arms[0].name,
-            )
-            for layer in scene.layers
-        )
-        count = 1
-        for layer in scene.layers:
-            count *= len(layer.arms)
+        layers = tuple(Layer(name=layer.name, arms=tuple(a.name for a in layer.arms),
+                             salt=layer.salt if layer.salt is not None else f"{scene_name}/{layer.name}",
+                             weights=tuple(a.weight for a in layer.arms),
+                             default=layer.default or layer.arms[0].name) for layer in scene.layers)
+        count = math.prod(len(layer.arms) for layer in scene.layers)
         if count > MAX_COMBINATIONS:
-            raise ConfigError(
-                f"scenes.{scene_name}: {count} arm combinations across layers; at most {MAX_COMBINATIONS}"
-            )
+            raise ConfigError(f"scenes.{scene_name}: {count} arm combinations across layers; "
+                              f"at most {MAX_COMBINATIONS}")
         arms: dict[tuple[str, ...], ArmSpec] = {}
         for combo in itertools.product(*(layer.arms for layer in scene.layers)):
             merged = dict(scene.defaults)
@@ -370,15 +369,14 @@ def resolve(definition: ExperimentsDef) -> Experiments:
             try:
                 arms[names] = ArmSpec.model_validate(merged)
             except ValidationError as exc:
-                label = arm_label(layers, names)
-                raise ConfigError(
-                    f"scenes.{scene_name} arm {label} (defaults + overrides): {_describe(exc)}"
-                ) from None
+                raise ConfigError(f"scenes.{scene_name} arm {arm_label(layers, names)} (defaults + overrides): "
+                                  f"{_describe(exc)}") from None
         specs = list(arms.values())
         kinds = {(s.query.text is not None, s.query.image is not None) for s in specs}
         if len(kinds) > 1:
             raise ConfigError(f"scenes.{scene_name}: every arm must accept the same query kinds (text/image)")
-        scenes[scene_name] = Scene(scene_name, scene.modality, layers, arms, {f.name: f for f in scene.fields})
+        scenes[scene_name] = Scene(scene_name, scene.modality, layers, arms, {f.name: f for f in scene.fields},
+                                   scene.note)
     return Experiments(scenes)
 
 

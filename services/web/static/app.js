@@ -12,6 +12,7 @@
     timings: $("timings"), preview: $("preview"), results: $("results"), filters: $("filters"),
     activeFilters: $("active-filters"), facets: $("facets"), pager: $("pager"), more: $("more"),
     keyForm: $("key-form"), apiKey: $("api-key"), keyOpen: $("key-open"), sort: $("sort"), collapse: $("collapse"),
+    sceneNote: $("scene-note"),
   };
   // The API key the user gave (sent as X-API-Key), kept for this tab only; none: anonymous.
   const KEY_STORE = "mmsearch.apiKey";
@@ -122,6 +123,8 @@
     const info = sceneInfo(name);
     els.upload.hidden = !info.image_query;
     els.q.placeholder = info.modality === "image" ? "Describe an image…" : "Ask a question…";
+    els.sceneNote.textContent = info.note || "";  // the scene's note (e.g. an untrained tower): text, never HTML
+    els.sceneNote.hidden = !info.note;
     renderArrangement(info);
     announce("mmsearch:scene", { scene: info });
     if (els.q.value.trim() || state.similar) runSearch(historyMode);
