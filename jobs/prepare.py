@@ -17,7 +17,8 @@ One JSON object per line, each with a stable integer ``id``:
   the file's ``file://`` URI.
 - ``video``: a folder of videos -> one item per kept frame (scene changes, and
   at least every ``--frame-every`` seconds; :mod:`mmsearch.jobs.sources.video`),
-  its JPEG written under ``<workdir>/frames/``, with ``video``, ``seconds`` and
+  its JPEG written under ``<workdir>/frames/`` (its ``url``: under ``--frames-base-url``,
+  where that folder is served, else the file's URI), with ``video``, ``seconds`` and
   ``moment_url`` (``video_url#t=S``), the video's caption and the frame's OCR.
 - ``qa``: a Q&A JSONL file (baike2018qa style ``qid, category, title, desc,
   answer``; field names configurable) -> ``{id, question, answer, category}``.
@@ -192,7 +193,7 @@ def image_records(folder: Path, base_url: str | None, stats: Stats,
 
 
 def _video_records(workdir: str, folder: Path, base_url: str | None, stats: Stats, progress: Progress | None,
-                   ocr, frames: tuple[float, float]) -> Iterator[tuple[str, dict, str]]:
+                   ocr, frames: tuple[float, float, str | None]) -> Iterator[tuple[str, dict, str]]:
     """The frame items of the videos under ``folder`` (see :mod:`mmsearch.jobs.sources.video`), frames
     written under ``<workdir>/frames/``; a video's sidecars and description caption each of its frames."""
     from mmsearch.jobs.sources.video import frame_records
@@ -201,7 +202,7 @@ def _video_records(workdir: str, folder: Path, base_url: str | None, stats: Stat
         raise JobError(f"--source {folder}: no such folder (the video folder to index)")
     return frame_records(folder, base_url=base_url, frames_uri=artifacts.join(workdir, "frames"), skip=stats.skip,
                          text_of=lambda frame, video: _frame_text(frame, video, ocr, stats),
-                         every=frames[0], scene_threshold=frames[1], progress=progress)
+                         every=frames[0], scene_threshold=frames[1], frames_base_url=frames[2], progress=progress)
 
 
 def _frame_text(frame: Path, video: Path, ocr, stats: Stats) -> dict:
@@ -297,7 +298,8 @@ def _source_path(source: str | None, what: str) -> Path:
 def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = None, *,
             base_url: str | None = None, question_field: str = "title", answer_field: str = "answer",
             category_field: str = "category", id_field: str = "qid", ocr: str = "none", ocr_timeout: float = 30.0,
-            frame_every: float = 10.0, scene_threshold: float = 0.25, progress: Progress | None = None) -> dict:
+            frame_every: float = 10.0, scene_threshold: float = 0.25, frames_base_url: str | None = None,
+            progress: Progress | None = None) -> dict:
     """Build and write the corpus; returns the summary ``{records, skipped, duplicates, corpus}`` (and
     ``skips``, the skipped files and OCR runs by reason, for images)."""
     kind = SourceKind(source_kind)
@@ -305,10 +307,14 @@ def prepare(workdir: str, source_kind: SourceKind | str, source: str | None = No
     if not frame_every > 0 or not 0 <= scene_threshold <= 1:
         raise JobError(f"--frame-every {frame_every} / --scene-threshold {scene_threshold}: give a positive number "
                        "of seconds and a threshold between 0 and 1")
+    if frames_base_url and kind is not SourceKind.video:
+        raise JobError(f"--frames-base-url: video frames only; --source-kind {kind.value} has none (drop it)")
+    if frames_base_url and not frames_base_url.startswith(("http://", "https://")):
+        raise JobError(f"--frames-base-url {frames_base_url}: give the http(s) URL <workdir>/frames/ is served from")
     with _ocr_reader(ocr, ocr_timeout, kind) as reader:
         return _prepare(workdir, kind, source, base_url=base_url, question_field=question_field,
                         answer_field=answer_field, category_field=category_field, id_field=id_field, ocr=reader,
-                        frames=(frame_every, scene_threshold), progress=progress)
+                        frames=(frame_every, scene_threshold, frames_base_url), progress=progress)
 
 
 @contextlib.contextmanager
@@ -332,7 +338,7 @@ def _ocr_reader(ocr: str, timeout: float, kind: SourceKind) -> Iterator:
 
 
 def _prepare(workdir: str, kind: SourceKind, source: str | None, *, base_url: str | None, question_field: str,
-             answer_field: str, category_field: str, id_field: str, ocr, frames: tuple[float, float],
+             answer_field: str, category_field: str, id_field: str, ocr, frames: tuple[float, float, str | None],
              progress: Progress | None) -> dict:
     stats = Stats()
     if kind is SourceKind.images:
@@ -381,11 +387,13 @@ def prepare_command(
                                       help="video: keep a frame at least every this many seconds."),
     scene_threshold: float = typer.Option(0.25, envvar="MMSEARCH_SCENE_THRESHOLD",
                                           help="video: a picture change (0..1) that keeps a frame as a new scene."),
+    frames_base_url: str = typer.Option(None, envvar="MMSEARCH_FRAMES_BASE_URL",
+                                        help="video: URL <workdir>/frames/ is served from (the frames' url)."),
 ) -> None:
     """Turn images, a Q&A JSONL file or the Python stdlib docs into <workdir>/corpus.jsonl."""
     with exit_on_error(), Progress("prepare") as progress:
         summary = prepare(workdir, source_kind, source, base_url=base_url, question_field=question_field,
                           answer_field=answer_field, category_field=category_field, id_field=id_field,
                           ocr=ocr, ocr_timeout=ocr_timeout, frame_every=frame_every,
-                          scene_threshold=scene_threshold, progress=progress)
+                          scene_threshold=scene_threshold, frames_base_url=frames_base_url, progress=progress)
         progress.finish(**summary)

@@ -106,11 +106,14 @@ def sample_frames(path: Path, *, every: float = 10.0, scene_threshold: float = 0
 
 
 def frame_records(folder: Path, *, base_url: str | None, frames_uri: str, skip, text_of, every: float,
-                  scene_threshold: float, progress=None) -> Iterator[tuple[str, dict, str]]:
+                  scene_threshold: float, frames_base_url: str | None = None,
+                  progress=None) -> Iterator[tuple[str, dict, str]]:
     """(key, record, where) per kept frame of every video under ``folder``: the frame is written as a JPEG
-    under ``frames_uri`` (its ``url``), the record holds ``video`` (the path relative to ``folder``),
-    ``video_url``, ``seconds``, ``moment_url`` (``video_url#t=SECONDS``), the frame's size, and the text
-    fields ``text_of(frame file, video path)`` gives; ``skip(reason, path, detail)`` counts a skipped video."""
+    under ``frames_uri``, the record holds ``video`` (the path relative to ``folder``), ``video_url``,
+    ``seconds``, ``moment_url`` (``video_url#t=SECONDS``), the frame's ``url`` (its path under
+    ``frames_base_url``, where ``frames_uri`` is served; without it the file's ``file://`` or ``s3://`` URI),
+    its size, and the text fields ``text_of(frame file, video path)`` gives; ``skip(reason, path, detail)``
+    counts a skipped video."""
     import hashlib
     import io
     import tempfile
@@ -132,14 +135,16 @@ def frame_records(folder: Path, *, base_url: str | None, frames_uri: str, skip, 
                 buffer = io.BytesIO()
                 frame.image.save(buffer, "JPEG", quality=90)
                 data = buffer.getvalue()
-                target = artifacts.join(frames_uri, f"{rel}@{frame.seconds:.3f}.jpg")
+                name = f"{rel}@{frame.seconds:.3f}.jpg"
+                target = artifacts.join(frames_uri, name)
                 artifacts.write_bytes(target, data)
                 with tempfile.NamedTemporaryFile(suffix=".jpg") as local:
                     local.write(data)
                     local.flush()
                     text = text_of(Path(local.name), path)
                 key = f"{rel}#t={frame.seconds:.3f}"
-                url = target if artifacts.is_s3(target) else artifacts.local_path(target).resolve().as_uri()
+                url = (f"{frames_base_url.rstrip('/')}/{quote(name)}" if frames_base_url
+                       else target if artifacts.is_s3(target) else artifacts.local_path(target).resolve().as_uri())
                 yield key, {"name": key, "video": rel, "video_url": video_url, "seconds": frame.seconds,
                             "moment_url": f"{video_url}#t={frame.seconds:g}", "url": url,
                             "file_sha256": hashlib.sha256(data).hexdigest(), "scene_change": frame.scene_change,

@@ -3,12 +3,14 @@ makes with PyAV, each an item with its video and time (and OCR text); not-videos
 named, counted skips."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 from PIL import Image
 
+from mmsearch.jobs.errors import JobError
 from mmsearch.jobs.prepare import prepare
 from mmsearch.jobs.sources.video import keep, sample_frames
 from tests.support.drawn_text import draw, fonts
@@ -54,6 +56,26 @@ def test_each_frame_is_an_item_with_its_video_time_and_text(tmp_path):
     with Image.open(frame) as image:
         assert image.size == (first["width"], first["height"]) == (320, 96)
     assert {r["video"] for r in records.values()} == {"tours/boat.mp4", "plain.mp4"}
+
+
+def test_frames_are_addressed_under_the_frames_base_url(tmp_path):
+    write_video(tmp_path / "videos" / "a b" / "one.mp4", scenes(seconds=1))
+    prepare(str(tmp_path / "w"), "video", str(tmp_path / "videos"), base_url="http://media/v",
+            frames_base_url="http://media/frames/")
+    records = read_records(tmp_path / "w")
+    assert [r["url"] for r in records] == [f"http://media/frames/a%20b/one.mp4%40{s}.000.jpg" for s in range(3)]
+    for r in records:  # the url's path under the frames base is the frame's file under <workdir>/frames/
+        assert (tmp_path / "w" / "frames" / unquote(r["url"].removeprefix("http://media/frames/"))).is_file()
+        assert r["moment_url"] == f"http://media/v/a%20b/one.mp4#t={r['seconds']:g}"
+
+
+@pytest.mark.parametrize("kind, url, words", [
+    ("stdlib", "http://media/frames", "video frames only; --source-kind stdlib has none"),
+    ("video", "/srv/frames", "give the http(s) URL <workdir>/frames/ is served from"),
+])
+def test_a_frames_base_url_is_refused_where_it_cannot_serve_frames(tmp_path, kind, url, words):
+    with pytest.raises(JobError, match=re.escape(words)):
+        prepare(str(tmp_path / "w"), kind, str(tmp_path), frames_base_url=url)
 
 
 def test_a_zero_length_video_is_an_empty_video_skip(tmp_path):

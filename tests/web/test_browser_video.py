@@ -5,15 +5,15 @@ through the real jobs: ``prepare --source-kind video`` (a frame per scene
 change: five frame items with their video and time), ``encode`` (tiny CLIP,
 random weights), ``push-milvus --fields video:keyword,seconds:number,...``,
 ``push-mongo``, ``publish``. The web service serves the folder holding the
-videos and the frames prepare wrote (``/images/``); prepare addresses a
-frame by its file, so the test points each frame's ``url`` at that route
-before encoding. Random weights: the order of a text query means nothing,
+videos and the frames prepare wrote (``/images/``): prepare's ``--base-url``
+is that route's videos, its ``--frames-base-url`` the route's
+``work/frames/``, where encode fetches each frame and the page shows it.
+Random weights: the order of a text query means nothing,
 so the tests check what holds for any order.
 """
 from __future__ import annotations
 
-import json
-from urllib.parse import parse_qs, quote, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -44,12 +44,8 @@ def frames_web(tiny_clip_repo, service_loop, mongo_server, tmp_path_factory):
     serving_port = free_port()
     with WebThread(web_settings(f"127.0.0.1:{serving_port}", images_dir=root)) as web:
         run_job("prepare", "--workdir", str(work), "--source-kind", "video", "--source", str(root / "videos"),
-                "--base-url", f"{web.url}/images/videos/", "--frame-every", "60")
-        corpus = work / "corpus.jsonl"
-        records = [json.loads(line) for line in corpus.read_text().splitlines() if line]
-        for r in records:  # the frame's file, under work/frames/, as web serves it
-            r["url"] = f"{web.url}/images/" + quote(f"work/frames/{r['video']}@{r['seconds']:.3f}.jpg")
-        corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+                "--base-url", f"{web.url}/images/videos/", "--frames-base-url", f"{web.url}/images/work/frames/",
+                "--frame-every", "60")
         run_job("encode", "--workdir", str(work), "--repository", str(repo), "--model", "tiny-clip-image")
         run_job("push-milvus", "--workdir", str(work), "--milvus-uri", str(milvus), "--scene", SCENE, "--version", "1",
                 "--repository", str(repo), "--model", "tiny-clip-image", "--fields",
