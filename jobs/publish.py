@@ -63,10 +63,12 @@ from mmsearch.jobs.progress import check_summary_file, emit, write_summary_file
 from mmsearch.jobs.replay import LogAccess, Replayer
 
 
-def versions_to_drop(collections: list[dict], published: str, keep: int) -> list[str]:
-    """Names to drop from the scene's ``collections`` (oldest first): all but the newest ``keep``
-    and ``published`` (a rollback to an older version keeps it besides the newest ``keep``)."""
-    kept = {c["name"] for c in collections[-keep:]} | {published}
+def versions_to_drop(collections: list[dict], published: str, keep: int, previous: str | None = None) -> list[str]:
+    """Names to drop from the scene's ``collections`` (oldest first): all but the newest ``keep``,
+    ``published`` (a rollback to an older version keeps it besides the newest ``keep``) and ``previous``,
+    the version the alias pointed at before: serving searches it until it follows the move, and it is
+    what a rollback returns to."""
+    kept = {c["name"] for c in collections[-keep:]} | {published} | ({previous} if previous else set())
     return [c["name"] for c in collections if c["name"] not in kept]
 
 
@@ -95,9 +97,9 @@ def read_report(uri: str, collection: str) -> dict:
     return summary
 
 
-def _prune(client, scene: str, published: str, keep: int) -> list[str]:
+def _prune(client, scene: str, published: str, keep: int, previous: str | None) -> list[str]:
     dropped = []
-    for old in versions_to_drop(scene_collections(client, scene), published, keep):
+    for old in versions_to_drop(scene_collections(client, scene), published, keep, previous):
         try:
             if client.list_aliases(old).get("aliases"):
                 print(f"warning: keeping {old}: a native alias still points at it", file=sys.stderr)
@@ -149,7 +151,7 @@ def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: in
                     "thresholds": thresholds.to_dict(), "previous": current}
         update_state(client, name, published=decision, **({"evaluation": summary} if summary else {}))
         previous, replayed = _move(client, scene, name, writes)
-        dropped = _prune(client, scene, name, keep)
+        dropped = _prune(client, scene, name, keep, previous)
         documents = read_state(client, name).get("count")
     return {"alias": scene, "collection": name, "previous": previous, "dropped": dropped, "forced": bool(missed),
             "documents": documents, **replayed,

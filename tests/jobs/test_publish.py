@@ -30,6 +30,9 @@ def test_versions_to_drop_keeps_the_newest_and_the_published():
     assert versions_to_drop(cols, "s_2", 2) == ["s_1"]  # a rollback keeps the newest 2 and the published
     assert versions_to_drop(cols, "s_4", 1) == ["s_1", "s_2", "s_3"]
     assert versions_to_drop(cols, "s_4", 10) == []
+    # the version the alias moved away from stays: serving searches it until it follows, and rollback returns to it
+    assert versions_to_drop(cols, "s_4", 2, previous="s_1") == ["s_2"]
+    assert versions_to_drop(cols, "s_4", 1, previous="s_3") == ["s_1", "s_2"]
 
 
 def test_alias_switch_prune_and_scene_isolation(tmp_path):
@@ -42,12 +45,12 @@ def test_alias_switch_prune_and_scene_isolation(tmp_path):
     first = publish(lite, "docs", "1", keep=2)
     assert first == {"alias": "docs", "collection": "docs_1", "previous": None, "dropped": [], "forced": False,
                      "documents": 20}
-    second = publish(lite, "docs", "3", keep=2)
-    assert second["previous"] == "docs_1" and second["dropped"] == ["docs_1"]
+    second = publish(lite, "docs", "3", keep=2)  # docs_1 stays: serving searches it until it follows the move
+    assert second["previous"] == "docs_1" and second["dropped"] == []
 
     client = connect(lite)
     try:
-        assert sorted(client.list_collections()) == ["docs_2", "docs_3", "docs_b_1", REGISTRY]
+        assert sorted(client.list_collections()) == ["docs_1", "docs_2", "docs_3", "docs_b_1", REGISTRY]
         assert resolve_collection(client, "docs") == "docs_3"
         assert read_manifest(client, "docs")["collection"] == "docs_3"
         assert resolve_collection(client, "docs_2") == "docs_2"  # a plain collection name
@@ -56,11 +59,11 @@ def test_alias_switch_prune_and_scene_isolation(tmp_path):
     finally:
         close(client, lite)
 
-    third = publish(lite, "docs", "2", keep=1)  # roll back: the newest (docs_3) and the published stay
-    assert third["previous"] == "docs_3" and third["dropped"] == []
+    third = publish(lite, "docs", "2", keep=1)  # roll back: the newest (docs_3, also the previous) and the published stay
+    assert third["previous"] == "docs_3" and third["dropped"] == ["docs_1"]
     push(lite, manifest, "docs", "4")
     fourth = publish(lite, "docs", "4", keep=1)
-    assert fourth["previous"] == "docs_2" and fourth["dropped"] == ["docs_2", "docs_3"]
+    assert fourth["previous"] == "docs_2" and fourth["dropped"] == ["docs_3"]
 
 
 def test_rollback_goes_back_through_the_kept_versions_and_stops_at_the_first_dropped(tmp_path):
