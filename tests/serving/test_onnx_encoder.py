@@ -34,8 +34,8 @@ async def test_a_lone_query_uses_the_single_query_session_only_while_nothing_els
                           alone=lambda: busy["others"] == 0)
     ran = []
     for session in (encoder._session, encoder._single):
-        real = session.run
-        session.run = lambda *a, _real=real, _s=session: ran.append(_s) or _real(*a)
+        real = session.run_with_iobinding  # the encoder binds its output buffer (a float32 tower of fixed width)
+        session.run_with_iobinding = lambda *a, _real=real, _s=session: ran.append(_s) or _real(*a)
     try:
         ids, mask = load_tokenizer(minilm_repo / "minilm").encode(TEXTS[:1])
         await encoder.infer({"input_ids": ids, "attention_mask": mask})
@@ -101,3 +101,18 @@ async def test_a_query_batched_with_one_at_the_token_cap_gets_the_vector_it_gets
     assert np.allclose(alone[0], together[2][0], atol=1e-5) and np.allclose(alone[0], padded[0], atol=1e-5)
     assert together[1].shape == (1, 384)
     assert (1, cap) in shapes and all(s[1] < cap for s in shapes if s != (1, cap))  # nothing padded to the cap
+
+
+async def test_the_bound_output_buffer_holds_what_a_plain_run_returns(minilm_repo):
+    folder = ModelRepository(minilm_repo).folder("minilm")
+    encoder = OnnxEncoder(folder, intra_op_threads=1)
+    try:
+        ids, mask = load_tokenizer(minilm_repo / "minilm").encode(TEXTS[:3])
+        first = await encoder.infer({"input_ids": ids, "attention_mask": mask})
+        again = await encoder.infer({"input_ids": ids[:1], "attention_mask": mask[:1]})
+        plain = encoder._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        assert encoder._width == 384 and first.shape == (3, 384) and np.allclose(first, plain, atol=1e-6)
+        assert np.allclose(again[0], plain[0], atol=1e-5)  # a fresh buffer per call: the earlier result is intact
+        assert np.allclose(first, plain, atol=1e-6)
+    finally:
+        await encoder.close()
