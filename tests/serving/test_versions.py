@@ -16,6 +16,7 @@ in-process serving reach the same collections.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 
 import grpc
@@ -57,6 +58,7 @@ def versions(tmp_path_factory, tiny_multilingual_source, service_loop):
     index(tmp / "a", "csv", MODEL, repo, milvus.uri, "a", mongo.uri)
     index(tmp / "b", "json", MODEL, repo, milvus.uri, "b", mongo.uri)
     index(tmp / "c", "json", OTHER, repo, milvus.uri, "c", None)
+    shutil.rmtree(repo / OTHER)  # serving follows a version of another model only when it can load that model
     run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "a", "--keep", "3")
     experiments = tmp / "experiments.yaml"
     write_config(experiments, t2t_config(SCENE, model=MODEL))
@@ -106,7 +108,8 @@ def test_serving_follows_a_publish_without_a_failed_request_and_refuses_another_
         stack.wait_route(SCENE, f"{SCENE}_b", timeout=20)
         mark = len(served)
         eventually(lambda: len(served) >= mark + 8, "searches answered after the route moved")
-        # Another model's version: published, but serving refuses to follow it.
+        # A version of another model that the repository serving reads does not hold: published, but serving
+        # refuses to follow it (with the model there it would load it and follow: tests/serving/test_migration.py).
         with caplog.at_level(logging.ERROR, logger="mmsearch.services.serving.pipeline.routes"):
             run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "c", "--keep", "3")
             eventually(lambda: f"not following {SCENE} -> {SCENE}_c" in caplog.text, "the refusal logged")
