@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mmsearch.core.fields import SPARSE_FIELD
-from mmsearch.core.milvus.connection import ensure_loaded, short_error
+from mmsearch.core.milvus.connection import ensure_loaded, is_lite, short_error
 from mmsearch.core.milvus.record import read_manifest
 from mmsearch.core.milvus.search import Found, Matches, matches, search_request
 from mmsearch.core.redact import redact
@@ -80,7 +80,7 @@ class MilvusMatcher:
         self._client = None  # blocking MilvusClient: manifests and pings, on the admin thread
         self._async = None   # AsyncMilvusClient: searches, on the event loop
         self._alias = f"mmsearch-matcher-{uuid.uuid4().hex}"
-        self._lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+        self._lite = is_lite(uri)
         self._lock = threading.Lock()
         # Manifest reads and pings (health probes) run on their own thread: when Milvus hangs they
         # queue there instead of taking the search threads.
