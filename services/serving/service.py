@@ -88,7 +88,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         except StageError as exc:
             metrics.REQUESTS.labels(scene, exc.code.name).inc()
             if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
-                log.warning("search failed", extra={"scene": scene, "stage": exc.stage, "code": exc.code.name,
+                log.warning("search failed: %s: %s", exc.code.name, exc.message, extra={"scene": scene, "stage": exc.stage, "code": exc.code.name,
                                                     "error": exc.message})
             await context.abort(exc.code, clipped(redact(str(exc))))
         except Exception as exc:  # a bug outside the stages: still never UNKNOWN
@@ -104,7 +104,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             return await self.feedback.submit(request, self._deadline(context), CALLER.get())
         except StageError as exc:
             if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                log.warning("feedback failed", extra={"code": exc.code.name, "error": exc.message})
+                log.warning("feedback failed: %s: %s", exc.code.name, exc.message, extra={"code": exc.code.name, "error": exc.message})
             await context.abort(exc.code, clipped(redact(str(exc))))
         except Exception as exc:  # a bug outside the handler's own checks: still never UNKNOWN
             log.exception("feedback failed unexpectedly")

@@ -146,7 +146,7 @@ def _upstream_error(request: web.Request, exc: grpc.aio.AioRpcError, what: str =
     rid = request_id(request)
     if caller_error(code, details):
         return json_error(request, status, name, details or code.name, blamed_parameter(details))
-    log.warning(f"{what} back end failed", extra={"request_id": rid, "grpc_code": code.name, "details": details,
+    log.warning(f"{what} back end failed: {code.name}: {details}", extra={"request_id": rid, "grpc_code": code.name, "details": details,
                                                    "serving": request.app[CLIENT_KEY].address})
     return json_error(request, status, name, upstream_message(code, rid, what))
 

@@ -123,7 +123,7 @@ def test_the_trace_id_is_in_the_log_lines_and_the_error_body(traced):
     assert len(error["trace_id"]) == 32 and error["request_id"]
     lines = eventually(lambda: [r for r in processes["serving"].logs if r.get("trace_id") == error["trace_id"]],
                        "serving's log line of the failed search")
-    assert any(r["message"] == "search failed" and r["code"] == "NOT_FOUND" for r in lines)
+    assert any(r["message"].startswith("search failed: NOT_FOUND") and r["code"] == "NOT_FOUND" for r in lines)
     assert all(len(r["span_id"]) == 16 for r in lines)
     spans = _trace(receiver, error["trace_id"], {"web", "serving"})
     failed = [s for s in spans if s.service == "serving" and s.name.endswith("/Search")]

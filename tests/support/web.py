@@ -45,7 +45,10 @@ class WebThread:
 
 
 def web_settings(serving_address: str, **overrides) -> WebSettings:
+    """Settings of a test's web service. Its calls to serving get 15 s, not the 5 s default: on CI's busy machine a
+    feedback call once failed (503, serving's store too slow) within the default; a test of deadlines sets its own."""
     overrides.setdefault("access", {"anonymous_scenes": "*"})
+    overrides.setdefault("request_timeout_seconds", 15.0)
     return WebSettings(host="127.0.0.1", port=0, metrics_port=0, serving_address=serving_address, log_json=False,
                        grace_seconds=0.5, **overrides)
 
