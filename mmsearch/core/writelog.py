@@ -42,8 +42,9 @@ from mmsearch.core.milvus.names import HASH_FIELD
 from mmsearch.core.milvus.registry import writes_position
 from mmsearch.core.milvus.registry_writes import registry_put
 from mmsearch.core.milvus.rows import delete_ids, upsert_rows
+from mmsearch.core.written import ENTRIES
 
-ENTRIES, COUNTERS = "writes", "counters"
+COUNTERS = "counters"
 PENDING, APPLIED = "pending", "applied"
 MAX_ROUNDS = 100
 

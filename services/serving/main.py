@@ -28,6 +28,7 @@ from mmsearch.services.serving.backends.bundle import Backends, connect
 from mmsearch.services.serving.config.store import ConfigStore
 from mmsearch.services.serving.outcomes.feedback import FeedbackHandler, Impressions
 from mmsearch.services.serving.health import Health, probe
+from mmsearch.services.serving.pipeline.freshness import Freshness
 from mmsearch.services.serving.pipeline.routes import RouteWatcher
 from mmsearch.services.serving.pipeline.search import Searcher
 from mmsearch.services.serving.service import ACCESS_RULES, RetrievalServicer, register
@@ -111,7 +112,8 @@ async def start(settings: ServingSettings, backends: Backends | None = None) -> 
     gate = AccessInterceptor(KeyRing(access.api_keys_file), access.anonymous, ACCESS_RULES)
     running = await start_server(settings, register(servicer), serving=False, interceptors=[gate])
     await store.check()
-    routes = RouteWatcher(store, backends, settings.timing.health_interval_seconds)
+    routes = RouteWatcher(store, backends, settings.timing.health_interval_seconds,
+                          Freshness(settings.writer_log_database, timeout))
     tasks = [asyncio.create_task(store.run(), name="config-watcher"),
              asyncio.create_task(routes.run(), name="route-watcher"),
              asyncio.create_task(health_loop(running, backends, store, health, timeout,

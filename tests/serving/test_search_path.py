@@ -93,24 +93,24 @@ async def test_the_summary_lookup_names_the_concrete_collection_and_its_generati
     active = await activate(experiments(), b, timeout=1.0)
     searcher = Searcher(b, SETTINGS, down={})
     await searcher.search(request(), active, 1.0)
-    assert b.summary.versions == [("docs_1", 0, 0)]
+    assert b.summary.versions == [("docs_1", 0)]
     assert await follow(active, b) is None
     b.matcher.collections[SCENE] = {**collection_manifest("m", "docs_1"), "generation": 3}  # synced in place
     synced = await follow(active, b)
-    assert dict(synced.routes) == {SCENE: "docs_1"} and synced.version(SCENE) == ("docs_1", 3, 0)
-    assert active.version(SCENE) == ("docs_1", 0, 0)  # the old Active is never changed
+    assert dict(synced.routes) == {SCENE: "docs_1"} and synced.version(SCENE) == ("docs_1", 3)
+    assert active.version(SCENE) == ("docs_1", 0)  # the old Active is never changed
     assert await follow(synced, b) is None
     b.matcher.collections[SCENE] = collection_manifest("m", "docs_2")  # a publish: new collection
     moved = await follow(synced, b)
-    assert moved.version(SCENE) == ("docs_2", 0, 0)
+    assert moved.version(SCENE) == ("docs_2", 0)
     await searcher.search(request(), moved, 1.0)
-    assert b.summary.versions[-1] == ("docs_2", 0, 0)
+    assert b.summary.versions[-1] == ("docs_2", 0)
     # The alias moves to a version built by another model (refused): the served one's generation is still read.
     b.matcher.collections[SCENE] = collection_manifest("m", "docs_3", sha="other-model")
     assert await follow(moved, b) is None
     b.matcher.generations["docs_2"] = 1
     still = await follow(moved, b)
-    assert dict(still.routes) == {SCENE: "docs_2"} and still.version(SCENE) == ("docs_2", 1, 0)
+    assert dict(still.routes) == {SCENE: "docs_2"} and still.version(SCENE) == ("docs_2", 1)
 
 
 def counter(name: str, collection: str) -> float:

@@ -18,6 +18,7 @@ from typing import Any, Hashable, Sequence
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from mmsearch.core.redact import redact
+from mmsearch.core.written import ENTRIES, written_ids, written_query
 from mmsearch.services.runtime import tracing
 from mmsearch.services.serving.errors import Mismatch, Unavailable
 from mmsearch.services.serving.backends.shielded_mongo import ShieldedMongo, short as _short
@@ -74,6 +75,21 @@ class SummaryStore:
         except PyMongoError as exc:
             raise Mismatch(f"lookup in {database}.{collection} failed: {_short(exc)}") from None
         return order_documents(ids, docs)
+
+    async def written(self, database: str, scene: str, after: int, upto: int, limit: int,
+                      timeout: float) -> list[int] | None:
+        """The ids ``scene``'s live writes named at write log positions (``after``, ``upto``] (the log in
+        ``database``, :mod:`mmsearch.core.written`); None when they are more than ``limit`` entries."""
+        query, projection = written_query(scene, after, upto)
+        try:
+            docs = await self._mongo.call(
+                lambda client: client[database][ENTRIES].find(query, projection).limit(limit + 1).to_list(None),
+                timeout)
+        except ConnectionFailure as exc:
+            raise Unavailable(f"the store at {self._shown} is unreachable: {_short(exc)}") from None
+        except PyMongoError as exc:
+            raise Mismatch(f"reading the write log in {database}.{ENTRIES} failed: {_short(exc)}") from None
+        return None if len(docs) > limit else written_ids(docs)
 
     async def ping(self, timeout: float | None = None) -> None:
         """Raise :class:`Unavailable` unless the store answers; rebuild the client if a call is stuck."""

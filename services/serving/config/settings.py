@@ -177,7 +177,12 @@ class ServingSettings(GrpcSettings):
     summary_cache_documents: int = setting(
         20_000, ge=0, le=10_000_000, unit="documents",
         description="Summary documents kept in serving's LRU per process, keyed by collection version and "
-                    "generation (exact: see services/serving/backends/summary_cache.py); 0 turns the cache off.")
+                    "generation, live writes evicting their ids (exact: see services/serving/backends/summary_cache.py); "
+                    "0 turns the cache off.")
+    writer_log_database: str = setting(
+        "mmsearch", min_length=1,
+        description="MongoDB database of the live writes' log, on MMSEARCH_MONGO_URI (the writer's setting of the "
+                    "same name): each round, the summaries of the ids written since are evicted from the cache.")
     inference_cache_queries: int = setting(
         10_000, ge=0, le=10_000_000, unit="queries",
         description="Query vectors kept per encoder model in serving's LRU, keyed by the query's token ids and the "

@@ -149,12 +149,12 @@ class Active:
         served version's model's (a model migration)."""
         return self.served_by.get((collection, tower.encoder), tower) if tower is not None else None
 
-    def version(self, collection: str) -> tuple[str, int, int]:
-        """(concrete collection, generation, live writes position) of the documents behind config collection
-        name ``collection``: what the summary cache keys on (a sync bumps the generation, a live write the
-        position, a publish moves the route)."""
+    def version(self, collection: str) -> tuple[str, int]:
+        """(concrete collection, generation) of the documents behind config collection name ``collection``:
+        what the summary cache keys on (a sync bumps the generation, a publish moves the route; live writes
+        evict their ids instead, :mod:`mmsearch.services.serving.pipeline.freshness`)."""
         rec = self.records.get(collection) or {}
-        return (self.routes.get(collection, collection), int(rec.get("generation") or 0), int(rec.get("writes") or 0))
+        return (self.routes.get(collection, collection), int(rec.get("generation") or 0))
 
     def search_params(self, collection: str) -> dict[str, Any]:
         """The search params the index of ``collection``'s served version recorded (push-milvus
@@ -236,8 +236,8 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
                   preprocess_service=service, served_by=MappingProxyType(served_by))
 
 
-RECORD_FIELDS = ("collection", "version", "count", "generation", "changed", "evaluation", "published", "index",
-                 "writes", "cutoff")
+RECORD_FIELDS = ("collection", "scene", "version", "count", "generation", "changed", "evaluation", "published",
+                 "index", "writes", "cutoff")
 
 
 def record(manifest: Mapping[str, Any]) -> Mapping[str, Any]:

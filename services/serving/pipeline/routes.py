@@ -25,7 +25,9 @@ when nothing changed. The config's own Active is never changed. When the
 target is refused, the record of the collection still served is re-read, so
 a sync of it is seen even while the alias points elsewhere: a new sync
 generation is a new Active, and the summary cache (keyed by collection and
-generation) stops serving what it holds for the old one.
+generation) stops serving what it holds for the old one. A moved live write
+position is a new Active too, and the summaries of the ids written are
+evicted (:mod:`mmsearch.services.serving.pipeline.freshness`).
 
 :class:`RouteWatcher` runs it every ``interval`` seconds and swaps the
 result into the config store with a compare-and-swap, so a config reload in
@@ -44,6 +46,7 @@ from typing import Any, Mapping
 
 from mmsearch.services.serving.pipeline import migration
 from mmsearch.services.serving.pipeline.activation import Active, ConsistencyError, Needs, check_layout, record
+from mmsearch.services.serving.pipeline.freshness import Freshness
 from mmsearch.services.serving.backends.bundle import Backends
 from mmsearch.services.serving.config.store import ConfigStore
 
@@ -111,8 +114,10 @@ async def followable(active: Active, backends: Backends, name: str, target: str,
 
 
 class RouteWatcher:
-    def __init__(self, store: ConfigStore[Active], backends: Backends, interval: float):
+    def __init__(self, store: ConfigStore[Active], backends: Backends, interval: float,
+                 freshness: Freshness | None = None):
         self.store, self.backends, self.interval = store, backends, interval
+        self.freshness = freshness  # evicts the summaries of live writes each round (None: nothing evicted)
         self.problem = ""  # the last failure to read the routes ("" while Milvus answers)
         self.rounds = 0  # rounds done (tests wait for more rounds instead of sleeping)
         self.releases = migration.Releases()
@@ -128,6 +133,8 @@ class RouteWatcher:
         except Exception as exc:
             self.problem = str(exc) or type(exc).__name__
             return False
+        if self.freshness is not None:  # what the stores hold now, whether or not the swap below wins
+            await self.freshness.round((moved or active).records, self.backends.summary)
         return moved is not None and self.store.replace(active, moved)
 
     async def run(self) -> None:

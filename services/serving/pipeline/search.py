@@ -178,7 +178,7 @@ class SearchPlan:
     page: pages.PagePlan
     digest: str                     # what a page token of this search is bound to
     user: str                       # and the user it is bound to (a digest)
-    version: tuple = ("", 0, 0)  # (collection, sync generation, live writes position): the summary cache's key
+    version: tuple = ("", 0)  # (collection, sync generation): the summary cache's key
     search_params: Mapping[str, Any] = field(default_factory=dict)  # the dense search's index params
     rank_params: Mapping[str, Any] = field(default_factory=dict)  # the ranker's, a min_score: auto resolved
 
