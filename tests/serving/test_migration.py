@@ -3,10 +3,11 @@
 Version ``minilm`` of a stdlib scene is built by the real all-MiniLM-L6-v2, version ``tiny`` by a tiny
 random DistilBERT tower (another export, other dimension); the experiment config names MiniLM. Under a
 bounded concurrent load, a publish of ``tiny`` makes serving load and warm the tiny tower and follow the
-alias (the arm now encodes with it), the rollback returns to MiniLM, and no request fails on the way;
-the tiny encoder is released once no Active uses it. A version whose model the repository does not hold
-is refused (the old one keeps serving). The p99 latency before and across each switch is printed (run
-with ``-s``); it is a figure, not a threshold.
+alias (the arm now encodes with it), the rollback returns to MiniLM, and no request fails on the way.
+The MiniLM tower the publish left stays loaded (the spare), so the rollback creates no encoder; the tiny
+one it left is then the spare, released once a publish of another MiniLM version moves on. A version
+whose model the repository does not hold is refused (the old one keeps serving). The p99 latency before
+and across each switch is printed (run with ``-s``); it is a figure, not a threshold.
 """
 from __future__ import annotations
 
@@ -43,11 +44,13 @@ def migration(tmp_path_factory, minilm_repo, tiny_multilingual_repo, service_loo
         write_corpus(tmp / "orphan", records)
         build_version(tmp / "minilm", milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=repository,
                       scene=SCENE, version="minilm")
+        build_version(tmp / "minilm", milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=repository,
+                      scene=SCENE, version="minilm2", encode=False)  # the same vectors: a move within MiniLM
         build_version(tmp / "tiny", milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=repository,
                       scene=SCENE, version="tiny", model=TINY)
         build_version(tmp / "orphan", milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=orphan,
                       scene=SCENE, version="orphan", model="orphan")
-        run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "minilm")
+        run_job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "minilm", "--keep", "3")
         stack = serve_versions(service_loop, tmp, SCENE, repository, milvus.uri, mongo.uri)
         yield {"milvus": milvus, "stack": stack}
         stack.close()
@@ -77,13 +80,22 @@ def test_serving_follows_a_publish_to_another_model_and_back_with_no_failed_requ
         mark = load.mark()
         load.wait_for(mark + 20)
         assert all(len(s.ids) == 5 for s in load.phase(mark)), "searches on the tiny version find items"
+        pool, releases = serving.backends.encoders, serving.routes.releases
+        assert ("embedded", "minilm") in pool.keys() and ("embedded", "minilm") not in releases.released
+        created = pool.created
         back = switch(load, stack, [*publish, "--rollback"], f"{SCENE}_minilm")
         assert dict(serving.store.current.served_by) == {}
         assert ("embedded", "minilm") in serving.store.current.encoders
+        assert pool.created == created, "the rollback found the MiniLM tower loaded: no encoder created"
+        assert releases.spare == {("embedded", TINY)} and ("embedded", TINY) in pool.keys()
+        switch(load, stack, [*publish, "--version", "minilm2"], f"{SCENE}_minilm2")
+        assert releases.spare == frozenset() and pool.created == created
     assert load.failures == []
-    eventually(lambda: ("embedded", TINY) in serving.routes.releases.released, "the tiny encoder released",
-               timeout=30, interval=0.1)
-    assert ("embedded", TINY) not in serving.backends.encoders.keys()
+    eventually(lambda: ("embedded", TINY) in releases.released, "the tiny encoder released once the publish of "
+               "minilm2 moved on", timeout=30, interval=0.1)
+    assert ("embedded", TINY) not in pool.keys() and ("embedded", "minilm") not in releases.released
+    run_job(*publish, "--rollback")  # back to the first MiniLM version, for the next test
+    stack.wait_route(SCENE, f"{SCENE}_minilm", timeout=60)
     for name, p99 in (("publish to the tiny model", forward), ("rollback to MiniLM", back)):
         print(f"\np99 ms across the {name}: before {p99['before']:.1f}, during {p99['during']:.1f} "
               f"({p99['during_n']} requests), after {p99['after']:.1f}")

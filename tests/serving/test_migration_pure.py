@@ -1,4 +1,5 @@
-"""Which tower serves a version (pure), and the search counting that tells when an old encoder may go."""
+"""Which tower serves a version (pure), the search counting that tells when an old encoder may go, and which
+unused encoders stay loaded for a rollback (the spare)."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +7,10 @@ import pytest
 from mmsearch.services.serving.backends.bundle import Load
 from mmsearch.services.serving.config.experiments import TowerSpec
 from mmsearch.services.serving.pipeline.activation import ConsistencyError
-from mmsearch.services.serving.pipeline.migration import served, serving_tower
-from tests.support.fakes import collection_manifest, manifest
+from mmsearch.services.serving.pipeline.activation import activate
+from mmsearch.services.serving.pipeline.migration import served, serving_tower, spare_after
+from mmsearch.services.serving.pipeline.routes import follow
+from tests.support.fakes import SCENE, collection_manifest, docs_backends, docs_experiments, manifest
 
 
 def clip_record(name: str) -> dict:
@@ -50,3 +53,23 @@ def test_load_numbers_searches_and_tells_the_oldest_in_flight():
     assert load.oldest() == second and load.alone()
     load.end(second)
     assert load.oldest() == load.started + 1 and load.in_flight == 0
+
+
+async def test_the_towers_a_move_left_are_the_spare_until_the_next_move_leaves_others_or_none():
+    b, _ = docs_backends(models={"m": manifest("m"), "other": manifest("other")})
+    start = await activate(docs_experiments(), b, timeout=1.0)
+    b.matcher.collections[SCENE] = collection_manifest("other", "docs_2")
+    published = await follow(start, b)
+    assert set(published.encoders) == {("embedded", "other")}
+    spare = spare_after(frozenset(), start, published)
+    assert spare == {("embedded", "m")}, "the publish to another model keeps the old tower"
+    b.matcher.collections[SCENE] = {**collection_manifest("other", "docs_2"), "generation": 2}
+    synced = await follow(published, b)
+    assert dict(synced.routes) == dict(published.routes) and spare_after(spare, published, synced) == spare
+    b.matcher.collections[SCENE] = collection_manifest("m", "docs_1")
+    back = await follow(synced, b)
+    spare = spare_after(spare, synced, back)
+    assert spare == {("embedded", "other")}, "the rollback takes the spare back and keeps the tower it left"
+    b.matcher.collections[SCENE] = collection_manifest("m", "docs_3")
+    onward = await follow(back, b)
+    assert spare_after(spare, back, onward) == frozenset(), "a move within one model releases the spare"

@@ -262,6 +262,7 @@ class EncoderPool:
         self._alone = alone
         self._encoders: dict[tuple[str, str], BatchedEncoder] = {}
         self.handed = 0  # encoders handed out by get, counted (see release)
+        self.created = 0  # encoders created (an onnxruntime session or a Triton client each), counted
         self._handed_at: dict[tuple[str, str], int] = {}
 
     def keys(self) -> set[tuple[str, str]]:
@@ -306,6 +307,7 @@ class EncoderPool:
                                    in_flight=s.batching.in_flight, on_batch=metrics.BATCH_SIZE.labels("embed", model).observe)
             cache = InferenceCache(model, model_version(manifest), s.inference_cache_queries)
             self._encoders[key] = BatchedEncoder(encoder, batcher, backend, cache if s.inference_cache_queries else None)
+            self.created += 1
         return self._encoders[key]
 
     async def close(self) -> None:

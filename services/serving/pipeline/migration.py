@@ -22,7 +22,16 @@ The choice is part of the :class:`~mmsearch.services.serving.pipeline.activation
 serves it), so a search in flight finishes with the Active, and the
 encoder, it started with. A restart on a migrated version makes the same
 choice at activation. :class:`Releases` closes an encoder no Active uses any
-more, once every search that started before it went out of use has ended.
+more, once every search that started before it went out of use has ended,
+except the spare (:func:`spare_after`): the towers the latest route move
+left stay loaded, with their inference cache, so a rollback finds its tower
+loaded and warm (its canary is then one cached encode, no onnxruntime
+session is created while searches run). The spare is released when the next
+move leaves other towers, or none (a move within one model: its rollback
+needs no other tower), so serving holds at most the towers it held across
+that switch, which it needed anyway to finish the searches in flight on the
+old one. No time bound: a rollback may come hours after a publish, once its
+figures under real traffic are in.
 """
 from __future__ import annotations
 
@@ -141,23 +150,42 @@ async def towers_for(active: Active, backends: Backends, name: str, collection: 
     return towers, encoders
 
 
+def spare_after(spare: frozenset, before: Active, after: Active) -> frozenset:
+    """The encoder keys kept loaded, unused, for a rollback once serving goes from ``before`` to ``after``: on a
+    route move, those ``before`` used that ``after`` does not (a rollback returns to them), replacing the spare
+    kept so far; a change that moves no route (a sync, fresh records) keeps ``spare``. Pure."""
+    if dict(after.routes) == dict(before.routes):
+        return spare
+    return frozenset(before.encoders) - frozenset(after.encoders)
+
+
 class Releases:
     """Encoders that no current Active uses, closed once every search that may still hold one has ended.
 
     A round marks each pooled encoder the current Active does not use with the searches started so far and
     the pool's hand-out count; it is closed in a later round once the oldest search in flight started after
     that mark, unless the pool handed it out again (an activation took it) or it is in use again. Rounds skip
-    while a config is being activated (it may hold encoders no Active holds yet)."""
+    while a config is being activated (it may hold encoders no Active holds yet). The spare (:meth:`moved`,
+    :func:`spare_after`) is never marked."""
 
     def __init__(self) -> None:
         self.marks: dict[tuple[str, str], tuple[int, int]] = {}  # key -> (searches started, pool hand-outs)
         self.released: list[tuple[str, str]] = []
+        self.spare: frozenset[tuple[str, str]] = frozenset()
+
+    def moved(self, before: Active, after: Active) -> None:
+        """Serving went from ``before`` to ``after`` (the route watcher swapped them in): keep the spare."""
+        spare = spare_after(self.spare, before, after)
+        if spare != self.spare:
+            log.info("encoders %s kept loaded for a rollback (released: the spare %s, once unused)",
+                     sorted(spare) or "none", sorted(self.spare - spare) or "none")
+        self.spare = spare
 
     async def round(self, active: Active | None, backends: Backends, activating: bool = False) -> None:
         pool = backends.encoders
         if active is None or activating or not hasattr(pool, "release"):
             return
-        unused = set(pool.keys()) - set(active.encoders)
+        unused = set(pool.keys()) - set(active.encoders) - self.spare
         self.marks = {key: mark for key, mark in self.marks.items() if key in unused}
         for key in unused:
             started, handed = self.marks.setdefault(key, (backends.load.started, pool.handed))

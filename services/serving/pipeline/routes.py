@@ -33,7 +33,9 @@ evicted (:mod:`mmsearch.services.serving.pipeline.freshness`).
 result into the config store with a compare-and-swap, so a config reload in
 between is never overwritten by routes computed for the old config. Each
 round it also releases the encoders no current Active uses once the searches
-that may hold them have ended (:class:`~mmsearch.services.serving.pipeline.migration.Releases`).
+that may hold them have ended (:class:`~mmsearch.services.serving.pipeline.migration.Releases`),
+but the towers the latest move left, kept loaded and warm for a rollback
+(:func:`~mmsearch.services.serving.pipeline.migration.spare_after`).
 """
 from __future__ import annotations
 
@@ -135,7 +137,10 @@ class RouteWatcher:
             return False
         if self.freshness is not None:  # what the stores hold now, whether or not the swap below wins
             await self.freshness.round((moved or active).records, self.backends.summary)
-        return moved is not None and self.store.replace(active, moved)
+        if moved is None or not self.store.replace(active, moved):
+            return False
+        self.releases.moved(active, moved)
+        return True
 
     async def run(self) -> None:
         while True:
