@@ -308,6 +308,7 @@ class EncoderPool:
             cache = InferenceCache(model, model_version(manifest), s.inference_cache_queries)
             self._encoders[key] = BatchedEncoder(encoder, batcher, backend, cache if s.inference_cache_queries else None)
             self.created += 1
+            log.info("encoder %s (%s) created", model, backend)
         return self._encoders[key]
 
     async def close(self) -> None:
