@@ -42,6 +42,7 @@ import json
 import math
 import sys
 import time
+from typing import Callable
 
 import typer
 
@@ -158,6 +159,14 @@ def publish(milvus_uri: str, scene: str, version: str | None = None, *, keep: in
             **({"recall": summary["recall"], "k": summary["k"]} if summary else {})}
 
 
+after_step: Callable[[str], None] | None = None  # tests: called after each step of a move ("replayed", "moved")
+
+
+def _step(name: str) -> None:
+    if after_step is not None:
+        after_step(name)
+
+
 def _move(client, scene: str, name: str, writes: LogAccess | None, history: list[str] | None = None):
     """Point ``scene`` at ``name`` with the write log replayed around the move (see the module doc):
     (the previous target, the outcome's replay fields)."""
@@ -165,9 +174,16 @@ def _move(client, scene: str, name: str, writes: LogAccess | None, history: list
         return set_alias(client, scene, name, history=history), {}
     replayer = Replayer(writes, client, scene, name)
     try:
-        before, position = replayer.run(after=replayer.position(), settle=False)
+        start = replayer.position()
+        before, _ = replayer.run(after=start, settle=False)
+        _step("replayed")
         previous = set_alias(client, scene, name, history=history)
-        after, position = replayer.run(after=position, settle=True)
+        _step("moved")
+        # From the same start again, not from where the first pass got: a read of the log is no snapshot, so
+        # it may have seen an entry while missing an older one still being written (the writer applies that
+        # one to the old target, having resolved the alias before the move). A read begun after the move sees
+        # every entry logged before it; what the first pass applied is skipped by its content hash.
+        after, position = replayer.run(after=start, settle=True)
     finally:
         replayer.close()
     return previous, {"replayed": before + after, "writes_position": position}

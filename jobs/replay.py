@@ -10,7 +10,9 @@ acknowledged write ends in the version serving ends on:
   bulk, from the position the target records: the last it had applied while
   it served, the one its snapshot had for a restore, none, so the whole log,
   for a new build, whose source does not hold the live writes), then, after
-  the move, what arrived meanwhile, settling against the writer (which
+  the move, again from that same position (a read of the log is no
+  snapshot: the first may have missed an entry still being inserted; what
+  it applied is skipped by content hash), settling against the writer (which
   applies whatever it logs after the move to the new target itself).
 - ``sync``: after its own rows, every entry logged since it read the
   collection, settling the same way, so a live write is never undone by the

@@ -20,8 +20,10 @@ from google.protobuf import struct_pb2
 
 from mmsearch.core.access.keys import mint
 from mmsearch.core.milvus.connection import connect
-from mmsearch.core.milvus.registry import resolve_alias
+from mmsearch.core.milvus.registry import alias_history, resolve_alias, writes_position
 from mmsearch.core.writelog import Entry, ReplayError, encoded_for
+from mmsearch.jobs import publish as publish_job
+from mmsearch.jobs.replay import LogAccess
 from mmsearch.v1 import documents_pb2, documents_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, read_records, serve_versions
 from tests.support.jobs import run_job
@@ -79,6 +81,24 @@ class Writing(threading.Thread):
             except grpc.RpcError as exc:  # not acknowledged: its ids' state is the last acknowledged one's
                 self.errors.append(f"{exc.code()}: {exc.details()}")
             self.batches = n
+
+
+def evidence(milvus_uri: str, mongo_uri: str, ids: set[int]) -> dict:
+    """What a failing race leaves to explain it: the log position each version records and the log entries
+    of ``ids`` (position, op, state), with the alias history."""
+    client = connect(milvus_uri)
+    try:
+        positions = {name: writes_position(client, name) for name in (f"{SCENE}_1", f"{SCENE}_2")}
+        history = alias_history(client, SCENE)
+    finally:
+        client.close()
+    store = pymongo.MongoClient(mongo_uri)
+    try:
+        entries = [(d["_id"], d["op"], d["id"], d["state"])
+                   for d in store["mmsearch"]["writes"].find({"id": {"$in": sorted(ids)[:10]}})]
+    finally:
+        store.close()
+    return {"positions": positions, "history": history, "entries": sorted(entries)}
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +167,8 @@ def test_writes_racing_publish_and_rollback_all_end_in_the_version_serving_ends_
     live = {i for i, text in acked.items() if text is not None} - writing.unsure
     rows, summaries = rows - writing.unsure, {i: v for i, v in summaries.items() if i not in writing.unsure}
     assert rows == live and set(summaries) == live, (sorted(live - rows)[:10], sorted(rows - live)[:10],
-                                                     writing.errors[:5], writing.batches)
+                                                     writing.errors[:5], writing.batches,
+                                                     evidence(milvus.uri, mongo.uri, live ^ rows))
     assert {i: summaries[i] for i in live} == {i: acked[i] for i in live}
 
     got = racing["stub"].Get(documents_pb2.GetRequest(scene=SCENE, ids=ids), metadata=racing["metadata"], timeout=60)
@@ -228,3 +249,60 @@ def test_writes_acknowledged_before_and_during_a_full_build_are_in_the_version_i
         eventually(lambda: ident in [h.id for h in search.Search(
             retrieval_pb2.SearchRequest(scene=SCENE, text=text), timeout=20).items],
             f"a search of version 3 finds the write {ident}", timeout=30)
+
+
+def test_writes_acknowledged_in_each_window_of_a_move_are_in_the_version_it_moves_to(racing):
+    """The windows of a move, forced with publish's step hook (no timing): an upsert and a delete
+    acknowledged on the old version after the first replay read the log but before the alias moved, and
+    an upsert acknowledged (on the new version) after the move but before the second replay, are all in
+    the version the alias moved to; a move there and back leaves both versions holding every one."""
+    milvus, mongo, stub, metadata = racing["milvus"], racing["mongo"], racing["stub"], racing["metadata"]
+    writes = LogAccess(mongo.uri, repository=str(racing["repo"]))
+    client = connect(milvus.uri)
+    store = pymongo.MongoClient(mongo.uri)
+    start = resolve_alias(client, SCENE)
+    other = "2" if start == f"{SCENE}_1" else "1"  # a kept version that is not serving
+    texts: dict[int, str | None] = {}
+
+    def upsert(ident: int, text: str, acknowledged_on: str) -> None:
+        reply = stub.Upsert(documents_pb2.UpsertRequest(scene=SCENE, documents=[doc(ident, text)]),
+                            metadata=metadata, timeout=60)
+        assert [r.status for r in reply.results] == [documents_pb2.ITEM_STATUS_APPLIED], reply
+        assert reply.collection == acknowledged_on, (reply.collection, acknowledged_on)
+        texts[ident] = text
+
+    def delete(ident: int, acknowledged_on: str) -> None:
+        reply = stub.Delete(documents_pb2.DeleteRequest(scene=SCENE, ids=[ident]), metadata=metadata, timeout=60)
+        assert [r.status for r in reply.results] == [documents_pb2.ITEM_STATUS_APPLIED], reply
+        assert reply.collection == acknowledged_on, (reply.collection, acknowledged_on)
+        texts[ident] = None
+
+    def held(collection: str) -> dict[int, str | None]:
+        ids = sorted(texts)
+        rows = {int(r["id"]) for r in client.query(collection, filter=f"id in {ids}", output_fields=["id"],
+                                                    consistency_level="Strong")}
+        summaries = {d["_id"]: d["answer"] for d in store["mmsearch"][collection].find({"_id": {"$in": ids}})}
+        assert rows == set(summaries), (collection, rows, set(summaries))
+        return {i: summaries.get(i) for i in ids}
+
+    def move(version: str, windows: dict) -> None:
+        publish_job.after_step = lambda step: windows[step]() if step in windows else None
+        try:
+            outcome = publish_job.publish(milvus.uri, SCENE, version, keep=3, writes=writes)
+        finally:
+            publish_job.after_step = None
+        assert outcome["collection"] == f"{SCENE}_{version}" and resolve_alias(client, SCENE) == outcome["collection"]
+
+    a, b = start, f"{SCENE}_{other}"
+    x1, x2, x3, x4 = (BASE + 990_001 + k for k in range(4))
+    try:
+        move(other, {"replayed": lambda: upsert(x1, "Window one: a glassblower shapes a blue vase at noon.", a),
+                     "moved": lambda: upsert(x2, "Window two: the tide tables for the harbour in March.", b)})
+        assert held(b) == texts
+        move(start.rsplit("_", 1)[1], {
+            "replayed": lambda: (upsert(x3, "Window three: a cartographer inks the river delta.", b), delete(x1, b)),
+            "moved": lambda: upsert(x4, "Window four: the bell tower rings seven times at dusk.", a)})
+        assert held(a) == texts and texts[x1] is None
+    finally:
+        client.close()
+        store.close()
