@@ -13,7 +13,7 @@ full rebuild is a new collection; ``mmsearch job sync``, the one stage that
 rewrites many documents of a live collection in place, bumps the generation when its
 writes are done (:mod:`mmsearch.jobs.sync`: a sync that changed nothing leaves it);
 serving's route watcher reads it with the alias on each round
-(:mod:`mmsearch.services.serving.pipeline.routes`, every ``MMSEARCH_HEALTH_INTERVAL_SECONDS`),
+(:mod:`mmsearch.services.serving.pipeline.routes`, every ``MMSEARCH_HEALTH_INTERVAL_SECONDS``),
 and from then on every key is new, so nothing cached before the change is
 served again (entries of old versions age out of the LRU). Live writes (the
 writer, :mod:`mmsearch.services.writer`) change a few ids at a time, so they are
