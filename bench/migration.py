@@ -9,7 +9,19 @@ the alias), waits until ListScenes shows it, and rolls back the same way. For ea
 the ``--window`` searches before it, the p99 of the searches from the publish until ``--window`` searches
 after serving moved, and of the ``--window`` searches after those (the new model at rest), the ratio across /
 before (target <= 1.5x), across / the slower of before and after (a switch to a slower model raises the p99
-by the model's own speed, not by the switch), and the failed requests (target 0).
+by the model's own speed, not by the switch), and the failed requests (target 0). Serving keeps the tower
+a switch left loaded (the spare) for a rollback: each switch also says how many encoders serving created
+during it (from serving's logs), which is 0 for the rollback, and how many queries the inference cache of
+the tower it moved to missed (from serving's /metrics): the spare keeps its cache, a new tower starts cold.
+
+The machine may be shared: before each switch it waits (up to ``--patience`` seconds) for a window in which
+other processes than the benchmark's own use at most ``--busy`` cores, and it prints how many cores they
+used over the switch's whole measurement (tests/support/machine.py); a switch measured while they used
+more is flagged BUSY.
+
+A third, control switch publishes the live MiniLM version again: the job runs as for the others (a process of
+its own on the same cores, a Milvus session, a registry upsert) but serving moves nothing, so its ratio is
+what the job alone costs the searches here (on a cluster the Job runs in a pod of its own).
 
 Run: ``.venv/bin/python bench/migration.py [--modules json,csv,random,shutil] [--concurrency 4]``.
 """
@@ -40,10 +52,40 @@ def live_collection(stub) -> str:
     return next(s.collection for s in scenes if s.name == SCENE)
 
 
-def switch(load, stub, command: list[str], target: str, window: int, job) -> dict:
-    """Publish (or roll back) under ``load``; the p99 before, across, their ratio and the failures."""
+def others_cores(own: list[int], since: tuple[float, float, float]) -> float:
+    """Cores other processes than ``own`` (and this one, with its waited-for jobs) used since ``since``
+    (:func:`clocks`)."""
+    machine, mine, at = clocks(own)
+    return max(0.0, (machine - since[0] - (mine - since[1])) / (at - since[2]))
+
+
+def clocks(own: list[int]) -> tuple[float, float, float]:
+    from tests.support.machine import machine_busy_seconds, process_seconds
+
+    return machine_busy_seconds(), sum(map(process_seconds, [os.getpid(), *own])), time.monotonic()
+
+
+def created(serving) -> int:
+    """Encoders serving created so far (its encoder pool logs each)."""
+    return sum(m.startswith("encoder ") and m.endswith(" created") for m in serving.messages())
+
+
+def misses(serving, model: str) -> float:
+    """Queries ``model``'s inference cache missed so far (serving's /metrics)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{serving.metrics_port}/metrics", timeout=5).read().decode()
+    sample = f'mmsearch_serving_inference_cache_misses_total{{model="{model}"}} '
+    return sum(float(line[len(sample):]) for line in text.splitlines() if line.startswith(sample))
+
+
+def switch(load, stub, command: list[str], target: str, window: int, job, own: list[int], serving,
+           model: str) -> dict:
+    """Publish (or roll back) to ``model``'s version ``target`` under ``load``; the p99 before, across, their
+    ratio, the failures, the encoders created and ``model``'s inference cache misses."""
     from tests.support.loops import eventually
 
+    since, loaded, missed = clocks(own), created(serving), misses(serving, model)
     load.wait_for(load.mark() + window, timeout=600)
     start = load.mark()
     t = time.perf_counter()
@@ -57,6 +99,8 @@ def switch(load, stub, command: list[str], target: str, window: int, job) -> dic
     after = load.p99_ms(load.phase(end, end + window))
     failed = [s for s in load.phase(start - window, end + window) if s.code != "OK"]
     return {"before": before, "across": across, "after": after, "ratio": across / before,
+            "others": others_cores(own, since), "created": created(serving) - loaded,
+            "misses": misses(serving, model) - missed,
             "steady": across / max(before, after), "failed": len(failed),
             "requests": end - start, "seconds": seconds, "errors": sorted({s.error for s in failed})[:3]}
 
@@ -71,6 +115,7 @@ def main() -> None:
     from tests.support.indexes import build_version, prepare_stdlib, write_corpus
     from tests.support.jobs import run_job
     from tests.support.load import SearchLoad, text_requests
+    from tests.support.machine import wait_quiet
     from tests.support.processes import start_service, wait_serving
     from tests.support.stack import MilvusServer, t2t_config, write_config
 
@@ -79,6 +124,10 @@ def main() -> None:
                         help="stdlib modules of the scene's corpus")
     parser.add_argument("--concurrency", type=int, default=4, help="clients searching throughout")
     parser.add_argument("--window", type=int, default=400, help="searches measured before each switch and after it")
+    parser.add_argument("--busy", type=float, default=0.3,
+                        help="cores other processes may use during a switch before it is flagged BUSY")
+    parser.add_argument("--patience", type=float, default=120.0,
+                        help="seconds to wait for a quiet machine before each switch")
     args = parser.parse_args()
 
     def job(*argv: str) -> None:
@@ -121,20 +170,28 @@ def main() -> None:
               f"{os.environ.get('MMSEARCH_HEALTH_INTERVAL_SECONDS', '1.0 (default)')} (the route watcher's round); "
               f"{args.concurrency} clients, {args.window} searches per window", flush=True)
         publish = ["publish", "--milvus-uri", milvus.uri, "--scene", SCENE]
+        own = [milvus.process.pid, mongo.process.pid, *(service.proc.pid for service in services)]
         with grpc.insecure_channel(serving.target) as channel:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
             with SearchLoad(serving.target, text_requests(SCENE, QUERIES), concurrency=args.concurrency) as load:
-                results = [("publish minilm -> tiny", switch(load, stub, [*publish, "--version", "tiny"],
-                                                            f"{SCENE}_tiny", args.window, job)),
-                           ("rollback tiny -> minilm", switch(load, stub, [*publish, "--rollback"],
-                                                             f"{SCENE}_minilm", args.window, job))]
+                results = []
+                for name, command, target, model in (
+                        ("publish minilm -> tiny", [*publish, "--version", "tiny"], f"{SCENE}_tiny", TINY),
+                        ("rollback tiny -> minilm", [*publish, "--rollback"], f"{SCENE}_minilm", "minilm"),
+                        ("control: publish minilm again (serving does not move)", [*publish, "--version", "minilm"],
+                         f"{SCENE}_minilm", "minilm")):
+                    busy = wait_quiet(own, threshold=args.busy, patience=args.patience)
+                    print(f"before the {name}: {busy.describe()}", flush=True)
+                    results.append((name, switch(load, stub, command, target, args.window, job, own, serving, model)))
         for name, r in results:
             print(f"{name}: p99 before {r['before']:.1f} ms, across the switch {r['across']:.1f} ms, after it "
                   f"{r['after']:.1f} ms ({r['requests']} searches, serving moved {r['seconds']:.1f} s after the job "
                   f"started): across / before {r['ratio']:.2f}x (target <= 1.5x), across / the slower of before "
                   f"and after {r['steady']:.2f}x (the switch's own cost where the models differ in speed); "
-                  f"failed requests {r['failed']} (target 0)"
-                  + (f": {r['errors']}" if r["errors"] else ""), flush=True)
+                  f"failed requests {r['failed']} (target 0)" + (f": {r['errors']}" if r["errors"] else "")
+                  + f"; encoders created {r['created']}, inference cache misses of the tower moved to "
+                  f"{r['misses']:.0f}; other processes used {r['others']:.2f} cores meanwhile"
+                  + (f"  BUSY (> {args.busy:.2f})" if r["others"] > args.busy else ""), flush=True)
     finally:
         for service in services:
             service.stop()
