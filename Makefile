@@ -16,7 +16,7 @@ demo: venv-demo
 ## test: install everything (apt packages included), check the import contract, run the whole test suite
 ## (the image tests included: here they must run, MMSEARCH_IMAGE_TESTS=required turns their skips into failures)
 test: venv system-deps lint-imports
-	@set +e; MMSEARCH_IMAGE_TESTS=required $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
+	@set +e; MMSEARCH_IMAGE_TESTS=required $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 ## test-images: only the image tests (tests/images: build the images, run them as the chart does)

@@ -6,9 +6,10 @@ an image built from the same Dockerfile, sources and base is reused, anything el
 rebuilt. The GPU job runner and the export runner (CUDA wheels, several GB) are built
 only with ``MMSEARCH_BUILD_GPU_IMAGES=1``.
 
-The build starts in the background as soon as collection finishes and the image
-tests run last, so on a 2-core CI machine the builds overlap the rest of the suite
-(only what is left of them when these tests start adds to its time).
+The image tests run first and on one pytest-xdist worker (tests/conftest.py's
+scheduler), which builds the images when the first of them asks, while the other
+worker runs the rest of the suite: the build overlaps the rest, and it runs once
+(every worker used to start one at collection, and CI built each image twice at once).
 
 Skips: only where no engine can run here (no engine installed, or not root for the
 chroot runs of the buildah/podman store). ``make test`` sets
@@ -40,7 +41,6 @@ CPU_IMAGES = ("services", "operator", "jobs-cpu")
 GPU_IMAGES = ("jobs", "jobs-export")
 REPORT = ROOT / "tests" / "artifacts" / "images.json"
 BUILD_DIR = ROOT / ".cache" / "images" / "tests"  # the build's log and records (an ignored folder)
-HERE = Path(__file__).parent
 FACTS_SCRIPT = Path(__file__).with_name("image_facts.py")
 _report: dict[str, dict] = {}  # image name -> build record and facts, for the terminal summary
 
@@ -49,32 +49,17 @@ def image_names() -> tuple[str, ...]:
     return CPU_IMAGES + (GPU_IMAGES if os.environ.get("MMSEARCH_BUILD_GPU_IMAGES") == "1" else ())
 
 
-_build: list[ImageBuild] = []  # the background build, once started
-
-
-def _is_image_test(item) -> bool:
-    return HERE in Path(str(item.fspath)).parents
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Image tests last (stable order otherwise), and their build started now, in the background."""
-    mine = [i for i in items if _is_image_test(i)]
-    if not mine:
-        return
-    items[:] = [i for i in items if not _is_image_test(i)] + mine
-    if config.option.collectonly:
-        return
-    try:
-        name = engine_name()
-    except ContainerError:
-        return  # the engine fixture skips or fails with the reason
-    if name == "docker" or os.geteuid() == 0:
-        _build.append(ImageBuild(list(image_names()), REPO, BUILD_DIR))
+_build: list[ImageBuild] = []  # the build, once started
 
 
 def pytest_sessionfinish(session, exitstatus):
+    """Stop a build still running; write what was built and measured (also on an xdist worker, where
+    no terminal summary is printed)."""
     for build in _build:
         build.cancel()
+    if _report:
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(json.dumps(_report, indent=1))
 
 
 def _cannot_run(reason: str) -> None:
@@ -151,8 +136,6 @@ def image_facts(engine, images, tmp_path_factory):
 def pytest_terminal_summary(terminalreporter):
     if not _report:
         return
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(json.dumps(_report, indent=1))
     terminalreporter.section("container images")
     for name, entry in _report.items():
         build, facts = entry.get("build") or {}, entry.get("facts") or {}
