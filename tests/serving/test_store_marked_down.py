@@ -82,3 +82,28 @@ async def test_a_timed_out_probe_leaves_the_store_up_and_a_refused_one_marks_it_
     finally:
         await store.close()
         mongo.stop()
+
+
+@pytest.mark.slow
+async def test_a_dropped_pooled_connection_leaves_a_store_that_answers_up(tmp_path):
+    """A pooled connection the store closed fails its call with "connection is already closed" (as pymongo
+    raises it when the transport is closing) while the store answers: the ping that confirms finds it up."""
+    mongo = start_mongo(tmp_path / "data", timeout=60)
+    store = ShieldedMongo(mongo.uri, "event store", timeout_s=1.0)
+
+    async def dropped(client):
+        await insert(client)
+        raise AutoReconnect("127.0.0.1: connection is already closed")
+
+    try:
+        with pytest.raises(AutoReconnect):
+            await store.call(dropped, 2.0, probe=True)
+        assert store.down == ""
+        await store.call(insert, 2.0)
+        mongo.kill()
+        with pytest.raises(AutoReconnect):
+            await store.call(dropped, 2.0, probe=True)
+        assert store.down, "a dropped connection while the store is gone marks it down"
+    finally:
+        await store.close()
+        mongo.stop()

@@ -33,7 +33,10 @@ the store restarted under load):
   of waiting out its deadline (the probes go on, so the store is seen back
   within one round). Unreachable is :func:`cannot_connect`: a refused or
   dropped connection, not a call that ran out of time (an overloaded store is
-  slow, not down, and its callers keep their own deadlines).
+  slow, not down, and its callers keep their own deadlines), and confirmed by a
+  ping that fails too: a pooled connection the store closed fails its call with
+  "connection is already closed" while the store answers (seen on CI: the store
+  marked down for a round, feedback refused at once).
 """
 from __future__ import annotations
 
@@ -103,11 +106,20 @@ class ShieldedMongo:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if probe and cannot_connect(exc, self._server_errors()):
+            if probe and cannot_connect(exc, self._server_errors()) and not await self._answers_ping(timeout):
                 self.down = short(exc)
             raise
         self.down = ""
         return result
+
+    async def _answers_ping(self, timeout: float) -> bool:
+        """Whether the store answers a ping on a fresh connection: a pooled connection the server or the
+        network dropped fails its call as a dropped connection would, while the store is up."""
+        try:
+            await self._call(lambda client: client.admin.command("ping"), timeout)
+        except Exception:
+            return False
+        return True
 
     def _server_errors(self) -> list[BaseException | None]:
         """The last error pymongo's monitor saw for each server of the current client (None: it answered)."""
