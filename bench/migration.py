@@ -21,7 +21,9 @@ more is flagged BUSY.
 
 A third, control switch publishes the live MiniLM version again: the job runs as for the others (a process of
 its own on the same cores, a Milvus session, a registry upsert) but serving moves nothing, so its ratio is
-what the job alone costs the searches here (on a cluster the Job runs in a pod of its own).
+what the job alone costs the searches here. On a cluster the Job runs in a pod of its own; here it shares
+serving's two cores, so the switches' jobs run at ``--job-nice`` (default 19: they take the cores serving
+leaves, as a pod elsewhere would take none of serving's); ``--job-nice 0`` shares them evenly.
 
 Run: ``.venv/bin/python bench/migration.py [--modules json,csv,random,shutil] [--concurrency 4]``.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -80,7 +83,7 @@ def misses(serving, model: str) -> float:
 
 
 def switch(load, stub, command: list[str], target: str, window: int, job, own: list[int], serving,
-           model: str) -> dict:
+           model: str, nice: int) -> dict:
     """Publish (or roll back) to ``model``'s version ``target`` under ``load``; the p99 before, across, their
     ratio, the failures, the encoders created and ``model``'s inference cache misses."""
     from tests.support.loops import eventually
@@ -89,7 +92,7 @@ def switch(load, stub, command: list[str], target: str, window: int, job, own: l
     load.wait_for(load.mark() + window, timeout=600)
     start = load.mark()
     t = time.perf_counter()
-    job(*command)
+    job(*command, nice=nice)
     eventually(lambda: live_collection(stub) == target, f"serving on {target}", timeout=300, interval=0.05)
     moved, seconds = load.mark(), time.perf_counter() - t
     load.wait_for(moved + window, timeout=600)
@@ -123,15 +126,17 @@ def main() -> None:
     parser.add_argument("--modules", default="json,csv,random,shutil,base64,uuid,hashlib,gzip",
                         help="stdlib modules of the scene's corpus")
     parser.add_argument("--concurrency", type=int, default=4, help="clients searching throughout")
-    parser.add_argument("--window", type=int, default=400, help="searches measured before each switch and after it")
+    parser.add_argument("--window", type=int, default=1000, help="searches measured before each switch and after it")
     parser.add_argument("--busy", type=float, default=0.3,
                         help="cores other processes may use during a switch before it is flagged BUSY")
     parser.add_argument("--patience", type=float, default=120.0,
                         help="seconds to wait for a quiet machine before each switch")
+    parser.add_argument("--job-nice", type=int, default=19,
+                        help="CPU niceness of the switches' jobs (0: share the cores evenly with serving)")
     args = parser.parse_args()
 
-    def job(*argv: str) -> None:
-        run_job(*argv, timeout=1800)
+    def job(*argv: str, nice: int = 0) -> None:
+        run_job(*argv, timeout=1800, nice=nice)
 
     tmp = Path(tempfile.mkdtemp(prefix="mmsearch-bench-migration-"))
     repo = tmp / "models"
@@ -168,7 +173,8 @@ def main() -> None:
             wait_serving(service.target, timeout=300)
         print(f"serving: MMSEARCH_HEALTH_INTERVAL_SECONDS="
               f"{os.environ.get('MMSEARCH_HEALTH_INTERVAL_SECONDS', '1.0 (default)')} (the route watcher's round); "
-              f"{args.concurrency} clients, {args.window} searches per window", flush=True)
+              f"{args.concurrency} clients, {args.window} searches per window; the switches' jobs at nice "
+              f"{args.job_nice}", flush=True)
         publish = ["publish", "--milvus-uri", milvus.uri, "--scene", SCENE]
         own = [milvus.process.pid, mongo.process.pid, *(service.proc.pid for service in services)]
         with grpc.insecure_channel(serving.target) as channel:
@@ -182,7 +188,8 @@ def main() -> None:
                          f"{SCENE}_minilm", "minilm")):
                     busy = wait_quiet(own, threshold=args.busy, patience=args.patience)
                     print(f"before the {name}: {busy.describe()}", flush=True)
-                    results.append((name, switch(load, stub, command, target, args.window, job, own, serving, model)))
+                    results.append((name, switch(load, stub, command, target, args.window, job, own, serving, model,
+                                                         args.job_nice)))
         for name, r in results:
             print(f"{name}: p99 before {r['before']:.1f} ms, across the switch {r['across']:.1f} ms, after it "
                   f"{r['after']:.1f} ms ({r['requests']} searches, serving moved {r['seconds']:.1f} s after the job "
@@ -197,6 +204,7 @@ def main() -> None:
             service.stop()
         mongo.stop()
         milvus.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -300,6 +301,7 @@ def main() -> None:
             service.stop()
         milvus.stop()
         mongo.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report_round(r: int, result: dict) -> None:

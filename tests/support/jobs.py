@@ -6,15 +6,18 @@ import subprocess
 import sys
 
 
-def job(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``mmsearch job ARGS`` as a real process, whatever its outcome (tests of refusals read it)."""
-    return subprocess.run([sys.executable, "-m", "mmsearch.cli", "job", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+def job(*args: str, env: dict | None = None, timeout: float = 300, nice: int = 0) -> subprocess.CompletedProcess:
+    """``mmsearch job ARGS`` as a real process, whatever its outcome (tests of refusals read it); ``nice``
+    lowers its CPU priority (a benchmark's stand-in for a Job in a pod of its own: ``nice`` the command, not
+    a preexec_fn, which stops subprocess from spawning without a fork and stalls the caller's threads)."""
+    niced = ["nice", "-n", str(nice)] if nice else []
+    return subprocess.run([*niced, sys.executable, "-m", "mmsearch.cli", "job", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def run_job(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_job(*args: str, env: dict | None = None, timeout: float = 300, nice: int = 0) -> subprocess.CompletedProcess:
     """``mmsearch job ARGS`` as a real process; AssertionError with its stderr when it fails."""
-    result = job(*args, env=env, timeout=timeout)
+    result = job(*args, env=env, timeout=timeout, nice=nice)
     assert result.returncode == 0, f"mmsearch job {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}"
     return result
 
