@@ -16,7 +16,7 @@ from pymongo.errors import (AutoReconnect, ExecutionTimeout, NetworkTimeout, Not
                             PyMongoError, ServerSelectionTimeoutError, WaitQueueTimeoutError)
 
 from mmsearch.dev.mongo import start_mongo
-from mmsearch.services.serving.backends.shielded_mongo import ShieldedMongo, cannot_connect
+from mmsearch.services.serving.backends.shielded_mongo import ShieldedMongo, cannot_connect, dropped
 from mmsearch.services.serving.errors import Unavailable
 from tests.support.loops import eventually
 
@@ -41,6 +41,30 @@ TIMED_OUT = NetworkTimeout("127.0.0.1:1: timed out")
 ])
 def test_only_a_failed_connection_means_the_store_cannot_be_reached(exc, server_errors, expected):
     assert cannot_connect(exc, server_errors) is expected
+
+
+def refused_by_os() -> AutoReconnect:
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except ConnectionRefusedError as cause:
+        try:
+            raise AutoReconnect("127.0.0.1:1: pool reset") from cause
+        except AutoReconnect as exc:
+            return exc
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (AutoReconnect("127.0.0.1:27017: connection is already closed"), True),
+    (AutoReconnect("127.0.0.1:27017: [Errno 104] Connection reset by peer"), True),
+    (REFUSED, False),
+    (AutoReconnect("127.0.0.1:1: [Errno 111] Connection refused"), False),
+    (refused_by_os(), False),
+    (ServerSelectionTimeoutError("127.0.0.1:1: connection is already closed"), False),
+    (TIMED_OUT, False),
+    (OperationFailure("bad query", 2), False),
+])
+def test_only_a_lost_open_connection_is_confirmed_by_a_ping(exc, expected):
+    assert dropped(exc) is expected
 
 
 def state(pid: int) -> str:

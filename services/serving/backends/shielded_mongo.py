@@ -33,10 +33,12 @@ the store restarted under load):
   of waiting out its deadline (the probes go on, so the store is seen back
   within one round). Unreachable is :func:`cannot_connect`: a refused or
   dropped connection, not a call that ran out of time (an overloaded store is
-  slow, not down, and its callers keep their own deadlines), and confirmed by a
-  ping that fails too: a pooled connection the store closed fails its call with
-  "connection is already closed" while the store answers (seen on CI: the store
-  marked down for a round, feedback refused at once).
+  slow, not down, and its callers keep their own deadlines). A lost open
+  connection (:func:`dropped`: closed, reset) is confirmed by a ping that fails
+  too: a pooled connection the store closed fails its call with "connection is
+  already closed" while the store answers (seen on CI: the event store marked
+  down for a round, a feedback refused at once). A refused connection, or no
+  server found in time while each refused, needs no confirming.
 """
 from __future__ import annotations
 
@@ -106,15 +108,16 @@ class ShieldedMongo:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if probe and cannot_connect(exc, self._server_errors()) and not await self._answers_ping(timeout):
+            if (probe and cannot_connect(exc, self._server_errors())
+                    and not (dropped(exc) and await self._answers_ping(timeout))):
                 self.down = short(exc)
             raise
         self.down = ""
         return result
 
     async def _answers_ping(self, timeout: float) -> bool:
-        """Whether the store answers a ping on a fresh connection: a pooled connection the server or the
-        network dropped fails its call as a dropped connection would, while the store is up."""
+        """Whether the store answers a ping on a fresh connection (pymongo drops the pool after a network
+        error): a pooled connection the server or the network closed fails its call as a store gone would."""
         try:
             await self._call(lambda client: client.admin.command("ping"), timeout)
         except Exception:
@@ -190,6 +193,22 @@ def cannot_connect(exc: BaseException, server_errors: list[BaseException | None]
             error is not None and not isinstance(error, TimeoutError) and not getattr(error, "timeout", False)
             for error in server_errors)
     return not exc.timeout
+
+
+def dropped(exc: BaseException) -> bool:
+    """Whether ``exc`` says an open connection was lost (closed, reset), which a pooled connection the store or
+    the network closed gives while the store answers, rather than that the store refused a new one or none was
+    found in time (both say it is gone) or a call ran out of time. Pure."""
+    if (isinstance(exc, ServerSelectionTimeoutError) or not isinstance(exc, ConnectionFailure)
+            or getattr(exc, "timeout", False)):
+        return False
+    causes, cause = [], exc
+    while cause is not None and len(causes) < 8:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).lower()
+    return not (any(isinstance(c, ConnectionRefusedError) for c in causes)
+                or "refused" in text or "connect call failed" in text or "errno 111" in text)
 
 
 def short(exc: BaseException) -> str:
