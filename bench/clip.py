@@ -11,8 +11,9 @@ against fp32). Then measures, in ``--rounds`` interleaved rounds (medians printe
   batch 32: transformers ``CLIPModel.get_image_features`` (PyTorch fp32) vs onnxruntime fp32 vs
   onnxruntime int8;
 - text towers, single-query latency (tokenization included on both sides): CLIP's text tower
-  (``get_text_features``) and the multilingual tower (``SentenceTransformer.encode``) vs onnxruntime
-  with the exported tokenizer.
+  (``get_text_features``) and the multilingual tower (``SentenceTransformer.encode``) vs serving's own
+  path for a lone query (the inline tokenizer's ``encode_one`` on the exported tokenizer, then serving's
+  ``OnnxEncoder``: outputs bound to a buffer, one intra-op thread per core).
 Targets: int8 image tower >= 3x PyTorch fp32 at batch 32, fp32 >= 1.1x; text towers >= 3x.
 The machine is shared: before each timed part the bench waits (up to ``--patience`` s) for a 2 s
 window in which other processes use at most ``--busy`` cores, prints what it found, and refuses a
@@ -23,6 +24,7 @@ Run: ``.venv/bin/python bench/clip.py [--rounds 3] [--workdir DIR]``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
@@ -102,6 +104,7 @@ def main() -> None:
     from mmsearch.core.image_preprocessing import ImageProcessor
     from mmsearch.core.model_repository import ModelRepository
     from mmsearch.core.tokenizers import load_tokenizer
+    from mmsearch.services.serving.backends.encoders import OnnxEncoder
     from tests.support.machine import Parts
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -127,8 +130,7 @@ def main() -> None:
     clip = CLIPModel.from_pretrained(str(clip_src)).eval()
     clip_tokenizer = AutoTokenizer.from_pretrained(str(clip_src))
     ml = SentenceTransformer(str(ml_src), device="cpu")
-    sessions = {n: onnx.session(repository.folder(n).onnx_path) for n in ("clip", "clip-image", "clip-image-int8",
-                                                                             "multilingual")}
+    sessions = {n: onnx.session(repository.folder(n).onnx_path) for n in ("clip-image", "clip-image-int8")}
     tokenizers = {n: load_tokenizer(repository.folder(n).path) for n in ("clip", "multilingual")}
     pixels = ImageProcessor.from_folder(repository.folder("clip-image").path).process(pictures(args.images))
     batch32 = [pixels[i:i + 32] for i in range(0, len(pixels) - 31, 32)]
@@ -146,10 +148,16 @@ def main() -> None:
         with torch.inference_mode():
             clip.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
 
+    # The text towers as serving runs a lone query: its encoder (outputs bound to a buffer, the session with
+    # one intra-op thread per core) after its inline tokenizer's single-text call.
+    loop = asyncio.new_event_loop()
+    encoders = {n: OnnxEncoder(repository.folder(n), intra_op_threads=0, lone_on_loop=True)
+                for n in ("clip", "multilingual")}
+
     def ort_text(name):
         def run(text):
-            ids, mask = tokenizers[name].encode([text])
-            sessions[name].run(["embedding"], {"input_ids": ids, "attention_mask": mask})
+            ids, mask = tokenizers[name].encode_one(text)
+            loop.run_until_complete(encoders[name].infer({"input_ids": ids, "attention_mask": mask}))
         return run
 
     def torch_ml_text(text):
