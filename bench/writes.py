@@ -12,7 +12,8 @@ of the shared machine first (tests/support/machine.py):
   as fast as it acknowledges them (order off, on / on, off alternating by round); p50, p99 and the p99 ratio
   on/off (target <= 1.2x). On one machine the writer's encoder competes with serving for the same cores: the
   ratio here is an upper bound of what a writer Deployment on its own node costs searches (there, only the
-  shared Milvus and MongoDB are shared).
+  shared Milvus and MongoDB are shared). Each side also prints the cores each process used (serving,
+  preprocess, writer, Milvus, MongoDB, the bench's own clients): where the writes' CPU goes.
 - (b) visibility: ``--visibility`` upserts of one new document each; from each acknowledgement, searches
   of the document's own text through serving until the id is among the hits; the delay's p50/p99
   (target p99 <= 1 s).
@@ -192,7 +193,7 @@ def main() -> None:
     from mmsearch.v1 import documents_pb2_grpc, retrieval_pb2_grpc
     from tests.support.indexes import prepare_stdlib, write_corpus
     from tests.support.jobs import run_job
-    from tests.support.machine import wait_quiet
+    from tests.support.machine import process_seconds, wait_quiet
     from tests.support.processes import start_service, wait_serving
     from tests.support.stack import MilvusServer, t2t_config, write_config
 
@@ -266,6 +267,11 @@ def main() -> None:
         writer_stub = documents_pb2_grpc.DocumentServiceStub(writer_channel)
         search_stub = retrieval_pb2_grpc.RetrievalServiceStub(search_channel)
         own = [milvus.process.pid, mongo.process.pid, *(s.proc.pid for s in services)]
+        pids = {"serving": serving.proc.pid, "preprocess": preprocess.proc.pid, "writer": writer.proc.pid,
+                "milvus": milvus.process.pid, "mongo": mongo.process.pid, "bench": os.getpid()}
+
+        def cpu() -> dict[str, float]:
+            return {name: process_seconds(pid) for name, pid in pids.items()}
         upsert(writer_stub, metadata, [document(99_999_999, {"question": "warm.up", "answer": marker_text(0),
                                                              "category": "seen", "rank": 0})])  # load the tower
         rounds = []
@@ -275,6 +281,7 @@ def main() -> None:
             print(f"round {r + 1}: before it {busy.describe()}{flag}", flush=True)
             result = {"busy": bool(flag)}
             for side in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                before, started = cpu(), time.perf_counter()
                 if side == "off":
                     result["off"] = asyncio.run(search_load(serving.target, metadata, args.concurrency, args.queries))
                 else:
@@ -282,6 +289,8 @@ def main() -> None:
                         result["on"] = asyncio.run(search_load(serving.target, metadata, args.concurrency,
                                                                args.queries))
                     result["write_rate"] = load.rate
+                wall = time.perf_counter() - started
+                result[f"cores_{side}"] = {name: (seconds - before[name]) / wall for name, seconds in cpu().items()}
             result["visible"] = visibility(writer_stub, search_stub, metadata, 90_000_000 + 100_000 * r,
                                            args.visibility)
             for side in (("offline", "api") if r % 2 == 0 else ("api", "offline")):
@@ -309,6 +318,8 @@ def report_round(r: int, result: dict) -> None:
     print(f"  (a) search p50/p99 ms without writes {statistics.median(off):.1f}/{percentile(off, 0.99):.1f}, "
           f"with writes {statistics.median(on):.1f}/{percentile(on, 0.99):.1f} "
           f"(write load {result['write_rate']:.0f} docs/s); p99 ratio {percentile(on, 0.99) / percentile(off, 0.99):.2f}x")
+    print("      cores used without / with writes: " + ", ".join(
+        f"{name} {result['cores_off'][name]:.2f}/{result['cores_on'][name]:.2f}" for name in result["cores_off"]))
     print(f"  (b) visibility ms p50 {statistics.median(seen):.0f}, p99 {percentile(seen, 0.99):.0f}, "
           f"max {seen[-1]:.0f}")
     print(f"  (c) docs/s API {result['api']:.1f}, offline {result['offline']:.1f}; "

@@ -45,7 +45,9 @@ class DocumentTower:
                              f"not the export that built the collection (onnx {str(manifest.get('onnx_sha256'))[:12]})")
         self.kind = self.folder.manifest.tower
         self.onnx_sha256 = self.folder.manifest.onnx_sha256
-        self.session = onnx.session(self.folder.onnx_path, device="cpu", intra_op_threads=threads)
+        # No spinning: writes come in bursts, and onnxruntime's threads spinning after each call for the next
+        # burned the cores serving searches on (bench/writes.py: the writer's cores under a write load)
+        self.session = onnx.session(self.folder.onnx_path, device="cpu", intra_op_threads=threads, spinning=False)
         self.output = self.folder.manifest.output
         self.lock = threading.Lock()  # one inference at a time per tower: threads are onnxruntime's
         if self.kind == "text":
