@@ -13,7 +13,8 @@ of the shared machine first (tests/support/machine.py):
   on/off (target <= 1.2x). On one machine the writer's encoder competes with serving for the same cores: the
   ratio here is an upper bound of what a writer Deployment on its own node costs searches (there, only the
   shared Milvus and MongoDB are shared). Each side also prints the cores each process used (serving,
-  preprocess, writer, Milvus, MongoDB, the bench's own clients): where the writes' CPU goes.
+  preprocess, writer, Milvus, MongoDB, the bench's own clients): where the writes' CPU goes; and the
+  mean time of each of serving's pipeline stages (its ``mmsearch_serving_stage_seconds``): where searches wait.
 - (b) visibility: ``--visibility`` upserts of one new document each; from each acknowledgement, searches
   of the document's own text through serving until the id is among the hits; the delay's p50/p99
   (target p99 <= 1 s).
@@ -281,7 +282,7 @@ def main() -> None:
             print(f"round {r + 1}: before it {busy.describe()}{flag}", flush=True)
             result = {"busy": bool(flag)}
             for side in (("off", "on") if r % 2 == 0 else ("on", "off")):
-                before, started = cpu(), time.perf_counter()
+                before, started, stages = cpu(), time.perf_counter(), stage_seconds(serving)
                 if side == "off":
                     result["off"] = asyncio.run(search_load(serving.target, metadata, args.concurrency, args.queries))
                 else:
@@ -291,6 +292,7 @@ def main() -> None:
                     result["write_rate"] = load.rate
                 wall = time.perf_counter() - started
                 result[f"cores_{side}"] = {name: (seconds - before[name]) / wall for name, seconds in cpu().items()}
+                result[f"stages_{side}"] = stage_ms(stages, stage_seconds(serving))
             result["visible"] = visibility(writer_stub, search_stub, metadata, 90_000_000 + 100_000 * r,
                                            args.visibility)
             for side in (("offline", "api") if r % 2 == 0 else ("api", "offline")):
@@ -313,6 +315,33 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def stage_seconds(serving) -> dict[str, tuple[float, float]]:
+    """Stage -> (seconds, calls) of serving's stage histogram so far (its /metrics), every scene and arm."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{serving.metrics_port}/metrics", timeout=5).read().decode()
+    found: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "mmsearch_serving_stage_seconds":
+            continue
+        for sample in family.samples:
+            seconds, calls = found.get(sample.labels["stage"], (0.0, 0.0))
+            if sample.name.endswith("_sum"):
+                seconds += sample.value
+            elif sample.name.endswith("_count"):
+                calls += sample.value
+            found[sample.labels["stage"]] = (seconds, calls)
+    return found
+
+
+def stage_ms(before: dict, after: dict) -> dict[str, float]:
+    """Mean ms per call of each stage between two :func:`stage_seconds` readings. Pure."""
+    return {stage: (seconds - before.get(stage, (0.0, 0.0))[0]) * 1000 / (calls - before.get(stage, (0.0, 0.0))[1])
+            for stage, (seconds, calls) in after.items() if calls > before.get(stage, (0.0, 0.0))[1]}
+
+
 def report_round(r: int, result: dict) -> None:
     off, on, seen = (sorted(x * 1000 for x in result[k]) for k in ("off", "on", "visible"))
     print(f"  (a) search p50/p99 ms without writes {statistics.median(off):.1f}/{percentile(off, 0.99):.1f}, "
@@ -320,6 +349,9 @@ def report_round(r: int, result: dict) -> None:
           f"(write load {result['write_rate']:.0f} docs/s); p99 ratio {percentile(on, 0.99) / percentile(off, 0.99):.2f}x")
     print("      cores used without / with writes: " + ", ".join(
         f"{name} {result['cores_off'][name]:.2f}/{result['cores_on'][name]:.2f}" for name in result["cores_off"]))
+    print("      serving's mean ms per stage without / with writes: " + ", ".join(
+        f"{stage} {ms:.2f}/{result['stages_on'].get(stage, float('nan')):.2f}"
+        for stage, ms in sorted(result["stages_off"].items())))
     print(f"  (b) visibility ms p50 {statistics.median(seen):.0f}, p99 {percentile(seen, 0.99):.0f}, "
           f"max {seen[-1]:.0f}")
     print(f"  (c) docs/s API {result['api']:.1f}, offline {result['offline']:.1f}; "
