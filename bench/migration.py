@@ -75,15 +75,13 @@ def created(serving) -> int:
 
 def misses(serving, model: str) -> float:
     """Queries ``model``'s inference cache missed so far (serving's /metrics)."""
-    import urllib.request
+    from tests.support.metrics import scrape, total
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{serving.metrics_port}/metrics", timeout=5).read().decode()
-    sample = f'mmsearch_serving_inference_cache_misses_total{{model="{model}"}} '
-    return sum(float(line[len(sample):]) for line in text.splitlines() if line.startswith(sample))
+    return total(scrape(serving.metrics_port), "mmsearch_serving_inference_cache_misses_total", model=model)
 
 
 def switch(load, stub, command: list[str], target: str, window: int, job, own: list[int], serving,
-           model: str, nice: int) -> dict:
+           model: str) -> dict:
     """Publish (or roll back) to ``model``'s version ``target`` under ``load``; the p99 before, across, their
     ratio, the failures, the encoders created and ``model``'s inference cache misses."""
     from tests.support.loops import eventually
@@ -92,7 +90,7 @@ def switch(load, stub, command: list[str], target: str, window: int, job, own: l
     load.wait_for(load.mark() + window, timeout=600)
     start = load.mark()
     t = time.perf_counter()
-    job(*command, nice=nice)
+    job(*command)
     eventually(lambda: live_collection(stub) == target, f"serving on {target}", timeout=300, interval=0.05)
     moved, seconds = load.mark(), time.perf_counter() - t
     load.wait_for(moved + window, timeout=600)
@@ -135,8 +133,11 @@ def main() -> None:
                         help="CPU niceness of the switches' jobs (0: share the cores evenly with serving)")
     args = parser.parse_args()
 
-    def job(*argv: str, nice: int = 0) -> None:
-        run_job(*argv, timeout=1800, nice=nice)
+    def job(*argv: str) -> None:
+        run_job(*argv, timeout=1800)
+
+    def switch_job(*argv: str) -> None:
+        run_job(*argv, timeout=1800, nice=args.job_nice)
 
     tmp = Path(tempfile.mkdtemp(prefix="mmsearch-bench-migration-"))
     repo = tmp / "models"
@@ -188,8 +189,8 @@ def main() -> None:
                          f"{SCENE}_minilm", "minilm")):
                     busy = wait_quiet(own, threshold=args.busy, patience=args.patience)
                     print(f"before the {name}: {busy.describe()}", flush=True)
-                    results.append((name, switch(load, stub, command, target, args.window, job, own, serving, model,
-                                                         args.job_nice)))
+                    results.append((name, switch(load, stub, command, target, args.window, switch_job, own,
+                                                         serving, model)))
         for name, r in results:
             print(f"{name}: p99 before {r['before']:.1f} ms, across the switch {r['across']:.1f} ms, after it "
                   f"{r['after']:.1f} ms ({r['requests']} searches, serving moved {r['seconds']:.1f} s after the job "

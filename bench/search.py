@@ -393,12 +393,11 @@ def wait_healthy(address: str, timeout: float = 120, secure: Secure | None = Non
     raise SystemExit(f"{address} did not become SERVING in {timeout}s")
 
 
-def scrape(port: int, prefix: str) -> float:
-    """The sum of every sample of metric family ``prefix`` on a /metrics endpoint (0.0 when absent)."""
-    import urllib.request
+def scrape(port: int, name: str) -> float:
+    """The sum of every sample ``name`` on a /metrics endpoint (0.0 when absent)."""
+    from tests.support.metrics import scrape as samples, total
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix + "{"))
+    return total(samples(port), name)
 
 
 def serving_process(env: dict, port: int, metrics_port: int, experiments: Path, extra: dict) -> subprocess.Popen:

@@ -317,29 +317,22 @@ def main() -> None:
 
 def stage_seconds(serving) -> dict[str, tuple[float, float]]:
     """Stage -> (seconds, calls) of serving's stage histogram so far (its /metrics), every scene and arm."""
-    import urllib.request
+    from tests.support.metrics import scrape, total
 
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{serving.metrics_port}/metrics", timeout=5).read().decode()
-    found: dict[str, tuple[float, float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "mmsearch_serving_stage_seconds":
-            continue
-        for sample in family.samples:
-            seconds, calls = found.get(sample.labels["stage"], (0.0, 0.0))
-            if sample.name.endswith("_sum"):
-                seconds += sample.value
-            elif sample.name.endswith("_count"):
-                calls += sample.value
-            found[sample.labels["stage"]] = (seconds, calls)
-    return found
+    samples = scrape(serving.metrics_port)
+    stages = {s.labels["stage"] for s in samples if s.name == "mmsearch_serving_stage_seconds_count"}
+    return {stage: (total(samples, "mmsearch_serving_stage_seconds_sum", stage=stage),
+                    total(samples, "mmsearch_serving_stage_seconds_count", stage=stage)) for stage in stages}
 
 
 def stage_ms(before: dict, after: dict) -> dict[str, float]:
     """Mean ms per call of each stage between two :func:`stage_seconds` readings. Pure."""
-    return {stage: (seconds - before.get(stage, (0.0, 0.0))[0]) * 1000 / (calls - before.get(stage, (0.0, 0.0))[1])
-            for stage, (seconds, calls) in after.items() if calls > before.get(stage, (0.0, 0.0))[1]}
+    means = {}
+    for stage, (seconds, calls) in after.items():
+        seconds_before, calls_before = before.get(stage, (0.0, 0.0))
+        if calls > calls_before:
+            means[stage] = (seconds - seconds_before) * 1000 / (calls - calls_before)
+    return means
 
 
 def report_round(r: int, result: dict) -> None:
