@@ -206,12 +206,15 @@ def replay(client, collection: str, documents, log: WriteLog, scene: str, layout
     one the writer has just applied; so the ids a pass wrote are replayed again, without the hash shortcut,
     while the log holds newer entries of them, until a pass finds none. Entries logged after the first pass
     read the log are the writer's own to apply (it resolves the alias after logging), so no acknowledged
-    write ends older than its last entry. Refused after :data:`MAX_ROUNDS` passes (a client rewriting the
-    same ids faster than a pass): run it again."""
-    position, written, only = int(after), 0, None
+    write ends older than its last entry. The position recorded is the one the first pass reached: a later
+    pass applies only the ids it settles, so a batch logged meanwhile (which the writer may have applied to
+    another version, if the alias moved before it resolved it) is not held by ``collection``. Refused after
+    :data:`MAX_ROUNDS` passes (a client rewriting the same ids faster than a pass): run it again."""
+    position, written, only, reached = int(after), 0, None, None
     for _ in range(MAX_ROUNDS):
         entries = log.since(scene, position)
         position = entries[-1].seq if entries else position
+        reached = position if reached is None else reached
         if only is not None:
             entries = [e for e in entries if e.id in only]
         if not entries:
@@ -225,8 +228,8 @@ def replay(client, collection: str, documents, log: WriteLog, scene: str, layout
     else:
         raise ReplayError(f"replaying the write log of {scene} onto {collection}: the same ids were rewritten "
                           f"during {MAX_ROUNDS} passes; run it again")
-    record_position(client, collection, position)
-    return written, position
+    record_position(client, collection, reached)
+    return written, reached
 
 
 def describe(entries: Sequence[Any]) -> str:

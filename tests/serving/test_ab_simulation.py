@@ -121,8 +121,17 @@ def inside(value: float, interval: list[float]) -> bool:
     return interval[0] <= value <= interval[1]
 
 
+async def clear_events(uri: str, database: str, scene: str) -> None:
+    """Remove the scene's stored events: the session's feedback stack is shared with other tests (e.g.
+    tests/serving/test_e2e_feedback.py), whose impressions the report would count too."""
+    async with AsyncMongoClient(uri) as client:
+        for name in (schema.IMPRESSIONS, schema.FEEDBACK):
+            await client[database][name].delete_many({"scene": scene})
+
+
 async def test_simulated_experiment_finds_the_better_arm_and_no_winner_between_equal_arms(feedback_stack):
     fs = feedback_stack
+    await clear_events(fs.events_uri, fs.database, fs.scene)
     before = {arm: clicks(fs.scene, arm) for arm in TRUE_CTR}
     started = time.perf_counter()
     truth = await simulate(fs.address, fs.scene)

@@ -60,6 +60,8 @@ def test_searches_and_feedback_fail_fast_while_the_store_is_down(store_down):
     stack.extra["mongo"].stop()
     try:
         eventually(lambda: "mongo" in stack.serving.health.down, "the health probe finding the store down")
+        # The event store is probed in the same round by a client of its own, which can find it down a round later.
+        eventually(lambda: stack.serving.backends.events.down, "the event store's probe finding it down")
         with pytest.raises(grpc.RpcError) as caught:
             search(stub, text="open a TCP socket and listen")
         error = caught.value
@@ -78,6 +80,7 @@ def test_searches_and_feedback_fail_fast_while_the_store_is_down(store_down):
     finally:
         stack.extra["mongo"] = stack.extra["start"]()
     eventually(lambda: "mongo" not in stack.serving.health.down, "the health probe finding the store back")
+    eventually(lambda: not stack.serving.backends.events.down, "the event store's probe finding it back")
     assert eventually(lambda: search(stub).items, "a search answered", retry=(grpc.RpcError,))
     response = stub.Feedback(retrieval_pb2.FeedbackRequest(
         feedback_token=first.feedback_token, item_id=first.items[0].id, event=retrieval_pb2.FEEDBACK_EVENT_CLICK),

@@ -306,3 +306,46 @@ def test_writes_acknowledged_in_each_window_of_a_move_are_in_the_version_it_move
     finally:
         client.close()
         store.close()
+
+
+def test_a_replay_records_no_position_past_a_batch_the_writer_applied_elsewhere(racing):
+    """A settling replay's later passes apply only the ids they settle: a batch the writer logs after the
+    first pass read the log (and applies to the live version) is not in the version replayed onto, so the
+    position that version records must stay before it, or the next move onto it would skip the batch."""
+    from mmsearch.jobs.replay import Replayer
+
+    milvus, mongo, stub, metadata = racing["milvus"], racing["mongo"], racing["stub"], racing["metadata"]
+    client = connect(milvus.uri)
+    live = resolve_alias(client, SCENE)
+    other = f"{SCENE}_2" if live == f"{SCENE}_1" else f"{SCENE}_1"
+    early, late = BASE + 980_001, BASE + 980_002
+
+    def upsert(ident: int, text: str) -> None:
+        reply = stub.Upsert(documents_pb2.UpsertRequest(scene=SCENE, documents=[doc(ident, text)]),
+                            metadata=metadata, timeout=60)
+        assert [r.status for r in reply.results] == [documents_pb2.ITEM_STATUS_APPLIED], reply
+        assert reply.collection == live, reply
+
+    upsert(early, "Early: the orchard's apple harvest is weighed at the cider press.")
+    replayer = Replayer(LogAccess(mongo.uri, repository=str(racing["repo"])), client, SCENE, other)
+    read = replayer.log.since
+    reads: list[int] = []
+
+    def since(scene: str, position: int):
+        entries = read(scene, position)
+        if not reads:  # the writer logs (and applies to the live version) a batch right after the first read
+            upsert(late, "Late: a night train leaves the mountain station with mail sacks.")
+        reads.append(position)
+        return entries
+
+    replayer.log.since = since
+    try:
+        _, reached = replayer.run(after=replayer.position(), settle=True)
+        late_seq = max(e.seq for e in read(SCENE, 0) if e.id == late)
+        assert len(reads) >= 2 and reached < late_seq, (reads, reached, late_seq)
+        assert writes_position(client, other) == reached
+        rows = client.query(other, filter=f"id in {[early, late]}", output_fields=["id"], consistency_level="Strong")
+        assert {int(r["id"]) for r in rows} == {early}
+    finally:
+        replayer.close()
+        client.close()

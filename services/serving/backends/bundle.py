@@ -83,6 +83,7 @@ class NoEvents:
     """The event store when impressions are off (``MMSEARCH_IMPRESSIONS=false``): keeps nothing."""
 
     enabled = False
+    down = ""
 
     def record(self, doc: dict) -> bool:
         return False

@@ -75,6 +75,11 @@ class MongoEvents:
         self._indexed = False
         self.problem = ""  # why the last write failed ("" while writes succeed)
 
+    @property
+    def down(self) -> str:
+        """Why the last probe found the store unreachable ("" while it answers): feedback is refused at once."""
+        return self._mongo.down
+
     # ---- impressions (off the request path) -------------------------------------------------------
     def record(self, doc: dict) -> bool:
         """Buffer one impression; False (dropped and counted) when the buffer is full. Never blocks."""
