@@ -4,6 +4,7 @@ Version ``minilm`` of a stdlib scene is built by the real all-MiniLM-L6-v2, vers
 random DistilBERT tower (another export, other dimension); the experiment config names MiniLM. Under a
 bounded concurrent load, a publish of ``tiny`` makes serving load and warm the tiny tower and follow the
 alias (the arm now encodes with it), the rollback returns to MiniLM, and no request fails on the way.
+The tiny tower's tokenizer was loaded when its version was registered, before the publish.
 The MiniLM tower the publish left stays loaded (the spare), so the rollback creates no encoder; the tiny
 one it left is then the spare, released once a publish of another MiniLM version moves on. A version
 whose model the repository does not hold is refused (the old one keeps serving). The p99 latency before
@@ -71,6 +72,9 @@ def test_serving_follows_a_publish_to_another_model_and_back_with_no_failed_requ
     milvus, stack = migration["milvus"].uri, migration["stack"]
     serving = stack.serving
     publish = ["publish", "--milvus-uri", milvus, "--scene", SCENE, "--keep", "3"]  # the orphan version is newest
+    shadows = serving.routes.shadows  # the tiny tower's tokenizer is loaded when its version is registered
+    eventually(lambda: TINY in shadows.prepared, "the tiny model's tokenizer prepared before any publish", timeout=30)
+    assert "orphan" not in shadows.prepared and TINY in stack.loop.call(serving.backends.inline.models(1.0))
     with SearchLoad(stack.address, text_requests(SCENE, QUERIES), concurrency=4) as load:
         forward = switch(load, stack, [*publish, "--version", "tiny"], f"{SCENE}_tiny")
         active = serving.store.current

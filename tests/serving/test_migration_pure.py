@@ -8,7 +8,7 @@ from mmsearch.services.serving.backends.bundle import Load
 from mmsearch.services.serving.config.experiments import TowerSpec
 from mmsearch.services.serving.pipeline.activation import ConsistencyError
 from mmsearch.services.serving.pipeline.activation import activate
-from mmsearch.services.serving.pipeline.migration import served, serving_tower, spare_after
+from mmsearch.services.serving.pipeline.migration import Shadows, served, serving_tower, shadow_tokenizers, spare_after
 from mmsearch.services.serving.pipeline.routes import follow
 from tests.support.fakes import SCENE, collection_manifest, docs_backends, docs_experiments, manifest
 
@@ -73,3 +73,40 @@ async def test_the_towers_a_move_left_are_the_spare_until_the_next_move_leaves_o
     b.matcher.collections[SCENE] = collection_manifest("m", "docs_3")
     onward = await follow(back, b)
     assert spare_after(spare, back, onward) == frozenset(), "a move within one model releases the spare"
+
+
+def test_a_version_of_another_model_needs_that_models_tokenizer_unless_the_service_tokenizes():
+    experiments, models = docs_experiments(), {"m": manifest("m")}
+    assert shadow_tokenizers(experiments, SCENE, "docs_2", collection_manifest("other", "docs_2"), models) == {"other"}
+    assert shadow_tokenizers(experiments, SCENE, "docs_3", collection_manifest("m", "docs_3"), models) == set()
+    copy = collection_manifest("m", "docs_4", sha="re-exported")  # another copy of the arm's model: refused anyway
+    assert shadow_tokenizers(experiments, SCENE, "docs_4", copy, models) == set()
+    assert shadow_tokenizers(experiments, "elsewhere", "docs_2", collection_manifest("other", "docs_2"), models) == set()
+    serviced = docs_experiments(preprocess="service")
+    assert shadow_tokenizers(serviced, SCENE, "docs_2", collection_manifest("other", "docs_2"), models) == set()
+
+
+async def test_a_registered_version_of_another_model_has_its_tokenizer_prepared_once_before_any_publish(caplog):
+    b, _ = docs_backends(models={"m": manifest("m"), "other": manifest("other"), "orphan": manifest("orphan")},
+                         inline_models={"m", "other"})
+    active = await activate(docs_experiments(), b, timeout=1.0)
+    b.matcher.collections.update({"docs_2": collection_manifest("other", "docs_2"),
+                                  "docs_3": collection_manifest("orphan", "docs_3"),
+                                  "shelf_1": collection_manifest("other", "shelf_1")})
+    read = []
+    manifest_of = b.matcher.manifest
+
+    async def counted(collection):
+        read.append(collection)
+        return await manifest_of(collection)
+
+    b.matcher.manifest = counted
+    shadows, prepared = Shadows(), list(b.inline.prepared)
+    await shadows.round(active, b)
+    assert b.inline.prepared == [*prepared, "other"], "the other model's tokenizer, not the orphan's it lacks"
+    assert sorted(read) == ["docs_2", "docs_3"], "the served version and another scene's are not read"
+    assert shadows.prepared == {"other"} and active.routes[SCENE] == "docs_1", "nothing moved"
+    assert any("docs_3 was built by orphan" in r.message and "will be refused" in r.message for r in caplog.records)
+    await shadows.round(active, b)
+    assert len(read) == 2, "a version is read once"
+    assert b.inline.prepared == [*prepared, "other"]

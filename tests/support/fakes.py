@@ -152,6 +152,10 @@ class FakeMatcher:
         seen = self._concrete[collection]
         return {**seen, **({"generation": self.generations[collection]} if collection in self.generations else {})}
 
+    async def collection_names(self, timeout: float = 1.0) -> list[str]:
+        """The concrete collections of ``collections`` (a name that is no alias stands for itself)."""
+        return sorted({found.get("collection", name) for name, found in self.collections.items()})
+
     async def warm(self, collection: str, manifest: dict) -> None:
         if "warm" in self.calls.fail:
             raise self.calls.fail["warm"]

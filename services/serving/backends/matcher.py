@@ -271,6 +271,11 @@ class MilvusMatcher:
         metric = (manifest.get("index") or {}).get("metric") or manifest.get("metric") or "IP"
         await self._search(collection, vector.tolist(), "vector", 1, metric, {}, False, (), "", timeout)
 
+    async def collection_names(self, timeout: float = 1.0) -> list[str]:
+        """The names of every collection Milvus holds (versions being built included)."""
+        return list(await asyncio.get_running_loop().run_in_executor(
+            self._admin, lambda: self._call("list_collections", timeout=timeout)))
+
     def _ping(self, timeout: float) -> None:
         self._call("list_collections", timeout=timeout)
 

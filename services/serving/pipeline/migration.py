@@ -32,6 +32,20 @@ needs no other tower), so serving holds at most the towers it held across
 that switch, which it needed anyway to finish the searches in flight on the
 old one. No time bound: a rollback may come hours after a publish, once its
 figures under real traffic are in.
+
+:class:`Shadows` moves one cost of a switch to the registration of the
+version: loading a tokenizer holds Python's GIL for the whole load (50 to
+70 ms for a real tokenizer.json), so a load at the move stalls every search
+in flight. Each route-watcher round lists Milvus's collections and reads the
+record of each one not seen yet that is a version of a collection name the
+config searches (``<name>_<version>``); where another export built it, the
+inline tokenizer of the text tower that would serve it
+(:func:`shadow_tokenizers`) is loaded then, while the shadow version is
+built and evaluated, before any publish. The encoder itself is still
+created at the move (a version that fails its gate is never served, so it
+holds no onnxruntime session; creating one releases the GIL). A tokenizer is
+kept for the life of the process, as every inline tokenizer is; one that
+cannot be loaded is logged (the publish would be refused the same way).
 """
 from __future__ import annotations
 
@@ -129,6 +143,61 @@ async def load_tower(backends: Backends, spec: ArmSpec, kind: str, name: str, co
         raise ConsistencyError(f"tower {name!r} gave {vector.shape[-1]}-dim vectors for its canary query, its "
                                f"manifest says {manifest.dimension}")
     return encoder
+
+
+def shadow_tokenizers(experiments: Experiments, name: str, collection: str, collection_manifest: Mapping[str, Any],
+                      manifests: Mapping[str, ModelManifest]) -> set[str]:
+    """The inline tokenizers that serving ``collection`` (a version of config collection name ``name``) would
+    load: of each text tower tokenized in serving (``preprocess: inline``) that searches ``name``, the tower of
+    another export that built ``collection``; none for a version of the arms' own models, or one no tower of
+    theirs could serve (the move would be refused). ``manifests``: each configured encoder's. Pure."""
+    wanted = set()
+    for spec, kind, tower in arm_towers(experiments, name):
+        if uses_service(spec, kind):
+            continue
+        try:
+            chosen = serving_tower(tower.encoder, manifests[tower.encoder], kind, collection, collection_manifest)
+        except ConsistencyError:
+            continue
+        if chosen != tower.encoder:
+            wanted.add(served(tower, chosen).preprocess)
+    return wanted
+
+
+class Shadows:
+    """Loads the inline tokenizers that versions built by another model will need, when they are registered
+    (see the module doc). ``seen``: the collections whose record was read; ``prepared``: the tokenizers loaded."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.prepared: set[str] = set()
+
+    async def round(self, active: Active | None, backends: Backends) -> None:
+        """Read the versions registered since the last round and load the tokenizers they need."""
+        if active is None or backends.inline is None:
+            return
+        self.seen.update(active.routes.values())  # served already: their towers are loaded
+        names = await backends.matcher.collection_names()
+        for name in active.routes:
+            for collection in sorted(c for c in names if c.startswith(f"{name}_") and c not in self.seen):
+                try:
+                    record = await backends.matcher.manifest(collection)
+                except Exception as exc:  # no record yet (being created): read again next round
+                    log.debug("version %s has no record to read yet: %s", collection, exc)
+                    continue
+                self.seen.add(collection)
+                manifests = {tower.encoder: await backends.manifests(tower.encoder)
+                             for _, _, tower in arm_towers(active.experiments, name)}
+                for model in sorted(shadow_tokenizers(active.experiments, name, collection, record, manifests)
+                                    - self.prepared):
+                    try:
+                        await backends.inline.prepare(model)
+                    except Exception as exc:
+                        log.warning("version %s was built by %s, whose tokenizer serving cannot load (%s): a "
+                                    "publish of it will be refused", collection, model, exc)
+                        continue
+                    self.prepared.add(model)
+                    log.info("tokenizer of %s prepared for version %s (built by another model)", model, collection)
 
 
 async def towers_for(active: Active, backends: Backends, name: str, collection: str,

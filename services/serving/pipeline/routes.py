@@ -35,7 +35,9 @@ between is never overwritten by routes computed for the old config. Each
 round it also releases the encoders no current Active uses once the searches
 that may hold them have ended (:class:`~mmsearch.services.serving.pipeline.migration.Releases`),
 but the towers the latest move left, kept loaded and warm for a rollback
-(:func:`~mmsearch.services.serving.pipeline.migration.spare_after`).
+(:func:`~mmsearch.services.serving.pipeline.migration.spare_after`), and loads
+the tokenizers that versions registered by another model will need
+(:class:`~mmsearch.services.serving.pipeline.migration.Shadows`).
 """
 from __future__ import annotations
 
@@ -123,6 +125,7 @@ class RouteWatcher:
         self.problem = ""  # the last failure to read the routes ("" while Milvus answers)
         self.rounds = 0  # rounds done (tests wait for more rounds instead of sleeping)
         self.releases = migration.Releases()
+        self.shadows = migration.Shadows()
 
     async def check(self) -> bool:
         """One round; True when a change (a moved route, a fresh record) went live."""
@@ -150,4 +153,8 @@ class RouteWatcher:
                 await self.releases.round(self.store.current, self.backends, self.store.activating)
             except Exception:  # never let the watcher die
                 log.exception("releasing unused encoders failed")
+            try:
+                await self.shadows.round(self.store.current, self.backends)
+            except Exception as exc:  # Milvus down: the routes' own check says so; read again next round
+                log.debug("reading the registered versions failed: %s", exc)
             self.rounds += 1
