@@ -4,8 +4,10 @@ Builds two versions of a stdlib scene with the real job stages: one encoded by t
 ("minilm"), one by a tiny random DistilBERT tower ("tiny-multilingual", exported here: another model, another
 dimension), both exports in one model repository; publishes the MiniLM one and starts preprocess and serving
 (each its own process) on a config naming MiniLM. Then, with ``--concurrency`` clients searching all along
-(tests/support/load.py), it publishes the tiny version (serving loads and warms the tiny tower, then follows
-the alias), waits until ListScenes shows it, and rolls back the same way. For each switch it prints the p99 of
+(tests/support/load.py), it registers the tiny version (push-milvus and push-mongo at ``--job-nice``; serving
+loads the tiny tower's tokenizer when it reads the new version's record, and the step ends when its log says
+so), publishes it (serving loads and warms the tiny tower, then follows the alias), waits until ListScenes
+shows it, and rolls back the same way. For each switch it prints the p99 of
 the ``--window`` searches before it, the p99 of the searches from the publish until ``--window`` searches
 after serving moved, and of the ``--window`` searches after those (the new model at rest), the ratio across /
 before (target <= 1.5x), across / the slower of before and after (a switch to a slower model raises the p99
@@ -80,18 +82,23 @@ def misses(serving, model: str) -> float:
     return total(scrape(serving.metrics_port), "mmsearch_serving_inference_cache_misses_total", model=model)
 
 
-def switch(load, stub, command: list[str], target: str, window: int, job, own: list[int], serving,
-           model: str) -> dict:
-    """Publish (or roll back) to ``model``'s version ``target`` under ``load``; the p99 before, across, their
-    ratio, the failures, the encoders created and ``model``'s inference cache misses."""
+def prepared(serving, model: str) -> bool:
+    """Whether serving has loaded ``model``'s tokenizer for a version registered by it (its log says so)."""
+    return any(m.startswith(f"tokenizer of {model} prepared") for m in serving.messages())
+
+
+def switch(load, act, settled, what: str, window: int, own: list[int], serving, model: str) -> dict:
+    """Run ``act`` (a publish, a rollback, the registration of a version) under ``load`` and wait until
+    ``settled()`` says serving took it in; the p99 before, across, their ratio, the failures, the encoders
+    created and ``model``'s inference cache misses."""
     from tests.support.loops import eventually
 
     since, loaded, missed = clocks(own), created(serving), misses(serving, model)
     load.wait_for(load.mark() + window, timeout=600)
     start = load.mark()
     t = time.perf_counter()
-    job(*command)
-    eventually(lambda: live_collection(stub) == target, f"serving on {target}", timeout=300, interval=0.05)
+    act()
+    eventually(settled, what, timeout=300, interval=0.05)
     moved, seconds = load.mark(), time.perf_counter() - t
     load.wait_for(moved + window, timeout=600)
     end = load.mark()
@@ -153,9 +160,9 @@ def main() -> None:
             "--model-repository", str(repo))
         records = prepare_stdlib(tmp / "minilm", args.modules)
         write_corpus(tmp / "tiny", records)
-        for version, model in (("minilm", "minilm"), ("tiny", TINY)):
-            build_version(tmp / version, milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=repo, scene=SCENE,
-                          version=version, model=model)
+        versions = dict(milvus_uri=milvus.uri, mongo_uri=mongo.uri, repository=repo, scene=SCENE)
+        build_version(tmp / "minilm", **versions, version="minilm")
+        build_version(tmp / "tiny", **versions, version="tiny", model=TINY, push=False)  # pushed under load
         job("publish", "--milvus-uri", milvus.uri, "--scene", SCENE, "--version", "minilm")
         print(f"scene: {len(records)} documents ({args.modules}), versions minilm (384-d) and tiny (24-d); built in "
               f"{time.perf_counter() - t:.0f} s", flush=True)
@@ -182,15 +189,24 @@ def main() -> None:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
             with SearchLoad(serving.target, text_requests(SCENE, QUERIES), concurrency=args.concurrency) as load:
                 results = []
-                for name, command, target, model in (
-                        ("publish minilm -> tiny", [*publish, "--version", "tiny"], f"{SCENE}_tiny", TINY),
-                        ("rollback tiny -> minilm", [*publish, "--rollback"], f"{SCENE}_minilm", "minilm"),
-                        ("control: publish minilm again (serving does not move)", [*publish, "--version", "minilm"],
-                         f"{SCENE}_minilm", "minilm")):
+                def moved_to(target: str):
+                    return lambda: live_collection(stub) == target
+
+                for name, act, settled, what, model in (
+                        ("register tiny (push-milvus, push-mongo; serving loads its tokenizer)",
+                         lambda: build_version(tmp / "tiny", **versions, version="tiny", model=TINY, encode=False,
+                                               nice=args.job_nice),
+                         lambda: prepared(serving, TINY), "serving preparing the tiny tokenizer", TINY),
+                        ("publish minilm -> tiny", lambda: switch_job(*publish, "--version", "tiny"),
+                         moved_to(f"{SCENE}_tiny"), "serving on tiny", TINY),
+                        ("rollback tiny -> minilm", lambda: switch_job(*publish, "--rollback"),
+                         moved_to(f"{SCENE}_minilm"), "serving on minilm", "minilm"),
+                        ("control: publish minilm again (serving does not move)",
+                         lambda: switch_job(*publish, "--version", "minilm"), moved_to(f"{SCENE}_minilm"),
+                         "serving on minilm", "minilm")):
                     busy = wait_quiet(own, threshold=args.busy, patience=args.patience)
                     print(f"before the {name}: {busy.describe()}", flush=True)
-                    results.append((name, switch(load, stub, command, target, args.window, switch_job, own,
-                                                         serving, model)))
+                    results.append((name, switch(load, act, settled, what, args.window, own, serving, model)))
         for name, r in results:
             print(f"{name}: p99 before {r['before']:.1f} ms, across the switch {r['across']:.1f} ms, after it "
                   f"{r['after']:.1f} ms ({r['requests']} searches, serving moved {r['seconds']:.1f} s after the job "

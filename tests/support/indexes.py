@@ -37,15 +37,17 @@ def write_corpus(workdir: Path, records: list[dict]) -> None:
 
 
 def build_version(workdir: Path, *, milvus_uri: str, mongo_uri: str, repository: Path, scene: str, version: str,
-                  model: str = "minilm", encode: bool = True) -> str:
-    """Encode (unless done), push-milvus and push-mongo ``scene_version``; returns the collection name."""
+                  model: str = "minilm", encode: bool = True, push: bool = True, nice: int = 0) -> str:
+    """Encode (unless done), push-milvus and push-mongo (unless ``push`` is false) ``scene_version``, the pushes
+    at CPU niceness ``nice``; returns the collection name."""
     if encode:
         run_job("encode", "--workdir", str(workdir), "--repository", str(repository), "--model", model,
                 "--text-field", TEXT_FIELD, "--device", "cpu")
-    run_job("push-milvus", "--workdir", str(workdir), "--milvus-uri", milvus_uri, "--scene", scene,
-            "--version", version, "--repository", str(repository), "--model", model)
     name = f"{scene}_{version}"
-    run_job("push-mongo", "--workdir", str(workdir), "--mongo-uri", mongo_uri, "--collection", name)
+    if push:
+        run_job("push-milvus", "--workdir", str(workdir), "--milvus-uri", milvus_uri, "--scene", scene,
+                "--version", version, "--repository", str(repository), "--model", model, nice=nice)
+        run_job("push-mongo", "--workdir", str(workdir), "--mongo-uri", mongo_uri, "--collection", name, nice=nice)
     return name
 
 
