@@ -33,6 +33,7 @@ applied here to the new target (:func:`mmsearch.core.writelog.replay`).
 """
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -85,6 +86,19 @@ def _model(target: Target) -> str:
     return str(target.manifest.get("onnx_sha256") or "")
 
 
+def _forgets_on_failure(method):
+    """``method(self, scene, ...)`` that forgets ``scene``'s kept target when it fails: after a store
+    failed, or a version was repaired or rebuilt under the same name, the next batch reads it afresh."""
+    @functools.wraps(method)
+    def run(self, scene, *args, **kwargs):
+        try:
+            return method(self, scene, *args, **kwargs)
+        except BaseException:
+            self.targets.pop(scene, None)
+            raise
+    return run
+
+
 def _step(name: str) -> None:
     if after_step is not None:
         after_step(name)
@@ -98,17 +112,24 @@ class Writer:
         self.log = WriteLog(mongo, settings.writes.log_database)
         self.towers = Towers(settings.model_repository, settings.writes.encoder_threads)
         self.locks = {scene: threading.Lock() for scene in settings.writer_scenes}
+        self.targets: dict[str, Target] = {}  # per scene, while its alias points at the same collection
         self.fetchers = ThreadPoolExecutor(8, thread_name_prefix="writer-fetch")
 
     # ------------------------------------------------------------------ the scene's live version
 
     def target(self, scene: str) -> Target:
+        """The scene's live version now: the alias is resolved on every call (one registry read); what
+        the version's record gives (layout, manifest, template) is read once per collection the alias
+        points at and kept (dropped when a batch fails: :func:`_forgets_on_failure`)."""
         where = self.settings.writer_scenes.get(scene)
         if where is None:
             known = ", ".join(sorted(self.settings.writer_scenes)) or "none"
             raise UnknownScene(f"unknown scene {scene!r}: this writer takes writes for {known} "
                                "(MMSEARCH_WRITER_SCENES)")
         name = resolve_alias(self.milvus, scene)
+        kept = self.targets.get(scene)
+        if kept is not None and kept.collection == name:
+            return kept
         info = read_info(self.milvus, name) if name else None
         if info is None:
             raise UnknownScene(f"scene {scene!r} has no published version to write to: build and publish one")
@@ -119,10 +140,12 @@ class Writer:
         limits = self.settings.limits
         rules = Rules(info.layout, template, image, limits.document_bytes, limits.image_bytes)
         documents = self.mongo[where.database][documents_collection(where.collection, name)]
-        return Target(scene, name, documents, rules, info.manifest)
+        self.targets[scene] = Target(scene, name, documents, rules, info.manifest)
+        return self.targets[scene]
 
     # ------------------------------------------------------------------ writes
 
+    @_forgets_on_failure
     def upsert(self, scene: str, docs: Sequence[tuple]) -> tuple[str, int, list[Outcome]]:
         """``docs``: (id or None, fields, image bytes, image URL) each. (collection, log position, outcomes)."""
         target = self.target(scene)
@@ -156,6 +179,7 @@ class Writer:
                 outcomes[item.index] = Outcome(item.index, item.id, APPLIED)
         return collection, position, [outcomes[i] for i in sorted(outcomes)]
 
+    @_forgets_on_failure
     def delete(self, scene: str, ids: Sequence[int]) -> tuple[str, int, list[Outcome]]:
         with self.locks.get(scene) or threading.Lock():
             target = self.target(scene)
@@ -175,6 +199,7 @@ class Writer:
             position, collection = self._commit(target, entries)
         return collection, position, outcomes
 
+    @_forgets_on_failure
     def get(self, scene: str, ids: Sequence[int]) -> tuple[str, list[dict], list[int]]:
         """(collection, documents of the ids the live version holds in both stores, missing ids)."""
         target = self.target(scene)
@@ -183,6 +208,7 @@ class Writer:
         found = [{**docs[i], "content_sha256": held[i]} for i in ids if i in docs]
         return target.collection, found, [i for i in ids if i not in docs]
 
+    @_forgets_on_failure
     def repair(self, scene: str) -> int:
         """Re-apply what the scene's log left pending (at start, and by the repair loop)."""
         with self.locks[scene]:

@@ -23,6 +23,7 @@ from google.protobuf import struct_pb2
 from mmsearch.core.access.keys import mint
 from mmsearch.core.milvus.connection import connect
 from mmsearch.v1 import documents_pb2, documents_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from tests.support.counting import Counting
 from tests.support.indexes import lifecycle_servers, prepare_stdlib, serve_versions, write_corpus
 from tests.support.jobs import run_job
 from tests.support.loops import eventually
@@ -165,6 +166,39 @@ def test_bad_items_are_refused_one_by_one_and_the_rest_applied(live):
     with pytest.raises(grpc.RpcError) as reader:
         upsert(live, doc(9_000_020, answer="x", rank=1), role="reader")
     assert reader.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+MAX_CALLS_PER_BATCH = 8  # 3 alias reads, the log position read twice, the held hashes; the rows, the position
+
+
+def test_an_upsert_batch_makes_few_milvus_calls(live, monkeypatch):
+    """The real writer code in this process, its Milvus client counted: once the scene's target is known,
+    an upsert batch resolves the alias and writes, without re-reading the collection's record or asking
+    whether the registry exists (searches share the engine: every call a write makes, they wait for)."""
+    from mmsearch.core.settings import load_settings
+    from mmsearch.services.writer.settings import WriterSettings
+    from mmsearch.services.writer.writes import Writer
+
+    for name, value in live["env"].items():
+        monkeypatch.setenv(name, value)
+    client = Counting(connect(live["milvus"].uri))
+    mongo = pymongo.MongoClient(live["mongo"].uri)
+    writer = Writer(load_settings(WriterSettings), client, mongo)
+    try:
+        def batch(n: int) -> list[tuple]:
+            return [(9_400_000 + 10 * n + k, {"question": f"counted.{n}.{k}", "answer": f"Counted batch {n} item {k}.",
+                                                "category": "counted", "rank": k}, b"", "") for k in range(2)]
+
+        assert {o.status for o in writer.upsert(SCENE, batch(0))[2]} == {"applied"}
+        client.reset()
+        assert {o.status for o in writer.upsert(SCENE, batch(1))[2]} == {"applied"}
+        print(f"Milvus calls of an upsert batch: {client.total()} {dict(client.calls)}")
+        assert client.total() <= MAX_CALLS_PER_BATCH, dict(client.calls)
+        assert client.calls["upsert"] == 2  # the rows, the log position
+    finally:
+        writer.close()
+        mongo.close()
+        client.close()
 
 
 _KILLED_WRITER = """

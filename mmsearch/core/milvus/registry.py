@@ -14,6 +14,11 @@ JSON value, a 2-d dummy vector because Milvus requires one):
   :func:`resolve_alias` follows it, so a move made by another tool is
   followed too.
 
+Every registry request goes through :func:`with_registry`: a client checks
+once that the registry exists and is loaded, then each read or write is one
+request (a registry dropped or released by another process meanwhile is
+checked again and the request retried once).
+
 Writing is :mod:`mmsearch.core.milvus.registry_writes`.
 """
 from __future__ import annotations
@@ -24,13 +29,46 @@ from mmsearch.core.milvus.connection import MilvusStoreError, ensure_loaded, uni
 from mmsearch.core.milvus.names import REGISTRY
 
 
+_READY = "_mmsearch_registry_ready"  # set on a client once it has seen the registry exist and loaded
+
+
+def registry_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says a collection is missing or not loaded (Milvus codes 100 and 101; Milvus Lite
+    2.5 answers a query on a dropped collection ``collection not found``, code 100). Pure."""
+    if getattr(exc, "code", None) in (100, 101):
+        return True
+    text = str(getattr(exc, "message", None) or exc).lower()
+    return any(said in text for said in ("collection not found", "not loaded", "can't find collection"))
+
+
+def with_registry(client, call, create=None):
+    """``call()`` (one request on the registry collection) once the registry is known to exist and be loaded.
+
+    A client checks that once (``has_collection`` and the load state) and remembers it: a registry read
+    or write is one request after that. Another process may drop or release the registry meanwhile, so a
+    call that fails because the registry is missing or not loaded forgets that, checks again and is
+    retried once. Where the registry does not exist, ``create(client)`` makes it (a write); without
+    ``create`` the answer is None (nothing to read or delete)."""
+    for retry in (False, True):
+        if not getattr(client, _READY, False):
+            if not client.has_collection(REGISTRY):
+                if create is None:
+                    return None
+                create(client)
+            ensure_loaded(client, REGISTRY)
+            setattr(client, _READY, True)
+        try:
+            return call()
+        except Exception as exc:
+            if retry or not registry_gone(exc):
+                raise
+            setattr(client, _READY, False)
+
+
 def registry_get(client, key: str) -> dict | None:
     """The registry's value for ``key``; None where there is none (or no registry yet)."""
-    if not client.has_collection(REGISTRY):
-        return None
-    ensure_loaded(client, REGISTRY)
-    rows = client.query(REGISTRY, filter=f"key == {json.dumps(key)}", output_fields=["value"],
-                        consistency_level="Strong")
+    rows = with_registry(client, lambda: client.query(REGISTRY, filter=f"key == {json.dumps(key)}",
+                                                      output_fields=["value"], consistency_level="Strong"))
     return json.loads(rows[0]["value"]) if rows else None
 
 

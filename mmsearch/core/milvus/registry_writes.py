@@ -13,36 +13,35 @@ from __future__ import annotations
 import json
 import time
 
-from mmsearch.core.milvus.connection import MilvusStoreError, ensure_loaded, short_error, unimplemented
+from mmsearch.core.milvus.connection import MilvusStoreError, short_error, unimplemented
 from mmsearch.core.milvus.names import REGISTRY
-from mmsearch.core.milvus.registry import alias_row, read_state, resolve_alias
+from mmsearch.core.milvus.registry import alias_row, read_state, resolve_alias, with_registry
 
 HISTORY = 10  # previous targets an alias row remembers (for --rollback)
 
 
-def _ensure_registry(client) -> None:
+def _create_registry(client) -> None:
     from pymilvus import DataType
 
-    if not client.has_collection(REGISTRY):
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
-                                      description="mmsearch: aliases and completed collections")
-        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=512)
-        schema.add_field("value", DataType.VARCHAR, max_length=65535)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
-        index = client.prepare_index_params()
-        index.add_index("vector", index_type="FLAT", metric_type="L2")
-        client.create_collection(REGISTRY, schema=schema, index_params=index)
-    ensure_loaded(client, REGISTRY)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
+                                  description="mmsearch: aliases and completed collections")
+    schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("value", DataType.VARCHAR, max_length=65535)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type="FLAT", metric_type="L2")
+    client.create_collection(REGISTRY, schema=schema, index_params=index)
 
 
 def registry_put(client, key: str, value: dict) -> None:
-    _ensure_registry(client)
-    client.upsert(REGISTRY, [{"key": key, "value": json.dumps(value), "vector": [0.0, 0.0]}])
+    """Set ``key`` to ``value`` (the registry is made where there is none)."""
+    row = {"key": key, "value": json.dumps(value), "vector": [0.0, 0.0]}
+    with_registry(client, lambda: client.upsert(REGISTRY, [row]), create=_create_registry)
 
 
 def registry_delete(client, key: str) -> None:
-    if client.has_collection(REGISTRY):
-        client.delete(REGISTRY, filter=f"key == {json.dumps(key)}")
+    """Remove ``key`` (nothing to do where there is no registry)."""
+    with_registry(client, lambda: client.delete(REGISTRY, filter=f"key == {json.dumps(key)}"))
 
 
 def update_state(client, name: str, **changes) -> dict:
