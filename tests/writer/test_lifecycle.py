@@ -129,9 +129,6 @@ def racing(tmp_path_factory, minilm_repo, service_loop):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="about 1 run in 4 on 2 cores, an acknowledged upsert is missing from the "
-                   "version serving ends on after publish, rollback and publish race the writes (docs/writes.md, "
-                   "Left to do): a known defect of the replay, not yet found")
 def test_writes_racing_publish_and_rollback_all_end_in_the_version_serving_ends_on(racing):
     milvus, mongo = racing["milvus"], racing["mongo"]
     writing = Writing(racing["stub"], racing["metadata"])
