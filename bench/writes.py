@@ -210,7 +210,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="search concurrency of (a)")
     parser.add_argument("--write-batch", type=int, default=8, help="documents per upsert of (a)'s write load")
     parser.add_argument("--write-rate", type=float, default=0.0,
-                        help="documents a second of (a)'s write load (0: each upsert as soon as the last is acknowledged)")
+                        help="documents a second of (a)'s write load (0: each upsert as soon as the last is "
+                             "acknowledged)")
     parser.add_argument("--visibility", type=int, default=50, help="writes timed per round in (b)")
     parser.add_argument("--batch", type=int, default=64, help="documents per upsert of (c)")
     parser.add_argument("--repository", default="",
@@ -370,8 +371,10 @@ def report(rounds: list[dict], args) -> None:
             text += "; every round BUSY"
         print(f"{text}  (target {target})")
 
+    paced = f" paced at {args.write_rate:g} docs/s" if args.write_rate else ""
     print(f"\nsummary (concurrency {args.concurrency}, {args.queries} searches per side, write batches of "
-          f"{args.write_batch}{f' paced at {args.write_rate:g} docs/s' if args.write_rate else ''}, {args.visibility} visibility writes and bulk batches of {args.batch} per round):")
+          f"{args.write_batch}{paced}, {args.visibility} visibility writes and bulk batches of {args.batch} per "
+          "round):")
     p99 = lambda xs: percentile([x * 1000 for x in xs], 0.99)  # noqa: E731
     line("(a) search p99 with / without writes", [p99(r["on"]) / p99(r["off"]) for r in rounds], "<= 1.2x")
     line("    search p50 with / without writes",

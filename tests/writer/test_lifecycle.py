@@ -23,7 +23,7 @@ from mmsearch.core.milvus.connection import connect
 from mmsearch.core.milvus.registry import alias_history, resolve_alias, writes_position
 from mmsearch.core.writelog import Entry, ReplayError, encoded_for
 from mmsearch.jobs import publish as publish_job
-from mmsearch.jobs.replay import LogAccess
+from mmsearch.jobs.replay import LogAccess, Replayer
 from mmsearch.v1 import documents_pb2, documents_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from tests.support.indexes import build_version, lifecycle_servers, prepare_stdlib, read_records, serve_versions
 from tests.support.jobs import run_job
@@ -309,8 +309,6 @@ def test_a_replay_records_no_position_past_a_batch_the_writer_applied_elsewhere(
     """A settling replay's later passes apply only the ids they settle: a batch the writer logs after the
     first pass read the log (and applies to the live version) is not in the version replayed onto, so the
     position that version records must stay before it, or the next move onto it would skip the batch."""
-    from mmsearch.jobs.replay import Replayer
-
     milvus, mongo, stub, metadata = racing["milvus"], racing["mongo"], racing["stub"], racing["metadata"]
     client = connect(milvus.uri)
     live = resolve_alias(client, SCENE)

@@ -179,15 +179,18 @@ class Shadows:
         self.seen.update(active.routes.values())  # served already: their towers are loaded
         names = await backends.matcher.collection_names()
         for name in active.routes:
-            for collection in sorted(c for c in names if c.startswith(f"{name}_") and c not in self.seen):
+            fresh = sorted(c for c in names if c.startswith(f"{name}_") and c not in self.seen)
+            if not fresh:
+                continue
+            manifests = {tower.encoder: await backends.manifests(tower.encoder)
+                         for _, _, tower in arm_towers(active.experiments, name)}
+            for collection in fresh:
                 try:
                     record = await backends.matcher.manifest(collection)
                 except Exception as exc:  # no record yet (being created): read again next round
                     log.debug("version %s has no record to read yet: %s", collection, exc)
                     continue
                 self.seen.add(collection)
-                manifests = {tower.encoder: await backends.manifests(tower.encoder)
-                             for _, _, tower in arm_towers(active.experiments, name)}
                 for model in sorted(shadow_tokenizers(active.experiments, name, collection, record, manifests)
                                     - self.prepared):
                     try:
