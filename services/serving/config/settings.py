@@ -84,7 +84,11 @@ class Batching(Group):
 
     env_prefix = "BATCH_"
 
-    max_size: int = setting(32, ge=1, le=4096, unit="queries", description="Most queries in one inference call.")
+    max_size: int = setting(
+        16, ge=1, le=4096, unit="queries",
+        description="Most queries in one inference call. Under load, calls of this size keep the encoder and the "
+                    "event loop busy at once (one call is encoded while the last one's searches go on), where one call "
+                    "of all waiting queries leaves the encoder idle while they are matched.")
     max_wait_seconds: float = setting(
         0.0, ge=0, le=1, unit="seconds", advanced=True,
         description="Extra wait for more queries before an inference call (0: batch only what queued while busy).")
