@@ -118,6 +118,7 @@ class SceneInfo:
     evaluation: dict[str, Any] | None = None   # the figures it was published on, if any
     collapse: str = ""           # the field a search collapses on when it names none ("video" for video frames)
     note: str = ""               # one line of plain text about the scene (e.g. that its image tower is untrained)
+    text_fields: tuple[str, ...] = ()  # the fields whose text the live version embeds (a live write carries them)
 
     def field(self, name: str) -> FieldRef:
         """A filter builder on a declared field of this scene; an undeclared one is refused here."""
@@ -137,7 +138,8 @@ class SceneInfo:
                           "published_at": e.published_at}
         fields = {f.name: SceneField(f.name, f.type, tuple(f.operators), f.facet) for f in scene.fields}
         return cls(scene.name, scene.modality, scene.image_query, tuple(scene.layers), scene.collection,
-                   scene.version, scene.documents, scene.generation, fields, evaluation, scene.collapse, scene.note)
+                   scene.version, scene.documents, scene.generation, fields, evaluation, scene.collapse, scene.note,
+                   tuple(scene.text_fields))
 
 
 @dataclass(frozen=True)

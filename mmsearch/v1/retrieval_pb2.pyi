@@ -209,7 +209,7 @@ class ListScenesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Scene(_message.Message):
-    __slots__ = ("name", "modality", "image_query", "layers", "collection", "version", "evaluation", "documents", "generation", "fields", "collapse", "note")
+    __slots__ = ("name", "modality", "image_query", "layers", "collection", "version", "evaluation", "documents", "generation", "fields", "collapse", "note", "text_fields")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     IMAGE_QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +222,7 @@ class Scene(_message.Message):
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     COLLAPSE_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     modality: str
     image_query: bool
@@ -234,7 +235,8 @@ class Scene(_message.Message):
     fields: _containers.RepeatedCompositeFieldContainer[SceneField]
     collapse: str
     note: str
-    def __init__(self, name: _Optional[str] = ..., modality: _Optional[str] = ..., image_query: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., collection: _Optional[str] = ..., version: _Optional[str] = ..., evaluation: _Optional[_Union[IndexEvaluation, _Mapping]] = ..., documents: _Optional[int] = ..., generation: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[SceneField, _Mapping]]] = ..., collapse: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+    text_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., modality: _Optional[str] = ..., image_query: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., collection: _Optional[str] = ..., version: _Optional[str] = ..., evaluation: _Optional[_Union[IndexEvaluation, _Mapping]] = ..., documents: _Optional[int] = ..., generation: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[SceneField, _Mapping]]] = ..., collapse: _Optional[str] = ..., note: _Optional[str] = ..., text_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IndexEvaluation(_message.Message):
     __slots__ = ("queries", "k", "recall", "mrr", "ndcg10", "zero_hit", "p99_ms", "forced", "published_at")

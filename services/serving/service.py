@@ -3,17 +3,20 @@
 ListScenes also says what each scene serves: the collection its default arm
 searches now, its version, documents, sync generation and the evaluation it
 was published on (:func:`scene_message`, from the route watcher's records),
-the fields requests may filter and facet on, and the scene's note.
+the fields requests may filter and facet on, the fields a live write's text
+embeds (:func:`text_fields`), and the scene's note.
 """
 from __future__ import annotations
 
 import logging
+from typing import Any, Mapping
 
 import grpc
 
 from mmsearch.core.errors import clipped
 from mmsearch.core.fields import FACET_TYPES
 from mmsearch.core.redact import redact
+from mmsearch.core.text_template import DEFAULT_FIELD, field_template, recorded_template, template_fields
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from mmsearch.services.runtime.access import CALLER, Rule
 from mmsearch.services.serving import metrics
@@ -37,6 +40,14 @@ ACCESS_RULES = {
 """What each method needs (:mod:`mmsearch.services.runtime.access`); ListScenes shows the caller's scenes only."""
 
 
+def text_fields(scene: Scene, record: Mapping[str, Any]) -> list[str]:
+    """The fields whose text a text scene's live version embeds (its recorded template; the writer's default
+    when it records none), in the template's order; none for an image scene. Pure."""
+    if scene.modality != "text":
+        return []
+    return list(template_fields(recorded_template(record) or field_template(DEFAULT_FIELD)))
+
+
 def scene_message(scene: Scene, active: Active) -> retrieval_pb2.Scene:
     """A scene as ListScenes shows it, with what its default arm serves (see the module doc). Pure."""
     name = scene.default_arm.match.collection
@@ -48,7 +59,8 @@ def scene_message(scene: Scene, active: Active) -> retrieval_pb2.Scene:
                                   fields=[retrieval_pb2.SceneField(name=f.name, type=f.type, operators=f.operators,
                                                                    facet=f.type in FACET_TYPES)
                                           for f in scene.fields.values()],
-                                  collapse=default_collapse(scene.fields), note=scene.note)
+                                  collapse=default_collapse(scene.fields), note=scene.note,
+                                  text_fields=text_fields(scene, rec))
     figures, published = rec.get("evaluation"), rec.get("published") or {}
     if figures:
         message.evaluation.CopyFrom(retrieval_pb2.IndexEvaluation(

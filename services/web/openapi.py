@@ -143,7 +143,11 @@ def _schemas(limits: RequestLimits, max_token_chars: int) -> dict[str, Any]:
                     collapse={"type": "string", "description": "The field a search collapses on when it names "
                               "none (a scene of video frames: video; collapse=- turns it off); empty: none."},
                     note={"type": "string", "description": "One line of plain text about the scene, shown as text "
-                          "under the scene picker (e.g. that its image tower is untrained); empty: none."})
+                          "under the scene picker (e.g. that its image tower is untrained); empty: none."},
+                    text_fields={"type": "array", "items": string,
+                                 "description": "The document fields whose text the live version embeds (its text "
+                                                "template), in order: what a live write of a text document must "
+                                                "carry (POST /api/documents). Empty for an image scene."})
     feedback = _object(
         ["feedback_token", "item_id", "event"],
         feedback_token={"type": "string", "minLength": 1, "maxLength": max_token_chars,

@@ -152,7 +152,7 @@ def scenes_json(response: retrieval_pb2.ListScenesResponse) -> dict[str, Any]:
         "scenes": [
             {"name": s.name, "modality": s.modality, "image_query": s.image_query, "layers": list(s.layers),
              "fields": [{"name": f.name, "type": f.type, "operators": list(f.operators), "facet": f.facet}
-                        for f in s.fields], "collapse": s.collapse, "note": s.note}
+                        for f in s.fields], "collapse": s.collapse, "note": s.note, "text_fields": list(s.text_fields)}
             for s in response.scenes
         ]
     }

@@ -20,6 +20,7 @@ from mmsearch.client.transport import Attempts
 from mmsearch.dev.processes import free_port
 from mmsearch.v1 import retrieval_pb2
 from tests.client.examples import examples
+from tests.fixtures.servers import STDLIB_INDEX_TEXT_FIELD
 
 QUERY, EXPECTED = "write rows to a csv file", "csv.writer"
 
@@ -45,6 +46,7 @@ def test_scenes_report_the_filterable_fields(client, stdlib_index):
     assert scene.modality == "text" and not scene.image_query and scene.documents == stdlib_index.documents
     assert scene.fields["category"].type == "keyword" and scene.fields["category"].facet
     assert (scene.collapse, scene.note) == ("", "")  # not of video frames; no note in its config
+    assert scene.text_fields == (STDLIB_INDEX_TEXT_FIELD,)  # what a live write of a document must carry
     assert client.scene(stdlib_index.scene) == scene
     with pytest.raises(NotFound, match="no scene 'nope'") as caught:
         client.scene("nope")
@@ -289,7 +291,9 @@ def test_filters_keep_their_types_on_the_wire():
 
 def test_scene_info_carries_the_collapse_and_the_note():
     info = SceneInfo.of(retrieval_pb2.Scene(name="clips", modality="image", collapse="video", note="Random CLIP"))
-    assert (info.collapse, info.note) == ("video", "Random CLIP")
+    assert (info.collapse, info.note, info.text_fields) == ("video", "Random CLIP", ())
+    assert SceneInfo.of(retrieval_pb2.Scene(name="t2t", modality="text", text_fields=["question", "answer"])
+                        ).text_fields == ("question", "answer")
 
 
 def test_documented_examples_run_against_the_stack(search_stack, stdlib_index):

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
+from tests.fixtures.servers import STDLIB_INDEX_TEXT_FIELD
 from tests.support.loops import eventually
 from tests.support.stack import stub_of, t2t_config, write_config
 
@@ -71,6 +72,7 @@ def test_unknown_scene_is_invalid_argument(stub):
 def test_list_scenes(stub, stdlib_index):
     scenes = stub.ListScenes(retrieval_pb2.ListScenesRequest(), timeout=10).scenes
     assert [(s.name, s.modality, list(s.layers)) for s in scenes] == [(stdlib_index.scene, "text", ["ranking"])]
+    assert list(scenes[0].text_fields) == [STDLIB_INDEX_TEXT_FIELD]  # encode's --text-field, recorded by push-milvus
 
 
 def test_reload_shifts_traffic_without_a_failed_request_and_bad_config_is_refused(stdlib_stack, stdlib_index):

@@ -152,6 +152,19 @@ async def test_list_scenes_shows_what_is_live_and_how_it_measured():
     assert unmeasured.collection == "docs_1" and not unmeasured.HasField("evaluation")
 
 
+async def test_list_scenes_names_the_fields_a_live_write_embeds():
+    """From the live version's recorded text template, in its order; a version recorded before templates (its
+    text_field) and one that records neither (the writer's default, question) too."""
+    async def fields(**state) -> list[str]:
+        b, _ = backends(collections={SCENE: {**collection_manifest("m", "docs_2"), **state}})
+        active = await activate(experiments(), b, timeout=1.0)
+        return list(scene_message(active.scenes[SCENE], active).text_fields)
+
+    assert await fields(text_template="{answer} ({question}) {answer}") == ["answer", "question"]
+    assert await fields(text_field="answer") == ["answer"]
+    assert await fields() == ["question"]
+
+
 async def test_route_watcher_swaps_only_the_config_it_read(tmp_path):
     b, calls = backends()
     path = tmp_path / "experiments.yaml"

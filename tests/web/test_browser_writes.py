@@ -51,6 +51,12 @@ def test_a_writer_adds_a_document_that_search_finds_and_deletes_it_from_its_card
     assert page.get_attribute("body", "data-writes") == "yes"
     assert page.locator(".result button.delete").count() == page.locator(".result").count()
     page.click("#add summary")
+    # The form asks first for what the scene's live version embeds (encoded with --text-field answer), then for
+    # question, the other field its cards show; then the scene's scalar fields.
+    listed = requests.get(web.url + "/api/scenes", headers={"X-API-Key": scene.keys["writer"]}, timeout=TIMEOUT)
+    assert [s["text_fields"] for s in listed.json()["scenes"] if s["name"] == scene.scene] == [["answer"]]
+    asked = page.eval_on_selector_all("#add-fields [data-field]", "inputs => inputs.map(i => i.dataset.field)")
+    assert asked[:2] == ["answer", "question"] and {"category", "rank"} <= set(asked), asked
     page.fill("#add-id", "1.5")
     page.click("#add-go")
     page.wait_for_function("() => document.querySelector('#add-status').textContent.startsWith('id:')",

@@ -91,12 +91,15 @@ def test_search_json_mirrors_the_proto():
 def test_scenes_json():
     response = retrieval_pb2.ListScenesResponse(
         scenes=[retrieval_pb2.Scene(name="t2i", modality="image", image_query=True, layers=["ranking"]),
-                retrieval_pb2.Scene(name="clips", modality="image", collapse="video", note="Random CLIP")])
+                retrieval_pb2.Scene(name="clips", modality="image", collapse="video", note="Random CLIP"),
+                retrieval_pb2.Scene(name="t2t", modality="text", text_fields=["question", "answer"])])
     assert scenes_json(response) == {
         "scenes": [{"name": "t2i", "modality": "image", "image_query": True, "layers": ["ranking"], "fields": [],
-                    "collapse": "", "note": ""},
+                    "collapse": "", "note": "", "text_fields": []},
                    {"name": "clips", "modality": "image", "image_query": False, "layers": [], "fields": [],
-                    "collapse": "video", "note": "Random CLIP"}]}
+                    "collapse": "video", "note": "Random CLIP", "text_fields": []},
+                   {"name": "t2t", "modality": "text", "image_query": False, "layers": [], "fields": [],
+                    "collapse": "", "note": "", "text_fields": ["question", "answer"]}]}
 
 
 @pytest.mark.parametrize(

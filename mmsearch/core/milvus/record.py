@@ -21,7 +21,8 @@ from mmsearch.core.milvus.names import HASH_FIELD, REGISTRY
 from mmsearch.core.milvus.registry import read_state, resolve_collection, writes_position
 
 # What :func:`read_manifest` passes on from a collection's state.
-STATE_FIELDS = ("count", "corpus_sha256", "generation", "changed", "evaluation", "published", "cutoff")
+STATE_FIELDS = ("count", "corpus_sha256", "generation", "changed", "evaluation", "published", "cutoff",
+                "text_template", "text_field")
 
 
 @dataclass(frozen=True)

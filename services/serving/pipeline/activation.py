@@ -237,7 +237,7 @@ async def activate(experiments: Experiments, backends: Backends, timeout: float)
 
 
 RECORD_FIELDS = ("collection", "scene", "version", "count", "generation", "changed", "evaluation", "published",
-                 "index", "writes", "cutoff")
+                 "index", "writes", "cutoff", "text_template", "text_field")
 
 
 def record(manifest: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -1,7 +1,8 @@
 // mmsearch page: live writes through /api/documents (docs/writes.md), shown only to a key that may write.
-// - "Add a document": an id and the scene's fields (a text scene: question and answer, the fields its cards
-//   show and the stdlib corpus embeds; an image scene: the image, dropped or chosen, and its name), plus the
-//   fields the scene declares (keyword, number, bool); the writer names any field it refuses.
+// - "Add a document": an id and the scene's fields (a text scene: the fields its text template embeds, from
+//   /api/scenes' text_fields, and question and answer, the fields its cards show; an image scene: the image,
+//   dropped or chosen, and its name), plus the fields the scene declares (keyword, number, bool); the writer
+//   names any field it refuses.
 // - "Delete" on each result, two clicks (the first arms it), no dialog.
 // After an acknowledged write the search runs again, so the new item shows and a deleted one goes.
 // Same rule as app.js: text from the user or the API goes in with textContent, never innerHTML.
@@ -64,8 +65,11 @@
   function renderFields(info) {
     while (els.fields.firstChild) els.fields.removeChild(els.fields.firstChild);
     const image = info.modality === "image";
-    const own = image ? [["name", "keyword", false]] : [["question", "keyword", false], ["answer", "keyword", true]];
-    const names = new Set(own.map(([name]) => name));
+    // A text scene: the fields its live version embeds (text_fields, from its text template), then question
+    // and answer where the template names neither (the fields its cards show).
+    const texts = image ? ["name"] : [...new Set([...(info.text_fields || []), "question", "answer"])];
+    const own = texts.map((name) => [name, "keyword", name === "answer"]);
+    const names = new Set(texts);
     for (const [name, type, multiline] of own) els.fields.appendChild(fieldInput(name, type, multiline));
     for (const f of info.fields || []) {
       if (!names.has(f.name) && ["keyword", "number", "bool"].includes(f.type)) {
@@ -124,7 +128,8 @@
       } else if (input.value.trim() !== "") fields[name] = input.value.trim();
     }
     if (state.scene.modality === "image" && !state.file) return { problem: "image: drop or choose the image to add" };
-    return { document: { id: Number(id), fields }, text: fields.answer || fields.question || fields.name || "" };
+    const embedded = (state.scene.text_fields || []).map((name) => fields[name]).find((value) => value);
+    return { document: { id: Number(id), fields }, text: embedded || fields.answer || fields.question || fields.name || "" };
   }
 
   async function add(event) {
