@@ -93,7 +93,12 @@ class WriteLog:
         self.counters = mongo[database][COUNTERS]
 
     def ensure_indexes(self) -> None:
+        """The indexes of the log's reads: a scene's pending entries (:meth:`pending`), and a scene's entries
+        after a position (:meth:`since`, and serving's freshness rounds: ``mmsearch.core.written``). Without
+        the second, each of those reads scanned every entry of the scene, vectors included: a cost per batch
+        and per round that grew with the log."""
         self.entries.create_index([("scene", 1), ("state", 1)], name="scene_state")
+        self.entries.create_index([("scene", 1), ("_id", 1)], name="scene_position")
 
     def reserve(self, n: int) -> int:
         """The first of ``n`` fresh consecutive positions."""
