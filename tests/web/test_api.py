@@ -6,6 +6,7 @@ import re
 import pytest
 import requests
 
+from tests.fixtures.servers import STDLIB_INDEX_TEXT_FIELD
 from tests.support.web import TIMEOUT, WebThread, assert_error, get, png, web_settings
 
 
@@ -81,7 +82,8 @@ def test_scenes(web, stack_scene):
     scenes = {s["name"]: s for s in response.json()["scenes"]}
     assert scenes[stack_scene.name]["modality"] == "text"
     assert set(scenes[stack_scene.name]) == {"name", "modality", "image_query", "layers", "fields", "collapse",
-                                             "note"}
+                                             "note", "text_fields"}
+    assert scenes[stack_scene.name]["text_fields"] == [STDLIB_INDEX_TEXT_FIELD]  # what its index embeds
     assert scenes[stack_scene.name]["collapse"] == ""  # not a scene of video frames: no collapse unless asked
     assert scenes[stack_scene.name]["note"] == ""  # none written in its config
     assert scenes[stack_scene.name]["fields"] == [{"name": "category", "type": "keyword",
