@@ -37,7 +37,7 @@ import numpy as np
 from mmsearch.core.milvus.names import documents_collection
 from mmsearch.core.milvus.record import read_info
 from mmsearch.core.milvus.registry import read_state
-from mmsearch.core.text_template import DEFAULT_FIELD, field_template, recorded_template
+from mmsearch.core.text_template import embedded_template
 from mmsearch.core.writelog import ReplayError, WriteLog, applied_position, replay
 from mmsearch.jobs.errors import JobError
 
@@ -67,8 +67,7 @@ class Replayer:
         self.access, self.client, self.scene, self.name = access, client, scene, name
         self.layout, self.manifest = info.layout, info.manifest
         self.image = info.manifest.get("tower") == "image"
-        self.template = None if self.image else (recorded_template(read_state(client, name))
-                                                 or field_template(DEFAULT_FIELD))
+        self.template = None if self.image else embedded_template(read_state(client, name))
         self.mongo = connect(access.mongo_uri, access.timeout)
         self.log = WriteLog(self.mongo, access.log_database)
         self.documents = self.mongo[access.database][documents_collection(access.collection, name)]

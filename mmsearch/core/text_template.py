@@ -112,3 +112,9 @@ def recorded_template(state: Mapping[str, Any]) -> str | None:
     if state.get("text_template"):
         return str(state["text_template"])
     return field_template(str(state["text_field"])) if state.get("text_field") else None
+
+
+def embedded_template(state: Mapping[str, Any]) -> str:
+    """The template a text collection's vectors were made with: the one its state records, else the default
+    field's (:data:`DEFAULT_FIELD`, encode's default). What a live write, a replay and ListScenes go by. Pure."""
+    return recorded_template(state) or field_template(DEFAULT_FIELD)

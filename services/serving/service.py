@@ -16,7 +16,7 @@ import grpc
 from mmsearch.core.errors import clipped
 from mmsearch.core.fields import FACET_TYPES
 from mmsearch.core.redact import redact
-from mmsearch.core.text_template import DEFAULT_FIELD, field_template, recorded_template, template_fields
+from mmsearch.core.text_template import embedded_template, template_fields
 from mmsearch.v1 import retrieval_pb2, retrieval_pb2_grpc
 from mmsearch.services.runtime.access import CALLER, Rule
 from mmsearch.services.serving import metrics
@@ -45,7 +45,7 @@ def text_fields(scene: Scene, record: Mapping[str, Any]) -> list[str]:
     when it records none), in the template's order; none for an image scene. Pure."""
     if scene.modality != "text":
         return []
-    return list(template_fields(recorded_template(record) or field_template(DEFAULT_FIELD)))
+    return list(template_fields(embedded_template(record)))
 
 
 def scene_message(scene: Scene, active: Active) -> retrieval_pb2.Scene:

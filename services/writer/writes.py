@@ -46,7 +46,7 @@ from mmsearch.core.milvus.connection import ensure_loaded
 from mmsearch.core.milvus.names import documents_collection
 from mmsearch.core.milvus.record import read_info
 from mmsearch.core.milvus.registry import read_state, resolve_alias
-from mmsearch.core.text_template import DEFAULT_FIELD, field_template, recorded_template
+from mmsearch.core.text_template import embedded_template
 from mmsearch.core.writelog import (
     Entry, WriteLog, applied_position, apply_entries, encoded_for, held_hashes, latest, record_position,
 )
@@ -135,8 +135,7 @@ class Writer:
             raise UnknownScene(f"scene {scene!r} has no published version to write to: build and publish one")
         ensure_loaded(self.milvus, name)
         image = info.manifest.get("tower") == "image"
-        template = None if image else (recorded_template(read_state(self.milvus, name))
-                                       or field_template(DEFAULT_FIELD))
+        template = None if image else embedded_template(read_state(self.milvus, name))
         limits = self.settings.limits
         rules = Rules(info.layout, template, image, limits.document_bytes, limits.image_bytes)
         documents = self.mongo[where.database][documents_collection(where.collection, name)]

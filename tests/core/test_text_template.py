@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from mmsearch.core.text_template import (
-    MissingField, TemplateError, choose_template, field_template, recorded_template, render, template_fields,
+    MissingField, TemplateError, choose_template, embedded_template, field_template, recorded_template, render,
+    template_fields,
 )
 
 
@@ -45,3 +46,9 @@ def test_the_flags_and_what_a_record_holds():
 def test_a_template_that_cannot_be_used_is_refused_naming_why(template, message):
     with pytest.raises(TemplateError, match=message.replace("{", r"\{").replace("[", r"\[")):
         template_fields(template)
+
+
+def test_the_embedded_template_is_the_recorded_one_else_the_default_fields():
+    assert embedded_template({"text_template": "{question}: {answer}"}) == "{question}: {answer}"
+    assert embedded_template({"text_field": "answer"}) == "{answer}"
+    assert embedded_template({}) == "{question}"
