@@ -8,15 +8,17 @@ module/class/function of the installed standard library), in the same run:
   sentence-transformers' PyTorch ``encode`` on the same texts, same batch size;
 - int8 document towers (target: >= 1.5x PyTorch fp32 with min cosine >= 0.99
   and no labelled query lost): first what ``export --int8`` says of this model
-  (its gate), then both onnxruntime methods built with ``mmsearch.jobs.quantize``
-  (dynamic per-channel, what export offers, and static QDQ calibrated on 64
-  other texts): min cosine against the fp32 model on the export gate's 256
-  texts, and docs/s of a bare onnxruntime session over the corpus sorted by
-  length and tokenized beforehand, next to the fp32 session and to PyTorch;
+  (its gate), then three onnxruntime methods built with ``mmsearch.jobs.quantize``
+  (dynamic per-channel; smooth, what export publishes for this model,
+  calibrated on 256 other texts; static QDQ calibrated on 64 other texts): min
+  cosine against the fp32 model on the export gate's 256 texts, and docs/s of
+  a bare onnxruntime session over the corpus sorted by length and tokenized
+  beforehand, next to the fp32 session and to PyTorch;
 - retrieval quality: the stdlib labelled queries (``jobs/sources/stdlib_queries.jsonl``,
-  what ``evaluate`` reads), encoded by the fp32 query tower, exact
-  inner-product search over the documents as encoded by fp32 and by each int8
-  copy: found in the top 10, and the queries an int8 copy loses against fp32;
+  what ``evaluate`` reads), encoded by the fp32 query tower and by the smooth
+  int8 one, exact inner-product search over the documents as encoded by fp32
+  and by each int8 copy: found in the top 10, and the queries each pair loses
+  against fp32 on both sides;
 - push-milvus docs/s (upserts + count check, batch 500/1000/2000) and push-mongo
   docs/s (bulk upserts + count check) next to raw inserts of the same data;
 - the index lifecycle: ``sync`` of a corpus with 1% of its documents changed
@@ -135,7 +137,7 @@ def main() -> None:
         parts.ratio("ratio onnxruntime / PyTorch", ort_rate / torch_rate, "encode stage", "PyTorch")
 
     vectors = int8_methods(repo, records, args.field, args.batch_size, tmp, parts, torch_rate)
-    retrieval_quality(repo, records, vectors)
+    retrieval_quality(repo, records, vectors, {"fp32": None, "smooth int8": tmp / "minilm-smooth.onnx"})
     if not args.skip_push:
         # ------------------------------------------------------------------ push-milvus / push-mongo
         # (data area) The stages' own functions on the vectors and corpus above, tiled --push-scale times
@@ -160,10 +162,11 @@ def int8_methods(repo: str, records: list[dict], field: str, batch_size: int, tm
 
     folder = ModelRepository(repo).folder("minilm")
     tokenizer = load_tokenizer(folder.path)
-    calibration = parity.varied_texts(64, seed=1)
-    files = {"fp32": folder.onnx_path, "dynamic int8 (export --int8)": tmp / "minilm-dynamic.onnx",
-             "static QDQ int8": tmp / "minilm-static.onnx"}
-    quantize.dynamic(folder.onnx_path, files["dynamic int8 (export --int8)"])
+    calibration = parity.varied_texts(64, seed=parity.CALIBRATION_SEED)
+    files = {"fp32": folder.onnx_path, "dynamic int8": tmp / "minilm-dynamic.onnx",
+             "smooth int8 (export --int8)": tmp / "minilm-smooth.onnx", "static QDQ int8": tmp / "minilm-static.onnx"}
+    quantize.dynamic(folder.onnx_path, files["dynamic int8"])
+    quantize.smooth(folder.onnx_path, files["smooth int8 (export --int8)"], parity.calibration_feeds(folder.path, "text"))
     quantize.static_qdq(folder.onnx_path, files["static QDQ int8"],
                         [dict(zip(("input_ids", "attention_mask"), tokenizer.encode(calibration[i:i + 8])))
                          for i in range(0, 64, 8)])
@@ -199,9 +202,10 @@ def int8_methods(repo: str, records: list[dict], field: str, batch_size: int, tm
     return vectors
 
 
-def retrieval_quality(repo: str, records: list[dict], vectors: dict, k: int = 10) -> None:
+def retrieval_quality(repo: str, records: list[dict], vectors: dict, query_towers: dict, k: int = 10) -> None:
     """Found@k of the demo's labelled stdlib queries (what ``evaluate`` reads) over each set of document
-    vectors (fp32 query tower, exact inner product)."""
+    vectors, the queries encoded by each of ``query_towers`` (label -> ONNX file; None: the fp32 tower), exact
+    inner product; what each pair loses and gains against fp32 queries over fp32 documents."""
     import numpy as np
 
     from mmsearch.jobs import parity
@@ -211,19 +215,21 @@ def retrieval_quality(repo: str, records: list[dict], vectors: dict, k: int = 10
 
     labelled = resolve_labels(parse_query_set(QUERIES.read_bytes(), str(QUERIES)), records, str(QUERIES))
     folder = ModelRepository(repo).folder("minilm")
-    queries = parity.onnx_text_runner(onnx.session(folder.onnx_path), folder.path)([q.text for q in labelled])
+    texts = [q.text for q in labelled]
     ids = np.array([r["id"] for r in records], dtype=np.int64)
     found = {}
-    for label, docs in vectors.items():
-        top = np.argsort(-(queries @ docs.T), axis=1)[:, :k]
-        found[label] = {i for i, q in enumerate(labelled) if judge(ids[top[i]].tolist(), q.labels, k).hit}
-    print(f"\nlabelled queries ({QUERIES.relative_to(ROOT)}: {len(labelled)}; fp32 query tower, exact top {k}):")
-    for label, hits in found.items():
-        lost = sorted(found["fp32"] - hits)
-        print(f"  documents {label:<30} {len(hits)}/{len(labelled)} found"
-              + ("" if label == "fp32" else f"; lost against fp32: {len(lost)}"
-                 + (f" {[labelled[i].text for i in lost]}" if lost else "")
-                 + f"; gained: {len(hits - found['fp32'])}"))
+    for tower, path in query_towers.items():
+        queries = parity.onnx_text_runner(onnx.session(path or folder.onnx_path), folder.path)(texts)
+        for label, docs in vectors.items():
+            top = np.argsort(-(queries @ docs.T), axis=1)[:, :k]
+            found[(tower, label)] = {i for i, q in enumerate(labelled) if judge(ids[top[i]].tolist(), q.labels, k).hit}
+    print(f"\nlabelled queries ({QUERIES.relative_to(ROOT)}: {len(labelled)}; exact top {k}):")
+    base = found[("fp32", "fp32")]
+    for (tower, label), hits in found.items():
+        lost = sorted(base - hits)
+        print(f"  queries {tower:<12} documents {label:<30} {len(hits)}/{len(labelled)} found"
+              + ("" if (tower, label) == ("fp32", "fp32") else f"; lost against fp32: {len(lost)}"
+                 + (f" {[labelled[i].text for i in lost]}" if lost else "") + f"; gained: {len(hits - base)}"))
 
 
 def push_benchmarks(workdir: Path, repo: str, tmp: Path, scale: int) -> None:

@@ -49,7 +49,7 @@ and an embedded secantusd. Then measures:
   (``MMSEARCH_INFERENCE_CACHE_QUERIES=0``), since the load repeats a short
   query list: the headline ratios are never taken with a warm cache.
 - int8: a serving whose arm runs the int8 query tower (``precision: int8``;
-  ``export --int8 --int8-method blockwise``), at concurrency 1 and 32, the
+  ``export --int8``: the first method that passes the gate, printed), at concurrency 1 and 32, the
   same ratios against the floor and naive, interleaved with the fp32 one.
 - CPU per query by component at concurrency 32: the encoder (the CPU seconds
   of serving's onnxruntime calls, its ``mmsearch_serving_encoder_cpu_seconds_total``),
@@ -82,6 +82,7 @@ Run: ``.venv/bin/python bench/search.py [--queries 200] [--rounds 3] [--triton] 
 from __future__ import annotations
 
 import argparse
+import json
 import asyncio
 import os
 import statistics
@@ -225,8 +226,6 @@ ENCODER_CPU = "mmsearch_serving_encoder_cpu_seconds_total"
 def zipf_texts(corpus: Path, n: int, seed: int = 0) -> list[str]:
     """``n`` query texts drawn by a Zipf law (s = 1.1) over the first ``ZIPF_QUERIES`` distinct texts of the
     corpus (the questions, then the answers' first sentences)."""
-    import json
-
     texts: list[str] = []
     for line in corpus.read_text().splitlines():
         record = json.loads(line)
@@ -467,8 +466,7 @@ def main() -> None:
     try:
         t = time.perf_counter()
         if not (repo / "minilm-int8" / "manifest.json").exists():
-            job("export", "--source-model", model_dir, "--name", "minilm", "--model-repository", str(repo), "--int8",
-                "--int8-method", "blockwise")
+            job("export", "--source-model", model_dir, "--name", "minilm", "--model-repository", str(repo), "--int8")
         job("prepare", "--workdir", str(work), "--source-kind", "stdlib", *(["--source", args.modules] if args.modules else []))
         job("encode", "--workdir", str(work), "--model-repository", str(repo), "--model", "minilm")
         job("push-milvus", "--workdir", str(work), "--milvus-uri", milvus.uri, "--scene", scene, "--version", "1",
@@ -478,6 +476,9 @@ def main() -> None:
         job("push-mongo", "--workdir", str(work), "--mongo-uri", mongo.uri, "--collection", scene)
         corpus = sum(1 for _ in open(work / "corpus.jsonl"))
         print(f"index: {corpus} stdlib documents, built in {time.perf_counter() - t:.0f} s")
+        quantized = json.loads((repo / "minilm-int8" / "manifest.json").read_text())["quantization"]
+        print(f"int8 query tower: {quantized['method']} ({quantized['weights']}); refused before it: "
+              + (", ".join(f"{r['method']} (min cosine {r['min_cosine']:.4f})" for r in quantized["refused"]) or "none"))
 
         from mmsearch.core.milvus.connection import connect
         from mmsearch.core.milvus.record import read_manifest

@@ -25,8 +25,10 @@ Decisions:
   query tower and the document tower; one for a sentence-transformers
   model), beside the fp32 one (``model_repository.int8_name``), with the
   first method of ``mmsearch.jobs.quantize.METHODS`` that passes its gate
-  (``--int8-method`` names one: dynamic per-channel, or blockwise int8
-  weights and activations; see that module for what was measured). The gate
+  (``--int8-method`` names one: dynamic per-channel, smooth (dynamic after
+  SmoothQuant's migration, calibrated on other inputs than the gate's), or
+  blockwise int8 weights and activations; see that module for what was
+  measured). The gate
   runs against the same PyTorch reference on the same inputs: min cosine
   >= 0.99 (``INT8_MIN_COSINE``); when no method passes it the export fails
   like a broken one and nothing is published. Its manifest records the
@@ -139,6 +141,12 @@ class Gate:
         self.want = parity.batched(tower.reference, self.items)
         self.n = len(self.items)
 
+    def calibration(self) -> list[dict]:
+        """Feeds of one input each, other inputs than the gate's, for ``quantize.smooth``."""
+        from mmsearch.jobs import parity
+
+        return parity.calibration_feeds(self.folder, self.tower.kind, self.n)
+
     def figures(self, path: Path) -> dict:
         from mmsearch.jobs import parity
 
@@ -178,7 +186,7 @@ def quantize_tower(gate: Gate, fp32_folder: Path, out: Path, model_version: int,
     onnx_path = out / str(model_version) / "model.onnx"
     refused: list[dict] = []
     for method in methods:
-        record = quantize.quantize(method, fp32, onnx_path)
+        record = quantize.quantize(method, fp32, onnx_path, gate.calibration)
         if not record["quantized_ops"]:
             raise JobError(f"int8: the quantizer found no MatMul/Gemm to quantize in {fp32_folder.name}; "
                            "nothing published (export without --int8)")
@@ -339,8 +347,8 @@ def export_command(
                               help=f"Also export an int8 copy of each tower as <tower>-int8 (refused below min "
                                    f"cosine {INT8_MIN_COSINE} against the fp32 reference)."),
     int8_method: str = typer.Option("auto", envvar="MMSEARCH_INT8_METHOD",
-                                    help="auto (the first of dynamic, blockwise that passes the int8 gate) | dynamic "
-                                         "| blockwise."),
+                                    help="auto (the first of dynamic, smooth, blockwise that passes the int8 gate) | "
+                                         "dynamic | smooth | blockwise."),
 ) -> None:
     """Export a model's towers to ONNX (parity-gated) as a Triton model repository."""
     with exit_on_error():

@@ -97,6 +97,23 @@ def onnx_text_runner(session, tokenizer_folder: Path) -> Callable[[Sequence[str]
     return run
 
 
+CALIBRATION_SEED = 1
+"""The seed of the inputs an int8 method calibrates on (``quantize.smooth``): other inputs than the gate's (seed 0)."""
+
+
+def calibration_feeds(folder: Path, kind: str, n: int = N_INPUTS) -> list[dict[str, np.ndarray]]:
+    """``n`` feeds of one input each for a ``kind`` ("text" or "image") tower exported to ``folder``: varied
+    inputs of :data:`CALIBRATION_SEED`, through the exported tokenizer or image processor."""
+    if kind == "text":
+        from mmsearch.core.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(folder)
+        return [dict(zip(("input_ids", "attention_mask"), tokenizer.encode([text])))
+                for text in varied_texts(n, seed=CALIBRATION_SEED)]
+    pixels = pixel_values(folder, varied_images(n, seed=CALIBRATION_SEED))
+    return [{"pixel_values": pixels[i:i + 1]} for i in range(len(pixels))]
+
+
 def pixel_values(folder: Path, images: Sequence) -> np.ndarray:
     """[n, 3, H, W] float32 with the exported preprocessor_config.json (the serving implementation)."""
     from mmsearch.core.image_preprocessing import ImageProcessor

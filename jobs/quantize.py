@@ -1,4 +1,4 @@
-"""int8 copies of an exported tower: three onnxruntime methods, and how export picks one.
+"""int8 copies of an exported tower: four onnxruntime methods, and how export picks one.
 
 - :func:`dynamic`: MatMul/Gemm weights int8
   per output channel, activations quantized at run time from each batch's own
@@ -28,10 +28,26 @@ inputs lose most: the empty text and one-word texts). Hence dynamic for export.
 Measured on the real all-MiniLM-L6-v2 (docs/benchmarks.md, bench/quantize.py):
 dynamic loses most on short texts (min cosine about 0.975, whichever nodes
 are kept in float: the feed-forward MatMuls lose most, the attention output
-projections almost nothing) and static QDQ more; blockwise keeps about 0.999.
-:data:`METHODS` is the order ``export --int8`` tries them in (``auto``): the
-first copy that passes the tower's int8 gate is published, so the CLIP image
-tower keeps dynamic (the faster there) and MiniLM gets blockwise.
+projections almost nothing) and static QDQ more; blockwise keeps about 0.999
+but runs batches no faster than fp32.
+- :func:`smooth`: :func:`dynamic` after SmoothQuant's migration (Xiao et al.,
+  2022): one range per tensor cannot hold the few activation channels with
+  outliers, so each channel ``j`` of an input is divided by ``s_j`` and the
+  weight rows it meets multiplied by it (``s_j = max|x_j|^a / max|W_j|^(1-a)``,
+  :data:`SMOOTH_ALPHA`; one ``Mul`` per input tensor, the product unchanged in
+  float), with ``max|x_j|`` calibrated on inputs other than the gate's. It
+  quantizes the fused ``Attention`` (QKV) too; a MatMul fed by a GELU (the
+  feed-forward output projection) stays in float (:func:`float_matmuls`):
+  GELU outputs keep outliers that smoothing does not tame (one such MatMul
+  quantized cost up to 0.005 of min cosine on MiniLM).
+
+Measured on the real all-MiniLM-L6-v2 (fused export), 2 cores with VNNI
+(docs/benchmarks.md): smooth keeps min cosine 0.992 (dynamic 0.975) and runs
+batches of 16 in about 0.55x fp32's time (blockwise: 1.05x), a lone query in
+about 0.75x. :data:`METHODS` is the order ``export --int8`` tries them in
+(``auto``): the first copy that passes the tower's int8 gate is published, so
+the CLIP image tower keeps dynamic (the faster there), MiniLM gets smooth, and
+a tower that smoothing cannot save falls back to blockwise.
 Graphs with untyped tensors are quantized with ``DefaultTensorType`` float.
 :func:`quantized_ops` counts the integer ops of a result, so a copy that
 quantized nothing is never published as int8.
@@ -39,8 +55,9 @@ quantized nothing is never published as int8.
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -133,14 +150,120 @@ def blockwise(fp32: Path, out: Path, block: int = BLOCK) -> dict:
             "activations": f"int8 per block of {block}, at run time", "ops": ["MatMul"], "quantized_ops": quantized_ops(out)}
 
 
-METHODS = ("dynamic", "blockwise")
+SMOOTH_ALPHA = 0.5
+"""SmoothQuant's migration strength: how much of an input channel's range moves into the weights."""
+SMOOTHED_OPS = ("MatMul", "Attention")  # ops whose input[1] is a constant [input channels, outputs] weight
+GELUS = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu")
+
+
+def float_matmuls(graph) -> list[str]:
+    """The MatMuls :func:`smooth` keeps in float: those fed by a GELU (see module doc)."""
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and producer.get(node.input[0]) in GELUS]
+
+
+def smoothing_scales(activation_max: np.ndarray, weight_max: np.ndarray, alpha: float = SMOOTH_ALPHA) -> np.ndarray:
+    """Per input channel: ``max|x|^alpha / max|W|^(1 - alpha)``; 1 where either is 0 (nothing to move). Pure."""
+    a, w = np.asarray(activation_max, np.float64), np.asarray(weight_max, np.float64)
+    live = (a > 0) & (w > 0)
+    scales = np.ones_like(a)
+    scales[live] = a[live] ** alpha / w[live] ** (1 - alpha)
+    return scales.astype(np.float32)
+
+
+def activation_ranges(model, names: list[str], calibration: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per channel (last axis) ``max|x|`` of each tensor in ``names`` over the calibration feeds."""
+    import onnx
+
+    from mmsearch.core import onnx as sessions
+
+    if not calibration:
+        raise ValueError("smooth quantization needs at least one calibration input")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, _FLOAT, None) for name in names)
+    ranges: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory(prefix="mmsearch-smooth-") as tmp:
+        onnx.save(probe, str(Path(tmp) / "probe.onnx"))
+        session = sessions.session(Path(tmp) / "probe.onnx")
+        wanted = {i.name for i in session.get_inputs()}
+        for feed in calibration:
+            for name, value in zip(names, session.run(names, {k: v for k, v in feed.items() if k in wanted})):
+                top = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+                ranges[name] = np.maximum(ranges[name], top) if name in ranges else top
+    return ranges
+
+
+def migrate(model, calibration: list[Mapping[str, np.ndarray]]) -> list[str]:
+    """SmoothQuant's migration on ``model`` (an ONNX ModelProto, changed in place; it computes the same in
+    float): the inputs of MatMul and Attention nodes with their own constant weight, each divided by its
+    smoothing scales (one ``Mul``), the weight rows multiplied by them. The MatMuls fed by a GELU are left as
+    they are; returns their names (see module doc)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    kept = float_matmuls(graph)
+    uses = Counter(name for node in graph.node for name in node.input)
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        if (node.op_type in SMOOTHED_OPS and node.name not in kept and len(node.input) > 1
+                and node.input[1] in weights and uses[node.input[1]] == 1
+                and len(weights[node.input[1]].dims) == 2 and weights[node.input[1]].data_type == _FLOAT):
+            consumers.setdefault(node.input[0], []).append(node)
+    ranges = activation_ranges(model, list(consumers), calibration)
+    muls = {}
+    for x, nodes in consumers.items():
+        arrays = [numpy_helper.to_array(weights[n.input[1]]) for n in nodes]
+        scales = smoothing_scales(ranges[x], np.max([np.abs(w).max(axis=1) for w in arrays], axis=0))
+        for node, w in zip(nodes, arrays):
+            weights[node.input[1]].CopyFrom(numpy_helper.from_array(w * scales[:, None], node.input[1]))
+            node.input[0] = f"{x}_smoothed"
+        graph.initializer.append(numpy_helper.from_array(1 / scales, f"{x}_smoothing"))
+        muls[id(nodes[0])] = onnx.helper.make_node("Mul", [x, f"{x}_smoothing"], [f"{x}_smoothed"], name=f"{x}_smooth")
+    nodes = []
+    for node in graph.node:  # each Mul right before the first node that reads it: the order stays topological
+        if id(node) in muls:
+            nodes.append(muls[id(node)])
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return kept
+
+
+def smooth(fp32: Path, out: Path, calibration: Iterable[Mapping[str, np.ndarray]]) -> dict:
+    """Write the smoothed dynamic int8 copy of ``fp32`` to ``out`` (see module doc), its smoothing scales
+    calibrated on ``calibration`` (feeds of one input each); returns its record."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(fp32))
+    feeds = list(calibration)
+    kept = migrate(model, feeds)
+    with tempfile.TemporaryDirectory(prefix="mmsearch-smooth-") as tmp:
+        onnx.save(model, str(Path(tmp) / "smoothed.onnx"))
+        quantize_dynamic(str(Path(tmp) / "smoothed.onnx"), str(out), per_channel=True, reduce_range=True,
+                         weight_type=QuantType.QInt8, op_types_to_quantize=list(SMOOTHED_OPS),
+                         nodes_to_exclude=kept, extra_options={"DefaultTensorType": _FLOAT})
+    return {"method": "smooth", "weights": f"int8 per channel, 7-bit range, smoothed (alpha {SMOOTH_ALPHA})",
+            "activations": "uint8 per batch, at run time, divided by per-channel smoothing scales",
+            "ops": list(SMOOTHED_OPS), "float_matmuls": len(kept), "calibration_inputs": len(feeds),
+            "quantized_ops": quantized_ops(out)}
+
+
+METHODS = ("dynamic", "smooth", "blockwise")
 """What ``export --int8`` tries, in this order (``auto``); ``--int8-method`` names one."""
 
 
-def quantize(method: str, fp32: Path, out: Path) -> dict:
-    """The ``method`` (one of :data:`METHODS`) int8 copy of ``fp32`` at ``out``; its record."""
+def quantize(method: str, fp32: Path, out: Path,
+             calibration: Callable[[], Iterable[Mapping[str, np.ndarray]]] = lambda: ()) -> dict:
+    """The ``method`` (one of :data:`METHODS`) int8 copy of ``fp32`` at ``out``; its record. ``calibration()``
+    gives the feeds :func:`smooth` calibrates on (called only for it)."""
     if method not in METHODS:
         raise ValueError(f"int8 method {method!r}: expected one of {', '.join(METHODS)}")
+    if method == "smooth":
+        return smooth(fp32, out, calibration())
     return {"dynamic": dynamic, "blockwise": blockwise}[method](fp32, out)
 
 

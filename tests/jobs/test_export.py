@@ -196,9 +196,10 @@ def test_an_int8_copy_below_the_gate_is_refused_and_publishes_nothing(minilm_sou
 
 
 @pytest.mark.slow
-def test_int8_auto_refuses_dynamic_and_ships_blockwise_for_minilm_queried_by_an_int8_arm(minilm_source, tmp_path):
-    """--int8 (auto) tries dynamic, which the gate refuses, then blockwise, which passes: published with what was
-    refused, and as an int8 copy of the fp32 tower it may query a collection the fp32 tower built."""
+def test_int8_auto_refuses_dynamic_and_ships_smooth_for_minilm_queried_by_an_int8_arm(minilm_source, tmp_path):
+    """--int8 (auto) tries dynamic, which the gate refuses, then smooth (dynamic after SmoothQuant's migration),
+    which passes: published with what was refused, and as an int8 copy of the fp32 tower it may query a
+    collection the fp32 tower built."""
     import onnx
 
     from mmsearch.core.milvus.record import CollectionRecord
@@ -210,11 +211,13 @@ def test_int8_auto_refuses_dynamic_and_ships_blockwise_for_minilm_queried_by_an_
     repository = ModelRepository(repo)
     fp32, int8 = repository.manifest("m"), repository.manifest("m-int8")
     q = int8.quantization
-    assert q["method"] == "blockwise" and [r["method"] for r in q["refused"]] == ["dynamic"]
+    assert q["method"] == "smooth" and [r["method"] for r in q["refused"]] == ["dynamic"]
+    assert q["calibration_inputs"] == int8.parity["n"] and q["float_matmuls"] == 6
     assert q["refused"][0]["min_cosine"] < 0.99 <= int8.parity["min_cosine"]
     assert q["source"] == {"name": "m", "onnx_sha256": fp32.onnx_sha256}
     ops = [n.op_type for n in onnx.load(str(repo / "m-int8" / "1" / "model.onnx")).graph.node]
-    assert ops.count("MatMulNBits") == 18 and "MatMul" not in ops
+    # the fused attention and the other 12 MatMuls in int8; the 6 fed by a GELU in float
+    assert ops.count("QAttention") == 6 and ops.count("MatMulInteger") == 12 and ops.count("MatMul") == 6
     built_by_fp32 = CollectionRecord.new(fp32.record(), "docs", "1", {}).manifest
     check_consistency("m-int8", int8, "docs", built_by_fp32)
     forged = ModelManifest.from_dict({**int8.to_dict(), "quantization": {**q, "source": {"name": "m", "onnx_sha256": "0" * 64}}})
