@@ -35,8 +35,9 @@ BATCH_SIZE = Histogram(
 )
 ENCODER_CPU = Counter(
     "mmsearch_serving_encoder_cpu_seconds_total",
-    "CPU seconds of the threads running the embedded encoder's onnxruntime calls, by model (intra-op threads "
-    "beyond the calling one are not counted: serving runs one under load).",
+    "CPU seconds of the embedded encoder's threads in their onnxruntime calls, by model (intra-op threads beyond "
+    "the calling one, and a lone query's call on the event loop, are not counted: under load serving runs one "
+    "intra-op thread on the encoder's threads).",
     ["model"],
 )
 

@@ -116,3 +116,21 @@ async def test_the_bound_output_buffer_holds_what_a_plain_run_returns(minilm_rep
         assert np.allclose(first, plain, atol=1e-6)
     finally:
         await encoder.close()
+
+
+async def test_cpu_seconds_are_counted_for_calls_on_the_encoders_threads_not_for_a_lone_call_on_the_loop(minilm_repo):
+    from mmsearch.services.serving import metrics
+
+    busy = {"others": 0}
+    encoder = OnnxEncoder(ModelRepository(minilm_repo).folder("minilm"), intra_op_threads=1, single_query_threads=0,
+                          alone=lambda: busy["others"] == 0, lone_on_loop=True)
+    counted = metrics.ENCODER_CPU.labels("minilm")
+    try:
+        ids, mask = load_tokenizer(minilm_repo / "minilm").encode(TEXTS * 8)
+        before = counted._value.get()
+        await encoder.infer({"input_ids": ids[:1], "attention_mask": mask[:1]})  # alone: on the event loop
+        assert counted._value.get() == before
+        await encoder.infer({"input_ids": ids, "attention_mask": mask})  # 24 queries: on the encoder's thread
+        assert counted._value.get() > before
+    finally:
+        await encoder.close()
