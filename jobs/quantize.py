@@ -25,7 +25,7 @@ inputs lose most: the empty text and one-word texts). Hence dynamic for export.
   of its block only, not of the whole tensor as in :func:`dynamic`. No
   calibration set.
 
-Measured on the real all-MiniLM-L6-v2 (docs/benchmarks.md, bench/quantize.py):
+Measured on the real all-MiniLM-L6-v2 (docs/benchmarks.md):
 dynamic loses most on short texts (min cosine about 0.975, whichever nodes
 are kept in float: the feed-forward MatMuls lose most, the attention output
 projections almost nothing) and static QDQ more; blockwise keeps about 0.999
@@ -43,7 +43,7 @@ but runs batches no faster than fp32.
 
 Measured on the real all-MiniLM-L6-v2 (fused export), 2 cores with VNNI
 (docs/benchmarks.md): smooth keeps min cosine 0.992 (dynamic 0.975) and runs
-batches of 16 in about 0.55x fp32's time (blockwise: 1.05x), a lone query in
+batches of 16 in about 0.57x fp32's time (blockwise: about 1.1x), a lone query in
 about 0.75x. :data:`METHODS` is the order ``export --int8`` tries them in
 (``auto``): the first copy that passes the tower's int8 gate is published, so
 the CLIP image tower keeps dynamic (the faster there), MiniLM gets smooth, and
@@ -181,7 +181,9 @@ def activation_ranges(model, names: list[str], calibration: list[Mapping[str, np
         raise ValueError("smooth quantization needs at least one calibration input")
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, _FLOAT, None) for name in names)
+    outputs = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, _FLOAT, None) for name in names
+                              if name not in outputs)
     ranges: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="mmsearch-smooth-") as tmp:
         onnx.save(probe, str(Path(tmp) / "probe.onnx"))
