@@ -82,8 +82,8 @@ Run: ``.venv/bin/python bench/search.py [--queries 200] [--rounds 3] [--triton] 
 from __future__ import annotations
 
 import argparse
-import json
 import asyncio
+import json
 import os
 import statistics
 import subprocess
