@@ -57,7 +57,7 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -67,15 +67,22 @@ INTEGER_OPS = ("MatMulNBits", "MatMulInteger", "QLinearMatMul", "DynamicQuantize
                "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
 
 
-def dynamic(fp32: Path, out: Path) -> dict:
-    """Write the dynamic int8 copy of ``fp32`` to ``out``; returns what the manifest records of it."""
+def _quantize_dynamic(source: Path, out: Path, ops: Sequence[str], float_nodes: Sequence[str] = ()) -> None:
+    """onnxruntime's dynamic quantization of ``ops`` (but ``float_nodes``) in ``source``, as :func:`dynamic`
+    and :func:`smooth` run it."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # reduce_range: 7-bit weights. On x86 CPUs without VNNI (AVX2 only) onnxruntime's u8 x s8 products
     # saturate in 16 bits with full-range weights, and the same model's parity drops on those machines
     # alone; with 7 bits it is the same everywhere.
-    quantize_dynamic(str(fp32), str(out), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=OP_TYPES, extra_options={"DefaultTensorType": _FLOAT})
+    quantize_dynamic(str(source), str(out), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=list(ops), nodes_to_exclude=list(float_nodes),
+                     extra_options={"DefaultTensorType": _FLOAT})
+
+
+def dynamic(fp32: Path, out: Path) -> dict:
+    """Write the dynamic int8 copy of ``fp32`` to ``out``; returns what the manifest records of it."""
+    _quantize_dynamic(fp32, out, OP_TYPES)
     return {"method": "dynamic", "weights": "int8 per channel, 7-bit range", "activations": "uint8 per batch, at run time",
             "ops": OP_TYPES, "quantized_ops": quantized_ops(out)}
 
@@ -238,16 +245,13 @@ def smooth(fp32: Path, out: Path, calibration: Iterable[Mapping[str, np.ndarray]
     """Write the smoothed dynamic int8 copy of ``fp32`` to ``out`` (see module doc), its smoothing scales
     calibrated on ``calibration`` (feeds of one input each); returns its record."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(fp32))
     feeds = list(calibration)
     kept = migrate(model, feeds)
     with tempfile.TemporaryDirectory(prefix="mmsearch-smooth-") as tmp:
         onnx.save(model, str(Path(tmp) / "smoothed.onnx"))
-        quantize_dynamic(str(Path(tmp) / "smoothed.onnx"), str(out), per_channel=True, reduce_range=True,
-                         weight_type=QuantType.QInt8, op_types_to_quantize=list(SMOOTHED_OPS),
-                         nodes_to_exclude=kept, extra_options={"DefaultTensorType": _FLOAT})
+        _quantize_dynamic(Path(tmp) / "smoothed.onnx", out, list(SMOOTHED_OPS), kept)
     return {"method": "smooth", "weights": f"int8 per channel, 7-bit range, smoothed (alpha {SMOOTH_ALPHA})",
             "activations": "uint8 per batch, at run time, divided by per-channel smoothing scales",
             "ops": list(SMOOTHED_OPS), "float_matmuls": len(kept), "calibration_inputs": len(feeds),
